@@ -1,0 +1,43 @@
+# metabt: `make demo` runs the main job on the sample data; `make test` runs the tests.
+# Both create the virtual environment (.venv) on first use.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.metabt-installed
+# A local wheel directory (the CPU build of torch) is used when the machine has one.
+FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
+PIP    := $(BIN)/python -m pip install --disable-pip-version-check $(FIND_LINKS) -c constraints.txt
+
+.PHONY: setup demo test lint typecheck bench clean constraints
+
+setup: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# torch first, alone and pinned, so nothing later can pull a CUDA build.
+	$(PIP) torch==2.13.0
+	$(PIP) -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/metabt backtest
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check metabt strategies tests benchmarks scripts examples
+	$(BIN)/ruff format --check metabt strategies tests benchmarks scripts examples
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_backtest.py
+
+constraints: $(STAMP)
+	$(BIN)/python -m pip freeze --exclude-editable | sed -e 's/^torch==.*/torch==2.13.0/' > constraints.txt
+
+clean:
+	rm -rf $(VENV) reports build *.egg-info

@@ -1,0 +1,49 @@
+"""metabt: meta-learned (MAML) adaptive trading strategies inside Backtrader.
+
+The public names are importable from here::
+
+    from metabt import MetaStrategy, MetaLearner, SignalSizer, QuantStatsAnalyzer
+
+They are imported on first use, so ``import metabt.data`` does not pay for torch and
+``import metabt.meta`` does not pay for backtrader.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_LAZY = {
+    "CheckpointError": "metabt.errors",
+    "ConfigError": "metabt.errors",
+    "DataError": "metabt.errors",
+    "MetaLearner": "metabt.meta",
+    "MetaStrategy": "metabt.strategy",
+    "MetabtError": "metabt.errors",
+    "QuantStatsAnalyzer": "metabt.analyzers",
+    "SignalSizer": "metabt.sizers",
+}
+
+__all__ = sorted([*_LAZY, "__version__"])
+
+if TYPE_CHECKING:
+    from metabt.analyzers import QuantStatsAnalyzer
+    from metabt.errors import CheckpointError, ConfigError, DataError, MetabtError
+    from metabt.meta import MetaLearner
+    from metabt.sizers import SignalSizer
+    from metabt.strategy import MetaStrategy
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'metabt' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__
