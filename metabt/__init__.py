@@ -27,7 +27,17 @@ _LAZY = {
     "SignalSizer": "metabt.sizers",
 }
 
-__all__ = sorted([*_LAZY, "__version__"])
+__all__ = [
+    "CheckpointError",
+    "ConfigError",
+    "DataError",
+    "MetaLearner",
+    "MetaStrategy",
+    "MetabtError",
+    "QuantStatsAnalyzer",
+    "SignalSizer",
+    "__version__",
+]
 
 if TYPE_CHECKING:
     from metabt.analyzers import QuantStatsAnalyzer

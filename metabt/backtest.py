@@ -1,0 +1,173 @@
+"""One honest backtest run: same data, warm-up, costs and sizer for every strategy."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import backtrader as bt
+import pandas as pd
+
+from metabt.analyzers import QuantStatsAnalyzer
+from metabt.data import feed
+from metabt.errors import ConfigError, DataError
+from metabt.sizers import SignalSizer
+
+__all__ = ["BacktestResult", "Costs", "run_backtest", "warmup_start"]
+
+
+@dataclass(frozen=True)
+class Costs:
+    """Trading costs applied to the backtrader broker; on by default (honesty rule 3).
+
+    Args:
+        commission_bps: commission per trade, basis points of traded value. Default 5.
+        slippage_bps: adverse fill price move, basis points of the price. Default 2.
+
+    Raises:
+        ConfigError: a negative or non-finite cost.
+    """
+
+    commission_bps: float = 5.0
+    slippage_bps: float = 2.0
+
+    def __post_init__(self) -> None:
+        for name in ("commission_bps", "slippage_bps"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ConfigError(f"{name} must be a number >= 0 (basis points), got {value!r}")
+
+    def apply(self, broker: bt.brokers.BackBroker) -> None:
+        """Set commission (percentage of value) and slippage (percentage of price)."""
+        broker.setcommission(commission=self.commission_bps / 1e4)
+        broker.set_slippage_perc(self.slippage_bps / 1e4, slip_open=True, slip_match=True)
+
+    def describe(self) -> str:
+        return (
+            f"commission {self.commission_bps:g} bps, slippage {self.slippage_bps:g} bps per trade"
+        )
+
+
+@dataclass
+class BacktestResult:
+    """What one strategy did over the test period.
+
+    Attributes:
+        name: the strategy's label in tables.
+        returns: simple per-bar portfolio returns from the start date (tz-naive index).
+        benchmark: buy-and-hold returns of the first data on the same dates.
+        metrics: quantstats metrics of ``returns`` (see ``metabt.report.compute_metrics``).
+        strategy: the backtrader strategy instance after the run (adaptation log, signals).
+        analyzer: the QuantStatsAnalyzer, for ``tearsheet``.
+        rejected_orders: orders the broker rejected.
+    """
+
+    name: str
+    returns: pd.Series
+    benchmark: pd.Series
+    metrics: dict[str, float]
+    strategy: Any
+    analyzer: QuantStatsAnalyzer
+    rejected_orders: list[dict[str, Any]] = field(default_factory=list)
+
+    def tearsheet(self, path: str | Path, title: str | None = None) -> Path:
+        """Write the quantstats HTML tearsheet (with the benchmark) to ``path``."""
+        return self.analyzer.tearsheet(path, title=title or self.name)
+
+
+def warmup_start(
+    frames: Mapping[str, pd.DataFrame], start: pd.Timestamp, bars: int
+) -> pd.Timestamp:
+    """The earliest date from which every frame has ``bars`` bars before ``start``.
+
+    Args:
+        frames: validated OHLCV frames.
+        start: first date of the test period.
+        bars: warm-up bars needed (features, labels, support, indicators).
+
+    Raises:
+        DataError: a frame has no bars on/after ``start``.
+    """
+    first = start
+    for name, frame in frames.items():
+        if not (frame.index >= start).any():
+            raise DataError(
+                f"{name}: no bars on or after the start date {start.date()} (data ends "
+                f"{frame.index[-1].date()}); pick an earlier --start"
+            )
+        before = frame.index[frame.index < start]
+        if len(before):
+            first = min(first, before[max(0, len(before) - bars)])
+    return first
+
+
+def run_backtest(
+    strategy: type[bt.Strategy],
+    frames: Mapping[str, pd.DataFrame],
+    *,
+    start: str | pd.Timestamp,
+    end: str | pd.Timestamp | None = None,
+    warmup_bars: int = 300,
+    cash: float = 100_000.0,
+    costs: Costs | None = None,
+    strategy_kwargs: Mapping[str, Any] | None = None,
+    sizer_kwargs: Mapping[str, Any] | None = None,
+    name: str | None = None,
+) -> BacktestResult:
+    """Run one strategy on the given frames with costs on, recording from ``start``.
+
+    Each frame is fed from ``warmup_bars`` bars before ``start`` (so indicators, features
+    and the first support set are ready) to ``end`` inclusive; the strategy trades from
+    ``start`` on and the analyzer records returns from ``start`` on.
+
+    Args:
+        strategy: a backtrader strategy class (MetaStrategy or a baseline).
+        frames: name -> validated OHLCV frame (``metabt.data.load_ohlcv``).
+        start: first date of the test period.
+        end: last date of the test period (inclusive); None for all data.
+        warmup_bars: bars fed before ``start``. Default 300.
+        cash: starting cash (currency units). Default 100,000.
+        costs: commission and slippage; default ``Costs()`` (5 bps + 2 bps).
+        strategy_kwargs: extra strategy params.
+        sizer_kwargs: SignalSizer params.
+        name: label in tables (default: the class name).
+
+    Returns:
+        A :class:`BacktestResult`.
+
+    Raises:
+        ConfigError: bad cash or dates. DataError: no data in the test period.
+    """
+    if not (isinstance(cash, (int, float)) and math.isfinite(cash) and cash > 0):
+        raise ConfigError(f"cash must be a positive number, got {cash!r}")
+    start_ts = pd.Timestamp(start)
+    end_ts = None if end is None else pd.Timestamp(end)
+    if end_ts is not None and end_ts < start_ts:
+        raise ConfigError(f"end {end_ts.date()} is before start {start_ts.date()}; swap them")
+    costs = costs or Costs()
+    first = warmup_start(frames, start_ts, warmup_bars)
+
+    cerebro = bt.Cerebro(stdstats=False)
+    for label, frame in frames.items():
+        window = frame.loc[first:end_ts] if end_ts is not None else frame.loc[first:]
+        cerebro.adddata(feed(window, name=label))
+    cerebro.broker.setcash(float(cash))
+    costs.apply(cerebro.broker)
+    cerebro.addsizer(SignalSizer, **dict(sizer_kwargs or {}))
+    cerebro.addstrategy(strategy, trade_start=start_ts.date(), **dict(strategy_kwargs or {}))
+    cerebro.addanalyzer(QuantStatsAnalyzer, _name="quantstats", start=start_ts.date())
+    strat = cerebro.run()[0]
+    analyzer = strat.analyzers.quantstats
+    analysis = analyzer.get_analysis()
+    return BacktestResult(
+        name=name or strategy.__name__,
+        returns=analysis["returns"],
+        benchmark=analysis["benchmark"],
+        metrics=analysis["metrics"],
+        strategy=strat,
+        analyzer=analyzer,
+        rejected_orders=list(getattr(strat, "rejected_orders", [])),
+    )

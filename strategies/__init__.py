@@ -1,0 +1,8 @@
+"""Ready-made strategies for Cerebro: the demo MetaStrategy configuration and its baselines."""
+
+from __future__ import annotations
+
+from strategies.baselines import BuyAndHold, SmaCross
+from strategies.meta import DEMO, DemoConfig, demo_learner
+
+__all__ = ["DEMO", "BuyAndHold", "DemoConfig", "SmaCross", "demo_learner"]

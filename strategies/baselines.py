@@ -1,0 +1,79 @@
+"""Baselines every MetaStrategy result is shown beside: buy-and-hold and an SMA crossover."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import backtrader as bt
+
+from metabt.errors import ConfigError
+from metabt.strategy import SignalStrategy
+
+__all__ = ["BuyAndHold", "SmaCross"]
+
+
+class BuyAndHold(SignalStrategy):
+    """Equal-weight buy-and-hold of every data, bought on the first trading bar, never rebalanced.
+
+    The passive benchmark: it ignores the sizer (no volatility targeting) and pays the same
+    commission and slippage on its single entry as the other strategies.
+
+    Params:
+        invest (float): fraction of portfolio value invested, split equally across the data;
+            a little cash is kept because orders fill at the next bar's open. Default 0.98.
+        trade_start: see :class:`metabt.strategy.SignalStrategy`.
+    """
+
+    params: Any = (("invest", 0.98),)
+
+    def __init__(self) -> None:
+        super().__init__()
+        if not 0 < self.p.invest <= 1:
+            raise ConfigError(f"invest must be in (0, 1], got {self.p.invest!r}")
+        self._bought = [False] * len(self.datas)
+
+    def compute_signal(self, i: int, data: bt.DataBase) -> float:
+        return 1.0
+
+    def rebalance(self, active: list[int], signals: list[float]) -> None:
+        """Buy each data once, on its first trading bar, with an equal share of value."""
+        value = self.broker.getvalue() * self.p.invest / len(self.datas)
+        for i in active:
+            if not self._bought[i]:
+                d = self.datas[i]
+                self.order_target_size(d, int(value / d.close[0]))
+                self._bought[i] = True
+
+
+class SmaCross(SignalStrategy):
+    """Simple moving-average crossover, traded through the same sizer as MetaStrategy.
+
+    Signal +1 when the fast SMA of the close is above the slow one, else -1 (0 when
+    ``long_only``); NaN until the slow SMA has ``slow`` bars.
+
+    Params:
+        fast (int): fast SMA period, bars. Default 50.
+        slow (int): slow SMA period, bars. Default 200.
+        long_only (bool): flat instead of short below the slow SMA. Default True.
+        trade_start, gross_leverage: see :class:`metabt.strategy.SignalStrategy`.
+    """
+
+    params: Any = (("fast", 50), ("slow", 200), ("long_only", True))
+
+    def __init__(self) -> None:
+        super().__init__()
+        if not 1 <= self.p.fast < self.p.slow:
+            raise ConfigError(
+                f"SmaCross needs 1 <= fast < slow, got fast={self.p.fast}, slow={self.p.slow}"
+            )
+        self._fast = [bt.indicators.SMA(d.close, period=self.p.fast) for d in self.datas]
+        self._slow = [bt.indicators.SMA(d.close, period=self.p.slow) for d in self.datas]
+
+    def compute_signal(self, i: int, data: bt.DataBase) -> float:
+        fast, slow = self._fast[i][0], self._slow[i][0]
+        if math.isnan(fast) or math.isnan(slow):
+            return math.nan
+        if fast > slow:
+            return 1.0
+        return 0.0 if self.p.long_only else -1.0
