@@ -209,14 +209,15 @@ def _train(
             "pick a later cut-off date or give earlier --train-data"
         )
     tic = time.perf_counter()
-    learner, fit = demo_learner(
-        frames, cfg, end=end, checkpoint=checkpoint, progress=not args.quiet
-    )
+    run = demo_learner(frames, cfg, end=end, checkpoint=checkpoint, progress=not args.quiet)
+    learner, fit = run.learner, run.fit
+    assert learner.train_range is not None
     print(
         f"meta-trained {learner.algorithm} ({args.model_type}, engine {learner.engine}) on "
         f"{', '.join(frames)} from {learner.train_range[0]} to {learner.train_range[1]}: "
-        f"{fit.steps} steps in {time.perf_counter() - tic:.1f}s, best validation query MSE "
-        f"{fit.best_val_loss:.4f} at step {fit.best_step}"
+        f"{fit.steps} steps in {time.perf_counter() - tic:.1f}s; validation query MSE after "
+        f"adaptation {fit.best_val_loss:.4f} (step {fit.best_step}) vs {run.val_zero_mse:.4f} "
+        "for always predicting zero"
     )
     return learner
 
@@ -320,7 +321,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit code: 0 success, 2 bad input, 1 unexpected failure.
     """
     parser = _build_parser()
-    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    try:
+        args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    except SystemExit as exc:  # usage errors (2), --help and --version (0)
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 2
     if args.command is None:
         parser.print_help()
         return 2

@@ -35,7 +35,7 @@ from metabt.models import MetaModel, build_model
 if TYPE_CHECKING:
     from metabt.features import FeatureSpec
 
-__all__ = ["ALGORITHMS", "ENGINES", "AdaptedModel", "FitResult", "MetaLearner"]
+__all__ = ["ALGORITHMS", "AdaptedModel", "ENGINES", "FitResult", "MetaLearner"]
 
 ALGORITHMS = ("maml", "fomaml", "metasgd", "anil", "reptile", "erm", "scratch")
 ENGINES = ("auto", "higher", "func")
@@ -245,7 +245,8 @@ class MetaLearner:
 
         names = [n for n, _ in model.named_parameters()]
         if self._algo.head_only:
-            self._adapt_names = [n for n in names if n in model.head_names]  # type: ignore[union-attr]
+            assert isinstance(model, MetaModel)
+            self._adapt_names = [n for n in names if n in model.head_names]
         else:
             self._adapt_names = names
         self.inner_lrs: dict[str, nn.Parameter] = {}
@@ -331,7 +332,7 @@ class MetaLearner:
 
     def _task_loss_func(
         self,
-        params: Params,
+        params: Mapping[str, Tensor],
         lrs: Mapping[str, Tensor | float],
         steps: int,
         first_order: bool,
@@ -834,8 +835,8 @@ class MetaLearner:
             "step_count": self.step_count,
             "versions": {
                 "metabt": metabt.__version__,
-                "torch": torch.__version__,
-                "numpy": np.__version__,
+                "torch": str(torch.__version__),
+                "numpy": str(np.__version__),
                 "python": platform.python_version(),
             },
             "fit_state": fit_state,
@@ -902,7 +903,7 @@ class MetaLearner:
                 f"{path}: the checkpoint does not match this version of metabt ({exc}); "
                 "re-create it with `metabt train`"
             ) from exc
-        if spec is not None and model.n_features != spec.n_features * model.window:  # type: ignore[union-attr]
+        if spec is not None and model.n_features != spec.n_features * model.window:
             raise CheckpointError(
                 f"{path}: the model takes {model.n_features} inputs but the feature spec gives "
                 f"{spec.n_features} x window {model.window}; re-create it with `metabt train`"

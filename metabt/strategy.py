@@ -59,14 +59,16 @@ class SignalStrategy(bt.Strategy):
         trade_start (date | str | None): no orders before this date; bars before it are a
             warm-up period. Default None (trade from the first bar).
         gross_leverage (float): cap on the sum of |position value| over all data, as a
-            multiple of portfolio value. Default 1.0.
+            multiple of portfolio value. Default 0.95: orders fill at the next bar's open,
+            so a little cash absorbs overnight gaps and commission; an order the broker
+            still rejects is recorded in ``rejected_orders`` and retried at the next bar.
 
     Attributes:
         signals (list[Signal]): the ``signal`` line of each data, in ``self.datas`` order.
         rejected_orders (list[dict]): orders the broker rejected (margin, cash), with date.
     """
 
-    params: Any = (("trade_start", None), ("gross_leverage", 1.0))
+    params: Any = (("trade_start", None), ("gross_leverage", 0.95))
 
     def __init__(self) -> None:
         super().__init__()
@@ -146,19 +148,30 @@ class SignalStrategy(bt.Strategy):
         sizer = self._signal_sizer
         assert sizer is not None
         datas = [self.datas[i] for i in active]
-        weights = [sizer.target_weight(s, sizer.realised_vol(d)) for s, d in zip(signals, datas)]
+        vols = [sizer.realised_vol(d) for d in datas]
+        weights = [sizer.target_weight(s, v) for s, v in zip(signals, vols)]
         gross = float(sum(abs(w) for w in weights))
         scale = min(1.0, self.p.gross_leverage / gross) if gross > 0 else 1.0
         value = self.broker.getvalue()
-        orders = []
-        for s, d in zip(signals, datas):
-            target = sizer.target_size(d, s, value=value, weight_scale=scale)
-            current = self.getposition(d).size
-            if target != current:
-                orders.append((abs(target) < abs(current), d, target))
+        prices = [d.close[0] for d in datas]
+        current = [self.getposition(d).size for d in datas]
+
+        def targets(deadband: float | None) -> list[int]:
+            return [
+                sizer.target_shares(
+                    s, v, p, value, current=c, weight_scale=scale, deadband=deadband
+                )
+                for s, v, p, c in zip(signals, vols, prices, current)
+            ]
+
+        target = targets(None)
+        if sum(abs(t) * p for t, p in zip(target, prices)) > self.p.gross_leverage * value:
+            # positions held inside their deadband pushed the book over the cap: go exact
+            target = targets(0.0)
+        orders = [(abs(t) < abs(c), d, t) for d, t, c in zip(datas, target, current) if t != c]
         # reductions (flag True) sort first: they free cash for the increases
-        for _, d, target in sorted(orders, key=lambda o: not o[0]):
-            self.order_target_size(d, target)
+        for _, d, size in sorted(orders, key=lambda o: not o[0]):
+            self.order_target_size(d, size)
 
 
 @dataclass

@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from strategies.baselines import BuyAndHold, SmaCross
-from strategies.meta import DEMO, DemoConfig, demo_learner
+from strategies.meta import DEMO, DemoConfig, DemoTraining, demo_learner
 
-__all__ = ["DEMO", "BuyAndHold", "DemoConfig", "SmaCross", "demo_learner"]
+__all__ = ["BuyAndHold", "DEMO", "DemoConfig", "DemoTraining", "SmaCross", "demo_learner"]

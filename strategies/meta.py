@@ -7,14 +7,14 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import pandas as pd
-from metabt.features import FeatureSpec
-from metabt.tasks import TaskSampler
 
 from metabt.errors import ConfigError
+from metabt.features import FeatureSpec
 from metabt.meta import FitResult, MetaLearner
 from metabt.models import GRU, MLP, MetaModel
+from metabt.tasks import TaskSampler
 
-__all__ = ["DEMO", "DemoConfig", "demo_learner"]
+__all__ = ["DEMO", "DemoConfig", "DemoTraining", "demo_learner"]
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class DemoConfig:
     gru_hidden: int = 32
     gru_window: int = 10
     algorithm: str = "maml"
-    inner_lr: float = 0.05
+    inner_lr: float = 0.02
     inner_steps: int = 5
     meta_lr: float = 1e-3
     meta_steps: int = 600
@@ -74,6 +74,22 @@ class DemoConfig:
 DEMO = DemoConfig()
 
 
+@dataclass
+class DemoTraining:
+    """The outcome of :func:`demo_learner`.
+
+    Attributes:
+        learner: the meta-trained learner (θ with the best validation loss).
+        fit: what ``MetaLearner.fit`` did.
+        val_zero_mse: validation query MSE of always predicting 0 (no view), the
+            baseline a useful model must beat.
+    """
+
+    learner: MetaLearner
+    fit: FitResult
+    val_zero_mse: float
+
+
 def _model(cfg: DemoConfig) -> MetaModel:
     if cfg.model_type == "mlp":
         return MLP(cfg.spec.n_features, cfg.hidden, seed=cfg.seed)
@@ -89,7 +105,7 @@ def demo_learner(
     end: str | pd.Timestamp | None = None,
     checkpoint: str | None = None,
     progress: bool = True,
-) -> tuple[MetaLearner, FitResult]:
+) -> DemoTraining:
     """Meta-train the demo learner on ``frames`` strictly before ``end`` (default ``cfg.start``).
 
     The last ``cfg.val_years`` years before ``end`` give the validation tasks (θ with the
@@ -104,7 +120,7 @@ def demo_learner(
         progress: show a progress bar.
 
     Returns:
-        (learner, fit result).
+        A :class:`DemoTraining` (learner, fit result, zero-prediction baseline).
 
     Raises:
         ConfigError: too little data before ``end`` for one task.
@@ -134,4 +150,5 @@ def demo_learner(
         progress=progress,
     )
     learner.train_range = (str(tasks.date_range[0])[:10], str(tasks.date_range[1])[:10])
-    return learner, result
+    yq = val.fixed(64, cfg.seed)[3]
+    return DemoTraining(learner, result, float((yq.double() ** 2).mean()))

@@ -1,0 +1,100 @@
+"""MetaStrategy backtest time against a plain backtrader SMA-crossover backtest on the same bars.
+
+Both run in this process on the same ~2,500 daily bars of the sample data (AAPL): the
+reference is the SMA crossover of backtrader's quickstart (``bt.indicators.CrossOver``,
+buy/close); MetaStrategy uses MAML, an MLP, adapt_every=5, support=60, inner_steps=5.
+Each is timed ``--repeats`` times and the best time is kept; the ratio is printed.
+
+    python benchmarks/bench_backtest.py [--repeats R] [--algorithm maml]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import backtrader as bt
+import pandas as pd
+import torch
+
+from metabt import MetaLearner, MetaStrategy, SignalSizer
+from metabt.data import feed, load_ohlcv, sample_data_dir
+from metabt.features import FeatureSpec
+from metabt.models import MLP
+from metabt.tasks import TaskSampler
+
+BARS = 2500
+
+
+class SmaCrossReference(bt.Strategy):
+    """backtrader's classic SMA crossover (quickstart guide)."""
+
+    params = (("fast", 10), ("slow", 30))
+
+    def __init__(self) -> None:
+        self.crossover = bt.indicators.CrossOver(
+            bt.indicators.SMA(period=self.p.fast), bt.indicators.SMA(period=self.p.slow)
+        )
+
+    def next(self) -> None:
+        if not self.position and self.crossover > 0:
+            self.buy()
+        elif self.position and self.crossover < 0:
+            self.close()
+
+
+def best_time(run: Callable[[], object], repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        tic = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - tic)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--algorithm", default="maml")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    frame = load_ohlcv(sample_data_dir() / "AAPL.csv").iloc[-BARS:]
+    spec = FeatureSpec()
+    cut = frame.index[400]
+    tasks = TaskSampler.from_frames({"AAPL": frame}, spec, support=60, query=20, end=cut)
+    learner = MetaLearner(
+        MLP(spec.n_features), algorithm=args.algorithm, inner_steps=5, feature_spec=spec
+    )
+    learner.fit(tasks, 10, progress=False)  # training is not timed; any θ costs the same
+
+    def run_meta() -> object:
+        cerebro = bt.Cerebro(stdstats=False)
+        cerebro.adddata(feed(frame, name="AAPL"))
+        cerebro.addstrategy(MetaStrategy, learner=learner, adapt_every=5, support=60, inner_steps=5)
+        cerebro.addsizer(SignalSizer)
+        strat = cerebro.run()[0]
+        assert len(strat.adaptations) > 400
+        return strat
+
+    def run_sma() -> object:
+        cerebro = bt.Cerebro(stdstats=False)
+        cerebro.adddata(feed(frame, name="AAPL"))
+        cerebro.addstrategy(SmaCrossReference)
+        return cerebro.run()[0]
+
+    sma = best_time(run_sma, args.repeats)
+    meta = best_time(run_meta, args.repeats)
+    first, last = pd.Timestamp(frame.index[0]).date(), pd.Timestamp(frame.index[-1]).date()
+    print(f"{len(frame)} bars of AAPL, {first} to {last}; best of {args.repeats} runs, 1 thread")
+    print(f"backtrader SMA crossover : {sma:7.3f} s")
+    print(
+        f"MetaStrategy ({args.algorithm}, MLP, adapt_every=5, support=60, inner_steps=5): "
+        f"{meta:7.3f} s"
+    )
+    print(f"ratio MetaStrategy / SMA crossover: {meta / sma:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

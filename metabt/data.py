@@ -1,0 +1,434 @@
+"""Load and validate daily OHLCV bars from CSV files or DataFrames; build backtrader feeds."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import numpy as np
+import pandas as pd
+
+from metabt.errors import DataError
+
+if TYPE_CHECKING:
+    import backtrader as bt
+
+__all__ = ["COLUMNS", "feed", "load_many", "load_ohlcv", "sample_data_dir", "sample_files"]
+
+COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
+"""The columns of a validated OHLCV frame, in order."""
+
+_DATE_NAMES = ("date", "datetime", "time", "timestamp")
+_ENV_SAMPLE_DATA = "METABT_SAMPLE_DATA"
+
+_Source: TypeAlias = str | os.PathLike[str] | pd.DataFrame
+
+
+def _label(source: _Source, name: str | None) -> str:
+    """The name of ``source`` used in error messages."""
+    if name:
+        return name
+    if isinstance(source, pd.DataFrame):
+        return "DataFrame"
+    return Path(source).name
+
+
+def _where(index: pd.Index, pos: int, line_offset: int | None) -> str:
+    """Describe row ``pos``: its CSV line number (for files) or row number, and its date."""
+    date = index[pos] if isinstance(index, pd.DatetimeIndex) else None
+    when = (
+        "no date"
+        if date is None or pd.isna(date)
+        else str(date.date() if _midnight(date) else date)
+    )
+    if line_offset is None:
+        return f"row {pos} ({when})"
+    return f"line {pos + line_offset} ({when})"
+
+
+def _show(value: Any) -> str:
+    """A cell value for a message: strings quoted, numbers plain."""
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _midnight(ts: pd.Timestamp) -> bool:
+    return ts == ts.normalize()
+
+
+def _read(source: _Source, label: str) -> tuple[pd.DataFrame, int | None]:
+    """Read ``source`` into a fresh DataFrame; also return the CSV line of data row 0 (or None)."""
+    if isinstance(source, pd.DataFrame):
+        return source.copy(), None
+    path = Path(source)
+    if not path.exists():
+        raise DataError(f"{label}: file not found ({path}); check the path")
+    if not path.is_file():
+        raise DataError(f"{label}: {path} is not a file; pass a CSV file")
+    try:
+        with warnings.catch_warnings():
+            # index_col=False: a row with more fields than the header must not silently
+            # become the index; pandas warns (ParserWarning) or raises (ParserError) instead.
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            frame = pd.read_csv(path, index_col=False)
+    except pd.errors.ParserWarning as exc:
+        raise DataError(
+            f"{label}: some rows have more fields than the header line; check the delimiter "
+            "(comma) and that every row has one value per column"
+        ) from exc
+    except pd.errors.EmptyDataError as exc:
+        raise DataError(
+            f"{label}: the file is empty; it needs a header line (date, open, high, low, close, "
+            "volume) and one line per bar"
+        ) from exc
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DataError(
+            f"{label}: not a readable CSV file ({str(exc).strip()}); export it as a "
+            "comma-separated file with a header line"
+        ) from exc
+    return frame, 2  # line 1 is the header, so data row 0 is on line 2
+
+
+def _parse_dates(raw: pd.Series, label: str, line_offset: int | None) -> pd.DatetimeIndex:
+    """Parse a date column; DataError naming the first unreadable value and its row.
+
+    Values with different UTC offsets (e.g. exported across a daylight-saving change) are
+    accepted when every value is ISO 8601; each keeps its local wall-clock time.
+    """
+    values: pd.Series = raw
+    if pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw):
+        # Integers such as 20100104 would otherwise be read as nanoseconds since 1970.
+        try:
+            values = raw.astype("Int64").astype("string")
+        except (TypeError, ValueError) as exc:
+            raise DataError(
+                f"{label}: column '{raw.name}' holds numbers that are not dates; use ISO dates "
+                "such as 2010-01-04 (or 20100104)"
+            ) from exc
+    try:
+        return pd.DatetimeIndex(pd.to_datetime(values, errors="raise"))
+    except (ValueError, TypeError, OverflowError) as exc:
+        error: Exception = exc
+    try:  # mixed UTC offsets: keep each value's wall-clock time
+        pd.to_datetime(values, format="ISO8601", utc=True)
+        return pd.DatetimeIndex(
+            [pd.NaT if pd.isna(x) else pd.Timestamp(x).tz_localize(None) for x in values]
+        )
+    except (ValueError, TypeError, OverflowError):
+        pass
+    coerced = pd.to_datetime(values, errors="coerce")
+    unreadable = (coerced.isna() & values.notna()).to_numpy()
+    if unreadable.any():
+        pos = int(np.flatnonzero(unreadable)[0])
+        where = f"line {pos + line_offset}" if line_offset is not None else f"row {pos}"
+        problem = (
+            f"an unreadable date {_show(raw.iloc[pos])} at {where} (all dates are read in "
+            f"the format of the first one, {_show(raw.iloc[0])})"
+        )
+    else:
+        problem = f"dates that cannot be read together ({error})"
+    raise DataError(
+        f"{label}: column '{raw.name}' has {problem}; use one ISO format such as 2010-01-04 "
+        "for every row"
+    ) from error
+
+
+def _check_columns(frame: pd.DataFrame, label: str) -> None:
+    """DataError if two columns have the same normalised name."""
+    seen = pd.Index(frame.columns)
+    dup = sorted(set(seen[seen.duplicated()]))
+    if dup:
+        raise DataError(
+            f"{label}: column name(s) {', '.join(map(repr, dup))} appear more than once "
+            "(headers are case-insensitive); rename or drop the extra column"
+        )
+
+
+def load_ohlcv(
+    source: str | os.PathLike[str] | pd.DataFrame,
+    *,
+    min_bars: int = 1,
+    name: str | None = None,
+) -> pd.DataFrame:
+    """Read and validate daily OHLCV bars.
+
+    Column names are case-insensitive and stripped of surrounding whitespace; extra columns
+    (e.g. ``adj close``) are ignored. The dates come from a column named ``date``,
+    ``datetime``, ``time`` or ``timestamp`` (the first found, any case) or, for a DataFrame
+    without such a column, from its DatetimeIndex.
+
+    Args:
+        source (str | os.PathLike | pd.DataFrame): a CSV file with a header line, or a
+            DataFrame. The input DataFrame is not modified.
+        min_bars (int, default 1): the minimum number of bars (e.g. a strategy's warm-up);
+            fewer raise DataError.
+        name (str | None, default None): label used in error messages (default: the file
+            name, or ``"DataFrame"``).
+
+    Returns:
+        pd.DataFrame: columns exactly ``open, high, low, close, volume`` (float64; prices in
+        the data's currency per share, volume in shares per bar), indexed by a tz-naive,
+        ascending, unique ``DatetimeIndex`` named ``date`` (unit ns). A tz-aware input keeps
+        its local wall-clock time and drops the zone (``tz_localize(None)``).
+
+    Raises:
+        DataError: missing or empty file; missing columns (which, and the columns found);
+            non-numeric, NaN or infinite values (column and first bad row); unreadable,
+            missing, duplicate or unsorted dates (which row); non-positive prices; negative
+            volume; high below low; high below open/close or low above open/close (which
+            row); fewer than ``min_bars`` bars. Every message names the file (or ``name`` /
+            ``"DataFrame"``), the column or row (CSV line number and date), and the fix.
+
+    Example:
+        >>> frame = load_ohlcv(sample_data_dir() / "AAPL.csv", min_bars=252)
+        >>> list(frame.columns)
+        ['open', 'high', 'low', 'close', 'volume']
+    """
+    if not isinstance(source, (str, os.PathLike, pd.DataFrame)):
+        raise DataError(
+            f"cannot load data from a {type(source).__name__}; pass a CSV path or a DataFrame"
+        )
+    label = _label(source, name)
+    frame, line_offset = _read(source, label)
+    if len(frame.columns) == 0:
+        raise DataError(f"{label}: no columns; it needs a date and columns {', '.join(COLUMNS)}")
+    frame.columns = [str(c).strip().lower() for c in frame.columns]
+    _check_columns(frame, label)
+
+    date_col = next((c for c in _DATE_NAMES if c in frame.columns), None)
+    if date_col is not None:
+        index = _parse_dates(frame[date_col], label, line_offset)
+    elif isinstance(frame.index, pd.DatetimeIndex):
+        index = frame.index
+    else:
+        raise DataError(
+            f"{label}: no date column (looked for {', '.join(_DATE_NAMES)}, any case; found: "
+            f"{', '.join(map(str, frame.columns)) or 'none'}) and no DatetimeIndex; add a 'date' "
+            "column with ISO dates such as 2010-01-04"
+        )
+    if index.tz is not None:
+        index = index.tz_localize(None)
+    index = index.as_unit("ns").rename("date")
+
+    missing = [c for c in COLUMNS if c not in frame.columns]
+    if missing:
+        found = ", ".join(map(str, frame.columns)) or "none"
+        raise DataError(
+            f"{label}: missing column(s) {', '.join(missing)} (found: {found}); name the "
+            f"columns {', '.join(COLUMNS)} (any case)"
+        )
+    if len(frame) == 0:
+        raise DataError(f"{label}: no bars; add one row per bar")
+
+    columns: dict[str, np.ndarray] = {}
+    for col in COLUMNS:
+        raw = frame[col]
+        numbers = pd.to_numeric(raw, errors="coerce")
+        bad = (numbers.isna() & raw.notna()).to_numpy()
+        if bad.any():
+            pos = int(np.flatnonzero(bad)[0])
+            raise DataError(
+                f"{label}: column '{col}' has a non-numeric value {_show(raw.iloc[pos])} at "
+                f"{_where(index, pos, line_offset)}; fix the value or drop the row"
+            )
+        values = numbers.to_numpy(dtype=np.float64, na_value=np.nan)
+        finite = np.isfinite(values)
+        if not finite.all():
+            pos = int(np.flatnonzero(~finite)[0])
+            what = "a missing (NaN)" if np.isnan(values[pos]) else "an infinite"
+            raise DataError(
+                f"{label}: column '{col}' has {what} value at "
+                f"{_where(index, pos, line_offset)}; fill in the value or drop the row"
+            )
+        columns[col] = values
+
+    if index.hasnans:
+        pos = int(np.flatnonzero(index.isna())[0])
+        raise DataError(
+            f"{label}: missing date at {_where(index, pos, line_offset)}; fill in the date or "
+            "drop the row"
+        )
+    duplicated = index.duplicated()
+    if duplicated.any():
+        pos = int(np.flatnonzero(duplicated)[0])
+        first = int(np.flatnonzero(index == index[pos])[0])
+        raise DataError(
+            f"{label}: duplicate date at {_where(index, pos, line_offset)}, same as "
+            f"{_where(index, first, line_offset)}; keep one bar per date"
+        )
+    if not index.is_monotonic_increasing:
+        pos = int(np.flatnonzero(np.diff(index.asi8) < 0)[0]) + 1
+        raise DataError(
+            f"{label}: dates are not in ascending order: {_where(index, pos, line_offset)} comes "
+            f"after {_where(index, pos - 1, line_offset)}; sort the rows by date (oldest first)"
+        )
+
+    o, h, lo, c, v = (columns[col] for col in COLUMNS)
+    checks = (
+        (np.minimum.reduce([o, h, lo, c]) <= 0, "a non-positive price", "prices must be > 0"),
+        (v < 0, "a negative volume", "volume must be >= 0"),
+        (h < lo, "high below low", "high and low look swapped"),
+        ((h < o) | (h < c), "high below open or close", "high must be the bar's maximum"),
+        ((lo > o) | (lo > c), "low above open or close", "low must be the bar's minimum"),
+    )
+    for mask, problem, fix in checks:
+        if mask.any():
+            pos = int(np.flatnonzero(mask)[0])
+            raise DataError(
+                f"{label}: {problem} at {_where(index, pos, line_offset)} (open {o[pos]:g}, "
+                f"high {h[pos]:g}, low {lo[pos]:g}, close {c[pos]:g}, volume {v[pos]:g}); "
+                f"{fix}; fix or drop the row"
+            )
+    if len(index) < min_bars:
+        raise DataError(
+            f"{label}: {len(index)} bars, but at least {min_bars} are needed; give a longer "
+            "history (or an earlier start date)"
+        )
+    return pd.DataFrame(columns, index=index, columns=list(COLUMNS))
+
+
+def load_many(
+    sources: Iterable[str | os.PathLike[str] | pd.DataFrame] | str | os.PathLike[str],
+    *,
+    min_bars: int = 1,
+) -> dict[str, pd.DataFrame]:
+    """Load and validate several assets, keyed by file stem (the asset's name).
+
+    Args:
+        sources (iterable of str | os.PathLike | pd.DataFrame): CSV files (or DataFrames,
+            keyed ``data0``, ``data1``, ... by position). A single path is accepted too.
+        min_bars (int, default 1): passed to :func:`load_ohlcv` for every source.
+
+    Returns:
+        dict[str, pd.DataFrame]: name -> frame as returned by :func:`load_ohlcv`, in the
+        order given.
+
+    Raises:
+        DataError: as :func:`load_ohlcv`; no sources; two files with the same stem.
+    """
+    if isinstance(sources, (str, os.PathLike, pd.DataFrame)):
+        sources = [sources]
+    frames: dict[str, pd.DataFrame] = {}
+    origin: dict[str, str] = {}
+    for i, source in enumerate(sources):
+        frame = load_ohlcv(source, min_bars=min_bars)
+        if isinstance(source, pd.DataFrame):
+            key, where = f"data{i}", f"DataFrame #{i}"
+        else:
+            key, where = Path(source).stem, str(source)
+        if key in frames:
+            raise DataError(
+                f"two data sources are named {key!r} ({origin[key]} and {where}); names identify "
+                "assets, so rename one file"
+            )
+        frames[key] = frame
+        origin[key] = where
+    if not frames:
+        raise DataError("no data files given; pass at least one CSV file")
+    return frames
+
+
+def _timestamp(value: Any, what: str, label: str) -> pd.Timestamp | None:
+    """``value`` as a tz-naive Timestamp (None stays None); DataError if unreadable."""
+    if value is None:
+        return None
+    try:
+        ts = pd.Timestamp(value)
+    except (ValueError, TypeError) as exc:
+        raise DataError(
+            f"{label}: {what}={value!r} is not a date; use an ISO date such as 2010-01-04"
+        ) from exc
+    if pd.isna(ts):
+        raise DataError(f"{label}: {what}={value!r} is not a date; use an ISO date")
+    return ts.tz_localize(None) if ts.tz is not None else ts
+
+
+def feed(
+    source: str | os.PathLike[str] | pd.DataFrame,
+    *,
+    name: str | None = None,
+    fromdate: Any = None,
+    todate: Any = None,
+    **bt_kwargs: Any,
+) -> bt.feeds.PandasData:
+    """A backtrader data feed of validated daily bars.
+
+    The bars are loaded with :func:`load_ohlcv` and passed to ``bt.feeds.PandasData`` as a
+    frame with a DatetimeIndex (``openinterest=None``).
+
+    Args:
+        source (str | os.PathLike | pd.DataFrame): CSV path or DataFrame, as for
+            :func:`load_ohlcv`.
+        name (str | None, default None): the feed's name (``data._name``); default: the file
+            stem, or ``"data"`` for a DataFrame.
+        fromdate (date-like | None, default None): first date fed (inclusive).
+        todate (date-like | None, default None): last date fed (inclusive).
+        **bt_kwargs: other ``PandasData`` params, e.g. ``timeframe`` or ``compression``.
+
+    Returns:
+        bt.feeds.PandasData: the feed, ready for ``cerebro.adddata``.
+
+    Raises:
+        DataError: as :func:`load_ohlcv`; an unreadable ``fromdate``/``todate``; no bar
+            between them.
+    """
+    import backtrader as bt
+
+    is_frame = isinstance(source, pd.DataFrame)
+    frame = load_ohlcv(source, name=name if is_frame else None)
+    label = _label(source, name)
+    start = _timestamp(fromdate, "fromdate", label)
+    end = _timestamp(todate, "todate", label)
+    if start is not None or end is not None:
+        frame = frame.loc[start:end]
+        if frame.empty:
+            raise DataError(
+                f"{label}: no bars between fromdate={fromdate} and todate={todate}; the data "
+                "cover a different period, check the dates"
+            )
+    if name is None:
+        name = "data" if is_frame else Path(source).stem
+    return bt.feeds.PandasData(dataname=frame, name=name, openinterest=None, **bt_kwargs)
+
+
+def sample_data_dir() -> Path:
+    """The folder of the shipped sample data (the repository's ``sample_data/``).
+
+    The environment variable ``METABT_SAMPLE_DATA``, if set, overrides the location.
+
+    Returns:
+        pathlib.Path: the folder.
+
+    Raises:
+        DataError: the folder does not exist (e.g. metabt was installed without the
+            repository), with how to fix it.
+    """
+    env = os.environ.get(_ENV_SAMPLE_DATA)
+    path = Path(env) if env else Path(__file__).resolve().parents[1] / "sample_data"
+    if not path.is_dir():
+        source = f"{_ENV_SAMPLE_DATA}={env}" if env else "the repository"
+        raise DataError(
+            f"sample data folder not found: {path} (from {source}); pass your own CSV files, "
+            f"or set {_ENV_SAMPLE_DATA} to a clone's sample_data folder"
+        )
+    return path
+
+
+def sample_files() -> list[Path]:
+    """The sample CSV files, sorted by name (AAPL, GOOG, IBM, MSFT).
+
+    Returns:
+        list[pathlib.Path]: paths of ``*.csv`` files in :func:`sample_data_dir`.
+
+    Raises:
+        DataError: the folder is missing or holds no CSV file.
+    """
+    folder = sample_data_dir()
+    files = sorted(folder.glob("*.csv"))
+    if not files:
+        raise DataError(
+            f"no CSV files in {folder}; rebuild them with `python scripts/make_sample_data.py`"
+        )
+    return files

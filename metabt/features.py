@@ -1,0 +1,467 @@
+"""Causal, scale-free features and volatility-scaled forward-return labels from OHLCV bars."""
+
+from __future__ import annotations
+
+import difflib
+import math
+import numbers
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from numpy.lib.stride_tricks import sliding_window_view
+
+from metabt.errors import ConfigError, DataError
+
+__all__ = ["FeatureSpec", "stack_window"]
+
+_COLUMNS = ("open", "high", "low", "close", "volume")
+_VOL_FLOOR = 1e-6  # floor of every trailing volatility (log return per bar): flat prices
+_VOLUME_STD_TOL = 1e-9  # a log1p(volume) std below this counts as 0 (constant volume)
+_CHUNK = 4096  # windows per block in transform: bounds the (rows, K, lookback) temporaries
+
+
+def _check_int(name: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ConfigError(f"FeatureSpec.{name} must be an integer >= {low} (bars), got {value!r}")
+    return int(value)
+
+
+def _check_windows(name: str, value: Any) -> tuple[int, ...]:
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
+        raise ConfigError(
+            f"FeatureSpec.{name} must be a tuple of integers >= 2 (bars), e.g. (5, 20); "
+            f"got {value!r}"
+        )
+    windows = tuple(_check_int(f"{name}[{i}]", w, 2) for i, w in enumerate(value))
+    if len(set(windows)) != len(windows):
+        raise ConfigError(f"FeatureSpec.{name} repeats a window in {windows}; list each once")
+    return windows
+
+
+def _window_mask(windows: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(K, max(windows)) float64 mask, 1 on the last w positions of row k; (K,) lengths w."""
+    width = max(windows)
+    lengths = np.asarray(windows, dtype=np.float64)
+    mask = (np.arange(width)[None, :] >= width - lengths[:, None]).astype(np.float64)
+    return mask, lengths
+
+
+def _tail_stds(r: np.ndarray, mask: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Sample stds (ddof=1) of the last ``n[k]`` values of ``r``, floored at 1e-6.
+
+    Args:
+        r: (..., W) float64 values, oldest first, W = mask.shape[1].
+        mask: (K, W) float64 from :func:`_window_mask`.
+        n: (K,) float64 window lengths (each >= 2).
+
+    Returns:
+        (..., K) float64; the K windows are computed together in one vectorised pass.
+    """
+    x = r[..., None, :] * mask  # (..., K, W), zero outside each window
+    d = (x - (np.add.reduce(x, axis=-1) / n)[..., None]) * mask
+    return np.maximum(np.sqrt(np.add.reduce(d * d, axis=-1) / (n - 1)), _VOL_FLOOR)
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """What the model sees at bar t and what it predicts, from OHLCV bars.
+
+    Every feature of bar t is computed from a window of bars ending at t (inclusive), so a
+    feature row never uses a later bar. Let ``r_t = log(C_t / C_{t-1})`` be the one-bar log
+    return and ``vol_w,t`` the sample standard deviation (ddof=1) of the ``w`` returns
+    ``r_{t-w+1} .. r_t``, floored at 1e-6 (log return per bar); ``vol_norm`` is
+    ``vol_{norm_window},t``. The features of bar t are, in this order (see :attr:`names`):
+
+    * ``ret_lag{k}``, k = 0 .. lags-1: ``r_{t-k} / vol_norm`` (standardised lagged returns);
+    * ``vol_ratio_{w}``, w in vol_windows: ``log(vol_w,t / vol_norm)``;
+    * ``mom_{w}``, w in mom_windows: ``log(C_t / C_{t-w}) / (vol_norm * sqrt(w))``, the
+      w-bar log return in units of its typical size (a momentum z-score);
+    * ``range``: ``log(H_t / L_t) / vol_norm``;
+    * ``volume_z``: z-score of ``log1p(V_t)`` among ``log1p(V)`` of bars
+      t-volume_window+1 .. t (their mean and sample std); 0 when that std is 0.
+
+    Each feature is clipped to ``[-clip, clip]`` (standardised units). Prices enter only
+    through ratios and volume only through differences of ``log1p``, so features do not
+    change when all prices are multiplied by a constant, nor (up to the ``+1`` in
+    ``log1p``, negligible for share volumes) when volume is.
+
+    The label of bar t is the forward log return over ``horizon`` bars,
+    ``log(C_{t+horizon} / C_t)``, divided by the causal scale ``vol_norm_t * sqrt(horizon)``
+    when ``scale_label`` (so it is in units of its typical size). It is realised at the
+    close of bar t + horizon, and is NaN for the last ``horizon`` bars.
+
+    Args:
+        horizon: label horizon, bars (>= 1). Default 5.
+        lags: number of lagged standardised returns, r_t .. r_{t-lags+1} (>= 1). Default 5.
+        vol_windows: windows w (bars, each >= 2, distinct) of the ``log(vol_w / vol_norm)``
+            features. Default (5, 20).
+        mom_windows: windows w (bars, each >= 2, distinct) of the momentum z-scores.
+            Default (5, 20, 60).
+        norm_window: returns (bars, >= 2) in ``vol_norm``, the trailing volatility that
+            normalises the features and scales the label. Default 60.
+        volume_window: bars (>= 2) of the volume z-score. Default 20.
+        clip: features are clipped to [-clip, clip] (standardised units, finite, > 0).
+            Default 5.0.
+        scale_label: divide the label by ``vol_norm_t * sqrt(horizon)``. Default True.
+
+    Raises:
+        ConfigError: a non-integer or too small horizon/lags/window, a repeated window,
+            a non-positive or non-finite ``clip``, a non-bool ``scale_label``.
+
+    Example:
+        >>> spec = FeatureSpec()
+        >>> spec.n_features, spec.lookback
+        (12, 61)
+    """
+
+    horizon: int = 5
+    lags: int = 5
+    vol_windows: tuple[int, ...] = (5, 20)
+    mom_windows: tuple[int, ...] = (5, 20, 60)
+    norm_window: int = 60
+    volume_window: int = 20
+    clip: float = 5.0
+    scale_label: bool = True
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__  # frozen: store the validated, normalised values
+        set_(self, "horizon", _check_int("horizon", self.horizon, 1))
+        set_(self, "lags", _check_int("lags", self.lags, 1))
+        set_(self, "vol_windows", _check_windows("vol_windows", self.vol_windows))
+        set_(self, "mom_windows", _check_windows("mom_windows", self.mom_windows))
+        set_(self, "norm_window", _check_int("norm_window", self.norm_window, 2))
+        set_(self, "volume_window", _check_int("volume_window", self.volume_window, 2))
+        clip = self.clip
+        if (
+            isinstance(clip, bool)
+            or not isinstance(clip, numbers.Real)
+            or not math.isfinite(clip)
+            or clip <= 0
+        ):
+            raise ConfigError(
+                f"FeatureSpec.clip must be a finite number > 0 (standardised units, e.g. 5.0), "
+                f"got {clip!r}"
+            )
+        set_(self, "clip", float(clip))
+        if not isinstance(self.scale_label, (bool, np.bool_)):
+            raise ConfigError(
+                f"FeatureSpec.scale_label must be True or False, got {self.scale_label!r}"
+            )
+        set_(self, "scale_label", bool(self.scale_label))
+
+    # ------------------------------------------------------------------ description
+    @property
+    def names(self) -> list[str]:
+        """Feature names, in the column order of :meth:`transform` (``n_features`` of them)."""
+        return [
+            *(f"ret_lag{k}" for k in range(self.lags)),
+            *(f"vol_ratio_{w}" for w in self.vol_windows),
+            *(f"mom_{w}" for w in self.mom_windows),
+            "range",
+            "volume_z",
+        ]
+
+    @property
+    def n_features(self) -> int:
+        """Number of features F per bar."""
+        return self.lags + len(self.vol_windows) + len(self.mom_windows) + 2
+
+    @property
+    def lookback(self) -> int:
+        """Bars (including the current one) needed for one complete feature row."""
+        return max(
+            self.lags + 1,
+            self.norm_window + 1,
+            max(self.vol_windows, default=0) + 1,
+            max(self.mom_windows, default=0) + 1,
+            self.volume_window,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as JSON primitives (tuples become lists); inverse of :meth:`from_dict`."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> FeatureSpec:
+        """Build and validate a spec from :meth:`to_dict` output (missing keys: defaults).
+
+        Args:
+            d: field name -> value; lists are accepted for the window tuples.
+
+        Returns:
+            The FeatureSpec.
+
+        Raises:
+            ConfigError: ``d`` is not a mapping, has an unknown key, or holds a bad value.
+        """
+        if not isinstance(d, Mapping):
+            raise ConfigError(f"FeatureSpec.from_dict needs a dict, got {type(d).__name__}")
+        known = [f.name for f in fields(cls)]
+        unknown = [k for k in d if k not in known]
+        if unknown:
+            hints = []
+            for key in unknown:
+                close = difflib.get_close_matches(str(key), known, n=1)
+                hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            raise ConfigError(
+                f"FeatureSpec has no field {', '.join(hints)}; known fields: {', '.join(known)}"
+            )
+        return cls(**dict(d))
+
+    # ------------------------------------------------------------------ features
+    @cached_property
+    def _plan(self) -> dict[str, Any]:
+        """Index and constant arrays of the feature code (built once per spec)."""
+        mom = np.asarray(self.mom_windows, dtype=np.intp)
+        return {
+            "lag_idx": -np.arange(1, self.lags + 1),  # r_t, r_{t-1}, ... on the return axis
+            "mom_idx": -1 - mom,  # C_{t-w} on the price axis
+            "sqrt_mom": np.sqrt(mom.astype(np.float64)),
+            "vol": _window_mask((self.norm_window, *self.vol_windows)),  # vol_norm first
+            "norm": _window_mask((self.norm_window,)),
+        }
+
+    def _rows(self, h: np.ndarray, lo: np.ndarray, c: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """Feature rows of windows of bars: (..., lookback) float64 each -> (..., F) float32.
+
+        The single implementation behind :meth:`transform` (all windows at once) and
+        :meth:`transform_window` (one window), so offline and online features agree.
+        """
+        plan = self._plan
+        mask, n_vol = plan["vol"]
+        lc = np.log(c)
+        r = lc[..., 1:] - lc[..., :-1]  # (..., lookback-1) one-bar log returns
+        vols = _tail_stds(r[..., -mask.shape[1] :], mask, n_vol)  # (..., 1 + len(vol_windows))
+        vn = vols[..., :1]  # vol_norm, (..., 1)
+        parts = [r[..., plan["lag_idx"]] / vn, np.log(vols[..., 1:] / vn)]
+        parts.append((lc[..., -1:] - lc[..., plan["mom_idx"]]) / (vn * plan["sqrt_mom"]))
+        parts.append(np.log(h[..., -1:] / lo[..., -1:]) / vn)
+        n = self.volume_window
+        lv = np.log1p(v[..., -n:])
+        d = lv - np.add.reduce(lv, axis=-1, keepdims=True) / n
+        s = np.sqrt(np.add.reduce(d * d, axis=-1, keepdims=True) / (n - 1))
+        parts.append(np.divide(d[..., -1:], s, out=np.zeros_like(s), where=s > _VOLUME_STD_TOL))
+        out = np.concatenate(parts, axis=-1)
+        np.minimum(out, self.clip, out=out)
+        np.maximum(out, -self.clip, out=out)
+        return out.astype(np.float32)
+
+    def _scale_rows(self, c: np.ndarray) -> np.ndarray:
+        """Label scale of windows of closes: (..., >= norm_window+1) float64 -> (...) float64."""
+        if not self.scale_label:
+            return np.ones(c.shape[:-1])
+        mask, n = self._plan["norm"]
+        lc = np.log(c[..., -(self.norm_window + 1) :])
+        vol_norm = _tail_stds(lc[..., 1:] - lc[..., :-1], mask, n)[..., 0]
+        return vol_norm * math.sqrt(self.horizon)
+
+    @staticmethod
+    def _columns(frame: pd.DataFrame) -> tuple[np.ndarray, ...]:
+        """open, high, low, close, volume of an OHLCV frame as validated float64 arrays."""
+        if not isinstance(frame, pd.DataFrame):
+            raise DataError(
+                f"expected an OHLCV DataFrame, got {type(frame).__name__}; "
+                "load it with metabt.data.load_ohlcv"
+            )
+        missing = [c for c in _COLUMNS if c not in frame.columns]
+        if missing:
+            raise DataError(
+                f"DataFrame is missing column(s) {missing} (found {list(frame.columns)}); "
+                "load it with metabt.data.load_ohlcv"
+            )
+        try:
+            arrays = tuple(frame[c].to_numpy(dtype=np.float64) for c in _COLUMNS)
+        except (TypeError, ValueError) as exc:
+            raise DataError(
+                f"DataFrame has non-numeric OHLCV values ({exc}); load it with "
+                "metabt.data.load_ohlcv"
+            ) from exc
+        for name, x in zip(_COLUMNS, arrays):
+            bad = ~np.isfinite(x) | ((x < 0) if name == "volume" else (x <= 0))
+            if bad.any():
+                i = int(np.argmax(bad))
+                what = (
+                    "negative or non-finite" if name == "volume" else "non-positive or non-finite"
+                )
+                raise DataError(
+                    f"DataFrame column {name!r} has a {what} value {x[i]!r} at row {i} "
+                    f"({frame.index[i]}); fix the data or load it with metabt.data.load_ohlcv"
+                )
+        return arrays
+
+    def transform(self, frame: pd.DataFrame) -> np.ndarray:
+        """Feature rows of every bar of an OHLCV frame (the offline path).
+
+        Args:
+            frame: DataFrame with float columns open, high, low, close, volume, one row per
+                bar in chronological order, as returned by ``metabt.data.load_ohlcv``.
+
+        Returns:
+            X: (T, F) float32. Row t uses bars t-lookback+1 .. t only. Rows t < lookback-1
+            (the warm-up) are NaN; every row is NaN if T < lookback.
+
+        Raises:
+            DataError: not a DataFrame, a missing column, a non-numeric value, a non-positive
+                or non-finite price, a negative or non-finite volume.
+        """
+        _, h, lo, c, v = self._columns(frame)
+        n_bars, width = len(c), self.lookback
+        out = np.full((n_bars, self.n_features), np.nan, dtype=np.float32)
+        if n_bars < width:
+            return out
+        hw, lw, cw, vw = (sliding_window_view(x, width) for x in (h, lo, c, v))
+        for i in range(0, len(cw), _CHUNK):
+            j = slice(i, i + _CHUNK)
+            rows = self._rows(hw[j], lw[j], cw[j], vw[j])
+            out[width - 1 + i : width - 1 + i + len(rows)] = rows
+        return out
+
+    def transform_window(
+        self,
+        open: np.ndarray,  # the bar field's name; shadows the builtin in this method only
+        high: np.ndarray,
+        low: np.ndarray,
+        close: np.ndarray,
+        volume: np.ndarray,
+    ) -> np.ndarray:
+        """Feature row of the LAST bar, from its recent history (the online path).
+
+        Called once per bar per asset inside a backtest; costs a few tens of µs. Equals
+        ``transform(frame)[-1]`` on the same bars to float32 precision (same code).
+
+        Args:
+            open: (n,) open prices of the most recent n >= lookback bars, oldest first
+                (not used by the current features; part of the bar).
+            high: (n,) high prices.
+            low: (n,) low prices.
+            close: (n,) close prices.
+            volume: (n,) volumes.
+
+        Returns:
+            (F,) float32 feature row of the last bar. Only the last ``lookback`` bars are
+            read. Values are not re-validated here: a non-positive price gives NaN.
+
+        Raises:
+            DataError: arrays that are not 1-D, differ in length, or hold fewer than
+                ``lookback`` bars.
+        """
+        width = self.lookback
+        arrays = [np.asarray(x, dtype=np.float64) for x in (open, high, low, close, volume)]
+        n = arrays[3].shape[0] if arrays[3].ndim == 1 else -1
+        if n < width or any(x.shape != (n,) for x in arrays):
+            raise DataError(
+                f"transform_window needs five 1-D arrays (open, high, low, close, volume) of "
+                f"equal length >= lookback={width} bars, got shapes {[x.shape for x in arrays]}"
+            )
+        _, h, lo, c, v = (x[None, n - width :] for x in arrays)
+        return self._rows(h, lo, c, v)[0]
+
+    # ------------------------------------------------------------------ labels
+    def label_scale(self, frame: pd.DataFrame) -> np.ndarray:
+        """Causal divisor of the label of every bar: ``vol_norm_t * sqrt(horizon)``.
+
+        Args:
+            frame: OHLCV DataFrame (see :meth:`transform`).
+
+        Returns:
+            (T,) float64, log return per ``horizon`` bars; NaN for rows t < norm_window
+            (not enough returns). All ones when ``scale_label`` is False.
+
+        Raises:
+            DataError: as :meth:`transform`.
+        """
+        c = self._columns(frame)[3]
+        if not self.scale_label:
+            return np.ones(len(c))
+        out = np.full(len(c), np.nan)
+        width = self.norm_window + 1
+        if len(c) >= width:
+            out[width - 1 :] = self._scale_rows(sliding_window_view(c, width))
+        return out
+
+    def scale_window(self, close: np.ndarray) -> float:
+        """Label divisor of the LAST bar (the online path of :meth:`label_scale`).
+
+        Args:
+            close: (n,) close prices of the most recent n >= norm_window+1 bars, oldest first.
+
+        Returns:
+            ``vol_norm_t * sqrt(horizon)`` (log return per ``horizon`` bars); 1.0 when
+            ``scale_label`` is False.
+
+        Raises:
+            DataError: ``close`` is not 1-D or holds fewer than norm_window+1 bars.
+        """
+        c = np.asarray(close, dtype=np.float64)
+        if c.ndim != 1 or (self.scale_label and len(c) < self.norm_window + 1):
+            raise DataError(
+                f"scale_window needs a 1-D array of >= norm_window+1={self.norm_window + 1} "
+                f"closes, got shape {c.shape}"
+            )
+        return float(self._scale_rows(c[None, :])[0])
+
+    def labels(self, frame: pd.DataFrame) -> np.ndarray:
+        """Forward log return over ``horizon`` bars, divided by the causal scale.
+
+        ``y_t = log(C_{t+horizon} / C_t) / scale_t`` with ``scale_t`` from
+        :meth:`label_scale` (1 when ``scale_label`` is False). ``y_t`` is realised at the
+        close of bar t + horizon, so at bar ``now`` only labels of bars t <= now - horizon
+        are known.
+
+        Args:
+            frame: OHLCV DataFrame (see :meth:`transform`).
+
+        Returns:
+            (T,) float32; NaN for the last ``horizon`` rows (not yet realised) and where the
+            scale is NaN (rows t < norm_window when ``scale_label``).
+
+        Raises:
+            DataError: as :meth:`transform`.
+        """
+        c = self._columns(frame)[3]
+        scale = self.label_scale(frame)
+        y = np.full(len(c), np.nan)
+        k = self.horizon
+        if len(c) > k:
+            y[:-k] = np.log(c[k:] / c[:-k]) / scale[:-k]
+        return y.astype(np.float32)
+
+
+def stack_window(X: np.ndarray, window: int) -> np.ndarray:
+    """Stack each feature row with its ``window - 1`` predecessors (sequence-model input).
+
+    Args:
+        X: (T, F) feature rows, one per bar, chronological.
+        window: rows per stacked input (bars, >= 1).
+
+    Returns:
+        (T, window * F) float32: row t is ``X[t-window+1], ..., X[t]`` flattened, oldest
+        first; rows t < window-1 (no full history) are NaN. ``window == 1`` returns X as
+        float32 (the same array when it already is).
+
+    Raises:
+        ConfigError: ``window`` is not an integer >= 1.
+        DataError: ``X`` is not 2-D.
+    """
+    if isinstance(window, bool) or not isinstance(window, numbers.Integral) or window < 1:
+        raise ConfigError(f"stack_window: window must be an integer >= 1 (bars), got {window!r}")
+    X = np.asarray(X, dtype=np.float32)
+    if X.ndim != 2:
+        raise DataError(f"stack_window: X must be 2-D (bars, features), got shape {X.shape}")
+    if window == 1:
+        return X
+    n_bars, n_feat = X.shape
+    out = np.full((n_bars, int(window) * n_feat), np.nan, dtype=np.float32)
+    if n_bars >= window:
+        # (T-w+1, F, w) -> (T-w+1, w, F): the window's rows oldest first, then features
+        view = sliding_window_view(X, int(window), axis=0).transpose(0, 2, 1)
+        out[window - 1 :] = view.reshape(n_bars - window + 1, -1)
+    return out

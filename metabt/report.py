@@ -1,0 +1,282 @@
+"""Performance metrics (quantstats), tearsheets and comparison tables for metabt runs."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import numbers
+import os
+import uuid
+import warnings
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from metabt.errors import ConfigError, DataError
+
+__all__ = ["compute_metrics", "format_table", "metrics_table", "write_tearsheet"]
+
+#: Metrics shown as percentages by :func:`format_table`.
+PERCENT_METRICS = frozenset({"cagr", "max_drawdown", "volatility", "total_return", "win_rate"})
+
+
+def _check_returns(returns: object, name: str) -> pd.Series:
+    """``returns`` as a float64 Series, or DataError naming the problem and the fix."""
+    if not isinstance(returns, pd.Series):
+        raise DataError(
+            f"{name} must be a pandas Series of simple per-bar returns, got "
+            f"{type(returns).__name__}; pass e.g. analysis['returns']"
+        )
+    try:
+        values = returns.astype("float64")
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{name} must hold numbers (simple per-bar returns): {exc}") from exc
+    if not isinstance(values.index, pd.DatetimeIndex):
+        raise DataError(
+            f"{name} must have a DatetimeIndex (the dates of the bars), got "
+            f"{type(values.index).__name__}; set one, e.g. series.index = pd.to_datetime(dates)"
+        )
+    if values.index.tz is not None:  # quantstats wants tz-naive dates: keep the wall time
+        values = values.tz_localize(None)
+    if not np.isfinite(values.to_numpy()).any():
+        raise DataError(
+            f"{name} has no finite value ({len(values)} bars); the backtest recorded no "
+            "returns: check the start/end dates"
+        )
+    return values
+
+
+def _check_periods(periods_per_year: object) -> int:
+    if (
+        isinstance(periods_per_year, bool)
+        or not isinstance(periods_per_year, numbers.Integral)
+        or periods_per_year < 1
+    ):
+        raise ConfigError(
+            f"periods_per_year must be a positive integer (bars per year, e.g. 252 for "
+            f"daily bars), got {periods_per_year!r}"
+        )
+    return int(periods_per_year)
+
+
+def compute_metrics(
+    returns: pd.Series, *, periods_per_year: int = 252, turnover: float | None = None
+) -> dict[str, float]:
+    """Performance metrics of a return series, every one computed by ``quantstats.stats``.
+
+    ``periods`` is passed explicitly to every annualised metric (quantstats defaults to
+    252 otherwise). In quantstats 0.0.86 ``cagr`` counts years as
+    ``returns.count() / periods_per_year`` (bars, not calendar days), and ``calmar`` is
+    that CAGR over |max drawdown|. Degenerate series give quantstats' own values without
+    warnings: e.g. all-zero returns give sharpe NaN and win_rate 0.0, a constant positive
+    series gives sharpe inf.
+
+    Args:
+        returns (pd.Series): simple, non-cumulative, per-bar returns (fraction, 0.01 = 1%),
+            float, DatetimeIndex of the bar dates (a tz-aware index is made tz-naive,
+            keeping wall times). NaN bars are skipped by quantstats.
+        periods_per_year (int): bars per year used to annualise. Default 252.
+        turnover (float | None): the strategy's turnover, computed by the caller (e.g.
+            traded value / mean equity per year, fraction); copied into the result as
+            ``turnover`` when given. Default None.
+
+    Returns:
+        dict[str, float]: ``sharpe``, ``sortino`` (annualised ratios, rf = 0), ``cagr``
+        (annual fraction), ``max_drawdown`` (fraction, <= 0), ``volatility`` (annualised
+        fraction), ``calmar`` (ratio), ``total_return`` (compounded fraction),
+        ``win_rate`` (fraction of non-zero bars that are positive), and ``turnover`` if
+        given.
+
+    Raises:
+        DataError: ``returns`` is not a Series of numbers with a DatetimeIndex, or has no
+            finite value.
+        ConfigError: ``periods_per_year`` is not a positive integer; ``turnover`` is not a
+            finite number.
+
+    References:
+        quantstats.stats (https://github.com/ranaroussi/quantstats).
+    """
+    from quantstats import stats as qs_stats  # heavy: imported only where used
+
+    r = _check_returns(returns, "returns")
+    periods = _check_periods(periods_per_year)
+    if turnover is not None and (
+        isinstance(turnover, bool)
+        or not (isinstance(turnover, numbers.Real) and math.isfinite(turnover))
+    ):
+        raise ConfigError(f"turnover must be a finite number (fraction), got {turnover!r}")
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+        # all-zero returns: quantstats warns, then returns win_rate 0.0
+        warnings.filterwarnings("ignore", message="No non-zero returns", category=UserWarning)
+        metrics = {
+            "sharpe": qs_stats.sharpe(r, periods=periods),
+            "sortino": qs_stats.sortino(r, periods=periods),
+            "cagr": qs_stats.cagr(r, periods=periods),
+            "max_drawdown": qs_stats.max_drawdown(r),
+            "volatility": qs_stats.volatility(r, periods=periods),
+            "calmar": qs_stats.calmar(r, periods=periods),
+            "total_return": qs_stats.comp(r),
+            "win_rate": qs_stats.win_rate(r),
+        }
+    out = {key: float(value) for key, value in metrics.items()}
+    if turnover is not None:
+        out["turnover"] = float(turnover)
+    return out
+
+
+class _DropFindfont(logging.Filter):
+    """Drops matplotlib's "findfont: ..." records (quantstats asks for Arial)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("findfont")
+
+
+@contextlib.contextmanager
+def _quiet_third_party() -> Iterator[None]:
+    """Silences font lookups and third-party deprecation noise; restores state on exit."""
+    font_logger = logging.getLogger("matplotlib.font_manager")
+    drop = _DropFindfont()
+    font_logger.addFilter(drop)
+    try:
+        with warnings.catch_warnings():
+            for category in (DeprecationWarning, PendingDeprecationWarning, FutureWarning):
+                warnings.filterwarnings("ignore", category=category)
+            # cosmetic: quantstats sets tick labels without a FixedLocator
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"quantstats\._plotting")
+            warnings.filterwarnings("ignore", message="No non-zero returns", category=UserWarning)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                yield
+    finally:
+        font_logger.removeFilter(drop)
+
+
+def write_tearsheet(
+    returns: pd.Series,
+    benchmark: pd.Series | None,
+    path: str | os.PathLike[str],
+    *,
+    title: str | None = None,
+    periods_per_year: int = 252,
+) -> Path:
+    """Write a quantstats HTML tearsheet of ``returns`` against ``benchmark``, atomically.
+
+    The report is written to a temporary file in the target directory, then moved into
+    place with ``os.replace``, so ``path`` is either the old file or the complete new one.
+    Missing parent directories are created. Around the quantstats call only, matplotlib's
+    "findfont" log records (quantstats asks for Arial, often not installed) and
+    third-party Deprecation/PendingDeprecation/FutureWarnings are silenced; the logging
+    and warning state is restored afterwards.
+
+    Args:
+        returns (pd.Series): simple per-bar strategy returns (fraction), tz-naive
+            DatetimeIndex.
+        benchmark (pd.Series | None): simple per-bar benchmark returns on the same dates;
+            its ``name`` is the benchmark's label in the report. None for no benchmark.
+        path (str | os.PathLike): the HTML file to write.
+        title (str | None): report title. Default None ("metabt tearsheet").
+        periods_per_year (int): bars per year used to annualise. Default 252.
+
+    Returns:
+        pathlib.Path: ``path``.
+
+    Raises:
+        DataError: ``returns`` or ``benchmark`` is not a Series of numbers with a
+            DatetimeIndex and a finite value.
+        ConfigError: bad ``periods_per_year``.
+
+    References:
+        quantstats.reports.html (https://github.com/ranaroussi/quantstats).
+    """
+    r = _check_returns(returns, "returns")
+    periods = _check_periods(periods_per_year)
+    kwargs: dict[str, object] = {}
+    b = None
+    if benchmark is not None:
+        b = _check_returns(benchmark, "benchmark")
+        kwargs["benchmark_title"] = str(benchmark.name) if benchmark.name else "Benchmark"
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # quantstats opens the file itself: a fresh unique name (created with the umask's
+    # permissions, unlike mkstemp's 0600) in the same directory keeps os.replace atomic
+    tmp_name = str(target.parent / f".{target.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+    try:
+        with _quiet_third_party():
+            from quantstats import reports as qs_reports  # heavy: imported only where used
+
+            qs_reports.html(
+                r,
+                b,
+                title=title or "metabt tearsheet",
+                output=tmp_name,
+                periods_per_year=periods,
+                **kwargs,
+            )
+        os.replace(tmp_name, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_name)
+        raise
+    return target
+
+
+def metrics_table(rows: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
+    """One row per strategy, one column per metric.
+
+    Args:
+        rows (Mapping[str, Mapping[str, float]]): strategy name -> metrics (e.g. from
+            :func:`compute_metrics`). Columns follow the first row's key order; a metric
+            a strategy lacks is NaN.
+
+    Returns:
+        pd.DataFrame: (n_strategies, n_metrics) float64, index named ``strategy`` in the
+        order of ``rows``.
+    """
+    columns: list[str] = []
+    for metrics in rows.values():
+        columns.extend(k for k in metrics if k not in columns)
+    table = pd.DataFrame(
+        [[float(m.get(c, math.nan)) for c in columns] for m in rows.values()],
+        index=pd.Index(list(rows), name="strategy", dtype=object),
+        columns=columns,
+        dtype="float64",
+    )
+    return table
+
+
+def _format_value(column: str, value: float) -> str:
+    if not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if column in PERCENT_METRICS:
+        return f"{value:.2%}"
+    return f"{value:.2f}"
+
+
+def format_table(df: pd.DataFrame, *, markdown: bool = False) -> str:
+    """Render a metrics table as text: percentages for return-like metrics, 2 decimals else.
+
+    ``cagr``, ``max_drawdown``, ``volatility``, ``total_return`` and ``win_rate`` are shown
+    as percentages; other numbers with two decimals.
+
+    Args:
+        df (pd.DataFrame): a table such as :func:`metrics_table` returns.
+        markdown (bool): a Markdown (pipe) table instead of plain text. Default False.
+
+    Returns:
+        str: the table, one line per row plus the header (no trailing newline).
+    """
+    shown = pd.DataFrame(
+        {
+            c: [
+                _format_value(str(c), float(v)) if isinstance(v, numbers.Real) else str(v)
+                for v in df[c]
+            ]
+            for c in df.columns
+        },
+        index=df.index,
+    )
+    if markdown:
+        return shown.to_markdown(stralign="right")
+    return shown.to_string()

@@ -1,0 +1,390 @@
+"""Rolling support/query tasks over several assets and time windows, with no look-ahead."""
+
+from __future__ import annotations
+
+import copy
+import numbers
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from metabt.errors import ConfigError, DataError
+from metabt.features import FeatureSpec, stack_window
+
+__all__ = ["TaskSampler"]
+
+Batch = tuple[Tensor, Tensor, Tensor, Tensor]
+
+
+def _check_int(name: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ConfigError(f"{name} must be an integer >= {low} (bars), got {value!r}")
+    return int(value)
+
+
+def _timestamp(value: Any, name: str) -> pd.Timestamp | None:
+    """A tz-naive Timestamp (tz-aware input keeps its wall time), or None."""
+    if value is None:
+        return None
+    try:
+        ts = pd.Timestamp(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{name} must be a date such as '2010-01-01', got {value!r}") from exc
+    if ts is pd.NaT:
+        raise ConfigError(f"{name} must be a date such as '2010-01-01', got {value!r}")
+    return ts.tz_localize(None) if ts.tz is not None else ts
+
+
+def _fmt(ts: pd.Timestamp | None) -> str:
+    if ts is None:
+        return "None"
+    return str(ts.date()) if ts == ts.normalize() else str(ts)
+
+
+def _ns(ts: pd.Timestamp) -> int:
+    return int(ts.as_unit("ns").value)
+
+
+def _longest_run(ok: np.ndarray) -> int:
+    """Length of the longest run of True in a 1-D bool array."""
+    if not ok.any():
+        return 0
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], ok.view(np.int8), [0]])))
+    return int((edges[1::2] - edges[::2]).max())
+
+
+class TaskSampler:
+    """Rolling support/query tasks over several assets and time windows.
+
+    A task is anchored at bar a of one asset: its support rows are a .. a+S-1 and its query
+    rows q0 .. q0+Q-1 with ``q0 = a+S-1+horizon``, so the query starts ``horizon`` bars
+    after the support ends: the same gap as in deployment, where the newest realised label
+    at bar t is that of bar t-horizon. Support and query are chronological blocks, never
+    interleaved rows.
+
+    Every row s a task uses has finite features ``X[s]``, a finite label ``y[s]``,
+    ``date[s] >= start`` and a label realised strictly before ``end``:
+    ``date[s + horizon] < end`` (a row whose realisation bar is past the end of the data is
+    never used). With labels from ``FeatureSpec.labels``, no price dated on or after ``end``
+    is therefore used. (Features of rows near ``start`` look back ``lookback - 1`` bars
+    before ``start``: they use only the past.)
+
+    Valid anchors are found once, vectorised; :meth:`sample` draws uniformly among all
+    valid (asset, anchor) pairs, so an asset's weight is proportional to its task count.
+
+    Args:
+        X: per asset, (T_i, F) feature rows (cast to float32); F is the same for all.
+        y: per asset, (T_i,) labels (cast to float32), NaN where unknown.
+        dates: per asset, the T_i bar dates (anything ``pd.DatetimeIndex`` accepts),
+            strictly increasing; tz-aware dates keep their wall time.
+        support: S, support rows per task (bars, >= 1).
+        query: Q, query rows per task (bars, >= 1).
+        horizon: label horizon (bars, >= 1): the support/query gap and the label delay.
+        start: no row dated before ``start`` is used; None = no bound. Default None.
+        end: every used label is realised strictly before ``end``; None = no bound.
+            Default None.
+        names: asset names for messages. Default "asset0", "asset1", ...
+
+    Attributes:
+        support, query, horizon (int): as given.
+        start, end (pd.Timestamp | None): the date bounds.
+        names (list[str]): asset names.
+
+    Raises:
+        ConfigError: bad sizes or dates, ``start >= end``, or no valid task (the message
+            says how many bars a task needs and how many each asset has).
+        DataError: X, y and dates of different lengths or shapes, or unsorted dates.
+    """
+
+    def __init__(
+        self,
+        X: Sequence[np.ndarray],
+        y: Sequence[np.ndarray],
+        dates: Sequence[pd.DatetimeIndex],
+        *,
+        support: int,
+        query: int,
+        horizon: int,
+        start: Any = None,
+        end: Any = None,
+        names: Sequence[str] | None = None,
+    ) -> None:
+        self.support = _check_int("support", support, 1)
+        self.query = _check_int("query", query, 1)
+        self.horizon = _check_int("horizon", horizon, 1)
+        if not (len(X) == len(y) == len(dates)) or len(X) == 0:
+            raise DataError(
+                f"TaskSampler needs one X, y and dates entry per asset (at least one asset), "
+                f"got {len(X)} X, {len(y)} y, {len(dates)} dates"
+            )
+        self.names = [str(n) for n in names] if names is not None else []
+        if names is None:
+            self.names = [f"asset{i}" for i in range(len(X))]
+        if len(self.names) != len(X):
+            raise DataError(f"names has {len(self.names)} entries for {len(X)} assets")
+        xs, ys, ds = [], [], []
+        for name, x, lab, d in zip(self.names, X, y, dates):
+            x = np.asarray(x, dtype=np.float32)
+            lab = np.asarray(lab, dtype=np.float32)
+            try:
+                d = pd.DatetimeIndex(d)
+            except (TypeError, ValueError) as exc:
+                raise DataError(f"{name}: dates are not dates ({exc})") from exc
+            if d.tz is not None:
+                d = d.tz_localize(None)
+            if x.ndim != 2 or lab.shape != (len(d),) or x.shape[0] != len(d):
+                raise DataError(
+                    f"{name}: X must be (T, F), y (T,) and dates (T,); got X {x.shape}, "
+                    f"y {lab.shape}, {len(d)} dates"
+                )
+            if not d.is_monotonic_increasing or not d.is_unique:
+                raise DataError(
+                    f"{name}: dates must be strictly increasing; sort and de-duplicate them"
+                )
+            xs.append(x)
+            ys.append(lab)
+            ds.append(d.as_unit("ns").asi8)
+        widths = {x.shape[1] for x in xs}
+        if len(widths) != 1:
+            raise DataError(f"all assets need the same number of features, got {sorted(widths)}")
+        lengths = np.array([len(d) for d in ds])
+        self._offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        self._lengths = lengths
+        self._X = np.ascontiguousarray(np.concatenate(xs))  # (sum T_i, F) float32
+        self._y = np.concatenate(ys)  # (sum T_i,) float32
+        self._dates = np.concatenate(ds)  # (sum T_i,) int64 ns
+        self._row_ok = np.isfinite(self._X).all(axis=1) & np.isfinite(self._y)
+        self._support_idx = np.arange(self.support)
+        self._query_idx = np.arange(self.query) + self.support - 1 + self.horizon
+        self.start: pd.Timestamp | None = None
+        self.end: pd.Timestamp | None = None
+        self._anchors = np.zeros(0, dtype=np.intp)
+        self._restrict(_timestamp(start, "start"), _timestamp(end, "end"))
+
+    def _restrict(
+        self, start: pd.Timestamp | None, end: pd.Timestamp | None, why: str = ""
+    ) -> None:
+        """Find the valid anchors (global row indices) for the date bounds [start, end)."""
+        if start is not None and end is not None and start >= end:
+            raise ConfigError(f"{why}start ({_fmt(start)}) must be before end ({_fmt(end)})")
+        S, Q, h = self.support, self.query, self.horizon
+        span = S - 1 + h + Q  # rows from the anchor to the last query row, inclusive
+        anchors, usable = [], []
+        for off, n in zip(self._offsets, self._lengths):
+            ok = self._row_ok[off : off + n].copy()
+            d = self._dates[off : off + n]
+            if start is not None:
+                ok &= d >= _ns(start)
+            realised = np.zeros(n, dtype=bool)  # date[s + h] exists (and is < end)
+            realised[: max(n - h, 0)] = True if end is None else d[h:] < _ns(end)
+            ok &= realised
+            usable.append(ok)
+            a = np.arange(max(n - span + 1, 0))
+            cs = np.concatenate([[0], np.cumsum(ok)])
+            q0 = a + S - 1 + h
+            valid = (cs[a + S] - cs[a] == S) & (cs[q0 + Q] - cs[q0] == Q)
+            anchors.append(off + a[valid])
+        found = np.concatenate(anchors).astype(np.intp)
+        if len(found) == 0:
+            per_asset = ", ".join(
+                f"{name}: {int(ok.sum())} usable rows, longest run {_longest_run(ok)}"
+                for name, ok in zip(self.names, usable)
+            )
+            raise ConfigError(
+                f"{why}no valid support/query task between start={_fmt(start)} and "
+                f"end={_fmt(end)}: a task needs S-1+horizon+Q = {span} consecutive usable "
+                f"rows (support {S}, gap {h}, query {Q}) plus {h} more bars to realise the "
+                f"last label before end; a usable row has a finite feature row and label "
+                f"({per_asset}). Use more bars, a wider date range, or a smaller support/query."
+            )
+        self.start, self.end = start, end
+        self._anchors = found
+
+    @classmethod
+    def from_frames(
+        cls,
+        frames: Mapping[str, pd.DataFrame],
+        spec: FeatureSpec,
+        *,
+        support: int,
+        query: int,
+        start: Any = None,
+        end: Any = None,
+        window: int = 1,
+    ) -> TaskSampler:
+        """Tasks from OHLCV frames, with ``spec``'s features and labels.
+
+        X of each asset is ``spec.transform(frame)`` (stacked with ``stack_window(X,
+        window)`` when ``window > 1``), y is ``spec.labels(frame)``, the gap is
+        ``spec.horizon``. Before the first task, each frame spends ``spec.lookback - 1 +
+        window - 1`` bars of feature warm-up.
+
+        Args:
+            frames: asset name -> OHLCV DataFrame (``metabt.data.load_ohlcv``).
+            spec: the features and label.
+            support: S, support rows per task (bars).
+            query: Q, query rows per task (bars).
+            start: first date a used row may have. Default None.
+            end: every used label is realised strictly before ``end``. Default None.
+            window: feature rows per model input (1 for the MLP). Default 1.
+
+        Returns:
+            A TaskSampler whose rows are ``window * spec.n_features`` wide.
+
+        Raises:
+            ConfigError: no frames, a bad window, or no valid task (as the constructor,
+                plus the feature warm-up in the message).
+            DataError: a frame that is not valid OHLCV (see ``FeatureSpec.transform``).
+        """
+        if not isinstance(frames, Mapping) or not frames:
+            raise ConfigError("from_frames needs a non-empty mapping of asset name -> DataFrame")
+        if not isinstance(spec, FeatureSpec):
+            raise ConfigError(f"spec must be a FeatureSpec, got {type(spec).__name__}")
+        X = [stack_window(spec.transform(f), window) for f in frames.values()]
+        y = [spec.labels(f) for f in frames.values()]
+        dates = [f.index for f in frames.values()]
+        try:
+            return cls(
+                X,
+                y,
+                dates,
+                support=support,
+                query=query,
+                horizon=spec.horizon,
+                start=start,
+                end=end,
+                names=list(frames),
+            )
+        except ConfigError as exc:
+            if "no valid support/query task" not in str(exc):
+                raise
+            warmup = spec.lookback - 1 + int(window) - 1
+            raise ConfigError(
+                f"{exc} With this FeatureSpec the first {warmup} bars of each frame are feature "
+                f"warm-up, so an asset needs at least "
+                f"{warmup + support + query + 2 * spec.horizon - 1} bars (before end)."
+            ) from None
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def n_tasks(self) -> int:
+        """Number of valid anchors, i.e. of distinct tasks, over all assets."""
+        return len(self._anchors)
+
+    @property
+    def features(self) -> int:
+        """Width F of a row (``window * n_features`` with ``from_frames``)."""
+        return int(self._X.shape[1])
+
+    @property
+    def tasks_per_asset(self) -> dict[str, int]:
+        """Number of valid anchors of each asset."""
+        asset = np.searchsorted(self._offsets, self._anchors, side="right") - 1
+        counts = np.bincount(asset, minlength=len(self.names))
+        return {name: int(k) for name, k in zip(self.names, counts)}
+
+    @property
+    def date_range(self) -> tuple[pd.Timestamp, pd.Timestamp]:
+        """(first date of a used row, last date whose price is used).
+
+        The second is the realisation date of the last query label: ``date[q0+Q-1+horizon]``.
+        """
+        last = self._anchors + (self.support - 1 + self.horizon + self.query - 1 + self.horizon)
+        return (
+            pd.Timestamp(int(self._dates[self._anchors].min())),
+            pd.Timestamp(int(self._dates[last].max())),
+        )
+
+    # ------------------------------------------------------------------ batches
+    def _gather(self, anchors: np.ndarray) -> Batch:
+        s = anchors[:, None] + self._support_idx
+        q = anchors[:, None] + self._query_idx
+        return (
+            torch.from_numpy(self._X[s]),
+            torch.from_numpy(self._y[s]),
+            torch.from_numpy(self._X[q]),
+            torch.from_numpy(self._y[q]),
+        )
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> Batch:
+        """Draw ``batch_size`` tasks uniformly (with replacement) from all valid anchors.
+
+        Args:
+            batch_size: B, tasks per batch (>= 1).
+            rng: the generator of the draw (``np.random.default_rng(seed)``); the same
+                generator state gives the same batch.
+
+        Returns:
+            xs (B, S, F), ys (B, S), xq (B, Q, F), yq (B, Q): float32 torch tensors.
+
+        Raises:
+            ConfigError: ``batch_size`` < 1 or ``rng`` not a numpy Generator.
+        """
+        batch_size = _check_int("batch_size", batch_size, 1)
+        if not isinstance(rng, np.random.Generator):
+            raise ConfigError(
+                f"rng must be a numpy Generator (np.random.default_rng(seed)), got {rng!r}"
+            )
+        return self._gather(self._anchors[rng.integers(0, len(self._anchors), batch_size)])
+
+    def fixed(self, n: int, seed: int = 0) -> Batch:
+        """A deterministic batch of evenly spaced tasks (validation, evaluation).
+
+        Anchors ``floor((i + u) * n_tasks / n)``, i = 0 .. n-1, in asset then date order,
+        with the phase ``u`` in [0, 1) drawn from ``seed``: distinct tasks spread over all
+        assets and dates. All tasks (each once) when ``n >= n_tasks``.
+
+        Args:
+            n: number of tasks wanted (>= 1).
+            seed: seeds the phase ``u``. Default 0.
+
+        Returns:
+            xs, ys, xq, yq as :meth:`sample`, with B = min(n, n_tasks).
+
+        Raises:
+            ConfigError: ``n`` < 1.
+        """
+        n = _check_int("n", n, 1)
+        total = len(self._anchors)
+        if n >= total:
+            return self._gather(self._anchors)
+        u = np.random.default_rng([int(seed), 0x7A5C]).random()
+        pick = ((np.arange(n) + u) * (total / n)).astype(np.intp)
+        return self._gather(self._anchors[np.minimum(pick, total - 1)])
+
+    def split(self, at: Any) -> tuple[TaskSampler, TaskSampler]:
+        """Chronological train/validation split at date ``at``.
+
+        train keeps ``start`` and uses ``end = at`` (every train label is realised before
+        ``at``; an earlier original ``end`` is kept); val uses ``start = at`` (every val row
+        is dated on/after ``at``) and the original ``end``. No row is in both.
+
+        Args:
+            at: the split date (anything ``pd.Timestamp`` accepts).
+
+        Returns:
+            (train, val) TaskSamplers sharing this sampler's arrays.
+
+        Raises:
+            ConfigError: a bad date, or either side has no valid task.
+        """
+        at_ts = _timestamp(at, "at")
+        assert at_ts is not None
+        train, val = copy.copy(self), copy.copy(self)
+        train_end = at_ts if self.end is None else min(at_ts, self.end)
+        val_start = at_ts if self.start is None else max(at_ts, self.start)
+        train._restrict(self.start, train_end, why=f"split at {_fmt(at_ts)}, train part: ")
+        val._restrict(val_start, self.end, why=f"split at {_fmt(at_ts)}, validation part: ")
+        return train, val
+
+    def __repr__(self) -> str:
+        first, last = self.date_range
+        return (
+            f"TaskSampler({self.n_tasks} tasks over {len(self.names)} assets, support "
+            f"{self.support}, query {self.query}, horizon {self.horizon}, features "
+            f"{self.features}, {first.date()} .. {last.date()})"
+        )

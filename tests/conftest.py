@@ -1,0 +1,39 @@
+"""Shared fixtures: short slices of the real sample data and a small trained learner."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from metabt.data import load_ohlcv, sample_files
+from metabt.features import FeatureSpec
+from metabt.meta import MetaLearner
+from metabt.models import MLP
+from metabt.tasks import TaskSampler
+
+# Tests run on one thread: small models gain nothing from more, and results stay comparable.
+torch.set_num_threads(1)
+
+TRAIN_END = pd.Timestamp("2010-01-01")
+
+
+@pytest.fixture(scope="session")
+def sample_frames() -> dict[str, pd.DataFrame]:
+    """Two real sample assets, 2008-2011 (about 1,000 bars each)."""
+    files = {p.stem: p for p in sample_files()}
+    return {
+        name: load_ohlcv(files[name]).loc["2008-01-01":"2011-12-31"] for name in ("AAPL", "IBM")
+    }
+
+
+@pytest.fixture(scope="session")
+def small_learner(sample_frames) -> MetaLearner:
+    """A MAML MLP meta-trained for a few steps on data strictly before TRAIN_END."""
+    spec = FeatureSpec()
+    tasks = TaskSampler.from_frames(sample_frames, spec, support=40, query=10, end=TRAIN_END)
+    learner = MetaLearner(
+        MLP(spec.n_features, (16, 16), seed=0), inner_steps=3, seed=0, feature_spec=spec
+    )
+    learner.fit(tasks, 20, batch_size=8, progress=False)
+    return learner

@@ -1,0 +1,138 @@
+"""The metabt command: the main job on a reduced setting, train, and exit code 2 on bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from metabt.cli import main
+from metabt.data import sample_files
+
+FILES = {p.stem: str(p) for p in sample_files()}
+
+
+def _run_main(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.slow
+def test_backtest_main_job_reduced(tmp_path, capsys):
+    report = tmp_path / "reports" / "run.html"
+    code, out, err = _run_main(
+        capsys,
+        "backtest",
+        "--data",
+        FILES["AAPL"],
+        FILES["MSFT"],
+        "--start",
+        "2011-01-01",
+        "--end",
+        "2012-06-30",
+        "--steps",
+        "15",
+        "--quiet",
+        "--report",
+        str(report),
+    )
+    assert code == 0, err
+    for name in ("MetaStrategy", "BuyAndHold", "SmaCross"):
+        assert name in out
+    for metric in ("sharpe", "cagr", "max_drawdown"):
+        assert metric in out
+    assert "commission 5 bps" in out
+    assert report.is_file() and report.stat().st_size > 10_000
+    assert str(report.resolve()) in out
+    assert "findfont" not in err and "Warning" not in err
+
+
+def test_train_then_backtest_with_model(tmp_path, capsys):
+    ckpt = tmp_path / "theta.pt"
+    code, out, err = _run_main(
+        capsys,
+        "train",
+        "--data",
+        FILES["IBM"],
+        "--train-end",
+        "2006-01-01",
+        "--out",
+        str(ckpt),
+        "--steps",
+        "5",
+        "--quiet",
+    )
+    assert code == 0, err
+    assert ckpt.is_file() and "checkpoint written" in out
+    # a model trained up to 2006 cannot be backtested from 2005: that would leak
+    code, out, err = _run_main(
+        capsys,
+        "backtest",
+        "--data",
+        FILES["IBM"],
+        "--model",
+        str(ckpt),
+        "--start",
+        "2005-01-01",
+        "--report",
+        str(tmp_path / "r.html"),
+    )
+    assert code == 2 and "leak" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["backtest", "--data", "no/such/file.csv"], "file.csv"),
+        (["backtest", "--start", "2011-13-45"], "not a date"),
+        (["backtest", "--start", "2012-01-01", "--end", "2011-01-01"], "before"),
+        (["backtest", "--commission", "-3"], "commission"),
+        (["train", "--data", FILES["IBM"], "--out", "x.pt"], "--train-end"),
+        (
+            ["train", "--data", FILES["IBM"], "--train-end", "1990-01-01", "--out", "x.pt"],
+            "before 1990-01-01",
+        ),
+        (["backtest", "--algorithm", "mamll"], "mamll"),
+        (["backtest", "--start", "2030-01-01"], "2030-01-01"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(capsys, argv, needle):
+    code, _, err = _run_main(capsys, *argv)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert needle in lines[0]
+    assert "Traceback" not in err
+
+
+def test_corrupt_checkpoint_exits_2(tmp_path, capsys):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"garbage" * 100)
+    code, _, err = _run_main(capsys, "backtest", "--model", str(bad), "--start", "2011-01-01")
+    assert code == 2 and "bad.pt" in err and len(err.strip().splitlines()) == 1
+
+
+def test_bad_csv_exits_2(tmp_path, capsys):
+    csv = tmp_path / "broken.csv"
+    csv.write_text(
+        "date,open,high,low,close,volume\n2020-01-01,1,2,0.5,1.5,100\n2019-12-31,1,2,0.5,1.5,100\n"
+    )
+    code, _, err = _run_main(capsys, "backtest", "--data", str(csv))
+    assert code == 2 and "broken.csv" in err and len(err.strip().splitlines()) == 1
+
+
+def test_console_script_module_entry_point():
+    proc = subprocess.run(
+        [sys.executable, "-m", "metabt", "backtest", "--data", "missing.csv"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "missing.csv" in proc.stderr and "Traceback" not in proc.stderr
+    proc = subprocess.run(
+        [sys.executable, "-m", "metabt", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0 and "backtest" in proc.stdout

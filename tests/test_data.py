@@ -1,0 +1,364 @@
+"""Tests of metabt.data: validation messages, accepted input forms, sample data, backtrader feed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import backtrader as bt
+import numpy as np
+import pandas as pd
+import pytest
+
+from metabt.data import (
+    COLUMNS,
+    feed,
+    load_many,
+    load_ohlcv,
+    sample_data_dir,
+    sample_files,
+)
+from metabt.errors import DataError, MetabtError
+
+HEADER = "date,open,high,low,close,volume"
+# Data rows; the header is line 1, so ROWS[i] is on CSV line i + 2.
+ROWS = (
+    "2020-01-02,10,11,9,10.5,1000",
+    "2020-01-03,10.5,11.5,10,11,1200",
+    "2020-01-06,11,12,10.5,11.5,900",
+    "2020-01-07,11.5,12,11,11.2,1100",
+    "2020-01-08,11.2,11.8,10.9,11.6,1000",
+)
+
+
+def _write(tmp_path: Path, lines: list[str] | tuple[str, ...], name: str = "BAD.csv") -> Path:
+    path = tmp_path / name
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _replace(row: int, line: str) -> Callable[[list[str]], list[str]]:
+    """Edit that replaces data row ``row`` (CSV line row + 2)."""
+
+    def edit(rows: list[str]) -> list[str]:
+        rows[row] = line
+        return rows
+
+    return edit
+
+
+def _swap_dates(rows: list[str]) -> list[str]:
+    first, second = rows[1].split(",", 1), rows[2].split(",", 1)
+    rows[1], rows[2] = f"{second[0]},{first[1]}", f"{first[0]},{second[1]}"
+    return rows
+
+
+AT = "line 4 (2020-01-06)"  # where the edited row is, as the messages say it
+
+# (id, edit of the data rows, substrings the message must contain besides the file name)
+BAD_ROWS = [
+    ("non-numeric", _replace(2, "2020-01-06,11,12,10.5,abc,900"), ["'close'", "'abc'", AT]),
+    ("nan", _replace(2, "2020-01-06,11,12,10.5,11.5,"), ["'volume'", "NaN", AT]),
+    ("inf", _replace(2, "2020-01-06,11,inf,10.5,11.5,900"), ["'high'", "infinite", AT]),
+    ("bad-date", _replace(2, "2020-13-45,11,12,10.5,11.5,900"), ["'date'", "2020-13-45", "line 4"]),
+    ("missing-date", _replace(2, ",11,12,10.5,11.5,900"), ["missing date", "line 4"]),
+    ("duplicate", _replace(2, "2020-01-03,11,12,10.5,11.5,900"), ["duplicate", "line 4", "line 3"]),
+    ("unsorted", _swap_dates, ["ascending", "line 4 (2020-01-03)", "line 3 (2020-01-06)", "sort"]),
+    ("zero-price", _replace(2, "2020-01-06,0,12,10.5,11.5,900"), ["non-positive", "open 0", AT]),
+    ("negative-price", _replace(2, "2020-01-06,11,12,-1,11.5,900"), ["non-positive", AT]),
+    ("negative-volume", _replace(2, "2020-01-06,11,12,10.5,11.5,-5"), ["negative volume", AT]),
+    ("high-below-low", _replace(2, "2020-01-06,11,10,10.5,10.2,900"), ["high below low", AT]),
+    ("high-below-close", _replace(2, "2020-01-06,11,11.2,10.5,11.5,900"), ["high below", AT]),
+    ("high-below-open", _replace(2, "2020-01-06,11.3,11.2,10.5,11,900"), ["high below", AT]),
+    ("low-above-open", _replace(2, "2020-01-06,11,12,11.2,11.5,900"), ["low above", AT]),
+    ("low-above-close", _replace(2, "2020-01-06,11.3,12,11.2,11.1,900"), ["low above", AT]),
+]
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"), [case[1:] for case in BAD_ROWS], ids=[case[0] for case in BAD_ROWS]
+)
+def test_bad_rows_raise_data_error_naming_file_and_row(tmp_path, edit, expected):
+    path = _write(tmp_path, [HEADER, *edit(list(ROWS))])
+    with pytest.raises(DataError) as info:
+        load_ohlcv(path)
+    message = str(info.value)
+    assert "BAD.csv" in message
+    for part in expected:
+        assert part in message, (part, message)
+
+
+def test_good_rows_load(tmp_path):
+    frame = load_ohlcv(_write(tmp_path, [HEADER, *ROWS], name="GOOD.csv"))
+    assert list(frame.columns) == list(COLUMNS)
+    assert (frame.dtypes == np.float64).all()
+    assert frame.index.name == "date"
+    assert isinstance(frame.index, pd.DatetimeIndex) and frame.index.tz is None
+    assert frame.index.is_monotonic_increasing and frame.index.is_unique
+    assert len(frame) == len(ROWS)
+    assert frame.loc["2020-01-06", "close"] == 11.5
+    assert frame["volume"].iloc[1] == 1200.0
+
+
+@pytest.mark.parametrize(
+    ("lines", "expected"),
+    [
+        ([], ["empty"]),
+        ([HEADER], ["no bars"]),
+        (["date,open,high,low,close", *(r.rsplit(",", 1)[0] for r in ROWS)], ["volume", "found"]),
+        (["day,open,high,low,close,volume", *ROWS], ["date", "column"]),
+        (["date,open,high,low,close,volume,Close", *(r + ",1" for r in ROWS)], ["'close'", "once"]),
+        ([HEADER, ROWS[0] + ",7", *ROWS[1:]], ["more fields than the header"]),
+        ([HEADER, *ROWS[:3], ROWS[3] + ",7"], ["line 5"]),
+        ([HEADER.replace(",", ";"), *(r.replace(",", ";") for r in ROWS)], ["found: date;open"]),
+        ([HEADER, *ROWS[:2], "01/06/2020,11,12,10.5,11.5,900"], ["'01/06/2020'", "line 4"]),
+    ],
+    ids=[
+        "empty",
+        "header-only",
+        "missing-volume",
+        "no-date-column",
+        "duplicate-header",
+        "extra-field",
+        "ragged",
+        "semicolons",
+        "other-date-format",
+    ],
+)
+def test_bad_files_raise_data_error(tmp_path, lines, expected):
+    path = tmp_path / "BAD.csv"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    with pytest.raises(DataError) as info:
+        load_ohlcv(path)
+    message = str(info.value)
+    assert "BAD.csv" in message
+    for part in expected:
+        assert part in message, (part, message)
+
+
+def test_missing_columns_lists_missing_and_found(tmp_path):
+    path = _write(tmp_path, ["Date,Open,Close", "2020-01-02,1,2"])
+    with pytest.raises(DataError, match=r"high, low, volume.*found: date, open, close"):
+        load_ohlcv(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(DataError, match=r"NOPE\.csv: file not found"):
+        load_ohlcv(tmp_path / "NOPE.csv")
+
+
+def test_too_few_bars(tmp_path):
+    path = _write(tmp_path, [HEADER, *ROWS])
+    assert len(load_ohlcv(path, min_bars=len(ROWS))) == len(ROWS)
+    with pytest.raises(DataError, match=r"BAD\.csv: 5 bars, but at least 6"):
+        load_ohlcv(path, min_bars=6)
+
+
+def test_unreadable_file_and_wrong_source_type(tmp_path):
+    path = tmp_path / "BIN.csv"
+    path.write_bytes(b"\xff\xfe\x00garbage\n")
+    with pytest.raises(DataError, match=r"BIN\.csv: not a readable CSV file"):
+        load_ohlcv(path)
+    with pytest.raises(DataError, match="is not a file"):
+        load_ohlcv(tmp_path)
+    with pytest.raises(DataError, match="pass a CSV path or a DataFrame"):
+        load_ohlcv(123)  # type: ignore[arg-type]
+    with pytest.raises(DataError, match="pass a CSV path or a DataFrame"):
+        load_many([None])  # type: ignore[list-item]
+
+
+def test_data_error_is_a_metabt_error_and_value_error(tmp_path):
+    with pytest.raises(MetabtError):
+        load_ohlcv(tmp_path / "missing.csv")
+    with pytest.raises(ValueError):
+        load_ohlcv(tmp_path / "missing.csv")
+
+
+def test_headers_are_case_insensitive_and_extra_columns_ignored(tmp_path):
+    reference = load_ohlcv(_write(tmp_path, [HEADER, *ROWS], name="A.csv"))
+    header = " Date ,OPEN, High,low ,Close,VoLuMe,Adj Close"
+    lines = [header, *(f"{r},{i}" for i, r in enumerate(ROWS))]
+    frame = load_ohlcv(_write(tmp_path, lines, name="B.csv"))
+    pd.testing.assert_frame_equal(frame, reference)
+
+
+@pytest.mark.parametrize("date_name", ["DateTime", "time", "TIMESTAMP"])
+def test_other_date_column_names(tmp_path, date_name):
+    lines = [HEADER.replace("date", date_name), *ROWS]
+    frame = load_ohlcv(_write(tmp_path, lines))
+    assert frame.index[0] == pd.Timestamp("2020-01-02")
+
+
+def test_integer_dates_are_calendar_dates(tmp_path):
+    lines = [HEADER, *(r.replace("-", "", 2) for r in ROWS)]
+    frame = load_ohlcv(_write(tmp_path, lines))
+    assert frame.index[0] == pd.Timestamp("2020-01-02")
+    assert frame.index[-1] == pd.Timestamp("2020-01-08")
+
+
+def _frame() -> pd.DataFrame:
+    rows = [r.split(",") for r in ROWS]
+    index = pd.DatetimeIndex([r[0] for r in rows], name="Date")
+    data = np.array([[float(x) for x in r[1:]] for r in rows])
+    return pd.DataFrame(data, index=index, columns=["Open", "High", "Low", "Close", "Volume"])
+
+
+def test_dataframe_input_with_datetime_index():
+    source = _frame()
+    before = source.copy()
+    frame = load_ohlcv(source)
+    assert list(frame.columns) == list(COLUMNS)
+    np.testing.assert_array_equal(frame.to_numpy(), source.to_numpy())
+    assert frame.index.equals(pd.DatetimeIndex(source.index))
+    pd.testing.assert_frame_equal(source, before)  # the input is not modified
+
+
+def test_dataframe_input_with_date_column_and_int_volume():
+    source = _frame().reset_index()
+    source["Volume"] = source["Volume"].astype(np.int64)
+    frame = load_ohlcv(source)
+    assert frame.index[2] == pd.Timestamp("2020-01-06")
+    assert frame["volume"].dtype == np.float64
+
+
+def test_dataframe_errors_name_the_frame_and_row():
+    source = _frame()
+    source.iloc[3, 3] = np.nan  # Close of 2020-01-07
+    with pytest.raises(DataError) as info:
+        load_ohlcv(source)
+    assert str(info.value).startswith("DataFrame:")
+    assert "'close'" in str(info.value) and "row 3 (2020-01-07)" in str(info.value)
+    with pytest.raises(DataError, match=r"^XYZ: column 'close'"):
+        load_ohlcv(source, name="XYZ")
+
+
+def test_dataframe_without_dates():
+    with pytest.raises(DataError, match="DataFrame: no date column"):
+        load_ohlcv(_frame().reset_index(drop=True))
+
+
+def test_tz_aware_index_keeps_wall_clock_and_drops_zone():
+    source = _frame()
+    source.index = (source.index + pd.Timedelta(hours=16)).tz_localize("America/New_York")
+    frame = load_ohlcv(source)
+    assert frame.index.tz is None
+    assert (frame.index.hour == 16).all()
+    assert frame.index[0] == pd.Timestamp("2020-01-02 16:00")
+
+
+def test_mixed_utc_offsets_in_csv_keep_wall_clock(tmp_path):
+    # A daylight-saving change inside the file: -05:00 in winter, -04:00 in summer.
+    lines = [
+        HEADER,
+        "2020-03-06 16:00:00-05:00,10,11,9,10.5,1000",
+        "2020-03-09 16:00:00-04:00,10.5,11.5,10,11,1200",
+    ]
+    frame = load_ohlcv(_write(tmp_path, lines))
+    assert frame.index.tz is None
+    assert list(frame.index) == [pd.Timestamp("2020-03-06 16:00"), pd.Timestamp("2020-03-09 16:00")]
+
+
+def test_mixed_iso_precision_in_csv(tmp_path):
+    lines = [HEADER, ROWS[0], "2020-01-03T16:00,10.5,11.5,10,11,1200"]
+    frame = load_ohlcv(_write(tmp_path, lines))
+    assert list(frame.index) == [pd.Timestamp("2020-01-02"), pd.Timestamp("2020-01-03 16:00")]
+
+
+def test_round_trip_through_csv_is_exact(tmp_path):
+    frame = load_ohlcv(sample_data_dir() / "IBM.csv").iloc[-300:]
+    path = tmp_path / "IBM.csv"
+    frame.to_csv(path)
+    pd.testing.assert_frame_equal(load_ohlcv(path), frame)
+
+
+def test_sample_files_load_with_long_history():
+    files = sample_files()
+    assert [p.stem for p in files] == sorted(p.stem for p in files)
+    assert {"AAPL", "GOOG", "IBM", "MSFT"} <= {p.stem for p in files}
+    years = {}
+    for path in files:
+        frame = load_ohlcv(path, min_bars=2000)
+        years[path.stem] = (frame.index[-1] - frame.index[0]).days / 365.25
+        # Daily bars: no two bars on the same day, no gap longer than a week or so.
+        gaps = np.diff(frame.index.asi8) / 86_400e9
+        assert gaps.min() >= 1 and gaps.max() <= 7
+        assert len(frame) / years[path.stem] > 240  # about 252 trading days a year
+    # GOOG starts at its IPO (2004-08-19); the others cover more than ten years.
+    assert all(years[t] >= 10 for t in ("AAPL", "IBM", "MSFT")), years
+    assert years["GOOG"] >= 8, years
+
+
+def test_load_many_keys_by_stem_and_rejects_duplicate_names(tmp_path):
+    files = sample_files()
+    frames = load_many(files)
+    assert list(frames) == [p.stem for p in files]
+    assert list(load_many(str(files[0]))) == [files[0].stem]  # one path is not iterated
+    other = tmp_path / files[0].name
+    other.write_bytes(files[0].read_bytes())
+    with pytest.raises(DataError, match=f"two data sources are named '{files[0].stem}'"):
+        load_many([files[0], other])
+    with pytest.raises(DataError, match="no data files"):
+        load_many([])
+
+
+def test_sample_data_dir_env_override(tmp_path, monkeypatch):
+    monkeypatch.setenv("METABT_SAMPLE_DATA", str(tmp_path))
+    assert sample_data_dir() == tmp_path
+    with pytest.raises(DataError, match="no CSV files"):
+        sample_files()
+    monkeypatch.setenv("METABT_SAMPLE_DATA", str(tmp_path / "missing"))
+    with pytest.raises(DataError, match="METABT_SAMPLE_DATA"):
+        sample_data_dir()
+
+
+class _Recorder(bt.Strategy):
+    """Records every bar the strategy sees."""
+
+    def __init__(self) -> None:
+        self.bars: list[tuple] = []
+
+    def next(self) -> None:
+        d = self.data
+        self.bars.append(
+            (d.datetime.datetime(0), d.open[0], d.high[0], d.low[0], d.close[0], d.volume[0])
+        )
+
+
+def _run(data: bt.feeds.PandasData) -> _Recorder:
+    cerebro = bt.Cerebro(stdstats=False)
+    cerebro.adddata(data)
+    cerebro.addstrategy(_Recorder)
+    return cerebro.run()[0]
+
+
+def test_feed_bars_equal_the_frame():
+    path = sample_data_dir() / "MSFT.csv"
+    data = feed(path, fromdate="2012-06-01", todate="2012-08-31")
+    assert data._name == "MSFT"
+    assert data.p.openinterest is None
+    strategy = _run(data)
+    frame = load_ohlcv(path).loc["2012-06-01":"2012-08-31"]
+    assert len(strategy.bars) == len(frame) > 50
+    seen = pd.DataFrame(strategy.bars, columns=["date", *COLUMNS]).set_index("date")
+    np.testing.assert_array_equal(seen.index.to_numpy(), frame.index.to_numpy())
+    np.testing.assert_allclose(seen.to_numpy(), frame.to_numpy(), rtol=1e-12)
+
+
+def test_feed_from_dataframe_and_names():
+    frame = load_ohlcv(sample_data_dir() / "AAPL.csv").iloc[:40]
+    assert feed(frame)._name == "data"
+    strategy = _run(feed(frame, name="X"))
+    assert strategy.data._name == "X"
+    assert [bar[4] for bar in strategy.bars] == frame["close"].tolist()
+
+
+def test_feed_errors():
+    frame = _frame()
+    with pytest.raises(DataError, match="no bars between"):
+        feed(frame, fromdate="2021-01-01")
+    with pytest.raises(DataError, match="fromdate='soon' is not a date"):
+        feed(frame, fromdate="soon")
+    bad = frame.copy()
+    bad.iloc[0, 0] = -1.0
+    with pytest.raises(DataError, match=r"^ABC: a non-positive price at row 0 \(2020-01-02\)"):
+        feed(bad, name="ABC")

@@ -1,0 +1,314 @@
+"""SignalSizer: hand-computed sizes, caps, deadband, long-only, invalid inputs, properties."""
+
+from __future__ import annotations
+
+import math
+
+import backtrader as bt
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from metabt.errors import ConfigError
+from metabt.sizers import SignalSizer
+
+NAN, INF = math.nan, math.inf
+
+
+def _frame(n: int = 60, seed: int = 3) -> pd.DataFrame:
+    """Synthetic daily OHLCV bars (a geometric random walk)."""
+    rng = np.random.default_rng(seed)
+    close = 50.0 * np.exp(np.cumsum(rng.normal(0.0, 0.015, n)))
+    open_ = close * np.exp(rng.normal(0.0, 0.004, n))
+    return pd.DataFrame(
+        {
+            "open": open_,
+            "high": np.maximum(open_, close) * 1.005,
+            "low": np.minimum(open_, close) * 0.995,
+            "close": close,
+            "volume": 1e6,
+        },
+        index=pd.bdate_range("2021-01-04", periods=n),
+    )
+
+
+# ---- target_weight: the pure formula
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "signal", "vol", "expected"),
+    [
+        ({}, 0.125, 0.20, 0.25),  # half signal (0.125/0.25), 0.10/0.20 vol ratio
+        ({}, -0.25, 0.40, -0.25),  # full short signal, vol ratio 0.25
+        ({}, 1.0, 0.40, 0.25),  # signal clipped to the full weight
+        ({}, 0.25, 0.05, 1.0),  # 0.10/0.05 = 2 capped at max_leverage 1
+        ({"max_leverage": 1.5}, -0.25, 0.05, -1.5),
+        ({"max_leverage": 1.5}, 0.125, 0.05, 1.0),  # 0.5 * 2 = 1.0 under the 1.5 cap
+        ({"target_vol": 0.2, "signal_scale": 1.0}, 0.5, 0.25, 0.4),
+        ({"long_only": True}, -0.25, 0.20, 0.0),
+        ({"long_only": True}, 0.25, 0.20, 0.5),
+        ({}, 0.0, 0.20, 0.0),
+    ],
+)
+def test_target_weight_hand_computed(kwargs, signal, vol, expected):
+    assert SignalSizer(**kwargs).target_weight(signal, vol) == pytest.approx(expected, abs=1e-15)
+
+
+@pytest.mark.parametrize("signal", [NAN, INF, -INF])
+def test_target_weight_invalid_signal_is_flat(signal):
+    assert SignalSizer().target_weight(signal, 0.2) == 0.0
+
+
+@pytest.mark.parametrize("vol", [NAN, INF, -INF, 0.0, -0.1])
+def test_target_weight_invalid_vol_is_flat(vol):
+    assert SignalSizer().target_weight(0.2, vol) == 0.0
+
+
+def test_target_weight_tiny_vol_is_capped_not_nan():
+    sizer = SignalSizer(max_leverage=2.0)
+    assert sizer.target_weight(0.1, 1e-320) == 2.0  # target_vol / vol overflows to inf
+    assert sizer.target_weight(-0.1, 1e-320) == -2.0
+    assert sizer.target_weight(0.0, 1e-320) == 0.0  # not 0 * inf = NaN
+
+
+# ---- target_shares: signal, vol, price, value -> shares
+
+
+@pytest.mark.parametrize(
+    ("signal", "vol", "price", "value", "expected"),
+    [
+        (0.125, 0.20, 50.0, 100_000.0, 500),  # w 0.25 -> 25,000 / 50
+        (0.125, 0.20, 30.0, 100_000.0, 833),  # 833.33 truncated
+        (-0.125, 0.20, 30.0, 100_000.0, -833),  # toward zero, not -834
+        (0.25, 0.05, 7.0, 10_000.0, 1428),  # w capped at 1: 1428.57
+        (0.25, 1.0, 10.0, 1_000.0, 10),  # w 0.1: 0.1 * 1000 / 10 = 10 despite float error
+        (0.05, 0.2, 10.0, 1_000.0, 10),  # w 0.1 again, another float path
+        (0.125, 0.20, 300_000.0, 100_000.0, 0),  # one share costs more than the weight
+    ],
+)
+def test_target_shares_hand_computed(signal, vol, price, value, expected):
+    shares = SignalSizer(deadband=0.0).target_shares(signal, vol, price, value)
+    assert shares == expected
+    assert type(shares) is int
+
+
+def test_weight_scale_scales_the_target():
+    sizer = SignalSizer(deadband=0.0)
+    assert sizer.target_shares(0.125, 0.20, 50.0, 100_000.0, weight_scale=0.5) == 250
+    assert sizer.target_shares(0.125, 0.20, 30.0, 100_000.0, weight_scale=0.3) == 250  # 250.0
+    for bad in (0.0, -0.5, 1.5, NAN, INF):
+        with pytest.raises(ConfigError, match="weight_scale"):
+            sizer.target_shares(0.125, 0.20, 50.0, 100_000.0, weight_scale=bad)
+
+
+def test_deadband_holds_small_moves_and_trades_big_ones():
+    sizer = SignalSizer(deadband=0.05)  # target weight 0.25 = 500 shares at 50
+    # current 480 shares = weight 0.24: within the band, hold
+    assert sizer.target_shares(0.125, 0.20, 50.0, 100_000.0, current=480) == 480
+    # current 300 shares = weight 0.15: 0.10 away, trade to the target
+    assert sizer.target_shares(0.125, 0.20, 50.0, 100_000.0, current=300) == 500
+    # from flat, a target weight of 0.03 is below the band: stay flat
+    assert sizer.target_shares(0.015, 0.20, 50.0, 100_000.0) == 0
+    assert SignalSizer(deadband=0.0).target_shares(0.015, 0.20, 50.0, 100_000.0) == 60
+    # a valid zero signal with a small position inside the band holds it
+    assert sizer.target_shares(0.0, 0.20, 50.0, 100_000.0, current=20) == 20
+    # a short position far from a long target is closed and reversed
+    assert sizer.target_shares(0.125, 0.20, 50.0, 100_000.0, current=-100) == 500
+
+
+def test_long_only_never_targets_a_short():
+    sizer = SignalSizer(long_only=True, deadband=0.0)
+    assert sizer.target_shares(-0.25, 0.2, 50.0, 100_000.0) == 0
+    assert sizer.target_shares(-0.25, 0.2, 50.0, 100_000.0, current=-300) == 0
+    assert sizer.target_shares(0.25, 0.2, 50.0, 100_000.0) == 1000
+
+
+@pytest.mark.parametrize(
+    ("signal", "vol", "price", "value"),
+    [
+        (NAN, 0.2, 50.0, 1e5),
+        (INF, 0.2, 50.0, 1e5),
+        (-INF, 0.2, 50.0, 1e5),
+        (0.1, NAN, 50.0, 1e5),
+        (0.1, INF, 50.0, 1e5),
+        (0.1, 0.0, 50.0, 1e5),
+        (0.1, -0.2, 50.0, 1e5),
+        (0.1, 0.2, NAN, 1e5),
+        (0.1, 0.2, INF, 1e5),
+        (0.1, 0.2, 0.0, 1e5),
+        (0.1, 0.2, -50.0, 1e5),
+        (0.1, 0.2, 50.0, NAN),
+        (0.1, 0.2, 50.0, INF),
+        (0.1, 0.2, 50.0, 0.0),
+        (0.1, 0.2, 50.0, -1e5),
+    ],
+)
+@pytest.mark.parametrize("current", [0, 480, -70])
+def test_invalid_inputs_give_flat_not_nan(signal, vol, price, value, current):
+    """Invalid inputs go flat whatever the deadband or the current position."""
+    shares = SignalSizer(deadband=0.5).target_shares(signal, vol, price, value, current=current)
+    assert shares == 0
+    assert type(shares) is int
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"target_vol": 0.0}, "target_vol"),
+        ({"target_vol": NAN}, "target_vol"),
+        ({"max_leverage": -1.0}, "max_leverage"),
+        ({"signal_scale": 0}, "signal_scale"),
+        ({"deadband": -0.01}, "deadband"),
+        ({"deadband": INF}, "deadband"),
+        ({"vol_lookback": 1}, "vol_lookback"),
+        ({"vol_lookback": 20.5}, "vol_lookback"),
+        ({"bars_per_year": 0}, "bars_per_year"),
+        ({"long_only": "yes"}, "long_only"),
+        ({"target_volatility": 0.1}, "did you mean 'target_vol'"),
+    ],
+)
+def test_bad_params_raise_config_error(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        SignalSizer(**kwargs)
+
+
+def test_target_size_needs_a_value_without_a_broker():
+    data = bt.feeds.PandasData(dataname=_frame(), openinterest=None)
+    with pytest.raises(ConfigError, match="value"):
+        SignalSizer().target_size(data, 0.1)
+
+
+# ---- inside a backtest: realised_vol, target_size, _getsizing
+
+
+class _Probe(bt.Strategy):
+    """Records the sizer's view at chosen bars, buys with the sizer at ``buy_bar``."""
+
+    params = (("signal", 0.2), ("buy_bar", 30))
+
+    def __init__(self) -> None:
+        self.seen: dict[int, dict[str, float]] = {}
+        self.sell_order = "unset"
+
+    def current_signal(self, data: bt.DataBase) -> float:
+        return self.p.signal
+
+    def next(self) -> None:
+        sizer = self.getsizer()
+        n = len(self.data)
+        self.seen[n] = {
+            "vol": sizer.realised_vol(self.data),
+            "value": self.broker.getvalue(),
+            "target": sizer.target_size(self.data, self.p.signal),
+            "target_half": sizer.target_size(self.data, self.p.signal, weight_scale=0.5),
+            "position": self.getposition(self.data).size,
+        }
+        if n == self.p.buy_bar:
+            self.sell_order = self.sell()  # the target is long: the sizer says 0
+            self.buy()
+
+
+@pytest.fixture(scope="module")
+def probe_run():
+    frame = _frame()
+    cerebro = bt.Cerebro(stdstats=False)
+    cerebro.adddata(bt.feeds.PandasData(dataname=frame, openinterest=None), name="SYN")
+    cerebro.broker.setcash(100_000.0)
+    cerebro.addsizer(SignalSizer, target_vol=0.15, vol_lookback=10, deadband=0.0)
+    cerebro.addstrategy(_Probe)
+    strat = cerebro.run()[0]
+    return frame, strat
+
+
+def test_realised_vol_matches_numpy(probe_run):
+    frame, strat = probe_run
+    log_returns = np.diff(np.log(frame["close"].to_numpy()))
+    for n, row in strat.seen.items():
+        if n < 11:  # fewer than vol_lookback + 1 closes
+            assert math.isnan(row["vol"])
+            assert row["target"] == 0
+        else:
+            expected = np.std(log_returns[n - 11 : n - 1], ddof=1) * math.sqrt(252)
+            assert row["vol"] == pytest.approx(expected, rel=1e-12)
+
+
+def test_target_size_matches_the_pure_formula(probe_run):
+    frame, strat = probe_run
+    sizer = SignalSizer(target_vol=0.15, vol_lookback=10, deadband=0.0)
+    checked = 0
+    for n, row in strat.seen.items():
+        price = frame["close"].iloc[n - 1]
+        expected = sizer.target_shares(0.2, row["vol"], price, row["value"])
+        assert row["target"] == expected
+        half = sizer.target_shares(0.2, row["vol"], price, row["value"], weight_scale=0.5)
+        assert row["target_half"] == half
+        checked += expected != 0
+    assert checked > 40  # the comparison is not vacuous
+
+
+def test_getsizing_buys_up_to_the_target(probe_run):
+    _, strat = probe_run
+    assert strat.sell_order is None  # sell() against a long target: size 0, no order
+    target = strat.seen[30]["target"]
+    assert target > 0
+    assert strat.seen[31]["position"] == target  # filled at the next open
+
+
+# ---- properties
+
+finite = st.floats(-1e6, 1e6, allow_nan=False)
+anything = st.floats(allow_nan=True, allow_infinity=True)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    signal=anything,
+    vol=anything,
+    max_leverage=st.floats(0.1, 5.0),
+    long_only=st.booleans(),
+)
+def test_weight_is_capped_finite_and_follows_the_signal(signal, vol, max_leverage, long_only):
+    w = SignalSizer(max_leverage=max_leverage, long_only=long_only).target_weight(signal, vol)
+    assert math.isfinite(w)
+    assert abs(w) <= max_leverage
+    if w != 0:
+        assert math.copysign(1.0, w) == math.copysign(1.0, signal)
+    if long_only:
+        assert w >= 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    signal=finite,
+    vol=st.floats(1e-4, 10.0),
+    price=st.floats(0.01, 1e5),
+    value=st.floats(1e3, 1e9),
+)
+def test_doubling_value_doubles_size_up_to_truncation(signal, vol, price, value):
+    sizer = SignalSizer(deadband=0.0)
+    one = sizer.target_shares(signal, vol, price, value)
+    two = sizer.target_shares(signal, vol, price, 2 * value)
+    assert abs(two - 2 * one) <= 1
+    assert one * two >= 0  # same direction
+    if one:
+        assert math.copysign(1, one) == math.copysign(1, signal)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    signal=anything,
+    vol=anything,
+    price=anything,
+    value=anything,
+    current=st.integers(-(10**6), 10**6),
+)
+@example(signal=1.0, vol=0.0625, price=3.4e-277, value=6.1e32, current=0)  # size overflows
+def test_target_shares_is_always_an_int(signal, vol, price, value, current):
+    shares = SignalSizer().target_shares(signal, vol, price, value, current=current)
+    assert type(shares) is int
+
+
+def test_overflowing_size_is_flat():
+    assert SignalSizer().target_shares(1.0, 0.0625, 3.4e-277, 6.1e32) == 0

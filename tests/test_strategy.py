@@ -1,0 +1,188 @@
+"""MetaStrategy in Cerebro: causality, online == offline features, determinism, several data."""
+
+from __future__ import annotations
+
+import math
+
+import backtrader as bt
+import numpy as np
+import pandas as pd
+import pytest
+
+from metabt import MetaStrategy, QuantStatsAnalyzer, SignalSizer
+from metabt.backtest import Costs, run_backtest
+from metabt.data import feed
+from metabt.errors import ConfigError
+from strategies import BuyAndHold, SmaCross
+
+START = "2010-03-01"
+
+
+class RecordingMetaStrategy(MetaStrategy):
+    """MetaStrategy that records every order it submits (bar date, data, size)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.orders_log: list[tuple] = []
+
+    def notify_order(self, order: bt.Order) -> None:
+        super().notify_order(order)
+        if order.status == order.Submitted:
+            self.orders_log.append(
+                (self.datas[0].datetime.date(0), order.data._name, order.created.size)
+            )
+
+
+def _run(frames, learner, strategy=RecordingMetaStrategy, **kwargs):
+    return run_backtest(
+        strategy,
+        frames,
+        start=START,
+        warmup_bars=150,
+        costs=Costs(),
+        strategy_kwargs={"learner": learner, "adapt_every": 5, "support": 40, **kwargs},
+    )
+
+
+@pytest.fixture(scope="module")
+def base_run(sample_frames, small_learner):
+    return _run(sample_frames, small_learner)
+
+
+def test_end_to_end_run_trades_and_adapts(base_run, sample_frames):
+    strat = base_run.strategy
+    log = strat.adaptation_log()
+    assert len(strat.orders_log) > 10
+    assert set(log["data"]) == set(sample_frames)  # each data adapted on its own
+    assert (log["support"] == 40).all() and (log["steps"] == 3).all()
+    assert (log["loss_after"] < log["loss_before"]).mean() > 0.9
+    # adaptations happen every 5 bars per data once the first support set is complete
+    bars = sample_frames["AAPL"].index.get_indexer(log[log["data"] == "AAPL"]["date"])
+    assert (np.diff(bars) == 5).all()
+    assert base_run.returns.index[0] >= pd.Timestamp(START)
+    assert math.isfinite(base_run.metrics["sharpe"])
+    signal = np.array(strat.signals[0].signal.array)
+    assert np.isfinite(signal[-100:]).all()
+
+
+def test_orders_up_to_a_date_ignore_every_later_price(base_run, sample_frames, small_learner):
+    cut = pd.Timestamp("2011-03-15")
+    rng = np.random.default_rng(7)
+    altered = {}
+    for name, frame in sample_frames.items():
+        frame = frame.copy()
+        later = frame.index > cut
+        # replace every later bar by other prices (a different random walk)
+        walk = np.exp(np.cumsum(rng.normal(0, 0.03, later.sum())))
+        for col in ("open", "high", "low", "close"):
+            frame.loc[later, col] = frame.loc[later, col].to_numpy() * walk * 1.7
+        frame.loc[later, "volume"] = frame.loc[later, "volume"].to_numpy()[::-1]
+        altered[name] = frame
+    other = _run(altered, small_learner)
+    before = [o for o in base_run.strategy.orders_log if pd.Timestamp(o[0]) <= cut]
+    before_other = [o for o in other.strategy.orders_log if pd.Timestamp(o[0]) <= cut]
+    assert len(before) > 5
+    assert before == before_other
+    after = [o for o in base_run.strategy.orders_log if pd.Timestamp(o[0]) > cut]
+    after_other = [o for o in other.strategy.orders_log if pd.Timestamp(o[0]) > cut]
+    assert after != after_other  # the test can fail: later prices do change later orders
+
+
+def test_features_in_backtest_equal_offline_features(base_run, sample_frames, small_learner):
+    spec = small_learner.feature_spec
+    strat = base_run.strategy
+    for i, (name, frame) in enumerate(sample_frames.items()):
+        online = strat.features(i)
+        bars = frame.loc[pd.Timestamp(strat.datas[i].datetime.date(-len(strat.datas[i]) + 1)) :]
+        offline = spec.transform(bars)
+        assert online.shape == offline.shape, name
+        np.testing.assert_allclose(online, offline, rtol=1e-6, atol=1e-6, equal_nan=True)
+        assert np.isfinite(online[spec.lookback - 1 :]).all()
+
+
+def test_support_labels_are_realised_offline_labels(sample_frames, small_learner):
+    """Every support label used at bar t is the offline label of a bar s <= t - horizon."""
+    seen = []
+
+    class Spy:
+        def __init__(self, learner):
+            self._learner = learner
+
+        def __getattr__(self, name):
+            return getattr(self._learner, name)
+
+        def adapt(self, x, y, steps=None):
+            seen.append(np.asarray(y).copy())
+            return self._learner.adapt(x, y, steps=steps)
+
+    class SpyStrategy(MetaStrategy):
+        def __init__(self):
+            super().__init__()
+            self.learner = Spy(self.learner)
+            self.bars_at = []
+
+        def _maybe_adapt(self, state, data, k):
+            n = len(seen)
+            super()._maybe_adapt(state, data, k)
+            if len(seen) > n:
+                self.bars_at.append((data._name, k))
+
+    run = _run(sample_frames, small_learner, strategy=SpyStrategy)
+    strat = run.strategy
+    h = small_learner.horizon
+    assert len(seen) > 20
+    for (name, k), y in zip(strat.bars_at, seen):
+        i = list(sample_frames).index(name)
+        first_bar = pd.Timestamp(strat.datas[i].datetime.date(-len(strat.datas[i]) + 1))
+        labels = small_learner.feature_spec.labels(sample_frames[name].loc[first_bar:])
+        expected = labels[k - h - len(y) + 1 : k - h + 1]
+        np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_same_seed_same_orders_and_returns(base_run, sample_frames, small_learner):
+    again = _run(sample_frames, small_learner)
+    assert again.strategy.orders_log == base_run.strategy.orders_log
+    pd.testing.assert_series_equal(again.returns, base_run.returns)
+
+
+def test_gross_leverage_cap_holds(sample_frames, small_learner):
+    run = _run(sample_frames, small_learner, gross_leverage=0.3)
+    strat = run.strategy
+    gross = sum(abs(strat.getposition(d).size) * d.close[0] for d in strat.datas)
+    assert gross <= 0.3 * strat.broker.getvalue() * 1.05
+
+
+def test_metastrategy_checks_its_params(sample_frames, small_learner):
+    for kwargs, match in (
+        ({"learner": None}, "learner"),
+        ({"adapt_every": 0}, "adapt_every"),
+        ({"support": -3}, "support"),
+    ):
+        cerebro = bt.Cerebro()
+        cerebro.adddata(feed(sample_frames["AAPL"].iloc[:300], name="AAPL"))
+        cerebro.addstrategy(MetaStrategy, **{"learner": small_learner, **kwargs})
+        with pytest.raises(ConfigError, match=match):
+            cerebro.run()
+
+
+def test_plain_cerebro_usage_with_checkpoint(tmp_path, sample_frames, small_learner):
+    """The DESIGN data flow: feeds, MetaStrategy from a checkpoint path, sizer, analyzer."""
+    path = small_learner.save(tmp_path / "theta.pt")
+    cerebro = bt.Cerebro(stdstats=False)
+    cerebro.adddata(feed(sample_frames["IBM"].loc["2009-06-01":"2010-12-31"], name="IBM"))
+    cerebro.addstrategy(MetaStrategy, learner=str(path), adapt_every=10, support=40)
+    cerebro.addsizer(SignalSizer, target_vol=0.15, long_only=True)
+    cerebro.addanalyzer(QuantStatsAnalyzer, _name="qs")
+    strat = cerebro.run()[0]
+    analysis = strat.analyzers.qs.get_analysis()
+    assert len(analysis["returns"]) == len(strat.data)
+    assert len(strat.adaptation_log()) > 10
+    # long-only sizer: never short
+    assert strat.getposition(strat.data).size >= 0
+
+
+@pytest.mark.parametrize("strategy", [BuyAndHold, SmaCross])
+def test_baselines_run_on_the_same_period(strategy, sample_frames, base_run):
+    run = run_backtest(strategy, sample_frames, start=START, warmup_bars=150)
+    pd.testing.assert_index_equal(run.returns.index, base_run.returns.index)
+    assert run.returns.abs().sum() > 0
