@@ -72,6 +72,12 @@ class TaskSource(Protocol):
     def sample(self, batch_size: int, rng: np.random.Generator) -> Batch: ...
 
 
+def _to_numpy(values: Tensor | np.ndarray, dtype: np.dtype) -> np.ndarray:
+    if isinstance(values, Tensor):
+        values = values.detach().cpu().numpy()
+    return np.ascontiguousarray(values, dtype=dtype)
+
+
 def _mse(pred: Tensor, target: Tensor) -> Tensor:
     return ((pred - target) ** 2).mean()
 
@@ -86,7 +92,7 @@ def _did_you_mean(value: str, options: tuple[str, ...]) -> str:
 class AdaptedModel:
     """A model adapted to one support set: φ = θ after a few inner-loop steps.
 
-    Holds its own detached copy φ of the parameters; θ of the learner is untouched.
+    Holds its own copy φ of the parameters; θ of the learner is untouched.
 
     Attributes:
         params: the adapted parameters φ, name -> tensor (no autograd history).
@@ -103,14 +109,17 @@ class AdaptedModel:
         loss_before: float,
         loss_after: float,
         steps: int,
+        forward_numpy: Callable[[Mapping[str, np.ndarray], np.ndarray], np.ndarray] | None = None,
     ) -> None:
         self._forward = forward
         self.params = params
         self.loss_before = loss_before
         self.loss_after = loss_after
         self.steps = steps
-        first = next(iter(params.values()))
-        self.dtype = first.dtype
+        self.dtype = next(iter(params.values())).dtype
+        self._forward_numpy = forward_numpy
+        self._numpy_params = {k: v.numpy() for k, v in params.items()} if forward_numpy else {}
+        self._numpy_dtype = next(iter(params.values())).numpy().dtype
 
     def __call__(self, x: Tensor) -> Tensor:
         """Predictions. x: (N, F_in) float tensor -> (N,) tensor of the model's dtype."""
@@ -122,6 +131,9 @@ class AdaptedModel:
         arr = np.asarray(x)
         if arr.ndim == 1:
             arr = arr[None, :]
+        if self._forward_numpy is not None:
+            x_np = arr.astype(self._numpy_dtype, copy=False)
+            return self._forward_numpy(self._numpy_params, x_np).astype(np.float64)
         return self(torch.from_numpy(np.ascontiguousarray(arr))).double().numpy()
 
 
@@ -243,7 +255,8 @@ class MetaLearner:
             )
         self.engine = engine
 
-        names = [n for n, _ in model.named_parameters()]
+        self._named_params = list(model.named_parameters())
+        names = [n for n, _ in self._named_params]
         if self._algo.head_only:
             assert isinstance(model, MetaModel)
             self._adapt_names = [n for n in names if n in model.head_names]
@@ -487,7 +500,10 @@ class MetaLearner:
 
         Plain gradient descent on the support MSE (learned per-parameter rates for metasgd,
         the head only for anil), with no graph kept between steps: this is the test-time
-        inner loop that ``MetaStrategy`` runs inside the backtest.
+        inner loop that ``MetaStrategy`` runs inside the backtest. It runs on the cheapest
+        exact path: the MLP's NumPy backpropagation, a closed-form gradient of the linear
+        head for ANIL (the body runs once), else ``torch.autograd`` (e.g. the GRU). The
+        paths agree to float64 precision (tested).
 
         Args:
             x_support: (S, F_in) float inputs (tensor or ndarray).
@@ -505,61 +521,111 @@ class MetaLearner:
         steps = self.inner_steps if steps is None else steps
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
             raise ConfigError(f"steps must be an integer >= 0, got {steps!r}")
-        x = torch.as_tensor(x_support).to(self.dtype)
-        y = torch.as_tensor(y_support).to(self.dtype)
-        if x.ndim != 2 or y.ndim != 1 or x.shape[0] != y.shape[0] or x.shape[0] == 0:
+        np_dtype = self._named_params[0][1].detach().numpy().dtype
+        xn = _to_numpy(x_support, np_dtype)
+        yn = _to_numpy(y_support, np_dtype)
+        if xn.ndim != 2 or yn.ndim != 1 or xn.shape[0] != yn.shape[0] or xn.shape[0] == 0:
             raise ConfigError(
-                f"support set must be x (S, F) and y (S,) with S >= 1, got x {tuple(x.shape)} "
-                f"and y {tuple(y.shape)}"
+                f"support set must be x (S, F) and y (S,) with S >= 1, got x {xn.shape} "
+                f"and y {yn.shape}"
             )
-        if not (torch.isfinite(x).all() and torch.isfinite(y).all()):
+        if not (np.isfinite(xn).all() and np.isfinite(yn).all()):
             raise ConfigError(
                 "support set has NaN or infinite values; drop rows whose label "
                 "or features are not yet known"
             )
-        theta = {k: v.detach() for k, v in self.model.named_parameters()}
+        if hasattr(self.model, "mse_grad_numpy") and not self._algo.head_only:
+            return self._adapt_numpy(xn, yn, steps)
+        x, y = torch.from_numpy(xn), torch.from_numpy(yn)
+        if self._algo.head_only:
+            return self._adapt_head(x, y, steps)
+        return self._adapt_autograd(x, y, steps)
+
+    def _numpy_lrs(self) -> dict[str, np.ndarray | float]:
+        if self.inner_lrs:
+            return {n: self.inner_lrs[n].detach().numpy() for n in self._adapt_names}
+        return {n: self.inner_lr for n in self._adapt_names}
+
+    def _adapt_numpy(self, xn: np.ndarray, yn: np.ndarray, steps: int) -> AdaptedModel:
+        """Inner loop with the model's exact NumPy gradient (MLP): no autograd overhead."""
+        model: Any = self.model
+        fast = {k: v.detach().numpy() for k, v in self._named_params}
+        lrs = self._numpy_lrs()
+        loss_before = math.nan
+        for i in range(steps):
+            loss, grads = model.mse_grad_numpy(fast, xn, yn)
+            if i == 0:
+                loss_before = loss
+            fast = {k: fast[k] - lrs[k] * grads[k] for k in fast}
+        residual = model.forward_numpy(fast, xn) - yn
+        loss_after = float(residual @ residual) / len(yn)
+        return AdaptedModel(
+            model.forward_with,
+            {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in fast.items()},
+            loss_before=loss_after if steps == 0 else loss_before,
+            loss_after=loss_after,
+            steps=steps,
+            forward_numpy=model.forward_numpy,
+        )
+
+    def _adapt_head(self, x: Tensor, y: Tensor, steps: int) -> AdaptedModel:
+        """ANIL: the body runs once; the linear head's MSE gradient is closed-form."""
+        model = self.model
+        assert isinstance(model, MetaModel)
+        theta = {k: v.detach() for k, v in self._named_params}
+        with torch.no_grad():
+            h = model.body_with(theta, x).numpy()
+        weight, bias = theta["head.weight"].numpy(), theta["head.bias"].numpy()
+        lrs = self._numpy_lrs()
+        yn = y.numpy()
+        loss_before = math.nan
+        for i in range(steps):
+            residual = h @ weight[0] + bias[0] - yn
+            if i == 0:
+                loss_before = float(residual @ residual) / len(yn)
+            d_out = (2.0 / len(yn)) * residual
+            weight = weight - lrs["head.weight"] * (d_out @ h)[None, :]
+            bias = bias - lrs["head.bias"] * np.atleast_1d(d_out.sum())
+        residual = h @ weight[0] + bias[0] - yn
+        loss_after = float(residual @ residual) / len(yn)
+        params = {
+            **theta,
+            "head.weight": torch.from_numpy(weight),
+            "head.bias": torch.from_numpy(bias),
+        }
+        return AdaptedModel(
+            model.forward_with,
+            params,
+            loss_before=loss_after if steps == 0 else loss_before,
+            loss_after=loss_after,
+            steps=steps,
+            forward_numpy=getattr(model, "forward_numpy", None),
+        )
+
+    def _adapt_autograd(self, x: Tensor, y: Tensor, steps: int) -> AdaptedModel:
+        """Reference inner loop with torch.autograd (any model; used for the GRU)."""
+        theta = {k: v.detach() for k, v in self._named_params}
         names = self._adapt_names
         lrs = {n: (self.inner_lrs[n].detach() if self.inner_lrs else self.inner_lr) for n in names}
-
-        if self._algo.head_only:
-            model = self.model
-            assert isinstance(model, MetaModel)
-            with torch.no_grad():
-                h = model.body_with(theta, x)
-            predict: Callable[[Mapping[str, Tensor], Tensor], Tensor] = model.head_with
-            inputs = h
-        else:
-            predict = self._forward_with
-            inputs = x
-
         fast = {n: theta[n] for n in names}
         rest = {k: v for k, v in theta.items() if k not in fast}
         loss_before = math.nan
         with torch.enable_grad():
             for i in range(steps):
                 leaves = [fast[n].detach().requires_grad_() for n in names]
-                loss = _mse(predict({**rest, **dict(zip(names, leaves))}, inputs), y)
+                loss = _mse(self._forward_with({**rest, **dict(zip(names, leaves))}, x), y)
                 if i == 0:
                     loss_before = float(loss.detach())
                 grads = torch.autograd.grad(loss, leaves)
                 fast = {n: (p - lrs[n] * g).detach() for n, p, g in zip(names, leaves, grads)}
         with torch.no_grad():
-            loss_after = float(_mse(predict({**rest, **fast}, inputs), y))
-        if steps == 0:
-            loss_before = loss_after
-        adapted = {**rest, **fast}
-        if self._algo.head_only:
-            model = self.model
-            assert isinstance(model, MetaModel)
-            return AdaptedModel(
-                model.forward_with,
-                adapted,
-                loss_before=loss_before,
-                loss_after=loss_after,
-                steps=steps,
-            )
+            loss_after = float(_mse(self._forward_with({**rest, **fast}, x), y))
         return AdaptedModel(
-            self._forward_with, adapted, loss_before=loss_before, loss_after=loss_after, steps=steps
+            self._forward_with,
+            {**rest, **fast},
+            loss_before=loss_after if steps == 0 else loss_before,
+            loss_after=loss_after,
+            steps=steps,
         )
 
     def evaluate(

@@ -7,6 +7,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -107,6 +108,50 @@ class MLP(MetaModel):
         for i in range(len(self.layers)):
             h = torch.relu(F.linear(h, params[f"layers.{i}.weight"], params[f"layers.{i}.bias"]))
         return h
+
+    # ---- NumPy fast path: the test-time inner loop inside a backtest runs here, without
+    # autograd (tiny matrices: per-op overhead, not arithmetic, dominates the cost).
+    def _acts_numpy(self, params: Mapping[str, np.ndarray], x: np.ndarray) -> list[np.ndarray]:
+        acts = [x]
+        for i in range(len(self.layers)):
+            z = acts[-1] @ params[f"layers.{i}.weight"].T + params[f"layers.{i}.bias"]
+            acts.append(np.maximum(z, 0.0))
+        return acts
+
+    def forward_numpy(self, params: Mapping[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+        """``forward_with`` in NumPy. params: name -> ndarray; x: (N, F) -> (N,)."""
+        h = self._acts_numpy(params, x)[-1]
+        return h @ params["head.weight"][0] + params["head.bias"][0]
+
+    def mse_grad_numpy(
+        self, params: Mapping[str, np.ndarray], x: np.ndarray, y: np.ndarray
+    ) -> tuple[float, dict[str, np.ndarray]]:
+        """Mean squared error on (x, y) and its exact gradient by backpropagation.
+
+        Args:
+            params: name -> ndarray, shapes as in ``state_dict()``.
+            x: (N, F) inputs; y: (N,) targets (same float dtype).
+
+        Returns:
+            (loss, gradients name -> ndarray). Equal to ``torch.autograd.grad`` of
+            ``mean((forward_with(params, x) - y) ** 2)`` (tested in float64).
+        """
+        acts = self._acts_numpy(params, x)
+        w_head = params["head.weight"]
+        residual = acts[-1] @ w_head[0] + params["head.bias"][0] - y
+        d_out = (2.0 / len(y)) * residual
+        grads = {
+            "head.weight": (d_out @ acts[-1])[None, :],
+            "head.bias": np.atleast_1d(d_out.sum()),
+        }
+        delta = np.outer(d_out, w_head[0])
+        for i in reversed(range(len(self.layers))):
+            delta = delta * (acts[i + 1] > 0)
+            grads[f"layers.{i}.weight"] = delta.T @ acts[i]
+            grads[f"layers.{i}.bias"] = delta.sum(axis=0)
+            if i:
+                delta = delta @ params[f"layers.{i}.weight"]
+        return float(residual @ residual) / len(y), grads
 
     def config(self) -> dict[str, Any]:
         """Constructor arguments as JSON primitives (stored in checkpoints)."""

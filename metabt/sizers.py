@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import itertools
 import math
 from typing import Any
 
@@ -213,11 +214,28 @@ class SignalSizer(bt.Sizer):
         n = int(self.p.vol_lookback) + 1
         if len(data) < n:
             return math.nan
-        closes = np.asarray(data.close.get(size=n), dtype=float)
-        if closes.shape != (n,) or not (np.all(np.isfinite(closes)) and np.all(closes > 0)):
+        return self.vol_from_closes(np.asarray(data.close.get(size=n), dtype=float))
+
+    def vol_from_closes(self, closes: np.ndarray) -> float:
+        """Annualised realised volatility from recent closes (pure; see :meth:`realised_vol`).
+
+        Args:
+            closes (np.ndarray): (n,) closes, oldest first; the last ``vol_lookback + 1``
+                are used.
+
+        Returns:
+            float: annualised volatility (fraction); NaN with too few closes or a
+            non-positive/non-finite close in the window.
+        """
+        n = int(self.p.vol_lookback) + 1
+        window = [float(c) for c in closes[-n:]]  # scalar math: cheaper than NumPy for ~20
+        if len(window) != n or not all(math.isfinite(c) and c > 0 for c in window):
             return math.nan
-        returns = np.diff(np.log(closes))
-        return float(np.std(returns, ddof=1) * math.sqrt(self.p.bars_per_year))
+        logs = [math.log(c) for c in window]
+        returns = [b - a for a, b in itertools.pairwise(logs)]
+        mean = sum(returns) / len(returns)
+        var = sum((r - mean) * (r - mean) for r in returns) / (len(returns) - 1)
+        return math.sqrt(var) * math.sqrt(self.p.bars_per_year)
 
     def target_size(
         self,

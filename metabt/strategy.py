@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from metabt.errors import ConfigError
-from metabt.features import FeatureSpec
+from metabt.features import FeatureSpec, OnlineFeatures
 from metabt.meta import AdaptedModel, MetaLearner
 from metabt.sizers import SignalSizer
 
@@ -109,6 +109,11 @@ class SignalStrategy(bt.Strategy):
                 }
             )
 
+    def realised_vol(self, i: int) -> float:
+        """Annualised realised volatility of data ``i`` for sizing (the sizer's estimate)."""
+        assert self._signal_sizer is not None
+        return self._signal_sizer.realised_vol(self.datas[i])
+
     def trading(self) -> bool:
         """True once the current bar is on or after ``trade_start``."""
         return self._trade_start is None or self.datas[0].datetime.date(0) >= self._trade_start
@@ -148,7 +153,7 @@ class SignalStrategy(bt.Strategy):
         sizer = self._signal_sizer
         assert sizer is not None
         datas = [self.datas[i] for i in active]
-        vols = [sizer.realised_vol(d) for d in datas]
+        vols = [self.realised_vol(i) for i in active]
         weights = [sizer.target_weight(s, v) for s, v in zip(signals, vols)]
         gross = float(sum(abs(w) for w in weights))
         scale = min(1.0, self.p.gross_leverage / gross) if gross > 0 else 1.0
@@ -178,7 +183,7 @@ class SignalStrategy(bt.Strategy):
 class _AssetState:
     """Per-data buffers of MetaStrategy: raw bars, feature rows, label scales, labels."""
 
-    n_features: int
+    spec: FeatureSpec
     capacity: int = 512
     n: int = 0
     bars: np.ndarray = field(init=False)  # (capacity, 5): open, high, low, close, volume
@@ -187,8 +192,11 @@ class _AssetState:
     y: np.ndarray = field(init=False)  # (capacity,) realised labels (NaN until known)
     model: AdaptedModel | None = None
     since_adapt: int = 0
+    online: OnlineFeatures = field(init=False)
 
     def __post_init__(self) -> None:
+        self.n_features = self.spec.n_features
+        self.online = OnlineFeatures(self.spec)
         self.bars = np.full((self.capacity, 5), np.nan)
         self.X = np.full((self.capacity, self.n_features), np.nan, dtype=np.float32)
         self.scale = np.full(self.capacity, np.nan)
@@ -279,23 +287,24 @@ class MetaStrategy(SignalStrategy):
         self.horizon: int = self.spec.horizon
         self.window: int = learner.window
         self.adaptations: list[dict[str, Any]] = []
-        self._states = [_AssetState(self.spec.n_features) for _ in self.datas]
+        self._states = [_AssetState(self.spec) for _ in self.datas]
 
     # ---- per-bar bookkeeping
     def _record_bar(self, state: _AssetState, data: bt.DataBase) -> int:
         if state.n == state.capacity:
             state.grow()
         k = state.n
-        state.bars[k] = (data.open[0], data.high[0], data.low[0], data.close[0], data.volume[0])
+        bar = (data.open[0], data.high[0], data.low[0], data.close[0], data.volume[0])
+        state.bars[k] = bar
         state.n += 1
-        lookback = self.spec.lookback
-        if k + 1 >= lookback:
-            w = state.bars[k + 1 - lookback : k + 1]
-            state.X[k] = self.spec.transform_window(w[:, 0], w[:, 1], w[:, 2], w[:, 3], w[:, 4])
-            state.scale[k] = self.spec.scale_window(w[:, 3])
+        row, scale = state.online.update(bar[1], bar[2], bar[3], bar[4])
+        if row is not None:
+            state.X[k] = row
+            state.scale[k] = scale
         s = k - self.horizon
         if s >= 0:  # the label of bar s is realised by the close of bar k = s + horizon
-            state.y[s] = np.float32(math.log(state.bars[k, 3] / state.bars[s, 3]) / state.scale[s])
+            closes = state.bars[:, 3]
+            state.y[s] = (math.log(closes[k]) - math.log(closes[s])) / state.scale[s]
         return k
 
     def _inputs(self, state: _AssetState, rows: np.ndarray) -> np.ndarray:
@@ -340,10 +349,16 @@ class MetaStrategy(SignalStrategy):
         self._maybe_adapt(state, data, k)
         if state.model is None:
             return math.nan
-        x = self._inputs(state, np.array([k]))
+        x = state.X[k : k + 1] if self.window == 1 else self._inputs(state, np.array([k]))
         if not np.isfinite(x).all():
             return math.nan
         return float(state.model.predict(x)[0])
+
+    def realised_vol(self, i: int) -> float:
+        """The sizer's volatility estimate, from this strategy's own buffer of closes."""
+        assert self._signal_sizer is not None
+        state = self._states[i]
+        return self._signal_sizer.vol_from_closes(state.bars[: state.n, 3])
 
     # ---- results
     def features(self, i: int = 0) -> np.ndarray:

@@ -335,3 +335,36 @@ def test_fit_stops_early_and_keeps_the_best_theta():
     best = min(v for _, v in result.val_losses)
     assert result.best_val_loss == best
     assert math.isclose(learner.evaluate(*LinearTasks().fixed(16, 0)), best, rel_tol=1e-6)
+
+
+def test_numpy_mlp_gradient_equals_autograd():
+    model = MLP(F, (7, 5), seed=4).double()
+    xs, ys, _, _ = _batch(b=1, s=20)
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    leaves = {k: v.clone().requires_grad_() for k, v in params.items()}
+    loss = ((model.forward_with(leaves, xs[0]) - ys[0]) ** 2).mean()
+    grads = torch.autograd.grad(loss, list(leaves.values()))
+    np_loss, np_grads = model.mse_grad_numpy(
+        {k: v.numpy() for k, v in params.items()}, xs[0].numpy(), ys[0].numpy()
+    )
+    assert math.isclose(np_loss, float(loss.detach()), rel_tol=1e-12)
+    for (name, _), g in zip(leaves.items(), grads):
+        np.testing.assert_allclose(np_grads[name], g.numpy(), rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("algorithm", ["maml", "metasgd", "anil"])
+@pytest.mark.parametrize("model_type", ["mlp", "gru"])
+def test_fast_adaptation_paths_equal_the_autograd_reference(algorithm, model_type):
+    model = MLP(F, (8, 8), seed=1) if model_type == "mlp" else GRU(2, 6, window=2, seed=1)
+    learner = MetaLearner(model.double(), algorithm=algorithm, inner_lr=0.1, inner_steps=4)
+    if learner.inner_lrs:  # make the learned rates differ per element
+        for p in learner.inner_lrs.values():
+            p.data.uniform_(0.01, 0.2, generator=torch.Generator().manual_seed(0))
+    xs, ys, xq, _ = _batch(b=1, s=25)
+    fast = learner.adapt(xs[0], ys[0])
+    reference = learner._adapt_autograd(xs[0], ys[0], 4)
+    assert math.isclose(fast.loss_before, reference.loss_before, rel_tol=1e-10)
+    assert math.isclose(fast.loss_after, reference.loss_after, rel_tol=1e-10)
+    for name, value in reference.params.items():
+        torch.testing.assert_close(fast.params[name], value, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(fast.predict(xq[0].numpy()), reference(xq[0]).numpy(), rtol=1e-10)
