@@ -749,7 +749,7 @@ class MetaLearner:
         bar = tqdm(
             total=steps,
             initial=start,
-            disable=not progress,
+            disable=None if progress else True,  # None: off when not a terminal
             desc=f"meta-train {self.algorithm}",
             unit="step",
             leave=False,

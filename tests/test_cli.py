@@ -136,3 +136,31 @@ def test_console_script_module_entry_point():
         [sys.executable, "-m", "metabt", "--help"], capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0 and "backtest" in proc.stdout
+
+
+def test_train_gru_anil_from_cli_records_choices(tmp_path, capsys):
+    from metabt.meta import MetaLearner
+
+    ckpt = tmp_path / "gru.pt"
+    code, _, err = _run_main(
+        capsys,
+        "train",
+        "--data",
+        FILES["IBM"],
+        FILES["MSFT"],
+        "--train-end",
+        "2004-01-01",
+        "--out",
+        str(ckpt),
+        "--algorithm",
+        "anil",
+        "--model-type",
+        "gru",
+        "--steps",
+        "3",
+        "--quiet",
+    )
+    assert code == 0, err
+    learner = MetaLearner.load(ckpt)
+    assert learner.algorithm == "anil" and learner.model.config()["type"] == "gru"
+    assert learner.train_range[1] < "2004-01-01"

@@ -186,3 +186,35 @@ def test_baselines_run_on_the_same_period(strategy, sample_frames, base_run):
     run = run_backtest(strategy, sample_frames, start=START, warmup_bars=150)
     pd.testing.assert_index_equal(run.returns.index, base_run.returns.index)
     assert run.returns.abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "model_type"),
+    [(a, "mlp") for a in ("fomaml", "metasgd", "anil", "reptile", "erm", "scratch")]
+    + [("maml", "gru"), ("anil", "gru")],
+)
+def test_every_algorithm_and_the_gru_run_in_metastrategy(algorithm, model_type, sample_frames):
+    from metabt.features import FeatureSpec
+    from metabt.meta import MetaLearner
+    from metabt.models import GRU, MLP
+    from metabt.tasks import TaskSampler
+
+    spec = FeatureSpec()
+    window = 4 if model_type == "gru" else 1
+    model = GRU(spec.n_features, 8, window) if model_type == "gru" else MLP(spec.n_features, (8,))
+    tasks = TaskSampler.from_frames(
+        sample_frames, spec, support=30, query=10, end="2010-01-01", window=window
+    )
+    learner = MetaLearner(model, algorithm=algorithm, inner_steps=2, feature_spec=spec)
+    learner.fit(tasks, 3, batch_size=4, progress=False)
+    frames = {"IBM": sample_frames["IBM"].loc[:"2010-12-31"]}
+    run = run_backtest(
+        MetaStrategy,
+        frames,
+        start="2010-06-01",
+        warmup_bars=120,
+        strategy_kwargs={"learner": learner, "adapt_every": 10, "support": 30},
+    )
+    log = run.strategy.adaptation_log()
+    assert len(log) >= 10 and (log["steps"] == 2).all()
+    assert np.isfinite(np.array(run.strategy.signals[0].signal.array)[-50:]).all()
