@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import difflib
 import math
 import numbers
 import os
@@ -13,25 +12,12 @@ from typing import Any
 import backtrader as bt
 import pandas as pd
 
+from metabt._checks import as_date as _as_date
+from metabt._checks import reject_unknown_params
 from metabt.errors import ConfigError, DataError
 from metabt.report import compute_metrics, write_tearsheet
 
 __all__ = ["QuantStatsAnalyzer"]
-
-
-def _as_date(value: Any) -> dt.date | None:
-    """``value`` (date, datetime, Timestamp or ISO string) as a date; None stays None."""
-    if value is None:
-        return None
-    try:
-        stamp = pd.Timestamp(value)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(
-            f"QuantStatsAnalyzer: start must be a date such as '2010-01-04', got {value!r}"
-        ) from exc
-    if pd.isna(stamp):
-        raise ConfigError(f"QuantStatsAnalyzer: start must be a date, got {value!r}")
-    return stamp.date()
 
 
 class QuantStatsAnalyzer(bt.Analyzer):
@@ -74,21 +60,14 @@ class QuantStatsAnalyzer(bt.Analyzer):
     params: Any = (("periods_per_year", 252), ("start", None))
 
     def __init__(self, **unknown: Any) -> None:
-        if unknown:
-            names = [name for name, _ in self.params._getitems()]
-            bad = next(iter(unknown))
-            close = difflib.get_close_matches(bad, names, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(
-                f"QuantStatsAnalyzer: unknown parameter {bad!r}{hint} (valid: {', '.join(names)})"
-            )
+        reject_unknown_params("QuantStatsAnalyzer", unknown, self.params)
         periods = self.p.periods_per_year
         if isinstance(periods, bool) or not isinstance(periods, numbers.Integral) or periods < 1:
             raise ConfigError(
                 "QuantStatsAnalyzer: periods_per_year must be a positive integer (bars per "
                 f"year, e.g. 252 for daily bars), got {periods!r}"
             )
-        self._start_date = _as_date(self.p.start)
+        self._start_date = _as_date(self.p.start, "QuantStatsAnalyzer: start")
         self._timereturn = bt.analyzers.TimeReturn(timeframe=bt.TimeFrame.Days)
         self._closes: dict[dt.date, float] = {}  # last close of data0 on each date
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import math
 import numbers
 from collections import deque
@@ -15,6 +14,7 @@ import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
+from metabt._checks import did_you_mean
 from metabt.errors import ConfigError, DataError
 
 __all__ = ["FeatureSpec", "OnlineFeatures", "stack_window"]
@@ -208,10 +208,7 @@ class FeatureSpec:
         known = [f.name for f in fields(cls)]
         unknown = [k for k in d if k not in known]
         if unknown:
-            hints = []
-            for key in unknown:
-                close = difflib.get_close_matches(str(key), known, n=1)
-                hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            hints = [f"{key!r}{did_you_mean(str(key), known)}" for key in unknown]
             raise ConfigError(
                 f"FeatureSpec has no field {', '.join(hints)}; known fields: {', '.join(known)}"
             )

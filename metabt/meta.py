@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from metabt._checks import did_you_mean
 from metabt.errors import CheckpointError, ConfigError
 from metabt.models import MetaModel, build_model
 
@@ -80,13 +81,6 @@ def _to_numpy(values: Tensor | np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 def _mse(pred: Tensor, target: Tensor) -> Tensor:
     return ((pred - target) ** 2).mean()
-
-
-def _did_you_mean(value: str, options: tuple[str, ...]) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(value, options, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 class AdaptedModel:
@@ -216,12 +210,12 @@ class MetaLearner:
     ) -> None:
         if algorithm not in _ALGORITHMS:
             raise ConfigError(
-                f"algorithm {algorithm!r} is unknown{_did_you_mean(str(algorithm), ALGORITHMS)}; "
+                f"algorithm {algorithm!r} is unknown{did_you_mean(str(algorithm), ALGORITHMS)}; "
                 f"use one of {', '.join(ALGORITHMS)}"
             )
         if engine not in ENGINES:
             raise ConfigError(
-                f"engine {engine!r} is unknown{_did_you_mean(str(engine), ENGINES)}; "
+                f"engine {engine!r} is unknown{did_you_mean(str(engine), ENGINES)}; "
                 f"use one of {', '.join(ENGINES)}"
             )
         if not (isinstance(inner_lr, (int, float)) and math.isfinite(inner_lr) and inner_lr > 0):

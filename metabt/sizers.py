@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import itertools
 import math
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import backtrader as bt
 import numpy as np
 
+from metabt._checks import reject_unknown_params
 from metabt.errors import ConfigError
 
 __all__ = ["SignalSizer"]
@@ -91,14 +91,7 @@ class SignalSizer(bt.Sizer):
     )
 
     def __init__(self, **unknown: Any) -> None:
-        if unknown:
-            names = [name for name, _ in self.params._getitems()]
-            bad = next(iter(unknown))
-            close = difflib.get_close_matches(bad, names, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(
-                f"SignalSizer: unknown parameter {bad!r}{hint} (valid: {', '.join(names)})"
-            )
+        reject_unknown_params("SignalSizer", unknown, self.params)
         p = self.p
         positive = {
             "target_vol": "an annualised fraction, e.g. 0.10 for 10%",

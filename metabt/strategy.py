@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 import os
 from dataclasses import dataclass, field
@@ -12,6 +11,7 @@ import backtrader as bt
 import numpy as np
 import pandas as pd
 
+from metabt._checks import as_date, reject_unknown_params
 from metabt.errors import ConfigError
 from metabt.features import FeatureSpec, OnlineFeatures
 from metabt.meta import AdaptedModel, MetaLearner
@@ -32,15 +32,6 @@ class Signal(bt.Indicator):
 
     def next(self) -> None:
         """Nothing to compute: the strategy writes the value of the bar."""
-
-
-def _as_date(value: Any, name: str) -> dt.date | None:
-    if value is None:
-        return None
-    try:
-        return pd.Timestamp(value).date()
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{name} must be a date such as '2008-01-01', got {value!r}") from exc
 
 
 class SignalStrategy(bt.Strategy):
@@ -70,11 +61,12 @@ class SignalStrategy(bt.Strategy):
 
     params: Any = (("trade_start", None), ("gross_leverage", 0.95))
 
-    def __init__(self) -> None:
+    def __init__(self, **unknown: Any) -> None:
         super().__init__()
+        reject_unknown_params(type(self).__name__, unknown, self.params)
         if not (math.isfinite(self.p.gross_leverage) and self.p.gross_leverage > 0):
             raise ConfigError(f"gross_leverage must be > 0, got {self.p.gross_leverage!r}")
-        self._trade_start = _as_date(self.p.trade_start, "trade_start")
+        self._trade_start = as_date(self.p.trade_start, "trade_start")
         self.signals = [Signal(d) for d in self.datas]
         self.rejected_orders: list[dict[str, Any]] = []
         self._signal_sizer: SignalSizer | None = None
@@ -254,8 +246,8 @@ class MetaStrategy(SignalStrategy):
         ("seed", 0),
     )
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, **unknown: Any) -> None:
+        super().__init__(**unknown)
         learner = self.p.learner
         if learner is None:
             raise ConfigError(

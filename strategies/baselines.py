@@ -27,8 +27,8 @@ class BuyAndHold(SignalStrategy):
 
     params: Any = (("invest", 0.98),)
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, **unknown: Any) -> None:
+        super().__init__(**unknown)
         if not 0 < self.p.invest <= 1:
             raise ConfigError(f"invest must be in (0, 1], got {self.p.invest!r}")
         self._bought = [False] * len(self.datas)
@@ -61,8 +61,8 @@ class SmaCross(SignalStrategy):
 
     params: Any = (("fast", 50), ("slow", 200), ("long_only", True))
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, **unknown: Any) -> None:
+        super().__init__(**unknown)
         if not 1 <= self.p.fast < self.p.slow:
             raise ConfigError(
                 f"SmaCross needs 1 <= fast < slow, got fast={self.p.fast}, slow={self.p.slow}"

@@ -218,3 +218,11 @@ def test_every_algorithm_and_the_gru_run_in_metastrategy(algorithm, model_type, 
     log = run.strategy.adaptation_log()
     assert len(log) >= 10 and (log["steps"] == 2).all()
     assert np.isfinite(np.array(run.strategy.signals[0].signal.array)[-50:]).all()
+
+
+def test_unknown_strategy_param_names_the_closest_one(sample_frames, small_learner):
+    cerebro = bt.Cerebro()
+    cerebro.adddata(feed(sample_frames["AAPL"].iloc[:300], name="AAPL"))
+    cerebro.addstrategy(MetaStrategy, learner=small_learner, adapt_evry=5)
+    with pytest.raises(ConfigError, match="did you mean 'adapt_every'"):
+        cerebro.run()

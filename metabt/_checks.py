@@ -1,0 +1,55 @@
+"""Shared argument checks: unknown backtrader params with a hint, and date params."""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pandas as pd
+
+from metabt.errors import ConfigError
+
+__all__ = ["as_date", "did_you_mean", "reject_unknown_params"]
+
+
+def did_you_mean(value: str, options: Iterable[str]) -> str:
+    """``" (did you mean 'x'?)"`` for the closest option, or ``""``."""
+    close = difflib.get_close_matches(str(value), list(options), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def reject_unknown_params(owner: str, unknown: Mapping[str, Any], params: Any) -> None:
+    """Raise for keyword arguments that are not backtrader ``params`` of ``owner``.
+
+    Backtrader passes unknown keywords on to ``__init__``, where they would fail with an
+    unhelpful "takes no arguments"; this names the parameter and the closest valid one.
+
+    Raises:
+        ConfigError: if ``unknown`` is not empty.
+    """
+    if not unknown:
+        return
+    names = [name for name, _ in params._getitems()]
+    bad = next(iter(unknown))
+    raise ConfigError(
+        f"{owner}: unknown parameter {bad!r}{did_you_mean(bad, names)}; valid: {', '.join(names)}"
+    )
+
+
+def as_date(value: Any, what: str) -> dt.date | None:
+    """A date param (date, datetime, Timestamp or ISO string) as a date; None stays None.
+
+    Raises:
+        ConfigError: the value is not a date; the message names ``what``.
+    """
+    if value is None:
+        return None
+    try:
+        stamp = pd.Timestamp(value)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{what} must be a date such as '2010-01-04', got {value!r}") from exc
+    if pd.isna(stamp):
+        raise ConfigError(f"{what} must be a date such as '2010-01-04', got {value!r}")
+    return stamp.date()
