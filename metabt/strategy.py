@@ -219,8 +219,9 @@ class MetaStrategy(SignalStrategy):
         adapt_every (int): bars between adaptations. Default 5.
         support (int): realised (x, y) pairs per adaptation, in bars. Default 60.
         inner_steps (int | None): gradient steps per adaptation; None = the learner's.
-        seed (int): recorded with the run; adaptation itself is deterministic (full-batch
-            gradient descent), so equal inputs give equal orders. Default 0.
+        seed (int): kept in ``strategy.p.seed`` for the run's record; adaptation is
+            deterministic (full-batch gradient descent, no sampling), so equal data,
+            checkpoint and params give equal orders whatever the seed. Default 0.
         trade_start, gross_leverage: see :class:`SignalStrategy`.
 
     Attributes:
