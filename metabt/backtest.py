@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import backtrader as bt
+import numpy as np
 import pandas as pd
 
 from metabt.analyzers import QuantStatsAnalyzer
@@ -16,7 +17,9 @@ from metabt.data import feed
 from metabt.errors import ConfigError, DataError
 from metabt.sizers import SignalSizer
 
-__all__ = ["BacktestResult", "Costs", "run_backtest", "warmup_start"]
+__all__ = ["BacktestResult", "Costs", "run_backtest", "signal_ic", "warmup_start"]
+
+PERIODS_PER_YEAR = 252  # daily bars
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,8 @@ class BacktestResult:
         name: the strategy's label in tables.
         returns: simple per-bar portfolio returns from the start date (tz-naive index).
         benchmark: buy-and-hold returns of the first data on the same dates.
-        metrics: quantstats metrics of ``returns`` (see ``metabt.report.compute_metrics``).
+        metrics: quantstats metrics of ``returns`` (see ``metabt.report.compute_metrics``),
+            plus ``turnover``: filled notional per year as a multiple of average equity.
         strategy: the backtrader strategy instance after the run (adaptation log, signals).
         analyzer: the QuantStatsAnalyzer, for ``tearsheet``.
         rejected_orders: orders the broker rejected.
@@ -102,6 +106,42 @@ def warmup_start(
         if len(before):
             first = min(first, before[max(0, len(before) - bars)])
     return first
+
+
+def signal_ic(strategy: Any, horizon: int, start: pd.Timestamp) -> dict[str, float]:
+    """Information coefficient of a strategy's signals, from ``start`` on.
+
+    For each data: the correlation between the signal at the close of bar t and the
+    realised forward log return log(C_{t+h} / C_t), Pearson (``ic``) and Spearman
+    (``rank_ic``), over bars with both known; then the mean across data.
+
+    Args:
+        strategy: a run ``SignalStrategy`` (its ``signals`` lines and data).
+        horizon: h, bars (the label horizon of the model).
+        start: first date counted.
+
+    Returns:
+        ``{"ic": float, "rank_ic": float}``; NaN with fewer than 20 usable bars.
+    """
+    ics, rank_ics = [], []
+    for line, data in zip(strategy.signals, strategy.datas):
+        n = len(data)
+        signal = np.asarray(line.signal.array[:n], dtype=float)
+        close = np.asarray(data.close.array[:n], dtype=float)
+        dates = pd.DatetimeIndex([bt.num2date(x) for x in data.datetime.array[:n]])
+        forward = np.full(n, np.nan)
+        if n > horizon:
+            forward[:-horizon] = np.log(close[horizon:] / close[:-horizon])
+        ok = np.isfinite(signal) & np.isfinite(forward) & (dates >= start)
+        if ok.sum() < 20 or np.std(signal[ok]) == 0:
+            continue
+        pair = pd.DataFrame({"signal": signal[ok], "forward": forward[ok]})
+        ics.append(float(pair["signal"].corr(pair["forward"])))
+        rank_ics.append(float(pair["signal"].corr(pair["forward"], method="spearman")))
+    return {
+        "ic": float(np.mean(ics)) if ics else math.nan,
+        "rank_ic": float(np.mean(rank_ics)) if rank_ics else math.nan,
+    }
 
 
 def run_backtest(
@@ -162,11 +202,20 @@ def run_backtest(
     strat = cerebro.run()[0]
     analyzer = strat.analyzers.quantstats
     analysis = analyzer.get_analysis()
+    returns = analysis["returns"]
+    metrics = dict(analysis["metrics"])
+    # No order is placed before `start`, so equity entering the test period is `cash`.
+    equity = float(cash) * (1.0 + returns).cumprod()
+    traded = float(getattr(strat, "traded_value", 0.0))
+    metrics["turnover"] = traded / float(equity.mean()) * PERIODS_PER_YEAR / max(len(returns), 1)
+    horizon = getattr(strat, "horizon", None)
+    if horizon is not None:  # a model's signal: how well it ranks the forward returns
+        metrics.update(signal_ic(strat, horizon, start_ts))
     return BacktestResult(
         name=name or strategy.__name__,
-        returns=analysis["returns"],
+        returns=returns,
         benchmark=analysis["benchmark"],
-        metrics=analysis["metrics"],
+        metrics=metrics,
         strategy=strat,
         analyzer=analyzer,
         rejected_orders=list(getattr(strat, "rejected_orders", [])),

@@ -1,4 +1,4 @@
-"""The ``metabt`` command: train a meta-learner, backtest it beside its baselines.
+"""The ``metabt`` command: train a meta-learner, backtest and compare it with its baselines.
 
 Exit codes: 0 success; 2 bad input or usage (one line on stderr, no traceback);
 1 unexpected failure.
@@ -20,6 +20,7 @@ from metabt.errors import ConfigError, MetabtError
 __all__ = ["main"]
 
 DEFAULT_REPORT = Path("reports") / "metabt_backtest.html"
+DEFAULT_COMPARE = Path("reports") / "compare"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -74,7 +75,9 @@ def _build_parser() -> argparse.ArgumentParser:
         "with quantstats reports.",
     )
     parser.add_argument("--version", action="version", version=f"metabt {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{train,backtest}", parser_class=_Parser)
+    sub = parser.add_subparsers(
+        dest="command", metavar="{train,backtest,compare}", parser_class=_Parser
+    )
 
     def training_options(p: argparse.ArgumentParser) -> None:
         p.add_argument(
@@ -116,61 +119,67 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, metavar="CKPT", help="checkpoint to write")
     training_options(train)
 
+    def run_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--data",
+            nargs="+",
+            metavar="FILE",
+            help="OHLCV CSV files to trade (default: the sample data)",
+        )
+        p.add_argument(
+            "--train-data",
+            nargs="+",
+            metavar="FILE",
+            help="files to meta-train on, e.g. other assets (default: --data)",
+        )
+        p.add_argument(
+            "--start",
+            type=_date,
+            default=pd.Timestamp(DEMO.start),
+            metavar="DATE",
+            help="first backtest date; training uses data strictly before it "
+            f"(default {DEMO.start})",
+        )
+        p.add_argument(
+            "--end", type=_date, metavar="DATE", help="last backtest date (default: all)"
+        )
+        p.add_argument("--cash", type=_positive, default=100_000.0, help="starting cash")
+        p.add_argument(
+            "--commission",
+            type=_non_negative,
+            default=5.0,
+            metavar="BPS",
+            help="commission, basis points of traded value (default 5)",
+        )
+        p.add_argument(
+            "--slippage",
+            type=_non_negative,
+            default=2.0,
+            metavar="BPS",
+            help="slippage, basis points of price (default 2)",
+        )
+        p.add_argument(
+            "--adapt-every",
+            type=_positive_int,
+            default=DEMO.adapt_every,
+            metavar="BARS",
+            help=f"bars between adaptations (default {DEMO.adapt_every})",
+        )
+        p.add_argument(
+            "--support",
+            type=_positive_int,
+            default=DEMO.support,
+            metavar="BARS",
+            help=f"realised bars per adaptation (default {DEMO.support})",
+        )
+
     bt_ = sub.add_parser(
         "backtest",
         help="backtest MetaStrategy beside buy-and-hold and SMA crossover "
         "(no arguments: the main job on the sample data)",
     )
-    bt_.add_argument(
-        "--data",
-        nargs="+",
-        metavar="FILE",
-        help="OHLCV CSV files to trade (default: the sample data)",
-    )
-    bt_.add_argument(
-        "--train-data",
-        nargs="+",
-        metavar="FILE",
-        help="files to meta-train on when no --model (default: --data)",
-    )
+    run_options(bt_)
     bt_.add_argument("--model", metavar="CKPT", help="a trained checkpoint (default: train first)")
-    bt_.add_argument(
-        "--start",
-        type=_date,
-        default=pd.Timestamp(DEMO.start),
-        metavar="DATE",
-        help=f"first backtest date; training uses data strictly before it (default {DEMO.start})",
-    )
-    bt_.add_argument("--end", type=_date, metavar="DATE", help="last backtest date (default: all)")
-    bt_.add_argument("--cash", type=_positive, default=100_000.0, help="starting cash")
-    bt_.add_argument(
-        "--commission",
-        type=_non_negative,
-        default=5.0,
-        metavar="BPS",
-        help="commission, basis points of traded value (default 5)",
-    )
-    bt_.add_argument(
-        "--slippage",
-        type=_non_negative,
-        default=2.0,
-        metavar="BPS",
-        help="slippage, basis points of price (default 2)",
-    )
-    bt_.add_argument(
-        "--adapt-every",
-        type=_positive_int,
-        default=DEMO.adapt_every,
-        metavar="BARS",
-        help=f"bars between adaptations (default {DEMO.adapt_every})",
-    )
-    bt_.add_argument(
-        "--support",
-        type=_positive_int,
-        default=DEMO.support,
-        metavar="BARS",
-        help=f"realised bars per adaptation (default {DEMO.support})",
-    )
     bt_.add_argument(
         "--report",
         default=str(DEFAULT_REPORT),
@@ -178,6 +187,21 @@ def _build_parser() -> argparse.ArgumentParser:
         help=f"tearsheet path (default {DEFAULT_REPORT})",
     )
     training_options(bt_)
+
+    cmp_ = sub.add_parser(
+        "compare",
+        help="MetaStrategy beside StaticModel, ErmAdapt, ScratchAdapt, buy-and-hold and SMA "
+        "crossover on the same data, period, costs and sizer",
+    )
+    run_options(cmp_)
+    cmp_.add_argument(
+        "--out",
+        default=str(DEFAULT_COMPARE),
+        metavar="DIR",
+        help="folder for compare.csv, compare.md, index.html and tearsheets/ "
+        f"(default {DEFAULT_COMPARE})",
+    )
+    training_options(cmp_)
     return parser
 
 
@@ -192,11 +216,12 @@ def _train(
     args: argparse.Namespace,
     end: pd.Timestamp,
     checkpoint: str | None = None,
+    algorithm: str | None = None,
 ) -> Any:
     from strategies.meta import DEMO, demo_learner
 
     cfg = DEMO.with_(
-        algorithm=args.algorithm,
+        algorithm=algorithm or args.algorithm,
         model_type=args.model_type,
         meta_steps=args.steps,
         inner_steps=args.inner_steps,
@@ -230,24 +255,32 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_backtest(args: argparse.Namespace) -> int:
-    from metabt.backtest import Costs, run_backtest
-    from metabt.meta import MetaLearner
-    from metabt.report import format_table, metrics_table
-    from metabt.strategy import MetaStrategy
-    from strategies.baselines import BuyAndHold, SmaCross
+def _prepare(
+    args: argparse.Namespace,
+) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame], dict[str, Any]]:
+    """Frames to trade, frames to train on, and the run settings shared by every strategy."""
+    from metabt.backtest import Costs
     from strategies.meta import DEMO
 
     costs = Costs(commission_bps=args.commission, slippage_bps=args.slippage)
     frames = _load_frames(args.data)
-    start: pd.Timestamp = args.start
-    if args.end is not None and args.end < start:
-        raise ConfigError(f"--end {args.end.date()} is before --start {start.date()}; swap them")
-    if args.model:
-        learner = MetaLearner.load(args.model)
-    else:
-        train_frames = _load_frames(args.train_data) if args.train_data else frames
-        learner = _train(train_frames, args, start)
+    train_frames = _load_frames(args.train_data) if args.train_data else frames
+    if args.end is not None and args.end < args.start:
+        raise ConfigError(
+            f"--end {args.end.date()} is before --start {args.start.date()}; swap them"
+        )
+    common: dict[str, Any] = {
+        "start": args.start,
+        "end": args.end,
+        "cash": args.cash,
+        "costs": costs,
+        "warmup_bars": DEMO.warmup_bars,
+        "sizer_kwargs": dict(DEMO.sizer),
+    }
+    return frames, train_frames, common
+
+
+def _check_no_leak(learner: Any, start: pd.Timestamp) -> None:
     if learner.train_range is not None and pd.Timestamp(learner.train_range[1]) >= start:
         raise ConfigError(
             f"the model was trained on data up to {learner.train_range[1]}, on or after the "
@@ -255,14 +288,35 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
             "Use a later --start or a model trained before it"
         )
 
-    common: dict[str, Any] = {
-        "start": start,
-        "end": args.end,
-        "cash": args.cash,
-        "costs": costs,
-        "warmup_bars": DEMO.warmup_bars,
-        "sizer_kwargs": dict(DEMO.sizer),
-    }
+
+def _header(result: Any, frames: dict[str, pd.DataFrame], common: dict[str, Any]) -> str:
+    period = result.returns.index
+    return (
+        f"backtest {period[0].date()} to {period[-1].date()} ({len(period)} bars) on "
+        f"{', '.join(frames)}; {common['costs'].describe()}; cash {common['cash']:,.0f}"
+    )
+
+
+def _warn_rejections(results: Sequence[Any]) -> None:
+    for r in results:
+        if r.rejected_orders:
+            print(
+                f"warning: {r.name}: the broker rejected {len(r.rejected_orders)} orders "
+                "(insufficient cash at the next open)"
+            )
+
+
+def _cmd_backtest(args: argparse.Namespace) -> int:
+    from metabt.backtest import run_backtest
+    from metabt.meta import MetaLearner
+    from metabt.report import format_table, metrics_table
+    from metabt.strategy import MetaStrategy
+    from strategies.baselines import BuyAndHold, SmaCross
+
+    frames, train_frames, common = _prepare(args)
+    start: pd.Timestamp = args.start
+    learner = MetaLearner.load(args.model) if args.model else _train(train_frames, args, start)
+    _check_no_leak(learner, start)
     tic = time.perf_counter()
     meta = run_backtest(
         MetaStrategy,
@@ -282,32 +336,92 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         run_backtest(BuyAndHold, frames, name="BuyAndHold", **common),
         run_backtest(SmaCross, frames, name="SmaCross", **common),
     ]
-    table = metrics_table({r.name: r.metrics for r in results})
-    period = meta.returns.index
     log = meta.strategy.adaptation_log()
-    print(
-        f"\nbacktest {period[0].date()} to {period[-1].date()} ({len(period)} bars) on "
-        f"{', '.join(frames)}; {costs.describe()}; cash {args.cash:,.0f}"
-    )
+    print(f"\n{_header(meta, frames, common)}")
     print(
         f"MetaStrategy: {len(log)} adaptations (every {args.adapt_every} bars on the last "
         f"{args.support} realised bars, horizon {learner.horizon}); mean support MSE "
         f"{log['loss_before'].mean():.4f} before -> {log['loss_after'].mean():.4f} after; "
         f"backtest took {elapsed:.1f}s"
     )
-    for r in results:
-        if r.rejected_orders:
-            print(
-                f"warning: {r.name}: the broker rejected {len(r.rejected_orders)} orders "
-                "(insufficient cash at the next open)"
-            )
+    _warn_rejections(results)
     print()
-    print(format_table(table))
+    print(format_table(metrics_table({r.name: r.metrics for r in results})))
     report = meta.tearsheet(
         Path(args.report),
         title=f"MetaStrategy ({learner.algorithm}) vs buy-and-hold {next(iter(frames))}",
     )
     print(f"\ntearsheet written to {report.resolve()}")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from metabt.backtest import run_backtest
+    from metabt.report import (
+        format_table,
+        metrics_table,
+        probabilistic_sharpe,
+        sharpe_difference_ci,
+        write_comparison,
+    )
+    from metabt.strategy import MetaStrategy
+    from strategies.baselines import BuyAndHold, ErmAdapt, ScratchAdapt, SmaCross, StaticModel
+
+    frames, train_frames, common = _prepare(args)
+    start: pd.Timestamp = args.start
+    learners = {
+        algorithm: _train(train_frames, args, start, algorithm=algorithm)
+        for algorithm in (args.algorithm, "erm", "scratch")
+    }
+    for learner in learners.values():
+        _check_no_leak(learner, start)
+    schedule = {"adapt_every": args.adapt_every, "support": args.support, "seed": args.seed}
+    runs: list[tuple[str, Any, dict[str, Any]]] = [
+        ("MetaStrategy", MetaStrategy, {"learner": learners[args.algorithm], **schedule}),
+        ("StaticModel", StaticModel, {"learner": learners[args.algorithm], **schedule}),
+        ("ErmAdapt", ErmAdapt, {"learner": learners["erm"], **schedule}),
+        ("ScratchAdapt", ScratchAdapt, {"learner": learners["scratch"], **schedule}),
+        ("BuyAndHold", BuyAndHold, {}),
+        ("SmaCross", SmaCross, {}),
+    ]
+    results = [
+        run_backtest(cls, frames, name=name, strategy_kwargs=kwargs, **common)
+        for name, cls, kwargs in runs
+    ]
+    out = Path(args.out)
+    tearsheets = {
+        r.name: r.tearsheet(
+            out / "tearsheets" / f"{r.name}.html",
+            title=f"{r.name} vs buy-and-hold {next(iter(frames))}",
+        )
+        for r in results
+    }
+    erm = next(r for r in results if r.name == "ErmAdapt")
+    for r in results:
+        r.metrics["psr"] = probabilistic_sharpe(r.returns)
+        diff, low, high = sharpe_difference_ci(r.returns, erm.returns, seed=args.seed)
+        r.metrics.update({"sharpe_vs_erm": diff, "sharpe_vs_erm_lo": low, "sharpe_vs_erm_hi": high})
+    table = metrics_table({r.name: r.metrics for r in results})
+    train_range = learners[args.algorithm].train_range
+    notes = [
+        _header(results[0], frames, common),
+        f"meta-training ({args.algorithm}, erm, scratch baselines) on {', '.join(train_frames)} "
+        f"from {train_range[0]} to {train_range[1]}, strictly before {start.date()}",
+        f"adaptation every {args.adapt_every} bars on the last {args.support} realised bars; "
+        "turnover is filled notional per year over average equity; ic/rank_ic: signal vs "
+        "forward return; psr: probability that the true Sharpe > 0; sharpe_vs_erm: Sharpe "
+        "minus ErmAdapt's, with a 95% paired bootstrap interval (lo, hi): if it contains 0, "
+        "the difference could be noise",
+    ]
+    paths = write_comparison(table, tearsheets, out, title="metabt compare", notes=notes)
+    print()
+    for note in notes:
+        print(note)
+    _warn_rejections(results)
+    print()
+    print(format_table(table))
+    print(f"\ntable: {paths['csv'].resolve()} and {paths['markdown'].resolve()}")
+    print(f"index of tearsheets: {paths['html'].resolve()}")
     return 0
 
 
@@ -328,7 +442,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    commands = {"train": _cmd_train, "backtest": _cmd_backtest}
+    commands = {"train": _cmd_train, "backtest": _cmd_backtest, "compare": _cmd_compare}
     try:
         return commands[args.command](args)
     except MetabtError as exc:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import html
 import logging
 import math
 import numbers
 import os
 import uuid
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,15 @@ import pandas as pd
 
 from metabt.errors import ConfigError, DataError
 
-__all__ = ["compute_metrics", "format_table", "metrics_table", "write_tearsheet"]
+__all__ = [
+    "compute_metrics",
+    "format_table",
+    "metrics_table",
+    "probabilistic_sharpe",
+    "sharpe_difference_ci",
+    "write_comparison",
+    "write_tearsheet",
+]
 
 #: Metrics shown as percentages by :func:`format_table`.
 PERCENT_METRICS = frozenset({"cagr", "max_drawdown", "volatility", "total_return", "win_rate"})
@@ -201,7 +210,7 @@ def write_tearsheet(
     target.parent.mkdir(parents=True, exist_ok=True)
     # quantstats opens the file itself: a fresh unique name (created with the umask's
     # permissions, unlike mkstemp's 0600) in the same directory keeps os.replace atomic
-    tmp_name = str(target.parent / f".{target.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+    tmp_name = _temp_name(target)
     try:
         with _quiet_third_party():
             from quantstats import reports as qs_reports  # heavy: imported only where used
@@ -220,6 +229,168 @@ def write_tearsheet(
             os.unlink(tmp_name)
         raise
     return target
+
+
+def probabilistic_sharpe(returns: pd.Series, *, periods_per_year: int = 252) -> float:
+    """Probability that the true Sharpe ratio is above 0, given skew, kurtosis and length.
+
+    Computed by ``quantstats.stats.probabilistic_sharpe_ratio``.
+
+    Args:
+        returns: simple per-bar returns (tz-naive DatetimeIndex).
+        periods_per_year: bars per year. Default 252.
+
+    Returns:
+        A probability in [0, 1]; NaN for a constant series.
+
+    References:
+        Bailey and López de Prado 2012, "The Sharpe Ratio Efficient Frontier".
+    """
+    r = _check_returns(returns, "returns")
+    periods = _check_periods(periods_per_year)
+    with _quiet_third_party():
+        from quantstats import stats as qs_stats
+
+        return float(qs_stats.probabilistic_sharpe_ratio(r, periods=periods))
+
+
+def sharpe_difference_ci(
+    returns: pd.Series,
+    baseline: pd.Series,
+    *,
+    periods_per_year: int = 252,
+    confidence: float = 0.95,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """Annualised Sharpe ratio of ``returns`` minus that of ``baseline``, with a bootstrap CI.
+
+    The two series are resampled together (paired bar by bar, ``scipy.stats.bootstrap``,
+    percentile method), so a CI that contains 0 says the gain could be noise. Sharpe
+    ratios are mean / std (ddof=1) * sqrt(periods_per_year), as ``quantstats.stats.sharpe``
+    with rf=0. The iid bootstrap ignores autocorrelation of returns.
+
+    Args:
+        returns: simple per-bar returns of the strategy.
+        baseline: simple per-bar returns of the baseline, on overlapping dates.
+        periods_per_year: bars per year. Default 252.
+        confidence: confidence level of the interval. Default 0.95.
+        n_resamples: bootstrap resamples. Default 2000.
+        seed: seed of the resampling generator. Default 0.
+
+    Returns:
+        (difference, low, high); all NaN-safe: NaN where a series is constant.
+
+    Raises:
+        DataError: fewer than 10 common dates.
+    """
+    from scipy.stats import bootstrap
+
+    a = _check_returns(returns, "returns")
+    b = _check_returns(baseline, "baseline")
+    both = pd.concat([a, b], axis=1, join="inner").dropna()
+    if len(both) < 10:
+        raise DataError(
+            f"sharpe_difference_ci needs >= 10 common dates, got {len(both)}; align the series"
+        )
+    root = math.sqrt(_check_periods(periods_per_year))
+    x, y = both.iloc[:, 0].to_numpy(), both.iloc[:, 1].to_numpy()
+
+    def sharpe(v: np.ndarray, axis: int) -> np.ndarray:
+        sd = v.std(axis=axis, ddof=1)
+        mean = v.mean(axis=axis)
+        safe = np.where(sd > 0, sd, 1.0)
+        return np.where(sd > 0, mean / safe, np.nan) * root
+
+    def diff(u: np.ndarray, v: np.ndarray, axis: int = -1) -> np.ndarray:
+        return sharpe(u, axis) - sharpe(v, axis)
+
+    point = float(diff(x, y, axis=0))
+    if not math.isfinite(point):
+        return point, math.nan, math.nan
+    res = bootstrap(
+        (x, y),
+        diff,
+        paired=True,
+        vectorized=True,
+        n_resamples=n_resamples,
+        confidence_level=confidence,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
+    return point, float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def _temp_name(target: Path) -> str:
+    return str(target.parent / f".{target.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+
+
+def _write_text(path: Path, text: str) -> Path:
+    """Write ``text`` atomically (temporary file in the same folder, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_name = _temp_name(path)
+    try:
+        Path(tmp_name).write_text(text, encoding="utf-8")
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_name)
+        raise
+    return path
+
+
+def write_comparison(
+    table: pd.DataFrame,
+    tearsheets: Mapping[str, Path],
+    out_dir: str | os.PathLike[str],
+    *,
+    title: str,
+    notes: Sequence[str] = (),
+) -> dict[str, Path]:
+    """Write a strategy comparison: CSV, Markdown and an HTML index of the tearsheets.
+
+    Args:
+        table: one row per strategy (index named ``strategy``), one column per metric, as
+            from :func:`metrics_table`.
+        tearsheets: strategy name -> its tearsheet file (linked from the index page).
+        out_dir: destination folder (created if missing).
+        title: heading of the Markdown and HTML pages.
+        notes: lines printed above the table (period, costs, training range...).
+
+    Returns:
+        ``{"csv": ..., "markdown": ..., "html": ...}`` paths, each written atomically.
+    """
+    out = Path(out_dir)
+    csv = _write_text(out / "compare.csv", table.reset_index().to_csv(index=False))
+    lines = [f"# {title}", "", *(f"- {n}" for n in notes), "", format_table(table, markdown=True)]
+    markdown = _write_text(out / "compare.md", "\n".join(lines) + "\n")
+    rows = []
+    for name in table.index:
+        link = tearsheets.get(str(name))
+        cell = (
+            f'<a href="{html.escape(os.path.relpath(link, out))}">{html.escape(str(name))}</a>'
+            if link is not None
+            else html.escape(str(name))
+        )
+        values = "".join(
+            f"<td>{html.escape(_format_value(str(col), float(table.loc[name, col])))}</td>"
+            for col in table.columns
+        )
+        rows.append(f"<tr><td>{cell}</td>{values}</tr>")
+    header = "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns)
+    page = (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title>"
+        "<style>body{font-family:sans-serif;margin:2em}td,th{padding:4px 10px;"
+        "text-align:right}td:first-child,th:first-child{text-align:left}"
+        "tr:nth-child(even){background:#f3f3f3}</style></head><body>"
+        f"<h1>{html.escape(title)}</h1><ul>"
+        + "".join(f"<li>{html.escape(n)}</li>" for n in notes)
+        + f"</ul><table><tr><th>strategy</th>{header}</tr>{''.join(rows)}</table>"
+        "<p>Each strategy name links to its quantstats tearsheet.</p></body></html>"
+    )
+    page_path = _write_text(out / "index.html", page)
+    return {"csv": csv, "markdown": markdown, "html": page_path}
 
 
 def metrics_table(rows: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:

@@ -57,6 +57,7 @@ class SignalStrategy(bt.Strategy):
     Attributes:
         signals (list[Signal]): the ``signal`` line of each data, in ``self.datas`` order.
         rejected_orders (list[dict]): orders the broker rejected (margin, cash), with date.
+        traded_value (float): total notional of filled orders, currency units (turnover).
     """
 
     params: Any = (("trade_start", None), ("gross_leverage", 0.95))
@@ -69,6 +70,7 @@ class SignalStrategy(bt.Strategy):
         self._trade_start = as_date(self.p.trade_start, "trade_start")
         self.signals = [Signal(d) for d in self.datas]
         self.rejected_orders: list[dict[str, Any]] = []
+        self.traded_value = 0.0
         self._signal_sizer: SignalSizer | None = None
         self._seen = [0] * len(self.datas)  # bars of each data already processed
         self._last = [math.nan] * len(self.datas)  # latest signal of each data
@@ -91,7 +93,9 @@ class SignalStrategy(bt.Strategy):
         self._signal_sizer = sizer
 
     def notify_order(self, order: bt.Order) -> None:
-        if order.status in (order.Margin, order.Rejected):
+        if order.status == order.Completed:
+            self.traded_value += abs(order.executed.size * order.executed.price)
+        elif order.status in (order.Margin, order.Rejected):
             self.rejected_orders.append(
                 {
                     "date": self.datas[0].datetime.date(0),
@@ -239,6 +243,9 @@ class MetaStrategy(SignalStrategy):
         Deep Networks".
     """
 
+    #: subclasses that stand for a baseline require a learner of this algorithm
+    required_algorithm: ClassVar[str | None] = None
+
     params: Any = (
         ("learner", None),
         ("adapt_every", 5),
@@ -265,6 +272,12 @@ class MetaStrategy(SignalStrategy):
             raise ConfigError(
                 "the learner has no feature_spec; create it with "
                 "MetaLearner(model, feature_spec=FeatureSpec(...))"
+            )
+        required = self.required_algorithm
+        if required is not None and learner.algorithm != required:
+            raise ConfigError(
+                f"{type(self).__name__} needs a learner trained with algorithm={required!r}, "
+                f"got {learner.algorithm!r}; train one with `metabt train --algorithm {required}`"
             )
         for name in ("adapt_every", "support"):
             value = getattr(self.p, name)

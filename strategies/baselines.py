@@ -8,9 +8,9 @@ from typing import Any
 import backtrader as bt
 
 from metabt.errors import ConfigError
-from metabt.strategy import SignalStrategy
+from metabt.strategy import MetaStrategy, SignalStrategy
 
-__all__ = ["BuyAndHold", "SmaCross"]
+__all__ = ["BuyAndHold", "ErmAdapt", "ScratchAdapt", "SmaCross", "StaticModel"]
 
 
 class BuyAndHold(SignalStrategy):
@@ -77,3 +77,51 @@ class SmaCross(SignalStrategy):
         if fast > slow:
             return 1.0
         return 0.0 if self.p.long_only else -1.0
+
+
+class StaticModel(MetaStrategy):
+    """The meta-init θ, never adapted: MetaStrategy with zero inner steps.
+
+    Same features, support windows, sizer and costs as MetaStrategy; the signal is f_θ(x_t).
+    Beside MetaStrategy, it shows what the rolling adaptation itself adds.
+
+    Params:
+        inner_steps (int): must stay 0. Other params: see :class:`MetaStrategy`.
+
+    Raises:
+        ConfigError: ``inner_steps`` other than 0.
+    """
+
+    params: Any = (("inner_steps", 0),)
+
+    def __init__(self, **unknown: Any) -> None:
+        super().__init__(**unknown)
+        if self.p.inner_steps != 0:
+            raise ConfigError(
+                f"StaticModel never adapts: inner_steps must be 0, got {self.p.inner_steps}"
+            )
+
+
+class ScratchAdapt(MetaStrategy):
+    """The same rolling adaptation, from a random initialisation (a ``scratch`` learner).
+
+    Shows what the meta-learned initialisation adds over fine-tuning from nothing.
+
+    Raises:
+        ConfigError: the learner's algorithm is not ``scratch``.
+    """
+
+    required_algorithm = "scratch"
+
+
+class ErmAdapt(MetaStrategy):
+    """The same rolling adaptation, from a jointly trained model (an ``erm`` learner).
+
+    The baseline that isolates what meta-learning adds: same data, same fine-tuning, but the
+    initialisation is trained by ordinary joint training on all tasks' data.
+
+    Raises:
+        ConfigError: the learner's algorithm is not ``erm``.
+    """
+
+    required_algorithm = "erm"

@@ -164,3 +164,53 @@ def test_train_gru_anil_from_cli_records_choices(tmp_path, capsys):
     learner = MetaLearner.load(ckpt)
     assert learner.algorithm == "anil" and learner.model.config()["type"] == "gru"
     assert learner.train_range[1] < "2004-01-01"
+
+
+@pytest.mark.slow
+def test_compare_writes_table_tearsheets_and_index(tmp_path, capsys):
+    import pandas as pd
+
+    out = tmp_path / "cmp"
+    code, stdout, err = _run_main(
+        capsys,
+        "compare",
+        "--data",
+        FILES["AAPL"],
+        FILES["IBM"],
+        "--start",
+        "2011-06-01",
+        "--end",
+        "2012-03-31",
+        "--steps",
+        "5",
+        "--quiet",
+        "--out",
+        str(out),
+    )
+    assert code == 0, err
+    table = pd.read_csv(out / "compare.csv")
+    names = ["MetaStrategy", "StaticModel", "ErmAdapt", "ScratchAdapt", "BuyAndHold", "SmaCross"]
+    assert table["strategy"].tolist() == names
+    for col in (
+        "sharpe",
+        "sortino",
+        "cagr",
+        "max_drawdown",
+        "volatility",
+        "turnover",
+        "psr",
+        "sharpe_vs_erm",
+        "sharpe_vs_erm_lo",
+        "sharpe_vs_erm_hi",
+    ):
+        assert table[col].notna().all(), col
+    models = table["strategy"].isin(names[:4])
+    assert table.loc[models, "ic"].notna().all() and table.loc[~models, "ic"].isna().all()
+    assert (table["sharpe_vs_erm_lo"] <= table["sharpe_vs_erm"]).all()
+    assert (table["sharpe_vs_erm"] <= table["sharpe_vs_erm_hi"]).all()
+    page = (out / "index.html").read_text()
+    for name in names:
+        assert (out / "tearsheets" / f"{name}.html").stat().st_size > 10_000
+        assert f'href="tearsheets/{name}.html"' in page
+    assert "| MetaStrategy" in (out / "compare.md").read_text()
+    assert "strictly before 2011-06-01" in stdout

@@ -180,3 +180,25 @@ def test_write_tearsheet_rejects_bad_input(tmp_path):
     with pytest.raises(ConfigError, match="periods_per_year"):
         write_tearsheet(_returns(10), None, tmp_path / "x.html", periods_per_year=-1)
     assert not list(tmp_path.iterdir())
+
+
+def test_sharpe_difference_ci_and_psr_match_quantstats():
+    from metabt.report import probabilistic_sharpe, sharpe_difference_ci
+
+    idx = pd.bdate_range("2010-01-01", periods=400)
+    rng = np.random.default_rng(3)
+    a = pd.Series(rng.normal(0.001, 0.01, 400), idx)
+    b = pd.Series(rng.normal(0.0, 0.012, 400), idx)
+    diff, low, high = sharpe_difference_ci(a, b, seed=1)
+    assert diff == pytest.approx(
+        qs.stats.sharpe(a, periods=252) - qs.stats.sharpe(b, periods=252), rel=1e-12
+    )
+    assert low < diff < high
+    assert sharpe_difference_ci(a, b, seed=1) == (diff, low, high)  # seeded
+    narrow = sharpe_difference_ci(a, b, seed=1, confidence=0.5)
+    assert low < narrow[1] < narrow[2] < high
+    assert probabilistic_sharpe(a) == pytest.approx(
+        qs.stats.probabilistic_sharpe_ratio(a, periods=252), rel=1e-12
+    )
+    with pytest.raises(DataError, match="10 common dates"):
+        sharpe_difference_ci(a.iloc[:5], b.iloc[:5])

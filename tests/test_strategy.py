@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import backtrader as bt
 import numpy as np
@@ -226,3 +227,66 @@ def test_unknown_strategy_param_names_the_closest_one(sample_frames, small_learn
     cerebro.addstrategy(MetaStrategy, learner=small_learner, adapt_evry=5)
     with pytest.raises(ConfigError, match="did you mean 'adapt_every'"):
         cerebro.run()
+
+
+def test_model_baselines_share_data_costs_and_sizer(sample_frames, small_learner):
+    from metabt.meta import MetaLearner
+    from metabt.models import MLP
+    from strategies import ErmAdapt, ScratchAdapt, StaticModel
+
+    spec = small_learner.feature_spec
+    scratch = MetaLearner(
+        MLP(spec.n_features, (16, 16), seed=0),
+        algorithm="scratch",
+        inner_steps=3,
+        feature_spec=spec,
+    )
+    static = _run(sample_frames, small_learner, strategy=StaticModel)
+    adapted = _run(sample_frames, scratch, strategy=ScratchAdapt)
+    holder = run_backtest(BuyAndHold, sample_frames, start=START, warmup_bars=150)
+    log = static.strategy.adaptation_log()
+    assert (log["steps"] == 0).all() and (log["loss_before"] == log["loss_after"]).all()
+    for run in (static, adapted, holder):
+        pd.testing.assert_index_equal(run.returns.index, static.returns.index)
+        strat = run.strategy
+        assert strat._signal_sizer.p.target_vol == static.strategy._signal_sizer.p.target_vol
+        info = strat.broker.getcommissioninfo(strat.datas[0])
+        assert info.p.commission == Costs().commission_bps / 1e4
+    with pytest.raises(ConfigError, match="algorithm='erm'"):
+        _run(sample_frames, small_learner, strategy=ErmAdapt)  # a maml learner is refused
+
+
+def test_turnover_of_buy_and_hold_is_its_single_entry(sample_frames):
+    run = run_backtest(BuyAndHold, sample_frames, start=START, warmup_bars=150, cash=100_000)
+    traded = run.strategy.traded_value
+    assert 0.97 * 100_000 < traded < 0.99 * 100_000  # 98% invested once, then held
+    equity = 100_000 * (1 + run.returns).cumprod()
+    expected = traded / equity.mean() * 252 / len(run.returns)
+    assert math.isclose(run.metrics["turnover"], expected, rel_tol=1e-12)
+
+
+class _Oracle(SmaCross):
+    """Test-only strategy that looks ahead on purpose: its signal is the forward return."""
+
+    horizon = 5
+    future: ClassVar[dict] = {}
+
+    def compute_signal(self, i, data):
+        closes = self.future[data._name]
+        t = pd.Timestamp(data.datetime.date(0))
+        pos = closes.index.get_loc(t)
+        if pos + self.horizon >= len(closes):
+            return math.nan
+        value = math.log(closes.iloc[pos + self.horizon] / closes.iloc[pos])
+        return self.sign * value
+
+    sign = 1.0
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_signal_ic_is_one_for_a_signal_that_knows_the_future(sample_frames, sign):
+    _Oracle.future = {name: f["close"] for name, f in sample_frames.items()}
+    _Oracle.sign = sign
+    run = run_backtest(_Oracle, sample_frames, start=START, warmup_bars=210)
+    assert run.metrics["ic"] == pytest.approx(sign, abs=1e-9)
+    assert run.metrics["rank_ic"] == pytest.approx(sign, abs=1e-9)
