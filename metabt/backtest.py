@@ -17,7 +17,14 @@ from metabt.data import feed
 from metabt.errors import ConfigError, DataError
 from metabt.sizers import SignalSizer
 
-__all__ = ["BacktestResult", "Costs", "run_backtest", "signal_ic", "warmup_start"]
+__all__ = [
+    "BacktestResult",
+    "Costs",
+    "run_backtest",
+    "signal_ic",
+    "walkforward_folds",
+    "warmup_start",
+]
 
 PERIODS_PER_YEAR = 252  # daily bars
 
@@ -80,6 +87,38 @@ class BacktestResult:
     def tearsheet(self, path: str | Path, title: str | None = None) -> Path:
         """Write the quantstats HTML tearsheet (with the benchmark) to ``path``."""
         return self.analyzer.tearsheet(path, title=title or self.name)
+
+
+def walkforward_folds(
+    start: str | pd.Timestamp, end: str | pd.Timestamp, *, years: int = 1
+) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+    """Consecutive test periods of ``years`` calendar years covering [start, end].
+
+    Fold k tests [start + k·years, start + (k+1)·years − 1 day] (the last fold stops at
+    ``end``); its model must be trained strictly before the fold's first day.
+
+    Args:
+        start: first test date. end: last test date (inclusive).
+        years: calendar years per fold. Default 1.
+
+    Returns:
+        [(test_start, test_end), ...], contiguous and non-overlapping.
+
+    Raises:
+        ConfigError: end before start, or years < 1.
+    """
+    first, last = pd.Timestamp(start), pd.Timestamp(end)
+    if last < first:
+        raise ConfigError(f"end {last.date()} is before start {first.date()}; swap them")
+    if isinstance(years, bool) or not isinstance(years, int) or years < 1:
+        raise ConfigError(f"years per fold must be a positive integer, got {years!r}")
+    folds = []
+    fold_start = first
+    while fold_start <= last:
+        nxt = fold_start + pd.DateOffset(years=years)
+        folds.append((fold_start, min(nxt - pd.Timedelta(days=1), last)))
+        fold_start = nxt
+    return folds
 
 
 def warmup_start(

@@ -21,6 +21,7 @@ __all__ = ["main"]
 
 DEFAULT_REPORT = Path("reports") / "metabt_backtest.html"
 DEFAULT_COMPARE = Path("reports") / "compare"
+DEFAULT_WALKFORWARD = Path("reports") / "walkforward"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -76,7 +77,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"metabt {__version__}")
     sub = parser.add_subparsers(
-        dest="command", metavar="{train,backtest,compare}", parser_class=_Parser
+        dest="command", metavar="{train,backtest,compare,walkforward}", parser_class=_Parser
     )
 
     def training_options(p: argparse.ArgumentParser) -> None:
@@ -202,6 +203,32 @@ def _build_parser() -> argparse.ArgumentParser:
         f"(default {DEFAULT_COMPARE})",
     )
     training_options(cmp_)
+
+    wf_ = sub.add_parser(
+        "walkforward",
+        help="yearly folds, each meta-trained strictly before it; stitched out-of-sample report",
+    )
+    run_options(wf_)
+    wf_.add_argument(
+        "--out",
+        default=str(DEFAULT_WALKFORWARD),
+        metavar="DIR",
+        help=f"folder for folds.csv and walkforward.html (default {DEFAULT_WALKFORWARD})",
+    )
+    wf_.add_argument(
+        "--fold-years",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="calendar years per test fold (default 1)",
+    )
+    wf_.add_argument(
+        "--train-years",
+        type=_positive_int,
+        metavar="N",
+        help="rolling training window in years (default: expanding, all history)",
+    )
+    training_options(wf_)
     return parser
 
 
@@ -425,6 +452,86 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_walkforward(args: argparse.Namespace) -> int:
+    from metabt.backtest import run_backtest, walkforward_folds
+    from metabt.report import compute_metrics, write_tearsheet, write_text
+    from metabt.strategy import MetaStrategy
+
+    frames, train_frames, common = _prepare(args)
+    end = args.end if args.end is not None else max(f.index[-1] for f in frames.values())
+    folds = walkforward_folds(args.start, end, years=args.fold_years)
+    rows, returns, benchmarks = [], [], []
+    for k, (test_start, test_end) in enumerate(folds, 1):
+        window = train_frames
+        if args.train_years is not None:  # rolling: only the last train_years before the fold
+            first = test_start - pd.DateOffset(years=args.train_years)
+            window = {name: f.loc[first:] for name, f in train_frames.items()}
+        print(f"fold {k}/{len(folds)}: test {test_start.date()} to {test_end.date()}")
+        learner = _train(window, args, test_start)
+        _check_no_leak(learner, test_start)
+        result = run_backtest(
+            MetaStrategy,
+            frames,
+            name=f"fold {k}",
+            strategy_kwargs={
+                "learner": learner,
+                "adapt_every": args.adapt_every,
+                "support": args.support,
+                "seed": args.seed,
+            },
+            **{**common, "start": test_start, "end": test_end},
+        )
+        m = result.metrics
+        rows.append(
+            {
+                "fold": k,
+                "train_start": learner.train_range[0],
+                "train_end": learner.train_range[1],
+                "test_start": str(result.returns.index[0].date()),
+                "test_end": str(result.returns.index[-1].date()),
+                "bars": len(result.returns),
+                "adaptations": len(result.strategy.adaptations),
+                **{
+                    key: m[key]
+                    for key in (
+                        "sharpe",
+                        "cagr",
+                        "max_drawdown",
+                        "total_return",
+                        "turnover",
+                        "ic",
+                        "rank_ic",
+                    )
+                },
+            }
+        )
+        returns.append(result.returns)
+        benchmarks.append(result.benchmark)
+    stitched = pd.concat(returns).rename("returns")
+    benchmark = pd.concat(benchmarks).rename(next(iter(frames)))
+    if not stitched.index.is_monotonic_increasing or stitched.index.has_duplicates:
+        raise RuntimeError("walk-forward folds overlap; this is a bug in walkforward_folds")
+    table = pd.DataFrame(rows).set_index("fold")
+    out = Path(args.out)
+    csv = write_text(out / "folds.csv", table.reset_index().to_csv(index=False))
+    report = write_tearsheet(
+        stitched,
+        benchmark,
+        out / "walkforward.html",
+        title=f"MetaStrategy walk-forward, {len(folds)} folds",
+    )
+    overall = compute_metrics(stitched)
+    print()
+    print(table.to_string(float_format=lambda v: f"{v:.3f}"))
+    print(
+        f"\nstitched out-of-sample {stitched.index[0].date()} to {stitched.index[-1].date()} "
+        f"({len(stitched)} bars, {common['costs'].describe()}): sharpe {overall['sharpe']:.2f}, "
+        f"cagr {overall['cagr']:.2%}, max drawdown {overall['max_drawdown']:.2%}"
+    )
+    print(f"fold table: {csv.resolve()}\ntearsheet: {report.resolve()}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``metabt`` console script.
 
@@ -442,7 +549,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    commands = {"train": _cmd_train, "backtest": _cmd_backtest, "compare": _cmd_compare}
+    commands = {
+        "train": _cmd_train,
+        "backtest": _cmd_backtest,
+        "compare": _cmd_compare,
+        "walkforward": _cmd_walkforward,
+    }
     try:
         return commands[args.command](args)
     except MetabtError as exc:

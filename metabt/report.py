@@ -26,6 +26,7 @@ __all__ = [
     "sharpe_difference_ci",
     "write_comparison",
     "write_tearsheet",
+    "write_text",
 ]
 
 #: Metrics shown as percentages by :func:`format_table`.
@@ -325,8 +326,16 @@ def _temp_name(target: Path) -> str:
     return str(target.parent / f".{target.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
 
 
-def _write_text(path: Path, text: str) -> Path:
-    """Write ``text`` atomically (temporary file in the same folder, then rename)."""
+def write_text(path: Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) atomically: a temporary file in the same folder, then rename.
+
+    Args:
+        path: destination (parent folders are created).
+        text: the content.
+
+    Returns:
+        ``path``; it is either the old file or the complete new one, never half-written.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp_name = _temp_name(path)
     try:
@@ -361,9 +370,9 @@ def write_comparison(
         ``{"csv": ..., "markdown": ..., "html": ...}`` paths, each written atomically.
     """
     out = Path(out_dir)
-    csv = _write_text(out / "compare.csv", table.reset_index().to_csv(index=False))
+    csv = write_text(out / "compare.csv", table.reset_index().to_csv(index=False))
     lines = [f"# {title}", "", *(f"- {n}" for n in notes), "", format_table(table, markdown=True)]
-    markdown = _write_text(out / "compare.md", "\n".join(lines) + "\n")
+    markdown = write_text(out / "compare.md", "\n".join(lines) + "\n")
     rows = []
     for name in table.index:
         link = tearsheets.get(str(name))
@@ -389,7 +398,7 @@ def write_comparison(
         + f"</ul><table><tr><th>strategy</th>{header}</tr>{''.join(rows)}</table>"
         "<p>Each strategy name links to its quantstats tearsheet.</p></body></html>"
     )
-    page_path = _write_text(out / "index.html", page)
+    page_path = write_text(out / "index.html", page)
     return {"csv": csv, "markdown": markdown, "html": page_path}
 
 

@@ -214,3 +214,41 @@ def test_compare_writes_table_tearsheets_and_index(tmp_path, capsys):
         assert f'href="tearsheets/{name}.html"' in page
     assert "| MetaStrategy" in (out / "compare.md").read_text()
     assert "strictly before 2011-06-01" in stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rolling", [None, "3"])
+def test_walkforward_never_trains_on_its_own_or_later_data(tmp_path, capsys, rolling):
+    import pandas as pd
+
+    out = tmp_path / "wf"
+    argv = [
+        "walkforward",
+        "--data",
+        FILES["IBM"],
+        FILES["MSFT"],
+        "--start",
+        "2011-01-01",
+        "--end",
+        "2012-06-30",
+        "--steps",
+        "3",
+        "--quiet",
+        "--out",
+        str(out),
+    ]
+    if rolling:
+        argv += ["--train-years", rolling]
+    code, _, err = _run_main(capsys, *argv)
+    assert code == 0, err
+    folds = pd.read_csv(
+        out / "folds.csv", parse_dates=["train_start", "train_end", "test_start", "test_end"]
+    )
+    assert len(folds) == 2
+    assert (folds["train_end"] < folds["test_start"]).all()  # no fold sees its own data
+    assert (folds["test_start"].iloc[1:].to_numpy() > folds["test_end"].iloc[:-1].to_numpy()).all()
+    if rolling:  # the window rolls: nothing older than 3 years before each fold
+        assert (folds["train_start"] >= folds["test_start"] - pd.DateOffset(years=3)).all()
+    else:
+        assert folds["train_start"].nunique() == 1  # expanding: same first date
+    assert (out / "walkforward.html").stat().st_size > 10_000

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import ClassVar
 
@@ -290,3 +291,15 @@ def test_signal_ic_is_one_for_a_signal_that_knows_the_future(sample_frames, sign
     run = run_backtest(_Oracle, sample_frames, start=START, warmup_bars=210)
     assert run.metrics["ic"] == pytest.approx(sign, abs=1e-9)
     assert run.metrics["rank_ic"] == pytest.approx(sign, abs=1e-9)
+
+
+def test_walkforward_folds_are_contiguous_and_cover_the_period():
+    from metabt.backtest import walkforward_folds
+
+    folds = walkforward_folds("2008-01-01", "2013-03-01")
+    assert folds[0][0] == pd.Timestamp("2008-01-01") and folds[-1][1] == pd.Timestamp("2013-03-01")
+    for (_, end), (nxt, _) in itertools.pairwise(folds):
+        assert nxt == end + pd.Timedelta(days=1)
+    assert len(walkforward_folds("2008-01-01", "2013-03-01", years=2)) == 3
+    with pytest.raises(ConfigError, match="swap"):
+        walkforward_folds("2013-01-01", "2008-01-01")
