@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -187,8 +188,13 @@ class _AssetState:
     scale: np.ndarray = field(init=False)  # (capacity,) label scale of each bar
     y: np.ndarray = field(init=False)  # (capacity,) realised labels (NaN until known)
     model: AdaptedModel | None = None
+    model_index: int = -1  # index of the current adaptation in MetaStrategy.adaptations
     since_adapt: int = 0
     online: OnlineFeatures = field(init=False)
+    pred: np.ndarray = field(init=False)  # (capacity,) prediction made at each bar
+    made_by: np.ndarray = field(init=False)  # (capacity,) adaptation index behind it
+    errors: deque[float] = field(default_factory=lambda: deque(maxlen=250))  # realised
+    current_errors: list[float] = field(default_factory=list)  # of the current model
 
     def __post_init__(self) -> None:
         self.n_features = self.spec.n_features
@@ -197,6 +203,8 @@ class _AssetState:
         self.X = np.full((self.capacity, self.n_features), np.nan, dtype=np.float32)
         self.scale = np.full(self.capacity, np.nan)
         self.y = np.full(self.capacity, np.nan, dtype=np.float32)
+        self.pred = np.full(self.capacity, np.nan)
+        self.made_by = np.full(self.capacity, -1, dtype=np.int64)
 
     def grow(self) -> None:
         extra = self.capacity
@@ -204,6 +212,8 @@ class _AssetState:
         self.X = np.vstack([self.X, np.full((extra, self.n_features), np.nan, dtype=np.float32)])
         self.scale = np.concatenate([self.scale, np.full(extra, np.nan)])
         self.y = np.concatenate([self.y, np.full(extra, np.nan, dtype=np.float32)])
+        self.pred = np.concatenate([self.pred, np.full(extra, np.nan)])
+        self.made_by = np.concatenate([self.made_by, np.full(extra, -1, dtype=np.int64)])
         self.capacity += extra
 
 
@@ -223,6 +233,11 @@ class MetaStrategy(SignalStrategy):
         adapt_every (int): bars between adaptations. Default 5.
         support (int): realised (x, y) pairs per adaptation, in bars. Default 60.
         inner_steps (int | None): gradient steps per adaptation; None = the learner's.
+        drift_threshold (float | None): market observer. When set, also adapt as soon as
+            the mean realised squared error of the current model's last ``drift_window``
+            predictions exceeds ``drift_threshold`` times the mean realised squared error
+            of the last 250 predictions (the error "jumps"). Default None (schedule only).
+        drift_window (int): realised predictions in the short error window, bars. Default 10.
         seed (int): kept in ``strategy.p.seed`` for the run's record; adaptation is
             deterministic (full-batch gradient descent, no sampling), so equal data,
             checkpoint and params give equal orders whatever the seed. Default 0.
@@ -231,8 +246,9 @@ class MetaStrategy(SignalStrategy):
     Attributes:
         learner (MetaLearner): the meta-learner (θ is never modified).
         horizon (int): label horizon in bars, from the checkpoint's feature spec.
-        adaptations (list[dict]): one entry per adaptation: date, data, support (pairs),
-            loss_before, loss_after (support MSE), steps.
+        adaptations (list[dict]): one entry per adaptation: date, data, trigger
+            ("schedule" or "drift"), support (pairs), loss_before, loss_after (support MSE),
+            steps; see :meth:`adaptation_log` for the realised query loss.
 
     Raises:
         ConfigError: missing learner, a learner without feature spec, bad schedule values.
@@ -252,6 +268,8 @@ class MetaStrategy(SignalStrategy):
         ("support", 60),
         ("inner_steps", None),
         ("seed", 0),
+        ("drift_threshold", None),
+        ("drift_window", 10),
     )
 
     def __init__(self, **unknown: Any) -> None:
@@ -292,7 +310,15 @@ class MetaStrategy(SignalStrategy):
         self.spec: FeatureSpec = learner.feature_spec
         self.horizon: int = self.spec.horizon
         self.window: int = learner.window
+        drift = self.p.drift_threshold
+        if drift is not None and not (isinstance(drift, (int, float)) and drift > 0):
+            raise ConfigError(f"drift_threshold must be a number > 0 or None, got {drift!r}")
+        window = self.p.drift_window
+        if isinstance(window, bool) or not isinstance(window, int) or window < 2:
+            raise ConfigError(f"drift_window must be an integer >= 2 (bars), got {window!r}")
         self.adaptations: list[dict[str, Any]] = []
+        self._query_sq = [0.0]  # realised squared error per adaptation (index shifted by 1)
+        self._query_n = [0]
         self._states = [_AssetState(self.spec) for _ in self.datas]
 
     # ---- per-bar bookkeeping
@@ -311,6 +337,14 @@ class MetaStrategy(SignalStrategy):
         if s >= 0:  # the label of bar s is realised by the close of bar k = s + horizon
             closes = state.bars[:, 3]
             state.y[s] = (math.log(closes[k]) - math.log(closes[s])) / state.scale[s]
+            if math.isfinite(state.pred[s]):  # the prediction made at bar s is now scored
+                err = (state.pred[s] - float(state.y[s])) ** 2
+                a = int(state.made_by[s])
+                self._query_sq[a + 1] += err
+                self._query_n[a + 1] += 1
+                state.errors.append(err)
+                if a == state.model_index:
+                    state.current_errors.append(err)
         return k
 
     def _inputs(self, state: _AssetState, rows: np.ndarray) -> np.ndarray:
@@ -324,8 +358,11 @@ class MetaStrategy(SignalStrategy):
 
     def _maybe_adapt(self, state: _AssetState, data: bt.DataBase, k: int) -> None:
         state.since_adapt += 1
+        trigger = "schedule"
         if state.model is not None and state.since_adapt < self.p.adapt_every:
-            return
+            if not self._drifted(state):
+                return
+            trigger = "drift"
         last = k - self.horizon  # newest bar whose label is known
         first = last - self.p.support + 1
         if first < 0:
@@ -338,16 +375,32 @@ class MetaStrategy(SignalStrategy):
         model = self.learner.adapt(x, y, steps=self.p.inner_steps)
         state.model = model
         state.since_adapt = 0
+        state.model_index = len(self.adaptations)
+        state.current_errors = []
+        self._query_sq.append(0.0)
+        self._query_n.append(0)
         self.adaptations.append(
             {
                 "date": pd.Timestamp(data.datetime.date(0)),
                 "data": data._name,
+                "trigger": trigger,
                 "support": len(rows),
                 "loss_before": model.loss_before,
                 "loss_after": model.loss_after,
                 "steps": model.steps,
             }
         )
+
+    def _drifted(self, state: _AssetState) -> bool:
+        """True when the current model's recent realised error jumped (market observer)."""
+        if self.p.drift_threshold is None:
+            return False
+        window = self.p.drift_window
+        if len(state.current_errors) < window or len(state.errors) < 2 * window:
+            return False
+        recent = sum(state.current_errors[-window:]) / window
+        usual = sum(state.errors) / len(state.errors)
+        return recent > self.p.drift_threshold * usual
 
     def compute_signal(self, i: int, data: bt.DataBase) -> float:
         state = self._states[i]
@@ -358,7 +411,10 @@ class MetaStrategy(SignalStrategy):
         x = state.X[k : k + 1] if self.window == 1 else self._inputs(state, np.array([k]))
         if not np.isfinite(x).all():
             return math.nan
-        return float(state.model.predict(x)[0])
+        prediction = float(state.model.predict(x)[0])
+        state.pred[k] = prediction
+        state.made_by[k] = state.model_index
+        return prediction
 
     def realised_vol(self, i: int) -> float:
         """The sizer's volatility estimate, from this strategy's own buffer of closes."""
@@ -373,6 +429,18 @@ class MetaStrategy(SignalStrategy):
         return state.X[: state.n].copy()
 
     def adaptation_log(self) -> pd.DataFrame:
-        """The adaptations as a DataFrame (date, data, support, loss_before, loss_after, steps)."""
-        columns = ["date", "data", "support", "loss_before", "loss_after", "steps"]
-        return pd.DataFrame(self.adaptations, columns=columns)
+        """The adaptations as a DataFrame, one row each.
+
+        Columns: date, data, trigger ("schedule" or "drift"), support (pairs), loss_before
+        and loss_after (support MSE), steps, query_loss (realised MSE of the predictions
+        this adapted model made, scored as their labels arrived; NaN if none was scored
+        yet), query_count (how many were scored).
+        """
+        columns = ["date", "data", "trigger", "support", "loss_before", "loss_after", "steps"]
+        frame = pd.DataFrame(self.adaptations, columns=columns)
+        counts = np.asarray(self._query_n[1:], dtype=float)
+        sums = np.asarray(self._query_sq[1:], dtype=float)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            frame["query_loss"] = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+        frame["query_count"] = counts.astype(int)
+        return frame

@@ -303,3 +303,36 @@ def test_walkforward_folds_are_contiguous_and_cover_the_period():
     assert len(walkforward_folds("2008-01-01", "2013-03-01", years=2)) == 3
     with pytest.raises(ConfigError, match="swap"):
         walkforward_folds("2013-01-01", "2008-01-01")
+
+
+def test_realised_query_loss_matches_offline_labels(base_run, sample_frames, small_learner):
+    strat = base_run.strategy
+    log = strat.adaptation_log()
+    data = strat.datas[0]
+    n = len(data)
+    first_bar = pd.Timestamp(data.datetime.date(-n + 1))
+    frame = sample_frames[data._name].loc[first_bar:]
+    labels = small_learner.feature_spec.labels(frame)
+    signal = np.asarray(strat.signals[0].signal.array[:n])
+    own = log[log["data"] == data._name]
+    bars = frame.index.get_indexer(own["date"])
+    assert own["query_count"].iloc[:-2].gt(0).all()
+    for j, (start_bar, end_bar) in enumerate(itertools.pairwise(bars[:11])):
+        rows = np.arange(start_bar, end_bar)
+        rows = rows[np.isfinite(labels[rows]) & np.isfinite(signal[rows])]
+        expected = np.mean((signal[rows] - labels[rows]) ** 2)
+        assert own["query_loss"].iloc[j] == pytest.approx(expected, rel=1e-5)
+        assert own["query_count"].iloc[j] == len(rows)
+
+
+def test_drift_trigger_adapts_when_the_error_jumps(sample_frames, small_learner, base_run):
+    eager = _run(sample_frames, small_learner, adapt_every=50, drift_threshold=0.01)
+    never = _run(sample_frames, small_learner, drift_threshold=1e9)
+    schedule = base_run.strategy.adaptation_log()
+    assert (schedule["trigger"] == "schedule").all()
+    log = eager.strategy.adaptation_log()
+    assert (log["trigger"] == "drift").sum() > 10  # a tiny threshold fires often
+    assert (never.strategy.adaptation_log()["trigger"] == "schedule").all()
+    assert never.strategy.orders_log == base_run.strategy.orders_log
+    with pytest.raises(ConfigError, match="drift_threshold"):
+        _run(sample_frames, small_learner, drift_threshold=-1.0)
