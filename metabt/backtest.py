@@ -21,6 +21,7 @@ __all__ = [
     "BacktestResult",
     "Costs",
     "run_backtest",
+    "signal_frames",
     "signal_ic",
     "walkforward_folds",
     "warmup_start",
@@ -88,6 +89,27 @@ class BacktestResult:
         """Write the quantstats HTML tearsheet (with the benchmark) to ``path``."""
         return self.analyzer.tearsheet(path, title=title or self.name)
 
+    def diagnostics(self, path: str | Path, title: str | None = None) -> Path:
+        """Write the adaptation diagnostics page (``metabt.report.write_diagnostics``).
+
+        Raises:
+            ConfigError: the strategy is not a MetaStrategy (no adaptation to diagnose).
+        """
+        from metabt.report import write_diagnostics
+
+        horizon = getattr(self.strategy, "horizon", None)
+        if horizon is None or not hasattr(self.strategy, "adaptation_log"):
+            raise ConfigError(f"{self.name} does not adapt a model: no diagnostics to write")
+        start = pd.Timestamp(self.returns.index[0])
+        return write_diagnostics(
+            self.returns,
+            self.benchmark,
+            self.strategy.adaptation_log(),
+            signal_frames(self.strategy, horizon, start),
+            path,
+            title=title or f"{self.name}: adaptation diagnostics",
+        )
+
 
 def walkforward_folds(
     start: str | pd.Timestamp, end: str | pd.Timestamp, *, years: int = 1
@@ -147,6 +169,35 @@ def warmup_start(
     return first
 
 
+def signal_frames(strategy: Any, horizon: int, start: pd.Timestamp) -> dict[str, pd.DataFrame]:
+    """Each data's signal beside the forward return it tried to predict, from ``start`` on.
+
+    Args:
+        strategy: a run ``SignalStrategy`` (its ``signals`` lines and data).
+        horizon: h, bars.
+        start: first date kept.
+
+    Returns:
+        data name -> DataFrame (DatetimeIndex) with columns ``signal`` (at the close of bar
+        t) and ``forward`` (realised log(C_{t+h} / C_t)); rows where either is unknown are
+        dropped.
+    """
+    out = {}
+    for line, data in zip(strategy.signals, strategy.datas):
+        n = len(data)
+        signal = np.asarray(line.signal.array[:n], dtype=float)
+        close = np.asarray(data.close.array[:n], dtype=float)
+        dates = pd.DatetimeIndex([bt.num2date(x) for x in data.datetime.array[:n]]).normalize()
+        forward = np.full(n, np.nan)
+        if n > horizon:
+            forward[:-horizon] = np.log(close[horizon:] / close[:-horizon])
+        ok = np.isfinite(signal) & np.isfinite(forward) & (dates >= start)
+        out[data._name] = pd.DataFrame(
+            {"signal": signal[ok], "forward": forward[ok]}, index=dates[ok]
+        )
+    return out
+
+
 def signal_ic(strategy: Any, horizon: int, start: pd.Timestamp) -> dict[str, float]:
     """Information coefficient of a strategy's signals, from ``start`` on.
 
@@ -163,18 +214,9 @@ def signal_ic(strategy: Any, horizon: int, start: pd.Timestamp) -> dict[str, flo
         ``{"ic": float, "rank_ic": float}``; NaN with fewer than 20 usable bars.
     """
     ics, rank_ics = [], []
-    for line, data in zip(strategy.signals, strategy.datas):
-        n = len(data)
-        signal = np.asarray(line.signal.array[:n], dtype=float)
-        close = np.asarray(data.close.array[:n], dtype=float)
-        dates = pd.DatetimeIndex([bt.num2date(x) for x in data.datetime.array[:n]])
-        forward = np.full(n, np.nan)
-        if n > horizon:
-            forward[:-horizon] = np.log(close[horizon:] / close[:-horizon])
-        ok = np.isfinite(signal) & np.isfinite(forward) & (dates >= start)
-        if ok.sum() < 20 or np.std(signal[ok]) == 0:
+    for pair in signal_frames(strategy, horizon, start).values():
+        if len(pair) < 20 or pair["signal"].std() == 0:
             continue
-        pair = pd.DataFrame({"signal": signal[ok], "forward": forward[ok]})
         ics.append(float(pair["signal"].corr(pair["forward"])))
         rank_ics.append(float(pair["signal"].corr(pair["forward"], method="spearman")))
     return {

@@ -378,7 +378,9 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         Path(args.report),
         title=f"MetaStrategy ({learner.algorithm}) vs buy-and-hold {next(iter(frames))}",
     )
+    diagnostics = meta.diagnostics(report.with_name(f"{report.stem}_diagnostics.html"))
     print(f"\ntearsheet written to {report.resolve()}")
+    print(f"adaptation diagnostics written to {diagnostics.resolve()}")
     return 0
 
 
@@ -441,6 +443,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         "the difference could be noise",
     ]
     paths = write_comparison(table, tearsheets, out, title="metabt compare", notes=notes)
+    diagnostics = results[0].diagnostics(out / "MetaStrategy_diagnostics.html")
     print()
     for note in notes:
         print(note)
@@ -449,6 +452,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     print(format_table(table))
     print(f"\ntable: {paths['csv'].resolve()} and {paths['markdown'].resolve()}")
     print(f"index of tearsheets: {paths['html'].resolve()}")
+    print(f"MetaStrategy adaptation diagnostics: {diagnostics.resolve()}")
     return 0
 
 

@@ -25,6 +25,7 @@ __all__ = [
     "probabilistic_sharpe",
     "sharpe_difference_ci",
     "write_comparison",
+    "write_diagnostics",
     "write_tearsheet",
     "write_text",
 ]
@@ -400,6 +401,91 @@ def write_comparison(
     )
     page_path = write_text(out / "index.html", page)
     return {"csv": csv, "markdown": markdown, "html": page_path}
+
+
+def write_diagnostics(
+    returns: pd.Series,
+    benchmark: pd.Series | None,
+    adaptations: pd.DataFrame,
+    signals: Mapping[str, pd.DataFrame],
+    path: str | os.PathLike[str],
+    *,
+    title: str,
+    ic_window: int = 63,
+) -> Path:
+    """A companion page to the tearsheet: is the adaptation working?
+
+    Three panels, on the test period: the equity curve (with the benchmark); per
+    adaptation, the support MSE before and after adaptation and the realised query MSE
+    of the predictions that adapted model made (scored once their labels arrived), as
+    ``ic_window``-bar rolling means; and the rolling information coefficient (Pearson
+    correlation of the signal with the realised forward return) of each data.
+
+    Args:
+        returns: simple per-bar strategy returns.
+        benchmark: simple per-bar benchmark returns, or None.
+        adaptations: ``MetaStrategy.adaptation_log()``.
+        signals: data name -> DataFrame with ``signal`` and ``forward`` columns
+            (``metabt.backtest.signal_frames``).
+        path: the HTML file to write (atomically; the figure is embedded as a PNG).
+        title: page title.
+        ic_window: bars in the rolling means and rolling IC. Default 63 (a quarter).
+
+    Returns:
+        The path written.
+    """
+    import base64
+    import io
+
+    from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
+
+    r = _check_returns(returns, "returns")
+    fig = Figure(figsize=(11, 9), dpi=100)
+    ax_eq, ax_loss, ax_ic = fig.subplots(3, 1, sharex=True)
+    ax_eq.plot((1 + r).cumprod(), label="strategy", color="tab:blue")
+    if benchmark is not None:
+        b = _check_returns(benchmark, "benchmark")
+        ax_eq.plot((1 + b).cumprod(), label=str(b.name or "benchmark"), color="tab:gray")
+    ax_eq.set_ylabel("growth of 1")
+    ax_eq.legend(loc="upper left")
+    log = adaptations[adaptations["date"] >= r.index[0]].set_index("date").sort_index()
+    per = max(1, ic_window // 5)
+    for column, color in (
+        ("loss_before", "tab:orange"),
+        ("loss_after", "tab:green"),
+        ("query_loss", "tab:red"),
+    ):
+        if column in log and log[column].notna().any():
+            series = log[column].rolling(per, min_periods=1).mean()
+            ax_loss.plot(series, label=column.replace("_", " "), color=color)
+    ax_loss.set_ylabel("MSE (label units)")
+    ax_loss.legend(loc="upper left")
+    for name, pair in signals.items():
+        pair = pair[pair.index >= r.index[0]]
+        if len(pair) > ic_window:
+            ic = pair["signal"].rolling(ic_window).corr(pair["forward"])
+            ax_ic.plot(ic, label=f"{name} rolling IC ({ic_window} bars)")
+    ax_ic.axhline(0.0, color="black", linewidth=0.8)
+    ax_ic.set_ylabel("IC")
+    ax_ic.legend(loc="upper left", fontsize="small")
+    fig.suptitle(title)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    with _quiet_third_party():
+        fig.savefig(buffer, format="png")
+    image = base64.b64encode(buffer.getvalue()).decode("ascii")
+    page = (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title></head><body style='font-family:sans-serif'>"
+        f"<h1>{html.escape(title)}</h1>"
+        "<p>Support MSE before/after: fit on the bars adapted to (in-sample). Query MSE: "
+        "realised error of the predictions each adapted model then made (out-of-sample). "
+        "A query MSE far above the support MSE after adaptation means the adaptation fits "
+        "noise. Rolling IC: correlation of the signal with the forward return it "
+        "predicts.</p>"
+        f"<img alt='diagnostics' src='data:image/png;base64,{image}'></body></html>"
+    )
+    return write_text(Path(path), page)
 
 
 def metrics_table(rows: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:

@@ -46,6 +46,7 @@ def test_backtest_main_job_reduced(tmp_path, capsys):
     assert "commission 5 bps" in out
     assert report.is_file() and report.stat().st_size > 10_000
     assert str(report.resolve()) in out
+    assert (report.parent / "run_diagnostics.html").stat().st_size > 20_000
     assert "findfont" not in err and "Warning" not in err
 
 

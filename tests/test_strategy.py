@@ -336,3 +336,17 @@ def test_drift_trigger_adapts_when_the_error_jumps(sample_frames, small_learner,
     assert never.strategy.orders_log == base_run.strategy.orders_log
     with pytest.raises(ConfigError, match="drift_threshold"):
         _run(sample_frames, small_learner, drift_threshold=-1.0)
+
+
+def test_diagnostics_page_embeds_a_figure(base_run, sample_frames, tmp_path):
+    import base64
+    import re
+
+    page = base_run.diagnostics(tmp_path / "diag.html")
+    text = page.read_text()
+    png = base64.b64decode(re.search(r"base64,([A-Za-z0-9+/=]+)", text).group(1))
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+    assert "Query MSE" in text and not list(tmp_path.glob(".*tmp"))
+    holder = run_backtest(BuyAndHold, sample_frames, start=START, warmup_bars=150)
+    with pytest.raises(ConfigError, match="does not adapt"):
+        holder.diagnostics(tmp_path / "no.html")
