@@ -407,6 +407,11 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     schedule = {"adapt_every": args.adapt_every, "support": args.support, "seed": args.seed}
     runs: list[tuple[str, Any, dict[str, Any]]] = [
         ("MetaStrategy", MetaStrategy, {"learner": learners[args.algorithm], **schedule}),
+        (
+            "MetaDrift",  # the same, plus the market observer: adapt when the error jumps
+            MetaStrategy,
+            {"learner": learners[args.algorithm], **schedule, "drift_threshold": 2.0},
+        ),
         ("StaticModel", StaticModel, {"learner": learners[args.algorithm], **schedule}),
         ("ErmAdapt", ErmAdapt, {"learner": learners["erm"], **schedule}),
         ("ScratchAdapt", ScratchAdapt, {"learner": learners["scratch"], **schedule}),
@@ -440,7 +445,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         "turnover is filled notional per year over average equity; ic/rank_ic: signal vs "
         "forward return; psr: probability that the true Sharpe > 0; sharpe_vs_erm: Sharpe "
         "minus ErmAdapt's, with a 95% paired bootstrap interval (lo, hi): if it contains 0, "
-        "the difference could be noise",
+        "the difference could be noise; MetaDrift: MetaStrategy that also adapts when its "
+        "realised error exceeds twice its usual level",
     ]
     paths = write_comparison(table, tearsheets, out, title="metabt compare", notes=notes)
     diagnostics = results[0].diagnostics(out / "MetaStrategy_diagnostics.html")

@@ -190,7 +190,15 @@ def test_compare_writes_table_tearsheets_and_index(tmp_path, capsys):
     )
     assert code == 0, err
     table = pd.read_csv(out / "compare.csv")
-    names = ["MetaStrategy", "StaticModel", "ErmAdapt", "ScratchAdapt", "BuyAndHold", "SmaCross"]
+    names = [
+        "MetaStrategy",
+        "MetaDrift",
+        "StaticModel",
+        "ErmAdapt",
+        "ScratchAdapt",
+        "BuyAndHold",
+        "SmaCross",
+    ]
     assert table["strategy"].tolist() == names
     for col in (
         "sharpe",
@@ -205,7 +213,7 @@ def test_compare_writes_table_tearsheets_and_index(tmp_path, capsys):
         "sharpe_vs_erm_hi",
     ):
         assert table[col].notna().all(), col
-    models = table["strategy"].isin(names[:4])
+    models = table["strategy"].isin(names[:5])
     assert table.loc[models, "ic"].notna().all() and table.loc[~models, "ic"].isna().all()
     assert (table["sharpe_vs_erm_lo"] <= table["sharpe_vs_erm"]).all()
     assert (table["sharpe_vs_erm"] <= table["sharpe_vs_erm_hi"]).all()
@@ -253,3 +261,28 @@ def test_walkforward_never_trains_on_its_own_or_later_data(tmp_path, capsys, rol
     else:
         assert folds["train_start"].nunique() == 1  # expanding: same first date
     assert (out / "walkforward.html").stat().st_size > 10_000
+
+
+def test_cross_asset_transfer_trains_without_the_traded_asset(tmp_path, capsys):
+    code, out, err = _run_main(
+        capsys,
+        "backtest",
+        "--data",
+        FILES["IBM"],
+        "--train-data",
+        FILES["AAPL"],
+        FILES["MSFT"],
+        "--start",
+        "2011-01-01",
+        "--end",
+        "2011-12-31",
+        "--steps",
+        "3",
+        "--quiet",
+        "--report",
+        str(tmp_path / "ibm.html"),
+    )
+    assert code == 0, err
+    trained = next(line for line in out.splitlines() if line.startswith("meta-trained"))
+    assert "on AAPL, MSFT from" in trained and "IBM" not in trained
+    assert "backtest 2011-01-03 to 2011-12-30" in out and "on IBM;" in out
