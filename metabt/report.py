@@ -210,26 +210,18 @@ def write_tearsheet(
         kwargs["benchmark_title"] = str(benchmark.name) if benchmark.name else "Benchmark"
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    # quantstats opens the file itself: a fresh unique name (created with the umask's
-    # permissions, unlike mkstemp's 0600) in the same directory keeps os.replace atomic
-    tmp_name = _temp_name(target)
-    try:
-        with _quiet_third_party():
-            from quantstats import reports as qs_reports  # heavy: imported only where used
+    # quantstats opens the file itself, so it writes to the temporary name
+    with _atomic(target) as tmp_name, _quiet_third_party():
+        from quantstats import reports as qs_reports  # heavy: imported only where used
 
-            qs_reports.html(
-                r,
-                b,
-                title=title or "metabt tearsheet",
-                output=tmp_name,
-                periods_per_year=periods,
-                **kwargs,
-            )
-        os.replace(tmp_name, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        raise
+        qs_reports.html(
+            r,
+            b,
+            title=title or "metabt tearsheet",
+            output=tmp_name,
+            periods_per_year=periods,
+            **kwargs,
+        )
     return target
 
 
@@ -323,8 +315,22 @@ def sharpe_difference_ci(
     return point, float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
-def _temp_name(target: Path) -> str:
-    return str(target.parent / f".{target.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+@contextlib.contextmanager
+def _atomic(target: Path) -> Iterator[str]:
+    """Yield a fresh temporary name beside ``target``; rename it onto ``target`` on success.
+
+    A unique name created by the writer itself (so it gets the umask's permissions,
+    unlike mkstemp's 0600) in the same directory keeps ``os.replace`` atomic; on any
+    failure the temporary file is removed and ``target`` is left as it was.
+    """
+    tmp_name = str(target.parent / f".{target.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+    try:
+        yield tmp_name
+        os.replace(tmp_name, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_name)
+        raise
 
 
 def write_text(path: Path, text: str) -> Path:
@@ -338,14 +344,8 @@ def write_text(path: Path, text: str) -> Path:
         ``path``; it is either the old file or the complete new one, never half-written.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_name = _temp_name(path)
-    try:
+    with _atomic(path) as tmp_name:
         Path(tmp_name).write_text(text, encoding="utf-8")
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        raise
     return path
 
 
