@@ -11,7 +11,7 @@ import pandas as pd
 
 from metabt.errors import ConfigError
 
-__all__ = ["as_date", "did_you_mean", "reject_unknown_params"]
+__all__ = ["as_date", "as_timestamp", "did_you_mean", "reject_unknown_params"]
 
 
 def did_you_mean(value: str, options: Iterable[str]) -> str:
@@ -38,8 +38,10 @@ def reject_unknown_params(owner: str, unknown: Mapping[str, Any], params: Any) -
     )
 
 
-def as_date(value: Any, what: str) -> dt.date | None:
-    """A date param (date, datetime, Timestamp or ISO string) as a date; None stays None.
+def as_timestamp(value: Any, what: str) -> pd.Timestamp | None:
+    """A date param (date, datetime, Timestamp or ISO string) as a tz-naive Timestamp.
+
+    None stays None; a tz-aware value keeps its wall-clock time and drops the zone.
 
     Raises:
         ConfigError: the value is not a date; the message names ``what``.
@@ -52,4 +54,14 @@ def as_date(value: Any, what: str) -> dt.date | None:
         raise ConfigError(f"{what} must be a date such as '2010-01-04', got {value!r}") from exc
     if pd.isna(stamp):
         raise ConfigError(f"{what} must be a date such as '2010-01-04', got {value!r}")
-    return stamp.date()
+    return stamp.tz_localize(None) if stamp.tz is not None else stamp
+
+
+def as_date(value: Any, what: str) -> dt.date | None:
+    """A date param as a date (see :func:`as_timestamp`); None stays None.
+
+    Raises:
+        ConfigError: the value is not a date; the message names ``what``.
+    """
+    stamp = as_timestamp(value, what)
+    return None if stamp is None else stamp.date()

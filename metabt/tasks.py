@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from metabt._checks import as_timestamp
 from metabt.errors import ConfigError, DataError
 from metabt.features import FeatureSpec, stack_window
 
@@ -24,19 +25,6 @@ def _check_int(name: str, value: Any, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
         raise ConfigError(f"{name} must be an integer >= {low} (bars), got {value!r}")
     return int(value)
-
-
-def _timestamp(value: Any, name: str) -> pd.Timestamp | None:
-    """A tz-naive Timestamp (tz-aware input keeps its wall time), or None."""
-    if value is None:
-        return None
-    try:
-        ts = pd.Timestamp(value)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{name} must be a date such as '2010-01-01', got {value!r}") from exc
-    if ts is pd.NaT:
-        raise ConfigError(f"{name} must be a date such as '2010-01-01', got {value!r}")
-    return ts.tz_localize(None) if ts.tz is not None else ts
 
 
 def _fmt(ts: pd.Timestamp | None) -> str:
@@ -163,7 +151,7 @@ class TaskSampler:
         self.start: pd.Timestamp | None = None
         self.end: pd.Timestamp | None = None
         self._anchors = np.zeros(0, dtype=np.intp)
-        self._restrict(_timestamp(start, "start"), _timestamp(end, "end"))
+        self._restrict(as_timestamp(start, "start"), as_timestamp(end, "end"))
 
     def _restrict(
         self, start: pd.Timestamp | None, end: pd.Timestamp | None, why: str = ""
@@ -372,7 +360,7 @@ class TaskSampler:
         Raises:
             ConfigError: a bad date, or either side has no valid task.
         """
-        at_ts = _timestamp(at, "at")
+        at_ts = as_timestamp(at, "at")
         assert at_ts is not None
         train, val = copy.copy(self), copy.copy(self)
         train_end = at_ts if self.end is None else min(at_ts, self.end)
