@@ -1,6 +1,8 @@
-"""Adaptation latency inside a backtest: one ``MetaLearner.adapt`` call per algorithm.
+"""Per-bar costs inside a backtest: one ``MetaLearner.adapt`` call per algorithm, and features.
 
 Support 60 bars, default features, 5 inner steps; the MAML MLP is the reference (ratio 1).
+Features: the incremental ``OnlineFeatures.update`` the backtest uses, against recomputing
+the window with ``FeatureSpec.transform_window``.
 
     python benchmarks/bench_adapt.py
 """
@@ -8,10 +10,12 @@ Support 60 bars, default features, 5 inner steps; the MAML MLP is the reference 
 from __future__ import annotations
 
 import time
+import timeit
 
+import numpy as np
 import torch
 
-from metabt.features import FeatureSpec
+from metabt.features import FeatureSpec, OnlineFeatures
 from metabt.meta import ALGORITHMS, MetaLearner
 from metabt.models import GRU, MLP
 
@@ -25,6 +29,28 @@ def latency(learner: MetaLearner, x: torch.Tensor, y: torch.Tensor) -> float:
     for _ in range(REPEATS):
         learner.adapt(x, y, steps=STEPS)
     return (time.perf_counter() - tic) / REPEATS
+
+
+def feature_costs(spec: FeatureSpec) -> None:
+    """Print the per-bar feature cost: incremental update vs recomputing the window."""
+    rng = np.random.default_rng(0)
+    n = spec.lookback
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
+    high, low, volume = close * 1.01, close * 0.99, rng.lognormal(14, 0.5, n)
+    online = OnlineFeatures(spec)
+    for i in range(n):
+        online.update(high[i], low[i], close[i], volume[i])
+    bar = (high[-1], low[-1], close[-1], volume[-1])
+
+    def best(fn: object) -> float:
+        return min(timeit.repeat(fn, number=2000, repeat=5)) / 2000  # type: ignore[arg-type]
+
+    window = best(lambda: spec.transform_window(close, high, low, close, volume))
+    update = best(lambda: online.update(*bar))
+    print(
+        f"features per bar: transform_window {window * 1e6:.1f} us, OnlineFeatures.update "
+        f"{update * 1e6:.1f} us ({window / update:.1f}x cheaper)"
+    )
 
 
 def main() -> None:
@@ -41,6 +67,7 @@ def main() -> None:
             rows.append(
                 (model_type, algorithm, latency(MetaLearner(model, algorithm=algorithm), x, y))
             )
+    feature_costs(spec)
     ref = rows[0][2]
     print(f"adaptation latency, support {SUPPORT}, {STEPS} inner steps, {f} features, 1 thread")
     print(f"{'model':<5} {'algorithm':<9} {'ms':>7} {'vs mlp/maml':>12}")

@@ -8,6 +8,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from synthetic import gbm_frame
 
 from metabt.errors import ConfigError, DataError
 from metabt.features import FeatureSpec, stack_window
@@ -72,20 +73,6 @@ def brute_force_count(X, y, dates, S, Q, h, start=None, end=None):
                 for s in rows
             )
     return count
-
-
-def gbm_frame(n: int, seed: int, *, start: str = "2005-01-03", price: float = 100.0):
-    """Synthetic daily OHLCV bars (GBM closes)."""
-    rng = np.random.default_rng(seed)
-    close = price * np.exp(np.cumsum(rng.normal(2e-4, 0.015, n)))
-    prev = np.concatenate([[price], close[:-1]])
-    open_ = prev * np.exp(rng.normal(0.0, 0.004, n))
-    high = np.maximum(open_, close) * np.exp(np.abs(rng.normal(0.0, 0.006, n)))
-    low = np.minimum(open_, close) * np.exp(-np.abs(rng.normal(0.0, 0.006, n)))
-    volume = np.round(rng.lognormal(14.0, 0.5, n))
-    index = pd.bdate_range(start, periods=n, name="date")
-    data = {"open": open_, "high": high, "low": low, "close": close, "volume": volume}
-    return pd.DataFrame(data, index=index)
 
 
 @pytest.fixture(scope="module")
