@@ -178,12 +178,12 @@ class SignalStrategy(bt.Strategy):
 
 @dataclass
 class _AssetState:
-    """Per-data buffers of MetaStrategy: raw bars, feature rows, label scales, labels."""
+    """Per-data buffers of MetaStrategy: closes, feature rows, label scales, labels."""
 
     spec: FeatureSpec
     capacity: int = 512
     n: int = 0
-    bars: np.ndarray = field(init=False)  # (capacity, 5): open, high, low, close, volume
+    close: np.ndarray = field(init=False)  # (capacity,) close of each bar
     X: np.ndarray = field(init=False)  # (capacity, F) float32 feature rows
     scale: np.ndarray = field(init=False)  # (capacity,) label scale of each bar
     y: np.ndarray = field(init=False)  # (capacity,) realised labels (NaN until known)
@@ -199,7 +199,7 @@ class _AssetState:
     def __post_init__(self) -> None:
         self.n_features = self.spec.n_features
         self.online = OnlineFeatures(self.spec)
-        self.bars = np.full((self.capacity, 5), np.nan)
+        self.close = np.full(self.capacity, np.nan)
         self.X = np.full((self.capacity, self.n_features), np.nan, dtype=np.float32)
         self.scale = np.full(self.capacity, np.nan)
         self.y = np.full(self.capacity, np.nan, dtype=np.float32)
@@ -208,7 +208,7 @@ class _AssetState:
 
     def grow(self) -> None:
         extra = self.capacity
-        self.bars = np.vstack([self.bars, np.full((extra, 5), np.nan)])
+        self.close = np.concatenate([self.close, np.full(extra, np.nan)])
         self.X = np.vstack([self.X, np.full((extra, self.n_features), np.nan, dtype=np.float32)])
         self.scale = np.concatenate([self.scale, np.full(extra, np.nan)])
         self.y = np.concatenate([self.y, np.full(extra, np.nan, dtype=np.float32)])
@@ -326,17 +326,16 @@ class MetaStrategy(SignalStrategy):
         if state.n == state.capacity:
             state.grow()
         k = state.n
-        bar = (data.open[0], data.high[0], data.low[0], data.close[0], data.volume[0])
-        state.bars[k] = bar
+        close = data.close[0]
+        state.close[k] = close
         state.n += 1
-        row, scale = state.online.update(bar[1], bar[2], bar[3], bar[4])
+        row, scale = state.online.update(data.high[0], data.low[0], close, data.volume[0])
         if row is not None:
             state.X[k] = row
             state.scale[k] = scale
         s = k - self.horizon
         if s >= 0:  # the label of bar s is realised by the close of bar k = s + horizon
-            closes = state.bars[:, 3]
-            state.y[s] = (math.log(closes[k]) - math.log(closes[s])) / state.scale[s]
+            state.y[s] = (math.log(close) - math.log(state.close[s])) / state.scale[s]
             if math.isfinite(state.pred[s]):  # the prediction made at bar s is now scored
                 err = (state.pred[s] - float(state.y[s])) ** 2
                 a = int(state.made_by[s])
@@ -420,7 +419,7 @@ class MetaStrategy(SignalStrategy):
         """The sizer's volatility estimate, from this strategy's own buffer of closes."""
         assert self._signal_sizer is not None
         state = self._states[i]
-        return self._signal_sizer.vol_from_closes(state.bars[: state.n, 3])
+        return self._signal_sizer.vol_from_closes(state.close[: state.n])
 
     # ---- results
     def features(self, i: int = 0) -> np.ndarray:
