@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from functools import cached_property
 from typing import Any
@@ -440,6 +440,56 @@ def _std(values: list[float]) -> float:
     return math.sqrt(sum((x - mean) * (x - mean) for x in values) / (n - 1))
 
 
+class _RollingMoments:
+    """Shifted sum and sum of squares of the last w values of a stream, for several w.
+
+    O(1) per value: each window adds the newest value and drops the one leaving it. Values
+    are shifted by the stream's first value (the "shifted data" variance algorithm), so
+    ``q - s²/w`` does not cancel catastrophically, and the sums are recomputed exactly
+    every ``_RESUM`` values so that rounding cannot accumulate over a long backtest.
+    """
+
+    _RESUM = 1024
+
+    def __init__(self, windows: Sequence[int]) -> None:
+        self.windows = tuple(windows)
+        self._values: deque[float] = deque(maxlen=max(self.windows) + 1)
+        self._sums = [0.0] * len(self.windows)
+        self._squares = [0.0] * len(self.windows)
+        self._shift = math.nan
+        self._pushed = 0
+
+    def push(self, value: float) -> None:
+        if self._pushed == 0:
+            self._shift = value
+        self._pushed += 1
+        d = value - self._shift
+        values = self._values
+        values.append(d)
+        n = len(values)
+        if self._pushed % self._RESUM == 0:
+            items = list(values)
+            for j, w in enumerate(self.windows):
+                tail = items[-w:]
+                self._sums[j] = sum(tail)
+                self._squares[j] = sum(v * v for v in tail)
+            return
+        sums, squares = self._sums, self._squares
+        for j, w in enumerate(self.windows):
+            sums[j] += d
+            squares[j] += d * d
+            if n > w:
+                old = values[-1 - w]
+                sums[j] -= old
+                squares[j] -= old * old
+
+    def std(self, j: int) -> float:
+        """Sample std (ddof=1) of the last ``windows[j]`` values (needs that many pushed)."""
+        w = self.windows[j]
+        s = self._sums[j]
+        return math.sqrt(max(self._squares[j] - s * s / w, 0.0) / (w - 1))
+
+
 class OnlineFeatures:
     """One asset's feature rows, updated bar by bar inside a backtest.
 
@@ -463,7 +513,8 @@ class OnlineFeatures:
         self.spec = spec
         self.lookback = spec.lookback
         self._vol_windows = (spec.norm_window, *spec.vol_windows)
-        self._returns: deque[float] = deque(maxlen=max(*self._vol_windows, spec.lags))
+        self._returns: deque[float] = deque(maxlen=spec.lags)
+        self._moments = _RollingMoments(self._vol_windows)
         self._log_close: deque[float] = deque(maxlen=max(spec.mom_windows, default=0) + 1)
         self._log_volume: deque[float] = deque(maxlen=spec.volume_window)
         self._mom = [(w, math.sqrt(w)) for w in spec.mom_windows]
@@ -497,16 +548,19 @@ class OnlineFeatures:
             )
         log_close = math.log(close)
         if self._log_close:
-            self._returns.append(log_close - self._log_close[-1])
+            r = log_close - self._log_close[-1]
+            self._returns.append(r)
+            self._moments.push(r)
         self._log_close.append(log_close)
         self._log_volume.append(math.log1p(volume))
         self.bars += 1
         spec = self.spec
         if self.bars < self.lookback:
             return None, math.nan
-        returns = list(self._returns)
-        vols = [max(_std(returns[-w:]), _VOL_FLOOR) for w in self._vol_windows]
+        moments = self._moments
+        vols = [max(moments.std(j), _VOL_FLOOR) for j in range(len(self._vol_windows))]
         vn = vols[0]
+        returns = self._returns
         row = [returns[-1 - k] / vn for k in range(spec.lags)]
         row += [math.log(v / vn) for v in vols[1:]]
         row += [(log_close - self._log_close[-1 - w]) / (vn * sq) for w, sq in self._mom]

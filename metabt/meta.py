@@ -98,25 +98,44 @@ class AdaptedModel:
     def __init__(
         self,
         forward: Callable[[Mapping[str, Tensor], Tensor], Tensor],
-        params: Params,
+        params: Params | None,
         *,
         loss_before: float,
         loss_after: float,
         steps: int,
         forward_numpy: Callable[[Mapping[str, np.ndarray], np.ndarray], np.ndarray] | None = None,
+        numpy_params: Mapping[str, np.ndarray] | None = None,
     ) -> None:
+        if params is None and numpy_params is None:
+            raise ValueError("AdaptedModel needs params or numpy_params")
         self._forward = forward
-        self.params = params
+        self._params = params
         self.loss_before = loss_before
         self.loss_after = loss_after
         self.steps = steps
-        self.dtype = next(iter(params.values())).dtype
         self._forward_numpy = forward_numpy
-        self._numpy_params = {k: v.numpy() for k, v in params.items()} if forward_numpy else {}
-        self._numpy_dtype = next(iter(params.values())).numpy().dtype
+        if numpy_params is None and forward_numpy is not None and params is not None:
+            numpy_params = {k: v.numpy() for k, v in params.items()}
+        self._numpy_params = numpy_params
+        some = next(iter(numpy_params.values())) if numpy_params else None
+        self._numpy_dtype = some.dtype if some is not None else None
+
+    @property
+    def params(self) -> Params:
+        """φ as name -> tensor (built on first use when adaptation ran in NumPy)."""
+        if self._params is None:
+            assert self._numpy_params is not None
+            self._params = {
+                k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in self._numpy_params.items()
+            }
+        return self._params
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(iter(self.params.values())).dtype
 
     def __call__(self, x: Tensor) -> Tensor:
-        """Predictions. x: (N, F_in) float tensor -> (N,) tensor of the model's dtype."""
+        """Predictions. x: (N, F) float tensor -> (N,) tensor of the model's dtype."""
         with torch.no_grad():
             return self._forward(self.params, x.to(self.dtype))
 
@@ -125,7 +144,7 @@ class AdaptedModel:
         arr = np.asarray(x)
         if arr.ndim == 1:
             arr = arr[None, :]
-        if self._forward_numpy is not None:
+        if self._forward_numpy is not None and self._numpy_params is not None:
             x_np = arr.astype(self._numpy_dtype, copy=False)
             return self._forward_numpy(self._numpy_params, x_np).astype(np.float64)
         return self(torch.from_numpy(np.ascontiguousarray(arr))).double().numpy()
@@ -541,26 +560,23 @@ class MetaLearner:
         return {n: self.inner_lr for n in self._adapt_names}
 
     def _adapt_numpy(self, xn: np.ndarray, yn: np.ndarray, steps: int) -> AdaptedModel:
-        """Inner loop with the model's exact NumPy gradient (MLP): no autograd overhead."""
+        """Inner loop in the model's fused NumPy kernel (MLP): no autograd, no graph."""
         model: Any = self.model
-        fast = {k: v.detach().numpy() for k, v in self._named_params}
-        lrs = self._numpy_lrs()
-        loss_before = math.nan
-        for i in range(steps):
-            loss, grads = model.mse_grad_numpy(fast, xn, yn)
-            if i == 0:
-                loss_before = loss
-            fast = {k: fast[k] - lrs[k] * grads[k] for k in fast}
-        residual = model.forward_numpy(fast, xn) - yn
-        loss_after = float(residual @ residual) / len(yn)
+        theta = self._numpy_theta()
+        loss_before, loss_after, phi = model.adapt_numpy(theta, xn, yn, self._numpy_lrs(), steps)
         return AdaptedModel(
             model.forward_with,
-            {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in fast.items()},
-            loss_before=loss_after if steps == 0 else loss_before,
+            None,
+            loss_before=loss_before,
             loss_after=loss_after,
             steps=steps,
             forward_numpy=model.forward_numpy,
+            numpy_params=phi,
         )
+
+    def _numpy_theta(self) -> dict[str, np.ndarray]:
+        """θ as name -> ndarray views (no copy; read only by the NumPy paths)."""
+        return {k: v.detach().numpy() for k, v in self._named_params}
 
     def _adapt_head(self, x: Tensor, y: Tensor, steps: int) -> AdaptedModel:
         """ANIL: the body runs once; the linear head's MSE gradient is closed-form."""

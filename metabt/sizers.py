@@ -221,7 +221,9 @@ class SignalSizer(bt.Sizer):
             non-positive/non-finite close in the window.
         """
         n = int(self.p.vol_lookback) + 1
-        window = [float(c) for c in closes[-n:]]  # scalar math: cheaper than NumPy for ~20
+        tail = closes[-n:]
+        # scalar math on a list: cheaper than NumPy calls for ~20 values
+        window = tail.tolist() if isinstance(tail, np.ndarray) else [float(c) for c in tail]
         if len(window) != n or not all(math.isfinite(c) and c > 0 for c in window):
             return math.nan
         logs = [math.log(c) for c in window]

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from synthetic import gbm_frame
 
 from metabt.errors import ConfigError, DataError
-from metabt.features import FeatureSpec, stack_window
+from metabt.features import FeatureSpec, OnlineFeatures, stack_window
 
 COLS = ["open", "high", "low", "close", "volume"]
 
@@ -112,6 +112,27 @@ def test_transform_equals_transform_window_on_every_row(frame, spec):
             o[k : t + 1], h[k : t + 1], lo[k : t + 1], c[k : t + 1], v[k : t + 1]
         )
         np.testing.assert_array_equal(short, row)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=["default", "short", "long"])
+def test_online_features_equal_transform_over_a_long_history(spec):
+    # 2,600 bars: more than one exact re-summation of the rolling moments (every 1,024
+    # values); a flat-price stretch (zero volatility, the floor) and a 50x level jump
+    frame = gbm_frame(2600, seed=3)
+    frame.iloc[1500:1600, :4] = frame["close"].iloc[1499]
+    frame.iloc[1800:, :4] *= 50.0
+    X = spec.transform(frame)
+    scale = spec.label_scale(frame)
+    online = OnlineFeatures(spec)
+    _, h, lo, c, v = columns(frame)
+    for t in range(len(frame)):
+        row, s = online.update(h[t], lo[t], c[t], v[t])
+        if t < spec.lookback - 1:
+            assert row is None and math.isnan(s)
+            continue
+        assert row is not None
+        np.testing.assert_allclose(row, X[t], rtol=1e-5, atol=1e-5, err_msg=f"row {t}")
+        assert math.isclose(s, scale[t], rel_tol=1e-9), t
 
 
 specs = st.builds(
