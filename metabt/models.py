@@ -39,7 +39,7 @@ def _flat_rates(
     """Inner learning rates laid out like a flat parameter vector (a float if all equal)."""
     values = [lrs[n] for n in names]
     if all(isinstance(v, (int, float)) for v in values) and len(set(values)) == 1:
-        return float(values[0])  # type: ignore[arg-type]
+        return float(values[0])
     return np.concatenate(
         [
             np.broadcast_to(np.asarray(v, dtype=dtype), (size,))
