@@ -433,13 +433,6 @@ class FeatureSpec:
         return y.astype(np.float32)
 
 
-def _std(values: list[float]) -> float:
-    """Two-pass sample std (ddof=1) of a short list of floats."""
-    n = len(values)
-    mean = sum(values) / n
-    return math.sqrt(sum((x - mean) * (x - mean) for x in values) / (n - 1))
-
-
 class _RollingMoments:
     """Shifted sum and sum of squares of the last w values of a stream, for several w.
 
@@ -483,6 +476,13 @@ class _RollingMoments:
                 sums[j] -= old
                 squares[j] -= old * old
 
+    def stds(self) -> list[float]:
+        """Sample std (ddof=1) of the last w values, for each window w."""
+        return [
+            math.sqrt(max(q - s * s / w, 0.0) / (w - 1))
+            for w, s, q in zip(self.windows, self._sums, self._squares)
+        ]
+
     def std(self, j: int) -> float:
         """Sample std (ddof=1) of the last ``windows[j]`` values (needs that many pushed)."""
         w = self.windows[j]
@@ -519,6 +519,7 @@ class OnlineFeatures:
         self._log_volume: deque[float] = deque(maxlen=spec.volume_window)
         self._mom = [(w, math.sqrt(w)) for w in spec.mom_windows]
         self._sqrt_h = math.sqrt(spec.horizon)
+        self._lags, self._clip, self._scale_label = spec.lags, spec.clip, spec.scale_label
         self.bars = 0
 
     def update(
@@ -547,30 +548,31 @@ class OnlineFeatures:
                 "metabt.data.load_ohlcv"
             )
         log_close = math.log(close)
-        if self._log_close:
-            r = log_close - self._log_close[-1]
+        closes = self._log_close
+        if closes:
+            r = log_close - closes[-1]
             self._returns.append(r)
             self._moments.push(r)
-        self._log_close.append(log_close)
-        self._log_volume.append(math.log1p(volume))
+        closes.append(log_close)
+        volumes = self._log_volume
+        volumes.append(math.log1p(volume))
         self.bars += 1
-        spec = self.spec
         if self.bars < self.lookback:
             return None, math.nan
-        moments = self._moments
-        vols = [max(moments.std(j), _VOL_FLOOR) for j in range(len(self._vol_windows))]
+        vols = [v if v > _VOL_FLOOR else _VOL_FLOOR for v in self._moments.stds()]
         vn = vols[0]
         returns = self._returns
-        row = [returns[-1 - k] / vn for k in range(spec.lags)]
+        row = [returns[-1 - k] / vn for k in range(self._lags)]
         row += [math.log(v / vn) for v in vols[1:]]
-        row += [(log_close - self._log_close[-1 - w]) / (vn * sq) for w, sq in self._mom]
+        row += [(log_close - closes[-1 - w]) / (vn * sq) for w, sq in self._mom]
         row.append(math.log(high / low) / vn)
-        lv = list(self._log_volume)
-        sd = _std(lv)
-        row.append((lv[-1] - sum(lv) / len(lv)) / sd if sd > _VOLUME_STD_TOL else 0.0)
-        c = spec.clip
-        out = np.array([min(max(x, -c), c) for x in row], dtype=np.float32)
-        return out, (vn * self._sqrt_h if spec.scale_label else 1.0)
+        n = len(volumes)
+        mean = sum(volumes) / n
+        sd = math.sqrt(sum([(v - mean) * (v - mean) for v in volumes]) / (n - 1))
+        row.append((volumes[-1] - mean) / sd if sd > _VOLUME_STD_TOL else 0.0)
+        out = np.array(row, dtype=np.float32)
+        np.clip(out, -self._clip, self._clip, out=out)
+        return out, (vn * self._sqrt_h if self._scale_label else 1.0)
 
 
 def stack_window(X: np.ndarray, window: int) -> np.ndarray:

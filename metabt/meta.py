@@ -139,6 +139,16 @@ class AdaptedModel:
         with torch.no_grad():
             return self._forward(self.params, x.to(self.dtype))
 
+    def predict_row(self, x: np.ndarray) -> float:
+        """One prediction for one input row: x (F_in,) float ndarray -> float.
+
+        The per-bar path of ``MetaStrategy``: no batching, no dtype round trips when the
+        row already has the model's dtype.
+        """
+        if self._forward_numpy is not None and self._numpy_params is not None:
+            return float(self._forward_numpy(self._numpy_params, x))
+        return float(self.predict(x)[0])
+
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Predictions for a NumPy array. x: (N, F_in) or (F_in,) -> (N,) float64 ndarray."""
         arr = np.asarray(x)
@@ -269,6 +279,9 @@ class MetaLearner:
         self.engine = engine
 
         self._named_params = list(model.named_parameters())
+        self._fold_cache: tuple[tuple[Any, ...], tuple[np.ndarray, np.ndarray | float]] | None = (
+            None
+        )
         names = [n for n, _ in self._named_params]
         if self._algo.head_only:
             assert isinstance(model, MetaModel)
@@ -562,8 +575,8 @@ class MetaLearner:
     def _adapt_numpy(self, xn: np.ndarray, yn: np.ndarray, steps: int) -> AdaptedModel:
         """Inner loop in the model's fused NumPy kernel (MLP): no autograd, no graph."""
         model: Any = self.model
-        theta = self._numpy_theta()
-        loss_before, loss_after, phi = model.adapt_numpy(theta, xn, yn, self._numpy_lrs(), steps)
+        flat, rate = self._folded_theta()
+        loss_before, loss_after, phi = model.adapt_folded(flat, rate, xn, yn, steps)
         return AdaptedModel(
             model.forward_with,
             None,
@@ -573,6 +586,22 @@ class MetaLearner:
             forward_numpy=model.forward_numpy,
             numpy_params=phi,
         )
+
+    def _folded_theta(self) -> tuple[np.ndarray, np.ndarray | float]:
+        """θ and inner rates in the MLP kernel's flat layout, refolded only when they change.
+
+        A backtest adapts from the same θ hundreds of times; the cache key is each
+        tensor's identity and in-place version counter, so an optimizer step, a
+        ``load_state_dict`` or a replaced parameter all invalidate it.
+        """
+        tensors = [p for _, p in self._named_params]
+        if self.inner_lrs:
+            tensors += [self.inner_lrs[n] for n in self._adapt_names]
+        key = (self.inner_lr, *((id(t), t._version) for t in tensors))
+        if self._fold_cache is None or self._fold_cache[0] != key:
+            folded = self.model.fold_numpy(self._numpy_theta(), self._numpy_lrs())  # type: ignore[operator]
+            self._fold_cache = (key, folded)
+        return self._fold_cache[1]
 
     def _numpy_theta(self) -> dict[str, np.ndarray]:
         """θ as name -> ndarray views (no copy; read only by the NumPy paths)."""

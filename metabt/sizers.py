@@ -182,10 +182,39 @@ class SignalSizer(bt.Sizer):
         if not (_finite(signal) and _finite(vol) and vol > 0):
             return 0
         weight = self.target_weight(signal, vol) * weight_scale
+        return self.shares_for_weight(weight, price, value, current=current, deadband=deadband)
+
+    def shares_for_weight(
+        self,
+        weight: float,
+        price: float,
+        value: float,
+        *,
+        current: float = 0,
+        deadband: float | None = None,
+    ) -> int:
+        """Shares that hold ``weight`` of the portfolio, with the deadband (pure).
+
+        The last stage of :meth:`target_shares`, for callers that already have the target
+        weight (e.g. after a portfolio gross-leverage cap).
+
+        Args:
+            weight (float): target position weight (fraction of equity, signed).
+            price (float): price of one share (currency units).
+            value (float): portfolio value (currency units).
+            current (float): the current position (shares). Default 0.
+            deadband (float | None): overrides the ``deadband`` param. Default None.
+
+        Returns:
+            int: ``trunc(weight * value / price)`` shares; ``int(current)`` when ``weight``
+            is within the deadband of the current weight; 0 for an invalid weight, price
+            or value (NaN, inf, or price/value <= 0) or an overflowing size.
+        """
+        if not (_finite(weight) and _finite(price) and price > 0 and _finite(value) and value > 0):
+            return 0
         held = int(current) if _finite(current) else 0
-        current_weight = held * price / value
         band = self.p.deadband if deadband is None else deadband
-        if abs(weight - current_weight) < band:
+        if abs(weight - held * price / value) < band:
             return held
         shares = weight * value / price
         if not math.isfinite(shares):  # overflow, e.g. a price of 1e-300

@@ -14,7 +14,7 @@ import pandas as pd
 
 from metabt._checks import as_date, reject_unknown_params
 from metabt.errors import ConfigError
-from metabt.features import FeatureSpec, OnlineFeatures
+from metabt.features import FeatureSpec, OnlineFeatures, _RollingMoments
 from metabt.meta import AdaptedModel, MetaLearner
 from metabt.sizers import SignalSizer
 
@@ -70,6 +70,10 @@ class SignalStrategy(bt.Strategy):
             raise ConfigError(f"gross_leverage must be > 0, got {self.p.gross_leverage!r}")
         self._trade_start = as_date(self.p.trade_start, "trade_start")
         self.signals = [Signal(d) for d in self.datas]
+        self._signal_lines: list[Any] = [sig.lines[0] for sig in self.signals]
+        # each data's line objects, looked up once (backtrader resolves data.close by
+        # attribute lookup on every access)
+        self._bars = [(d.high, d.low, d.close, d.volume) for d in self.datas]
         self.rejected_orders: list[dict[str, Any]] = []
         self.traded_value = 0.0
         self._signal_sizer: SignalSizer | None = None
@@ -135,7 +139,7 @@ class SignalStrategy(bt.Strategy):
             if n > self._seen[i]:  # a new bar of this data (calendars may differ)
                 self._seen[i] = n
                 self._last[i] = self.compute_signal(i, d)
-                self.signals[i].signal[0] = self._last[i]
+                self._signal_lines[i][0] = self._last[i]
             active.append(i)
         if active and self.trading():
             self.rebalance(active, [self._last[i] for i in active])
@@ -149,72 +153,71 @@ class SignalStrategy(bt.Strategy):
         """
         sizer = self._signal_sizer
         assert sizer is not None
-        datas = [self.datas[i] for i in active]
-        vols = [self.realised_vol(i) for i in active]
-        weights = [sizer.target_weight(s, v) for s, v in zip(signals, vols)]
-        gross = float(sum(abs(w) for w in weights))
-        scale = min(1.0, self.p.gross_leverage / gross) if gross > 0 else 1.0
+        weights = [sizer.target_weight(s, self.realised_vol(i)) for i, s in zip(active, signals)]
+        gross = sum(abs(w) for w in weights)
+        cap = self.p.gross_leverage
+        if gross > cap:
+            weights = [w * (cap / gross) for w in weights]
         value = self.broker.getvalue()
-        prices = [d.close[0] for d in datas]
+        datas = [self.datas[i] for i in active]
+        prices = [self._bars[i][2][0] for i in active]
         current = [self.getposition(d).size for d in datas]
-
-        def targets(deadband: float | None) -> list[int]:
-            return [
-                sizer.target_shares(
-                    s, v, p, value, current=c, weight_scale=scale, deadband=deadband
-                )
-                for s, v, p, c in zip(signals, vols, prices, current)
-            ]
-
-        target = targets(None)
-        if sum(abs(t) * p for t, p in zip(target, prices)) > self.p.gross_leverage * value:
+        target = [
+            sizer.shares_for_weight(w, p, value, current=c)
+            for w, p, c in zip(weights, prices, current)
+        ]
+        if sum(abs(t) * p for t, p in zip(target, prices)) > cap * value:
             # positions held inside their deadband pushed the book over the cap: go exact
-            target = targets(0.0)
-        orders = [(abs(t) < abs(c), d, t) for d, t, c in zip(datas, target, current) if t != c]
-        # reductions (flag True) sort first: they free cash for the increases
-        for _, d, size in sorted(orders, key=lambda o: not o[0]):
-            self.order_target_size(d, size)
+            target = [
+                sizer.shares_for_weight(w, p, value, current=c, deadband=0.0)
+                for w, p, c in zip(weights, prices, current)
+            ]
+        # reductions first: they free cash for the increases
+        orders = sorted(
+            ((abs(t) >= abs(c), d, t - c) for d, t, c in zip(datas, target, current) if t != c),
+            key=lambda o: o[0],
+        )
+        for _, d, delta in orders:
+            if delta > 0:
+                self.buy(d, size=delta)
+            else:
+                self.sell(d, size=-delta)
 
 
 @dataclass
 class _AssetState:
-    """Per-data buffers of MetaStrategy: closes, feature rows, label scales, labels."""
+    """Per-data buffers of MetaStrategy, one entry per bar.
+
+    Scalars per bar live in Python lists (appending and reading a Python float is far
+    cheaper than indexing a NumPy array one element at a time); the feature rows, which
+    are sliced as support sets, live in a growing float32 array.
+    """
 
     spec: FeatureSpec
-    capacity: int = 512
-    n: int = 0
-    close: np.ndarray = field(init=False)  # (capacity,) close of each bar
+    index: int  # of the data in MetaStrategy.datas
+    n: int = 0  # bars seen
+    first_row: int = -1  # first bar with a feature row (end of the feature warm-up)
     X: np.ndarray = field(init=False)  # (capacity, F) float32 feature rows
-    scale: np.ndarray = field(init=False)  # (capacity,) label scale of each bar
-    y: np.ndarray = field(init=False)  # (capacity,) realised labels (NaN until known)
+    log_close: list[float] = field(default_factory=list)
+    scale: list[float] = field(default_factory=list)  # label scale of each bar
+    y: list[float] = field(default_factory=list)  # realised labels (NaN until known)
+    pred: list[float] = field(default_factory=list)  # prediction made at each bar
+    made_by: list[int] = field(default_factory=list)  # adaptation index behind it
     model: AdaptedModel | None = None
     model_index: int = -1  # index of the current adaptation in MetaStrategy.adaptations
     since_adapt: int = 0
     online: OnlineFeatures = field(init=False)
-    pred: np.ndarray = field(init=False)  # (capacity,) prediction made at each bar
-    made_by: np.ndarray = field(init=False)  # (capacity,) adaptation index behind it
+    vol: _RollingMoments | None = None  # log returns over the sizer's vol_lookback
     errors: deque[float] = field(default_factory=lambda: deque(maxlen=250))  # realised
     current_errors: list[float] = field(default_factory=list)  # of the current model
 
     def __post_init__(self) -> None:
-        self.n_features = self.spec.n_features
         self.online = OnlineFeatures(self.spec)
-        self.close = np.full(self.capacity, np.nan)
-        self.X = np.full((self.capacity, self.n_features), np.nan, dtype=np.float32)
-        self.scale = np.full(self.capacity, np.nan)
-        self.y = np.full(self.capacity, np.nan, dtype=np.float32)
-        self.pred = np.full(self.capacity, np.nan)
-        self.made_by = np.full(self.capacity, -1, dtype=np.int64)
+        self.X = np.full((512, self.spec.n_features), np.nan, dtype=np.float32)
 
     def grow(self) -> None:
-        extra = self.capacity
-        self.close = np.concatenate([self.close, np.full(extra, np.nan)])
-        self.X = np.vstack([self.X, np.full((extra, self.n_features), np.nan, dtype=np.float32)])
-        self.scale = np.concatenate([self.scale, np.full(extra, np.nan)])
-        self.y = np.concatenate([self.y, np.full(extra, np.nan, dtype=np.float32)])
-        self.pred = np.concatenate([self.pred, np.full(extra, np.nan)])
-        self.made_by = np.concatenate([self.made_by, np.full(extra, -1, dtype=np.int64)])
-        self.capacity += extra
+        extra = np.full_like(self.X, np.nan)
+        self.X = np.vstack([self.X, extra])
 
 
 class MetaStrategy(SignalStrategy):
@@ -319,26 +322,45 @@ class MetaStrategy(SignalStrategy):
         self.adaptations: list[dict[str, Any]] = []
         self._query_sq = [0.0]  # realised squared error per adaptation (index shifted by 1)
         self._query_n = [0]
-        self._states = [_AssetState(self.spec) for _ in self.datas]
+        self._states = [_AssetState(self.spec, i) for i in range(len(self.datas))]
+
+    def start(self) -> None:
+        super().start()
+        assert self._signal_sizer is not None
+        lookback = int(self._signal_sizer.p.vol_lookback)
+        for state in self._states:
+            state.vol = _RollingMoments((lookback,))
 
     # ---- per-bar bookkeeping
     def _record_bar(self, state: _AssetState, data: bt.DataBase) -> int:
-        if state.n == state.capacity:
-            state.grow()
         k = state.n
-        close = data.close[0]
-        state.close[k] = close
-        state.n += 1
-        row, scale = state.online.update(data.high[0], data.low[0], close, data.volume[0])
+        if k == len(state.X):
+            state.grow()
+        high, low, close_line, volume = self._bars[state.index]
+        close = close_line[0]
+        row, scale = state.online.update(high[0], low[0], close, volume[0])
         if row is not None:
             state.X[k] = row
-            state.scale[k] = scale
+            if state.first_row < 0:
+                state.first_row = k
+        log_close = math.log(close)
+        if k:
+            assert state.vol is not None
+            state.vol.push(log_close - state.log_close[-1])
+        state.log_close.append(log_close)
+        state.scale.append(scale)
+        state.y.append(math.nan)
+        state.pred.append(math.nan)
+        state.made_by.append(-1)
+        state.n = k + 1
         s = k - self.horizon
         if s >= 0:  # the label of bar s is realised by the close of bar k = s + horizon
-            state.y[s] = (math.log(close) - math.log(state.close[s])) / state.scale[s]
-            if math.isfinite(state.pred[s]):  # the prediction made at bar s is now scored
-                err = (state.pred[s] - float(state.y[s])) ** 2
-                a = int(state.made_by[s])
+            y = (log_close - state.log_close[s]) / state.scale[s]
+            state.y[s] = y
+            prediction = state.pred[s]
+            if math.isfinite(prediction) and math.isfinite(y):  # now scored
+                err = (prediction - y) ** 2
+                a = state.made_by[s]
                 self._query_sq[a + 1] += err
                 self._query_n[a + 1] += 1
                 state.errors.append(err)
@@ -346,14 +368,15 @@ class MetaStrategy(SignalStrategy):
                     state.current_errors.append(err)
         return k
 
-    def _inputs(self, state: _AssetState, rows: np.ndarray) -> np.ndarray:
-        """Model inputs of the given bar indices: (len(rows), window * F), oldest row first."""
+    def _inputs(self, state: _AssetState, first: int, last: int) -> np.ndarray:
+        """Model inputs of bars first..last: (last - first + 1, window * F), oldest row first.
+
+        Requires ``first >= state.first_row + window - 1`` (every row already computed).
+        """
         if self.window == 1:
-            return state.X[rows]
-        idx = rows[:, None] + np.arange(1 - self.window, 1)[None, :]
-        if idx.min() < 0:
-            return np.full((len(rows), self.window * self.spec.n_features), np.nan, np.float32)
-        return state.X[idx].reshape(len(rows), -1)
+            return state.X[first : last + 1]
+        idx = np.arange(first, last + 1)[:, None] + np.arange(1 - self.window, 1)[None, :]
+        return state.X[idx].reshape(last - first + 1, -1)
 
     def _maybe_adapt(self, state: _AssetState, data: bt.DataBase, k: int) -> None:
         state.since_adapt += 1
@@ -364,13 +387,10 @@ class MetaStrategy(SignalStrategy):
             trigger = "drift"
         last = k - self.horizon  # newest bar whose label is known
         first = last - self.p.support + 1
-        if first < 0:
-            return
-        rows = np.arange(first, last + 1)
-        x = self._inputs(state, rows)
-        y = state.y[rows]
-        if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        if state.first_row < 0 or first < state.first_row + self.window - 1:
             return  # still in the feature warm-up: not enough realised pairs
+        x = self._inputs(state, first, last)
+        y = np.array(state.y[first : last + 1], dtype=np.float32)
         model = self.learner.adapt(x, y, steps=self.p.inner_steps)
         state.model = model
         state.since_adapt = 0
@@ -383,7 +403,7 @@ class MetaStrategy(SignalStrategy):
                 "date": pd.Timestamp(data.datetime.date(0)),
                 "data": data._name,
                 "trigger": trigger,
-                "support": len(rows),
+                "support": last - first + 1,
                 "loss_before": model.loss_before,
                 "loss_after": model.loss_after,
                 "steps": model.steps,
@@ -405,21 +425,28 @@ class MetaStrategy(SignalStrategy):
         state = self._states[i]
         k = self._record_bar(state, data)
         self._maybe_adapt(state, data, k)
-        if state.model is None:
+        if state.model is None or k < state.first_row + self.window - 1:
             return math.nan
-        x = state.X[k : k + 1] if self.window == 1 else self._inputs(state, np.array([k]))
-        if not np.isfinite(x).all():
-            return math.nan
-        prediction = float(state.model.predict(x)[0])
+        x = state.X[k] if self.window == 1 else self._inputs(state, k, k)[0]
+        prediction = state.model.predict_row(x)
         state.pred[k] = prediction
         state.made_by[k] = state.model_index
         return prediction
 
     def realised_vol(self, i: int) -> float:
-        """The sizer's volatility estimate, from this strategy's own buffer of closes."""
-        assert self._signal_sizer is not None
+        """The sizer's volatility estimate (see ``SignalSizer.realised_vol``), kept O(1) per bar.
+
+        Same definition and ``vol_lookback`` / ``bars_per_year`` as the sizer, from rolling
+        moments of this data's log returns (equal to ``SignalSizer.vol_from_closes`` to
+        float precision; tested). NaN with fewer than ``vol_lookback + 1`` bars.
+        """
+        sizer = self._signal_sizer
+        assert sizer is not None
         state = self._states[i]
-        return self._signal_sizer.vol_from_closes(state.close[: state.n])
+        lookback = int(sizer.p.vol_lookback)
+        if state.vol is None or state.n <= lookback:
+            return math.nan
+        return state.vol.std(0) * math.sqrt(sizer.p.bars_per_year)
 
     # ---- results
     def features(self, i: int = 0) -> np.ndarray:

@@ -352,6 +352,26 @@ def test_numpy_mlp_gradient_equals_autograd():
         np.testing.assert_allclose(np_grads[name], g.numpy(), rtol=1e-10, atol=1e-14)
 
 
+@pytest.mark.parametrize("hidden", [(5,), (7, 5, 3)])
+@pytest.mark.parametrize("steps", [0, 1, 3])
+def test_fused_numpy_inner_loop_equals_autograd_for_any_depth(hidden, steps):
+    learner = MetaLearner(MLP(F, hidden, seed=2).double(), algorithm="metasgd", inner_lr=0.1)
+    for p in learner.inner_lrs.values():  # per-element rates, so the layout must match
+        p.data.uniform_(0.01, 0.2, generator=torch.Generator().manual_seed(1))
+    theta = {k: v.detach().clone() for k, v in learner.model.named_parameters()}
+    xs, ys, _, _ = _batch(b=1, s=15)
+    fast = learner.adapt(xs[0], ys[0], steps=steps)
+    reference = learner._adapt_autograd(xs[0], ys[0], steps)
+    assert math.isclose(fast.loss_before, reference.loss_before, rel_tol=1e-10)
+    assert math.isclose(fast.loss_after, reference.loss_after, rel_tol=1e-10)
+    assert fast.steps == steps
+    for name, value in reference.params.items():
+        assert fast.params[name].shape == value.shape, name
+        torch.testing.assert_close(fast.params[name], value, rtol=1e-10, atol=1e-12)
+    for name, value in learner.model.named_parameters():  # θ untouched
+        assert torch.equal(value.detach(), theta[name]), name
+
+
 @pytest.mark.parametrize("algorithm", ["maml", "metasgd", "anil"])
 @pytest.mark.parametrize("model_type", ["mlp", "gru"])
 def test_fast_adaptation_paths_equal_the_autograd_reference(algorithm, model_type):
