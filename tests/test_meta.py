@@ -352,6 +352,29 @@ def test_numpy_mlp_gradient_equals_autograd():
         np.testing.assert_allclose(np_grads[name], g.numpy(), rtol=1e-10, atol=1e-14)
 
 
+def test_adaptation_follows_theta_when_it_changes_in_place():
+    """The folded-θ cache of the NumPy path is refreshed by meta-steps and in-place edits."""
+    learner = MetaLearner(MLP(F, (6,), seed=3).double(), algorithm="maml", inner_lr=0.1)
+    xs, ys, _, _ = _batch(b=1, s=12)
+
+    def assert_matches_reference(adapted):
+        reference = learner._adapt_autograd(xs[0], ys[0], learner.inner_steps)
+        for name, value in reference.params.items():
+            torch.testing.assert_close(adapted.params[name], value, rtol=1e-10, atol=1e-12)
+
+    first = learner.adapt(xs[0], ys[0])
+    assert_matches_reference(first)
+    learner.meta_step(*_batch())  # optimizer step: θ changes in place
+    after_step = learner.adapt(xs[0], ys[0])
+    assert_matches_reference(after_step)
+    assert not torch.equal(after_step.params["head.bias"], first.params["head.bias"])
+    with torch.no_grad():
+        learner.model.head.bias.add_(1.0)
+    assert_matches_reference(learner.adapt(xs[0], ys[0]))
+    row = xs[0][0].numpy()
+    assert after_step.predict_row(row) == pytest.approx(float(after_step.predict(row)[0]))
+
+
 @pytest.mark.parametrize("hidden", [(5,), (7, 5, 3)])
 @pytest.mark.parametrize("steps", [0, 1, 3])
 def test_fused_numpy_inner_loop_equals_autograd_for_any_depth(hidden, steps):

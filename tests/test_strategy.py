@@ -141,6 +141,22 @@ def test_support_labels_are_realised_offline_labels(sample_frames, small_learner
         np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-6)
 
 
+def test_incremental_sizing_vol_equals_the_sizers_definition(sample_frames, small_learner):
+    """MetaStrategy's O(1) rolling vol == SignalSizer.realised_vol on the feed, every bar."""
+    pairs = []
+
+    class VolProbe(MetaStrategy):
+        def next(self):
+            super().next()
+            for i, d in enumerate(self.datas):
+                pairs.append((self.realised_vol(i), self._signal_sizer.realised_vol(d)))
+
+    _run(sample_frames, small_learner, strategy=VolProbe)
+    ours, sizer = np.array(pairs).T
+    assert len(pairs) > 500 and np.isfinite(sizer).sum() > 500
+    np.testing.assert_allclose(ours, sizer, rtol=1e-9, equal_nan=True)
+
+
 def test_same_seed_same_orders_and_returns(base_run, sample_frames, small_learner):
     again = _run(sample_frames, small_learner)
     assert again.strategy.orders_log == base_run.strategy.orders_log
