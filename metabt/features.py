@@ -571,7 +571,8 @@ class OnlineFeatures:
         sd = math.sqrt(sum([(v - mean) * (v - mean) for v in volumes]) / (n - 1))
         row.append((volumes[-1] - mean) / sd if sd > _VOLUME_STD_TOL else 0.0)
         out = np.array(row, dtype=np.float32)
-        np.clip(out, -self._clip, self._clip, out=out)
+        np.minimum(out, self._clip, out=out)  # two ufunc calls: cheaper than np.clip here
+        np.maximum(out, -self._clip, out=out)
         return out, (vn * self._sqrt_h if self._scale_label else 1.0)
 
 

@@ -34,6 +34,13 @@ class Signal(bt.Indicator):
     def next(self) -> None:
         """Nothing to compute: the strategy writes the value of the bar."""
 
+    def once(self, start: int, end: int) -> None:
+        """Nothing to compute in backtrader's vectorised (``runonce``) pass either.
+
+        Defining it matters: an indicator that overrides only ``next`` gets backtrader's
+        ``once_via_next``, which replays every bar of its data a second time in Python.
+        """
+
 
 class SignalStrategy(bt.Strategy):
     """Base of metabt's strategies: one signal per data, positions set through SignalSizer.
@@ -153,30 +160,31 @@ class SignalStrategy(bt.Strategy):
         """
         sizer = self._signal_sizer
         assert sizer is not None
-        weights = [sizer.target_weight(s, self.realised_vol(i)) for i, s in zip(active, signals)]
-        gross = sum(abs(w) for w in weights)
         cap = self.p.gross_leverage
+        weights = [sizer.target_weight(s, self.realised_vol(i)) for i, s in zip(active, signals)]
+        gross = sum([abs(w) for w in weights])
         if gross > cap:
             weights = [w * (cap / gross) for w in weights]
         value = self.broker.getvalue()
-        datas = [self.datas[i] for i in active]
-        prices = [self._bars[i][2][0] for i in active]
-        current = [self.getposition(d).size for d in datas]
-        target = [
-            sizer.shares_for_weight(w, p, value, current=c)
-            for w, p, c in zip(weights, prices, current)
-        ]
-        if sum(abs(t) * p for t, p in zip(target, prices)) > cap * value:
+        shares = sizer.shares_for_weight
+        plan = []  # (data, weight, price, held, target)
+        book = 0.0
+        for i, w in zip(active, weights):
+            data = self.datas[i]
+            price = self._bars[i][2][0]
+            held = self.getposition(data).size
+            target = shares(w, price, value, current=held)
+            plan.append((data, w, price, held, target))
+            book += abs(target) * price
+        if book > cap * value:
             # positions held inside their deadband pushed the book over the cap: go exact
-            target = [
-                sizer.shares_for_weight(w, p, value, current=c, deadband=0.0)
-                for w, p, c in zip(weights, prices, current)
+            plan = [
+                (d, w, p, c, shares(w, p, value, current=c, deadband=0.0)) for d, w, p, c, _ in plan
             ]
         # reductions first: they free cash for the increases
-        orders = sorted(
-            ((abs(t) >= abs(c), d, t - c) for d, t, c in zip(datas, target, current) if t != c),
-            key=lambda o: o[0],
-        )
+        orders = [(abs(t) >= abs(c), d, t - c) for d, _, _, c, t in plan if t != c]
+        if len(orders) > 1:
+            orders.sort(key=lambda o: o[0])
         for _, d, delta in orders:
             if delta > 0:
                 self.buy(d, size=delta)
