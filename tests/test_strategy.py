@@ -199,6 +199,26 @@ def test_plain_cerebro_usage_with_checkpoint(tmp_path, sample_frames, small_lear
     assert strat.getposition(strat.data).size >= 0
 
 
+def test_runonce_and_bar_by_bar_modes_give_the_same_signals_and_orders(
+    sample_frames, small_learner
+):
+    """backtrader's vectorised (runonce) and next-only modes drive MetaStrategy alike."""
+    results = []
+    for runonce in (True, False):
+        cerebro = bt.Cerebro(stdstats=False, runonce=runonce)
+        for name in ("AAPL", "IBM"):
+            cerebro.adddata(feed(sample_frames[name].loc["2009-06-01":"2010-06-30"], name=name))
+        cerebro.addstrategy(RecordingMetaStrategy, learner=small_learner, support=40)
+        strat = cerebro.run()[0]
+        signals = [np.array(line.signal.array[: len(strat)]) for line in strat.signals]
+        results.append((signals, strat.orders_log))
+    (signals_once, orders_once), (signals_next, orders_next) = results
+    assert len(orders_once) > 10 and orders_once == orders_next
+    for a, b in zip(signals_once, signals_next):
+        assert np.isfinite(a).sum() > 100
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("strategy", [BuyAndHold, SmaCross])
 def test_baselines_run_on_the_same_period(strategy, sample_frames, base_run):
     run = run_backtest(strategy, sample_frames, start=START, warmup_bars=150)
