@@ -53,6 +53,32 @@ def feature_costs(spec: FeatureSpec) -> None:
     )
 
 
+def inner_loop_paths(f: int, x: torch.Tensor, y: torch.Tensor) -> None:
+    """The MLP inner loop three ways, same θ and support: autograd, per-step NumPy, fused."""
+    learner = MetaLearner(MLP(f), algorithm="maml")
+    model = learner.model
+    xn, yn = x.numpy(), y.numpy()
+    theta = {k: v.detach().numpy() for k, v in model.named_parameters()}
+
+    def stepwise() -> None:  # mse_grad_numpy + one dict update per step (the PR-2 path)
+        fast = dict(theta)
+        for _ in range(STEPS):
+            _, grads = model.mse_grad_numpy(fast, xn, yn)
+            fast = {k: fast[k] - learner.inner_lr * grads[k] for k in fast}
+
+    def best(fn: object) -> float:
+        return min(timeit.repeat(fn, number=200, repeat=5)) / 200  # type: ignore[arg-type]
+
+    autograd = best(lambda: learner._adapt_autograd(x, y, STEPS))
+    step = best(stepwise)
+    fused = best(lambda: learner.adapt(xn, yn, steps=STEPS))
+    print(
+        f"MLP inner loop ({STEPS} steps): torch.autograd {autograd * 1e3:.3f} ms, NumPy per "
+        f"step {step * 1e3:.3f} ms, fused NumPy kernel (adapt) {fused * 1e3:.3f} ms: "
+        f"{autograd / fused:.1f}x and {step / fused:.2f}x"
+    )
+
+
 def main() -> None:
     torch.set_num_threads(1)
     spec = FeatureSpec()
@@ -68,6 +94,7 @@ def main() -> None:
                 (model_type, algorithm, latency(MetaLearner(model, algorithm=algorithm), x, y))
             )
     feature_costs(spec)
+    inner_loop_paths(f, x=torch.randn(SUPPORT, f, generator=g), y=y)
     ref = rows[0][2]
     print(f"adaptation latency, support {SUPPORT}, {STEPS} inner steps, {f} features, 1 thread")
     print(f"{'model':<5} {'algorithm':<9} {'ms':>7} {'vs mlp/maml':>12}")
