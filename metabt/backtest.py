@@ -20,6 +20,7 @@ from metabt.sizers import SignalSizer
 __all__ = [
     "BacktestResult",
     "Costs",
+    "asset_results",
     "run_backtest",
     "signal_frames",
     "signal_ic",
@@ -71,10 +72,13 @@ class BacktestResult:
         returns: simple per-bar portfolio returns from the start date (tz-naive index).
         benchmark: buy-and-hold returns of the first data on the same dates.
         metrics: quantstats metrics of ``returns`` (see ``metabt.report.compute_metrics``),
-            plus ``turnover``: filled notional per year as a multiple of average equity.
+            plus ``hit_rate`` (the portfolio row of ``assets``: share of held positions
+            whose next-bar return had their sign), ``turnover`` (filled notional per year
+            as a multiple of average equity) and, for model strategies, ``ic``/``rank_ic``.
         strategy: the backtrader strategy instance after the run (adaptation log, signals).
         analyzer: the QuantStatsAnalyzer, for ``tearsheet``.
         rejected_orders: orders the broker rejected.
+        assets: per-asset and portfolio results, see :func:`asset_results`.
     """
 
     name: str
@@ -84,6 +88,7 @@ class BacktestResult:
     strategy: Any
     analyzer: QuantStatsAnalyzer
     rejected_orders: list[dict[str, Any]] = field(default_factory=list)
+    assets: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def tearsheet(self, path: str | Path, title: str | None = None) -> Path:
         """Write the quantstats HTML tearsheet (with the benchmark) to ``path``."""
@@ -225,6 +230,120 @@ def signal_ic(strategy: Any, horizon: int, start: pd.Timestamp) -> dict[str, flo
     }
 
 
+ASSET_COLUMNS = [
+    "bars",
+    "exposure",
+    "hit_rate",
+    "contribution",
+    "turnover",
+    "ic",
+    "rank_ic",
+    "adaptations",
+    "query_loss",
+]
+
+
+def asset_results(
+    positions: pd.DataFrame,
+    closes: Mapping[str, pd.Series],
+    equity: pd.Series,
+    *,
+    cash: float,
+    traded: Mapping[str, float] | None = None,
+    signal_pairs: Mapping[str, pd.DataFrame] | None = None,
+    adaptation_log: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Per-asset and portfolio results of one backtest.
+
+    Attribution is close to close: the position held at the close of bar t earns the
+    asset's return to the close of its next bar, before costs, so ``contribution`` summed
+    over the assets differs from the portfolio's net return by the costs and by trading
+    at the open.
+
+    Args:
+        positions: (dates, assets) signed position value at each close, currency units
+            (backtrader's ``PositionsValue`` analyzer), test period only.
+        closes: asset -> close prices over the test period (its own calendar).
+        equity: portfolio value at each close, currency units (same dates as the returns).
+        cash: starting cash, currency units.
+        traded: asset -> filled notional over the test period, currency units.
+        signal_pairs: asset -> ``signal`` and ``forward`` columns (:func:`signal_frames`),
+            for the model's IC; None for strategies without a model.
+        adaptation_log: ``MetaStrategy.adaptation_log()`` (query losses per adaptation).
+
+    Returns:
+        DataFrame indexed by asset, then ``portfolio``, with columns:
+        ``bars`` (test bars), ``exposure`` (mean |position| / equity; for the portfolio,
+        mean gross leverage), ``hit_rate`` (share of bars holding a position whose next-bar
+        return had the position's sign; pooled over assets for the portfolio; bars with a
+        zero return are left out), ``contribution`` (sum of position × next-bar return,
+        as a fraction of starting cash), ``turnover`` (filled notional per year over
+        average equity), ``ic`` / ``rank_ic`` (Pearson / Spearman correlation of the signal
+        with the forward log return; the portfolio row is their mean), ``adaptations``
+        and ``query_loss`` (count-weighted mean realised query MSE), NaN where they do not
+        apply.
+    """
+    rows: dict[str, dict[str, float]] = {}
+    hits = held_total = 0
+    years = max(len(equity), 1) / PERIODS_PER_YEAR
+    mean_equity = float(equity.mean()) if len(equity) else math.nan
+    traded = traded or {}
+    for name, close in closes.items():
+        close = close.astype(float)
+        value = positions[name].reindex(close.index).fillna(0.0) if name in positions else None
+        nxt = close.shift(-1) / close - 1.0
+        row: dict[str, float] = {"bars": float(len(close))}
+        if value is None:
+            row.update(exposure=math.nan, hit_rate=math.nan, contribution=math.nan)
+        else:
+            held = (value != 0) & np.isfinite(nxt) & (nxt != 0)
+            hit = int((np.sign(value[held]) == np.sign(nxt[held])).sum())
+            hits += hit
+            held_total += int(held.sum())
+            row["exposure"] = float((value.abs() / equity.reindex(close.index)).mean())
+            row["hit_rate"] = hit / int(held.sum()) if held.any() else math.nan
+            row["contribution"] = float((value * nxt).sum()) / cash
+        row["turnover"] = traded.get(name, math.nan) / mean_equity / years
+        pair = (signal_pairs or {}).get(name)
+        if pair is not None and len(pair) >= 20 and pair["signal"].std() > 0:
+            row["ic"] = float(pair["signal"].corr(pair["forward"]))
+            row["rank_ic"] = float(pair["signal"].corr(pair["forward"], method="spearman"))
+        if adaptation_log is not None:
+            mine = adaptation_log[adaptation_log["data"] == name]
+            row["adaptations"] = float(len(mine))
+            counts = mine["query_count"].to_numpy(dtype=float)
+            losses = np.nan_to_num(mine["query_loss"].to_numpy(dtype=float))
+            row["query_loss"] = (
+                float((losses * counts).sum() / counts.sum()) if counts.sum() else math.nan
+            )
+        rows[name] = row
+    table = pd.DataFrame.from_dict(rows, orient="index").reindex(columns=ASSET_COLUMNS)
+    gross = positions.abs().sum(axis=1) / equity.reindex(positions.index)
+    table.loc["portfolio"] = {
+        "bars": float(len(equity)),
+        "exposure": float(gross.mean()) if len(gross) else math.nan,
+        "hit_rate": hits / held_total if held_total else math.nan,
+        "contribution": float(table["contribution"].sum(min_count=1)),
+        "turnover": sum(traded.values()) / mean_equity / years if traded else math.nan,
+        "ic": float(table["ic"].mean()),
+        "rank_ic": float(table["rank_ic"].mean()),
+        "adaptations": float(table["adaptations"].sum(min_count=1)),
+        "query_loss": _pooled_query_loss(adaptation_log),
+    }
+    table.index.name = "asset"
+    return table
+
+
+def _pooled_query_loss(log: pd.DataFrame | None) -> float:
+    if log is None or not len(log):
+        return math.nan
+    counts = log["query_count"].to_numpy(dtype=float)
+    if not counts.sum():
+        return math.nan
+    losses = np.nan_to_num(log["query_loss"].to_numpy(dtype=float))
+    return float((losses * counts).sum() / counts.sum())
+
+
 def run_backtest(
     strategy: type[bt.Strategy],
     frames: Mapping[str, pd.DataFrame],
@@ -280,6 +399,7 @@ def run_backtest(
     cerebro.addsizer(SignalSizer, **dict(sizer_kwargs or {}))
     cerebro.addstrategy(strategy, trade_start=start_ts.date(), **dict(strategy_kwargs or {}))
     cerebro.addanalyzer(QuantStatsAnalyzer, _name="quantstats", start=start_ts.date())
+    cerebro.addanalyzer(bt.analyzers.PositionsValue, _name="positions")
     strat = cerebro.run()[0]
     analyzer = strat.analyzers.quantstats
     analysis = analyzer.get_analysis()
@@ -290,8 +410,40 @@ def run_backtest(
     traded = float(getattr(strat, "traded_value", 0.0))
     metrics["turnover"] = traded / float(equity.mean()) * PERIODS_PER_YEAR / max(len(returns), 1)
     horizon = getattr(strat, "horizon", None)
+    pairs = None
     if horizon is not None:  # a model's signal: how well it ranks the forward returns
         metrics.update(signal_ic(strat, horizon, start_ts))
+        pairs = signal_frames(strat, horizon, start_ts)
+    names = [d._name for d in strat.datas]
+    held = strat.analyzers.positions.get_analysis()
+    positions = pd.DataFrame.from_dict(held, orient="index", columns=names)
+    positions.index = pd.DatetimeIndex(pd.to_datetime(list(held))).normalize()
+    positions = positions.loc[positions.index >= start_ts]
+    closes = {
+        name: frame["close"].loc[start_ts:end_ts]
+        if end_ts is not None
+        else frame["close"].loc[start_ts:]
+        for name, frame in frames.items()
+    }
+    log = strat.adaptation_log() if hasattr(strat, "adaptation_log") else None
+    assets = asset_results(
+        positions,
+        closes,
+        equity,
+        cash=float(cash),
+        traded=dict(getattr(strat, "traded_by_data", {})),
+        signal_pairs=pairs,
+        adaptation_log=log,
+    )
+    hit_rate = float(assets.loc["portfolio", "hit_rate"])
+    # shown beside quantstats' win_rate (the share of positive portfolio bars)
+    ordered: dict[str, float] = {}
+    for key, value in metrics.items():
+        ordered[key] = value
+        if key == "win_rate":
+            ordered["hit_rate"] = hit_rate
+    ordered.setdefault("hit_rate", hit_rate)
+    metrics = ordered
     return BacktestResult(
         name=name or strategy.__name__,
         returns=returns,
@@ -300,4 +452,5 @@ def run_backtest(
         strategy=strat,
         analyzer=analyzer,
         rejected_orders=list(getattr(strat, "rejected_orders", [])),
+        assets=assets,
     )

@@ -336,7 +336,7 @@ def _warn_rejections(results: Sequence[Any]) -> None:
 def _cmd_backtest(args: argparse.Namespace) -> int:
     from metabt.backtest import run_backtest
     from metabt.meta import MetaLearner
-    from metabt.report import format_table, metrics_table
+    from metabt.report import format_table, metrics_table, write_text
     from metabt.strategy import MetaStrategy
     from strategies.baselines import BuyAndHold, SmaCross
 
@@ -374,12 +374,19 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     _warn_rejections(results)
     print()
     print(format_table(metrics_table({r.name: r.metrics for r in results})))
+    if len(frames) > 1:
+        print("\nMetaStrategy per asset (contribution: position x next-bar return, before costs)")
+        print(format_table(meta.assets))
     report = meta.tearsheet(
         Path(args.report),
         title=f"MetaStrategy ({learner.algorithm}) vs buy-and-hold {next(iter(frames))}",
     )
     diagnostics = meta.diagnostics(report.with_name(f"{report.stem}_diagnostics.html"))
+    assets = write_text(
+        report.with_name(f"{report.stem}_assets.csv"), meta.assets.reset_index().to_csv(index=False)
+    )
     print(f"\ntearsheet written to {report.resolve()}")
+    print(f"per-asset results written to {assets.resolve()}")
     print(f"adaptation diagnostics written to {diagnostics.resolve()}")
     return 0
 
@@ -448,7 +455,16 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         "the difference could be noise; MetaDrift: MetaStrategy that also adapts when its "
         "realised error exceeds twice its usual level",
     ]
-    paths = write_comparison(table, tearsheets, out, title="metabt compare", notes=notes)
+    assets = pd.concat({r.name: r.assets for r in results}, names=["strategy", "asset"])
+    notes.append(
+        "hit_rate: share of held positions whose next-bar return had their sign (win_rate: "
+        "share of positive portfolio bars); per asset (assets.csv): exposure = mean "
+        "|position| / equity, contribution = position x next-bar return before costs, "
+        "as a fraction of starting cash"
+    )
+    paths = write_comparison(
+        table, tearsheets, out, title="metabt compare", notes=notes, assets=assets
+    )
     diagnostics = results[0].diagnostics(out / "MetaStrategy_diagnostics.html")
     print()
     for note in notes:
@@ -457,6 +473,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     print()
     print(format_table(table))
     print(f"\ntable: {paths['csv'].resolve()} and {paths['markdown'].resolve()}")
+    print(f"per asset: {paths['assets_csv'].resolve()} and {paths['assets_markdown'].resolve()}")
     print(f"index of tearsheets: {paths['html'].resolve()}")
     print(f"MetaStrategy adaptation diagnostics: {diagnostics.resolve()}")
     return 0

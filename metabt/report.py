@@ -31,7 +31,19 @@ __all__ = [
 ]
 
 #: Metrics shown as percentages by :func:`format_table`.
-PERCENT_METRICS = frozenset({"cagr", "max_drawdown", "volatility", "total_return", "win_rate"})
+PERCENT_METRICS = frozenset(
+    {
+        "cagr",
+        "max_drawdown",
+        "volatility",
+        "total_return",
+        "win_rate",
+        "hit_rate",
+        "exposure",
+        "contribution",
+    }
+)
+COUNT_METRICS = frozenset({"bars", "adaptations"})
 
 
 def _check_returns(returns: object, name: str) -> pd.Series:
@@ -356,6 +368,7 @@ def write_comparison(
     *,
     title: str,
     notes: Sequence[str] = (),
+    assets: pd.DataFrame | None = None,
 ) -> dict[str, Path]:
     """Write a strategy comparison: CSV, Markdown and an HTML index of the tearsheets.
 
@@ -366,9 +379,13 @@ def write_comparison(
         out_dir: destination folder (created if missing).
         title: heading of the Markdown and HTML pages.
         notes: lines printed above the table (period, costs, training range...).
+        assets: optional per-asset results, indexed by (strategy, asset), columns as
+            ``metabt.backtest.asset_results``; written to ``assets.csv`` and
+            ``assets.md`` and shown on the index page.
 
     Returns:
-        ``{"csv": ..., "markdown": ..., "html": ...}`` paths, each written atomically.
+        ``{"csv": ..., "markdown": ..., "html": ...}`` paths (plus ``assets_csv`` and
+        ``assets_markdown`` with ``assets``), each written atomically.
     """
     out = Path(out_dir)
     csv = write_text(out / "compare.csv", table.reset_index().to_csv(index=False))
@@ -388,6 +405,16 @@ def write_comparison(
         )
         rows.append(f"<tr><td>{cell}</td>{values}</tr>")
     header = "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns)
+    paths: dict[str, Path] = {"csv": csv, "markdown": markdown}
+    asset_html = ""
+    if assets is not None:
+        paths["assets_csv"] = write_text(
+            out / "assets.csv", assets.reset_index().to_csv(index=False)
+        )
+        flat = assets.reset_index(level=list(range(1, assets.index.nlevels)))
+        asset_lines = [f"# {title}: per asset", "", format_table(flat, markdown=True)]
+        paths["assets_markdown"] = write_text(out / "assets.md", "\n".join(asset_lines) + "\n")
+        asset_html = "<h2>Per asset</h2>" + _html_table(assets)
     page = (
         "<!DOCTYPE html><html><head><meta charset='utf-8'>"
         f"<title>{html.escape(title)}</title>"
@@ -397,10 +424,26 @@ def write_comparison(
         f"<h1>{html.escape(title)}</h1><ul>"
         + "".join(f"<li>{html.escape(n)}</li>" for n in notes)
         + f"</ul><table><tr><th>strategy</th>{header}</tr>{''.join(rows)}</table>"
-        "<p>Each strategy name links to its quantstats tearsheet.</p></body></html>"
+        "<p>Each strategy name links to its quantstats tearsheet.</p>"
+        f"{asset_html}</body></html>"
     )
-    page_path = write_text(out / "index.html", page)
-    return {"csv": csv, "markdown": markdown, "html": page_path}
+    paths["html"] = write_text(out / "index.html", page)
+    return paths
+
+
+def _html_table(df: pd.DataFrame) -> str:
+    """A metrics-like table as HTML, index levels first, values formatted as in the text."""
+    names = [str(n) for n in df.index.names]
+    header = "".join(f"<th>{html.escape(c)}</th>" for c in [*names, *map(str, df.columns)])
+    rows = []
+    for key, row in df.iterrows():
+        keys = key if isinstance(key, tuple) else (key,)
+        cells = [f"<td>{html.escape(str(k))}</td>" for k in keys]
+        cells += [
+            f"<td>{html.escape(_format_value(str(c), float(row[c])))}</td>" for c in df.columns
+        ]
+        rows.append(f"<tr>{''.join(cells)}</tr>")
+    return f"<table><tr>{header}</tr>{''.join(rows)}</table>"
 
 
 def write_diagnostics(
@@ -517,14 +560,17 @@ def _format_value(column: str, value: float) -> str:
         return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
     if column in PERCENT_METRICS:
         return f"{value:.2%}"
+    if column in COUNT_METRICS:
+        return f"{value:.0f}"
     return f"{value:.2f}"
 
 
 def format_table(df: pd.DataFrame, *, markdown: bool = False) -> str:
     """Render a metrics table as text: percentages for return-like metrics, 2 decimals else.
 
-    ``cagr``, ``max_drawdown``, ``volatility``, ``total_return`` and ``win_rate`` are shown
-    as percentages; other numbers with two decimals.
+    ``cagr``, ``max_drawdown``, ``volatility``, ``total_return``, ``win_rate``,
+    ``hit_rate``, ``exposure`` and ``contribution`` are shown as percentages, ``bars`` and
+    ``adaptations`` as integers, other numbers with two decimals.
 
     Args:
         df (pd.DataFrame): a table such as :func:`metrics_table` returns.

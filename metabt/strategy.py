@@ -66,6 +66,7 @@ class SignalStrategy(bt.Strategy):
         signals (list[Signal]): the ``signal`` line of each data, in ``self.datas`` order.
         rejected_orders (list[dict]): orders the broker rejected (margin, cash), with date.
         traded_value (float): total notional of filled orders, currency units (turnover).
+        traded_by_data (dict[str, float]): the same per data name.
     """
 
     params: Any = (("trade_start", None), ("gross_leverage", 0.95))
@@ -83,6 +84,7 @@ class SignalStrategy(bt.Strategy):
         self._bars = [(d.high, d.low, d.close, d.volume) for d in self.datas]
         self.rejected_orders: list[dict[str, Any]] = []
         self.traded_value = 0.0
+        self.traded_by_data: dict[str, float] = {}
         self._signal_sizer: SignalSizer | None = None
         self._seen = [0] * len(self.datas)  # bars of each data already processed
         self._last = [math.nan] * len(self.datas)  # latest signal of each data
@@ -106,7 +108,10 @@ class SignalStrategy(bt.Strategy):
 
     def notify_order(self, order: bt.Order) -> None:
         if order.status == order.Completed:
-            self.traded_value += abs(order.executed.size * order.executed.price)
+            notional = abs(order.executed.size * order.executed.price)
+            self.traded_value += notional
+            name = order.data._name
+            self.traded_by_data[name] = self.traded_by_data.get(name, 0.0) + notional
         elif order.status in (order.Margin, order.Rejected):
             self.rejected_orders.append(
                 {

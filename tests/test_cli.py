@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from metabt.cli import main
@@ -21,6 +22,8 @@ def _run_main(capsys, *argv):
 
 @pytest.mark.slow
 def test_backtest_main_job_reduced(tmp_path, capsys):
+    import pandas as pd
+
     report = tmp_path / "reports" / "run.html"
     code, out, err = _run_main(
         capsys,
@@ -47,6 +50,9 @@ def test_backtest_main_job_reduced(tmp_path, capsys):
     assert report.is_file() and report.stat().st_size > 10_000
     assert str(report.resolve()) in out
     assert (report.parent / "run_diagnostics.html").stat().st_size > 20_000
+    assets = pd.read_csv(report.parent / "run_assets.csv")
+    assert assets["asset"].tolist() == ["AAPL", "MSFT", "portfolio"]
+    assert "MetaStrategy per asset" in out and "hit_rate" in out
     assert "findfont" not in err and "Warning" not in err
 
 
@@ -223,6 +229,13 @@ def test_compare_writes_table_tearsheets_and_index(tmp_path, capsys):
         assert f'href="tearsheets/{name}.html"' in page
     assert "| MetaStrategy" in (out / "compare.md").read_text()
     assert "strictly before 2011-06-01" in stdout
+    assert table["hit_rate"].between(0, 1).all()
+    assert table.columns.get_loc("hit_rate") == table.columns.get_loc("win_rate") + 1
+    assets = pd.read_csv(out / "assets.csv")
+    assert len(assets) == len(names) * 3  # AAPL, IBM, portfolio for every strategy
+    portfolio = assets[assets["asset"] == "portfolio"].set_index("strategy")
+    np.testing.assert_allclose(portfolio.loc[names, "hit_rate"], table["hit_rate"])
+    assert "Per asset" in page and "| MetaStrategy" in (out / "assets.md").read_text()
 
 
 @pytest.mark.slow

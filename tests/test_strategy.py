@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from metabt import MetaStrategy, QuantStatsAnalyzer, SignalSizer
-from metabt.backtest import Costs, run_backtest
+from metabt.backtest import Costs, asset_results, run_backtest, signal_frames
 from metabt.data import feed
 from metabt.errors import ConfigError
 from strategies import BuyAndHold, SmaCross
@@ -386,3 +386,53 @@ def test_diagnostics_page_embeds_a_figure(base_run, sample_frames, tmp_path):
     holder = run_backtest(BuyAndHold, sample_frames, start=START, warmup_bars=150)
     with pytest.raises(ConfigError, match="does not adapt"):
         holder.diagnostics(tmp_path / "no.html")
+
+
+# ---------------------------------------------------------------- per-asset results
+def test_asset_results_by_hand():
+    dates = pd.bdate_range("2020-01-01", periods=4)
+    closes = {
+        "A": pd.Series([100.0, 110.0, 99.0, 99.0], index=dates),
+        "B": pd.Series([50.0, 50.0, 55.0, 44.0], index=dates),
+    }
+    # position values at each close: A long 1000, then short 500, then flat; B long 500
+    positions = pd.DataFrame({"A": [1000.0, -500.0, 0.0, 0.0], "B": [500.0] * 4}, index=dates)
+    equity = pd.Series([2000.0, 2100.0, 2000.0, 1900.0], index=dates)
+    table = asset_results(positions, closes, equity, cash=2000.0, traded={"A": 1500.0, "B": 500.0})
+    # A: +10% while long (hit), -10% while short (hit), flat at the end -> 2 of 2
+    # B: 0% (left out), +10% (hit), -20% (miss), last bar has no next -> 1 of 2
+    assert table.loc["A", "hit_rate"] == 1.0 and table.loc["B", "hit_rate"] == 0.5
+    assert table.loc["portfolio", "hit_rate"] == 3 / 4
+    assert table.loc["A", "contribution"] == pytest.approx((100.0 + 50.0) / 2000.0)
+    assert table.loc["B", "contribution"] == pytest.approx((0.0 + 50.0 - 100.0) / 2000.0)
+    assert table.loc["A", "exposure"] == pytest.approx(np.mean([1000 / 2000, 500 / 2100, 0, 0]))
+    gross = np.mean([1500 / 2000, 1000 / 2100, 500 / 2000, 500 / 1900])
+    assert table.loc["portfolio", "exposure"] == pytest.approx(gross)
+    years = 4 / 252
+    assert table.loc["A", "turnover"] == pytest.approx(1500.0 / equity.mean() / years)
+    assert table.loc["portfolio", "bars"] == 4 and np.isnan(table.loc["A", "ic"])
+
+
+def test_contributions_add_up_to_buy_and_hold_pnl(sample_frames):
+    """Without costs, buy-and-hold's close-to-close contributions are its whole P&L."""
+    run = run_backtest(BuyAndHold, sample_frames, start=START, warmup_bars=5, costs=Costs(0.0, 0.0))
+    equity = 100_000.0 * (1 + run.returns).cumprod()
+    pnl = run.assets.loc[list(sample_frames), "contribution"].sum() * 100_000.0
+    # orders of the first test bar fill at the next open; from that close on, shares stay
+    assert pnl == pytest.approx(equity.iloc[-1] - equity.iloc[1], rel=1e-9)
+    assert run.metrics["hit_rate"] == run.assets.loc["portfolio", "hit_rate"]
+
+
+def test_model_asset_results_match_the_adaptation_log_and_signals(base_run):
+    strat, assets = base_run.strategy, base_run.assets
+    log = strat.adaptation_log()
+    start = base_run.returns.index[0]
+    pairs = signal_frames(strat, strat.horizon, start)
+    for name, pair in pairs.items():
+        assert assets.loc[name, "adaptations"] == (log["data"] == name).sum()
+        assert assets.loc[name, "ic"] == pytest.approx(pair["signal"].corr(pair["forward"]))
+    assert assets.loc["portfolio", "adaptations"] == len(log)
+    assert assets.loc["portfolio", "ic"] == pytest.approx(base_run.metrics["ic"])
+    assert 0 < assets.loc["portfolio", "exposure"] <= 0.95 * 1.05
+    turnover = assets.loc[list(pairs), "turnover"].sum()
+    assert turnover == pytest.approx(base_run.metrics["turnover"])
