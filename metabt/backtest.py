@@ -72,8 +72,8 @@ class BacktestResult:
         returns: simple per-bar portfolio returns from the start date (tz-naive index).
         benchmark: buy-and-hold returns of the first data on the same dates.
         metrics: quantstats metrics of ``returns`` (see ``metabt.report.compute_metrics``),
-            plus ``hit_rate`` (the portfolio row of ``assets``: share of held positions
-            whose next-bar return had their sign), ``turnover`` (filled notional per year
+            plus ``hit_rate`` (the portfolio row of ``assets``: share of bars with a
+            position whose P&L was positive), ``turnover`` (filled notional per year
             as a multiple of average equity) and, for model strategies, ``ic``/``rank_ic``.
         strategy: the backtrader strategy instance after the run (adaptation log, signals).
         analyzer: the QuantStatsAnalyzer, for ``tearsheet``.
@@ -245,7 +245,7 @@ ASSET_COLUMNS = [
 
 def asset_results(
     positions: pd.DataFrame,
-    closes: Mapping[str, pd.Series],
+    prices: Mapping[str, pd.DataFrame],
     equity: pd.Series,
     *,
     cash: float,
@@ -255,17 +255,18 @@ def asset_results(
 ) -> pd.DataFrame:
     """Per-asset and portfolio results of one backtest.
 
-    Attribution is close to close: the position held at the close of bar t earns the
-    asset's return to the close of its next bar, before costs, so ``contribution`` summed
-    over the assets differs from the portfolio's net return by the costs and by trading
-    at the open.
+    Orders fill at the open, so in bar t an asset earns, before costs,
+    ``pnl_t = q_{t-1} (O_t - C_{t-1}) + q_t (C_t - O_t)`` with q the shares held at each
+    close: the old position through the overnight gap, the new one from the open. Summed
+    over assets this is the portfolio's P&L before commission and slippage.
 
     Args:
         positions: (dates, assets) signed position value at each close, currency units
             (backtrader's ``PositionsValue`` analyzer), test period only.
-        closes: asset -> close prices over the test period (its own calendar).
+        prices: asset -> DataFrame with ``open`` and ``close`` over the test period (its
+            own calendar).
         equity: portfolio value at each close, currency units (same dates as the returns).
-        cash: starting cash, currency units.
+        cash: starting cash, currency units (no position before the test period).
         traded: asset -> filled notional over the test period, currency units.
         signal_pairs: asset -> ``signal`` and ``forward`` columns (:func:`signal_frames`),
             for the model's IC; None for strategies without a model.
@@ -274,35 +275,35 @@ def asset_results(
     Returns:
         DataFrame indexed by asset, then ``portfolio``, with columns:
         ``bars`` (test bars), ``exposure`` (mean |position| / equity; for the portfolio,
-        mean gross leverage), ``hit_rate`` (share of bars holding a position whose next-bar
-        return had the position's sign; pooled over assets for the portfolio; bars with a
-        zero return are left out), ``contribution`` (sum of position × next-bar return,
-        as a fraction of starting cash), ``turnover`` (filled notional per year over
-        average equity), ``ic`` / ``rank_ic`` (Pearson / Spearman correlation of the signal
-        with the forward log return; the portfolio row is their mean), ``adaptations``
-        and ``query_loss`` (count-weighted mean realised query MSE), NaN where they do not
-        apply.
+        mean gross leverage), ``hit_rate`` (share of bars with a position, entering or
+        held, whose P&L was positive; bars with zero P&L are left out; pooled over assets
+        for the portfolio), ``contribution`` (sum of pnl_t as a fraction of starting cash),
+        ``turnover`` (filled notional per year over average equity), ``ic`` / ``rank_ic``
+        (Pearson / Spearman correlation of the signal with the forward log return; the
+        portfolio row is their mean), ``adaptations`` and ``query_loss`` (count-weighted
+        mean realised query MSE); NaN where they do not apply.
     """
     rows: dict[str, dict[str, float]] = {}
-    hits = held_total = 0
+    hits = scored_total = 0
     years = max(len(equity), 1) / PERIODS_PER_YEAR
     mean_equity = float(equity.mean()) if len(equity) else math.nan
     traded = traded or {}
-    for name, close in closes.items():
-        close = close.astype(float)
-        value = positions[name].reindex(close.index).fillna(0.0) if name in positions else None
-        nxt = close.shift(-1) / close - 1.0
+    for name, bars in prices.items():
+        open_ = bars["open"].astype(float)
+        close = bars["close"].astype(float)
         row: dict[str, float] = {"bars": float(len(close))}
-        if value is None:
-            row.update(exposure=math.nan, hit_rate=math.nan, contribution=math.nan)
-        else:
-            held = (value != 0) & np.isfinite(nxt) & (nxt != 0)
-            hit = int((np.sign(value[held]) == np.sign(nxt[held])).sum())
+        if name in positions:
+            value = positions[name].reindex(close.index).fillna(0.0)
+            shares = value / close
+            before = shares.shift(1, fill_value=0.0)
+            pnl = before * (open_ - close.shift(1)).fillna(0.0) + shares * (close - open_)
+            scored = ((shares != 0) | (before != 0)) & (pnl != 0)
+            hit = int((pnl[scored] > 0).sum())
             hits += hit
-            held_total += int(held.sum())
+            scored_total += int(scored.sum())
             row["exposure"] = float((value.abs() / equity.reindex(close.index)).mean())
-            row["hit_rate"] = hit / int(held.sum()) if held.any() else math.nan
-            row["contribution"] = float((value * nxt).sum()) / cash
+            row["hit_rate"] = hit / int(scored.sum()) if scored.any() else math.nan
+            row["contribution"] = float(pnl.sum()) / cash
         row["turnover"] = traded.get(name, math.nan) / mean_equity / years
         pair = (signal_pairs or {}).get(name)
         if pair is not None and len(pair) >= 20 and pair["signal"].std() > 0:
@@ -311,18 +312,14 @@ def asset_results(
         if adaptation_log is not None:
             mine = adaptation_log[adaptation_log["data"] == name]
             row["adaptations"] = float(len(mine))
-            counts = mine["query_count"].to_numpy(dtype=float)
-            losses = np.nan_to_num(mine["query_loss"].to_numpy(dtype=float))
-            row["query_loss"] = (
-                float((losses * counts).sum() / counts.sum()) if counts.sum() else math.nan
-            )
+            row["query_loss"] = _pooled_query_loss(mine)
         rows[name] = row
     table = pd.DataFrame.from_dict(rows, orient="index").reindex(columns=ASSET_COLUMNS)
     gross = positions.abs().sum(axis=1) / equity.reindex(positions.index)
     table.loc["portfolio"] = {
         "bars": float(len(equity)),
         "exposure": float(gross.mean()) if len(gross) else math.nan,
-        "hit_rate": hits / held_total if held_total else math.nan,
+        "hit_rate": hits / scored_total if scored_total else math.nan,
         "contribution": float(table["contribution"].sum(min_count=1)),
         "turnover": sum(traded.values()) / mean_equity / years if traded else math.nan,
         "ic": float(table["ic"].mean()),
@@ -419,16 +416,16 @@ def run_backtest(
     positions = pd.DataFrame.from_dict(held, orient="index", columns=names)
     positions.index = pd.DatetimeIndex(pd.to_datetime(list(held))).normalize()
     positions = positions.loc[positions.index >= start_ts]
-    closes = {
-        name: frame["close"].loc[start_ts:end_ts]
+    prices = {
+        name: frame[["open", "close"]].loc[start_ts:end_ts]
         if end_ts is not None
-        else frame["close"].loc[start_ts:]
+        else frame[["open", "close"]].loc[start_ts:]
         for name, frame in frames.items()
     }
     log = strat.adaptation_log() if hasattr(strat, "adaptation_log") else None
     assets = asset_results(
         positions,
-        closes,
+        prices,
         equity,
         cash=float(cash),
         traded=dict(getattr(strat, "traded_by_data", {})),

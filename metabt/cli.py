@@ -375,7 +375,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     print()
     print(format_table(metrics_table({r.name: r.metrics for r in results})))
     if len(frames) > 1:
-        print("\nMetaStrategy per asset (contribution: position x next-bar return, before costs)")
+        print("\nMetaStrategy per asset (contribution: P&L before costs / starting cash)")
         print(format_table(meta.assets))
     report = meta.tearsheet(
         Path(args.report),
@@ -457,10 +457,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     ]
     assets = pd.concat({r.name: r.assets for r in results}, names=["strategy", "asset"])
     notes.append(
-        "hit_rate: share of held positions whose next-bar return had their sign (win_rate: "
-        "share of positive portfolio bars); per asset (assets.csv): exposure = mean "
-        "|position| / equity, contribution = position x next-bar return before costs, "
-        "as a fraction of starting cash"
+        "hit_rate: share of (asset, bar) pairs with a position whose P&L was positive "
+        "(win_rate: share of positive portfolio bars); per asset (assets.csv): exposure = "
+        "mean |position| / equity, contribution = P&L before costs as a fraction of "
+        "starting cash"
     )
     paths = write_comparison(
         table, tearsheets, out, title="metabt compare", notes=notes, assets=assets

@@ -391,22 +391,26 @@ def test_diagnostics_page_embeds_a_figure(base_run, sample_frames, tmp_path):
 # ---------------------------------------------------------------- per-asset results
 def test_asset_results_by_hand():
     dates = pd.bdate_range("2020-01-01", periods=4)
-    closes = {
-        "A": pd.Series([100.0, 110.0, 99.0, 99.0], index=dates),
-        "B": pd.Series([50.0, 50.0, 55.0, 44.0], index=dates),
+    prices = {
+        "A": pd.DataFrame({"open": [100.0, 108, 100, 99], "close": [100.0, 110, 99, 99]}, dates),
+        "B": pd.DataFrame({"open": [50.0, 50, 54, 45], "close": [50.0, 50, 55, 44]}, dates),
     }
-    # position values at each close: A long 1000, then short 500, then flat; B long 500
-    positions = pd.DataFrame({"A": [1000.0, -500.0, 0.0, 0.0], "B": [500.0] * 4}, index=dates)
+    # A: 10 shares, then short 5 (filled at the open of bar 1), then flat; B: 10 shares
+    positions = pd.DataFrame(
+        {"A": [1000.0, -550.0, 0.0, 0.0], "B": [500.0, 500.0, 550.0, 440.0]}, index=dates
+    )
     equity = pd.Series([2000.0, 2100.0, 2000.0, 1900.0], index=dates)
-    table = asset_results(positions, closes, equity, cash=2000.0, traded={"A": 1500.0, "B": 500.0})
-    # A: +10% while long (hit), -10% while short (hit), flat at the end -> 2 of 2
-    # B: 0% (left out), +10% (hit), -20% (miss), last bar has no next -> 1 of 2
+    table = asset_results(positions, prices, equity, cash=2000.0, traded={"A": 1500.0, "B": 500.0})
+    # A: bar 1: 10 * (108 - 100) - 5 * (110 - 108) = 70; bar 2: -5 * (100 - 110) = 50
+    # B: bar 2: 10 * (54 - 50) + 10 * (55 - 54) = 50; bar 3: 10 * (44 - 55) = -110;
+    # bars with zero P&L are not scored
     assert table.loc["A", "hit_rate"] == 1.0 and table.loc["B", "hit_rate"] == 0.5
     assert table.loc["portfolio", "hit_rate"] == 3 / 4
-    assert table.loc["A", "contribution"] == pytest.approx((100.0 + 50.0) / 2000.0)
-    assert table.loc["B", "contribution"] == pytest.approx((0.0 + 50.0 - 100.0) / 2000.0)
-    assert table.loc["A", "exposure"] == pytest.approx(np.mean([1000 / 2000, 500 / 2100, 0, 0]))
-    gross = np.mean([1500 / 2000, 1000 / 2100, 500 / 2000, 500 / 1900])
+    assert table.loc["A", "contribution"] == pytest.approx(120.0 / 2000.0)
+    assert table.loc["B", "contribution"] == pytest.approx(-60.0 / 2000.0)
+    assert table.loc["portfolio", "contribution"] == pytest.approx(60.0 / 2000.0)
+    assert table.loc["A", "exposure"] == pytest.approx(np.mean([1000 / 2000, 550 / 2100, 0, 0]))
+    gross = np.mean([1500 / 2000, 1050 / 2100, 550 / 2000, 440 / 1900])
     assert table.loc["portfolio", "exposure"] == pytest.approx(gross)
     years = 4 / 252
     assert table.loc["A", "turnover"] == pytest.approx(1500.0 / equity.mean() / years)
@@ -414,12 +418,11 @@ def test_asset_results_by_hand():
 
 
 def test_contributions_add_up_to_buy_and_hold_pnl(sample_frames):
-    """Without costs, buy-and-hold's close-to-close contributions are its whole P&L."""
+    """Without costs, the per-asset contributions add up to the portfolio's whole P&L."""
     run = run_backtest(BuyAndHold, sample_frames, start=START, warmup_bars=5, costs=Costs(0.0, 0.0))
     equity = 100_000.0 * (1 + run.returns).cumprod()
     pnl = run.assets.loc[list(sample_frames), "contribution"].sum() * 100_000.0
-    # orders of the first test bar fill at the next open; from that close on, shares stay
-    assert pnl == pytest.approx(equity.iloc[-1] - equity.iloc[1], rel=1e-9)
+    assert pnl == pytest.approx(equity.iloc[-1] - 100_000.0, rel=1e-9)
     assert run.metrics["hit_rate"] == run.assets.loc["portfolio", "hit_rate"]
 
 
