@@ -480,14 +480,15 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_walkforward(args: argparse.Namespace) -> int:
-    from metabt.backtest import run_backtest, walkforward_folds
-    from metabt.report import compute_metrics, write_tearsheet, write_text
+    from metabt.backtest import run_backtest, signal_frames, walkforward_folds
+    from metabt.report import compute_metrics, write_diagnostics, write_tearsheet, write_text
     from metabt.strategy import MetaStrategy
 
     frames, train_frames, common = _prepare(args)
     end = args.end if args.end is not None else max(f.index[-1] for f in frames.values())
     folds = walkforward_folds(args.start, end, years=args.fold_years)
-    rows, returns, benchmarks = [], [], []
+    rows, returns, benchmarks, logs, assets = [], [], [], [], {}
+    pairs: dict[str, list[pd.DataFrame]] = {}
     for k, (test_start, test_end) in enumerate(folds, 1):
         window = train_frames
         if args.train_years is not None:  # rolling: only the last train_years before the fold
@@ -525,6 +526,7 @@ def _cmd_walkforward(args: argparse.Namespace) -> int:
                         "cagr",
                         "max_drawdown",
                         "total_return",
+                        "hit_rate",
                         "turnover",
                         "ic",
                         "rank_ic",
@@ -534,6 +536,11 @@ def _cmd_walkforward(args: argparse.Namespace) -> int:
         )
         returns.append(result.returns)
         benchmarks.append(result.benchmark)
+        logs.append(result.strategy.adaptation_log().assign(fold=k))
+        assets[k] = result.assets
+        fold_start = pd.Timestamp(result.returns.index[0])
+        for name, pair in signal_frames(result.strategy, learner.horizon, fold_start).items():
+            pairs.setdefault(name, []).append(pair.loc[: result.returns.index[-1]])
     stitched = pd.concat(returns).rename("returns")
     benchmark = pd.concat(benchmarks).rename(next(iter(frames)))
     if not stitched.index.is_monotonic_increasing or stitched.index.has_duplicates:
@@ -547,6 +554,18 @@ def _cmd_walkforward(args: argparse.Namespace) -> int:
         out / "walkforward.html",
         title=f"MetaStrategy walk-forward, {len(folds)} folds",
     )
+    asset_csv = write_text(
+        out / "assets.csv",
+        pd.concat(assets, names=["fold", "asset"]).reset_index().to_csv(index=False),
+    )
+    diagnostics = write_diagnostics(
+        stitched,
+        benchmark,
+        pd.concat(logs, ignore_index=True),
+        {name: pd.concat(parts) for name, parts in pairs.items()},
+        out / "walkforward_diagnostics.html",
+        title=f"MetaStrategy walk-forward, {len(folds)} folds: adaptation diagnostics",
+    )
     overall = compute_metrics(stitched)
     print()
     print(table.to_string(float_format=lambda v: f"{v:.3f}"))
@@ -556,6 +575,7 @@ def _cmd_walkforward(args: argparse.Namespace) -> int:
         f"cagr {overall['cagr']:.2%}, max drawdown {overall['max_drawdown']:.2%}"
     )
     print(f"fold table: {csv.resolve()}\ntearsheet: {report.resolve()}")
+    print(f"per fold and asset: {asset_csv.resolve()}\ndiagnostics: {diagnostics.resolve()}")
     return 0
 
 

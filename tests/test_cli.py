@@ -274,6 +274,12 @@ def test_walkforward_never_trains_on_its_own_or_later_data(tmp_path, capsys, rol
     else:
         assert folds["train_start"].nunique() == 1  # expanding: same first date
     assert (out / "walkforward.html").stat().st_size > 10_000
+    assert (out / "walkforward_diagnostics.html").stat().st_size > 20_000
+    assets = pd.read_csv(out / "assets.csv")
+    assert (
+        assets.groupby("fold")["asset"].apply(list).tolist() == [["IBM", "MSFT", "portfolio"]] * 2
+    )
+    assert folds["hit_rate"].between(0, 1).all()
 
 
 def test_cross_asset_transfer_trains_without_the_traded_asset(tmp_path, capsys):
