@@ -77,6 +77,14 @@ def inner_loop_paths(f: int, x: torch.Tensor, y: torch.Tensor) -> None:
         f"step {step * 1e3:.3f} ms, fused NumPy kernel (adapt) {fused * 1e3:.3f} ms: "
         f"{autograd / fused:.1f}x and {step / fused:.2f}x"
     )
+    gru = MetaLearner(GRU(f, 32, 10), algorithm="maml")
+    xg = torch.randn(SUPPORT, gru.model.n_features, generator=torch.Generator().manual_seed(1))
+    autograd = best(lambda: gru._adapt_autograd(xg, y, STEPS))
+    bptt = best(lambda: gru.adapt(xg.numpy(), yn, steps=STEPS))
+    print(
+        f"GRU inner loop ({STEPS} steps, window 10): torch.autograd {autograd * 1e3:.2f} ms, "
+        f"NumPy backprop through time (adapt) {bptt * 1e3:.2f} ms: {autograd / bptt:.1f}x"
+    )
 
 
 def main() -> None:

@@ -560,7 +560,7 @@ class MetaLearner:
                 "support set has NaN or infinite values; drop rows whose label "
                 "or features are not yet known"
             )
-        if hasattr(self.model, "mse_grad_numpy") and not self._algo.head_only:
+        if hasattr(self.model, "adapt_folded") and not self._algo.head_only:
             return self._adapt_numpy(xn, yn, steps)
         x, y = torch.from_numpy(xn), torch.from_numpy(yn)
         if self._algo.head_only:

@@ -369,6 +369,133 @@ class GRU(MetaModel):
             h = (1.0 - z) * n + z * h
         return h
 
+    # ---- NumPy fast path (test-time inner loop inside a backtest): backpropagation
+    # through time written out, no autograd graph, gradients into one flat buffer.
+    _names = ("x2h.weight", "x2h.bias", "h2h.weight", "h2h.bias", "head.weight", "head.bias")
+
+    def _states_numpy(
+        self, p: Mapping[str, np.ndarray], x: np.ndarray
+    ) -> tuple[np.ndarray, list[tuple[np.ndarray, ...]]]:
+        """Forward through the window. x: (N, W * F) -> last h (N, H), per-step caches."""
+        n_rows, hidden = x.shape[0], self.hidden_size
+        steps = x.reshape(n_rows, self.window, self.step_features)
+        gx = steps @ p["x2h.weight"].T
+        gx += p["x2h.bias"]
+        w_hh_t, b_hh = p["h2h.weight"].T, p["h2h.bias"]
+        h = np.zeros((n_rows, hidden), dtype=gx.dtype)
+        cache: list[tuple[np.ndarray, ...]] = []
+        for t in range(self.window):
+            gh = h @ w_hh_t
+            gh += b_hh
+            g = gx[:, t]
+            rz = g[:, : 2 * hidden] + gh[:, : 2 * hidden]
+            rz = 1.0 / (1.0 + np.exp(-rz))  # sigmoid of the reset and update gates
+            r, z = rz[:, :hidden], rz[:, hidden:]
+            hn = gh[:, 2 * hidden :]
+            n = np.tanh(g[:, 2 * hidden :] + r * hn)
+            cache.append((h, r, z, n, hn))
+            h = n + z * (h - n)  # (1 - z) * n + z * h
+        return h, cache
+
+    def forward_numpy(self, params: Mapping[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+        """``forward_with`` in NumPy. x: (N, W * F) -> (N,), or (W * F,) -> ()."""
+        if x.ndim == 1:
+            return self.forward_numpy(params, x[None, :])[0]
+        h, _ = self._states_numpy(params, x)
+        return h @ params["head.weight"][0] + params["head.bias"][0]
+
+    def fold_numpy(
+        self, params: Mapping[str, np.ndarray], lrs: Mapping[str, np.ndarray | float]
+    ) -> tuple[np.ndarray, np.ndarray | float]:
+        """θ raveled into one flat vector and the inner rates alike (a float if all equal)."""
+        flat = np.concatenate([np.ravel(params[n]) for n in self._names])
+        rates = [lrs[n] for n in self._names]
+        if all(isinstance(r, float) for r in rates) and len(set(rates)) == 1:
+            return flat, float(rates[0])
+        parts = [
+            np.broadcast_to(np.asarray(lrs[n], flat.dtype), params[n].shape) for n in self._names
+        ]
+        return flat, np.concatenate([np.ravel(a) for a in parts])
+
+    def adapt_folded(
+        self,
+        theta: np.ndarray,
+        rate: np.ndarray | float,
+        x: np.ndarray,
+        y: np.ndarray,
+        steps: int,
+    ) -> tuple[float, float, dict[str, np.ndarray]]:
+        """The inner loop in NumPy: ``steps`` gradient steps on the support MSE.
+
+        Same update as the MLP's kernel (MAML's inner loop, per-parameter rates for
+        Meta-SGD), with the gradient by backpropagation through time over the window
+        (Werbos 1990). Equal to ``torch.autograd`` on ``forward_with`` (tested in float64).
+
+        Args:
+            theta: θ from :meth:`fold_numpy` (not modified); rate: its rates.
+            x: (S, W * F) support inputs; y: (S,) labels, θ's dtype.
+            steps: inner steps (>= 0).
+
+        Returns:
+            (loss_before, loss_after, φ as name -> ndarray in ``state_dict()`` shapes).
+        """
+        flat = theta.copy()
+        grad = np.empty_like(flat)
+        p, d = {}, {}
+        start = 0
+        for name, shape in zip(self._names, self._shapes_numpy()):
+            size = math.prod(shape)
+            p[name] = flat[start : start + size].reshape(shape)
+            d[name] = grad[start : start + size].reshape(shape)
+            start += size
+        n_rows, hidden = len(y), self.hidden_size
+        steps_x = x.reshape(n_rows * self.window, self.step_features)
+        scale = 2.0 / n_rows
+        d_gx = np.empty((n_rows, self.window, 3 * hidden), dtype=flat.dtype)
+        d_gh = np.empty_like(d_gx)
+        h_seen = np.empty((n_rows, self.window, hidden), dtype=flat.dtype)
+        ones = np.ones(n_rows * self.window, dtype=flat.dtype)
+        loss_before = math.nan
+        for step in range(steps + 1):
+            h, cache = self._states_numpy(p, x)
+            residual = h @ p["head.weight"][0]
+            residual += p["head.bias"][0]
+            residual -= y
+            if step == 0:
+                loss_before = float(residual @ residual) / n_rows
+            if step == steps:
+                return loss_before, float(residual @ residual) / n_rows, p
+            residual *= scale
+            np.matmul(residual, h, out=d["head.weight"][0])
+            d["head.bias"][0] = residual.sum()
+            dh = np.multiply.outer(residual, p["head.weight"][0])
+            w_hh = p["h2h.weight"]
+            for t in range(self.window - 1, -1, -1):
+                h_prev, r, z, n, hn = cache[t]
+                h_seen[:, t] = h_prev
+                dn_pre = dh * (1.0 - z) * (1.0 - n * n)  # through n = tanh(.)
+                dg = d_gx[:, t]  # gate pre-activations: reset, update, candidate
+                dg[:, :hidden] = dn_pre * hn * r * (1.0 - r)
+                dg[:, hidden : 2 * hidden] = dh * (h_prev - n) * z * (1.0 - z)
+                dg[:, 2 * hidden :] = dn_pre
+                dgh = d_gh[:, t]  # the same through h2h, where r gates the candidate
+                dgh[:, : 2 * hidden] = dg[:, : 2 * hidden]
+                np.multiply(dn_pre, r, out=dgh[:, 2 * hidden :])
+                dh = dh * z + dgh @ w_hh
+            # the weight gradients summed over rows and steps: one matmul each
+            flat_dg = d_gx.reshape(n_rows * self.window, 3 * hidden)
+            flat_dgh = d_gh.reshape(n_rows * self.window, 3 * hidden)
+            np.matmul(flat_dg.T, steps_x, out=d["x2h.weight"])
+            np.matmul(ones, flat_dg, out=d["x2h.bias"])
+            np.matmul(flat_dgh.T, h_seen.reshape(n_rows * self.window, hidden), out=d["h2h.weight"])
+            np.matmul(ones, flat_dgh, out=d["h2h.bias"])
+            grad *= rate
+            flat -= grad
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _shapes_numpy(self) -> list[tuple[int, ...]]:
+        return [tuple(self.get_parameter(n).shape) for n in self._names]
+
     def config(self) -> dict[str, Any]:
         """Constructor arguments as JSON primitives (stored in checkpoints)."""
         return {

@@ -352,6 +352,26 @@ def test_numpy_mlp_gradient_equals_autograd():
         np.testing.assert_allclose(np_grads[name], g.numpy(), rtol=1e-10, atol=1e-14)
 
 
+@pytest.mark.parametrize("algorithm", ["maml", "metasgd"])
+def test_gru_numpy_backprop_through_time_equals_autograd(algorithm):
+    model = GRU(3, 5, window=4, seed=5).double()
+    learner = MetaLearner(model, algorithm=algorithm, inner_lr=0.2, inner_steps=3)
+    if learner.inner_lrs:
+        for p in learner.inner_lrs.values():
+            p.data.uniform_(0.05, 0.3, generator=torch.Generator().manual_seed(2))
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(30, 12, generator=g, dtype=torch.float64)
+    y = torch.randn(30, generator=g, dtype=torch.float64)
+    fast = learner.adapt(x, y)
+    reference = learner._adapt_autograd(x, y, 3)
+    assert fast._params is None  # the NumPy path ran
+    assert math.isclose(fast.loss_after, reference.loss_after, rel_tol=1e-10)
+    assert fast.loss_after < fast.loss_before
+    for name, value in reference.params.items():
+        torch.testing.assert_close(fast.params[name], value, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(fast.predict(x.numpy()), reference(x).numpy(), rtol=1e-10)
+
+
 def test_adaptation_follows_theta_when_it_changes_in_place():
     """The folded-θ cache of the NumPy path is refreshed by meta-steps and in-place edits."""
     learner = MetaLearner(MLP(F, (6,), seed=3).double(), algorithm="maml", inner_lr=0.1)
