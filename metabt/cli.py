@@ -271,6 +271,12 @@ def _train(
         f"adaptation {fit.best_val_loss:.4f} (step {fit.best_step}) vs {run.val_zero_mse:.4f} "
         "for always predicting zero"
     )
+    if fit.steps > 0 and fit.best_step == 0:
+        print(
+            f"note: no validation check improved on the initial θ, so {learner.algorithm}'s "
+            "kept θ is its initialisation (training did not generalise to the validation "
+            "tasks); with the same seed it equals the scratch baseline's"
+        )
     return learner
 
 

@@ -222,7 +222,9 @@ class _AssetState:
     online: OnlineFeatures = field(init=False)
     vol: _RollingMoments | None = None  # log returns over the sizer's vol_lookback
     errors: deque[float] = field(default_factory=lambda: deque(maxlen=250))  # realised
-    current_errors: list[float] = field(default_factory=list)  # of the current model
+    # realised errors of predictions made since the last drift-triggered adaptation
+    drift_from: int = 0  # index (in adaptations) of that adaptation; 0 before any
+    recent_errors: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.online = OnlineFeatures(self.spec)
@@ -250,9 +252,12 @@ class MetaStrategy(SignalStrategy):
         support (int): realised (x, y) pairs per adaptation, in bars. Default 60.
         inner_steps (int | None): gradient steps per adaptation; None = the learner's.
         drift_threshold (float | None): market observer. When set, also adapt as soon as
-            the mean realised squared error of the current model's last ``drift_window``
-            predictions exceeds ``drift_threshold`` times the mean realised squared error
-            of the last 250 predictions (the error "jumps"). Default None (schedule only).
+            the mean realised squared error of the last ``drift_window`` scored predictions
+            exceeds ``drift_threshold`` times the mean realised squared error of the last
+            250 (the error "jumps"). After a drift-triggered adaptation only predictions
+            made from then on count, so one jump triggers once; scheduled adaptations do
+            not reset the window (with adapt_every <= horizon, no model lives long enough
+            to have its own predictions scored). Default None (schedule only).
         drift_window (int): realised predictions in the short error window, bars. Default 10.
         seed (int): kept in ``strategy.p.seed`` for the run's record; adaptation is
             deterministic (full-batch gradient descent, no sampling), so equal data,
@@ -377,8 +382,8 @@ class MetaStrategy(SignalStrategy):
                 self._query_sq[a + 1] += err
                 self._query_n[a + 1] += 1
                 state.errors.append(err)
-                if a == state.model_index:
-                    state.current_errors.append(err)
+                if a >= state.drift_from:
+                    state.recent_errors.append(err)
         return k
 
     def _inputs(self, state: _AssetState, first: int, last: int) -> np.ndarray:
@@ -408,7 +413,9 @@ class MetaStrategy(SignalStrategy):
         state.model = model
         state.since_adapt = 0
         state.model_index = len(self.adaptations)
-        state.current_errors = []
+        if trigger == "drift":  # judge the next drift on what the new model does
+            state.drift_from = state.model_index
+            state.recent_errors = []
         self._query_sq.append(0.0)
         self._query_n.append(0)
         self.adaptations.append(
@@ -428,9 +435,9 @@ class MetaStrategy(SignalStrategy):
         if self.p.drift_threshold is None:
             return False
         window = self.p.drift_window
-        if len(state.current_errors) < window or len(state.errors) < 2 * window:
+        if len(state.recent_errors) < window or len(state.errors) < 2 * window:
             return False
-        recent = sum(state.current_errors[-window:]) / window
+        recent = sum(state.recent_errors[-window:]) / window
         usual = sum(state.errors) / len(state.errors)
         return recent > self.p.drift_threshold * usual
 

@@ -374,6 +374,22 @@ def test_drift_trigger_adapts_when_the_error_jumps(sample_frames, small_learner,
         _run(sample_frames, small_learner, drift_threshold=-1.0)
 
 
+def test_drift_trigger_works_with_the_default_schedule(sample_frames, small_learner):
+    """adapt_every (5) <= horizon (5): no model's own predictions are scored before the next
+    scheduled adaptation, so the observer must judge recent predictions of any model."""
+    run = _run(sample_frames, small_learner, drift_threshold=0.01, drift_window=4)
+    strat = run.strategy
+    log = strat.adaptation_log()
+    assert strat.p.adapt_every <= strat.horizon
+    assert (log["trigger"] == "drift").sum() > 10
+    # after a drift adaptation at bar k, the next one waits for 4 predictions made from
+    # bar k on to be scored: the earliest is bar k + horizon + 4 - 1
+    for name, frame in sample_frames.items():
+        drift = log[(log["data"] == name) & (log["trigger"] == "drift")]
+        bars = frame.index.get_indexer(drift["date"])
+        assert (np.diff(bars) >= strat.horizon + 4 - 1).all(), name
+
+
 def test_diagnostics_page_embeds_a_figure(base_run, sample_frames, tmp_path):
     import base64
     import re
