@@ -49,6 +49,13 @@ def _fold(
     return np.concatenate(parts)
 
 
+def _common_rate(rates: Sequence[np.ndarray | float]) -> float | None:
+    """The one scalar inner rate shared by every parameter, or None (per-element rates)."""
+    if all(isinstance(r, float) for r in rates) and len(set(rates)) == 1:
+        return float(rates[0])
+    return None
+
+
 def _unfold(flat: np.ndarray, shapes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
     """The blocks of a :func:`_fold` layout, shapes (in + 1, out), as views into ``flat``."""
     blocks, start = [], 0
@@ -213,9 +220,9 @@ class MLP(MetaModel):
         """
         names = self._block_names
         flat = _fold(params, names, params)
-        rates = [lrs[n] for pair in names for n in pair]
-        if all(isinstance(r, float) for r in rates) and len(set(rates)) == 1:
-            return flat, float(rates[0])
+        common = _common_rate([lrs[n] for pair in names for n in pair])
+        if common is not None:
+            return flat, common
         return flat, _fold(lrs, names, params).astype(flat.dtype, copy=False)
 
     def adapt_folded(
@@ -409,9 +416,9 @@ class GRU(MetaModel):
     ) -> tuple[np.ndarray, np.ndarray | float]:
         """θ raveled into one flat vector and the inner rates alike (a float if all equal)."""
         flat = np.concatenate([np.ravel(params[n]) for n in self._names])
-        rates = [lrs[n] for n in self._names]
-        if all(isinstance(r, float) for r in rates) and len(set(rates)) == 1:
-            return flat, float(rates[0])
+        common = _common_rate([lrs[n] for n in self._names])
+        if common is not None:
+            return flat, common
         parts = [
             np.broadcast_to(np.asarray(lrs[n], flat.dtype), params[n].shape) for n in self._names
         ]
