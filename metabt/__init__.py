@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _LAZY = {
+    "AdaptationAnalyzer": "metabt.analyzers",
     "CheckpointError": "metabt.errors",
     "ConfigError": "metabt.errors",
     "DataError": "metabt.errors",
@@ -28,6 +29,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "AdaptationAnalyzer",
     "CheckpointError",
     "ConfigError",
     "DataError",
@@ -40,7 +42,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from metabt.analyzers import QuantStatsAnalyzer
+    from metabt.analyzers import AdaptationAnalyzer, QuantStatsAnalyzer
     from metabt.errors import CheckpointError, ConfigError, DataError, MetabtError
     from metabt.meta import MetaLearner
     from metabt.sizers import SignalSizer

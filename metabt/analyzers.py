@@ -17,7 +17,7 @@ from metabt._checks import reject_unknown_params
 from metabt.errors import ConfigError, DataError
 from metabt.report import compute_metrics, write_tearsheet
 
-__all__ = ["QuantStatsAnalyzer"]
+__all__ = ["AdaptationAnalyzer", "QuantStatsAnalyzer"]
 
 
 class QuantStatsAnalyzer(bt.Analyzer):
@@ -130,4 +130,102 @@ class QuantStatsAnalyzer(bt.Analyzer):
             path,
             title=title,
             periods_per_year=self.p.periods_per_year,
+        )
+
+
+class AdaptationAnalyzer(bt.Analyzer):
+    """A MetaStrategy's adaptation diagnostics, as a backtrader analyzer.
+
+    Attach it to a Cerebro that runs a :class:`metabt.MetaStrategy` (or a subclass, such
+    as the model baselines): at the end of the run it collects the adaptation log and the
+    signal of each data beside the forward return it tried to predict, and
+    :meth:`write` draws them next to the equity curve (``metabt.report.write_diagnostics``).
+
+    Params:
+        start (date | str | None): first date of the signals kept (e.g. the end of a
+            warm-up). Default None (all).
+        ic_window (int): bars in the rolling information coefficient. Default 63.
+
+    Raises:
+        ConfigError: an unknown or bad parameter; at ``start()``, a strategy without an
+            adaptation log (not a MetaStrategy).
+
+    ``get_analysis()`` returns a dict:
+
+    - ``adaptations`` (pd.DataFrame): ``MetaStrategy.adaptation_log()``: one row per
+      adaptation with date, data, trigger, support, loss_before, loss_after (support MSE),
+      steps, query_loss (realised MSE of that model's predictions), query_count.
+    - ``signals`` (dict[str, pd.DataFrame]): per data, ``signal`` at the close of bar t
+      and ``forward`` = log(C_{t+h} / C_t), where both are known.
+    - ``rolling_ic`` (dict[str, pd.Series]): per data, the ``ic_window``-bar rolling
+      Pearson correlation of the two (NaN until the window fills).
+    """
+
+    params: Any = (("start", None), ("ic_window", 63))
+
+    def __init__(self, **unknown: Any) -> None:
+        reject_unknown_params("AdaptationAnalyzer", unknown, self.params)
+        self._first_date = _as_date(self.p.start, "AdaptationAnalyzer: start")
+        window = self.p.ic_window
+        if isinstance(window, bool) or not isinstance(window, int) or window < 2:
+            raise ConfigError(
+                f"AdaptationAnalyzer: ic_window must be an integer >= 2, got {window!r}"
+            )
+
+    def start(self) -> None:
+        if not hasattr(self.strategy, "adaptation_log"):
+            raise ConfigError(
+                f"AdaptationAnalyzer needs a MetaStrategy, got {type(self.strategy).__name__}; "
+                "attach it to a Cerebro that runs metabt.MetaStrategy"
+            )
+
+    def stop(self) -> None:
+        from metabt.backtest import signal_frames
+
+        strategy = self.strategy
+        first = pd.Timestamp(self._first_date) if self._first_date else pd.Timestamp.min
+        signals = signal_frames(strategy, strategy.horizon, first)
+        self.rets["adaptations"] = strategy.adaptation_log()
+        self.rets["signals"] = signals
+        self.rets["rolling_ic"] = {
+            name: pair["signal"].rolling(self.p.ic_window).corr(pair["forward"])
+            for name, pair in signals.items()
+        }
+
+    def write(self, path: str | os.PathLike[str], title: str | None = None) -> Path:
+        """Write the diagnostics page beside the equity curve (atomically).
+
+        The equity curve comes from a :class:`QuantStatsAnalyzer` on the same strategy.
+
+        Args:
+            path: destination ``.html`` file (parent folders are created).
+            title: page title. Default "<strategy>: adaptation diagnostics".
+
+        Returns:
+            Path: the written file.
+
+        Raises:
+            ConfigError: called before the run, or no QuantStatsAnalyzer is attached.
+        """
+        from metabt.report import write_diagnostics
+
+        if "adaptations" not in self.rets:
+            raise ConfigError("AdaptationAnalyzer.write: run cerebro first")
+        quantstats = next(
+            (a for a in self.strategy.analyzers if isinstance(a, QuantStatsAnalyzer)), None
+        )
+        if quantstats is None:
+            raise ConfigError(
+                "AdaptationAnalyzer.write needs the equity curve: "
+                "cerebro.addanalyzer(QuantStatsAnalyzer) as well"
+            )
+        analysis = quantstats.get_analysis()
+        return write_diagnostics(
+            analysis["returns"],
+            analysis["benchmark"],
+            self.rets["adaptations"],
+            self.rets["signals"],
+            path,
+            title=title or f"{type(self.strategy).__name__}: adaptation diagnostics",
+            ic_window=self.p.ic_window,
         )

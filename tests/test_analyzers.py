@@ -192,3 +192,40 @@ def test_tearsheet_writes_html_with_the_benchmark_quietly(run, tmp_path, caplog,
     assert not [str(w.message) for w in recwarn]
     assert "findfont" not in out + err
     assert "Warning" not in err
+
+
+def test_adaptation_analyzer_collects_the_log_and_writes_the_page(
+    tmp_path, sample_frames, small_learner
+):
+    from metabt import AdaptationAnalyzer, MetaStrategy, QuantStatsAnalyzer
+    from metabt.data import feed
+
+    cerebro = bt.Cerebro(stdstats=False)
+    cerebro.adddata(feed(sample_frames["IBM"].loc["2009-06-01":"2010-12-31"], name="IBM"))
+    cerebro.addstrategy(MetaStrategy, learner=small_learner, support=40)
+    cerebro.addanalyzer(QuantStatsAnalyzer, _name="qs", start="2010-01-01")
+    cerebro.addanalyzer(AdaptationAnalyzer, _name="adapt", start="2010-01-01", ic_window=20)
+    strat = cerebro.run()[0]
+    analysis = strat.analyzers.adapt.get_analysis()
+    pd.testing.assert_frame_equal(analysis["adaptations"], strat.adaptation_log())
+    pair = analysis["signals"]["IBM"]
+    assert pair.index[0] >= pd.Timestamp("2010-01-01") and len(pair) > 200
+    ic = analysis["rolling_ic"]["IBM"]
+    expected = pair["signal"].iloc[-20:].corr(pair["forward"].iloc[-20:])
+    assert ic.iloc[-1] == pytest.approx(expected) and ic.iloc[:19].isna().all()
+    page = strat.analyzers.adapt.write(tmp_path / "diag.html")
+    assert page.stat().st_size > 20_000
+
+
+def test_adaptation_analyzer_needs_a_meta_strategy(sample_frames):
+    from metabt import AdaptationAnalyzer
+    from metabt.data import feed
+    from metabt.errors import ConfigError
+
+    for kwargs, match in (({}, "needs a MetaStrategy"), ({"ic_window": 1}, "ic_window")):
+        cerebro = bt.Cerebro(stdstats=False)
+        cerebro.adddata(feed(sample_frames["IBM"].iloc[:50], name="IBM"))
+        cerebro.addstrategy(bt.Strategy)
+        cerebro.addanalyzer(AdaptationAnalyzer, **kwargs)
+        with pytest.raises(ConfigError, match=match):
+            cerebro.run()

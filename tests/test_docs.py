@@ -30,6 +30,7 @@ def test_readme_python_example_runs(tmp_path, monkeypatch, capsys):
     exec(compile(code, "README.md", "exec"), {"__name__": "__readme__"})
     assert (tmp_path / "theta.pt").stat().st_size > 1_000
     assert (tmp_path / "reports" / "aapl.html").stat().st_size > 10_000
+    assert (tmp_path / "reports" / "aapl_diagnostics.html").stat().st_size > 20_000
     out = capsys.readouterr().out
     assert "sharpe" in out and "schedule" in out  # metrics, then the adaptation log
 
