@@ -79,6 +79,8 @@ class BacktestResult:
         analyzer: the QuantStatsAnalyzer, for ``tearsheet``.
         rejected_orders: orders the broker rejected.
         assets: per-asset and portfolio results, see :func:`asset_results`.
+        signals: for model strategies, each data's signal beside its forward return
+            from the start date (:func:`signal_frames`); None otherwise.
     """
 
     name: str
@@ -89,6 +91,7 @@ class BacktestResult:
     analyzer: QuantStatsAnalyzer
     rejected_orders: list[dict[str, Any]] = field(default_factory=list)
     assets: pd.DataFrame = field(default_factory=pd.DataFrame)
+    signals: dict[str, pd.DataFrame] | None = None
 
     def tearsheet(self, path: str | Path, title: str | None = None) -> Path:
         """Write the quantstats HTML tearsheet (with the benchmark) to ``path``."""
@@ -102,15 +105,13 @@ class BacktestResult:
         """
         from metabt.report import write_diagnostics
 
-        horizon = getattr(self.strategy, "horizon", None)
-        if horizon is None or not hasattr(self.strategy, "adaptation_log"):
+        if self.signals is None or not hasattr(self.strategy, "adaptation_log"):
             raise ConfigError(f"{self.name} does not adapt a model: no diagnostics to write")
-        start = pd.Timestamp(self.returns.index[0])
         return write_diagnostics(
             self.returns,
             self.benchmark,
             self.strategy.adaptation_log(),
-            signal_frames(self.strategy, horizon, start),
+            self.signals,
             path,
             title=title or f"{self.name}: adaptation diagnostics",
         )
@@ -218,15 +219,25 @@ def signal_ic(strategy: Any, horizon: int, start: pd.Timestamp) -> dict[str, flo
     Returns:
         ``{"ic": float, "rank_ic": float}``; NaN with fewer than 20 usable bars.
     """
-    ics, rank_ics = [], []
-    for pair in signal_frames(strategy, horizon, start).values():
-        if len(pair) < 20 or pair["signal"].std() == 0:
-            continue
-        ics.append(float(pair["signal"].corr(pair["forward"])))
-        rank_ics.append(float(pair["signal"].corr(pair["forward"], method="spearman")))
+    return _mean_ic(signal_frames(strategy, horizon, start))
+
+
+def _pair_ic(pair: pd.DataFrame) -> tuple[float, float] | None:
+    """(Pearson, Spearman) correlation of ``signal`` and ``forward``; None if too few bars."""
+    if len(pair) < 20 or pair["signal"].std() == 0:
+        return None
+    return (
+        float(pair["signal"].corr(pair["forward"])),
+        float(pair["signal"].corr(pair["forward"], method="spearman")),
+    )
+
+
+def _mean_ic(pairs: Mapping[str, pd.DataFrame]) -> dict[str, float]:
+    """``signal_ic`` from :func:`signal_frames` output: the mean over data of each IC."""
+    ics = [ic for ic in map(_pair_ic, pairs.values()) if ic is not None]
     return {
-        "ic": float(np.mean(ics)) if ics else math.nan,
-        "rank_ic": float(np.mean(rank_ics)) if rank_ics else math.nan,
+        "ic": float(np.mean([ic for ic, _ in ics])) if ics else math.nan,
+        "rank_ic": float(np.mean([rank for _, rank in ics])) if ics else math.nan,
     }
 
 
@@ -306,9 +317,9 @@ def asset_results(
             row["contribution"] = float(pnl.sum()) / cash
         row["turnover"] = traded.get(name, math.nan) / mean_equity / years
         pair = (signal_pairs or {}).get(name)
-        if pair is not None and len(pair) >= 20 and pair["signal"].std() > 0:
-            row["ic"] = float(pair["signal"].corr(pair["forward"]))
-            row["rank_ic"] = float(pair["signal"].corr(pair["forward"], method="spearman"))
+        ic = _pair_ic(pair) if pair is not None else None
+        if ic is not None:
+            row["ic"], row["rank_ic"] = ic
         if adaptation_log is not None:
             mine = adaptation_log[adaptation_log["data"] == name]
             row["adaptations"] = float(len(mine))
@@ -409,8 +420,8 @@ def run_backtest(
     horizon = getattr(strat, "horizon", None)
     pairs = None
     if horizon is not None:  # a model's signal: how well it ranks the forward returns
-        metrics.update(signal_ic(strat, horizon, start_ts))
         pairs = signal_frames(strat, horizon, start_ts)
+        metrics.update(_mean_ic(pairs))
     names = [d._name for d in strat.datas]
     held = strat.analyzers.positions.get_analysis()
     positions = pd.DataFrame.from_dict(held, orient="index", columns=names)
@@ -450,4 +461,5 @@ def run_backtest(
         analyzer=analyzer,
         rejected_orders=list(getattr(strat, "rejected_orders", [])),
         assets=assets,
+        signals=pairs,
     )

@@ -486,7 +486,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_walkforward(args: argparse.Namespace) -> int:
-    from metabt.backtest import run_backtest, signal_frames, walkforward_folds
+    from metabt.backtest import run_backtest, walkforward_folds
     from metabt.report import compute_metrics, write_diagnostics, write_tearsheet, write_text
     from metabt.strategy import MetaStrategy
 
@@ -544,9 +544,8 @@ def _cmd_walkforward(args: argparse.Namespace) -> int:
         benchmarks.append(result.benchmark)
         logs.append(result.strategy.adaptation_log().assign(fold=k))
         assets[k] = result.assets
-        fold_start = pd.Timestamp(result.returns.index[0])
-        for name, pair in signal_frames(result.strategy, learner.horizon, fold_start).items():
-            pairs.setdefault(name, []).append(pair.loc[: result.returns.index[-1]])
+        for name, pair in (result.signals or {}).items():
+            pairs.setdefault(name, []).append(pair)
     stitched = pd.concat(returns).rename("returns")
     benchmark = pd.concat(benchmarks).rename(next(iter(frames)))
     if not stitched.index.is_monotonic_increasing or stitched.index.has_duplicates:
