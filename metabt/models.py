@@ -176,39 +176,6 @@ class MLP(MetaModel):
             np.maximum(h, 0.0, out=h)
         return h @ params["head.weight"][0] + params["head.bias"][0]
 
-    def adapt_numpy(
-        self,
-        params: Mapping[str, np.ndarray],
-        x: np.ndarray,
-        y: np.ndarray,
-        lrs: Mapping[str, np.ndarray | float],
-        steps: int,
-    ) -> tuple[float, float, dict[str, np.ndarray]]:
-        """The whole inner loop, fused: ``steps`` gradient-descent steps on the support MSE.
-
-        Each step is ``φ ← φ − α ⊙ ∇_φ mean((f_φ(x) − y)²)`` on every parameter, the update
-        of MAML's inner loop (Finn et al. 2017, eq. 1; with per-parameter rates α for
-        Meta-SGD, Li et al. 2017). Each layer's weight and bias are one block
-        ``[Wᵀ; b]`` of shape (in + 1, out), all blocks views into one flat buffer, and each
-        layer's input carries a column of ones, so a layer is one matmul forward and one
-        backward (bias included), the backward pass writes the gradient in place into a
-        flat buffer beside the parameters, and the update is one vector operation: about
-        eighteen small NumPy calls per step for two hidden layers. Equal to stepping
-        :meth:`mse_grad_numpy` by hand and to ``torch.autograd`` (tested in float64).
-
-        Args:
-            params: θ, name -> ndarray as in ``state_dict()`` (not modified).
-            x: (S, F) support inputs; y: (S,) support labels, same float dtype as params.
-            lrs: name -> inner learning rate, a float or an array of the parameter's shape.
-            steps: number of inner steps (>= 0).
-
-        Returns:
-            (loss_before, loss_after, φ): support MSE at θ and at φ, and φ as name ->
-            ndarray in ``state_dict()`` shapes (views into one new buffer).
-        """
-        flat, rate = self.fold_numpy(params, lrs)
-        return self.adapt_folded(flat, rate, x, y, steps)
-
     def fold_numpy(
         self, params: Mapping[str, np.ndarray], lrs: Mapping[str, np.ndarray | float]
     ) -> tuple[np.ndarray, np.ndarray | float]:
@@ -233,9 +200,27 @@ class MLP(MetaModel):
         y: np.ndarray,
         steps: int,
     ) -> tuple[float, float, dict[str, np.ndarray]]:
-        """:meth:`adapt_numpy` from θ and rates already laid out by :meth:`fold_numpy`.
+        """The whole inner loop, fused: ``steps`` gradient-descent steps on the support MSE.
 
-        ``theta`` is not modified (a backtest folds θ once and adapts from it many times).
+        Each step is ``φ ← φ − α ⊙ ∇_φ mean((f_φ(x) − y)²)`` on every parameter, the update
+        of MAML's inner loop (Finn et al. 2017, eq. 1; with per-parameter rates α for
+        Meta-SGD, Li et al. 2017). Each layer's weight and bias are one block
+        ``[Wᵀ; b]`` of shape (in + 1, out), all blocks views into one flat buffer, and each
+        layer's input carries a column of ones, so a layer is one matmul forward and one
+        backward (bias included), the backward pass writes the gradient in place into a
+        flat buffer beside the parameters, and the update is one vector operation: 17
+        small NumPy calls per step for two hidden layers. Equal to stepping
+        :meth:`mse_grad_numpy` by hand and to ``torch.autograd`` (tested in float64).
+
+        Args:
+            theta: θ laid out by :meth:`fold_numpy` (not modified: a backtest folds θ once
+                and adapts from it many times); rate: the rates from the same call.
+            x: (S, F) support inputs; y: (S,) support labels, θ's float dtype.
+            steps: number of inner steps (>= 0).
+
+        Returns:
+            (loss_before, loss_after, φ): support MSE at θ and at φ, and φ as name ->
+            ndarray in ``state_dict()`` shapes (views into one new buffer).
         """
         flat = theta.copy()
         grad = np.empty_like(flat)
