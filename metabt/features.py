@@ -477,17 +477,11 @@ class _RollingMoments:
                 squares[j] -= old * old
 
     def stds(self) -> list[float]:
-        """Sample std (ddof=1) of the last w values, for each window w."""
+        """Sample std (ddof=1) of the last w values, for each window w (needs w pushed)."""
         return [
             math.sqrt(max(q - s * s / w, 0.0) / (w - 1))
             for w, s, q in zip(self.windows, self._sums, self._squares)
         ]
-
-    def std(self, j: int) -> float:
-        """Sample std (ddof=1) of the last ``windows[j]`` values (needs that many pushed)."""
-        w = self.windows[j]
-        s = self._sums[j]
-        return math.sqrt(max(self._squares[j] - s * s / w, 0.0) / (w - 1))
 
 
 class OnlineFeatures:

@@ -466,7 +466,7 @@ class MetaStrategy(SignalStrategy):
         lookback = int(sizer.p.vol_lookback)
         if state.vol is None or state.n <= lookback:
             return math.nan
-        return state.vol.std(0) * math.sqrt(sizer.p.bars_per_year)
+        return state.vol.stds()[0] * math.sqrt(sizer.p.bars_per_year)
 
     # ---- results
     def features(self, i: int = 0) -> np.ndarray:
