@@ -1,4 +1,5 @@
-# metabt: `make demo` runs the main job on the sample data; `make test` runs the tests.
+# metabt: `make demo` runs the main job on the sample data; `make test` runs lint, type
+# checks and the tests.
 # Both create the virtual environment (.venv) on first use.
 
 PYTHON ?= python3
@@ -23,7 +24,8 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/metabt backtest
 
-test: $(STAMP)
+# lint and type checks first: a red linter fails the run before the slower tests
+test: lint typecheck
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from metabt._version import __version__
 
 # public name -> module that defines it
 _LAZY = {
@@ -24,6 +24,7 @@ _LAZY = {
     "MetaLearner": "metabt.meta",
     "MetaStrategy": "metabt.strategy",
     "MetabtError": "metabt.errors",
+    "PortfolioAnalyzer": "metabt.analyzers",
     "QuantStatsAnalyzer": "metabt.analyzers",
     "SignalSizer": "metabt.sizers",
 }
@@ -36,13 +37,14 @@ __all__ = [
     "MetaLearner",
     "MetaStrategy",
     "MetabtError",
+    "PortfolioAnalyzer",
     "QuantStatsAnalyzer",
     "SignalSizer",
     "__version__",
 ]
 
 if TYPE_CHECKING:
-    from metabt.analyzers import AdaptationAnalyzer, QuantStatsAnalyzer
+    from metabt.analyzers import AdaptationAnalyzer, PortfolioAnalyzer, QuantStatsAnalyzer
     from metabt.errors import CheckpointError, ConfigError, DataError, MetabtError
     from metabt.meta import MetaLearner
     from metabt.sizers import SignalSizer

@@ -1,4 +1,12 @@
-"""QuantStatsAnalyzer: per-bar portfolio returns, buy-and-hold benchmark, quantstats metrics."""
+"""Backtrader analyzers that own every measurement of a run.
+
+``QuantStatsAnalyzer``: per-bar returns, the benchmark and quantstats metrics;
+``PortfolioAnalyzer``: positions, fills (turnover) and rejected orders;
+``SignalAnalyzer``: each signal against the forward return it predicts (IC);
+``AdaptationAnalyzer``: that, plus a MetaStrategy's adaptations. They follow backtrader's
+PyFolio analyzer: child analyzers (``TimeReturn``, ``PositionsValue``) and the documented
+hooks, never a strategy's private attributes.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +15,58 @@ import math
 import numbers
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import backtrader as bt
+import numpy as np
 import pandas as pd
 
 from metabt._checks import as_date as _as_date
 from metabt._checks import reject_unknown_params
+from metabt._stats import forward_log_return
 from metabt.errors import ConfigError, DataError
-from metabt.report import compute_metrics, write_tearsheet
+from metabt.metrics import compute_metrics
+from metabt.report import write_diagnostics, write_tearsheet
+from metabt.strategy import MetaStrategy, SignalTrader
 
-__all__ = ["AdaptationAnalyzer", "QuantStatsAnalyzer"]
+__all__ = [
+    "AdaptationAnalyzer",
+    "PortfolioAnalyzer",
+    "QuantStatsAnalyzer",
+    "SignalAnalyzer",
+    "signal_frames",
+]
+
+
+def signal_frames(
+    strategy: SignalTrader, horizon: int, start: pd.Timestamp
+) -> dict[str, pd.DataFrame]:
+    """Each data's signal beside the forward return it tried to predict, from ``start`` on.
+
+    Args:
+        strategy: a run :class:`~metabt.strategy.SignalTrader` (its ``signals`` lines and
+            data).
+        horizon: h, bars.
+        start: first date kept.
+
+    Returns:
+        data name -> DataFrame (DatetimeIndex) with columns ``signal`` (at the close of bar
+        t) and ``forward`` (realised log(C_{t+h} / C_t), :func:`metabt._stats.
+        forward_log_return`); rows where either is unknown are dropped. The forward return
+        is known only after the run: it scores the signal, it never feeds a decision.
+    """
+    out = {}
+    for line, data in zip(strategy.signals, strategy.datas):
+        n = len(data)
+        signal = np.asarray(line.signal.array[:n], dtype=float)
+        close = np.asarray(data.close.array[:n], dtype=float)
+        dates = pd.DatetimeIndex([bt.num2date(x) for x in data.datetime.array[:n]]).normalize()
+        forward = forward_log_return(close, horizon)
+        ok = np.isfinite(signal) & np.isfinite(forward) & (dates >= start)
+        out[data._name] = pd.DataFrame(
+            {"signal": signal[ok], "forward": forward[ok]}, index=dates[ok]
+        )
+    return out
 
 
 class QuantStatsAnalyzer(bt.Analyzer):
@@ -133,13 +182,79 @@ class QuantStatsAnalyzer(bt.Analyzer):
         )
 
 
-class AdaptationAnalyzer(bt.Analyzer):
-    """A MetaStrategy's adaptation diagnostics, as a backtrader analyzer.
+class PortfolioAnalyzer(bt.Analyzer):
+    """Positions, fills and rejected orders of a run: what turnover and attribution need.
 
-    Attach it to a Cerebro that runs a :class:`metabt.MetaStrategy` (or a subclass, such
-    as the model baselines): at the end of the run it collects the adaptation log and the
-    signal of each data beside the forward return it tried to predict, and
-    :meth:`write` draws them next to the equity curve (``metabt.report.write_diagnostics``).
+    Composes backtrader's ``PositionsValue`` analyzer (signed position value of each data
+    at each close) and listens to ``notify_order`` for fills and rejections, so it works
+    with any strategy.
+
+    Params:
+        start (date | str | None): first date of the positions kept. Default None (all).
+
+    ``get_analysis()`` (after ``cerebro.run()``) returns a dict:
+
+    - ``positions`` (pd.DataFrame): (dates, data names) signed position value at each
+      close, currency units, from ``start`` on (tz-naive dates).
+    - ``traded`` (float): total filled notional, sum of |shares x fill price| over every
+      fill, currency units.
+    - ``traded_by_data`` (dict[str, float]): the same per data name.
+    - ``rejected`` (list[dict]): orders the broker rejected (margin, cash): date, data,
+      size, status.
+
+    Raises:
+        ConfigError: an unknown or bad parameter.
+    """
+
+    params: Any = (("start", None),)
+
+    def __init__(self, **unknown: Any) -> None:
+        reject_unknown_params("PortfolioAnalyzer", unknown, self.params)
+        self._first_date = _as_date(self.p.start, "PortfolioAnalyzer: start")
+        self._positions = bt.analyzers.PositionsValue()
+        self._traded = 0.0
+        self._traded_by_data: dict[str, float] = {}
+        self._rejected: list[dict[str, Any]] = []
+
+    def notify_order(self, order: bt.Order) -> None:
+        """Count a fill's notional, or record a rejection."""
+        if order.status == order.Completed:
+            notional = abs(order.executed.size * order.executed.price)
+            self._traded += notional
+            name = order.data._name
+            self._traded_by_data[name] = self._traded_by_data.get(name, 0.0) + notional
+        elif order.status in (order.Margin, order.Rejected):
+            self._rejected.append(
+                {
+                    "date": self.strategy.datas[0].datetime.date(0),
+                    "data": order.data._name,
+                    "size": order.created.size,
+                    "status": order.getstatusname(),
+                }
+            )
+
+    def stop(self) -> None:
+        """Build the positions frame."""
+        names = [d._name for d in self.strategy.datas]
+        held = self._positions.get_analysis()
+        positions = pd.DataFrame.from_dict(held, orient="index", columns=names)
+        positions.index = pd.DatetimeIndex(pd.to_datetime(list(held))).normalize()
+        if self._first_date is not None:
+            positions = positions.loc[positions.index >= pd.Timestamp(self._first_date)]
+        self.rets["positions"] = positions
+        self.rets["traded"] = self._traded
+        self.rets["traded_by_data"] = dict(self._traded_by_data)
+        self.rets["rejected"] = list(self._rejected)
+
+
+class SignalAnalyzer(bt.Analyzer):
+    """Each data's signal beside the forward return it predicts, and the rolling IC.
+
+    For any :class:`~metabt.strategy.SignalTrader` whose ``horizon`` is set (a model's
+    forecast horizon, bars): at the end of the run, the signal at the close of bar t and
+    the realised forward log return over the horizon, and their rolling information
+    coefficient. Strategies without a forecast (``horizon`` None: buy-and-hold, SMA
+    crossover) get ``signals`` None.
 
     Params:
         start (date | str | None): first date of the signals kept (e.g. the end of a
@@ -147,50 +262,81 @@ class AdaptationAnalyzer(bt.Analyzer):
         ic_window (int): bars in the rolling information coefficient. Default 63.
 
     Raises:
-        ConfigError: an unknown or bad parameter; at ``start()``, a strategy without an
-            adaptation log (not a MetaStrategy).
+        ConfigError: an unknown or bad parameter; at ``start()``, a strategy that is not a
+            SignalTrader.
 
     ``get_analysis()`` returns a dict:
 
-    - ``adaptations`` (pd.DataFrame): ``MetaStrategy.adaptation_log()``: one row per
-      adaptation with date, data, trigger, support, loss_before, loss_after (support MSE),
-      steps, query_loss (realised MSE of that model's predictions), query_count.
-    - ``signals`` (dict[str, pd.DataFrame]): per data, ``signal`` at the close of bar t
-      and ``forward`` = log(C_{t+h} / C_t), where both are known.
+    - ``signals`` (dict[str, pd.DataFrame] | None): per data, ``signal`` at the close of
+      bar t and ``forward`` = log(C_{t+h} / C_t), where both are known
+      (:func:`signal_frames`).
     - ``rolling_ic`` (dict[str, pd.Series]): per data, the ``ic_window``-bar rolling
       Pearson correlation of the two (NaN until the window fills).
     """
 
     params: Any = (("start", None), ("ic_window", 63))
+    requires: ClassVar[type[SignalTrader]] = SignalTrader
 
     def __init__(self, **unknown: Any) -> None:
-        reject_unknown_params("AdaptationAnalyzer", unknown, self.params)
-        self._first_date = _as_date(self.p.start, "AdaptationAnalyzer: start")
+        owner = type(self).__name__
+        reject_unknown_params(owner, unknown, self.params)
+        self._first_date = _as_date(self.p.start, f"{owner}: start")
         window = self.p.ic_window
         if isinstance(window, bool) or not isinstance(window, int) or window < 2:
-            raise ConfigError(
-                f"AdaptationAnalyzer: ic_window must be an integer >= 2, got {window!r}"
-            )
+            raise ConfigError(f"{owner}: ic_window must be an integer >= 2, got {window!r}")
 
     def start(self) -> None:
-        if not hasattr(self.strategy, "adaptation_log"):
+        if not isinstance(self.strategy, self.requires):
             raise ConfigError(
-                f"AdaptationAnalyzer needs a MetaStrategy, got {type(self.strategy).__name__}; "
-                "attach it to a Cerebro that runs metabt.MetaStrategy"
+                f"{type(self).__name__} needs a {self.requires.__name__}, got "
+                f"{type(self.strategy).__name__}; attach it to a Cerebro that runs "
+                f"metabt.{self.requires.__name__} (or a subclass)"
             )
 
     def stop(self) -> None:
-        from metabt.backtest import signal_frames
-
         strategy = self.strategy
+        horizon = strategy.horizon
+        if horizon is None:
+            self.rets["signals"], self.rets["rolling_ic"] = None, {}
+            return
         first = pd.Timestamp(self._first_date) if self._first_date else pd.Timestamp.min
-        signals = signal_frames(strategy, strategy.horizon, first)
-        self.rets["adaptations"] = strategy.adaptation_log()
+        signals = signal_frames(strategy, horizon, first)
         self.rets["signals"] = signals
         self.rets["rolling_ic"] = {
             name: pair["signal"].rolling(self.p.ic_window).corr(pair["forward"])
             for name, pair in signals.items()
         }
+
+
+class AdaptationAnalyzer(SignalAnalyzer):
+    """A MetaStrategy's adaptation diagnostics, as a backtrader analyzer.
+
+    Attach it to a Cerebro that runs a :class:`metabt.MetaStrategy` (or a subclass, such
+    as the model baselines): at the end of the run it collects the adaptation log and, as
+    :class:`SignalAnalyzer`, the signal of each data beside the forward return it tried to
+    predict; :meth:`write` draws them next to the equity curve
+    (``metabt.report.write_diagnostics``).
+
+    Params:
+        start, ic_window: see :class:`SignalAnalyzer`.
+
+    Raises:
+        ConfigError: an unknown or bad parameter; at ``start()``, a strategy that is not a
+            MetaStrategy.
+
+    ``get_analysis()`` returns, besides :class:`SignalAnalyzer`'s ``signals`` and
+    ``rolling_ic``:
+
+    - ``adaptations`` (pd.DataFrame): ``MetaStrategy.adaptation_log()``: one row per
+      adaptation with date, data, trigger, support, loss_before, loss_after (support MSE),
+      steps, query_loss (realised MSE of that model's predictions), query_count.
+    """
+
+    requires: ClassVar[type[SignalTrader]] = MetaStrategy
+
+    def stop(self) -> None:
+        super().stop()
+        self.rets["adaptations"] = self.strategy.adaptation_log()
 
     def write(self, path: str | os.PathLike[str], title: str | None = None) -> Path:
         """Write the diagnostics page beside the equity curve (atomically).
@@ -207,8 +353,6 @@ class AdaptationAnalyzer(bt.Analyzer):
         Raises:
             ConfigError: called before the run, or no QuantStatsAnalyzer is attached.
         """
-        from metabt.report import write_diagnostics
-
         if "adaptations" not in self.rets:
             raise ConfigError("AdaptationAnalyzer.write: run cerebro first")
         quantstats = next(

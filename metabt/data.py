@@ -11,18 +11,29 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import numpy as np
 import pandas as pd
 
-from metabt.errors import DataError
+from metabt._checks import as_timestamp
+from metabt.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     import backtrader as bt
 
-__all__ = ["COLUMNS", "feed", "load_many", "load_ohlcv", "sample_data_dir", "sample_files"]
+__all__ = [
+    "COLUMNS",
+    "feed",
+    "is_validated",
+    "load_many",
+    "load_ohlcv",
+    "ohlcv_arrays",
+    "sample_data_dir",
+    "sample_files",
+]
 
 COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
 """The columns of a validated OHLCV frame, in order."""
 
 _DATE_NAMES = ("date", "datetime", "time", "timestamp")
 _ENV_SAMPLE_DATA = "METABT_SAMPLE_DATA"
+_VALIDATED = "metabt.validated"  # frame.attrs key set by load_ohlcv
 
 _Source: TypeAlias = str | os.PathLike[str] | pd.DataFrame
 
@@ -286,7 +297,72 @@ def load_ohlcv(
             f"{label}: {len(index)} bars, but at least {min_bars} are needed; give a longer "
             "history (or an earlier start date)"
         )
-    return pd.DataFrame(columns, index=index, columns=list(COLUMNS))
+    out = pd.DataFrame(columns, index=index, columns=list(COLUMNS))
+    out.attrs[_VALIDATED] = True
+    return out
+
+
+def is_validated(frame: object) -> bool:
+    """True for a frame returned by :func:`load_ohlcv` (or a slice or copy of one).
+
+    Such frames are not validated again by :func:`feed` or ``FeatureSpec``; pandas carries
+    the mark (``frame.attrs``) through slicing and copying. After changing the values of a
+    loaded frame, pass it through :func:`load_ohlcv` again.
+    """
+    return (
+        isinstance(frame, pd.DataFrame)
+        and frame.attrs.get(_VALIDATED) is True
+        and tuple(frame.columns) == COLUMNS
+    )
+
+
+def ohlcv_arrays(frame: pd.DataFrame) -> tuple[np.ndarray, ...]:
+    """open, high, low, close, volume of an OHLCV frame as float64 arrays, checked once.
+
+    A frame from :func:`load_ohlcv` is trusted (:func:`is_validated`); any other frame is
+    checked here for the values the features need (numeric, finite, prices > 0,
+    volume >= 0).
+
+    Args:
+        frame: a DataFrame with columns open, high, low, close, volume (any order, extra
+            columns ignored), one row per bar.
+
+    Returns:
+        (open, high, low, close, volume), each (T,) float64.
+
+    Raises:
+        DataError: not a DataFrame, a missing column, a non-numeric value, a non-positive
+            or non-finite price, a negative or non-finite volume (column and row named).
+    """
+    if is_validated(frame):
+        return tuple(frame[c].to_numpy(dtype=np.float64) for c in COLUMNS)
+    if not isinstance(frame, pd.DataFrame):
+        raise DataError(
+            f"expected an OHLCV DataFrame, got {type(frame).__name__}; "
+            "load it with metabt.data.load_ohlcv"
+        )
+    missing = [c for c in COLUMNS if c not in frame.columns]
+    if missing:
+        raise DataError(
+            f"DataFrame is missing column(s) {missing} (found {list(frame.columns)}); "
+            "load it with metabt.data.load_ohlcv"
+        )
+    try:
+        arrays = tuple(frame[c].to_numpy(dtype=np.float64) for c in COLUMNS)
+    except (TypeError, ValueError) as exc:
+        raise DataError(
+            f"DataFrame has non-numeric OHLCV values ({exc}); load it with metabt.data.load_ohlcv"
+        ) from exc
+    for name, x in zip(COLUMNS, arrays):
+        bad = ~np.isfinite(x) | ((x < 0) if name == "volume" else (x <= 0))
+        if bad.any():
+            i = int(np.argmax(bad))
+            what = "negative or non-finite" if name == "volume" else "non-positive or non-finite"
+            raise DataError(
+                f"DataFrame column {name!r} has a {what} value {x[i]!r} at row {i} "
+                f"({frame.index[i]}); fix the data or load it with metabt.data.load_ohlcv"
+            )
+    return arrays
 
 
 def load_many(
@@ -331,18 +407,13 @@ def load_many(
 
 
 def _timestamp(value: Any, what: str, label: str) -> pd.Timestamp | None:
-    """``value`` as a tz-naive Timestamp (None stays None); DataError if unreadable."""
-    if value is None:
-        return None
+    """``value`` as a tz-naive Timestamp (None stays None); DataError naming the file."""
     try:
-        ts = pd.Timestamp(value)
-    except (ValueError, TypeError) as exc:
+        return as_timestamp(value, what)
+    except ConfigError as exc:
         raise DataError(
             f"{label}: {what}={value!r} is not a date; use an ISO date such as 2010-01-04"
         ) from exc
-    if pd.isna(ts):
-        raise DataError(f"{label}: {what}={value!r} is not a date; use an ISO date")
-    return ts.tz_localize(None) if ts.tz is not None else ts
 
 
 def feed(
@@ -355,8 +426,9 @@ def feed(
 ) -> bt.feeds.PandasData:
     """A backtrader data feed of validated daily bars.
 
-    The bars are loaded with :func:`load_ohlcv` and passed to ``bt.feeds.PandasData`` as a
-    frame with a DatetimeIndex (``openinterest=None``).
+    The bars are loaded with :func:`load_ohlcv` (a frame it already returned is not
+    validated again) and passed to ``bt.feeds.PandasData`` as a frame with a
+    DatetimeIndex (``openinterest=None``).
 
     Args:
         source (str | os.PathLike | pd.DataFrame): CSV path or DataFrame, as for
@@ -377,7 +449,11 @@ def feed(
     import backtrader as bt
 
     is_frame = isinstance(source, pd.DataFrame)
-    frame = load_ohlcv(source, name=name if is_frame else None)
+    frame = (
+        source
+        if isinstance(source, pd.DataFrame) and is_validated(source)
+        else load_ohlcv(source, name=name if is_frame else None)
+    )
     label = _label(source, name)
     start = _timestamp(fromdate, "fromdate", label)
     end = _timestamp(todate, "todate", label)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from functools import cached_property
 from typing import Any
@@ -15,11 +15,12 @@ import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
 from metabt._checks import did_you_mean
+from metabt._stats import RollingMoments, forward_log_return, tail_stds, window_mask
+from metabt.data import ohlcv_arrays
 from metabt.errors import ConfigError, DataError
 
 __all__ = ["FeatureSpec", "OnlineFeatures", "stack_window"]
 
-_COLUMNS = ("open", "high", "low", "close", "volume")
 _VOL_FLOOR = 1e-6  # floor of every trailing volatility (log return per bar): flat prices
 _VOLUME_STD_TOL = 1e-9  # a log1p(volume) std below this counts as 0 (constant volume)
 _CHUNK = 4096  # windows per block in transform: bounds the (rows, K, lookback) temporaries
@@ -41,30 +42,6 @@ def _check_windows(name: str, value: Any) -> tuple[int, ...]:
     if len(set(windows)) != len(windows):
         raise ConfigError(f"FeatureSpec.{name} repeats a window in {windows}; list each once")
     return windows
-
-
-def _window_mask(windows: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """(K, max(windows)) float64 mask, 1 on the last w positions of row k; (K,) lengths w."""
-    width = max(windows)
-    lengths = np.asarray(windows, dtype=np.float64)
-    mask = (np.arange(width)[None, :] >= width - lengths[:, None]).astype(np.float64)
-    return mask, lengths
-
-
-def _tail_stds(r: np.ndarray, mask: np.ndarray, n: np.ndarray) -> np.ndarray:
-    """Sample stds (ddof=1) of the last ``n[k]`` values of ``r``, floored at 1e-6.
-
-    Args:
-        r: (..., W) float64 values, oldest first, W = mask.shape[1].
-        mask: (K, W) float64 from :func:`_window_mask`.
-        n: (K,) float64 window lengths (each >= 2).
-
-    Returns:
-        (..., K) float64; the K windows are computed together in one vectorised pass.
-    """
-    x = r[..., None, :] * mask  # (..., K, W), zero outside each window
-    d = (x - (np.add.reduce(x, axis=-1) / n)[..., None]) * mask
-    return np.maximum(np.sqrt(np.add.reduce(d * d, axis=-1) / (n - 1)), _VOL_FLOOR)
 
 
 @dataclass(frozen=True)
@@ -223,8 +200,8 @@ class FeatureSpec:
             "lag_idx": -np.arange(1, self.lags + 1),  # r_t, r_{t-1}, ... on the return axis
             "mom_idx": -1 - mom,  # C_{t-w} on the price axis
             "sqrt_mom": np.sqrt(mom.astype(np.float64)),
-            "vol": _window_mask((self.norm_window, *self.vol_windows)),  # vol_norm first
-            "norm": _window_mask((self.norm_window,)),
+            "vol": window_mask((self.norm_window, *self.vol_windows)),  # vol_norm first
+            "norm": window_mask((self.norm_window,)),
         }
 
     def _rows(self, h: np.ndarray, lo: np.ndarray, c: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -237,7 +214,8 @@ class FeatureSpec:
         mask, n_vol = plan["vol"]
         lc = np.log(c)
         r = lc[..., 1:] - lc[..., :-1]  # (..., lookback-1) one-bar log returns
-        vols = _tail_stds(r[..., -mask.shape[1] :], mask, n_vol)  # (..., 1 + len(vol_windows))
+        # (..., 1 + len(vol_windows)): vol_norm first
+        vols = tail_stds(r[..., -mask.shape[1] :], mask, n_vol, _VOL_FLOOR)
         vn = vols[..., :1]  # vol_norm, (..., 1)
         parts = [r[..., plan["lag_idx"]] / vn, np.log(vols[..., 1:] / vn)]
         parts.append((lc[..., -1:] - lc[..., plan["mom_idx"]]) / (vn * plan["sqrt_mom"]))
@@ -258,42 +236,8 @@ class FeatureSpec:
             return np.ones(c.shape[:-1])
         mask, n = self._plan["norm"]
         lc = np.log(c[..., -(self.norm_window + 1) :])
-        vol_norm = _tail_stds(lc[..., 1:] - lc[..., :-1], mask, n)[..., 0]
+        vol_norm = tail_stds(lc[..., 1:] - lc[..., :-1], mask, n, _VOL_FLOOR)[..., 0]
         return vol_norm * math.sqrt(self.horizon)
-
-    @staticmethod
-    def _columns(frame: pd.DataFrame) -> tuple[np.ndarray, ...]:
-        """open, high, low, close, volume of an OHLCV frame as validated float64 arrays."""
-        if not isinstance(frame, pd.DataFrame):
-            raise DataError(
-                f"expected an OHLCV DataFrame, got {type(frame).__name__}; "
-                "load it with metabt.data.load_ohlcv"
-            )
-        missing = [c for c in _COLUMNS if c not in frame.columns]
-        if missing:
-            raise DataError(
-                f"DataFrame is missing column(s) {missing} (found {list(frame.columns)}); "
-                "load it with metabt.data.load_ohlcv"
-            )
-        try:
-            arrays = tuple(frame[c].to_numpy(dtype=np.float64) for c in _COLUMNS)
-        except (TypeError, ValueError) as exc:
-            raise DataError(
-                f"DataFrame has non-numeric OHLCV values ({exc}); load it with "
-                "metabt.data.load_ohlcv"
-            ) from exc
-        for name, x in zip(_COLUMNS, arrays):
-            bad = ~np.isfinite(x) | ((x < 0) if name == "volume" else (x <= 0))
-            if bad.any():
-                i = int(np.argmax(bad))
-                what = (
-                    "negative or non-finite" if name == "volume" else "non-positive or non-finite"
-                )
-                raise DataError(
-                    f"DataFrame column {name!r} has a {what} value {x[i]!r} at row {i} "
-                    f"({frame.index[i]}); fix the data or load it with metabt.data.load_ohlcv"
-                )
-        return arrays
 
     def transform(self, frame: pd.DataFrame) -> np.ndarray:
         """Feature rows of every bar of an OHLCV frame (the offline path).
@@ -310,7 +254,7 @@ class FeatureSpec:
             DataError: not a DataFrame, a missing column, a non-numeric value, a non-positive
                 or non-finite price, a negative or non-finite volume.
         """
-        _, h, lo, c, v = self._columns(frame)
+        _, h, lo, c, v = ohlcv_arrays(frame)
         n_bars, width = len(c), self.lookback
         out = np.full((n_bars, self.n_features), np.nan, dtype=np.float32)
         if n_bars < width:
@@ -376,7 +320,7 @@ class FeatureSpec:
         Raises:
             DataError: as :meth:`transform`.
         """
-        c = self._columns(frame)[3]
+        c = ohlcv_arrays(frame)[3]
         if not self.scale_label:
             return np.ones(len(c))
         out = np.full(len(c), np.nan)
@@ -424,64 +368,8 @@ class FeatureSpec:
         Raises:
             DataError: as :meth:`transform`.
         """
-        c = self._columns(frame)[3]
-        scale = self.label_scale(frame)
-        y = np.full(len(c), np.nan)
-        k = self.horizon
-        if len(c) > k:
-            y[:-k] = np.log(c[k:] / c[:-k]) / scale[:-k]
-        return y.astype(np.float32)
-
-
-class _RollingMoments:
-    """Shifted sum and sum of squares of the last w values of a stream, for several w.
-
-    O(1) per value: each window adds the newest value and drops the one leaving it. Values
-    are shifted by the stream's first value (the "shifted data" variance algorithm), so
-    ``q - s²/w`` does not cancel catastrophically, and the sums are recomputed exactly
-    every ``_RESUM`` values so that rounding cannot accumulate over a long backtest.
-    """
-
-    _RESUM = 1024
-
-    def __init__(self, windows: Sequence[int]) -> None:
-        self.windows = tuple(windows)
-        self._values: deque[float] = deque(maxlen=max(self.windows) + 1)
-        self._sums = [0.0] * len(self.windows)
-        self._squares = [0.0] * len(self.windows)
-        self._shift = math.nan
-        self._pushed = 0
-
-    def push(self, value: float) -> None:
-        if self._pushed == 0:
-            self._shift = value
-        self._pushed += 1
-        d = value - self._shift
-        values = self._values
-        values.append(d)
-        n = len(values)
-        if self._pushed % self._RESUM == 0:
-            items = list(values)
-            for j, w in enumerate(self.windows):
-                tail = items[-w:]
-                self._sums[j] = sum(tail)
-                self._squares[j] = sum(v * v for v in tail)
-            return
-        sums, squares = self._sums, self._squares
-        for j, w in enumerate(self.windows):
-            sums[j] += d
-            squares[j] += d * d
-            if n > w:
-                old = values[-1 - w]
-                sums[j] -= old
-                squares[j] -= old * old
-
-    def stds(self) -> list[float]:
-        """Sample std (ddof=1) of the last w values, for each window w (needs w pushed)."""
-        return [
-            math.sqrt(max(q - s * s / w, 0.0) / (w - 1))
-            for w, s, q in zip(self.windows, self._sums, self._squares)
-        ]
+        c = ohlcv_arrays(frame)[3]
+        return (forward_log_return(c, self.horizon) / self.label_scale(frame)).astype(np.float32)
 
 
 class OnlineFeatures:
@@ -508,7 +396,7 @@ class OnlineFeatures:
         self.lookback = spec.lookback
         self._vol_windows = (spec.norm_window, *spec.vol_windows)
         self._returns: deque[float] = deque(maxlen=spec.lags)
-        self._moments = _RollingMoments(self._vol_windows)
+        self._moments = RollingMoments(self._vol_windows)
         self._log_close: deque[float] = deque(maxlen=max(spec.mom_windows, default=0) + 1)
         self._log_volume: deque[float] = deque(maxlen=spec.volume_window)
         self._mom = [(w, math.sqrt(w)) for w in spec.mom_windows]

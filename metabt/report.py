@@ -1,33 +1,30 @@
-"""Performance metrics (quantstats), tearsheets and comparison tables for metabt runs."""
+"""Reports of metabt runs: quantstats tearsheets, diagnostics pages, comparison tables.
+
+Drawing and writing only; the numbers come from :mod:`metabt.metrics`. Every file is
+written atomically (:func:`metabt._util.atomic_path`).
+"""
 
 from __future__ import annotations
 
-import contextlib
 import html
-import logging
 import math
 import numbers
 import os
-import uuid
-import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from metabt.errors import ConfigError, DataError
+from metabt._util import atomic_path, quiet_third_party, write_text
+from metabt.metrics import check_periods, check_returns
 
 __all__ = [
-    "compute_metrics",
+    "COUNT_METRICS",
+    "PERCENT_METRICS",
     "format_table",
-    "metrics_table",
-    "probabilistic_sharpe",
-    "sharpe_difference_ci",
     "write_comparison",
     "write_diagnostics",
     "write_tearsheet",
-    "write_text",
 ]
 
 #: Metrics shown as percentages by :func:`format_table`.
@@ -44,136 +41,6 @@ PERCENT_METRICS = frozenset(
     }
 )
 COUNT_METRICS = frozenset({"bars", "adaptations"})
-
-
-def _check_returns(returns: object, name: str) -> pd.Series:
-    """``returns`` as a float64 Series, or DataError naming the problem and the fix."""
-    if not isinstance(returns, pd.Series):
-        raise DataError(
-            f"{name} must be a pandas Series of simple per-bar returns, got "
-            f"{type(returns).__name__}; pass e.g. analysis['returns']"
-        )
-    try:
-        values = returns.astype("float64")
-    except (TypeError, ValueError) as exc:
-        raise DataError(f"{name} must hold numbers (simple per-bar returns): {exc}") from exc
-    if not isinstance(values.index, pd.DatetimeIndex):
-        raise DataError(
-            f"{name} must have a DatetimeIndex (the dates of the bars), got "
-            f"{type(values.index).__name__}; set one, e.g. series.index = pd.to_datetime(dates)"
-        )
-    if values.index.tz is not None:  # quantstats wants tz-naive dates: keep the wall time
-        values = values.tz_localize(None)
-    if not np.isfinite(values.to_numpy()).any():
-        raise DataError(
-            f"{name} has no finite value ({len(values)} bars); the backtest recorded no "
-            "returns: check the start/end dates"
-        )
-    return values
-
-
-def _check_periods(periods_per_year: object) -> int:
-    if (
-        isinstance(periods_per_year, bool)
-        or not isinstance(periods_per_year, numbers.Integral)
-        or periods_per_year < 1
-    ):
-        raise ConfigError(
-            f"periods_per_year must be a positive integer (bars per year, e.g. 252 for "
-            f"daily bars), got {periods_per_year!r}"
-        )
-    return int(periods_per_year)
-
-
-def compute_metrics(
-    returns: pd.Series, *, periods_per_year: int = 252, turnover: float | None = None
-) -> dict[str, float]:
-    """Performance metrics of a return series, every one computed by ``quantstats.stats``.
-
-    ``periods`` is passed explicitly to every annualised metric (quantstats defaults to
-    252 otherwise). In quantstats 0.0.86 ``cagr`` counts years as
-    ``returns.count() / periods_per_year`` (bars, not calendar days), and ``calmar`` is
-    that CAGR over |max drawdown|. Degenerate series give quantstats' own values without
-    warnings: e.g. all-zero returns give sharpe NaN and win_rate 0.0, a constant positive
-    series gives sharpe inf.
-
-    Args:
-        returns (pd.Series): simple, non-cumulative, per-bar returns (fraction, 0.01 = 1%),
-            float, DatetimeIndex of the bar dates (a tz-aware index is made tz-naive,
-            keeping wall times). NaN bars are skipped by quantstats.
-        periods_per_year (int): bars per year used to annualise. Default 252.
-        turnover (float | None): the strategy's turnover, computed by the caller (e.g.
-            traded value / mean equity per year, fraction); copied into the result as
-            ``turnover`` when given. Default None.
-
-    Returns:
-        dict[str, float]: ``sharpe``, ``sortino`` (annualised ratios, rf = 0), ``cagr``
-        (annual fraction), ``max_drawdown`` (fraction, <= 0), ``volatility`` (annualised
-        fraction), ``calmar`` (ratio), ``total_return`` (compounded fraction),
-        ``win_rate`` (fraction of non-zero bars that are positive), and ``turnover`` if
-        given.
-
-    Raises:
-        DataError: ``returns`` is not a Series of numbers with a DatetimeIndex, or has no
-            finite value.
-        ConfigError: ``periods_per_year`` is not a positive integer; ``turnover`` is not a
-            finite number.
-
-    References:
-        quantstats.stats (https://github.com/ranaroussi/quantstats).
-    """
-    from quantstats import stats as qs_stats  # heavy: imported only where used
-
-    r = _check_returns(returns, "returns")
-    periods = _check_periods(periods_per_year)
-    if turnover is not None and (
-        isinstance(turnover, bool)
-        or not (isinstance(turnover, numbers.Real) and math.isfinite(turnover))
-    ):
-        raise ConfigError(f"turnover must be a finite number (fraction), got {turnover!r}")
-    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
-        # all-zero returns: quantstats warns, then returns win_rate 0.0
-        warnings.filterwarnings("ignore", message="No non-zero returns", category=UserWarning)
-        metrics = {
-            "sharpe": qs_stats.sharpe(r, periods=periods),
-            "sortino": qs_stats.sortino(r, periods=periods),
-            "cagr": qs_stats.cagr(r, periods=periods),
-            "max_drawdown": qs_stats.max_drawdown(r),
-            "volatility": qs_stats.volatility(r, periods=periods),
-            "calmar": qs_stats.calmar(r, periods=periods),
-            "total_return": qs_stats.comp(r),
-            "win_rate": qs_stats.win_rate(r),
-        }
-    out = {key: float(value) for key, value in metrics.items()}
-    if turnover is not None:
-        out["turnover"] = float(turnover)
-    return out
-
-
-class _DropFindfont(logging.Filter):
-    """Drops matplotlib's "findfont: ..." records (quantstats asks for Arial)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("findfont")
-
-
-@contextlib.contextmanager
-def _quiet_third_party() -> Iterator[None]:
-    """Silences font lookups and third-party deprecation noise; restores state on exit."""
-    font_logger = logging.getLogger("matplotlib.font_manager")
-    drop = _DropFindfont()
-    font_logger.addFilter(drop)
-    try:
-        with warnings.catch_warnings():
-            for category in (DeprecationWarning, PendingDeprecationWarning, FutureWarning):
-                warnings.filterwarnings("ignore", category=category)
-            # cosmetic: quantstats sets tick labels without a FixedLocator
-            warnings.filterwarnings("ignore", category=UserWarning, module=r"quantstats\._plotting")
-            warnings.filterwarnings("ignore", message="No non-zero returns", category=UserWarning)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                yield
-    finally:
-        font_logger.removeFilter(drop)
 
 
 def write_tearsheet(
@@ -213,152 +80,28 @@ def write_tearsheet(
     References:
         quantstats.reports.html (https://github.com/ranaroussi/quantstats).
     """
-    r = _check_returns(returns, "returns")
-    periods = _check_periods(periods_per_year)
+    r = check_returns(returns, "returns")
+    periods = check_periods(periods_per_year)
     kwargs: dict[str, object] = {}
     b = None
     if benchmark is not None:
-        b = _check_returns(benchmark, "benchmark")
+        b = check_returns(benchmark, "benchmark")
         kwargs["benchmark_title"] = str(benchmark.name) if benchmark.name else "Benchmark"
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     # quantstats opens the file itself, so it writes to the temporary name
-    with _atomic(target) as tmp_name, _quiet_third_party():
+    with atomic_path(target) as tmp, quiet_third_party():
         from quantstats import reports as qs_reports  # heavy: imported only where used
 
         qs_reports.html(
             r,
             b,
             title=title or "metabt tearsheet",
-            output=tmp_name,
+            output=str(tmp),
             periods_per_year=periods,
             **kwargs,
         )
     return target
-
-
-def probabilistic_sharpe(returns: pd.Series, *, periods_per_year: int = 252) -> float:
-    """Probability that the true Sharpe ratio is above 0, given skew, kurtosis and length.
-
-    Computed by ``quantstats.stats.probabilistic_sharpe_ratio``.
-
-    Args:
-        returns: simple per-bar returns (tz-naive DatetimeIndex).
-        periods_per_year: bars per year. Default 252.
-
-    Returns:
-        A probability in [0, 1]; NaN for a constant series.
-
-    References:
-        Bailey and López de Prado 2012, "The Sharpe Ratio Efficient Frontier".
-    """
-    r = _check_returns(returns, "returns")
-    periods = _check_periods(periods_per_year)
-    with _quiet_third_party():
-        from quantstats import stats as qs_stats
-
-        return float(qs_stats.probabilistic_sharpe_ratio(r, periods=periods))
-
-
-def sharpe_difference_ci(
-    returns: pd.Series,
-    baseline: pd.Series,
-    *,
-    periods_per_year: int = 252,
-    confidence: float = 0.95,
-    n_resamples: int = 2000,
-    seed: int = 0,
-) -> tuple[float, float, float]:
-    """Annualised Sharpe ratio of ``returns`` minus that of ``baseline``, with a bootstrap CI.
-
-    The two series are resampled together (paired bar by bar, ``scipy.stats.bootstrap``,
-    percentile method), so a CI that contains 0 says the gain could be noise. Sharpe
-    ratios are mean / std (ddof=1) * sqrt(periods_per_year), as ``quantstats.stats.sharpe``
-    with rf=0. The iid bootstrap ignores autocorrelation of returns.
-
-    Args:
-        returns: simple per-bar returns of the strategy.
-        baseline: simple per-bar returns of the baseline, on overlapping dates.
-        periods_per_year: bars per year. Default 252.
-        confidence: confidence level of the interval. Default 0.95.
-        n_resamples: bootstrap resamples. Default 2000.
-        seed: seed of the resampling generator. Default 0.
-
-    Returns:
-        (difference, low, high); all NaN-safe: NaN where a series is constant.
-
-    Raises:
-        DataError: fewer than 10 common dates.
-    """
-    from scipy.stats import bootstrap
-
-    a = _check_returns(returns, "returns")
-    b = _check_returns(baseline, "baseline")
-    both = pd.concat([a, b], axis=1, join="inner").dropna()
-    if len(both) < 10:
-        raise DataError(
-            f"sharpe_difference_ci needs >= 10 common dates, got {len(both)}; align the series"
-        )
-    root = math.sqrt(_check_periods(periods_per_year))
-    x, y = both.iloc[:, 0].to_numpy(), both.iloc[:, 1].to_numpy()
-
-    def sharpe(v: np.ndarray, axis: int) -> np.ndarray:
-        sd = v.std(axis=axis, ddof=1)
-        mean = v.mean(axis=axis)
-        safe = np.where(sd > 0, sd, 1.0)
-        return np.where(sd > 0, mean / safe, np.nan) * root
-
-    def diff(u: np.ndarray, v: np.ndarray, axis: int = -1) -> np.ndarray:
-        return sharpe(u, axis) - sharpe(v, axis)
-
-    point = float(diff(x, y, axis=0))
-    if not math.isfinite(point):
-        return point, math.nan, math.nan
-    res = bootstrap(
-        (x, y),
-        diff,
-        paired=True,
-        vectorized=True,
-        n_resamples=n_resamples,
-        confidence_level=confidence,
-        method="percentile",
-        rng=np.random.default_rng(seed),
-    )
-    return point, float(res.confidence_interval.low), float(res.confidence_interval.high)
-
-
-@contextlib.contextmanager
-def _atomic(target: Path) -> Iterator[str]:
-    """Yield a fresh temporary name beside ``target``; rename it onto ``target`` on success.
-
-    A unique name created by the writer itself (so it gets the umask's permissions,
-    unlike mkstemp's 0600) in the same directory keeps ``os.replace`` atomic; on any
-    failure the temporary file is removed and ``target`` is left as it was.
-    """
-    tmp_name = str(target.parent / f".{target.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    try:
-        yield tmp_name
-        os.replace(tmp_name, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        raise
-
-
-def write_text(path: Path, text: str) -> Path:
-    """Write ``text`` (UTF-8) atomically: a temporary file in the same folder, then rename.
-
-    Args:
-        path: destination (parent folders are created).
-        text: the content.
-
-    Returns:
-        ``path``; it is either the old file or the complete new one, never half-written.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with _atomic(path) as tmp_name:
-        Path(tmp_name).write_text(text, encoding="utf-8")
-    return path
 
 
 def write_comparison(
@@ -380,7 +123,7 @@ def write_comparison(
         title: heading of the Markdown and HTML pages.
         notes: lines printed above the table (period, costs, training range...).
         assets: optional per-asset results, indexed by (strategy, asset), columns as
-            ``metabt.backtest.asset_results``; written to ``assets.csv`` and
+            ``metabt.metrics.asset_results``; written to ``assets.csv`` and
             ``assets.md`` and shown on the index page.
 
     Returns:
@@ -469,7 +212,7 @@ def write_diagnostics(
         benchmark: simple per-bar benchmark returns, or None.
         adaptations: ``MetaStrategy.adaptation_log()``.
         signals: data name -> DataFrame with ``signal`` and ``forward`` columns
-            (``metabt.backtest.signal_frames``).
+            (``metabt.analyzers.signal_frames``).
         path: the HTML file to write (atomically; the figure is embedded as a PNG).
         title: page title.
         ic_window: bars in the rolling means and rolling IC. Default 63 (a quarter).
@@ -482,12 +225,12 @@ def write_diagnostics(
 
     from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
 
-    r = _check_returns(returns, "returns")
+    r = check_returns(returns, "returns")
     fig = Figure(figsize=(11, 9), dpi=100)
     ax_eq, ax_loss, ax_ic = fig.subplots(3, 1, sharex=True)
     ax_eq.plot((1 + r).cumprod(), label="strategy", color="tab:blue")
     if benchmark is not None:
-        b = _check_returns(benchmark, "benchmark")
+        b = check_returns(benchmark, "benchmark")
         ax_eq.plot((1 + b).cumprod(), label=str(b.name or "benchmark"), color="tab:gray")
     ax_eq.set_ylabel("growth of 1")
     ax_eq.legend(loc="upper left")
@@ -514,7 +257,7 @@ def write_diagnostics(
     fig.suptitle(title)
     fig.tight_layout()
     buffer = io.BytesIO()
-    with _quiet_third_party():
+    with quiet_third_party():
         fig.savefig(buffer, format="png")
     image = base64.b64encode(buffer.getvalue()).decode("ascii")
     page = (
@@ -529,30 +272,6 @@ def write_diagnostics(
         f"<img alt='diagnostics' src='data:image/png;base64,{image}'></body></html>"
     )
     return write_text(Path(path), page)
-
-
-def metrics_table(rows: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
-    """One row per strategy, one column per metric.
-
-    Args:
-        rows (Mapping[str, Mapping[str, float]]): strategy name -> metrics (e.g. from
-            :func:`compute_metrics`). Columns follow the first row's key order; a metric
-            a strategy lacks is NaN.
-
-    Returns:
-        pd.DataFrame: (n_strategies, n_metrics) float64, index named ``strategy`` in the
-        order of ``rows``.
-    """
-    columns: list[str] = []
-    for metrics in rows.values():
-        columns.extend(k for k in metrics if k not in columns)
-    table = pd.DataFrame(
-        [[float(m.get(c, math.nan)) for c in columns] for m in rows.values()],
-        index=pd.Index(list(rows), name="strategy", dtype=object),
-        columns=columns,
-        dtype="float64",
-    )
-    return table
 
 
 def _format_value(column: str, value: float) -> str:

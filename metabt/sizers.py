@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 from typing import Any
 
@@ -54,8 +53,14 @@ class SignalSizer(bt.Sizer):
     volatility (e.g. fewer than ``vol_lookback + 1`` bars), price or portfolio value gives
     a target of 0 shares (flat), whatever the deadband.
 
-    The strategy normally calls :meth:`target_size` and then ``order_target_size``; the
-    backtrader hook :meth:`_getsizing` serves plain ``buy()`` / ``sell()`` calls.
+    The one sizing path: each bar, :meth:`metabt.strategy.SignalTrader.rebalance` asks
+    :meth:`target_weight` for every asset's weight (with the strategy's O(1) estimate of
+    the realised volatility over ``vol_lookback`` bars, annualised with
+    ``bars_per_year``), scales the weights down to the portfolio's gross-leverage cap,
+    turns each into shares with :meth:`shares_for_weight` (deadband included) and submits
+    the differences as orders, which fill at the next bar's open. :meth:`target_shares`
+    is the same computation for one asset. A lone ``buy()`` without a size is refused
+    (:meth:`_getsizing`).
 
     Params:
         target_vol (float): annualised volatility target of each position, as a fraction
@@ -149,7 +154,7 @@ class SignalSizer(bt.Sizer):
         weight_scale: float = 1.0,
         deadband: float | None = None,
     ) -> int:
-        """Target position in shares from the sizing inputs (pure; used by :meth:`target_size`).
+        """Shares of one asset: :meth:`target_weight`, then :meth:`shares_for_weight`.
 
         Args:
             signal (float): the model's signal (signal units).
@@ -222,118 +227,22 @@ class SignalSizer(bt.Sizer):
         return _truncate(shares)
 
     # ---- backtrader-facing
-    def realised_vol(self, data: bt.DataBase) -> float:
-        """Annualised realised volatility of ``data`` at the current bar.
-
-        Args:
-            data (bt.DataBase): a backtrader data feed.
-
-        Returns:
-            float: ``std(ddof=1)`` of the last ``vol_lookback`` close-to-close log returns
-            times ``sqrt(bars_per_year)`` (annualised fraction); NaN with fewer than
-            ``vol_lookback + 1`` bars or a non-positive/non-finite close in the window.
-        """
-        n = int(self.p.vol_lookback) + 1
-        if len(data) < n:
-            return math.nan
-        return self.vol_from_closes(np.asarray(data.close.get(size=n), dtype=float))
-
-    def vol_from_closes(self, closes: np.ndarray) -> float:
-        """Annualised realised volatility from recent closes (pure; see :meth:`realised_vol`).
-
-        Args:
-            closes (np.ndarray): (n,) closes, oldest first; the last ``vol_lookback + 1``
-                are used.
-
-        Returns:
-            float: annualised volatility (fraction); NaN with too few closes or a
-            non-positive/non-finite close in the window.
-        """
-        n = int(self.p.vol_lookback) + 1
-        tail = closes[-n:]
-        # scalar math on a list: cheaper than NumPy calls for ~20 values
-        window = tail.tolist() if isinstance(tail, np.ndarray) else [float(c) for c in tail]
-        if len(window) != n or not all(math.isfinite(c) and c > 0 for c in window):
-            return math.nan
-        logs = [math.log(c) for c in window]
-        returns = [b - a for a, b in itertools.pairwise(logs)]
-        mean = sum(returns) / len(returns)
-        var = sum((r - mean) * (r - mean) for r in returns) / (len(returns) - 1)
-        return math.sqrt(var) * math.sqrt(self.p.bars_per_year)
-
-    def target_size(
-        self,
-        data: bt.DataBase,
-        signal: float,
-        *,
-        value: float | None = None,
-        weight_scale: float = 1.0,
-    ) -> int:
-        """Target position of ``data`` in shares, at the current bar.
-
-        Uses the data's last close as price, :meth:`realised_vol` as volatility and the
-        broker's position as the current position (0 when the sizer is not attached to a
-        strategy).
-
-        Args:
-            data (bt.DataBase): the data feed to size.
-            signal (float): its current signal (NaN = no view: flat).
-            value (float | None): portfolio value (currency units); None = the broker's
-                ``getvalue()``. Default None.
-            weight_scale (float): multiplier in (0, 1] on the target weight (portfolio
-                gross-leverage cap). Default 1.0.
-
-        Returns:
-            int: the target size (shares, negative = short), see :meth:`target_shares`.
-
-        Raises:
-            ConfigError: ``value`` is None and the sizer has no broker; bad ``weight_scale``.
-        """
-        if value is None:
-            if self.broker is None:
-                raise ConfigError(
-                    "SignalSizer.target_size: no broker to read the portfolio value from; "
-                    "pass value=... or attach the sizer with cerebro.addsizer"
-                )
-            value = self.broker.getvalue()
-        price = data.close[0] if len(data) else math.nan
-        return self.target_shares(
-            signal,
-            self.realised_vol(data),
-            price,
-            value,
-            current=self._position(data),
-            weight_scale=weight_scale,
-        )
-
-    def _position(self, data: bt.DataBase) -> float:
-        """Current position of ``data`` in shares (0 without a broker)."""
-        if self.broker is None:
-            return 0
-        return self.broker.getposition(data).size
-
     def _getsizing(
         self, comminfo: bt.CommInfoBase, cash: float, data: bt.DataBase, isbuy: bool
     ) -> int:
-        """Backtrader hook: size of a ``buy()`` / ``sell()`` towards the target position.
+        """Backtrader hook for ``buy()`` / ``sell()`` without a size: not a SignalSizer path.
 
-        The signal is ``strategy.current_signal(data)`` when the strategy has that method,
-        else 0 (which targets a flat position). Cash is not checked here: the broker
-        rejects orders it cannot fill.
+        A SignalSizer sizes a whole portfolio at once (the gross-leverage cap couples the
+        assets), so it is used through :meth:`metabt.strategy.SignalTrader.rebalance`,
+        never one order at a time.
 
-        Args:
-            comminfo: the data's commission scheme (unused).
-            cash: the broker's cash (unused).
-            data: the data the order is for.
-            isbuy: True for a buy, False for a sell.
-
-        Returns:
-            int: shares (>= 0) to trade in the requested direction to reach
-            :meth:`target_size`; 0 when the target lies the other way or is reached.
+        Raises:
+            ConfigError: always, naming the fix (pass ``size=`` or trade through
+                ``SignalTrader.rebalance``).
         """
-        getter = getattr(self.strategy, "current_signal", None)
-        signal = getter(data) if callable(getter) else 0.0
-        delta = self.target_size(data, signal) - int(self._position(data))
-        if isbuy:
-            return max(delta, 0)
-        return max(-delta, 0)
+        raise ConfigError(
+            f"SignalSizer cannot size a lone {'buy' if isbuy else 'sell'} of "
+            f"{getattr(data, '_name', 'data')}: it sizes through SignalTrader.rebalance "
+            "(MetaStrategy and the baselines); pass size= to buy()/sell(), or add a "
+            "backtrader sizer such as bt.sizers.FixedSize for your own strategy"
+        )

@@ -1,4 +1,9 @@
-"""MetaStrategy: rolling MAML adaptation inside the backtest loop, trading through SignalSizer."""
+"""MetaStrategy: rolling MAML adaptation inside the backtest loop, trading through SignalSizer.
+
+``SignalTrader`` is the base of every metabt strategy (one signal per data, one sizing
+path); ``MetaStrategy`` computes its signal with a meta-learned model adapted on the most
+recent realised bars.
+"""
 
 from __future__ import annotations
 
@@ -13,12 +18,13 @@ import numpy as np
 import pandas as pd
 
 from metabt._checks import as_date, reject_unknown_params
+from metabt._stats import RollingMoments
 from metabt.errors import ConfigError
-from metabt.features import FeatureSpec, OnlineFeatures, _RollingMoments
+from metabt.features import FeatureSpec, OnlineFeatures
 from metabt.meta import AdaptedModel, MetaLearner
 from metabt.sizers import SignalSizer
 
-__all__ = ["MetaStrategy", "Signal", "SignalStrategy"]
+__all__ = ["MetaStrategy", "Signal", "SignalTrader"]
 
 
 class Signal(bt.Indicator):
@@ -42,17 +48,23 @@ class Signal(bt.Indicator):
         """
 
 
-class SignalStrategy(bt.Strategy):
+class SignalTrader(bt.Strategy):
     """Base of metabt's strategies: one signal per data, positions set through SignalSizer.
 
     Each bar, :meth:`compute_signal` gives each data that has a new bar a signal (NaN = no
-    view, go flat); the sizer turns signals into target weights (volatility-targeted,
-    capped per data), the portfolio's gross leverage is capped, and ``order_target_size``
-    moves each position, reductions first so that they free cash for the increases.
-    Orders fill at the next bar's open (backtrader's default), so a decision at bar t
-    never trades at t's close.
+    view, go flat). :meth:`rebalance` is the one sizing path: the sizer's
+    :meth:`~metabt.sizers.SignalSizer.target_weight` turns each signal and the data's
+    realised volatility (:meth:`realised_vol`) into a target weight, the weights are scaled
+    down to the portfolio's gross-leverage cap, the sizer's
+    :meth:`~metabt.sizers.SignalSizer.shares_for_weight` turns each into shares (deadband
+    included), and the differences are submitted as ``buy``/``sell`` orders, reductions
+    first so that they free cash for the increases. Orders fill at the next bar's open
+    (backtrader's default), so a decision at bar t never trades at t's close.
 
-    If the Cerebro's sizer is not a :class:`SignalSizer`, a default ``SignalSizer()`` is used.
+    Named apart from backtrader's own ``bt.SignalStrategy``, whose contract differs.
+    If the Cerebro's sizer is not a :class:`SignalSizer`, a default ``SignalSizer()`` is
+    used. Fills, turnover and rejected orders are measured by
+    :class:`metabt.analyzers.PortfolioAnalyzer`, not by the strategy.
 
     Params:
         trade_start (date | str | None): no orders before this date; bars before it are a
@@ -60,16 +72,17 @@ class SignalStrategy(bt.Strategy):
         gross_leverage (float): cap on the sum of |position value| over all data, as a
             multiple of portfolio value. Default 0.95: orders fill at the next bar's open,
             so a little cash absorbs overnight gaps and commission; an order the broker
-            still rejects is recorded in ``rejected_orders`` and retried at the next bar.
+            still rejects is retried at the next bar.
 
     Attributes:
         signals (list[Signal]): the ``signal`` line of each data, in ``self.datas`` order.
-        rejected_orders (list[dict]): orders the broker rejected (margin, cash), with date.
-        traded_value (float): total notional of filled orders, currency units (turnover).
-        traded_by_data (dict[str, float]): the same per data name.
+        horizon (int | None): bars over which the signal forecasts a return; None for a
+            strategy without a forecast. When set, ``SignalAnalyzer`` scores the signal
+            against the realised forward return over ``horizon`` bars (IC).
     """
 
     params: Any = (("trade_start", None), ("gross_leverage", 0.95))
+    horizon: int | None = None
 
     def __init__(self, **unknown: Any) -> None:
         super().__init__()
@@ -82,21 +95,16 @@ class SignalStrategy(bt.Strategy):
         # each data's line objects, looked up once (backtrader resolves data.close by
         # attribute lookup on every access)
         self._bars = [(d.high, d.low, d.close, d.volume) for d in self.datas]
-        self.rejected_orders: list[dict[str, Any]] = []
-        self.traded_value = 0.0
-        self.traded_by_data: dict[str, float] = {}
         self._signal_sizer: SignalSizer | None = None
         self._seen = [0] * len(self.datas)  # bars of each data already processed
         self._last = [math.nan] * len(self.datas)  # latest signal of each data
+        self._last_log_close = [math.nan] * len(self.datas)
+        self._vol: list[RollingMoments] = []  # log returns over the sizer's vol_lookback
 
     # ---- hooks for subclasses
     def compute_signal(self, i: int, data: bt.DataBase) -> float:  # pragma: no cover - abstract
         """The signal of data ``i`` at the current bar (NaN for none)."""
         raise NotImplementedError
-
-    def current_signal(self, data: bt.DataBase) -> float:
-        """The latest signal of ``data`` (used by ``SignalSizer._getsizing``)."""
-        return self._last[self.datas.index(data)]
 
     # ---- backtrader hooks
     def start(self) -> None:
@@ -105,27 +113,22 @@ class SignalStrategy(bt.Strategy):
             sizer = SignalSizer()
             self.setsizer(sizer)
         self._signal_sizer = sizer
-
-    def notify_order(self, order: bt.Order) -> None:
-        if order.status == order.Completed:
-            notional = abs(order.executed.size * order.executed.price)
-            self.traded_value += notional
-            name = order.data._name
-            self.traded_by_data[name] = self.traded_by_data.get(name, 0.0) + notional
-        elif order.status in (order.Margin, order.Rejected):
-            self.rejected_orders.append(
-                {
-                    "date": self.datas[0].datetime.date(0),
-                    "data": order.data._name,
-                    "size": order.created.size,
-                    "status": order.getstatusname(),
-                }
-            )
+        lookback = int(sizer.p.vol_lookback)
+        self._vol = [RollingMoments((lookback,)) for _ in self.datas]
 
     def realised_vol(self, i: int) -> float:
-        """Annualised realised volatility of data ``i`` for sizing (the sizer's estimate)."""
-        assert self._signal_sizer is not None
-        return self._signal_sizer.realised_vol(self.datas[i])
+        """Annualised realised volatility of data ``i`` at the current bar, for sizing.
+
+        The sample std (ddof=1) of the last ``vol_lookback`` close-to-close log returns
+        times ``sqrt(bars_per_year)`` (the sizer's params), from rolling moments updated
+        once per bar (O(1), :class:`metabt._stats.RollingMoments`). NaN with fewer than
+        ``vol_lookback + 1`` bars.
+        """
+        sizer = self._signal_sizer
+        assert sizer is not None
+        if self._seen[i] <= int(sizer.p.vol_lookback):
+            return math.nan
+        return self._vol[i].stds()[0] * math.sqrt(sizer.p.bars_per_year)
 
     def trading(self) -> bool:
         """True once the current bar is on or after ``trade_start``."""
@@ -150,6 +153,10 @@ class SignalStrategy(bt.Strategy):
                 continue
             if n > self._seen[i]:  # a new bar of this data (calendars may differ)
                 self._seen[i] = n
+                log_close = math.log(self._bars[i][2][0])
+                if n > 1:
+                    self._vol[i].push(log_close - self._last_log_close[i])
+                self._last_log_close[i] = log_close
                 self._last[i] = self.compute_signal(i, d)
                 self._signal_lines[i][0] = self._last[i]
             active.append(i)
@@ -220,7 +227,6 @@ class _AssetState:
     model_index: int = -1  # index of the current adaptation in MetaStrategy.adaptations
     since_adapt: int = 0
     online: OnlineFeatures = field(init=False)
-    vol: _RollingMoments | None = None  # log returns over the sizer's vol_lookback
     errors: deque[float] = field(default_factory=lambda: deque(maxlen=250))  # realised
     # realised errors of predictions made since the last drift-triggered adaptation
     drift_from: int = 0  # index (in adaptations) of that adaptation; 0 before any
@@ -235,7 +241,7 @@ class _AssetState:
         self.X = np.vstack([self.X, extra])
 
 
-class MetaStrategy(SignalStrategy):
+class MetaStrategy(SignalTrader):
     """Trades the signal of a meta-learned model, re-adapted on a rolling schedule.
 
     At every bar t and for every data: the feature row x_t is computed from bars ≤ t with
@@ -262,7 +268,7 @@ class MetaStrategy(SignalStrategy):
         seed (int): kept in ``strategy.p.seed`` for the run's record; adaptation is
             deterministic (full-batch gradient descent, no sampling), so equal data,
             checkpoint and params give equal orders whatever the seed. Default 0.
-        trade_start, gross_leverage: see :class:`SignalStrategy`.
+        trade_start, gross_leverage: see :class:`SignalTrader`.
 
     Attributes:
         learner (MetaLearner): the meta-learner (θ is never modified).
@@ -282,6 +288,7 @@ class MetaStrategy(SignalStrategy):
 
     #: subclasses that stand for a baseline require a learner of this algorithm
     required_algorithm: ClassVar[str | None] = None
+    horizon: int  # always set from the learner's feature spec
 
     params: Any = (
         ("learner", None),
@@ -329,7 +336,7 @@ class MetaStrategy(SignalStrategy):
             raise ConfigError(f"inner_steps must be an integer >= 0 or None, got {steps!r}")
         self.learner: MetaLearner = learner
         self.spec: FeatureSpec = learner.feature_spec
-        self.horizon: int = self.spec.horizon
+        self.horizon = self.spec.horizon
         self.window: int = learner.window
         drift = self.p.drift_threshold
         if drift is not None and not (isinstance(drift, (int, float)) and drift > 0):
@@ -341,13 +348,6 @@ class MetaStrategy(SignalStrategy):
         self._query_sq = [0.0]  # realised squared error per adaptation (index shifted by 1)
         self._query_n = [0]
         self._states = [_AssetState(self.spec, i) for i in range(len(self.datas))]
-
-    def start(self) -> None:
-        super().start()
-        assert self._signal_sizer is not None
-        lookback = int(self._signal_sizer.p.vol_lookback)
-        for state in self._states:
-            state.vol = _RollingMoments((lookback,))
 
     # ---- per-bar bookkeeping
     def _record_bar(self, state: _AssetState, data: bt.DataBase) -> int:
@@ -361,10 +361,7 @@ class MetaStrategy(SignalStrategy):
             state.X[k] = row
             if state.first_row < 0:
                 state.first_row = k
-        log_close = math.log(close)
-        if k:
-            assert state.vol is not None
-            state.vol.push(log_close - state.log_close[-1])
+        log_close = self._last_log_close[state.index]  # log(close), set by SignalTrader
         state.log_close.append(log_close)
         state.scale.append(scale)
         state.y.append(math.nan)
@@ -452,21 +449,6 @@ class MetaStrategy(SignalStrategy):
         state.pred[k] = prediction
         state.made_by[k] = state.model_index
         return prediction
-
-    def realised_vol(self, i: int) -> float:
-        """The sizer's volatility estimate (see ``SignalSizer.realised_vol``), kept O(1) per bar.
-
-        Same definition and ``vol_lookback`` / ``bars_per_year`` as the sizer, from rolling
-        moments of this data's log returns (equal to ``SignalSizer.vol_from_closes`` to
-        float precision; tested). NaN with fewer than ``vol_lookback + 1`` bars.
-        """
-        sizer = self._signal_sizer
-        assert sizer is not None
-        state = self._states[i]
-        lookback = int(sizer.p.vol_lookback)
-        if state.vol is None or state.n <= lookback:
-            return math.nan
-        return state.vol.stds()[0] * math.sqrt(sizer.p.bars_per_year)
 
     # ---- results
     def features(self, i: int = 0) -> np.ndarray:

@@ -1,18 +1,12 @@
-"""Ready-made strategies for Cerebro: the demo MetaStrategy configuration and its baselines."""
+"""Ready-made strategies for Cerebro: MetaStrategy and the baselines it is judged against.
+
+Re-exported from the package (:mod:`metabt.strategy`, :mod:`metabt.baselines`), where
+they live; the training recipe of the demo is ``metabt.experiments.DEMO``.
+"""
 
 from __future__ import annotations
 
-from strategies.baselines import BuyAndHold, ErmAdapt, ScratchAdapt, SmaCross, StaticModel
-from strategies.meta import DEMO, DemoConfig, DemoTraining, demo_learner
+from metabt.baselines import BuyAndHold, ErmAdapt, ScratchAdapt, SmaCross, StaticModel
+from metabt.strategy import MetaStrategy
 
-__all__ = [
-    "BuyAndHold",
-    "DEMO",
-    "DemoConfig",
-    "DemoTraining",
-    "ErmAdapt",
-    "ScratchAdapt",
-    "SmaCross",
-    "StaticModel",
-    "demo_learner",
-]
+__all__ = ["BuyAndHold", "ErmAdapt", "MetaStrategy", "ScratchAdapt", "SmaCross", "StaticModel"]

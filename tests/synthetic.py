@@ -54,3 +54,10 @@ def regime_frame(
     index = pd.bdate_range(start, periods=n, name="date")
     data = {"open": open_, "high": high, "low": low, "close": close, "volume": volume}
     return pd.DataFrame(data, index=index), regime
+
+
+def daily_returns(n: int = 300, seed: int = 0, name: str = "returns") -> pd.Series:
+    """Seeded normal simple daily returns on business days from 2020-01-01."""
+    rng = np.random.default_rng(seed)
+    index = pd.bdate_range("2020-01-01", periods=n)
+    return pd.Series(rng.normal(0.0004, 0.01, n), index=index, name=name)

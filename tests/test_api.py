@@ -8,19 +8,25 @@ import pytest
 
 MODULES = [
     "metabt",
+    "metabt.algorithms",
     "metabt.analyzers",
     "metabt.backtest",
+    "metabt.baselines",
+    "metabt.checkpoint",
     "metabt.cli",
     "metabt.data",
     "metabt.errors",
+    "metabt.experiments",
     "metabt.features",
     "metabt.meta",
+    "metabt.metrics",
     "metabt.models",
     "metabt.report",
     "metabt.sinusoid",
     "metabt.sizers",
     "metabt.strategy",
     "metabt.tasks",
+    "metabt.training",
     "strategies",
 ]
 

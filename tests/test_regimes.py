@@ -25,7 +25,8 @@ import pandas as pd
 import pytest
 from synthetic import regime_frame
 
-from metabt.backtest import Costs, run_backtest, signal_frames
+from metabt.analyzers import signal_frames
+from metabt.backtest import Costs, run_backtest
 from metabt.features import FeatureSpec
 from metabt.meta import MetaLearner
 from metabt.models import MLP

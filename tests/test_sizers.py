@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from metabt.errors import ConfigError
 from metabt.sizers import SignalSizer
+from metabt.strategy import SignalTrader
 
 NAN, INF = math.nan, math.inf
 
@@ -174,40 +175,28 @@ def test_bad_params_raise_config_error(kwargs, match):
         SignalSizer(**kwargs)
 
 
-def test_target_size_needs_a_value_without_a_broker():
-    data = bt.feeds.PandasData(dataname=_frame(), openinterest=None)
-    with pytest.raises(ConfigError, match="value"):
-        SignalSizer().target_size(data, 0.1)
+# ---- inside a backtest: the one sizing path (SignalTrader.rebalance)
 
 
-# ---- inside a backtest: realised_vol, target_size, _getsizing
+class _Probe(SignalTrader):
+    """Constant signal; records the sizing inputs at every bar."""
 
-
-class _Probe(bt.Strategy):
-    """Records the sizer's view at chosen bars, buys with the sizer at ``buy_bar``."""
-
-    params = (("signal", 0.2), ("buy_bar", 30))
+    params = (("signal", 0.2),)
 
     def __init__(self) -> None:
+        super().__init__()
         self.seen: dict[int, dict[str, float]] = {}
-        self.sell_order = "unset"
 
-    def current_signal(self, data: bt.DataBase) -> float:
+    def compute_signal(self, i: int, data: bt.DataBase) -> float:
         return self.p.signal
 
-    def next(self) -> None:
-        sizer = self.getsizer()
-        n = len(self.data)
-        self.seen[n] = {
-            "vol": sizer.realised_vol(self.data),
+    def rebalance(self, active: list[int], signals: list[float]) -> None:
+        self.seen[len(self.data)] = {
+            "vol": self.realised_vol(0),
             "value": self.broker.getvalue(),
-            "target": sizer.target_size(self.data, self.p.signal),
-            "target_half": sizer.target_size(self.data, self.p.signal, weight_scale=0.5),
             "position": self.getposition(self.data).size,
         }
-        if n == self.p.buy_bar:
-            self.sell_order = self.sell()  # the target is long: the sizer says 0
-            self.buy()
+        super().rebalance(active, signals)
 
 
 @pytest.fixture(scope="module")
@@ -228,32 +217,45 @@ def test_realised_vol_matches_numpy(probe_run):
     for n, row in strat.seen.items():
         if n < 11:  # fewer than vol_lookback + 1 closes
             assert math.isnan(row["vol"])
-            assert row["target"] == 0
         else:
             expected = np.std(log_returns[n - 11 : n - 1], ddof=1) * math.sqrt(252)
             assert row["vol"] == pytest.approx(expected, rel=1e-12)
 
 
-def test_target_size_matches_the_pure_formula(probe_run):
+def test_positions_follow_the_pure_formula(probe_run):
+    """Each bar's order brings the position to target_shares, capped at gross leverage."""
     frame, strat = probe_run
     sizer = SignalSizer(target_vol=0.15, vol_lookback=10, deadband=0.0)
     checked = 0
     for n, row in strat.seen.items():
+        if n + 1 not in strat.seen:
+            continue
         price = frame["close"].iloc[n - 1]
-        expected = sizer.target_shares(0.2, row["vol"], price, row["value"])
-        assert row["target"] == expected
-        half = sizer.target_shares(0.2, row["vol"], price, row["value"], weight_scale=0.5)
-        assert row["target_half"] == half
+        weight = sizer.target_weight(0.2, row["vol"])
+        scale = min(1.0, 0.95 / abs(weight)) if weight else 1.0
+        expected = sizer.target_shares(
+            0.2, row["vol"], price, row["value"], current=row["position"], weight_scale=scale
+        )
+        assert strat.seen[n + 1]["position"] == expected  # filled at the next open
         checked += expected != 0
     assert checked > 40  # the comparison is not vacuous
 
 
-def test_getsizing_buys_up_to_the_target(probe_run):
-    _, strat = probe_run
-    assert strat.sell_order is None  # sell() against a long target: size 0, no order
-    target = strat.seen[30]["target"]
-    assert target > 0
-    assert strat.seen[31]["position"] == target  # filled at the next open
+class _LoneBuyer(SignalTrader):
+    def compute_signal(self, i: int, data: bt.DataBase) -> float:
+        return 1.0
+
+    def rebalance(self, active: list[int], signals: list[float]) -> None:
+        self.buy()  # no size: SignalSizer refuses to size one order alone
+
+
+def test_a_lone_buy_without_size_is_refused():
+    cerebro = bt.Cerebro(stdstats=False)
+    cerebro.adddata(bt.feeds.PandasData(dataname=_frame(), openinterest=None), name="SYN")
+    cerebro.addsizer(SignalSizer)
+    cerebro.addstrategy(_LoneBuyer)
+    with pytest.raises(ConfigError, match="size="):
+        cerebro.run()
 
 
 # ---- properties

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import ClassVar
 
 import backtrader as bt
 import numpy as np
@@ -12,7 +11,8 @@ import pandas as pd
 import pytest
 
 from metabt import MetaStrategy, QuantStatsAnalyzer, SignalSizer
-from metabt.backtest import Costs, asset_results, run_backtest, signal_frames
+from metabt.analyzers import signal_frames
+from metabt.backtest import Costs, run_backtest
 from metabt.data import feed
 from metabt.errors import ConfigError
 from strategies import BuyAndHold, SmaCross
@@ -121,19 +121,20 @@ def test_support_labels_are_realised_offline_labels(sample_frames, small_learner
         def __init__(self):
             super().__init__()
             self.learner = Spy(self.learner)
-            self.bars_at = []
-
-        def _maybe_adapt(self, state, data, k):
-            n = len(seen)
-            super()._maybe_adapt(state, data, k)
-            if len(seen) > n:
-                self.bars_at.append((data._name, k))
 
     run = _run(sample_frames, small_learner, strategy=SpyStrategy)
     strat = run.strategy
     h = small_learner.horizon
     assert len(seen) > 20
-    for (name, k), y in zip(strat.bars_at, seen):
+    # the bar k of each adaptation, from the public adaptation log (one row per adapt call)
+    log = strat.adaptation_log()
+    assert len(log) == len(seen)
+    bars_at = []
+    for _, row in log.iterrows():
+        data = strat.datas[list(sample_frames).index(row["data"])]
+        dates = [bt.num2date(x).date() for x in data.datetime.array[: len(data)]]
+        bars_at.append((row["data"], dates.index(row["date"].date())))
+    for (name, k), y in zip(bars_at, seen):
         i = list(sample_frames).index(name)
         first_bar = pd.Timestamp(strat.datas[i].datetime.date(-len(strat.datas[i]) + 1))
         labels = small_learner.feature_spec.labels(sample_frames[name].loc[first_bar:])
@@ -141,15 +142,26 @@ def test_support_labels_are_realised_offline_labels(sample_frames, small_learner
         np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-6)
 
 
+def _sizer_vol(closes: np.ndarray, lookback: int, bars_per_year: int) -> float:
+    """The sizer's definition, two-pass: std (ddof=1) of the last log returns, annualised."""
+    if len(closes) < lookback + 1:
+        return math.nan
+    returns = np.diff(np.log(closes[-(lookback + 1) :]))
+    return float(np.std(returns, ddof=1) * math.sqrt(bars_per_year))
+
+
 def test_incremental_sizing_vol_equals_the_sizers_definition(sample_frames, small_learner):
-    """MetaStrategy's O(1) rolling vol == SignalSizer.realised_vol on the feed, every bar."""
+    """MetaStrategy's O(1) rolling vol == the sizer's definition on the feed, every bar."""
     pairs = []
 
     class VolProbe(MetaStrategy):
         def next(self):
             super().next()
+            sizer = self.getsizer()
+            lookback, per_year = sizer.p.vol_lookback, sizer.p.bars_per_year
             for i, d in enumerate(self.datas):
-                pairs.append((self.realised_vol(i), self._signal_sizer.realised_vol(d)))
+                closes = np.asarray(d.close.get(size=len(d)), dtype=float)
+                pairs.append((self.realised_vol(i), _sizer_vol(closes, lookback, per_year)))
 
     _run(sample_frames, small_learner, strategy=VolProbe)
     ours, sizer = np.array(pairs).T
@@ -266,81 +278,6 @@ def test_unknown_strategy_param_names_the_closest_one(sample_frames, small_learn
         cerebro.run()
 
 
-def test_model_baselines_share_data_costs_and_sizer(sample_frames, small_learner):
-    from metabt.meta import MetaLearner
-    from metabt.models import MLP
-    from strategies import ErmAdapt, ScratchAdapt, StaticModel
-
-    spec = small_learner.feature_spec
-    scratch = MetaLearner(
-        MLP(spec.n_features, (16, 16), seed=0),
-        algorithm="scratch",
-        inner_steps=3,
-        feature_spec=spec,
-    )
-    static = _run(sample_frames, small_learner, strategy=StaticModel)
-    adapted = _run(sample_frames, scratch, strategy=ScratchAdapt)
-    holder = run_backtest(BuyAndHold, sample_frames, start=START, warmup_bars=150)
-    log = static.strategy.adaptation_log()
-    assert (log["steps"] == 0).all() and (log["loss_before"] == log["loss_after"]).all()
-    for run in (static, adapted, holder):
-        pd.testing.assert_index_equal(run.returns.index, static.returns.index)
-        strat = run.strategy
-        assert strat._signal_sizer.p.target_vol == static.strategy._signal_sizer.p.target_vol
-        info = strat.broker.getcommissioninfo(strat.datas[0])
-        assert info.p.commission == Costs().commission_bps / 1e4
-    with pytest.raises(ConfigError, match="algorithm='erm'"):
-        _run(sample_frames, small_learner, strategy=ErmAdapt)  # a maml learner is refused
-
-
-def test_turnover_of_buy_and_hold_is_its_single_entry(sample_frames):
-    run = run_backtest(BuyAndHold, sample_frames, start=START, warmup_bars=150, cash=100_000)
-    traded = run.strategy.traded_value
-    assert 0.97 * 100_000 < traded < 0.99 * 100_000  # 98% invested once, then held
-    equity = 100_000 * (1 + run.returns).cumprod()
-    expected = traded / equity.mean() * 252 / len(run.returns)
-    assert math.isclose(run.metrics["turnover"], expected, rel_tol=1e-12)
-
-
-class _Oracle(SmaCross):
-    """Test-only strategy that looks ahead on purpose: its signal is the forward return."""
-
-    horizon = 5
-    future: ClassVar[dict] = {}
-
-    def compute_signal(self, i, data):
-        closes = self.future[data._name]
-        t = pd.Timestamp(data.datetime.date(0))
-        pos = closes.index.get_loc(t)
-        if pos + self.horizon >= len(closes):
-            return math.nan
-        value = math.log(closes.iloc[pos + self.horizon] / closes.iloc[pos])
-        return self.sign * value
-
-    sign = 1.0
-
-
-@pytest.mark.parametrize("sign", [1.0, -1.0])
-def test_signal_ic_is_one_for_a_signal_that_knows_the_future(sample_frames, sign):
-    _Oracle.future = {name: f["close"] for name, f in sample_frames.items()}
-    _Oracle.sign = sign
-    run = run_backtest(_Oracle, sample_frames, start=START, warmup_bars=210)
-    assert run.metrics["ic"] == pytest.approx(sign, abs=1e-9)
-    assert run.metrics["rank_ic"] == pytest.approx(sign, abs=1e-9)
-
-
-def test_walkforward_folds_are_contiguous_and_cover_the_period():
-    from metabt.backtest import walkforward_folds
-
-    folds = walkforward_folds("2008-01-01", "2013-03-01")
-    assert folds[0][0] == pd.Timestamp("2008-01-01") and folds[-1][1] == pd.Timestamp("2013-03-01")
-    for (_, end), (nxt, _) in itertools.pairwise(folds):
-        assert nxt == end + pd.Timedelta(days=1)
-    assert len(walkforward_folds("2008-01-01", "2013-03-01", years=2)) == 3
-    with pytest.raises(ConfigError, match="swap"):
-        walkforward_folds("2013-01-01", "2008-01-01")
-
-
 def test_realised_query_loss_matches_offline_labels(base_run, sample_frames, small_learner):
     strat = base_run.strategy
     log = strat.adaptation_log()
@@ -402,44 +339,6 @@ def test_diagnostics_page_embeds_a_figure(base_run, sample_frames, tmp_path):
     holder = run_backtest(BuyAndHold, sample_frames, start=START, warmup_bars=150)
     with pytest.raises(ConfigError, match="does not adapt"):
         holder.diagnostics(tmp_path / "no.html")
-
-
-# ---------------------------------------------------------------- per-asset results
-def test_asset_results_by_hand():
-    dates = pd.bdate_range("2020-01-01", periods=4)
-    prices = {
-        "A": pd.DataFrame({"open": [100.0, 108, 100, 99], "close": [100.0, 110, 99, 99]}, dates),
-        "B": pd.DataFrame({"open": [50.0, 50, 54, 45], "close": [50.0, 50, 55, 44]}, dates),
-    }
-    # A: 10 shares, then short 5 (filled at the open of bar 1), then flat; B: 10 shares
-    positions = pd.DataFrame(
-        {"A": [1000.0, -550.0, 0.0, 0.0], "B": [500.0, 500.0, 550.0, 440.0]}, index=dates
-    )
-    equity = pd.Series([2000.0, 2100.0, 2000.0, 1900.0], index=dates)
-    table = asset_results(positions, prices, equity, cash=2000.0, traded={"A": 1500.0, "B": 500.0})
-    # A: bar 1: 10 * (108 - 100) - 5 * (110 - 108) = 70; bar 2: -5 * (100 - 110) = 50
-    # B: bar 2: 10 * (54 - 50) + 10 * (55 - 54) = 50; bar 3: 10 * (44 - 55) = -110;
-    # bars with zero P&L are not scored
-    assert table.loc["A", "hit_rate"] == 1.0 and table.loc["B", "hit_rate"] == 0.5
-    assert table.loc["portfolio", "hit_rate"] == 3 / 4
-    assert table.loc["A", "contribution"] == pytest.approx(120.0 / 2000.0)
-    assert table.loc["B", "contribution"] == pytest.approx(-60.0 / 2000.0)
-    assert table.loc["portfolio", "contribution"] == pytest.approx(60.0 / 2000.0)
-    assert table.loc["A", "exposure"] == pytest.approx(np.mean([1000 / 2000, 550 / 2100, 0, 0]))
-    gross = np.mean([1500 / 2000, 1050 / 2100, 550 / 2000, 440 / 1900])
-    assert table.loc["portfolio", "exposure"] == pytest.approx(gross)
-    years = 4 / 252
-    assert table.loc["A", "turnover"] == pytest.approx(1500.0 / equity.mean() / years)
-    assert table.loc["portfolio", "bars"] == 4 and np.isnan(table.loc["A", "ic"])
-
-
-def test_contributions_add_up_to_buy_and_hold_pnl(sample_frames):
-    """Without costs, the per-asset contributions add up to the portfolio's whole P&L."""
-    run = run_backtest(BuyAndHold, sample_frames, start=START, warmup_bars=5, costs=Costs(0.0, 0.0))
-    equity = 100_000.0 * (1 + run.returns).cumprod()
-    pnl = run.assets.loc[list(sample_frames), "contribution"].sum() * 100_000.0
-    assert pnl == pytest.approx(equity.iloc[-1] - 100_000.0, rel=1e-9)
-    assert run.metrics["hit_rate"] == run.assets.loc["portfolio", "hit_rate"]
 
 
 def test_model_asset_results_match_the_adaptation_log_and_signals(base_run):

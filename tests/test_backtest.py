@@ -1,0 +1,59 @@
+"""run_backtest: costs, turnover, IC and attribution measured the same way for every strategy."""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import pandas as pd
+import pytest
+
+from metabt.backtest import Costs, run_backtest
+from metabt.baselines import BuyAndHold, SmaCross
+
+START = "2010-03-01"
+
+
+def test_turnover_of_buy_and_hold_is_its_single_entry(sample_frames):
+    run = run_backtest(BuyAndHold, sample_frames, start=START, warmup_bars=150, cash=100_000)
+    traded = run.strategy.analyzers.portfolio.get_analysis()["traded"]
+    assert 0.97 * 100_000 < traded < 0.99 * 100_000  # 98% invested once, then held
+    equity = 100_000 * (1 + run.returns).cumprod()
+    expected = traded / equity.mean() * 252 / len(run.returns)
+    assert math.isclose(run.metrics["turnover"], expected, rel_tol=1e-12)
+
+
+class _Oracle(SmaCross):
+    """Test-only strategy that looks ahead on purpose: its signal is the forward return."""
+
+    horizon = 5
+    future: ClassVar[dict] = {}
+
+    def compute_signal(self, i, data):
+        closes = self.future[data._name]
+        t = pd.Timestamp(data.datetime.date(0))
+        pos = closes.index.get_loc(t)
+        if pos + self.horizon >= len(closes):
+            return math.nan
+        value = math.log(closes.iloc[pos + self.horizon] / closes.iloc[pos])
+        return self.sign * value
+
+    sign = 1.0
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_signal_ic_is_one_for_a_signal_that_knows_the_future(sample_frames, sign):
+    _Oracle.future = {name: f["close"] for name, f in sample_frames.items()}
+    _Oracle.sign = sign
+    run = run_backtest(_Oracle, sample_frames, start=START, warmup_bars=210)
+    assert run.metrics["ic"] == pytest.approx(sign, abs=1e-9)
+    assert run.metrics["rank_ic"] == pytest.approx(sign, abs=1e-9)
+
+
+def test_contributions_add_up_to_buy_and_hold_pnl(sample_frames):
+    """Without costs, the per-asset contributions add up to the portfolio's whole P&L."""
+    run = run_backtest(BuyAndHold, sample_frames, start=START, warmup_bars=5, costs=Costs(0.0, 0.0))
+    equity = 100_000.0 * (1 + run.returns).cumprod()
+    pnl = run.assets.loc[list(sample_frames), "contribution"].sum() * 100_000.0
+    assert pnl == pytest.approx(equity.iloc[-1] - 100_000.0, rel=1e-9)
+    assert run.metrics["hit_rate"] == run.assets.loc["portfolio", "hit_rate"]

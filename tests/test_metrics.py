@@ -1,0 +1,137 @@
+"""metrics: quantstats metrics, Sharpe inference and per-asset results against references."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import quantstats as qs
+from oracles import quantstats_metrics
+from synthetic import daily_returns as _returns
+
+from metabt.errors import ConfigError, DataError
+from metabt.metrics import (
+    asset_results,
+    compute_metrics,
+    probabilistic_sharpe,
+    sharpe_difference_ci,
+)
+
+KEYS = {
+    "sharpe",
+    "sortino",
+    "cagr",
+    "max_drawdown",
+    "volatility",
+    "calmar",
+    "total_return",
+    "win_rate",
+}
+DATES = pd.bdate_range("2020-01-01", periods=2)
+
+
+# ---------------------------------------------------------------- per-asset results
+def test_asset_results_by_hand():
+    dates = pd.bdate_range("2020-01-01", periods=4)
+    prices = {
+        "A": pd.DataFrame({"open": [100.0, 108, 100, 99], "close": [100.0, 110, 99, 99]}, dates),
+        "B": pd.DataFrame({"open": [50.0, 50, 54, 45], "close": [50.0, 50, 55, 44]}, dates),
+    }
+    # A: 10 shares, then short 5 (filled at the open of bar 1), then flat; B: 10 shares
+    positions = pd.DataFrame(
+        {"A": [1000.0, -550.0, 0.0, 0.0], "B": [500.0, 500.0, 550.0, 440.0]}, index=dates
+    )
+    equity = pd.Series([2000.0, 2100.0, 2000.0, 1900.0], index=dates)
+    table = asset_results(positions, prices, equity, cash=2000.0, traded={"A": 1500.0, "B": 500.0})
+    # A: bar 1: 10 * (108 - 100) - 5 * (110 - 108) = 70; bar 2: -5 * (100 - 110) = 50
+    # B: bar 2: 10 * (54 - 50) + 10 * (55 - 54) = 50; bar 3: 10 * (44 - 55) = -110;
+    # bars with zero P&L are not scored
+    assert table.loc["A", "hit_rate"] == 1.0 and table.loc["B", "hit_rate"] == 0.5
+    assert table.loc["portfolio", "hit_rate"] == 3 / 4
+    assert table.loc["A", "contribution"] == pytest.approx(120.0 / 2000.0)
+    assert table.loc["B", "contribution"] == pytest.approx(-60.0 / 2000.0)
+    assert table.loc["portfolio", "contribution"] == pytest.approx(60.0 / 2000.0)
+    assert table.loc["A", "exposure"] == pytest.approx(np.mean([1000 / 2000, 550 / 2100, 0, 0]))
+    gross = np.mean([1500 / 2000, 1050 / 2100, 550 / 2000, 440 / 1900])
+    assert table.loc["portfolio", "exposure"] == pytest.approx(gross)
+    years = 4 / 252
+    assert table.loc["A", "turnover"] == pytest.approx(1500.0 / equity.mean() / years)
+    assert table.loc["portfolio", "bars"] == 4 and np.isnan(table.loc["A", "ic"])
+
+
+@pytest.mark.parametrize("periods", [252, 52, 12])
+def test_compute_metrics_equals_quantstats(periods):
+    r = _returns()
+    m = compute_metrics(r, periods_per_year=periods)
+    assert set(m) == KEYS
+    assert all(type(v) is float for v in m.values())
+    expected = quantstats_metrics(r, periods)
+    for key, value in expected.items():
+        assert m[key] == pytest.approx(float(value), rel=1e-12), key
+
+
+def test_compute_metrics_hand_checks():
+    """Independent formulas, so a wrong quantstats call (or default periods) is caught."""
+    r = _returns()
+    x = r.to_numpy()
+    m = compute_metrics(r, periods_per_year=52)
+    assert m["sharpe"] == pytest.approx(x.mean() / x.std(ddof=1) * math.sqrt(52), rel=1e-10)
+    assert m["volatility"] == pytest.approx(x.std(ddof=1) * math.sqrt(52), rel=1e-10)
+    total = np.prod(1 + x) - 1
+    assert m["total_return"] == pytest.approx(total, rel=1e-10)
+    assert m["cagr"] == pytest.approx((1 + total) ** (52 / len(x)) - 1, rel=1e-9)
+    wealth = np.concatenate([[1.0], np.cumprod(1 + x)])
+    max_dd = (wealth / np.maximum.accumulate(wealth)).min() - 1
+    assert m["max_drawdown"] == pytest.approx(max_dd, rel=1e-10)
+    assert m["calmar"] == pytest.approx(m["cagr"] / abs(max_dd), rel=1e-9)
+    assert m["win_rate"] == pytest.approx((x > 0).sum() / (x != 0).sum(), rel=1e-12)
+
+
+def test_compute_metrics_turnover_and_degenerate_series(recwarn):
+    m = compute_metrics(_returns(), turnover=3.5)
+    assert m["turnover"] == 3.5
+    aware = _returns().tz_localize("America/New_York")
+    assert compute_metrics(aware) == {k: v for k, v in m.items() if k != "turnover"}
+    flat = compute_metrics(pd.Series(0.0, index=pd.bdate_range("2020-01-01", periods=20)))
+    assert math.isnan(flat["sharpe"]) and flat["win_rate"] == 0.0 and flat["total_return"] == 0.0
+    assert not [str(w.message) for w in recwarn]  # no divide-by-zero or win-rate warnings
+
+
+@pytest.mark.parametrize(
+    ("returns", "kwargs", "error", "match"),
+    [
+        ([0.01, 0.02], {}, DataError, "pandas Series"),
+        (pd.Series([0.01, 0.02]), {}, DataError, "DatetimeIndex"),
+        (pd.Series([], index=DATES[:0], dtype=float), {}, DataError, "no finite value"),
+        (pd.Series([np.nan, np.nan], index=DATES), {}, DataError, "no finite value"),
+        (pd.Series(["a", "b"], index=DATES), {}, DataError, "numbers"),
+        (pd.Series([0.01, 0.02], index=DATES), {"periods_per_year": 0}, ConfigError, "periods"),
+        (pd.Series([0.01, 0.02], index=DATES), {"periods_per_year": True}, ConfigError, "periods"),
+        (pd.Series([0.01, 0.02], index=DATES), {"turnover": math.nan}, ConfigError, "turnover"),
+    ],
+)
+def test_compute_metrics_rejects_bad_input(returns, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        compute_metrics(returns, **kwargs)
+
+
+def test_sharpe_difference_ci_and_psr_match_quantstats():
+    idx = pd.bdate_range("2010-01-01", periods=400)
+    rng = np.random.default_rng(3)
+    a = pd.Series(rng.normal(0.001, 0.01, 400), idx)
+    b = pd.Series(rng.normal(0.0, 0.012, 400), idx)
+    diff, low, high = sharpe_difference_ci(a, b, seed=1)
+    assert diff == pytest.approx(
+        qs.stats.sharpe(a, periods=252) - qs.stats.sharpe(b, periods=252), rel=1e-12
+    )
+    assert low < diff < high
+    assert sharpe_difference_ci(a, b, seed=1) == (diff, low, high)  # seeded
+    narrow = sharpe_difference_ci(a, b, seed=1, confidence=0.5)
+    assert low < narrow[1] < narrow[2] < high
+    assert probabilistic_sharpe(a) == pytest.approx(
+        qs.stats.probabilistic_sharpe_ratio(a, periods=252), rel=1e-12
+    )
+    with pytest.raises(DataError, match="10 common dates"):
+        sharpe_difference_ci(a.iloc[:5], b.iloc[:5])

@@ -1,0 +1,65 @@
+"""_util: atomic writes that never follow a planted symlink, and quiet third-party calls."""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import warnings
+
+import pytest
+
+from metabt._util import atomic_path, quiet_third_party, write_text
+
+
+def test_quiet_context_drops_findfont_only_inside_and_restores_state(caplog):
+    logger = logging.getLogger("matplotlib.font_manager")
+    filters_before = list(logger.filters)
+    warning_filters_before = list(warnings.filters)
+    caplog.set_level(logging.DEBUG, logger="matplotlib.font_manager")
+    with quiet_third_party():
+        logger.warning("findfont: Font family 'Arial' not found.")
+        logger.warning("another message")  # only findfont records are dropped
+        warnings.warn("old API", DeprecationWarning, stacklevel=1)  # silenced
+    assert [r.getMessage() for r in caplog.records] == ["another message"]
+    assert logger.filters == filters_before
+    assert warnings.filters == warning_filters_before
+    caplog.clear()
+    logger.warning("findfont: Font family 'Arial' not found.")  # outside: not touched
+    assert len(caplog.records) == 1
+
+
+def test_write_text_replaces_atomically_with_umask_permissions(tmp_path):
+    target = tmp_path / "sub" / "out.txt"
+    write_text(target, "one")
+    write_text(target, "two")
+    assert target.read_text(encoding="utf-8") == "two"
+    assert list(target.parent.iterdir()) == [target]  # no temporary file left
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~mask
+
+
+def test_atomic_path_leaves_the_target_on_failure(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("old", encoding="utf-8")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half", encoding="utf-8")
+        raise RuntimeError("interrupted")
+    assert target.read_text(encoding="utf-8") == "old"
+    assert list(tmp_path.iterdir()) == [target]
+
+
+def test_atomic_path_never_writes_through_a_planted_symlink(tmp_path):
+    """Another user cannot predict the temporary name and redirect the write elsewhere."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious", encoding="utf-8")
+    target = tmp_path / "out.txt"
+    names = set()
+    for _ in range(3):
+        with atomic_path(target) as tmp:
+            assert not tmp.is_symlink()
+            names.add(tmp.name)
+            tmp.write_text("report", encoding="utf-8")
+    assert len(names) == 3  # a fresh, unpredictable name each time
+    assert victim.read_text(encoding="utf-8") == "precious"
