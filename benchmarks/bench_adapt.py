@@ -15,6 +15,7 @@ import timeit
 import numpy as np
 import torch
 
+from metabt._kernels import MLPKernel
 from metabt.features import FeatureSpec, OnlineFeatures
 from metabt.meta import ALGORITHMS, MetaLearner
 from metabt.models import GRU, MLP
@@ -55,21 +56,22 @@ def feature_costs(spec: FeatureSpec) -> None:
 
 def inner_loop_paths(f: int, x: torch.Tensor, y: torch.Tensor) -> None:
     """The MLP inner loop three ways, same θ and support: autograd, per-step NumPy, fused."""
-    learner = MetaLearner(MLP(f), algorithm="maml")
-    model = learner.model
+    model = MLP(f)
+    learner = MetaLearner(model, algorithm="maml")
+    kernel = MLPKernel(model)
     xn, yn = x.numpy(), y.numpy()
     theta = {k: v.detach().numpy() for k, v in model.named_parameters()}
 
     def stepwise() -> None:  # mse_grad_numpy + one dict update per step (the PR-2 path)
         fast = dict(theta)
         for _ in range(STEPS):
-            _, grads = model.mse_grad_numpy(fast, xn, yn)
+            _, grads = kernel.mse_grad_numpy(fast, xn, yn)
             fast = {k: fast[k] - learner.inner_lr * grads[k] for k in fast}
 
     def best(fn: object) -> float:
         return min(timeit.repeat(fn, number=200, repeat=5)) / 200  # type: ignore[arg-type]
 
-    autograd = best(lambda: learner._adapt_autograd(x, y, STEPS))
+    autograd = best(lambda: learner.adapt(x, y, STEPS, reference=True))
     step = best(stepwise)
     fused = best(lambda: learner.adapt(xn, yn, steps=STEPS))
     print(
@@ -79,7 +81,7 @@ def inner_loop_paths(f: int, x: torch.Tensor, y: torch.Tensor) -> None:
     )
     gru = MetaLearner(GRU(f, 32, 10), algorithm="maml")
     xg = torch.randn(SUPPORT, gru.model.n_features, generator=torch.Generator().manual_seed(1))
-    autograd = best(lambda: gru._adapt_autograd(xg, y, STEPS))
+    autograd = best(lambda: gru.adapt(xg, y, STEPS, reference=True))
     bptt = best(lambda: gru.adapt(xg.numpy(), yn, steps=STEPS))
     print(
         f"GRU inner loop ({STEPS} steps, window 10): torch.autograd {autograd * 1e3:.2f} ms, "

@@ -1,0 +1,685 @@
+"""The MAML family's outer-loop steps, one registry entry per algorithm, and the inner loops."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from metabt._checks import did_you_mean
+from metabt.config import ALGORITHM_NAMES, ENGINE_NAMES
+from metabt.errors import ConfigError
+from metabt.models import MetaModel
+
+__all__ = [
+    "ALGORITHMS",
+    "AdaptedModel",
+    "ENGINES",
+    "ErmStep",
+    "GradientStep",
+    "Learner",
+    "OUTER_STEPS",
+    "OuterStep",
+    "ReptileStep",
+    "ScratchStep",
+    "adapt_autograd",
+    "adapt_head",
+    "inner_loop",
+    "mse",
+    "outer_step",
+    "query_losses",
+    "resolve_engine",
+    "support_arrays",
+]
+
+Params = dict[str, Tensor]
+Forward = Callable[[Mapping[str, Tensor], Tensor], Tensor]
+
+#: Engines computing the MAML-family meta-gradient: "auto" picks "func" for metabt's models.
+ENGINES = ENGINE_NAMES
+
+
+def mse(pred: Tensor, target: Tensor) -> Tensor:
+    """Mean squared error, the loss of every inner and outer loop. (N,), (N,) -> ()."""
+    return ((pred - target) ** 2).mean()
+
+
+class _Adapted(Protocol):
+    @property
+    def params(self) -> Params: ...
+
+
+class Learner(Protocol):
+    """What an outer-loop step reads from its learner (``metabt.meta.MetaLearner`` is one).
+
+    Attributes:
+        model: the module holding θ; its parameters are what the optimizer updates.
+        engine: "higher" or "func" (resolved, never "auto").
+        inner_lr: scalar inner learning rate; inner_steps: inner steps per adaptation.
+        inner_lrs: learned per-parameter inner rates (Meta-SGD), else empty.
+        optimizer: the outer-loop optimizer over θ and ``inner_lrs``.
+        adapt_names: names of the parameters the inner loop adapts.
+    """
+
+    @property
+    def model(self) -> nn.Module: ...
+    @property
+    def engine(self) -> str: ...
+    @property
+    def inner_lr(self) -> float: ...
+    @property
+    def inner_steps(self) -> int: ...
+    @property
+    def inner_lrs(self) -> Mapping[str, nn.Parameter]: ...
+    @property
+    def optimizer(self) -> torch.optim.Optimizer: ...
+    @property
+    def adapt_names(self) -> tuple[str, ...]: ...
+
+    def forward_with(self, params: Mapping[str, Tensor], x: Tensor) -> Tensor:
+        """Prediction with explicit parameters. x: (N, F_in) -> (N,)."""
+        ...
+
+    def adapt(self, x_support: Tensor, y_support: Tensor, steps: int | None = None) -> _Adapted:
+        """Test-time adaptation to one support set."""
+        ...
+
+    def evaluate(
+        self, xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor, steps: int | None = None
+    ) -> float:
+        """Mean query loss after adaptation."""
+        ...
+
+
+# ----------------------------------------------------------------------- inner loops
+def inner_loop(
+    fast: Params,
+    predict: Forward,
+    x: Tensor,
+    y: Tensor,
+    steps: int,
+    lrs: Mapping[str, Tensor | float],
+    first_order: bool,
+) -> Params:
+    """``steps`` steps of gradient descent on the support MSE, written with ``torch.func.grad``.
+
+    ``φ ← φ − α ⊙ ∇_φ mse(predict(φ, x), y)`` (Finn et al. 2017, eq. 1; per-parameter α
+    for Meta-SGD, Li et al. 2017). Differentiable with respect to the starting point (and
+    learned rates) unless ``first_order`` (FOMAML), in which case the inner gradients are
+    treated as constants. Runs under ``torch.func.vmap`` (one task per call).
+
+    Args:
+        fast: starting parameters, name -> tensor (the adapted subset of θ).
+        predict: (params, x) -> predictions.
+        x: (S, F_in) support inputs; y: (S,) support labels.
+        steps: inner steps (>= 0).
+        lrs: name -> inner rate (float or tensor of the parameter's shape) for each of fast.
+        first_order: treat the inner gradients as constants.
+
+    Returns:
+        The adapted parameters φ, name -> tensor.
+    """
+
+    def support_loss(p: Params) -> Tensor:
+        return mse(predict(p, x), y)
+
+    grad_fn = torch.func.grad(support_loss)
+    for _ in range(steps):
+        grads = grad_fn(fast)
+        if first_order:
+            grads = {k: g.detach() for k, g in grads.items()}
+        fast = {k: fast[k] - lrs[k] * grads[k] for k in fast}
+    return fast
+
+
+def _task_loss(
+    learner: Learner,
+    params: Mapping[str, Tensor],
+    lrs: Mapping[str, Tensor | float],
+    steps: int,
+    first_order: bool,
+    head_only: bool,
+    xs: Tensor,
+    ys: Tensor,
+    xq: Tensor,
+    yq: Tensor,
+) -> Tensor:
+    """Query loss of one task after adaptation (vmapped over tasks by :func:`query_losses`)."""
+    if head_only:
+        model = learner.model
+        assert isinstance(model, MetaModel)
+        hs, hq = model.body_with(params, xs), model.body_with(params, xq)
+        head = {k: params[k] for k in learner.adapt_names}
+        head = inner_loop(head, model.head_with, hs, ys, steps, lrs, first_order)
+        return mse(model.head_with(head, hq), yq)
+    fast = inner_loop(dict(params), learner.forward_with, xs, ys, steps, lrs, first_order)
+    return mse(learner.forward_with(fast, xq), yq)
+
+
+def query_losses(
+    learner: Learner,
+    params: Mapping[str, Tensor],
+    lrs: Mapping[str, Tensor | float],
+    steps: int,
+    batch: tuple[Tensor, Tensor, Tensor, Tensor],
+    *,
+    first_order: bool,
+    head_only: bool = False,
+) -> Tensor:
+    """Query MSE of every task after ``steps`` inner steps, all tasks at once (``vmap``).
+
+    Args:
+        learner: supplies the model, ``forward_with`` and ``adapt_names``.
+        params: θ, name -> tensor (with autograd history for a meta-gradient).
+        lrs: inner rate of each adapted parameter (keys: ``learner.adapt_names``).
+        steps: inner steps.
+        batch: xs (B, S, F_in), ys (B, S), xq (B, Q, F_in), yq (B, Q), θ's dtype.
+        first_order: treat the inner gradients as constants (FOMAML).
+        head_only: adapt only the head on body features computed once (ANIL).
+
+    Returns:
+        (B,) tensor of query losses.
+    """
+
+    def task_loss(xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor) -> Tensor:
+        return _task_loss(learner, params, lrs, steps, first_order, head_only, xs, ys, xq, yq)
+
+    return torch.func.vmap(task_loss)(*batch)
+
+
+# ------------------------------------- test-time adaptation: pure update functions + AdaptedModel
+def _to_numpy(values: Tensor | np.ndarray, dtype: np.dtype) -> np.ndarray:
+    if isinstance(values, Tensor):
+        values = values.detach().cpu().numpy()
+    return np.ascontiguousarray(values, dtype=dtype)
+
+
+def support_arrays(
+    x: Tensor | np.ndarray, y: Tensor | np.ndarray, like: Tensor
+) -> tuple[np.ndarray, np.ndarray]:
+    """A support set checked and converted for the test-time inner loop.
+
+    Args:
+        x: (S, F_in) float inputs (tensor or ndarray); y: (S,) float labels.
+        like: a tensor of θ, whose dtype the arrays take.
+
+    Returns:
+        (x, y) as C-contiguous ndarrays of θ's dtype.
+
+    Raises:
+        ConfigError: mismatched shapes, an empty support set or non-finite values.
+    """
+    np_dtype = like.detach().numpy().dtype
+    xn, yn = _to_numpy(x, np_dtype), _to_numpy(y, np_dtype)
+    if xn.ndim != 2 or yn.ndim != 1 or xn.shape[0] != yn.shape[0] or xn.shape[0] == 0:
+        raise ConfigError(
+            f"support set must be x (S, F) and y (S,) with S >= 1, got x {xn.shape} "
+            f"and y {yn.shape}"
+        )
+    if not (np.isfinite(xn).all() and np.isfinite(yn).all()):
+        raise ConfigError(
+            "support set has NaN or infinite values; drop rows whose label "
+            "or features are not yet known"
+        )
+    return xn, yn
+
+
+def adapt_autograd(
+    forward: Forward,
+    theta: Mapping[str, Tensor],
+    lrs: Mapping[str, Tensor | float],
+    x: Tensor,
+    y: Tensor,
+    steps: int,
+) -> tuple[float, float, Params]:
+    """The reference test-time inner loop, with ``torch.autograd`` (any model).
+
+    A pure update function: ``steps`` steps of ``φ ← φ − α ⊙ ∇_φ mse(forward(φ, x), y)``
+    on the parameters named in ``lrs`` (the rest of θ stays fixed), no graph kept between
+    steps. The fast paths (``metabt._kernels``, :func:`adapt_head`) are tested against it.
+
+    Args:
+        forward: (params, x) -> predictions (N,).
+        theta: θ, name -> tensor without autograd history.
+        lrs: name -> inner rate (float or tensor of the parameter's shape); its keys are the
+            parameters adapted.
+        x: (S, F_in) support inputs; y: (S,) support labels, θ's dtype.
+        steps: inner steps (>= 0).
+
+    Returns:
+        (loss_before, loss_after, φ): support MSE at θ and at φ (equal when ``steps`` is 0)
+        and φ, name -> tensor for every parameter of θ.
+
+    References:
+        Finn, Abbeel, Levine 2017, "Model-Agnostic Meta-Learning for Fast Adaptation of
+        Deep Networks", eq. 1; Li et al. 2017, "Meta-SGD".
+    """
+    names = list(lrs)
+    fast = {n: theta[n] for n in names}
+    rest = {k: v for k, v in theta.items() if k not in fast}
+    loss_before = math.nan
+    with torch.enable_grad():
+        for i in range(steps):
+            leaves = [fast[n].detach().requires_grad_() for n in names]
+            loss = mse(forward({**rest, **dict(zip(names, leaves))}, x), y)
+            if i == 0:
+                loss_before = float(loss.detach())
+            grads = torch.autograd.grad(loss, leaves)
+            fast = {n: (p - lrs[n] * g).detach() for n, p, g in zip(names, leaves, grads)}
+    with torch.no_grad():
+        loss_after = float(mse(forward({**rest, **fast}, x), y))
+    return (loss_after if steps == 0 else loss_before), loss_after, {**rest, **fast}
+
+
+def adapt_head(
+    model: MetaModel,
+    theta: Mapping[str, Tensor],
+    lrs: Mapping[str, np.ndarray | float],
+    x: Tensor,
+    y: Tensor,
+    steps: int,
+) -> tuple[float, float, Params]:
+    """ANIL's test-time inner loop: the body runs once; the linear head's gradient is closed-form.
+
+    With body features h (S, H), the head's MSE gradient is ``2/S hᵀr`` (weight) and
+    ``2/S Σr`` (bias) for residuals r; only the head is adapted (Raghu et al. 2020).
+
+    Args:
+        model: a :class:`metabt.models.MetaModel`.
+        theta: θ, name -> tensor without autograd history.
+        lrs: inner rate of ``head.weight`` and ``head.bias`` (float or ndarray).
+        x: (S, F_in) support inputs; y: (S,) support labels, θ's dtype.
+        steps: inner steps (>= 0).
+
+    Returns:
+        (loss_before, loss_after, φ) as :func:`adapt_autograd` returns them.
+
+    References:
+        Raghu, Raghu, Bengio, Vinyals 2020, "Rapid Learning or Feature Reuse? Towards
+        Understanding the Effectiveness of MAML".
+    """
+    with torch.no_grad():
+        h = model.body_with(theta, x).numpy()
+    weight, bias = theta["head.weight"].numpy(), theta["head.bias"].numpy()
+    yn = y.numpy()
+    loss_before = math.nan
+    for i in range(steps):
+        residual = h @ weight[0] + bias[0] - yn
+        if i == 0:
+            loss_before = float(residual @ residual) / len(yn)
+        d_out = (2.0 / len(yn)) * residual
+        weight = weight - lrs["head.weight"] * (d_out @ h)[None, :]
+        bias = bias - lrs["head.bias"] * np.atleast_1d(d_out.sum())
+    residual = h @ weight[0] + bias[0] - yn
+    loss_after = float(residual @ residual) / len(yn)
+    params = {
+        **theta,
+        "head.weight": torch.from_numpy(weight),
+        "head.bias": torch.from_numpy(bias),
+    }
+    return (loss_after if steps == 0 else loss_before), loss_after, params
+
+
+class AdaptedModel:
+    """A model adapted to one support set: φ = θ after a few inner-loop steps.
+
+    The thin class over the pure update functions (:func:`adapt_autograd`,
+    :func:`adapt_head`, the ``metabt._kernels`` kernels), as ``MetaLearner.adapt`` returns
+    it (importable as ``metabt.meta.AdaptedModel``). Holds its own copy φ of the
+    parameters; θ of the learner is untouched.
+
+    Args:
+        forward: (params, x) -> predictions, the model's ``forward_with``.
+        params: φ as name -> tensor, or None when only ``numpy_params`` are given.
+        loss_before: support MSE at θ. loss_after: support MSE at φ.
+        steps: inner-loop steps taken.
+        forward_numpy: the NumPy forward pass of a ``metabt._kernels`` kernel, or None.
+        numpy_params: φ as name -> ndarray (what a kernel returns), or None.
+        backend: which inner loop produced φ: "kernel" (a fused NumPy kernel of
+            ``metabt._kernels``), "head" (ANIL's closed-form head) or "autograd" (the
+            ``torch.autograd`` reference, ``metabt.algorithms.adapt_autograd``).
+
+    Attributes:
+        params: the adapted parameters φ, name -> tensor (no autograd history).
+        loss_before: mean squared error on the support set at θ (before adaptation).
+        loss_after: mean squared error on the support set at φ (after adaptation).
+        steps: number of inner-loop gradient steps taken.
+        backend: the inner loop that ran ("kernel", "head" or "autograd").
+
+    Raises:
+        ValueError: neither ``params`` nor ``numpy_params`` is given.
+    """
+
+    def __init__(
+        self,
+        forward: Callable[[Mapping[str, Tensor], Tensor], Tensor],
+        params: Params | None,
+        *,
+        loss_before: float,
+        loss_after: float,
+        steps: int,
+        forward_numpy: Callable[[Mapping[str, np.ndarray], np.ndarray], np.ndarray] | None = None,
+        numpy_params: Mapping[str, np.ndarray] | None = None,
+        backend: str = "autograd",
+    ) -> None:
+        if params is None and numpy_params is None:
+            raise ValueError("AdaptedModel needs params or numpy_params")
+        self._forward = forward
+        self._params = params
+        self.loss_before = loss_before
+        self.loss_after = loss_after
+        self.steps = steps
+        self.backend = backend
+        self._forward_numpy = forward_numpy
+        if numpy_params is None and forward_numpy is not None and params is not None:
+            numpy_params = {k: v.numpy() for k, v in params.items()}
+        self._numpy_params = numpy_params
+        some = next(iter(numpy_params.values())) if numpy_params else None
+        self._numpy_dtype = some.dtype if some is not None else None
+
+    @property
+    def params(self) -> Params:
+        """φ as name -> tensor (built on first use when adaptation ran in NumPy)."""
+        if self._params is None:
+            assert self._numpy_params is not None
+            self._params = {
+                k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in self._numpy_params.items()
+            }
+        return self._params
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """φ's dtype (the learner's θ dtype: torch.float32 or torch.float64)."""
+        return next(iter(self.params.values())).dtype
+
+    def __call__(self, x: Tensor) -> Tensor:
+        """Predictions. x: (N, F_in) float tensor -> (N,) tensor of the model's dtype."""
+        with torch.no_grad():
+            return self._forward(self.params, x.to(self.dtype))
+
+    def predict_row(self, x: np.ndarray) -> float:
+        """One prediction for one input row: x (F_in,) float ndarray -> float.
+
+        The per-bar path of ``MetaStrategy``: no batching, no dtype round trips when the
+        row already has the model's dtype.
+        """
+        if self._forward_numpy is not None and self._numpy_params is not None:
+            return float(self._forward_numpy(self._numpy_params, x))
+        return float(self.predict(x)[0])
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Predictions for a NumPy array. x: (N, F_in) or (F_in,) -> (N,) float64 ndarray."""
+        arr = np.asarray(x)
+        if arr.ndim == 1:
+            arr = arr[None, :]
+        if self._forward_numpy is not None and self._numpy_params is not None:
+            x_np = arr.astype(self._numpy_dtype, copy=False)
+            return self._forward_numpy(self._numpy_params, x_np).astype(np.float64)
+        return self(torch.from_numpy(np.ascontiguousarray(arr))).double().numpy()
+
+
+# ----------------------------------------------------------------------- outer steps
+class OuterStep:
+    """One outer-loop update of θ on a batch of tasks (the base of the registry entries).
+
+    Calling a step with a learner and a batch xs (B, S, F_in), ys (B, S), xq (B, Q, F_in),
+    yq (B, Q) (θ's dtype) updates θ with ``learner.optimizer`` and returns the mean query
+    MSE after inner-loop adaptation, measured before the update.
+
+    Attributes:
+        head_only: the inner loop adapts only the head (ANIL).
+        learned_lr: the inner rates are per-parameter and meta-learned (Meta-SGD).
+        updates_theta: False when θ never changes (scratch): ``fit`` then runs no step.
+    """
+
+    head_only: bool = False
+    learned_lr: bool = False
+    updates_theta: bool = True
+
+    def __call__(self, learner: Learner, xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor) -> float:
+        """Update θ on one batch; returns the mean query loss before the update."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
+
+@dataclass(frozen=True)
+class GradientStep(OuterStep):
+    """MAML, FOMAML, Meta-SGD and ANIL: the meta-gradient of the query loss after adaptation.
+
+    One gradient path with three flags and two engines computing the same meta-gradient:
+    ``func`` (all tasks at once with ``torch.func``: ``grad`` inside ``vmap``) and
+    ``higher`` (one ``higher.innerloop_ctx`` per task, the reference).
+
+    Args:
+        second_order: differentiate through the inner loop (MAML); False treats the inner
+            gradients as constants (FOMAML, Finn et al. 2017, section 5.2).
+        head_only: adapt only the head in the inner loop (ANIL, Raghu et al. 2020).
+        learned_lr: meta-learn a per-parameter inner rate (Meta-SGD, Li et al. 2017).
+
+    References:
+        Finn, Abbeel, Levine 2017, "Model-Agnostic Meta-Learning for Fast Adaptation of
+        Deep Networks"; Li et al. 2017, "Meta-SGD: Learning to Learn Quickly for Few-Shot
+        Learning"; Raghu et al. 2020, "Rapid Learning or Feature Reuse?"; Grefenstette et
+        al. 2019, "Generalized Inner Loop Meta-Learning" (``higher``); PyTorch docs,
+        "torch.func" (the MAML example).
+    """
+
+    second_order: bool
+    head_only: bool = False
+    learned_lr: bool = False
+
+    def __call__(self, learner: Learner, xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor) -> float:
+        """Update θ (and learned rates) by the meta-gradient; returns the mean query loss."""
+        if learner.engine == "func":
+            return self._func(learner, xs, ys, xq, yq)
+        return self._higher(learner, xs, ys, xq, yq)
+
+    def _func(self, learner: Learner, xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor) -> float:
+        params = dict(learner.model.named_parameters())
+        lrs: dict[str, Tensor | float] = {
+            n: (learner.inner_lrs[n] if learner.inner_lrs else learner.inner_lr)
+            for n in learner.adapt_names
+        }
+        losses = query_losses(
+            learner,
+            params,
+            lrs,
+            learner.inner_steps,
+            (xs, ys, xq, yq),
+            first_order=not self.second_order,
+            head_only=self.head_only,
+        )
+        loss = losses.mean()
+        learner.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        learner.optimizer.step()
+        return float(loss.detach())
+
+    @staticmethod
+    def _inner_optimizer(learner: Learner) -> tuple[torch.optim.Optimizer, dict[str, Any]]:
+        params = dict(learner.model.named_parameters())
+        groups = [{"params": [params[n]]} for n in learner.adapt_names]
+        override: dict[str, Any] = {}
+        if learner.inner_lrs:
+            override = {"lr": [learner.inner_lrs[n] for n in learner.adapt_names]}
+        return torch.optim.SGD(groups, lr=learner.inner_lr), override
+
+    def _higher(self, learner: Learner, xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor) -> float:
+        import higher
+
+        batch = xs.shape[0]
+        second_order = self.second_order
+        inner_opt, override = self._inner_optimizer(learner)
+        theta = list(learner.model.parameters())
+        learner.optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for b in range(batch):
+            with higher.innerloop_ctx(
+                learner.model,
+                inner_opt,
+                copy_initial_weights=False,
+                track_higher_grads=second_order,
+                override=override or None,
+            ) as (fmodel, diffopt):
+                for _ in range(learner.inner_steps):
+                    diffopt.step(mse(fmodel(xs[b]), ys[b]))
+                query_loss = mse(fmodel(xq[b]), yq[b])
+                if second_order:
+                    (query_loss / batch).backward()
+                else:
+                    grads = torch.autograd.grad(query_loss, list(fmodel.parameters()))
+                    for p, g in zip(theta, grads):
+                        p.grad = g / batch if p.grad is None else p.grad + g / batch
+                total += float(query_loss.detach())
+        learner.optimizer.step()
+        return total / batch
+
+
+@dataclass(frozen=True)
+class ReptileStep(OuterStep):
+    """Reptile: θ ← θ + ε·mean_b(φ_b − θ), φ_b adapted on task b's support ∪ query.
+
+    The pseudo-gradient θ − mean φ is handed to the outer optimizer (Adam), as in Nichol
+    et al. 2018, section 5; φ_b comes from first-order SGD at the scalar ``inner_lr``.
+
+    References:
+        Nichol, Achiam, Schulman 2018, "On First-Order Meta-Learning Algorithms".
+    """
+
+    def __call__(self, learner: Learner, xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor) -> float:
+        """Move θ towards the task-adapted weights; returns the mean query loss."""
+        loss = learner.evaluate(xs, ys, xq, yq)
+        x_all, y_all = torch.cat([xs, xq], 1), torch.cat([ys, yq], 1)
+        params = dict(learner.model.named_parameters())
+        with torch.no_grad():
+            if learner.engine == "func":
+                theta = {k: v.detach() for k, v in params.items()}
+                lrs: dict[str, Tensor | float] = {n: learner.inner_lr for n in params}
+
+                def adapt_one(x: Tensor, y: Tensor) -> Params:
+                    return inner_loop(
+                        theta, learner.forward_with, x, y, learner.inner_steps, lrs, True
+                    )
+
+                phi = torch.func.vmap(adapt_one)(x_all, y_all)
+                mean_phi = {k: v.mean(0) for k, v in phi.items()}
+            else:
+                sums = {k: torch.zeros_like(v) for k, v in params.items()}
+                for b in range(x_all.shape[0]):
+                    adapted = learner.adapt(x_all[b], y_all[b])
+                    for k in sums:
+                        sums[k] += adapted.params[k]
+                mean_phi = {k: v / x_all.shape[0] for k, v in sums.items()}
+        learner.optimizer.zero_grad(set_to_none=True)
+        for k, p in params.items():
+            p.grad = (p.detach() - mean_phi[k]).clone()
+        learner.optimizer.step()
+        return loss
+
+
+@dataclass(frozen=True)
+class ErmStep(OuterStep):
+    """ERM, the non-meta baseline: one joint gradient step on all tasks' support ∪ query.
+
+    At test time it is fine-tuned like the others, so it measures what meta-learning adds.
+    """
+
+    def __call__(self, learner: Learner, xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor) -> float:
+        """Joint training step; returns the mean query loss after adaptation (before it)."""
+        loss = learner.evaluate(xs, ys, xq, yq)
+        learner.optimizer.zero_grad(set_to_none=True)
+        joint = learner.model(torch.cat([xs, xq], 1).flatten(0, 1))
+        mse(joint, torch.cat([ys, yq], 1).flatten()).backward()
+        learner.optimizer.step()
+        return loss
+
+
+@dataclass(frozen=True)
+class ScratchStep(OuterStep):
+    """Scratch, the non-meta baseline: no training; fine-tunes the random initialisation."""
+
+    updates_theta: bool = False
+
+    def __call__(self, learner: Learner, xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor) -> float:
+        """θ is not changed; returns the mean query loss after adaptation."""
+        return learner.evaluate(xs, ys, xq, yq)
+
+
+#: Algorithm name -> its outer-loop step (read only).
+OUTER_STEPS: Mapping[str, OuterStep] = MappingProxyType(
+    {
+        "maml": GradientStep(second_order=True),
+        "fomaml": GradientStep(second_order=False),
+        "metasgd": GradientStep(second_order=True, learned_lr=True),
+        "anil": GradientStep(second_order=True, head_only=True),
+        "reptile": ReptileStep(),
+        "erm": ErmStep(),
+        "scratch": ScratchStep(),
+    }
+)
+
+#: The algorithms a ``MetaLearner`` runs, in the order of the registry.
+ALGORITHMS = tuple(OUTER_STEPS)
+if ALGORITHMS != ALGORITHM_NAMES:  # pragma: no cover - a registry edit without its name
+    raise ImportError(
+        f"metabt.algorithms registers {ALGORITHMS}, but metabt.config.ALGORITHM_NAMES lists "
+        f"{ALGORITHM_NAMES}: update both together"
+    )
+
+
+def outer_step(algorithm: str, engine: str) -> OuterStep:
+    """The registered outer step of ``algorithm``, after checking both names.
+
+    Args:
+        algorithm: one of ``ALGORITHMS``.
+        engine: one of ``ENGINES``.
+
+    Returns:
+        ``OUTER_STEPS[algorithm]``.
+
+    Raises:
+        ConfigError: an unknown algorithm or engine (with the closest valid name).
+    """
+    if algorithm not in OUTER_STEPS:
+        raise ConfigError(
+            f"algorithm {algorithm!r} is unknown{did_you_mean(str(algorithm), ALGORITHMS)}; "
+            f"use one of {', '.join(ALGORITHMS)}"
+        )
+    if engine not in ENGINES:
+        raise ConfigError(
+            f"engine {engine!r} is unknown{did_you_mean(str(engine), ENGINES)}; "
+            f"use one of {', '.join(ENGINES)}"
+        )
+    return OUTER_STEPS[algorithm]
+
+
+def resolve_engine(engine: str, model: nn.Module, step: OuterStep) -> str:
+    """The engine that runs ``step`` on ``model``: "auto" is "func" for metabt's models.
+
+    Args:
+        engine: "auto", "higher" or "func".
+        model: the module holding θ.
+        step: the algorithm's outer step (ANIL needs a model with a head).
+
+    Returns:
+        "func" or "higher".
+
+    Raises:
+        ConfigError: "func" or ANIL with a model that is not a ``metabt.models`` model.
+    """
+    is_meta_model = isinstance(model, MetaModel)
+    if engine == "auto":
+        engine = "func" if is_meta_model else "higher"
+    if engine == "func" and not is_meta_model:
+        raise ConfigError(
+            f"engine 'func' needs a metabt.models model (MLP, GRU), got "
+            f"{type(model).__name__}; use engine='higher'"
+        )
+    if step.head_only and not is_meta_model:
+        raise ConfigError("algorithm 'anil' needs a model with a 'head' (metabt.models.MLP/GRU)")
+    return engine

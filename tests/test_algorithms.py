@@ -1,0 +1,141 @@
+"""metabt.algorithms: MAML-family meta-gradients vs a hand-computed reference, both engines."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from metabt import meta
+from metabt.algorithms import ALGORITHMS, ENGINES, OUTER_STEPS, GradientStep
+from metabt.meta import MetaLearner
+from metabt.models import GRU, MLP
+
+F = 4
+
+
+def _batch(b=3, s=8, q=5, f=F, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(b, f, generator=g, dtype=dtype)  # each task has its own linear rule
+    xs = torch.randn(b, s, f, generator=g, dtype=dtype)
+    xq = torch.randn(b, q, f, generator=g, dtype=dtype)
+    ys = torch.einsum("bsf,bf->bs", xs, w) + 0.1 * torch.randn(b, s, generator=g, dtype=dtype)
+    yq = torch.einsum("bqf,bf->bq", xq, w) + 0.1 * torch.randn(b, q, generator=g, dtype=dtype)
+    return xs, ys, xq, yq
+
+
+def _meta_grads(learner, batch):
+    """Meta-gradient of one meta_step, without applying the update."""
+    learner.optimizer.step = lambda *a, **k: None
+    loss = learner.meta_step(*batch)
+    grads = {n: p.grad.detach().clone() for n, p in learner.model.named_parameters()}
+    grads.update({f"lr.{n}": p.grad.detach().clone() for n, p in learner.inner_lrs.items()})
+    return loss, grads
+
+
+def test_registry_holds_every_algorithm_and_the_gradient_family_shares_one_step():
+    assert ALGORITHMS == ("maml", "fomaml", "metasgd", "anil", "reptile", "erm", "scratch")
+    assert tuple(OUTER_STEPS) == ALGORITHMS and ENGINES == ("auto", "higher", "func")
+    assert meta.ALGORITHMS is ALGORITHMS and meta.ENGINES is ENGINES  # re-exported
+    family = {name: OUTER_STEPS[name] for name in ("maml", "fomaml", "metasgd", "anil")}
+    assert all(type(step) is GradientStep for step in family.values())
+    assert [s.second_order for s in family.values()] == [True, False, True, True]
+    assert family["metasgd"].learned_lr and family["anil"].head_only
+    assert not OUTER_STEPS["scratch"].updates_theta
+
+
+def test_one_step_maml_meta_gradient_equals_hand_computed_reference():
+    # A linear model f(x) = w.x + b (an MLP without hidden layers), one inner step, float64.
+    # With z = [x, 1] and θ = [w, b]: L_s(θ) = mean((Zθ - y)^2), ∇L_s = 2/S Zᵀ(Zθ - y),
+    # H_s = 2/S ZᵀZ, θ' = θ - α∇L_s(θ), and the MAML meta-gradient is (I - α H_s) ∇L_q(θ').
+    alpha = 0.1
+    model = MLP(F, hidden=(), seed=3).double()
+    learner = MetaLearner(model, algorithm="maml", inner_lr=alpha, inner_steps=1, engine="higher")
+    xs, ys, xq, yq = _batch()
+    theta = torch.cat([model.head.weight.detach().reshape(-1), model.head.bias.detach()])
+    expected = torch.zeros_like(theta)
+    for b in range(xs.shape[0]):
+        zs = torch.cat([xs[b], torch.ones(xs.shape[1], 1, dtype=torch.float64)], 1)
+        zq = torch.cat([xq[b], torch.ones(xq.shape[1], 1, dtype=torch.float64)], 1)
+        grad_s = 2 / len(zs) * zs.T @ (zs @ theta - ys[b])
+        hess_s = 2 / len(zs) * zs.T @ zs
+        adapted = theta - alpha * grad_s
+        grad_q = 2 / len(zq) * zq.T @ (zq @ adapted - yq[b])
+        expected += (torch.eye(F + 1, dtype=torch.float64) - alpha * hess_s) @ grad_q / xs.shape[0]
+    for engine in ("higher", "func"):
+        learner = MetaLearner(
+            MLP(F, hidden=(), seed=3).double(),
+            algorithm="maml",
+            inner_lr=alpha,
+            inner_steps=1,
+            engine=engine,
+        )
+        _, grads = _meta_grads(learner, (xs, ys, xq, yq))
+        got = torch.cat([grads["head.weight"].reshape(-1), grads["head.bias"]])
+        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_first_order_differs_from_second_order_by_the_hessian_term():
+    alpha = 0.1
+    xs, ys, xq, yq = _batch()
+    _, so = _meta_grads(
+        MetaLearner(
+            MLP(F, hidden=(), seed=3).double(), algorithm="maml", inner_lr=alpha, inner_steps=1
+        ),
+        (xs, ys, xq, yq),
+    )
+    _, fo = _meta_grads(
+        MetaLearner(
+            MLP(F, hidden=(), seed=3).double(), algorithm="fomaml", inner_lr=alpha, inner_steps=1
+        ),
+        (xs, ys, xq, yq),
+    )
+    # for a linear model the difference is exactly -α H_s ∇L_q(θ'), which is not zero
+    assert not torch.allclose(so["head.weight"], fo["head.weight"], atol=1e-6)
+    # with zero inner steps there is nothing to differentiate through: they agree
+    _, so0 = _meta_grads(
+        MetaLearner(MLP(F, (6,), seed=3).double(), algorithm="maml", inner_steps=0),
+        (xs, ys, xq, yq),
+    )
+    _, fo0 = _meta_grads(
+        MetaLearner(MLP(F, (6,), seed=3).double(), algorithm="fomaml", inner_steps=0),
+        (xs, ys, xq, yq),
+    )
+    for name in so0:
+        torch.testing.assert_close(so0[name], fo0[name], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("algorithm", ["maml", "fomaml", "metasgd", "anil"])
+@pytest.mark.parametrize("model_type", ["mlp", "gru"])
+def test_func_engine_meta_gradient_equals_higher_reference(algorithm, model_type):
+    def make():
+        if model_type == "mlp":
+            return MLP(F, (8, 8), seed=1).double()
+        return GRU(2, hidden=6, window=2, seed=1).double()
+
+    batch = _batch()
+    loss_h, grads_h = _meta_grads(
+        MetaLearner(make(), algorithm=algorithm, inner_lr=0.1, inner_steps=3, engine="higher"),
+        batch,
+    )
+    loss_f, grads_f = _meta_grads(
+        MetaLearner(make(), algorithm=algorithm, inner_lr=0.1, inner_steps=3, engine="func"), batch
+    )
+    assert math.isclose(loss_h, loss_f, rel_tol=1e-12)
+    assert grads_h.keys() == grads_f.keys()
+    for name in grads_h:
+        torch.testing.assert_close(grads_f[name], grads_h[name], rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("algorithm", ["maml", "fomaml", "metasgd", "anil", "reptile", "erm"])
+def test_meta_step_moves_every_parameter(algorithm):
+    learner = MetaLearner(MLP(F, (8,), seed=0), algorithm=algorithm, meta_lr=1e-2)
+    before = [p.detach().clone() for p in learner.model.parameters()]
+    lrs_before = [p.detach().clone() for p in learner.inner_lrs.values()]
+    loss = learner.meta_step(*(t.float() for t in _batch()))
+    assert math.isfinite(loss)
+    for p, b in zip(learner.model.parameters(), before):
+        assert not torch.equal(p.detach(), b)  # the meta-gradient reached every part of θ
+    for p, b in zip(learner.inner_lrs.values(), lrs_before):
+        assert not torch.equal(p.detach(), b)  # metasgd learns its inner rates
