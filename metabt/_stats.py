@@ -140,10 +140,14 @@ def forward_log_return(close: np.ndarray, horizon: int) -> np.ndarray:
 
 
 def annual_turnover(traded: float, mean_equity: float, bars: int, bars_per_year: int) -> float:
-    """Traded notional per year as a multiple of average equity (one-way turnover).
+    """Traded notional per year as a multiple of average equity (two-way turnover).
+
+    Two-way: buys and sells both count; one-way turnover (the share of the book replaced)
+    is half of it.
 
     Args:
-        traded: total filled notional (sum of |shares x fill price|), currency units.
+        traded: total filled notional (sum of |shares x fill price|, buys and sells),
+            currency units.
         mean_equity: average portfolio value over the period, currency units.
         bars: bars in the period (>= 1 is used).
         bars_per_year: bars in a year (252 for daily bars).

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -12,7 +13,16 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["atomic_path", "quiet_third_party", "write_text"]
+from metabt.errors import ConfigError
+
+__all__ = [
+    "atomic_dir",
+    "atomic_path",
+    "check_output_path",
+    "quiet_third_party",
+    "staged_files",
+    "write_text",
+]
 
 
 def _umask() -> int:
@@ -103,3 +113,109 @@ def quiet_third_party() -> Iterator[None]:
                 yield
     finally:
         font_logger.removeFilter(drop)
+
+
+def check_output_path(path: str | os.PathLike[str], flag: str, *, kind: str) -> Path:
+    """Check, before any work, that ``path`` can be written as a file or a folder.
+
+    Args:
+        path: the output path.
+        flag: its name in messages (e.g. ``--out``).
+        kind: "file" or "dir".
+
+    Returns:
+        ``path`` as a Path.
+
+    Raises:
+        ConfigError: a folder where a file is wanted (or the reverse), a file standing
+            where a parent folder would have to be created, or a folder without write
+            permission; the message names the flag, the path and the fix.
+    """
+    target = Path(path)
+    if target.exists():
+        if kind == "file" and target.is_dir():
+            raise ConfigError(
+                f"{flag} {target} is a folder; give a file name inside it, e.g. "
+                f"{target / 'report.html'}"
+            )
+        if kind == "dir" and not target.is_dir():
+            raise ConfigError(f"{flag} {target} is a file; give a folder (it is created)")
+    ancestor = target.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ConfigError(
+            f"{flag} {target}: {ancestor} is a file, so no folder can be made under it; "
+            "choose another path"
+        )
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"{flag} {target}: cannot write in {ancestor} (permission denied); choose a "
+            "writable folder"
+        )
+    return target
+
+
+def _mkdtemp_beside(target: Path, suffix: str) -> Path:
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent))
+    os.chmod(tmp, 0o777 & ~_umask())
+    return tmp
+
+
+@contextlib.contextmanager
+def atomic_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a fresh folder beside ``target``; on success it replaces ``target`` whole.
+
+    For a report set (tables, tearsheets, index): everything is written into the
+    temporary folder, which is renamed onto ``target`` at the end (an existing ``target``
+    is moved aside first and removed after), so ``target`` never holds half a set. On any
+    failure, including ``KeyboardInterrupt``, the temporary folder is removed and
+    ``target`` is left as it was.
+
+    Args:
+        target: the folder to write.
+
+    Yields:
+        pathlib.Path: the temporary folder to write into.
+    """
+    path = Path(target)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _mkdtemp_beside(path, ".tmp")
+    try:
+        yield tmp
+        old = None
+        if path.exists():
+            old = _mkdtemp_beside(path, ".old")
+            os.rmdir(old)
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+@contextlib.contextmanager
+def staged_files(folder: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary folder; on success move every file in it into ``folder``.
+
+    For a set of files that share a folder with others (a tearsheet, its diagnostics page
+    and its CSV in ``reports/``): nothing reaches ``folder`` until every file is written,
+    then each is moved in with ``os.replace``. On failure the staging folder is removed.
+
+    Args:
+        folder: the destination folder (created if missing).
+
+    Yields:
+        pathlib.Path: the staging folder (beside ``folder``'s files, same file system).
+    """
+    dest = Path(folder)
+    dest.mkdir(parents=True, exist_ok=True)
+    tmp = _mkdtemp_beside(dest / "metabt", ".stage")
+    try:
+        yield tmp
+        for item in sorted(tmp.iterdir()):
+            os.replace(item, dest / item.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -51,20 +51,27 @@ def signal_frames(
 
     Returns:
         data name -> DataFrame (DatetimeIndex) with columns ``signal`` (at the close of bar
-        t) and ``forward`` (realised log(C_{t+h} / C_t), :func:`metabt._stats.
-        forward_log_return`); rows where either is unknown are dropped. The forward return
-        is known only after the run: it scores the signal, it never feeds a decision.
+        t), ``forward`` (realised log(C_{t+h} / C_t), :func:`metabt._stats.
+        forward_log_return`) and ``tradable`` (log(O_{t+1+h} / O_{t+1}): the return a
+        position opened at the next bar's open, where orders fill, earns over the horizon;
+        NaN where not yet realised); rows where ``signal`` or ``forward`` is unknown are
+        dropped. Forward returns are known only after the run: they score the signal,
+        they never feed a decision.
     """
     out = {}
     for line, data in zip(strategy.signals, strategy.datas):
         n = len(data)
         signal = np.asarray(line.signal.array[:n], dtype=float)
         close = np.asarray(data.close.array[:n], dtype=float)
+        opens = np.asarray(data.open.array[:n], dtype=float)
         dates = pd.DatetimeIndex([bt.num2date(x) for x in data.datetime.array[:n]]).normalize()
         forward = forward_log_return(close, horizon)
+        tradable = np.full(n, np.nan)
+        tradable[:-1] = forward_log_return(opens[1:], horizon)
         ok = np.isfinite(signal) & np.isfinite(forward) & (dates >= start)
         out[data._name] = pd.DataFrame(
-            {"signal": signal[ok], "forward": forward[ok]}, index=dates[ok]
+            {"signal": signal[ok], "forward": forward[ok], "tradable": tradable[ok]},
+            index=dates[ok],
         )
     return out
 
@@ -327,16 +334,20 @@ class AdaptationAnalyzer(SignalAnalyzer):
     ``get_analysis()`` returns, besides :class:`SignalAnalyzer`'s ``signals`` and
     ``rolling_ic``:
 
-    - ``adaptations`` (pd.DataFrame): ``MetaStrategy.adaptation_log()``: one row per
-      adaptation with date, data, trigger, support, loss_before, loss_after (support MSE),
-      steps, query_loss (realised MSE of that model's predictions), query_count.
+    - ``adaptations`` (pd.DataFrame): ``MetaStrategy.adaptation_log()`` from ``start`` on
+      (adaptations during the warm-up are left out): one row per adaptation with date,
+      data, trigger, support, loss_before, loss_after (support MSE), steps, query_loss
+      (realised MSE of that model's predictions), query_count.
     """
 
     requires: ClassVar[type[SignalTrader]] = MetaStrategy
 
     def stop(self) -> None:
         super().stop()
-        self.rets["adaptations"] = self.strategy.adaptation_log()
+        log = self.strategy.adaptation_log()
+        if self._first_date is not None:  # warm-up adaptations are not results
+            log = log[log["date"] >= pd.Timestamp(self._first_date)].reset_index(drop=True)
+        self.rets["adaptations"] = log
 
     def write(self, path: str | os.PathLike[str], title: str | None = None) -> Path:
         """Write the diagnostics page beside the equity curve (atomically).

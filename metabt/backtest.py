@@ -32,9 +32,18 @@ __all__ = ["BacktestResult", "Costs", "run_backtest", "warmup_start"]
 class Costs:
     """Trading costs applied to the backtrader broker; on by default (honesty rule 3).
 
+    Every fill pays the commission and moves the price against the trade by the full
+    slippage, even where that lands outside the bar's high-low range (a desk's fill is not
+    capped by the day's range). Short positions pay a borrow fee on their value, accrued
+    per calendar day (backtrader's credit interest on shorts:
+    ``days / 365 * borrow * |shares| * entry price``).
+
     Args:
         commission_bps: commission per trade, basis points of traded value. Default 5.
         slippage_bps: adverse fill price move, basis points of the price. Default 2.
+        borrow_bps: short-borrow fee, basis points a year of the short position's value.
+            Default 25 (general collateral for liquid large caps; hard-to-borrow names
+            cost far more).
 
     Raises:
         ConfigError: a negative or non-finite cost.
@@ -42,21 +51,30 @@ class Costs:
 
     commission_bps: float = 5.0
     slippage_bps: float = 2.0
+    borrow_bps: float = 25.0
 
     def __post_init__(self) -> None:
-        for name in ("commission_bps", "slippage_bps"):
+        for name in ("commission_bps", "slippage_bps", "borrow_bps"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ConfigError(f"{name} must be a number >= 0 (basis points), got {value!r}")
 
     def apply(self, broker: bt.brokers.BackBroker) -> None:
-        """Set commission (percentage of value) and slippage (percentage of price)."""
-        broker.setcommission(commission=self.commission_bps / 1e4)
-        broker.set_slippage_perc(self.slippage_bps / 1e4, slip_open=True, slip_match=True)
+        """Set commission and borrow (fractions) and slippage (fraction of price, uncapped)."""
+        broker.setcommission(
+            commission=self.commission_bps / 1e4,
+            interest=self.borrow_bps / 1e4,
+            interest_long=False,
+        )
+        broker.set_slippage_perc(
+            self.slippage_bps / 1e4, slip_open=True, slip_match=True, slip_out=True
+        )
 
     def describe(self) -> str:
+        """The costs in one line, for report headers."""
         return (
-            f"commission {self.commission_bps:g} bps, slippage {self.slippage_bps:g} bps per trade"
+            f"commission {self.commission_bps:g} bps, slippage {self.slippage_bps:g} bps per "
+            f"trade, short borrow {self.borrow_bps:g} bps a year"
         )
 
 
@@ -70,8 +88,9 @@ class BacktestResult:
         benchmark: buy-and-hold returns of the first data on the same dates.
         metrics: quantstats metrics of ``returns`` (see ``metabt.report.compute_metrics``),
             plus ``hit_rate`` (the portfolio row of ``assets``: share of bars with a
-            position whose P&L was positive), ``turnover`` (filled notional per year
-            as a multiple of average equity) and, for model strategies, ``ic``/``rank_ic``.
+            position whose P&L was positive), ``turnover_two_way`` (filled notional, buys
+            plus sells, per year as a multiple of average equity), ``turnover_one_way``
+            (half of it) and, for model strategies, ``ic``/``rank_ic``.
         strategy: the backtrader strategy instance after the run (adaptation log, signals).
         analyzer: the QuantStatsAnalyzer, for ``tearsheet``.
         rejected_orders: orders the broker rejected.
@@ -209,9 +228,12 @@ def run_backtest(
     metrics = dict(analysis["metrics"])
     # No order is placed before `start`, so equity entering the test period is `cash`.
     equity = float(cash) * (1.0 + returns).cumprod()
-    metrics["turnover"] = annual_turnover(
+    two_way = annual_turnover(
         portfolio["traded"], float(equity.mean()), len(returns), PERIODS_PER_YEAR
     )
+    # two-way: buys plus sells; one-way: half of it (the share of the book replaced)
+    metrics["turnover_one_way"] = two_way / 2.0
+    metrics["turnover_two_way"] = two_way
     pairs = log = None
     if issubclass(strategy, SignalTrader):
         signal = strat.analyzers.signal.get_analysis()

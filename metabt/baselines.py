@@ -8,9 +8,20 @@ from typing import Any
 import backtrader as bt
 
 from metabt.errors import ConfigError
+from metabt.features import FeatureSpec
+from metabt.linear import RidgeAdapter, RLSAdapter
 from metabt.strategy import MetaStrategy, SignalTrader
 
-__all__ = ["BuyAndHold", "ErmAdapt", "ScratchAdapt", "SmaCross", "StaticModel"]
+__all__ = [
+    "BuyAndHold",
+    "ErmAdapt",
+    "ErmStatic",
+    "RecursiveLeastSquares",
+    "RollingRidge",
+    "ScratchAdapt",
+    "SmaCross",
+    "StaticModel",
+]
 
 
 class BuyAndHold(SignalTrader):
@@ -125,3 +136,102 @@ class ErmAdapt(MetaStrategy):
     """
 
     required_algorithm = "erm"
+
+
+class ErmStatic(StaticModel):
+    """A jointly trained model (an ``erm`` learner), never fine-tuned.
+
+    The plain "trained model" a quant would otherwise deploy: ordinary joint training on
+    all tasks' data for a fixed budget, then f_θ(x_t) with the same features and sizer.
+
+    Raises:
+        ConfigError: the learner's algorithm is not ``erm``; ``inner_steps`` other than 0.
+    """
+
+    required_algorithm = "erm"
+
+
+class RollingRidge(MetaStrategy):
+    """Ridge regression refitted on the same realised support window, on the same schedule.
+
+    MetaStrategy with its learner replaced by :class:`metabt.linear.RidgeAdapter`: the same
+    features, labels (realised ``horizon`` bars later), support window, ``adapt_every``
+    schedule, sizer and costs; each refit is closed-form ridge on the last ``support``
+    realised pairs.
+
+    Params:
+        feature_spec (FeatureSpec | None): the features and label; None uses the default
+            ``FeatureSpec()``. Pass the meta-learner's ``feature_spec`` to compare them.
+        alpha (float): ridge penalty (> 0); choose it on validation tasks only
+            (``metabt.linear.select_by_validation``). Default 10.
+        adapt_every, support, trade_start, gross_leverage: see :class:`MetaStrategy`.
+
+    Raises:
+        ConfigError: a bad ``alpha``; a ``learner`` param (the adapter is built here).
+
+    References:
+        Hoerl and Kennard 1970, "Ridge Regression".
+    """
+
+    params: Any = (("feature_spec", None), ("alpha", 10.0))
+
+    def __init__(self, **unknown: Any) -> None:
+        _own_adapter(self, RidgeAdapter(_spec(self.p.feature_spec), self.p.alpha))
+        super().__init__(**unknown)
+
+
+class RecursiveLeastSquares(MetaStrategy):
+    """Recursive least squares with exponential forgetting, updated every bar.
+
+    MetaStrategy with its learner replaced by :class:`metabt.linear.RLSAdapter` and
+    ``adapt_every=1``: at every bar, the newly realised label enters the recursion, which
+    runs over the last ``support`` realised pairs (default 200 bars; with λ = 0.99 the
+    oldest pair weighs 0.13). Same features, labels, sizer and costs as MetaStrategy.
+
+    Params:
+        feature_spec (FeatureSpec | None): the features and label; None uses
+            ``FeatureSpec()``.
+        forgetting (float): λ in (0, 1], weight of a pair one bar older; choose it on
+            validation tasks only. Default 0.99.
+        delta (float): prior precision of the coefficients. Default 1.0.
+        adapt_every (int): bars between updates. Default 1 (every bar).
+        support (int): realised pairs the recursion runs over, bars. Default 200.
+        trade_start, gross_leverage: see :class:`MetaStrategy`.
+
+    Raises:
+        ConfigError: a bad ``forgetting`` or ``delta``; a ``learner`` param.
+
+    References:
+        Haykin 2002, "Adaptive Filter Theory", ch. 9.
+    """
+
+    params: Any = (
+        ("feature_spec", None),
+        ("forgetting", 0.99),
+        ("delta", 1.0),
+        ("adapt_every", 1),
+        ("support", 200),
+    )
+
+    def __init__(self, **unknown: Any) -> None:
+        adapter = RLSAdapter(_spec(self.p.feature_spec), self.p.forgetting, self.p.delta)
+        _own_adapter(self, adapter)
+        super().__init__(**unknown)
+
+
+def _spec(spec: FeatureSpec | None) -> FeatureSpec:
+    if spec is None:
+        return FeatureSpec()
+    if not isinstance(spec, FeatureSpec):
+        raise ConfigError(f"feature_spec must be a FeatureSpec, got {type(spec).__name__}")
+    return spec
+
+
+def _own_adapter(strategy: MetaStrategy, adapter: Any) -> None:
+    """Install a baseline's own adapter as the strategy's learner (refusing a given one)."""
+    if strategy.p.learner is not None:
+        raise ConfigError(
+            f"{type(strategy).__name__} builds its own model; drop learner= (set its "
+            "feature_spec= to share the meta-learner's features)"
+        )
+    strategy.p.learner = adapter

@@ -12,15 +12,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-import pandas as pd
-
 from metabt.errors import MetabtError
 
 if TYPE_CHECKING:
-    from metabt.experiments import RunConfig, RunSettings
+    import pandas as pd
+
+    from metabt.config import RunConfig
+    from metabt.experiments import RunSettings
 
 __all__ = ["main"]
 
+THREADS_ENV = "METABT_THREADS"
 DEFAULT_REPORT = Path("reports") / "metabt_backtest.html"
 DEFAULT_COMPARE = Path("reports") / "compare"
 DEFAULT_WALKFORWARD = Path("reports") / "walkforward"
@@ -34,6 +36,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _date(value: str) -> pd.Timestamp:
+    import pandas as pd
+
     try:
         return pd.Timestamp(value)
     except (ValueError, TypeError) as exc:
@@ -60,6 +64,49 @@ def _non_negative(value: str) -> float:
     return number
 
 
+def _seed(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer seed") from exc
+    if not 0 <= number < 2**32:
+        raise argparse.ArgumentTypeError(f"seed {value!r} must be in [0, 2**32 - 1]")
+    return number
+
+
+def _default_threads() -> int:
+    """Threads from $METABT_THREADS (a positive integer), else 1."""
+    import os
+
+    raw = os.environ.get(THREADS_ENV, "1")
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise SystemExit(
+            f"metabt: error: {THREADS_ENV}={raw!r} must be a positive integer (threads)"
+        )
+    return value
+
+
+def _limit_threads(n: int) -> Any:
+    """Use ``n`` threads in torch and in every BLAS/OpenMP pool; returns the BLAS limiter.
+
+    torch's default of one thread per core oversubscribes a busy machine for models this
+    small; NumPy's BLAS (OpenBLAS) is limited through ``threadpoolctl``.
+    """
+    import os
+
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = str(n)  # read by torch's thread pools when it is imported
+    if "torch" in sys.modules:  # already imported (metabt.cli.main called from Python)
+        sys.modules["torch"].set_num_threads(n)
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=n)
+
+
 def _positive(value: str) -> float:
     number = _non_negative(value)
     if number == 0:
@@ -68,13 +115,11 @@ def _positive(value: str) -> float:
 
 
 def _training_options(p: argparse.ArgumentParser) -> None:
-    from metabt.experiments import DEMO
-    from metabt.meta import ALGORITHMS
-    from metabt.models import MODEL_TYPES
+    from metabt.config import ALGORITHM_NAMES, DEMO, MODEL_TYPES
 
     p.add_argument(
         "--algorithm",
-        choices=ALGORITHMS,
+        choices=ALGORITHM_NAMES,
         default=DEMO.algorithm,
         help=f"meta-learning algorithm (default {DEMO.algorithm})",
     )
@@ -96,12 +141,20 @@ def _training_options(p: argparse.ArgumentParser) -> None:
         default=DEMO.inner_steps,
         help=f"inner-loop steps per adaptation (default {DEMO.inner_steps})",
     )
-    p.add_argument("--seed", type=int, default=DEMO.seed, help="seed (default 0)")
+    p.add_argument("--seed", type=_seed, default=DEMO.seed, help="seed (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=_default_threads(),
+        metavar="N",
+        help=f"threads for torch and BLAS (default 1, or ${THREADS_ENV}): metabt's models "
+        "are tiny, and more threads than free cores slow them down",
+    )
 
 
 def _run_options(p: argparse.ArgumentParser) -> None:
-    from metabt.experiments import DEMO
+    from metabt.config import DEMO
 
     p.add_argument(
         "--data",
@@ -118,7 +171,7 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--start",
         type=_date,
-        default=pd.Timestamp(DEMO.start),
+        default=DEMO.start,  # argparse converts a string default with type=
         metavar="DATE",
         help=f"first backtest date; training uses data strictly before it (default {DEMO.start})",
     )
@@ -126,7 +179,8 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cash", type=_positive, default=100_000.0, help="starting cash")
     for flag, default, what in (
         ("--commission", 5.0, "commission, basis points of traded value"),
-        ("--slippage", 2.0, "slippage, basis points of price"),
+        ("--slippage", 2.0, "slippage, basis points of price, on every fill"),
+        ("--borrow", 25.0, "short-borrow fee, basis points a year of the short value"),
     ):
         p.add_argument(
             flag,
@@ -182,6 +236,19 @@ def _build_parser() -> argparse.ArgumentParser:
         help="cut-off: no price on or after this date is used",
     )
     train.add_argument("--out", required=True, metavar="CKPT", help="checkpoint to write")
+    train.add_argument(
+        "--checkpoint-every",
+        type=_positive_int,
+        default=50,
+        metavar="N",
+        help="save the unfinished run to CKPT.partial every N steps (default 50; also the "
+        "validation interval)",
+    )
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run saved in CKPT.partial (e.g. after a crash or kill)",
+    )
     backtest = _command(
         sub,
         "backtest",
@@ -197,11 +264,12 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="HTML",
         help=f"tearsheet path (default {DEFAULT_REPORT})",
     )
-    _command(
+    cmp_ = _command(
         sub,
         "compare",
-        "MetaStrategy beside StaticModel, ErmAdapt, ScratchAdapt, buy-and-hold and SMA "
-        "crossover on the same data, period, costs and sizer",
+        "MetaStrategy beside every baseline (trained ERM, rolling ridge, RLS, ...) on the same "
+        "data, period, costs and sizer, with block-bootstrap intervals, deflated Sharpe and a "
+        "verdict",
         out=(
             str(DEFAULT_COMPARE),
             "folder for compare.csv, compare.md, index.html and tearsheets/ "
@@ -230,9 +298,24 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="rolling training window in years (default: expanding, all history)",
     )
-    for p in (train, backtest, sub.choices["compare"], walk):
+    for p in (train, backtest, cmp_, walk):
         _training_options(p)
+    for p in (cmp_, walk):
+        p.add_argument(
+            "--seeds",
+            type=_seed,
+            nargs="+",
+            metavar="S",
+            help="repeat the whole pipeline (training included) per seed; report mean and "
+            "sd (default: --seed)",
+        )
     return parser
+
+
+def _check_output(path: Path, flag: str, *, kind: str) -> None:
+    from metabt._util import check_output_path
+
+    check_output_path(path, flag, kind=kind)
 
 
 def _load_frames(files: Sequence[str] | None) -> dict[str, pd.DataFrame]:
@@ -243,7 +326,7 @@ def _load_frames(files: Sequence[str] | None) -> dict[str, pd.DataFrame]:
 
 def _config(args: argparse.Namespace) -> RunConfig:
     """The run configuration: the demo's, with the flags given."""
-    from metabt.experiments import DEMO
+    from metabt.config import DEMO
 
     changes: dict[str, Any] = {
         "algorithm": args.algorithm,
@@ -258,13 +341,19 @@ def _config(args: argparse.Namespace) -> RunConfig:
 
 
 def _settings(args: argparse.Namespace) -> RunSettings:
-    """Frames to trade and to train on, period, cash, costs and configuration."""
+    """Frames to trade and to train on, period, cash, costs and configuration.
+
+    The data files are read and validated first, before torch and backtrader are
+    imported, so a bad file is reported at once.
+    """
+    frames = _load_frames(args.data)
+    train_frames = _load_frames(args.train_data) if args.train_data else frames
     from metabt.backtest import Costs
     from metabt.experiments import RunSettings
 
-    costs = Costs(commission_bps=args.commission, slippage_bps=args.slippage)
-    frames = _load_frames(args.data)
-    train_frames = _load_frames(args.train_data) if args.train_data else frames
+    costs = Costs(
+        commission_bps=args.commission, slippage_bps=args.slippage, borrow_bps=args.borrow
+    )
     return RunSettings(
         frames=frames,
         train_frames=train_frames,
@@ -282,24 +371,69 @@ def _print_table(table: pd.DataFrame) -> None:
     print(format_table(table))
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    from metabt.experiments import train_learner
+#: Columns of a judged table printed as the second ("evidence") block.
+EVIDENCE = (
+    "ic",
+    "ic_t",
+    "rank_ic",
+    "rank_ic_t",
+    "ic_tradable",
+    "ic_tradable_t",
+    "cs_ic",
+    "cs_ic_t",
+    "psr",
+    "dsr",
+    "sharpe_vs_best",
+    "sharpe_vs_best_lo",
+    "sharpe_vs_best_hi",
+    "block",
+    "untrained",
+)
 
+
+def _print_split(table: pd.DataFrame) -> None:
+    """A wide judged table as two blocks: performance, then evidence (sd columns in CSV)."""
+    shown = table[[c for c in table.columns if not str(c).endswith("_sd")]]
+    evidence = [c for c in EVIDENCE if c in shown.columns]
+    print()
+    _print_table(shown.drop(columns=evidence))
+    print()
+    _print_table(shown[evidence])
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    _check_output(out, "--out", kind="file")
+    partial = out.with_name(out.name + ".partial")
     frames = _load_frames(args.data)
+    from metabt.recipe import train_learner
+
+    if args.resume and not partial.is_file():
+        print(f"note: no unfinished run at {partial}; starting afresh")
     cfg = _config(args)
-    trained = train_learner(frames, cfg, end=args.train_end, progress=not args.quiet)
+    trained = train_learner(
+        frames,
+        cfg,
+        end=args.train_end,
+        checkpoint=partial,
+        resume=args.resume,
+        checkpoint_every=args.checkpoint_every,
+        progress=not args.quiet,
+    )
     for line in trained.summary(cfg, list(frames)):
         print(line)
-    path = trained.learner.save(args.out)
+    path = trained.learner.save(out)
+    partial.unlink(missing_ok=True)
     print(f"checkpoint written to {path}")
     return 0
 
 
 def _cmd_backtest(args: argparse.Namespace) -> int:
+    _check_output(Path(args.report), "--report", kind="file")
+    settings = _settings(args)
     from metabt.experiments import main_backtest, rejection_warnings
     from metabt.meta import MetaLearner
 
-    settings = _settings(args)
     learner = MetaLearner.load(args.model) if args.model else None
     run = main_backtest(settings, learner, progress=not args.quiet, log=print)
     for line in run.summary() + rejection_warnings(run.results):
@@ -317,16 +451,22 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
+    _check_output(Path(args.out), "--out", kind="dir")
+    settings = _settings(args)
     from metabt.experiments import compare, rejection_warnings
 
-    result = compare(_settings(args), progress=not args.quiet, log=print)
+    result = compare(settings, seeds=args.seeds, progress=not args.quiet, log=print)
     paths = result.write(Path(args.out))
     print()
     for line in result.notes + rejection_warnings(result.results):
         print(line)
+    _print_split(result.table)
     print()
-    _print_table(result.table)
+    for line in result.verdicts:
+        print(line)
     print(f"\ntable: {paths['csv'].resolve()} and {paths['markdown'].resolve()}")
+    if "seeds" in paths:
+        print(f"every seed: {paths['seeds'].resolve()}")
     print(f"per asset: {paths['assets_csv'].resolve()} and {paths['assets_markdown'].resolve()}")
     print(f"index of tearsheets: {paths['html'].resolve()}")
     print(f"MetaStrategy adaptation diagnostics: {paths['diagnostics'].resolve()}")
@@ -334,26 +474,37 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_walkforward(args: argparse.Namespace) -> int:
+    _check_output(Path(args.out), "--out", kind="dir")
+    settings = _settings(args)
     from metabt.experiments import walkforward
 
     result = walkforward(
-        _settings(args),
+        settings,
         fold_years=args.fold_years,
         train_years=args.train_years,
+        seeds=args.seeds,
         progress=not args.quiet,
         log=print,
     )
     paths = result.write(Path(args.out))
     overall = result.metrics()
     stitched = result.returns
-    print()
-    print(result.table.to_string(float_format=lambda v: f"{v:.3f}"))
+    first_seed = result.table[result.table["seed"] == result.table["seed"].iloc[0]]
+    folds = first_seed.pivot(index="fold", columns="strategy", values="sharpe")
+    print("\nSharpe per fold (after costs)")
+    print(folds[list(result.stitched)].to_string(float_format=lambda v: f"{v:.2f}"))
     print(
         f"\nstitched out-of-sample {stitched.index[0].date()} to {stitched.index[-1].date()} "
-        f"({len(stitched)} bars, {result.costs.describe()}): sharpe {overall['sharpe']:.2f}, "
-        f"cagr {overall['cagr']:.2%}, max drawdown {overall['max_drawdown']:.2%}"
+        f"({len(stitched)} bars, {result.costs.describe()}); MetaStrategy: sharpe "
+        f"{overall['sharpe']:.2f}, cagr {overall['cagr']:.2%}, max drawdown "
+        f"{overall['max_drawdown']:.2%}"
     )
-    print(f"fold table: {paths['folds'].resolve()}\ntearsheet: {paths['tearsheet'].resolve()}")
+    _print_split(result.summary)
+    print()
+    for line in result.verdicts:
+        print(line)
+    print(f"\nfold table: {paths['folds'].resolve()}\nsummary: {paths['summary'].resolve()}")
+    print(f"tearsheet: {paths['tearsheet'].resolve()}")
     print(
         f"per fold and asset: {paths['assets'].resolve()}\n"
         f"diagnostics: {paths['diagnostics'].resolve()}"
@@ -385,7 +536,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "walkforward": _cmd_walkforward,
     }
     try:
-        return commands[args.command](args)
+        with _limit_threads(args.threads):
+            return commands[args.command](args)
     except MetabtError as exc:
         print(f"metabt {args.command}: error: {exc}", file=sys.stderr)
         return 2

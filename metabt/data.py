@@ -65,6 +65,11 @@ def _show(value: Any) -> str:
     return repr(value) if isinstance(value, str) else str(value)
 
 
+def _num(value: float) -> str:
+    """A number in full precision (``repr``), so two values that differ never look equal."""
+    return repr(float(value))
+
+
 def _midnight(ts: pd.Timestamp) -> bool:
     return ts == ts.normalize()
 
@@ -110,6 +115,9 @@ def _parse_dates(raw: pd.Series, label: str, line_offset: int | None) -> pd.Date
     """
     values: pd.Series = raw
     if pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw):
+        epoch = _epoch_unit(raw)
+        if epoch is not None:  # Unix time, e.g. 1577923200 (s) or 1577923200000 (ms)
+            return pd.DatetimeIndex(pd.to_datetime(raw, unit=epoch))
         # Integers such as 20100104 would otherwise be read as nanoseconds since 1970.
         try:
             values = raw.astype("Int64").astype("string")
@@ -119,7 +127,9 @@ def _parse_dates(raw: pd.Series, label: str, line_offset: int | None) -> pd.Date
                 "such as 2010-01-04 (or 20100104)"
             ) from exc
     try:
-        return pd.DatetimeIndex(pd.to_datetime(values, errors="raise"))
+        with warnings.catch_warnings():  # pandas warns while it guesses a format
+            warnings.simplefilter("ignore", UserWarning)
+            return pd.DatetimeIndex(pd.to_datetime(values, errors="raise"))
     except (ValueError, TypeError, OverflowError) as exc:
         error: Exception = exc
     try:  # mixed UTC offsets: keep each value's wall-clock time
@@ -129,7 +139,9 @@ def _parse_dates(raw: pd.Series, label: str, line_offset: int | None) -> pd.Date
         )
     except (ValueError, TypeError, OverflowError):
         pass
-    coerced = pd.to_datetime(values, errors="coerce")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        coerced = pd.to_datetime(values, errors="coerce")
     unreadable = (coerced.isna() & values.notna()).to_numpy()
     if unreadable.any():
         pos = int(np.flatnonzero(unreadable)[0])
@@ -144,6 +156,23 @@ def _parse_dates(raw: pd.Series, label: str, line_offset: int | None) -> pd.Date
         f"{label}: column '{raw.name}' has {problem}; use one ISO format such as 2010-01-04 "
         "for every row"
     ) from error
+
+
+def _epoch_unit(raw: pd.Series) -> str | None:
+    """ "s" or "ms" when a numeric date column holds Unix times (2001-09-09 on), else None.
+
+    Integers such as 20100104 (YYYYMMDD, 8 digits) stay dates: Unix seconds since
+    2001-09-09 have 10 digits, milliseconds 13.
+    """
+    values = raw.dropna()
+    if values.empty or not (values % 1 == 0).all():
+        return None
+    low, high = float(values.min()), float(values.max())
+    if 1e9 <= low and high < 1e11:
+        return "s"
+    if 1e12 <= low and high < 1e14:
+        return "ms"
+    return None
 
 
 def _check_columns(frame: pd.DataFrame, label: str) -> None:
@@ -208,6 +237,16 @@ def load_ohlcv(
     frame.columns = [str(c).strip().lower() for c in frame.columns]
     _check_columns(frame, label)
 
+    if len(frame.columns) == 1:
+        header = str(frame.columns[0])
+        other = next((d for d in (";", "\t", "|") if d in header), None)
+        if other is not None:
+            shown = {"\t": "tab", ";": "semicolon", "|": "pipe"}[other]
+            raise DataError(
+                f"{label}: the header {header!r} looks {shown}-separated; metabt reads "
+                "comma-separated files: check the delimiter, e.g. re-save it with "
+                f"pandas.read_csv(path, sep={other!r}).to_csv(path, index=False)"
+            )
     date_col = next((c for c in _DATE_NAMES if c in frame.columns), None)
     if date_col is not None:
         index = _parse_dates(frame[date_col], label, line_offset)
@@ -288,8 +327,9 @@ def load_ohlcv(
         if mask.any():
             pos = int(np.flatnonzero(mask)[0])
             raise DataError(
-                f"{label}: {problem} at {_where(index, pos, line_offset)} (open {o[pos]:g}, "
-                f"high {h[pos]:g}, low {lo[pos]:g}, close {c[pos]:g}, volume {v[pos]:g}); "
+                f"{label}: {problem} at {_where(index, pos, line_offset)} (open "
+                f"{_num(o[pos])}, high {_num(h[pos])}, low {_num(lo[pos])}, close "
+                f"{_num(c[pos])}, volume {_num(v[pos])}); "
                 f"{fix}; fix or drop the row"
             )
     if len(index) < min_bars:
@@ -319,9 +359,10 @@ def is_validated(frame: object) -> bool:
 def ohlcv_arrays(frame: pd.DataFrame) -> tuple[np.ndarray, ...]:
     """open, high, low, close, volume of an OHLCV frame as float64 arrays, checked once.
 
-    A frame from :func:`load_ohlcv` is trusted (:func:`is_validated`); any other frame is
-    checked here for the values the features need (numeric, finite, prices > 0,
-    volume >= 0).
+    A frame from :func:`load_ohlcv` (:func:`is_validated`) is not parsed again; every frame's
+    values are checked here for what the features need (numeric, finite, prices > 0,
+    volume >= 0): a few vectorised comparisons, so a loaded frame changed in place
+    afterwards is still caught.
 
     Args:
         frame: a DataFrame with columns open, high, low, close, volume (any order, extra
@@ -334,8 +375,6 @@ def ohlcv_arrays(frame: pd.DataFrame) -> tuple[np.ndarray, ...]:
         DataError: not a DataFrame, a missing column, a non-numeric value, a non-positive
             or non-finite price, a negative or non-finite volume (column and row named).
     """
-    if is_validated(frame):
-        return tuple(frame[c].to_numpy(dtype=np.float64) for c in COLUMNS)
     if not isinstance(frame, pd.DataFrame):
         raise DataError(
             f"expected an OHLCV DataFrame, got {type(frame).__name__}; "

@@ -1,47 +1,50 @@
-"""Experiments: the training recipe, the main backtest, compare and walk-forward.
+"""Experiments: the main backtest, compare and walk-forward, each judged the same way.
 
 The library side of the ``metabt`` command: each function runs one experiment and returns
-its results (tables, reports to write); the CLI only parses arguments and prints. Every
-strategy of an experiment gets the same data, warm-up, costs, sizer and schedule
-(:class:`RunSettings`, :meth:`RunConfig.strategy_kwargs`).
+its results (tables, verdicts, reports to write); the CLI only parses arguments and
+prints. Every strategy of an experiment gets the same data, warm-up, costs, sizer and
+schedule (:class:`RunSettings`, :func:`metabt.recipe.roster`), and every comparison is
+judged by :func:`metabt.evaluation.judge`.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from metabt._util import write_text
+from metabt._util import atomic_dir, staged_files, write_text
 from metabt.backtest import BacktestResult, Costs, run_backtest
-from metabt.baselines import BuyAndHold, ErmAdapt, ScratchAdapt, SmaCross, StaticModel
+from metabt.baselines import BuyAndHold, SmaCross
+from metabt.config import DEMO, RunConfig
 from metabt.errors import ConfigError
-from metabt.features import FeatureSpec
-from metabt.meta import FitResult, MetaLearner
-from metabt.metrics import compute_metrics, metrics_table, probabilistic_sharpe
-from metabt.metrics import sharpe_difference_ci as _sharpe_difference_ci
-from metabt.models import build_model
+from metabt.evaluation import Verdict, aggregate_seeds, judge
+from metabt.meta import MetaLearner
+from metabt.metrics import compute_metrics, mean_ic, metrics_table
+from metabt.recipe import (
+    RosterModels,
+    check_no_leak,
+    check_train_config,
+    roster,
+    train_learner,
+    train_roster,
+)
 from metabt.report import write_comparison, write_diagnostics, write_tearsheet
 from metabt.strategy import MetaStrategy
-from metabt.tasks import TaskSampler
 
 __all__ = [
     "Comparison",
-    "DEMO",
     "MainRun",
-    "RunConfig",
     "RunSettings",
-    "TrainedLearner",
     "WalkForward",
-    "check_no_leak",
     "compare",
     "main_backtest",
     "rejection_warnings",
-    "train_learner",
     "walkforward",
     "walkforward_folds",
 ]
@@ -54,201 +57,6 @@ def _silent(_: str) -> None:
 
 
 @dataclass(frozen=True)
-class RunConfig:
-    """Everything the main job (``metabt backtest`` with no arguments) uses.
-
-    Attributes:
-        start: first date of the backtest; meta-training uses only data strictly before it.
-        spec: the causal features and the label horizon (bars).
-        model_type: "mlp" or "gru" (``metabt.models.MODEL_TYPES``); hidden: MLP widths;
-            gru_hidden, gru_window: GRU size.
-        algorithm: MetaLearner algorithm; inner_lr, inner_steps, meta_lr: its rates/steps.
-        meta_steps: outer steps; batch_size: tasks per step.
-        support, query: bars per support / query window (tasks and the strategy's support).
-        adapt_every: bars between adaptations in the backtest.
-        val_years: the last years before ``start`` held out as validation tasks.
-        warmup_bars: bars fed before ``start`` so features and the first support are ready.
-        sizer: SignalSizer params.
-        seed: seeds model initialisation and task sampling.
-    """
-
-    start: str = "2008-01-01"
-    spec: FeatureSpec = field(default_factory=FeatureSpec)
-    model_type: str = "mlp"
-    hidden: tuple[int, ...] = (32, 32)
-    gru_hidden: int = 32
-    gru_window: int = 10
-    algorithm: str = "maml"
-    inner_lr: float = 0.02
-    inner_steps: int = 5
-    meta_lr: float = 1e-3
-    meta_steps: int = 600
-    batch_size: int = 16
-    support: int = 60
-    query: int = 20
-    adapt_every: int = 5
-    val_years: float = 2.0
-    warmup_bars: int = 300
-    sizer: Mapping[str, Any] = field(
-        default_factory=lambda: {"target_vol": 0.10, "max_leverage": 1.0, "deadband": 0.05}
-    )
-    seed: int = 0
-
-    def with_(self, **changes: Any) -> RunConfig:
-        """A copy with some fields changed."""
-        return replace(self, **changes)
-
-    def strategy_kwargs(self) -> dict[str, Any]:
-        """MetaStrategy params of this configuration (without the learner): the schedule."""
-        return {"adapt_every": self.adapt_every, "support": self.support, "seed": self.seed}
-
-    def model_config(self) -> dict[str, Any]:
-        """The model's ``config()`` dict for ``metabt.models.build_model``.
-
-        Raises:
-            ConfigError: ``model_type`` is not one of ``metabt.models.MODEL_TYPES``.
-        """
-        if self.model_type == "gru":
-            return {
-                "type": "gru",
-                "n_features": self.spec.n_features,
-                "hidden": self.gru_hidden,
-                "window": self.gru_window,
-                "seed": self.seed,
-            }
-        return {
-            "type": self.model_type,
-            "n_features": self.spec.n_features,
-            "hidden": list(self.hidden),
-            "seed": self.seed,
-        }
-
-    def describe(self) -> dict[str, Any]:
-        """The configuration as JSON primitives."""
-        out = asdict(self)
-        out["spec"] = self.spec.to_dict()
-        return out
-
-
-DEMO = RunConfig()
-
-
-@dataclass
-class TrainedLearner:
-    """The outcome of :func:`train_learner`.
-
-    Attributes:
-        learner: the meta-trained learner (θ with the best validation loss).
-        fit: what ``MetaLearner.fit`` did.
-        val_zero_mse: validation query MSE of always predicting 0 (no view), the
-            baseline a useful model must beat.
-        seconds: wall time of the training, seconds.
-    """
-
-    learner: MetaLearner
-    fit: FitResult
-    val_zero_mse: float
-    seconds: float = 0.0
-
-    def summary(self, cfg: RunConfig, names: Sequence[str]) -> list[str]:
-        """Lines that say what was trained, on what, and how well it validated."""
-        learner, fit = self.learner, self.fit
-        assert learner.train_range is not None
-        lines = [
-            f"meta-trained {learner.algorithm} ({cfg.model_type}, engine {learner.engine}) on "
-            f"{', '.join(names)} from {learner.train_range[0]} to {learner.train_range[1]}: "
-            f"{fit.steps} steps in {self.seconds:.1f}s; validation query MSE after "
-            f"adaptation {fit.best_val_loss:.4f} (step {fit.best_step}) vs "
-            f"{self.val_zero_mse:.4f} for always predicting zero"
-        ]
-        if fit.steps > 0 and fit.best_step == 0:
-            lines.append(
-                f"note: no validation check improved on the initial θ, so {learner.algorithm}'s "
-                "kept θ is its initialisation (training did not generalise to the validation "
-                "tasks); with the same seed it equals the scratch baseline's"
-            )
-        return lines
-
-
-def train_learner(
-    frames: Mapping[str, pd.DataFrame],
-    cfg: RunConfig = DEMO,
-    *,
-    end: str | pd.Timestamp | None = None,
-    checkpoint: str | None = None,
-    progress: bool = True,
-) -> TrainedLearner:
-    """Meta-train a learner on ``frames`` strictly before ``end`` (default ``cfg.start``).
-
-    The last ``cfg.val_years`` years before ``end`` give the validation tasks (θ with the
-    best validation query loss is kept); the rest give the training tasks. Every task's
-    labels are realised before the split or before ``end`` respectively.
-
-    Args:
-        frames: name -> validated OHLCV frame.
-        cfg: the configuration. Default :data:`DEMO`.
-        end: cut-off date; no price on or after it is used. Default ``cfg.start``.
-        checkpoint: optional path for the checkpoint (written atomically; resumes).
-        progress: show a progress bar.
-
-    Returns:
-        A :class:`TrainedLearner` (learner, fit result, zero-prediction baseline).
-
-    Raises:
-        ConfigError: no data before ``end``, or too little for one task.
-    """
-    end_ts = pd.Timestamp(end if end is not None else cfg.start)
-    first = min(f.index[0] for f in frames.values())
-    if first >= end_ts:
-        raise ConfigError(
-            f"no training data before {end_ts.date()} (data starts {first.date()}); "
-            "pick a later cut-off date or give earlier --train-data"
-        )
-    tic = time.perf_counter()
-    split = end_ts - pd.DateOffset(days=round(365.25 * cfg.val_years))
-    model = build_model(cfg.model_config())
-    tasks = TaskSampler.from_frames(
-        frames, cfg.spec, support=cfg.support, query=cfg.query, end=end_ts, window=model.window
-    )
-    train, val = tasks.split(split)
-    learner = MetaLearner(
-        model,
-        algorithm=cfg.algorithm,
-        inner_lr=cfg.inner_lr,
-        inner_steps=cfg.inner_steps,
-        meta_lr=cfg.meta_lr,
-        seed=cfg.seed,
-        feature_spec=cfg.spec,
-    )
-    result = learner.fit(
-        train,
-        cfg.meta_steps,
-        batch_size=cfg.batch_size,
-        val_tasks=val,
-        checkpoint=checkpoint,
-        progress=progress,
-    )
-    learner.train_range = (str(tasks.date_range[0])[:10], str(tasks.date_range[1])[:10])
-    yq = val.fixed(64, cfg.seed)[3]
-    zero = float((yq.double() ** 2).mean())
-    return TrainedLearner(learner, result, zero, time.perf_counter() - tic)
-
-
-def check_no_leak(learner: MetaLearner, start: pd.Timestamp) -> None:
-    """Refuse a learner whose training range reaches the test period (honesty rule 2).
-
-    Raises:
-        ConfigError: the last training date is on or after ``start``.
-    """
-    if learner.train_range is not None and pd.Timestamp(learner.train_range[1]) >= start:
-        raise ConfigError(
-            f"the model was trained on data up to {learner.train_range[1]}, on or after the "
-            f"backtest start {start.date()}; that would leak the test period into training. "
-            "Use a later --start or a model trained before it"
-        )
-
-
-@dataclass(frozen=True)
 class RunSettings:
     """What every strategy of an experiment shares: data, period, cash, costs, sizer.
 
@@ -258,7 +66,7 @@ class RunSettings:
         start: first test date; training uses data strictly before it.
         end: last test date (inclusive); None for all data.
         cash: starting cash, currency units.
-        costs: commission and slippage.
+        costs: commission, slippage and short borrow.
         cfg: the learner, schedule and sizer configuration.
 
     Raises:
@@ -302,13 +110,10 @@ class RunSettings:
             sizer_kwargs=dict(self.cfg.sizer),
         )
 
-    def train(
-        self, end: pd.Timestamp, *, algorithm: str | None = None, progress: bool, log: Log
-    ) -> MetaLearner:
+    def train(self, end: pd.Timestamp, *, progress: bool, log: Log) -> MetaLearner:
         """Meta-train on ``train_frames`` strictly before ``end``; log the summary."""
-        cfg = self.cfg if algorithm is None else self.cfg.with_(algorithm=algorithm)
-        trained = train_learner(self.train_frames, cfg, end=end, progress=progress)
-        for line in trained.summary(cfg, list(self.train_frames)):
+        trained = train_learner(self.train_frames, self.cfg, end=end, progress=progress)
+        for line in trained.summary(self.cfg, list(self.train_frames)):
             log(line)
         check_no_leak(trained.learner, end)
         return trained.learner
@@ -323,13 +128,26 @@ class RunSettings:
 
 
 def rejection_warnings(results: Sequence[BacktestResult]) -> list[str]:
-    """One warning line per strategy whose orders the broker rejected."""
-    return [
+    """Lines about what the run could not do as asked: rejected orders, feeds that ended.
+
+    One warning per strategy whose orders the broker rejected, and one note per feed that
+    ends before the others (its position was closed at its last bar).
+    """
+    lines = [
         f"warning: {r.name}: the broker rejected {len(r.rejected_orders)} orders "
         "(insufficient cash at the next open)"
         for r in results
         if r.rejected_orders
     ]
+    ended: dict[str, Any] = {}
+    for r in results:
+        ended.update(getattr(r.strategy, "ended", {}))
+    lines += [
+        f"note: {name}'s data ends after {day}, before the other feeds; every strategy "
+        "closed its position there (filled at its last bar's open)"
+        for name, day in sorted(ended.items())
+    ]
+    return lines
 
 
 @dataclass
@@ -369,18 +187,25 @@ class MainRun:
         ]
 
     def write(self, report: Path) -> dict[str, Path]:
-        """Write the tearsheet, the diagnostics page and the per-asset CSV beside it."""
+        """Write the tearsheet, the diagnostics page and the per-asset CSV beside it.
+
+        The three files are written into a staging folder and moved into ``report``'s
+        folder together at the end (:func:`metabt._util.staged_files`).
+        """
         title = (
             f"MetaStrategy ({self.learner.algorithm}) vs buy-and-hold "
             f"{next(iter(self.settings.frames))}"
         )
-        tearsheet = self.meta.tearsheet(report, title=title)
-        diagnostics = self.meta.diagnostics(report.with_name(f"{report.stem}_diagnostics.html"))
-        assets = write_text(
-            report.with_name(f"{report.stem}_assets.csv"),
-            self.meta.assets.reset_index().to_csv(index=False),
-        )
-        return {"tearsheet": tearsheet, "assets": assets, "diagnostics": diagnostics}
+        names = {
+            "tearsheet": report.name,
+            "diagnostics": f"{report.stem}_diagnostics.html",
+            "assets": f"{report.stem}_assets.csv",
+        }
+        with staged_files(report.parent) as stage:
+            self.meta.tearsheet(stage / names["tearsheet"], title=title)
+            self.meta.diagnostics(stage / names["diagnostics"])
+            write_text(stage / names["assets"], self.meta.assets.reset_index().to_csv(index=False))
+        return {key: report.parent / name for key, name in names.items()}
 
 
 def main_backtest(
@@ -408,6 +233,7 @@ def main_backtest(
     if learner is None:
         learner = settings.train(settings.start, progress=progress, log=log)
     check_no_leak(learner, settings.start)
+    check_train_config(learner, settings.cfg)
     tic = time.perf_counter()
     meta = settings.run(
         MetaStrategy, "MetaStrategy", {"learner": learner, **settings.cfg.strategy_kwargs()}
@@ -422,11 +248,15 @@ def main_backtest(
 
 
 COMPARE_NOTES = (
-    "turnover is filled notional per year over average equity; ic/rank_ic: signal vs "
-    "forward return; psr: probability that the true Sharpe > 0; sharpe_vs_erm: Sharpe "
-    "minus ErmAdapt's, with a 95% paired bootstrap interval (lo, hi): if it contains 0, "
-    "the difference could be noise; MetaDrift: MetaStrategy that also adapts when its "
-    "realised error exceeds twice its usual level"
+    "turnover_two_way: filled notional (buys plus sells) per year over average equity, "
+    "turnover_one_way half of it; ic/rank_ic: signal vs close-to-close forward return, "
+    "ic_t/rank_ic_t their Newey-West t-statistics (horizon lags), ic_tradable: vs the "
+    "return from the next open (where orders fill); psr: probability that the true Sharpe "
+    "> 0; dsr: deflated Sharpe over every strategy of the run; sharpe_vs_best: Sharpe "
+    "minus the best non-meta baseline's, with a 95% stationary block-bootstrap interval "
+    "(lo, hi; mean block length in bars): if it contains 0, the difference could be noise; "
+    "MetaDrift: MetaStrategy that also adapts when its realised error exceeds twice its "
+    "usual level; untrained: the learner's kept θ is its initialisation"
 )
 ASSET_NOTES = (
     "hit_rate: share of (asset, bar) pairs with a position whose P&L was positive "
@@ -437,26 +267,132 @@ ASSET_NOTES = (
 
 
 @dataclass
+class SeedRun:
+    """One seed of a comparison: the models trained, the backtests, the judged table.
+
+    Attributes:
+        seed: the seed of training and of the bootstrap.
+        models: what was trained before the test period.
+        results: one backtest per strategy of the roster.
+        table: one row per strategy, metrics plus :func:`metabt.evaluation.judge`'s columns
+            and ``untrained``.
+        verdict: MetaStrategy against the best non-meta baseline.
+    """
+
+    seed: int
+    models: RosterModels
+    results: list[BacktestResult]
+    table: pd.DataFrame
+    verdict: Verdict
+
+
+def _untrained_column(table: pd.DataFrame, models: RosterModels) -> pd.DataFrame:
+    flags = {
+        "MetaStrategy": models.meta.untrained,
+        "MetaDrift": models.meta.untrained,
+        "StaticModel": models.meta.untrained,
+        "ErmStatic": models.erm.untrained,
+        "ErmAdapt": models.erm.untrained,
+    }
+    out = table.copy()
+    out["untrained"] = [bool(flags.get(str(name), False)) for name in out.index]
+    return out
+
+
+def _run_seed(
+    settings: RunSettings,
+    seed: int,
+    *,
+    start: pd.Timestamp | None = None,
+    end: pd.Timestamp | None = None,
+    progress: bool,
+    log: Log,
+) -> SeedRun:
+    """Train the roster strictly before the test period, backtest and judge every strategy."""
+    cfg = settings.cfg.with_(seed=seed)
+    first = settings.start if start is None else start
+    models = train_roster(settings.train_frames, cfg, first, progress=progress, log=log)
+    results = [
+        settings.run(cls, name, kwargs, start=start, end=end)
+        for name, cls, kwargs in roster(models, cfg)
+    ]
+    table, verdict = judge(results, horizon=cfg.spec.horizon, seed=seed)
+    return SeedRun(seed, models, results, _untrained_column(table, models), verdict)
+
+
+def _mean_table(runs: Sequence[SeedRun]) -> pd.DataFrame:
+    """One row per strategy: each metric's mean over seeds, and ``<metric>_sd`` with seeds."""
+    if len(runs) == 1:
+        return runs[0].table
+    stats = aggregate_seeds({r.seed: r.table for r in runs})
+    mean = stats["mean"].unstack("metric")
+    sd = stats["sd"].unstack("metric").add_suffix("_sd")
+    order = list(runs[0].table.select_dtypes("number").columns)
+    names = list(runs[0].table.index)
+    table = pd.concat([mean[order], sd[[f"{c}_sd" for c in order]]], axis=1).loc[names]
+    table.index.name = "strategy"
+    table["untrained"] = [
+        sum(bool(r.table.loc[n, "untrained"]) for r in runs) for n in names
+    ]  # seeds in which that learner was untrained
+    return table
+
+
+def verdict_lines(runs: Sequence[SeedRun]) -> list[str]:
+    """The verdict of each seed, and with several seeds how many show an edge."""
+    if len(runs) == 1:
+        return [runs[0].verdict.text]
+    lines = [f"seed {r.seed}: {r.verdict.text}" for r in runs]
+    edges = sum(r.verdict.edge for r in runs)
+    baselines = sorted({r.verdict.baseline for r in runs})
+    lines.append(
+        f"verdict across {len(runs)} seeds: MetaStrategy shows an edge over the best "
+        f"non-meta baseline ({', '.join(baselines)}) in {edges} of {len(runs)} seeds"
+        + ("" if edges else ": no evidence of an edge")
+    )
+    return lines
+
+
+@dataclass
 class Comparison:
-    """MetaStrategy beside its baselines on the same data, period, costs and sizer.
+    """MetaStrategy beside every baseline on the same data, period, costs and sizer.
 
     Attributes:
         settings: the shared settings.
-        results: one backtest per strategy, MetaStrategy first.
-        table: one row per strategy (metrics, psr, sharpe_vs_erm with its interval).
-        assets: per-asset results of every strategy, indexed by (strategy, asset).
+        runs: one :class:`SeedRun` per seed (the whole pipeline, training included).
+        table: one row per strategy: metrics (the mean over seeds, with ``_sd`` columns
+            when there are several) and ``untrained``.
+        assets: per-asset results of every strategy of the first seed, indexed by
+            (strategy, asset).
         notes: lines that state the period, costs, training and how to read the columns.
     """
 
     settings: RunSettings
-    results: list[BacktestResult]
+    runs: list[SeedRun]
     table: pd.DataFrame
     assets: pd.DataFrame
     notes: list[str]
 
+    @property
+    def results(self) -> list[BacktestResult]:
+        """The first seed's backtests."""
+        return self.runs[0].results
+
+    @property
+    def verdicts(self) -> list[str]:
+        return verdict_lines(self.runs)
+
     def write(self, out: Path) -> dict[str, Path]:
-        """Write compare.csv/md, assets.csv/md, a tearsheet per strategy, index.html and
-        the MetaStrategy diagnostics page into ``out``."""
+        """Write compare.csv/md (and compare_seeds.csv), assets.csv/md, a tearsheet per
+        strategy (first seed), index.html and the MetaStrategy diagnostics page.
+
+        The set is written into a temporary folder that replaces ``out`` whole at the end
+        (:func:`metabt._util.atomic_dir`): ``out`` never holds half a set.
+        """
+        with atomic_dir(out) as tmp:
+            paths = self._write(tmp)
+        return {key: out / path.relative_to(tmp) for key, path in paths.items()}
+
+    def _write(self, out: Path) -> dict[str, Path]:
         first = next(iter(self.settings.frames))
         tearsheets = {
             r.name: r.tearsheet(
@@ -469,24 +405,36 @@ class Comparison:
             tearsheets,
             out,
             title="metabt compare",
-            notes=self.notes,
+            notes=[*self.notes, *self.verdicts],
             assets=self.assets,
         )
+        if len(self.runs) > 1:
+            stats = aggregate_seeds({r.seed: r.table for r in self.runs})
+            paths["seeds"] = write_text(
+                out / "compare_seeds.csv", stats.reset_index().to_csv(index=False)
+            )
         paths["diagnostics"] = self.results[0].diagnostics(out / "MetaStrategy_diagnostics.html")
         return paths
 
 
-def compare(settings: RunSettings, *, progress: bool = True, log: Log = _silent) -> Comparison:
-    """Meta-train (the chosen algorithm, erm and scratch) and backtest every strategy.
+def compare(
+    settings: RunSettings,
+    *,
+    seeds: Sequence[int] | None = None,
+    progress: bool = True,
+    log: Log = _silent,
+) -> Comparison:
+    """Train the roster, backtest every strategy and judge MetaStrategy, for each seed.
 
-    The roster: MetaStrategy; MetaDrift (the same with the market observer,
-    ``drift_threshold=2.0``); StaticModel (θ never adapted); ErmAdapt (a jointly trained
-    model, the same adaptation); ScratchAdapt (the same adaptation from a random init);
-    BuyAndHold; SmaCross. Each model is trained strictly before ``settings.start``.
+    The roster (:func:`metabt.recipe.roster`): MetaStrategy, MetaDrift, StaticModel,
+    ErmStatic, ErmAdapt, ScratchAdapt, RollingRidge, RecursiveLeastSquares, BuyAndHold,
+    SmaCross, all trained strictly before ``settings.start``. Each seed repeats the whole
+    pipeline, meta-training included.
 
     Args:
         settings: data, period, costs and configuration (``cfg.algorithm`` is the
-            meta-learner's algorithm).
+            meta-learner's).
+        seeds: seeds to run; None runs ``settings.cfg.seed`` only.
         progress: show training progress bars.
         log: receives the training summary lines.
 
@@ -494,45 +442,36 @@ def compare(settings: RunSettings, *, progress: bool = True, log: Log = _silent)
         A :class:`Comparison`.
 
     Raises:
-        ConfigError: bad settings, or too little training data.
+        ConfigError: bad settings, no seed, or too little training data.
     """
+    seeds = [settings.cfg.seed] if seeds is None else list(seeds)
+    if not seeds:
+        raise ConfigError("compare needs at least one seed, e.g. --seeds 0 1 2")
+    runs = []
+    for seed in seeds:
+        if len(seeds) > 1:
+            log(f"seed {seed}")
+        runs.append(_run_seed(settings, seed, progress=progress, log=log))
     cfg = settings.cfg
-    learners = {
-        algorithm: settings.train(settings.start, algorithm=algorithm, progress=progress, log=log)
-        for algorithm in (cfg.algorithm, "erm", "scratch")
-    }
-    schedule = cfg.strategy_kwargs()
-    meta = {"learner": learners[cfg.algorithm], **schedule}
-    runs: list[tuple[str, type[Any], dict[str, Any]]] = [
-        ("MetaStrategy", MetaStrategy, meta),
-        # the same, plus the market observer: adapt when the error jumps
-        ("MetaDrift", MetaStrategy, {**meta, "drift_threshold": 2.0}),
-        ("StaticModel", StaticModel, meta),
-        ("ErmAdapt", ErmAdapt, {"learner": learners["erm"], **schedule}),
-        ("ScratchAdapt", ScratchAdapt, {"learner": learners["scratch"], **schedule}),
-        ("BuyAndHold", BuyAndHold, {}),
-        ("SmaCross", SmaCross, {}),
-    ]
-    results = [settings.run(cls, name, kwargs) for name, cls, kwargs in runs]
-    erm = next(r for r in results if r.name == "ErmAdapt")
-    for r in results:
-        r.metrics["psr"] = probabilistic_sharpe(r.returns)
-        diff, low, high = _sharpe_difference_ci(r.returns, erm.returns, seed=cfg.seed)
-        r.metrics.update({"sharpe_vs_erm": diff, "sharpe_vs_erm_lo": low, "sharpe_vs_erm_hi": high})
-    table = metrics_table({r.name: r.metrics for r in results})
-    train_range = learners[cfg.algorithm].train_range
+    first = runs[0]
+    train_range = first.models.meta.learner.train_range
     assert train_range is not None
     notes = [
-        settings.header(results[0]),
+        settings.header(first.results[0]),
         f"meta-training ({cfg.algorithm}, erm, scratch baselines) on "
         f"{', '.join(settings.train_frames)} from {train_range[0]} to {train_range[1]}, "
-        f"strictly before {settings.start.date()}",
-        f"adaptation every {cfg.adapt_every} bars on the last {cfg.support} realised bars; "
-        + COMPARE_NOTES,
+        f"strictly before {settings.start.date()}"
+        + (
+            f"; seeds {', '.join(map(str, seeds))} (mean, and _sd across seeds)"
+            if len(seeds) > 1
+            else ""
+        ),
+        f"adaptation every {cfg.adapt_every} bars on the last {cfg.support} realised bars "
+        f"(horizon {cfg.spec.horizon}); " + COMPARE_NOTES,
         ASSET_NOTES,
     ]
-    assets = pd.concat({r.name: r.assets for r in results}, names=["strategy", "asset"])
-    return Comparison(settings, results, table, assets, notes)
+    assets = pd.concat({r.name: r.assets for r in first.results}, names=["strategy", "asset"])
+    return Comparison(settings, runs, _mean_table(runs), assets, notes)
 
 
 def walkforward_folds(
@@ -573,56 +512,94 @@ FOLD_METRICS = (
     "max_drawdown",
     "total_return",
     "hit_rate",
-    "turnover",
+    "turnover_two_way",
     "ic",
     "rank_ic",
 )
 
 
 @dataclass
-class WalkForward:
-    """Yearly folds, each meta-trained strictly before it, and their stitched returns.
+class Stitched:
+    """A strategy's out-of-sample folds joined into one run (what :func:`judge` reads).
 
     Attributes:
-        table: one row per fold (``train_start``, ``train_end``, ``test_start``,
-            ``test_end``, bars, adaptations and :data:`FOLD_METRICS`), index ``fold``.
-        returns: the folds' out-of-sample returns, stitched (each fold from fresh cash).
-        benchmark: buy-and-hold of the first data on the same dates.
-        adaptations: every fold's adaptation log, with a ``fold`` column.
-        signals: data name -> signal vs forward return across the folds.
-        assets: per-asset results, indexed by (fold, asset).
+        name: the strategy.
+        returns: the folds' returns, stitched (each fold from fresh cash).
+        metrics: quantstats metrics of the stitched returns, plus the pooled IC.
+        signals: data name -> signal vs forward return across the folds, or None.
+    """
+
+    name: str
+    returns: pd.Series
+    metrics: dict[str, float]
+    signals: dict[str, pd.DataFrame] | None
+
+
+@dataclass
+class WalkForward:
+    """Yearly folds, each trained strictly before it, every strategy of the roster.
+
+    Attributes:
+        table: one row per (seed, fold, strategy): ``train_start``, ``train_end``,
+            ``test_start``, ``test_end``, bars, adaptations and :data:`FOLD_METRICS`.
+        stitched: strategy -> its stitched out-of-sample run.
+        summary: one row per strategy: metrics of the stitched returns with the
+            significance columns of :func:`metabt.evaluation.judge`.
+        verdict: MetaStrategy against the best non-meta baseline, on the stitched returns
+            (the first seed).
+        verdicts: the verdict line of every seed.
+        benchmark: buy-and-hold of the first data on the stitched dates.
+        adaptations: MetaStrategy's adaptation log in every fold, with a ``fold`` column.
+        assets: per-asset results, indexed by (fold, strategy, asset).
         costs: the costs every fold paid.
     """
 
     table: pd.DataFrame
-    returns: pd.Series
+    stitched: dict[str, Stitched]
+    summary: pd.DataFrame
+    verdict: Verdict
+    verdicts: list[str]
     benchmark: pd.Series
     adaptations: pd.DataFrame
-    signals: dict[str, pd.DataFrame]
     assets: pd.DataFrame
     costs: Costs
 
+    @property
+    def returns(self) -> pd.Series:
+        """MetaStrategy's stitched out-of-sample returns."""
+        return self.stitched["MetaStrategy"].returns
+
     def metrics(self) -> dict[str, float]:
-        """quantstats metrics of the stitched out-of-sample returns."""
+        """quantstats metrics of MetaStrategy's stitched out-of-sample returns."""
         return compute_metrics(self.returns)
 
     def write(self, out: Path) -> dict[str, Path]:
-        """Write folds.csv, walkforward.html, assets.csv and walkforward_diagnostics.html."""
-        n = len(self.table)
+        """Write folds.csv, summary.csv, walkforward.html, assets.csv and the diagnostics,
+        as one set that replaces ``out`` whole at the end (:func:`metabt._util.atomic_dir`)."""
+        with atomic_dir(out) as tmp:
+            paths = self._write(tmp)
+        return {key: out / path.relative_to(tmp) for key, path in paths.items()}
+
+    def _write(self, out: Path) -> dict[str, Path]:
+        n = int(self.table["fold"].max())
+        meta = self.stitched["MetaStrategy"]
         return {
-            "folds": write_text(out / "folds.csv", self.table.reset_index().to_csv(index=False)),
+            "folds": write_text(out / "folds.csv", self.table.to_csv(index=False)),
+            "summary": write_text(
+                out / "summary.csv", self.summary.reset_index().to_csv(index=False)
+            ),
             "tearsheet": write_tearsheet(
-                self.returns,
+                meta.returns,
                 self.benchmark,
                 out / "walkforward.html",
                 title=f"MetaStrategy walk-forward, {n} folds",
             ),
             "assets": write_text(out / "assets.csv", self.assets.reset_index().to_csv(index=False)),
             "diagnostics": write_diagnostics(
-                self.returns,
+                meta.returns,
                 self.benchmark,
                 self.adaptations,
-                self.signals,
+                meta.signals or {},
                 out / "walkforward_diagnostics.html",
                 title=f"MetaStrategy walk-forward, {n} folds: adaptation diagnostics",
             ),
@@ -634,16 +611,20 @@ def walkforward(
     *,
     fold_years: int = 1,
     train_years: int | None = None,
+    seeds: Sequence[int] | None = None,
     progress: bool = True,
     log: Log = _silent,
 ) -> WalkForward:
-    """Walk-forward evaluation: each fold meta-trained strictly before it, then backtested.
+    """Walk-forward evaluation of the whole roster: each fold trained strictly before it.
 
     Args:
         settings: data, period (``start`` to ``end`` or the last bar), costs, config.
         fold_years: calendar years per test fold. Default 1.
         train_years: rolling training window in years; None trains on all history
             before each fold (expanding).
+        seeds: seeds to repeat the whole walk-forward with (training included); None
+            runs ``settings.cfg.seed`` only. Reports and the stitched runs are the first
+            seed's; ``summary`` is the mean over seeds (with ``_sd`` columns).
         progress: show training progress bars.
         log: receives one line per fold and the training summaries.
 
@@ -651,58 +632,104 @@ def walkforward(
         A :class:`WalkForward`.
 
     Raises:
-        ConfigError: bad settings, or too little training data for a fold.
+        ConfigError: bad settings, no seed, or too little training data for a fold.
     """
+    seeds = [settings.cfg.seed] if seeds is None else list(seeds)
+    if not seeds:
+        raise ConfigError("walkforward needs at least one seed, e.g. --seeds 0 1 2")
     end = settings.end
     if end is None:
         end = max(f.index[-1] for f in settings.frames.values())
     folds = walkforward_folds(settings.start, end, years=fold_years)
-    rows, returns, benchmarks, logs, assets = [], [], [], [], {}
-    pairs: dict[str, list[pd.DataFrame]] = {}
-    for k, (test_start, test_end) in enumerate(folds, 1):
-        fold = settings
-        if train_years is not None:  # rolling: only the last train_years before the fold
-            first = test_start - pd.DateOffset(years=train_years)
-            window = {name: f.loc[first:] for name, f in settings.train_frames.items()}
-            fold = replace(settings, train_frames=window)
-        log(f"fold {k}/{len(folds)}: test {test_start.date()} to {test_end.date()}")
-        learner = fold.train(test_start, progress=progress, log=log)
-        assert learner.train_range is not None
-        result = settings.run(
-            MetaStrategy,
-            f"fold {k}",
-            {"learner": learner, **settings.cfg.strategy_kwargs()},
-            start=test_start,
-            end=test_end,
-        )
-        assert result.adaptations is not None
-        rows.append(
-            {
-                "fold": k,
-                "train_start": learner.train_range[0],
-                "train_end": learner.train_range[1],
-                "test_start": str(result.returns.index[0].date()),
-                "test_end": str(result.returns.index[-1].date()),
-                "bars": len(result.returns),
-                "adaptations": len(result.adaptations),
-                **{key: result.metrics[key] for key in FOLD_METRICS},
-            }
-        )
-        returns.append(result.returns)
-        benchmarks.append(result.benchmark)
-        logs.append(result.adaptations.assign(fold=k))
-        assets[k] = result.assets
-        for name, pair in (result.signals or {}).items():
-            pairs.setdefault(name, []).append(pair)
-    stitched = pd.concat(returns).rename("returns")
-    if not stitched.index.is_monotonic_increasing or stitched.index.has_duplicates:
-        raise RuntimeError("walk-forward folds overlap; this is a bug in walkforward_folds")
+    rows: list[dict[str, Any]] = []
+    per_seed: list[tuple[int, dict[str, list[BacktestResult]], pd.DataFrame, Verdict]] = []
+    logs, assets = [], {}
+    for seed in seeds:
+        parts: dict[str, list[BacktestResult]] = {}
+        for k, (test_start, test_end) in enumerate(folds, 1):
+            fold = settings
+            if train_years is not None:  # rolling: only the last train_years before the fold
+                first = test_start - pd.DateOffset(years=train_years)
+                window = {name: f.loc[first:] for name, f in settings.train_frames.items()}
+                fold = replace(settings, train_frames=window)
+            log(
+                f"fold {k}/{len(folds)}: test {test_start.date()} to {test_end.date()}"
+                + (f" (seed {seed})" if len(seeds) > 1 else "")
+            )
+            run = _run_seed(fold, seed, start=test_start, end=test_end, progress=progress, log=log)
+            train_range = run.models.meta.learner.train_range
+            assert train_range is not None
+            for result in run.results:
+                rows.append(
+                    {
+                        "seed": seed,
+                        "fold": k,
+                        "strategy": result.name,
+                        "train_start": train_range[0],
+                        "train_end": train_range[1],
+                        "test_start": str(result.returns.index[0].date()),
+                        "test_end": str(result.returns.index[-1].date()),
+                        "bars": len(result.returns),
+                        "adaptations": math.nan
+                        if result.adaptations is None
+                        else len(result.adaptations),
+                        "untrained": bool(run.table.loc[result.name, "untrained"]),
+                        **{key: result.metrics.get(key, math.nan) for key in FOLD_METRICS},
+                    }
+                )
+                parts.setdefault(result.name, []).append(result)
+                if seed == seeds[0]:
+                    assets[(k, result.name)] = result.assets
+            if seed == seeds[0]:
+                meta = run.results[0]
+                assert meta.adaptations is not None
+                logs.append(meta.adaptations.assign(fold=k))
+        stitched = [_stitch(name, runs) for name, runs in parts.items()]
+        table, verdict = judge(stitched, horizon=settings.cfg.spec.horizon, seed=seed)
+        per_seed.append((seed, parts, table, verdict))
+    _, parts0, table0, verdict0 = per_seed[0]
+    if len(per_seed) > 1:
+        stats = aggregate_seeds({seed: table for seed, _, table, _ in per_seed})
+        names = list(table0.index)
+        order = list(table0.columns)
+        summary = pd.concat(
+            [
+                stats["mean"].unstack("metric")[order],
+                stats["sd"].unstack("metric")[order].add_suffix("_sd"),
+            ],
+            axis=1,
+        ).loc[names]
+        summary.index.name = "strategy"
+    else:
+        summary = table0
+    benchmark = pd.concat([r.benchmark for r in parts0["MetaStrategy"]])
     return WalkForward(
-        table=pd.DataFrame(rows).set_index("fold"),
-        returns=stitched,
-        benchmark=pd.concat(benchmarks).rename(next(iter(settings.frames))),
+        table=pd.DataFrame(rows),
+        stitched={name: _stitch(name, runs) for name, runs in parts0.items()},
+        summary=summary,
+        verdict=verdict0,
+        verdicts=[
+            v.text if len(per_seed) == 1 else f"seed {s}: {v.text}" for s, _, _, v in per_seed
+        ],
+        benchmark=benchmark.rename(next(iter(settings.frames))),
         adaptations=pd.concat(logs, ignore_index=True),
-        signals={name: pd.concat(parts) for name, parts in pairs.items()},
-        assets=pd.concat(assets, names=["fold", "asset"]),
+        assets=pd.concat(assets, names=["fold", "strategy", "asset"]),
         costs=settings.costs,
     )
+
+
+def _stitch(name: str, runs: Sequence[BacktestResult]) -> Stitched:
+    returns = pd.concat([r.returns for r in runs]).rename("returns")
+    if not returns.index.is_monotonic_increasing or returns.index.has_duplicates:
+        raise RuntimeError("walk-forward folds overlap; this is a bug in walkforward_folds")
+    signals = None
+    if runs[0].signals is not None:
+        pairs: dict[str, list[pd.DataFrame]] = {}
+        for r in runs:
+            for asset, pair in (r.signals or {}).items():
+                pairs.setdefault(asset, []).append(pair)
+        signals = {asset: pd.concat(p) for asset, p in pairs.items()}
+    metrics = compute_metrics(returns)
+    if signals is not None:
+        metrics.update(mean_ic(signals))
+    return Stitched(name, returns, metrics, signals)

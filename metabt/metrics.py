@@ -19,11 +19,18 @@ from metabt.errors import ConfigError, DataError
 
 __all__ = [
     "ASSET_COLUMNS",
+    "EULER_GAMMA",
     "PERIODS_PER_YEAR",
     "asset_results",
+    "block_bootstrap_sharpe_diff",
     "check_periods",
     "check_returns",
     "compute_metrics",
+    "cross_sectional_ic",
+    "deflated_sharpe",
+    "deflated_sharpe_ratio",
+    "expected_max_sharpe",
+    "hac_ic",
     "mean_ic",
     "metrics_table",
     "pair_ic",
@@ -296,7 +303,7 @@ ASSET_COLUMNS = [
     "exposure",
     "hit_rate",
     "contribution",
-    "turnover",
+    "turnover_two_way",
     "ic",
     "rank_ic",
     "adaptations",
@@ -340,7 +347,8 @@ def asset_results(
         mean gross leverage), ``hit_rate`` (share of bars with a position, entering or
         held, whose P&L was positive; bars with zero P&L are left out; pooled over assets
         for the portfolio), ``contribution`` (sum of pnl_t as a fraction of starting cash),
-        ``turnover`` (filled notional per year over average equity), ``ic`` / ``rank_ic``
+        ``turnover_two_way`` (filled notional, buys plus sells, per year over average
+        equity), ``ic`` / ``rank_ic``
         (Pearson / Spearman correlation of the signal with the forward log return; the
         portfolio row is their mean), ``adaptations`` and ``query_loss`` (count-weighted
         mean realised query MSE); NaN where they do not apply.
@@ -365,7 +373,7 @@ def asset_results(
             row["exposure"] = float((value.abs() / equity.reindex(close.index)).mean())
             row["hit_rate"] = hit / int(scored.sum()) if scored.any() else math.nan
             row["contribution"] = float(pnl.sum()) / cash
-        row["turnover"] = annual_turnover(
+        row["turnover_two_way"] = annual_turnover(
             traded.get(name, math.nan), mean_equity, len(equity), PERIODS_PER_YEAR
         )
         pair = (signal_pairs or {}).get(name)
@@ -384,7 +392,7 @@ def asset_results(
         "exposure": float(gross.mean()) if len(gross) else math.nan,
         "hit_rate": hits / scored_total if scored_total else math.nan,
         "contribution": float(table["contribution"].sum(min_count=1)),
-        "turnover": annual_turnover(
+        "turnover_two_way": annual_turnover(
             sum(traded.values()), mean_equity, len(equity), PERIODS_PER_YEAR
         )
         if traded
@@ -406,3 +414,261 @@ def _pooled_query_loss(log: pd.DataFrame | None) -> float:
         return math.nan
     losses = np.nan_to_num(log["query_loss"].to_numpy(dtype=float))
     return float((losses * counts).sum() / counts.sum())
+
+
+# ---------------------------------------------------------------- inference on time series
+EULER_GAMMA = 0.5772156649015329
+
+
+def block_bootstrap_sharpe_diff(
+    returns: pd.Series,
+    baseline: pd.Series,
+    *,
+    periods_per_year: int = PERIODS_PER_YEAR,
+    confidence: float = 0.95,
+    n_resamples: int = 2000,
+    block: float | None = None,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Annualised Sharpe of ``returns`` minus ``baseline``'s, with a stationary-bootstrap CI.
+
+    The two series are resampled together in random-length blocks (the stationary
+    bootstrap of Politis and Romano 1994, ``arch.bootstrap.StationaryBootstrap``), which
+    keeps their autocorrelation and their cross-correlation; the interval is the
+    percentile interval of the resampled differences. The expected block length is chosen
+    by the rule of Politis and White 2004 (with the correction of Patton, Politis and
+    White 2009, ``arch.bootstrap.optimal_block_length``), the larger of the two series'.
+
+    Args:
+        returns: simple per-bar returns of the strategy (DatetimeIndex).
+        baseline: simple per-bar returns of the baseline; the common dates are used.
+        periods_per_year: bars per year. Default 252.
+        confidence: level of the interval. Default 0.95.
+        n_resamples: bootstrap resamples. Default 2000.
+        block: expected block length in bars; None chooses it by the rule above.
+        seed: seed of the resampling generator. Default 0.
+
+    Returns:
+        ``{"diff", "lo", "hi", "block"}``: the difference of annualised Sharpe ratios
+        (mean / std, ddof=1, times sqrt(periods_per_year), as quantstats with rf=0), the
+        interval and the block length used (bars). NaN where a series is constant.
+
+    Raises:
+        DataError: fewer than 20 common dates.
+
+    References:
+        Politis and Romano 1994, "The Stationary Bootstrap", JASA 89; Politis and White
+        2004, "Automatic Block-Length Selection for the Dependent Bootstrap"; Ledoit and
+        Wolf 2008, "Robust performance hypothesis testing with the Sharpe ratio".
+    """
+    from arch.bootstrap import StationaryBootstrap, optimal_block_length
+
+    a = check_returns(returns, "returns")
+    b = check_returns(baseline, "baseline")
+    both = pd.concat([a, b], axis=1, join="inner").dropna()
+    if len(both) < 20:
+        raise DataError(
+            f"block_bootstrap_sharpe_diff needs >= 20 common dates, got {len(both)}; "
+            "align the series"
+        )
+    root = math.sqrt(check_periods(periods_per_year))
+    x, y = both.iloc[:, 0].to_numpy(), both.iloc[:, 1].to_numpy()
+
+    def sharpe(v: np.ndarray) -> float:
+        sd = v.std(ddof=1)
+        return float(v.mean() / sd * root) if sd > 0 else math.nan
+
+    def diff(u: np.ndarray, v: np.ndarray) -> float:
+        return sharpe(u) - sharpe(v)
+
+    point = diff(x, y)
+    if block is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            lengths = optimal_block_length(np.column_stack([x, y]))["stationary"]
+        block = float(max(1.0, np.nanmax(lengths.to_numpy())))
+    if not math.isfinite(point):
+        return {"diff": point, "lo": math.nan, "hi": math.nan, "block": block}
+    bs = StationaryBootstrap(block, x, y, seed=np.random.default_rng(seed))  # type: ignore[arg-type]
+    draws = np.array([diff(u, v) for (u, v), _ in bs.bootstrap(n_resamples)])
+    draws = draws[np.isfinite(draws)]
+    tail = (1.0 - confidence) / 2.0 * 100.0
+    low, high = np.percentile(draws, [tail, 100.0 - tail])
+    return {"diff": point, "lo": float(low), "hi": float(high), "block": block}
+
+
+def expected_max_sharpe(n_trials: int, trials_variance: float) -> float:
+    """Expected maximum Sharpe ratio of ``n_trials`` strategies with no true edge.
+
+    ``sqrt(V) * ((1 − γ) Φ⁻¹(1 − 1/N) + γ Φ⁻¹(1 − 1/(N e)))``, γ the Euler–Mascheroni
+    constant: the benchmark that a selected strategy's Sharpe must beat.
+
+    Args:
+        n_trials: N, the number of strategies tried (>= 1; 1 gives 0).
+        trials_variance: V, variance of the trials' Sharpe ratios (per-period units).
+
+    Returns:
+        The expected maximum, in the units of the Sharpe ratios (per period).
+
+    References:
+        Bailey and López de Prado 2014, "The Deflated Sharpe Ratio", eq. (2).
+    """
+    from scipy.stats import norm
+
+    if n_trials <= 1:
+        return 0.0
+    z1 = norm.ppf(1.0 - 1.0 / n_trials)
+    z2 = norm.ppf(1.0 - 1.0 / (n_trials * math.e))
+    return math.sqrt(trials_variance) * ((1.0 - EULER_GAMMA) * z1 + EULER_GAMMA * z2)
+
+
+def deflated_sharpe_ratio(
+    sharpe: float,
+    n_obs: int,
+    skew: float,
+    kurtosis: float,
+    n_trials: int,
+    trials_variance: float,
+) -> float:
+    """The deflated Sharpe ratio: the probability that the true Sharpe beats the best of luck.
+
+    ``DSR = Φ[(SR − SR₀) √(T − 1) / √(1 − γ₃ SR + (γ₄ − 1)/4 SR²)]`` with
+    ``SR₀ = expected_max_sharpe(N, V)``: the probabilistic Sharpe ratio against the Sharpe
+    that the best of N strategies with no edge would show.
+
+    Args:
+        sharpe: SR, the selected strategy's Sharpe ratio per period (not annualised).
+        n_obs: T, its number of returns.
+        skew: γ₃, skewness of its returns.
+        kurtosis: γ₄, kurtosis of its returns (not excess: 3 for a normal).
+        n_trials: N, strategies tried in the run (every row of the comparison).
+        trials_variance: V, variance of the trials' per-period Sharpe ratios.
+
+    Returns:
+        A probability in [0, 1] (NaN for invalid moments).
+
+    References:
+        Bailey and López de Prado 2014, "The Deflated Sharpe Ratio: Correcting for
+        Selection Bias, Backtest Overfitting and Non-Normality", J. Portfolio Management
+        40(5); the numerical example of its section 5 (DSR ≈ 0.90) is a test.
+    """
+    from scipy.stats import norm
+
+    benchmark = expected_max_sharpe(n_trials, trials_variance)
+    denom = 1.0 - skew * sharpe + (kurtosis - 1.0) / 4.0 * sharpe**2
+    if not (denom > 0 and n_obs > 1):
+        return math.nan
+    return float(norm.cdf((sharpe - benchmark) * math.sqrt(n_obs - 1) / math.sqrt(denom)))
+
+
+def deflated_sharpe(returns: pd.Series, trials: Mapping[str, pd.Series]) -> float:
+    """:func:`deflated_sharpe_ratio` of ``returns``, deflated over every series in ``trials``.
+
+    Args:
+        returns: simple per-bar returns of the strategy judged.
+        trials: name -> per-bar returns of every strategy tried in the run (the judged one
+            included); N = len(trials), V = variance of their per-bar Sharpe ratios.
+
+    Returns:
+        The DSR, a probability; NaN for a constant series.
+    """
+    r = check_returns(returns, "returns").dropna()
+    sharpes = []
+    for series in trials.values():
+        v = check_returns(series, "trial returns").dropna()
+        sd = v.std(ddof=1)
+        if sd > 0:
+            sharpes.append(v.mean() / sd)
+    sd = r.std(ddof=1)
+    if not sd > 0 or len(sharpes) < 1:
+        return math.nan
+    variance = float(np.var(sharpes, ddof=1)) if len(sharpes) > 1 else 0.0
+    return deflated_sharpe_ratio(
+        float(r.mean() / sd),
+        len(r),
+        float(r.skew()),
+        float(r.kurt()) + 3.0,  # pandas gives excess kurtosis
+        len(trials),
+        variance,
+    )
+
+
+def hac_ic(pair: pd.DataFrame, *, lags: int, column: str = "forward") -> dict[str, float]:
+    """IC and rank IC of one data, with Newey–West (HAC) standard errors and t-statistics.
+
+    The IC is the slope of the standardised target on the standardised signal (equal to
+    their Pearson correlation); its standard error is Newey–West with ``lags`` lags
+    (``statsmodels`` OLS, ``cov_type="HAC"``), which accounts for the overlap of
+    ``horizon``-bar forward returns (use lags >= horizon). The rank IC is the same on
+    ranks (Spearman).
+
+    Args:
+        pair: DataFrame with ``signal`` and a target column (``forward``: close-to-close
+            forward log return; ``tradable``: from the next bar's open).
+        lags: Newey–West lags (bars, >= 1).
+        column: the target column. Default "forward".
+
+    Returns:
+        ``{"ic", "ic_se", "ic_t", "rank_ic", "rank_ic_t", "n"}``; NaN with fewer than 20
+        bars or a constant signal.
+
+    References:
+        Newey and West 1987, "A Simple, Positive Semi-Definite, Heteroskedasticity and
+        Autocorrelation Consistent Covariance Matrix", Econometrica 55(3).
+    """
+    import statsmodels.api as sm
+
+    data = pair[["signal", column]].dropna()
+    out = dict.fromkeys(("ic", "ic_se", "ic_t", "rank_ic", "rank_ic_t"), math.nan)
+    out["n"] = float(len(data))
+    if len(data) < 20 or data["signal"].std() == 0 or data[column].std() == 0:
+        return out
+    for name, frame in (("ic", data), ("rank_ic", data.rank())):
+        z = (frame - frame.mean()) / frame.std()
+        fit = sm.OLS(z[column].to_numpy(), sm.add_constant(z["signal"].to_numpy())).fit(
+            cov_type="HAC", cov_kwds={"maxlags": int(lags)}
+        )
+        out[name] = float(fit.params[1])
+        out[f"{name}_t"] = float(fit.tvalues[1])
+        if name == "ic":
+            out["ic_se"] = float(fit.bse[1])
+    return out
+
+
+def cross_sectional_ic(
+    pairs: Mapping[str, pd.DataFrame], *, lags: int, column: str = "forward"
+) -> dict[str, float]:
+    """Cross-sectional rank IC per bar, averaged, with its Newey–West t-statistic.
+
+    On each date with at least 3 assets, the Spearman correlation across assets of the
+    signal with the target; then the mean of that series and the HAC t-statistic of the
+    mean (``lags`` lags). The standard in Qlib / DoubleAdapt reports.
+
+    Args:
+        pairs: data name -> DataFrame with ``signal`` and the target column.
+        lags: Newey–West lags (bars, >= horizon).
+        column: the target column. Default "forward".
+
+    Returns:
+        ``{"cs_ic", "cs_ic_t", "cs_dates"}``; NaN with fewer than 20 usable dates.
+    """
+    import statsmodels.api as sm
+
+    out = {"cs_ic": math.nan, "cs_ic_t": math.nan, "cs_dates": 0.0}
+    if len(pairs) < 3:
+        return out
+    signal = pd.DataFrame({k: v["signal"] for k, v in pairs.items()})
+    target = pd.DataFrame({k: v[column] for k, v in pairs.items()})
+    ok = signal.notna() & target.notna()
+    enough = ok.sum(axis=1) >= 3
+    ranks_s = signal.where(ok)[enough].rank(axis=1)
+    ranks_t = target.where(ok)[enough].rank(axis=1)
+    ics = ranks_s.corrwith(ranks_t, axis=1).dropna()
+    out["cs_dates"] = float(len(ics))
+    if len(ics) < 20:
+        return out
+    fit = sm.OLS(ics.to_numpy(), np.ones(len(ics))).fit(
+        cov_type="HAC", cov_kwds={"maxlags": int(lags)}
+    )
+    out["cs_ic"], out["cs_ic_t"] = float(fit.params[0]), float(fit.tvalues[0])
+    return out

@@ -40,7 +40,93 @@ PERCENT_METRICS = frozenset(
         "contribution",
     }
 )
-COUNT_METRICS = frozenset({"bars", "adaptations"})
+COUNT_METRICS = frozenset({"bars", "adaptations", "untrained"})
+
+_STYLE = (
+    "body{font-family:sans-serif;margin:2em}td,th{padding:4px 10px;text-align:right}"
+    "td:first-child,th:first-child{text-align:left}tr:nth-child(even){background:#f3f3f3}"
+)
+#: The one template of every HTML page metabt writes itself; jinja2 escapes every value.
+_PAGE = (
+    "<!DOCTYPE html><html><head><meta charset='utf-8'><title>{{ title }}</title>"
+    "<style>{{ style }}</style></head><body><h1>{{ title }}</h1>"
+    "{% if notes %}<ul>{% for n in notes %}<li>{{ n }}</li>{% endfor %}</ul>{% endif %}"
+    "{% for p in paragraphs %}<p>{{ p }}</p>{% endfor %}"
+    "{% for t in tables %}{% if t.heading %}<h2>{{ t.heading }}</h2>{% endif %}"
+    "<table><tr>{% for h in t.header %}<th>{{ h }}</th>{% endfor %}</tr>"
+    "{% for row in t.rows %}<tr>{% for cell in row %}<td>"
+    '{% if cell.href %}<a href="{{ cell.href }}">{{ cell.text }}</a>'
+    "{% else %}{{ cell.text }}{% endif %}</td>{% endfor %}</tr>{% endfor %}</table>"
+    "{% endfor %}"
+    "{% if image %}<img alt='{{ image_alt }}' src='data:image/png;base64,{{ image }}'>"
+    "{% endif %}</body></html>"
+)
+
+
+def _page(
+    title: str,
+    *,
+    notes: Sequence[str] = (),
+    paragraphs: Sequence[str] = (),
+    tables: Sequence[Mapping[str, object]] = (),
+    image: str = "",
+    image_alt: str = "",
+) -> str:
+    """An HTML page from :data:`_PAGE`, rendered by jinja2 with autoescape.
+
+    Every text (titles, notes, data names, cell values, links) is HTML-escaped by
+    construction, so a hostile file name cannot inject markup or script.
+
+    Args:
+        title: the page title and heading.
+        notes: bullet points under the heading.
+        paragraphs: paragraphs after them.
+        tables: each ``{"heading": str, "header": [str], "rows": [[{"text", "href"}]]}``.
+        image: a base64 PNG shown at the end, or "".
+        image_alt: its alt text.
+
+    Returns:
+        The page.
+    """
+    import jinja2
+
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    return env.from_string(_PAGE).render(
+        title=title,
+        style=_STYLE,
+        notes=list(notes),
+        paragraphs=list(paragraphs),
+        tables=list(tables),
+        image=image,
+        image_alt=image_alt,
+    )
+
+
+def _cells(values: Sequence[object], hrefs: Sequence[str | None] = ()) -> list[dict[str, object]]:
+    links = list(hrefs) + [None] * (len(values) - len(hrefs))
+    return [{"text": str(v), "href": h} for v, h in zip(values, links)]
+
+
+def _table_section(df: pd.DataFrame, heading: str = "", links: Mapping[str, str] = {}) -> dict:
+    """A metrics-like table for :func:`_page`: index levels first, values as in the text."""
+    names = [str(n) for n in df.index.names]
+    rows = []
+    for key, row in df.iterrows():
+        keys = [str(k) for k in (key if isinstance(key, tuple) else (key,))]
+        values = [_format_cell(str(c), row[c]) for c in df.columns]
+        rows.append(_cells([*keys, *values], [links.get(keys[0])]))
+    return {"heading": heading, "header": [*names, *map(str, df.columns)], "rows": rows}
+
+
+def _format_cell(column: str, value: object) -> str:
+    if isinstance(value, numbers.Real):
+        return _format_value(column, float(value))
+    return str(value)
+
+
+def markdown_escape(text: str) -> str:
+    """``text`` safe inside a Markdown table: HTML special characters and pipes escaped."""
+    return html.escape(str(text)).replace("|", "&#124;")
 
 
 def write_tearsheet(
@@ -77,6 +163,10 @@ def write_tearsheet(
             DatetimeIndex and a finite value.
         ConfigError: bad ``periods_per_year``.
 
+    A run without a single non-zero return (no trades) gets a short page that says so
+    instead of quantstats' charts, which cannot be drawn for a flat series. Titles are
+    HTML-escaped.
+
     References:
         quantstats.reports.html (https://github.com/ranaroussi/quantstats).
     """
@@ -86,9 +176,11 @@ def write_tearsheet(
     b = None
     if benchmark is not None:
         b = check_returns(benchmark, "benchmark")
-        kwargs["benchmark_title"] = str(benchmark.name) if benchmark.name else "Benchmark"
+        # quantstats puts both titles into its HTML unescaped: escape them here
+        kwargs["benchmark_title"] = html.escape(str(benchmark.name or "Benchmark"))
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    if not (r.fillna(0.0) != 0.0).any():
+        return write_text(target, _flat_page(r, title or "metabt tearsheet", periods))
     # quantstats opens the file itself, so it writes to the temporary name
     with atomic_path(target) as tmp, quiet_third_party():
         from quantstats import reports as qs_reports  # heavy: imported only where used
@@ -96,12 +188,29 @@ def write_tearsheet(
         qs_reports.html(
             r,
             b,
-            title=title or "metabt tearsheet",
+            title=html.escape(title or "metabt tearsheet"),
             output=str(tmp),
             periods_per_year=periods,
             **kwargs,
         )
     return target
+
+
+def _flat_page(returns: pd.Series, title: str, periods_per_year: int) -> str:
+    """The report of a run whose returns are all zero: no trades, nothing to plot."""
+    first, last = returns.index[0].date(), returns.index[-1].date()
+    return _page(
+        title,
+        paragraphs=[
+            f"no trades: every one of the {len(returns)} bars from {first} to {last} has a "
+            "zero return (the strategy never held a position), so there is no performance "
+            "to chart. Check the signal (NaN or flat), the sizer (a position worth less "
+            "than one share at this cash level) and the data window (enough bars for the "
+            "feature warm-up and the first support set).",
+            f"Annualised with {periods_per_year} bars a year, every return metric is 0 and "
+            "risk-adjusted ratios are not applicable.",
+        ],
+    )
 
 
 def write_comparison(
@@ -132,61 +241,40 @@ def write_comparison(
     """
     out = Path(out_dir)
     csv = write_text(out / "compare.csv", table.reset_index().to_csv(index=False))
-    lines = [f"# {title}", "", *(f"- {n}" for n in notes), "", format_table(table, markdown=True)]
+    shown = table.rename(index=markdown_escape)
+    lines = [
+        f"# {markdown_escape(title)}",
+        "",
+        *(f"- {markdown_escape(n)}" for n in notes),
+        "",
+        format_table(shown, markdown=True),
+    ]
     markdown = write_text(out / "compare.md", "\n".join(lines) + "\n")
-    rows = []
-    for name in table.index:
-        link = tearsheets.get(str(name))
-        cell = (
-            f'<a href="{html.escape(os.path.relpath(link, out))}">{html.escape(str(name))}</a>'
-            if link is not None
-            else html.escape(str(name))
-        )
-        values = "".join(
-            f"<td>{html.escape(_format_value(str(col), float(table.loc[name, col])))}</td>"
-            for col in table.columns
-        )
-        rows.append(f"<tr><td>{cell}</td>{values}</tr>")
-    header = "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns)
+    links = {str(name): os.path.relpath(link, out) for name, link in tearsheets.items()}
+    sections = [_table_section(table, "", links)]
     paths: dict[str, Path] = {"csv": csv, "markdown": markdown}
-    asset_html = ""
     if assets is not None:
         paths["assets_csv"] = write_text(
             out / "assets.csv", assets.reset_index().to_csv(index=False)
         )
         flat = assets.reset_index(level=list(range(1, assets.index.nlevels)))
-        asset_lines = [f"# {title}: per asset", "", format_table(flat, markdown=True)]
+        flat = flat.rename(index=markdown_escape)
+        flat[flat.columns[0]] = flat[flat.columns[0]].map(markdown_escape)
+        asset_lines = [
+            f"# {markdown_escape(title)}: per asset",
+            "",
+            format_table(flat, markdown=True),
+        ]
         paths["assets_markdown"] = write_text(out / "assets.md", "\n".join(asset_lines) + "\n")
-        asset_html = "<h2>Per asset</h2>" + _html_table(assets)
-    page = (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'>"
-        f"<title>{html.escape(title)}</title>"
-        "<style>body{font-family:sans-serif;margin:2em}td,th{padding:4px 10px;"
-        "text-align:right}td:first-child,th:first-child{text-align:left}"
-        "tr:nth-child(even){background:#f3f3f3}</style></head><body>"
-        f"<h1>{html.escape(title)}</h1><ul>"
-        + "".join(f"<li>{html.escape(n)}</li>" for n in notes)
-        + f"</ul><table><tr><th>strategy</th>{header}</tr>{''.join(rows)}</table>"
-        "<p>Each strategy name links to its quantstats tearsheet.</p>"
-        f"{asset_html}</body></html>"
+        sections.append(_table_section(assets, "Per asset"))
+    page = _page(
+        title,
+        notes=notes,
+        paragraphs=["Each strategy name links to its quantstats tearsheet."],
+        tables=sections,
     )
     paths["html"] = write_text(out / "index.html", page)
     return paths
-
-
-def _html_table(df: pd.DataFrame) -> str:
-    """A metrics-like table as HTML, index levels first, values formatted as in the text."""
-    names = [str(n) for n in df.index.names]
-    header = "".join(f"<th>{html.escape(c)}</th>" for c in [*names, *map(str, df.columns)])
-    rows = []
-    for key, row in df.iterrows():
-        keys = key if isinstance(key, tuple) else (key,)
-        cells = [f"<td>{html.escape(str(k))}</td>" for k in keys]
-        cells += [
-            f"<td>{html.escape(_format_value(str(c), float(row[c])))}</td>" for c in df.columns
-        ]
-        rows.append(f"<tr>{''.join(cells)}</tr>")
-    return f"<table><tr>{header}</tr>{''.join(rows)}</table>"
 
 
 def write_diagnostics(
@@ -260,16 +348,17 @@ def write_diagnostics(
     with quiet_third_party():
         fig.savefig(buffer, format="png")
     image = base64.b64encode(buffer.getvalue()).decode("ascii")
-    page = (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'>"
-        f"<title>{html.escape(title)}</title></head><body style='font-family:sans-serif'>"
-        f"<h1>{html.escape(title)}</h1>"
-        "<p>Support MSE before/after: fit on the bars adapted to (in-sample). Query MSE: "
-        "realised error of the predictions each adapted model then made (out-of-sample). "
-        "A query MSE far above the support MSE after adaptation means the adaptation fits "
-        "noise. Rolling IC: correlation of the signal with the forward return it "
-        "predicts.</p>"
-        f"<img alt='diagnostics' src='data:image/png;base64,{image}'></body></html>"
+    page = _page(
+        title,
+        paragraphs=[
+            "Support MSE before/after: fit on the bars adapted to (in-sample). Query MSE: "
+            "realised error of the predictions each adapted model then made (out-of-sample). "
+            "A query MSE far above the support MSE after adaptation means the adaptation fits "
+            "noise. Rolling IC: correlation of the signal with the forward return it "
+            "predicts."
+        ],
+        image=image,
+        image_alt="diagnostics",
     )
     return write_text(Path(path), page)
 
@@ -288,8 +377,9 @@ def format_table(df: pd.DataFrame, *, markdown: bool = False) -> str:
     """Render a metrics table as text: percentages for return-like metrics, 2 decimals else.
 
     ``cagr``, ``max_drawdown``, ``volatility``, ``total_return``, ``win_rate``,
-    ``hit_rate``, ``exposure`` and ``contribution`` are shown as percentages, ``bars`` and
-    ``adaptations`` as integers, other numbers with two decimals.
+    ``hit_rate``, ``exposure`` and ``contribution`` are shown as percentages, ``bars``,
+    ``adaptations`` and ``untrained`` (a flag, or a count of seeds) as integers, other
+    numbers with two decimals.
 
     Args:
         df (pd.DataFrame): a table such as :func:`metrics_table` returns.
@@ -309,5 +399,7 @@ def format_table(df: pd.DataFrame, *, markdown: bool = False) -> str:
         index=df.index,
     )
     if markdown:
-        return shown.to_markdown(stralign="right")
+        # names (the index) left-aligned, values right-aligned
+        align = ["left"] * max(1, shown.index.nlevels) + ["right"] * len(shown.columns)
+        return shown.to_markdown(colalign=align)
     return shown.to_string()

@@ -11,7 +11,7 @@ import math
 import os
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import backtrader as bt
 import numpy as np
@@ -21,10 +21,10 @@ from metabt._checks import as_date, reject_unknown_params
 from metabt._stats import RollingMoments
 from metabt.errors import ConfigError
 from metabt.features import FeatureSpec, OnlineFeatures
-from metabt.meta import AdaptedModel, MetaLearner
+from metabt.meta import MetaLearner
 from metabt.sizers import SignalSizer
 
-__all__ = ["MetaStrategy", "Signal", "SignalTrader"]
+__all__ = ["Adapted", "Adapter", "MetaStrategy", "Signal", "SignalTrader"]
 
 
 class Signal(bt.Indicator):
@@ -74,8 +74,13 @@ class SignalTrader(bt.Strategy):
             so a little cash absorbs overnight gaps and commission; an order the broker
             still rejects is retried at the next bar.
 
+    A feed that ends before the others (a delisting, a shorter file) is closed one bar
+    before its last, so the order fills at its last bar's open; it is listed in ``ended``.
+
     Attributes:
         signals (list[Signal]): the ``signal`` line of each data, in ``self.datas`` order.
+        ended (dict[str, date]): data name -> the date its position was closed because its
+            feed ends before the others.
         horizon (int | None): bars over which the signal forecasts a return; None for a
             strategy without a forecast. When set, ``SignalAnalyzer`` scores the signal
             against the realised forward return over ``horizon`` bars (IC).
@@ -100,6 +105,9 @@ class SignalTrader(bt.Strategy):
         self._last = [math.nan] * len(self.datas)  # latest signal of each data
         self._last_log_close = [math.nan] * len(self.datas)
         self._vol: list[RollingMoments] = []  # log returns over the sizer's vol_lookback
+        self._closing_bar: list[int] = []  # bar at which each early-ending feed is closed
+        self._closed: set[int] = set()
+        self.ended: dict[str, Any] = {}
 
     # ---- hooks for subclasses
     def compute_signal(self, i: int, data: bt.DataBase) -> float:  # pragma: no cover - abstract
@@ -115,6 +123,11 @@ class SignalTrader(bt.Strategy):
         self._signal_sizer = sizer
         lookback = int(sizer.p.vol_lookback)
         self._vol = [RollingMoments((lookback,)) for _ in self.datas]
+        # bars of each preloaded feed; a feed that ends before the others is closed
+        lengths = [d.buflen() for d in self.datas]
+        last = [d.datetime.array[n - 1] if n else math.nan for d, n in zip(self.datas, lengths)]
+        end = max(last, default=math.nan)
+        self._closing_bar = [n - 1 if t < end else -1 for n, t in zip(lengths, last)]
 
     def realised_vol(self, i: int) -> float:
         """Annualised realised volatility of data ``i`` at the current bar, for sizing.
@@ -149,7 +162,7 @@ class SignalTrader(bt.Strategy):
         active = []
         for i, d in enumerate(self.datas):
             n = len(d)
-            if n == 0:
+            if n == 0 or i in self._closed:
                 continue
             if n > self._seen[i]:  # a new bar of this data (calendars may differ)
                 self._seen[i] = n
@@ -159,6 +172,14 @@ class SignalTrader(bt.Strategy):
                 self._last_log_close[i] = log_close
                 self._last[i] = self.compute_signal(i, d)
                 self._signal_lines[i][0] = self._last[i]
+            if n == self._closing_bar[i] and self.trading():
+                # this feed ends at its next bar, before the others: close now, filled at
+                # its last bar's open (a position cannot fill after its data ends)
+                self._closed.add(i)
+                self.ended[d._name] = d.datetime.date(0)
+                if self.getposition(d).size:
+                    self.close(d)
+                continue
             active.append(i)
         if active and self.trading():
             self.rebalance(active, [self._last[i] for i in active])
@@ -204,6 +225,41 @@ class SignalTrader(bt.Strategy):
                 self.sell(d, size=-delta)
 
 
+@runtime_checkable
+class Adapted(Protocol):
+    """A model adapted to one support window (``metabt.meta.AdaptedModel``, ``LinearFit``)."""
+
+    loss_before: float
+    loss_after: float
+    steps: int
+
+    def predict_row(self, x: np.ndarray) -> float: ...
+
+
+@runtime_checkable
+class Adapter(Protocol):
+    """What MetaStrategy adapts on each support window: a MetaLearner, or a baseline's
+    adapter (``metabt.linear.RidgeAdapter``, ``RLSAdapter``).
+
+    Attributes:
+        feature_spec: the features and label the inputs come from.
+        algorithm: its name (``maml``, ``erm``, ``ridge``, ...), checked by baselines.
+        window: feature rows per model input (1 unless a sequence model).
+    """
+
+    feature_spec: FeatureSpec | None
+    algorithm: str
+
+    @property
+    def window(self) -> int: ...
+
+    def adapt(
+        self, x_support: np.ndarray, y_support: np.ndarray, steps: int | None = None
+    ) -> Adapted:
+        """Fit on x (S, window * F) and y (S,) realised pairs; leave the adapter unchanged."""
+        ...
+
+
 @dataclass
 class _AssetState:
     """Per-data buffers of MetaStrategy, one entry per bar.
@@ -223,7 +279,7 @@ class _AssetState:
     y: list[float] = field(default_factory=list)  # realised labels (NaN until known)
     pred: list[float] = field(default_factory=list)  # prediction made at each bar
     made_by: list[int] = field(default_factory=list)  # adaptation index behind it
-    model: AdaptedModel | None = None
+    model: Adapted | None = None
     model_index: int = -1  # index of the current adaptation in MetaStrategy.adaptations
     since_adapt: int = 0
     online: OnlineFeatures = field(init=False)
@@ -252,8 +308,9 @@ class MetaStrategy(SignalTrader):
     own history from the same θ. No label that is not yet known is ever used.
 
     Params:
-        learner (str | os.PathLike | MetaLearner): checkpoint path or a MetaLearner with a
-            ``feature_spec``. Required.
+        learner (str | os.PathLike | MetaLearner | Adapter): checkpoint path, a
+            MetaLearner with a ``feature_spec``, or another :class:`Adapter` (the linear
+            baselines). Required.
         adapt_every (int): bars between adaptations. Default 5.
         support (int): realised (x, y) pairs per adaptation, in bars. Default 60.
         inner_steps (int | None): gradient steps per adaptation; None = the learner's.
@@ -310,9 +367,10 @@ class MetaStrategy(SignalTrader):
             )
         if isinstance(learner, (str, os.PathLike)):
             learner = MetaLearner.load(learner)
-        if not isinstance(learner, MetaLearner):
+        if not isinstance(learner, Adapter):
             raise ConfigError(
-                f"learner must be a checkpoint path or MetaLearner, got {type(learner).__name__}"
+                f"learner must be a checkpoint path, a MetaLearner or an adapter such as "
+                f"metabt.linear.RidgeAdapter, got {type(learner).__name__}"
             )
         if learner.feature_spec is None:
             raise ConfigError(
@@ -334,7 +392,7 @@ class MetaStrategy(SignalTrader):
             isinstance(steps, bool) or not isinstance(steps, int) or steps < 0
         ):
             raise ConfigError(f"inner_steps must be an integer >= 0 or None, got {steps!r}")
-        self.learner: MetaLearner = learner
+        self.learner: Adapter = learner
         self.spec: FeatureSpec = learner.feature_spec
         self.horizon = self.spec.horizon
         self.window: int = learner.window

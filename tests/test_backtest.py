@@ -20,7 +20,8 @@ def test_turnover_of_buy_and_hold_is_its_single_entry(sample_frames):
     assert 0.97 * 100_000 < traded < 0.99 * 100_000  # 98% invested once, then held
     equity = 100_000 * (1 + run.returns).cumprod()
     expected = traded / equity.mean() * 252 / len(run.returns)
-    assert math.isclose(run.metrics["turnover"], expected, rel_tol=1e-12)
+    assert math.isclose(run.metrics["turnover_two_way"], expected, rel_tol=1e-12)
+    assert math.isclose(run.metrics["turnover_one_way"], expected / 2, rel_tol=1e-12)
 
 
 class _Oracle(SmaCross):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -200,8 +201,11 @@ def test_compare_writes_table_tearsheets_and_index(tmp_path, capsys):
         "MetaStrategy",
         "MetaDrift",
         "StaticModel",
+        "ErmStatic",
         "ErmAdapt",
         "ScratchAdapt",
+        "RollingRidge",
+        "RecursiveLeastSquares",
         "BuyAndHold",
         "SmaCross",
     ]
@@ -212,17 +216,27 @@ def test_compare_writes_table_tearsheets_and_index(tmp_path, capsys):
         "cagr",
         "max_drawdown",
         "volatility",
-        "turnover",
+        "turnover_one_way",
+        "turnover_two_way",
         "psr",
-        "sharpe_vs_erm",
-        "sharpe_vs_erm_lo",
-        "sharpe_vs_erm_hi",
+        "dsr",
+        "sharpe_vs_best",
+        "sharpe_vs_best_lo",
+        "sharpe_vs_best_hi",
     ):
         assert table[col].notna().all(), col
-    models = table["strategy"].isin(names[:5])
+    models = table["strategy"].isin(names[:8])
     assert table.loc[models, "ic"].notna().all() and table.loc[~models, "ic"].isna().all()
-    assert (table["sharpe_vs_erm_lo"] <= table["sharpe_vs_erm"]).all()
-    assert (table["sharpe_vs_erm"] <= table["sharpe_vs_erm_hi"]).all()
+    assert (
+        table.loc[models, "ic_t"].notna().all() and table.loc[models, "ic_tradable"].notna().all()
+    )
+    assert (table["sharpe_vs_best_lo"] <= table["sharpe_vs_best"]).all()
+    assert (table["sharpe_vs_best"] <= table["sharpe_vs_best_hi"]).all()
+    assert np.allclose(table["turnover_two_way"], 2 * table["turnover_one_way"])
+    by_name = table.set_index("strategy")
+    # the jointly trained model is a trained model, not the scratch initialisation
+    assert by_name.loc["ErmAdapt", "sharpe"] != by_name.loc["ScratchAdapt", "sharpe"]
+    assert "verdict:" in stdout
     page = (out / "index.html").read_text()
     for name in names:
         assert (out / "tearsheets" / f"{name}.html").stat().st_size > 10_000
@@ -261,11 +275,19 @@ def test_walkforward_never_trains_on_its_own_or_later_data(tmp_path, capsys, rol
     ]
     if rolling:
         argv += ["--train-years", rolling]
-    code, _, err = _run_main(capsys, *argv)
+    code, stdout, err = _run_main(capsys, *argv)
     assert code == 0, err
-    folds = pd.read_csv(
+    every = pd.read_csv(
         out / "folds.csv", parse_dates=["train_start", "train_end", "test_start", "test_end"]
     )
+    # every fold runs the whole roster, each strategy trained before the fold
+    assert (every.groupby("fold")["strategy"].nunique() == 10).all()
+    assert (every["train_end"] < every["test_start"]).all()
+    assert {"RollingRidge", "RecursiveLeastSquares", "ErmAdapt"} <= set(every["strategy"])
+    summary = pd.read_csv(out / "summary.csv").set_index("strategy")
+    assert summary["sharpe_vs_best"].notna().all() and summary["dsr"].between(0, 1).all()
+    assert "verdict:" in stdout
+    folds = every[every["strategy"] == "MetaStrategy"].reset_index(drop=True)
     assert len(folds) == 2
     assert (folds["train_end"] < folds["test_start"]).all()  # no fold sees its own data
     assert (folds["test_start"].iloc[1:].to_numpy() > folds["test_end"].iloc[:-1].to_numpy()).all()
@@ -276,6 +298,7 @@ def test_walkforward_never_trains_on_its_own_or_later_data(tmp_path, capsys, rol
     assert (out / "walkforward.html").stat().st_size > 10_000
     assert (out / "walkforward_diagnostics.html").stat().st_size > 20_000
     assets = pd.read_csv(out / "assets.csv")
+    assets = assets[assets["strategy"] == "MetaStrategy"]
     assert (
         assets.groupby("fold")["asset"].apply(list).tolist() == [["IBM", "MSFT", "portfolio"]] * 2
     )
@@ -305,3 +328,122 @@ def test_cross_asset_transfer_trains_without_the_traded_asset(tmp_path, capsys):
     trained = next(line for line in out.splitlines() if line.startswith("meta-trained"))
     assert "on AAPL, MSFT from" in trained and "IBM" not in trained
     assert "backtest 2011-01-03 to 2011-12-30" in out and "on IBM;" in out
+
+
+# ---------------------------------------------------------------- fuzz: the exit-code contract
+def _malformed_files(tmp: Path) -> dict[str, Path]:
+    good = Path(FILES["IBM"]).read_text(encoding="utf-8").splitlines()
+    files = {
+        "semicolon": "\n".join(line.replace(",", ";") for line in good[:50]),
+        "tab": "\n".join(line.replace(",", "\t") for line in good[:50]),
+        "empty": "",
+        "header-only": good[0],
+        "unsorted": "\n".join([good[0], *reversed(good[1:50])]),
+        "nan": "\n".join([good[0], *good[1:10], good[10].rsplit(",", 1)[0] + ",", *good[11:50]]),
+        "binary": "\x00\x01\x02garbage\xff",
+    }
+    out = {}
+    for name, text in files.items():
+        path = tmp / f"{name}.csv"
+        path.write_bytes(text.encode("utf-8", "surrogateescape"))
+        out[name] = path
+    return out
+
+
+@pytest.mark.slow
+def test_fuzz_malformed_inputs_exit_2_with_one_line_through_the_console_script(tmp_path):
+    """A sample of bad files and argument combinations through the real ``metabt`` script:
+    exit 2, exactly one line on stderr, no traceback, nothing written."""
+    files = _malformed_files(tmp_path)
+    a_file = tmp_path / "plain.txt"
+    a_file.write_text("x", encoding="utf-8")
+    out = tmp_path / "never"
+    cases = [
+        [
+            "train",
+            "--data",
+            str(files["semicolon"]),
+            "--train-end",
+            "2008-01-01",
+            "--out",
+            str(out / "t.pt"),
+        ],
+        [
+            "train",
+            "--data",
+            str(files["tab"]),
+            "--train-end",
+            "2008-01-01",
+            "--out",
+            str(out / "t.pt"),
+        ],
+        ["backtest", "--data", str(files["empty"]), "--report", str(out / "r.html")],
+        ["backtest", "--data", str(files["header-only"]), "--report", str(out / "r.html")],
+        ["backtest", "--data", str(files["unsorted"]), "--report", str(out / "r.html")],
+        ["compare", "--data", str(files["nan"]), "--out", str(out)],
+        ["compare", "--data", str(files["binary"]), "--out", str(out)],
+        ["backtest", "--data", str(tmp_path), "--report", str(out / "r.html")],
+        ["backtest", "--seed", "-1"],
+        ["backtest", "--seed", "99999999999999"],
+        ["backtest", "--support", "0"],
+        ["backtest", "--start", "someday"],
+        ["backtest", "--threads", "0"],
+        ["compare", "--out", str(a_file)],
+        ["backtest", "--report", str(a_file / "r.html")],
+        ["backtest", "--report", str(tmp_path)],
+        ["walkforward", "--start", "2013-01-01", "--end", "2010-01-01", "--out", str(out)],
+        ["backtest", "--model", str(a_file), "--report", str(out / "r.html")],
+        ["frobnicate"],
+    ]
+    for argv in cases:
+        done = subprocess.run(
+            [sys.executable, "-m", "metabt", *argv], capture_output=True, text=True, check=False
+        )
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2, (argv, done.returncode, done.stderr[-2000:])
+        assert len(lines) == 1 and "Traceback" not in done.stderr, (argv, done.stderr)
+        assert not out.exists(), argv  # nothing half-written
+
+
+@pytest.mark.slow
+def test_train_killed_with_sigkill_resumes_to_the_uninterrupted_result(tmp_path):
+    """`metabt train --checkpoint-every N`, kill -9 mid-run, then `--resume`: same final θ."""
+    import time
+
+    import torch
+
+    def argv(out: Path, *extra: str) -> list[str]:
+        return [
+            sys.executable, "-m", "metabt", "train", "--data", FILES["IBM"], "--train-end",
+            "2006-01-01", "--out", str(out), "--steps", "400", "--checkpoint-every", "10",
+            "--quiet", *extra,
+        ]  # fmt: skip
+
+    killed = tmp_path / "killed.pt"
+    partial = tmp_path / "killed.pt.partial"
+    proc = subprocess.Popen(argv(killed), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    step, deadline = 0, time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline:
+        if partial.exists():
+            try:
+                step = torch.load(partial, weights_only=True)["fit_state"]["step"]
+            except (RuntimeError, EOFError, KeyError, OSError):
+                step = 0  # being replaced: read it again
+            if step >= 30:
+                proc.kill()  # SIGKILL: no clean-up runs
+                break
+        time.sleep(0.02)
+    proc.wait()
+    assert 30 <= step < 400 and proc.returncode == -9, (step, proc.returncode)
+    assert partial.exists() and not killed.exists()
+    resumed = subprocess.run(argv(killed, "--resume"), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert not partial.exists()  # cleaned up once the run is complete
+    reference = tmp_path / "reference.pt"
+    done = subprocess.run(argv(reference), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    a = torch.load(killed, weights_only=True)["state"]
+    b = torch.load(reference, weights_only=True)["state"]
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key

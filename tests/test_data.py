@@ -110,7 +110,14 @@ def test_good_rows_load(tmp_path):
         (["date,open,high,low,close,volume,Close", *(r + ",1" for r in ROWS)], ["'close'", "once"]),
         ([HEADER, ROWS[0] + ",7", *ROWS[1:]], ["more fields than the header"]),
         ([HEADER, *ROWS[:3], ROWS[3] + ",7"], ["line 5"]),
-        ([HEADER.replace(",", ";"), *(r.replace(",", ";") for r in ROWS)], ["found: date;open"]),
+        (
+            [HEADER.replace(",", ";"), *(r.replace(",", ";") for r in ROWS)],
+            ["semicolon-separated", "check the delimiter"],
+        ),
+        (
+            [HEADER.replace(",", "\t"), *(r.replace(",", "\t") for r in ROWS)],
+            ["tab-separated", "check the delimiter"],
+        ),
         ([HEADER, *ROWS[:2], "01/06/2020,11,12,10.5,11.5,900"], ["'01/06/2020'", "line 4"]),
     ],
     ids=[
@@ -122,6 +129,7 @@ def test_good_rows_load(tmp_path):
         "extra-field",
         "ragged",
         "semicolons",
+        "tabs",
         "other-date-format",
     ],
 )
@@ -362,3 +370,86 @@ def test_feed_errors():
     bad.iloc[0, 0] = -1.0
     with pytest.raises(DataError, match=r"^ABC: a non-positive price at row 0 \(2020-01-02\)"):
         feed(bad, name="ABC")
+
+
+# ---------------------------------------------------------------- property-based
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@st.composite
+def ohlcv_frames(draw: st.DrawFn) -> pd.DataFrame:
+    """Random valid bars: positive prices, high/low bracketing open/close, ascending dates."""
+    n = draw(st.integers(1, 40))
+    price = st.floats(1e-3, 1e6, allow_nan=False, allow_infinity=False)
+    opens = np.array(draw(st.lists(price, min_size=n, max_size=n)))
+    closes = np.array(draw(st.lists(price, min_size=n, max_size=n)))
+    up = np.array(draw(st.lists(st.floats(1.0, 1.5), min_size=n, max_size=n)))
+    down = np.array(draw(st.lists(st.floats(0.5, 1.0), min_size=n, max_size=n)))
+    volume = np.array(draw(st.lists(st.floats(0, 1e9), min_size=n, max_size=n)))
+    gaps = draw(st.lists(st.integers(1, 5), min_size=n, max_size=n))
+    dates = pd.Timestamp("2001-01-02") + pd.to_timedelta(np.cumsum(gaps), unit="D")
+    return pd.DataFrame(
+        {
+            "open": opens,
+            "high": np.maximum(opens, closes) * up,
+            "low": np.minimum(opens, closes) * down,
+            "close": closes,
+            "volume": volume,
+        },
+        index=pd.DatetimeIndex(dates, name="date").as_unit("ns"),
+    )
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(frame=ohlcv_frames())
+def test_random_valid_frames_round_trip(tmp_path, frame):
+    loaded = load_ohlcv(frame)
+    pd.testing.assert_frame_equal(loaded, frame, check_freq=False)
+    path = tmp_path / "X.csv"
+    frame.to_csv(path)  # the date as a named first column
+    pd.testing.assert_frame_equal(load_ohlcv(path), frame, check_freq=False)
+
+
+_CORRUPTIONS = [
+    ("nan", lambda f, i: f.iloc.__setitem__((i, 3), np.nan)),
+    ("inf", lambda f, i: f.iloc.__setitem__((i, 1), np.inf)),
+    ("zero-price", lambda f, i: f.iloc.__setitem__((i, 0), 0.0)),
+    ("negative-volume", lambda f, i: f.iloc.__setitem__((i, 4), -1.0)),
+    ("high-below-low", lambda f, i: f.iloc.__setitem__((i, 1), f.iloc[i, 2] * 0.5)),
+    (
+        "text",
+        lambda f, i: (
+            f.__setitem__("close", f["close"].astype(object)) or f.iloc.__setitem__((i, 3), "n/a")
+        ),
+    ),
+]
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    frame=ohlcv_frames(),
+    which=st.sampled_from(
+        [c[0] for c in _CORRUPTIONS] + ["duplicate-date", "unsorted", "drop-column"]
+    ),
+    data=st.data(),
+)
+def test_random_corruptions_raise_data_error_and_nothing_else(frame, which, data):
+    bad = frame.copy()
+    i = data.draw(st.integers(0, len(bad) - 1))
+    if which == "duplicate-date":
+        if len(bad) < 2:
+            return
+        bad.index = bad.index[[0, 0, *range(2, len(bad))]]
+    elif which == "unsorted":
+        if len(bad) < 2:
+            return
+        bad = bad.iloc[::-1]
+    elif which == "drop-column":
+        bad = bad.drop(columns=data.draw(st.sampled_from(list(bad.columns))))
+    else:
+        dict(_CORRUPTIONS)[which](bad, i)
+    with pytest.raises(DataError):
+        load_ohlcv(bad)

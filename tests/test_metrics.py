@@ -57,7 +57,7 @@ def test_asset_results_by_hand():
     gross = np.mean([1500 / 2000, 1050 / 2100, 550 / 2000, 440 / 1900])
     assert table.loc["portfolio", "exposure"] == pytest.approx(gross)
     years = 4 / 252
-    assert table.loc["A", "turnover"] == pytest.approx(1500.0 / equity.mean() / years)
+    assert table.loc["A", "turnover_two_way"] == pytest.approx(1500.0 / equity.mean() / years)
     assert table.loc["portfolio", "bars"] == 4 and np.isnan(table.loc["A", "ic"])
 
 

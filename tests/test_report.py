@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import quantstats as qs
 from synthetic import daily_returns as _returns
@@ -76,3 +77,50 @@ def test_write_tearsheet_rejects_bad_input(tmp_path):
     with pytest.raises(ConfigError, match="periods_per_year"):
         write_tearsheet(_returns(10), None, tmp_path / "x.html", periods_per_year=-1)
     assert not list(tmp_path.iterdir())
+
+
+HOSTILE = "<img src=x onerror=alert(1)><script>alert(2)</script>|"
+
+
+def _assert_escaped(text: str) -> None:
+    """No hostile tag survives as markup (escaped text such as &lt;img is harmless)."""
+    assert "<script>alert" not in text
+    assert "<img src=x" not in text
+
+
+def test_every_report_escapes_a_hostile_name(tmp_path):
+    from metabt.report import write_comparison, write_diagnostics
+
+    returns = _returns(120, name=HOSTILE)
+    sheet = write_tearsheet(
+        returns, _returns(120, seed=4, name=HOSTILE), tmp_path / "t.html", title=HOSTILE
+    )
+    _assert_escaped(sheet.read_text(encoding="utf-8"))
+    table = metrics_table({HOSTILE: compute_metrics(returns), "B": compute_metrics(returns)})
+    assets = pd.DataFrame(
+        {"bars": [1.0, 2.0]},
+        index=pd.MultiIndex.from_tuples(
+            [(HOSTILE, HOSTILE), ("B", "x")], names=["strategy", "asset"]
+        ),
+    )
+    paths = write_comparison(
+        table, {HOSTILE: sheet}, tmp_path / "cmp", title=HOSTILE, notes=[HOSTILE], assets=assets
+    )
+    for key in ("html", "markdown", "assets_markdown"):
+        _assert_escaped(paths[key].read_text(encoding="utf-8"))
+    log = pd.DataFrame(
+        {"date": returns.index[:3], "data": [HOSTILE] * 3, "loss_before": 1.0, "loss_after": 0.5}
+    )
+    pair = pd.DataFrame({"signal": returns, "forward": returns}, index=returns.index)
+    page = write_diagnostics(
+        returns, None, log, {HOSTILE: pair}, tmp_path / "d.html", title=HOSTILE
+    )
+    text = page.read_text(encoding="utf-8")
+    _assert_escaped(text.replace("<img alt='diagnostics'", ""))
+
+
+def test_a_run_without_trades_gets_a_report_that_says_so(tmp_path):
+    flat = pd.Series(0.0, index=pd.bdate_range("2020-01-01", periods=50), name="returns")
+    page = write_tearsheet(flat, _returns(50, seed=2, name="SPY"), tmp_path / "flat.html")
+    text = page.read_text(encoding="utf-8")
+    assert "no trades" in text and "50 bars" in text

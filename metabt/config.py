@@ -1,0 +1,102 @@
+"""The configuration of a run: every setting in one frozen dataclass, importable without torch.
+
+The command line builds its defaults from :data:`DEMO` and its choices from the name
+tuples here, so ``metabt --help`` and usage errors never import torch or backtrader.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from metabt.features import FeatureSpec
+
+__all__ = ["ALGORITHM_NAMES", "DEMO", "ENGINE_NAMES", "MODEL_TYPES", "RunConfig"]
+
+#: Every ``MetaLearner`` algorithm (``metabt.algorithms`` registers exactly these; tested).
+ALGORITHM_NAMES = ("maml", "fomaml", "metasgd", "anil", "reptile", "erm", "scratch")
+#: The meta-gradient engines.
+ENGINE_NAMES = ("auto", "higher", "func")
+#: metabt's own model types (``metabt.models.build_model``).
+MODEL_TYPES = ("mlp", "gru")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything the main job (``metabt backtest`` with no arguments) uses.
+
+    Attributes:
+        start: first date of the backtest; meta-training uses only data strictly before it.
+        spec: the causal features and the label horizon (bars).
+        model_type: "mlp" or "gru" (``metabt.models.MODEL_TYPES``); hidden: MLP widths;
+            gru_hidden, gru_window: GRU size.
+        algorithm: MetaLearner algorithm; inner_lr, inner_steps, meta_lr: its rates/steps.
+        meta_steps: outer steps; batch_size: tasks per step.
+        support, query: bars per support / query window (tasks and the strategy's support).
+        adapt_every: bars between adaptations in the backtest.
+        val_years: the last years before ``start`` held out as validation tasks.
+        warmup_bars: bars fed before ``start`` so features and the first support are ready.
+        sizer: SignalSizer params.
+        seed: seeds model initialisation and task sampling.
+    """
+
+    start: str = "2008-01-01"
+    spec: FeatureSpec = field(default_factory=FeatureSpec)
+    model_type: str = "mlp"
+    hidden: tuple[int, ...] = (32, 32)
+    gru_hidden: int = 32
+    gru_window: int = 10
+    algorithm: str = "maml"
+    inner_lr: float = 0.02
+    inner_steps: int = 5
+    meta_lr: float = 1e-3
+    meta_steps: int = 600
+    batch_size: int = 16
+    support: int = 60
+    query: int = 20
+    adapt_every: int = 5
+    val_years: float = 2.0
+    warmup_bars: int = 300
+    sizer: Mapping[str, Any] = field(
+        default_factory=lambda: {"target_vol": 0.10, "max_leverage": 1.0, "deadband": 0.05}
+    )
+    seed: int = 0
+
+    def with_(self, **changes: Any) -> RunConfig:
+        """A copy with some fields changed."""
+        return replace(self, **changes)
+
+    def strategy_kwargs(self) -> dict[str, Any]:
+        """MetaStrategy params of this configuration (without the learner): the schedule."""
+        return {"adapt_every": self.adapt_every, "support": self.support, "seed": self.seed}
+
+    def model_config(self) -> dict[str, Any]:
+        """The model's ``config()`` dict for ``metabt.models.build_model``.
+
+        Raises:
+            ConfigError: ``model_type`` is not one of ``metabt.models.MODEL_TYPES``.
+        """
+        if self.model_type == "gru":
+            return {
+                "type": "gru",
+                "n_features": self.spec.n_features,
+                "hidden": self.gru_hidden,
+                "window": self.gru_window,
+                "seed": self.seed,
+            }
+        return {
+            "type": self.model_type,
+            "n_features": self.spec.n_features,
+            "hidden": list(self.hidden),
+            "seed": self.seed,
+        }
+
+    def describe(self) -> dict[str, Any]:
+        """The configuration as JSON primitives."""
+        out = asdict(self)
+        out["spec"] = self.spec.to_dict()
+        return out
+
+
+DEMO = RunConfig()
