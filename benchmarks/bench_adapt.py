@@ -9,6 +9,7 @@ the window with ``FeatureSpec.transform_window``.
 
 from __future__ import annotations
 
+import os
 import time
 import timeit
 
@@ -89,7 +90,36 @@ def inner_loop_paths(f: int, x: torch.Tensor, y: torch.Tensor) -> None:
     )
 
 
+def blas_threads(f: int, y: torch.Tensor) -> None:
+    """The GRU's NumPy inner loop with the machine's default BLAS threads and with one.
+
+    metabt runs with one thread by default (``--threads``, ``METABT_THREADS``): for these
+    tiny matrices, BLAS threads only add synchronisation, worst on a busy machine.
+    """
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    gru = MetaLearner(GRU(f, 32, 10), algorithm="maml")
+    xg = torch.randn(SUPPORT, gru.model.n_features, generator=torch.Generator().manual_seed(2))
+    xn, yn = xg.numpy(), y.numpy()
+
+    def best() -> float:
+        return min(timeit.repeat(lambda: gru.adapt(xn, yn, steps=STEPS), number=50, repeat=5)) / 50
+
+    default_threads = max((p["num_threads"] for p in threadpool_info()), default=1)
+    with threadpool_limits(limits=None):
+        many = best()
+    with threadpool_limits(limits=1):
+        one = best()
+    print(
+        f"GRU NumPy inner loop: {many * 1e3:.2f} ms with the default {default_threads} BLAS "
+        f"threads, {one * 1e3:.2f} ms with 1 thread ({many / one:.1f}x); load average "
+        f"{os.getloadavg()[0]:.2f}"
+    )
+
+
 def main() -> None:
+    spec = FeatureSpec()
+    blas_threads(spec.n_features, torch.randn(SUPPORT, generator=torch.Generator().manual_seed(3)))
     torch.set_num_threads(1)
     spec = FeatureSpec()
     f = spec.n_features

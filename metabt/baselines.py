@@ -7,7 +7,7 @@ from typing import Any
 
 import backtrader as bt
 
-from metabt.errors import ConfigError
+from metabt.errors import ConfigError, DataError
 from metabt.features import FeatureSpec
 from metabt.linear import RidgeAdapter, RLSAdapter
 from metabt.strategy import MetaStrategy, SignalTrader
@@ -78,6 +78,12 @@ class SmaCross(SignalTrader):
             raise ConfigError(
                 f"SmaCross needs 1 <= fast < slow, got fast={self.p.fast}, slow={self.p.slow}"
             )
+        for d in self.datas:  # backtrader's SMA fails on a preloaded feed shorter than it
+            if 0 < d.buflen() < self.p.slow:
+                raise DataError(
+                    f"{d._name or 'data'}: {d.buflen()} bars, but SmaCross needs at least "
+                    f"slow={self.p.slow}; feed a longer history or pass a smaller slow="
+                )
         self._fast = [bt.indicators.SMA(d.close, period=self.p.fast) for d in self.datas]
         self._slow = [bt.indicators.SMA(d.close, period=self.p.slow) for d in self.datas]
 

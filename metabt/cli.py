@@ -521,11 +521,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         The exit code: 0 success, 2 bad input, 1 unexpected failure.
     """
-    parser = _build_parser()
     try:
+        parser = _build_parser()
         args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     except SystemExit as exc:  # usage errors (2), --help and --version (0)
-        return int(exc.code or 0) if not isinstance(exc.code, str) else 2
+        if isinstance(exc.code, str):  # e.g. a bad METABT_THREADS
+            print(exc.code, file=sys.stderr)
+            return 2
+        return int(exc.code or 0)
+    except KeyboardInterrupt:
+        print("metabt: interrupted", file=sys.stderr)
+        return 130
     if args.command is None:
         parser.print_help()
         return 2

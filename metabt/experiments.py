@@ -22,11 +22,12 @@ from metabt._util import atomic_dir, staged_files, write_text
 from metabt.backtest import BacktestResult, Costs, run_backtest
 from metabt.baselines import BuyAndHold, SmaCross
 from metabt.config import DEMO, RunConfig
-from metabt.errors import ConfigError
+from metabt.errors import ConfigError, DataError
 from metabt.evaluation import Verdict, aggregate_seeds, judge
 from metabt.meta import MetaLearner
 from metabt.metrics import compute_metrics, mean_ic, metrics_table
 from metabt.recipe import (
+    RLS_SUPPORT,
     RosterModels,
     check_no_leak,
     check_train_config,
@@ -118,6 +119,51 @@ class RunSettings:
         check_no_leak(trained.learner, end)
         return trained.learner
 
+    def check_history(self, *, roster: bool) -> None:
+        """Refuse, before any work, data too short for every strategy of the run to trade.
+
+        Each traded feed gets up to ``cfg.warmup_bars`` bars before ``start`` plus the test
+        period. It needs the feature look-back, one support window and the horizon before
+        MetaStrategy's first adaptation, and the SMA crossover's slow window (and, for a
+        comparison, RecursiveLeastSquares' longer support).
+
+        Args:
+            roster: True for a comparison (every baseline), False for the main backtest.
+
+        Raises:
+            DataError: a feed with fewer bars than needed; the message gives the count
+                needed and what each part is for.
+        """
+        spec, cfg = self.cfg.spec, self.cfg
+        slow = int(dict(SmaCross.params._getitems())["slow"])
+        needs = {
+            f"feature look-back {spec.lookback} + support {cfg.support} + horizon "
+            f"{spec.horizon} (MetaStrategy's first adaptation)": spec.lookback
+            + cfg.support
+            + spec.horizon,
+            f"the SMA crossover's {slow}-bar window": slow,
+        }
+        if roster:
+            needs[f"RecursiveLeastSquares' {RLS_SUPPORT}-bar support + look-back + horizon"] = (
+                spec.lookback + RLS_SUPPORT + spec.horizon
+            )
+        needed = max(needs.values())
+        why = "; ".join(f"{v} for {k}" for k, v in needs.items())
+        for name, frame in self.frames.items():
+            index = frame.index
+            before = int((index < self.start).sum())
+            test = index[index >= self.start]
+            if self.end is not None:
+                test = test[test <= self.end]
+            fed = min(before, cfg.warmup_bars) + len(test)
+            if fed < needed:
+                raise DataError(
+                    f"{name}: {fed} bars to feed ({min(before, cfg.warmup_bars)} of warm-up "
+                    f"before {self.start.date()} and {len(test)} in the test period), but this "
+                    f"run needs at least {needed} ({why}); give a longer history or a later "
+                    "--start"
+                )
+
     def header(self, result: BacktestResult) -> str:
         """The period, assets, costs and cash of a run, in one line."""
         period = result.returns.index
@@ -138,6 +184,12 @@ def rejection_warnings(results: Sequence[BacktestResult]) -> list[str]:
         "(insufficient cash at the next open)"
         for r in results
         if r.rejected_orders
+    ]
+    lines += [
+        f"no trades: {r.name} placed no order in the test period (its signal was NaN or flat, "
+        "or every position was below one share); its metrics are those of holding cash"
+        for r in results
+        if r.metrics.get("turnover_two_way") == 0.0
     ]
     ended: dict[str, Any] = {}
     for r in results:
@@ -230,6 +282,7 @@ def main_backtest(
     Raises:
         ConfigError: the learner's training range reaches the test period; bad settings.
     """
+    settings.check_history(roster=False)
     if learner is None:
         learner = settings.train(settings.start, progress=progress, log=log)
     check_no_leak(learner, settings.start)
@@ -447,6 +500,7 @@ def compare(
     seeds = [settings.cfg.seed] if seeds is None else list(seeds)
     if not seeds:
         raise ConfigError("compare needs at least one seed, e.g. --seeds 0 1 2")
+    settings.check_history(roster=True)
     runs = []
     for seed in seeds:
         if len(seeds) > 1:
@@ -640,7 +694,17 @@ def walkforward(
     end = settings.end
     if end is None:
         end = max(f.index[-1] for f in settings.frames.values())
+    last_bar = min(f.index[-1] for f in settings.frames.values())
+    if settings.end is not None and settings.end > last_bar:
+        raise DataError(
+            f"--end {settings.end.date()} is after the last bar of the data "
+            f"({last_bar.date()}); folds there would have nothing to test: use --end "
+            f"{last_bar.date()} or omit --end"
+        )
     folds = walkforward_folds(settings.start, end, years=fold_years)
+    for fold_start, fold_end in folds:  # every fold must be testable, checked before training
+        fold = replace(settings, start=fold_start, end=fold_end)
+        fold.check_history(roster=True)
     rows: list[dict[str, Any]] = []
     per_seed: list[tuple[int, dict[str, list[BacktestResult]], pd.DataFrame, Verdict]] = []
     logs, assets = [], {}
