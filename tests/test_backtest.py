@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import ClassVar
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -58,3 +59,61 @@ def test_contributions_add_up_to_buy_and_hold_pnl(sample_frames):
     pnl = run.assets.loc[list(sample_frames), "contribution"].sum() * 100_000.0
     assert pnl == pytest.approx(equity.iloc[-1] - 100_000.0, rel=1e-9)
     assert run.metrics["hit_rate"] == run.assets.loc["portfolio", "hit_rate"]
+
+
+# ---------------------------------------------------------------- costs as a desk charges them
+def _cost_run(frame: pd.DataFrame, costs: Costs, size: int):
+    import backtrader as bt
+
+    from metabt.data import feed
+
+    fills = []
+
+    class Once(bt.Strategy):
+        def next(self):
+            if len(self) == 1:
+                (self.buy if size > 0 else self.sell)(size=abs(size))
+
+        def notify_order(self, order):
+            if order.status == order.Completed:
+                fills.append(order.executed.price)
+
+    cerebro = bt.Cerebro(stdstats=False)
+    cerebro.adddata(feed(frame, name="X"))
+    cerebro.broker.setcash(100_000.0)
+    costs.apply(cerebro.broker)
+    cerebro.addstrategy(Once)
+    cerebro.run()
+    return fills, cerebro.broker.getvalue()
+
+
+def _bars(n: int = 30) -> pd.DataFrame:
+    dates = pd.bdate_range("2021-01-04", periods=n)
+    close = 100.0 + np.arange(n, dtype=float)
+    # every open is the bar's high: a slippage capped by the range would be zero on buys
+    return pd.DataFrame(
+        {"open": close + 1, "high": close + 1, "low": close - 1, "close": close, "volume": 1e6},
+        index=pd.DatetimeIndex(dates, name="date"),
+    )
+
+
+def test_slippage_applies_to_every_fill_even_beyond_the_bars_range():
+    frame = _bars()
+    fills, _ = _cost_run(frame, Costs(commission_bps=0.0, slippage_bps=2.0, borrow_bps=0.0), 100)
+    # ordered at bar 0, filled at bar 1's open (= its high) plus the full 2 bps
+    assert fills == [pytest.approx(frame["open"].iloc[1] * (1 + 2e-4), rel=1e-12)]
+
+
+def test_short_borrow_fee_by_hand():
+    frame = _bars()
+    free = Costs(commission_bps=0.0, slippage_bps=0.0, borrow_bps=0.0)
+    fees = Costs(commission_bps=0.0, slippage_bps=0.0, borrow_bps=100.0)  # 1% a year
+    (entry,), value_free = _cost_run(frame, free, -100)
+    _, value_fee = _cost_run(frame, fees, -100)
+    days = (frame.index[-1] - frame.index[1]).days  # calendar days held, entry at bar 1
+    expected = days / 365 * 0.01 * 100 * entry
+    assert value_free - value_fee == pytest.approx(expected, rel=1e-9)
+    _, long_fee = _cost_run(frame, fees, 100)
+    _, long_free = _cost_run(frame, free, 100)
+    assert long_fee == pytest.approx(long_free)  # longs pay no borrow
+    assert "short borrow 100 bps a year" in fees.describe()

@@ -135,3 +135,92 @@ def test_sharpe_difference_ci_and_psr_match_quantstats():
     )
     with pytest.raises(DataError, match="10 common dates"):
         sharpe_difference_ci(a.iloc[:5], b.iloc[:5])
+
+
+# ---------------------------------------------------------------- inference on time series
+def test_deflated_sharpe_matches_the_papers_worked_example():
+    """Bailey and López de Prado 2014, section 5: SR 2.5 a year over 1,250 days, skew -3,
+    kurtosis 10, 100 trials with V[SR] = 1/2 a year: E[max SR] 0.1132 a day, DSR 0.9004."""
+    from metabt.metrics import deflated_sharpe_ratio, expected_max_sharpe
+
+    variance = 0.5 / 250
+    assert expected_max_sharpe(100, variance) == pytest.approx(0.1132, abs=1e-4)
+    dsr = deflated_sharpe_ratio(2.5 / math.sqrt(250), 1250, -3.0, 10.0, 100, variance)
+    assert dsr == pytest.approx(0.9004, abs=1e-4)
+    assert expected_max_sharpe(1, variance) == 0.0  # one trial: no selection to deflate
+
+
+def test_deflated_sharpe_of_a_series_is_its_psr_for_one_trial():
+    """One trial: no selection, so DSR is the PSR against 0 (paper eq. 3 with SR* = 0)."""
+    from scipy.stats import norm
+
+    from metabt.metrics import deflated_sharpe
+
+    r = _returns(500, seed=3)
+    sr, n = r.mean() / r.std(), len(r)
+    g3, g4 = r.skew(), r.kurt() + 3.0
+    expected = norm.cdf(sr * math.sqrt(n - 1) / math.sqrt(1 - g3 * sr + (g4 - 1) / 4 * sr**2))
+    one = deflated_sharpe(r, {"only": r})
+    assert one == pytest.approx(expected, rel=1e-10)
+    many = deflated_sharpe(r, {str(k): _returns(500, seed=k) for k in range(20)} | {"x": r})
+    assert many < one  # more trials, a higher bar
+
+
+def test_block_bootstrap_matches_arch_and_widens_with_autocorrelation():
+    from arch.bootstrap import StationaryBootstrap
+
+    from metabt.metrics import block_bootstrap_sharpe_diff
+
+    a, b = _returns(400, seed=5), _returns(400, seed=6)
+    out = block_bootstrap_sharpe_diff(a, b, block=5.0, n_resamples=500, seed=7)
+    x, y = a.to_numpy(), b.to_numpy()
+
+    def sharpe(v):
+        return v.mean() / v.std(ddof=1) * math.sqrt(252)
+
+    assert out["diff"] == pytest.approx(sharpe(x) - sharpe(y), rel=1e-12)
+    bs = StationaryBootstrap(5.0, x, y, seed=np.random.default_rng(7))
+    draws = np.array([sharpe(u) - sharpe(v) for (u, v), _ in bs.bootstrap(500)])
+    lo, hi = np.percentile(draws, [2.5, 97.5])
+    assert (out["lo"], out["hi"]) == pytest.approx((lo, hi), rel=1e-12)
+    assert out["lo"] < out["diff"] < out["hi"] and out["block"] == 5.0
+    chosen = block_bootstrap_sharpe_diff(a, b, n_resamples=200)
+    assert chosen["block"] >= 1.0  # Politis-White's choice, at least one bar
+
+
+def test_hac_ic_equals_statsmodels_newey_west():
+    import statsmodels.api as sm
+
+    from metabt.metrics import hac_ic
+
+    rng = np.random.default_rng(8)
+    signal = rng.normal(size=300)
+    forward = 0.3 * signal + rng.normal(size=300)
+    pair = pd.DataFrame({"signal": signal, "forward": forward})
+    out = hac_ic(pair, lags=5)
+    assert out["ic"] == pytest.approx(np.corrcoef(signal, forward)[0, 1], rel=1e-10)
+    z = (pair - pair.mean()) / pair.std()
+    fit = sm.OLS(z["forward"], sm.add_constant(z["signal"])).fit(
+        cov_type="HAC", cov_kwds={"maxlags": 5}
+    )
+    assert out["ic_t"] == pytest.approx(float(fit.tvalues.iloc[1]), rel=1e-10)
+    assert out["rank_ic"] == pytest.approx(pair.corr(method="spearman").iloc[0, 1], rel=1e-10)
+    assert math.isnan(hac_ic(pair.iloc[:10], lags=5)["ic"])  # too few bars
+
+
+def test_cross_sectional_ic_by_hand():
+    from metabt.metrics import cross_sectional_ic
+
+    dates = pd.bdate_range("2020-01-01", periods=30)
+    # asset k's signal is k every day and its forward return ranks the same way: rank IC 1
+    pairs = {
+        f"A{k}": pd.DataFrame(
+            {"signal": float(k), "forward": k + 0.1 * np.sin(np.arange(30))}, dates
+        )
+        for k in range(4)
+    }
+    out = cross_sectional_ic(pairs, lags=2)
+    assert out["cs_ic"] == pytest.approx(1.0) and out["cs_dates"] == 30
+    flipped = {k: v.assign(forward=-v["forward"]) for k, v in pairs.items()}
+    assert cross_sectional_ic(flipped, lags=2)["cs_ic"] == pytest.approx(-1.0)
+    assert math.isnan(cross_sectional_ic(dict(list(pairs.items())[:2]), lags=2)["cs_ic"])
