@@ -39,7 +39,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_backtest.py
 
 constraints: $(STAMP)
-	$(BIN)/python -m pip freeze --exclude-editable | sed -e 's/^torch==.*/torch==2.13.0/' > constraints.txt
+	{ head -n 3 constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | sed -e 's/^torch==.*/torch==2.13.0/'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 clean:
 	rm -rf $(VENV) reports build *.egg-info
