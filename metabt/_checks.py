@@ -7,11 +7,18 @@ import difflib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from metabt.errors import ConfigError
 
-__all__ = ["as_date", "as_timestamp", "did_you_mean", "reject_unknown_params"]
+__all__ = [
+    "as_date",
+    "as_timestamp",
+    "check_support",
+    "did_you_mean",
+    "reject_unknown_params",
+]
 
 
 def did_you_mean(value: str, options: Iterable[str]) -> str:
@@ -65,3 +72,23 @@ def as_date(value: Any, what: str) -> dt.date | None:
     """
     stamp = as_timestamp(value, what)
     return None if stamp is None else stamp.date()
+
+
+def check_support(x: np.ndarray, y: np.ndarray) -> None:
+    """Refuse a support set that adaptation cannot use.
+
+    Args:
+        x: (S, F) inputs; y: (S,) labels (NumPy arrays of any float dtype).
+
+    Raises:
+        ConfigError: not 2-D / 1-D of equal length S >= 1, or a NaN or infinite value.
+    """
+    if x.ndim != 2 or y.ndim != 1 or x.shape[0] != y.shape[0] or x.shape[0] == 0:
+        raise ConfigError(
+            f"support set must be x (S, F) and y (S,) with S >= 1, got x {x.shape} and y {y.shape}"
+        )
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise ConfigError(
+            "support set has NaN or infinite values; drop rows whose label "
+            "or features are not yet known"
+        )

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from metabt._checks import did_you_mean
+from metabt._checks import check_support, did_you_mean
 from metabt.config import ALGORITHM_NAMES, ENGINE_NAMES
 from metabt.errors import ConfigError
 from metabt.models import MetaModel
@@ -217,16 +217,7 @@ def support_arrays(
     """
     np_dtype = like.detach().numpy().dtype
     xn, yn = _to_numpy(x, np_dtype), _to_numpy(y, np_dtype)
-    if xn.ndim != 2 or yn.ndim != 1 or xn.shape[0] != yn.shape[0] or xn.shape[0] == 0:
-        raise ConfigError(
-            f"support set must be x (S, F) and y (S,) with S >= 1, got x {xn.shape} "
-            f"and y {yn.shape}"
-        )
-    if not (np.isfinite(xn).all() and np.isfinite(yn).all()):
-        raise ConfigError(
-            "support set has NaN or infinite values; drop rows whose label "
-            "or features are not yet known"
-        )
+    check_support(xn, yn)
     return xn, yn
 
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from metabt._checks import check_support
 from metabt.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -57,17 +58,15 @@ class LinearFit:
 def _check_support(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     xn = np.asarray(x, dtype=np.float64)
     yn = np.asarray(y, dtype=np.float64)
-    if xn.ndim != 2 or yn.ndim != 1 or len(xn) != len(yn) or len(yn) == 0:
-        raise ConfigError(
-            f"support set must be x (S, F) and y (S,) with S >= 1, got x {xn.shape} and y "
-            f"{yn.shape}"
-        )
-    if not (np.isfinite(xn).all() and np.isfinite(yn).all()):
-        raise ConfigError(
-            "support set has NaN or infinite values; drop rows whose label or features are "
-            "not yet known"
-        )
+    check_support(xn, yn)
     return xn, yn
+
+
+def _fit(beta: np.ndarray, x: np.ndarray, y: np.ndarray) -> LinearFit:
+    """A :class:`LinearFit` from coefficients with the intercept last, scored on (x, y)."""
+    coef, intercept = beta[:-1], float(beta[-1])
+    residual = x @ coef + intercept - y
+    return LinearFit(coef, intercept, float(y @ y) / len(y), float(residual @ residual) / len(y))
 
 
 def _weighted_ridge(x: np.ndarray, y: np.ndarray, weights: np.ndarray, penalty: float) -> LinearFit:
@@ -79,14 +78,7 @@ def _weighted_ridge(x: np.ndarray, y: np.ndarray, weights: np.ndarray, penalty: 
     gram = (xc * weights[:, None]).T @ xc
     gram[np.diag_indices_from(gram)] += penalty
     coef = np.linalg.solve(gram, (xc * weights[:, None]).T @ yc)
-    intercept = y_mean - float(x_mean @ coef)
-    residual = x @ coef + intercept - y
-    return LinearFit(
-        coef=coef,
-        intercept=intercept,
-        loss_before=float(y @ y) / len(y),
-        loss_after=float(residual @ residual) / len(y),
-    )
+    return _fit(np.append(coef, y_mean - float(x_mean @ coef)), x, y)
 
 
 class RidgeAdapter:
@@ -198,15 +190,7 @@ class RLSAdapter:
         xa = np.hstack([x, np.ones((n, 1))])
         gram = (xa * weights[:, None]).T @ xa
         gram[np.diag_indices_from(gram)] += self.delta * self.forgetting**n
-        beta = np.linalg.solve(gram, (xa * weights[:, None]).T @ y)
-        coef, intercept = beta[:-1], float(beta[-1])
-        residual = x @ coef + intercept - y
-        return LinearFit(
-            coef=coef,
-            intercept=intercept,
-            loss_before=float(y @ y) / n,
-            loss_after=float(residual @ residual) / n,
-        )
+        return _fit(np.linalg.solve(gram, (xa * weights[:, None]).T @ y), x, y)
 
     def recursion(self, x_support: np.ndarray, y_support: np.ndarray) -> LinearFit:
         """The same fit by the RLS recursion, pair by pair (the reference for tests)."""
@@ -220,9 +204,7 @@ class RLSAdapter:
             gain = px / (lam + row @ px)
             beta = beta + gain * (target - row @ beta)
             p = (p - np.outer(gain, px)) / lam
-        coef, intercept = beta[:-1], float(beta[-1])
-        residual = x @ coef + intercept - y
-        return LinearFit(coef, intercept, float(y @ y) / n, float(residual @ residual) / n)
+        return _fit(beta, x, y)
 
     def __repr__(self) -> str:
         return f"RLSAdapter(forgetting={self.forgetting:g}, delta={self.delta:g})"

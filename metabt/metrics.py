@@ -35,7 +35,6 @@ __all__ = [
     "metrics_table",
     "pair_ic",
     "probabilistic_sharpe",
-    "sharpe_difference_ci",
 ]
 
 PERIODS_PER_YEAR = 252  # daily bars
@@ -167,73 +166,6 @@ def probabilistic_sharpe(returns: pd.Series, *, periods_per_year: int = 252) -> 
         from quantstats import stats as qs_stats
 
         return float(qs_stats.probabilistic_sharpe_ratio(r, periods=periods))
-
-
-def sharpe_difference_ci(
-    returns: pd.Series,
-    baseline: pd.Series,
-    *,
-    periods_per_year: int = 252,
-    confidence: float = 0.95,
-    n_resamples: int = 2000,
-    seed: int = 0,
-) -> tuple[float, float, float]:
-    """Annualised Sharpe ratio of ``returns`` minus that of ``baseline``, with a bootstrap CI.
-
-    The two series are resampled together (paired bar by bar, ``scipy.stats.bootstrap``,
-    percentile method), so a CI that contains 0 says the gain could be noise. Sharpe
-    ratios are mean / std (ddof=1) * sqrt(periods_per_year), as ``quantstats.stats.sharpe``
-    with rf=0. The iid bootstrap ignores autocorrelation of returns.
-
-    Args:
-        returns: simple per-bar returns of the strategy.
-        baseline: simple per-bar returns of the baseline, on overlapping dates.
-        periods_per_year: bars per year. Default 252.
-        confidence: confidence level of the interval. Default 0.95.
-        n_resamples: bootstrap resamples. Default 2000.
-        seed: seed of the resampling generator. Default 0.
-
-    Returns:
-        (difference, low, high); all NaN-safe: NaN where a series is constant.
-
-    Raises:
-        DataError: fewer than 10 common dates.
-    """
-    from scipy.stats import bootstrap
-
-    a = check_returns(returns, "returns")
-    b = check_returns(baseline, "baseline")
-    both = pd.concat([a, b], axis=1, join="inner").dropna()
-    if len(both) < 10:
-        raise DataError(
-            f"sharpe_difference_ci needs >= 10 common dates, got {len(both)}; align the series"
-        )
-    root = math.sqrt(check_periods(periods_per_year))
-    x, y = both.iloc[:, 0].to_numpy(), both.iloc[:, 1].to_numpy()
-
-    def sharpe(v: np.ndarray, axis: int) -> np.ndarray:
-        sd = v.std(axis=axis, ddof=1)
-        mean = v.mean(axis=axis)
-        safe = np.where(sd > 0, sd, 1.0)
-        return np.where(sd > 0, mean / safe, np.nan) * root
-
-    def diff(u: np.ndarray, v: np.ndarray, axis: int = -1) -> np.ndarray:
-        return sharpe(u, axis) - sharpe(v, axis)
-
-    point = float(diff(x, y, axis=0))
-    if not math.isfinite(point):
-        return point, math.nan, math.nan
-    res = bootstrap(
-        (x, y),
-        diff,
-        paired=True,
-        vectorized=True,
-        n_resamples=n_resamples,
-        confidence_level=confidence,
-        method="percentile",
-        rng=np.random.default_rng(seed),
-    )
-    return point, float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
 def metrics_table(rows: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
@@ -468,8 +400,8 @@ def block_bootstrap_sharpe_diff(
     both = pd.concat([a, b], axis=1, join="inner").dropna()
     if len(both) < 20:
         raise DataError(
-            f"block_bootstrap_sharpe_diff needs >= 20 common dates, got {len(both)}; "
-            "align the series"
+            f"block_bootstrap_sharpe_diff needs >= 20 common dates of the two return series, "
+            f"got {len(both)}; align the series (same dates)"
         )
     root = math.sqrt(check_periods(periods_per_year))
     x, y = both.iloc[:, 0].to_numpy(), both.iloc[:, 1].to_numpy()

@@ -49,29 +49,12 @@ LAYERS = [
     "cli",
     "__main__",
 ]
-#: Modules that know nothing of backtrader: they can be used and tested without it.
-CORE = {
-    "errors",
-    "_version",
-    "_checks",
-    "_util",
-    "_stats",
-    "synthetic",
-    "features",
-    "tasks",
-    "config",
-    "models",
-    "_kernels",
-    "algorithms",
-    "checkpoint",
-    "training",
-    "meta",
-    "linear",
-    "sinusoid",
-}
 #: ``metabt.data.feed`` builds a backtrader feed (DESIGN's public path), so ``data`` may
 #: import backtrader inside ``feed`` only, never when the module itself is imported.
 LAZY_BACKTRADER = {"data"}
+#: Modules that know nothing of backtrader (every layer below the sizer), so they can be
+#: used and tested without it.
+CORE = set(LAYERS[: LAYERS.index("sizers")]) - LAZY_BACKTRADER
 
 
 def _modules() -> dict[str, Path]:

@@ -14,9 +14,9 @@ from synthetic import daily_returns as _returns
 from metabt.errors import ConfigError, DataError
 from metabt.metrics import (
     asset_results,
+    block_bootstrap_sharpe_diff,
     compute_metrics,
     probabilistic_sharpe,
-    sharpe_difference_ci,
 )
 
 KEYS = {
@@ -118,23 +118,25 @@ def test_compute_metrics_rejects_bad_input(returns, kwargs, error, match):
 
 
 def test_sharpe_difference_ci_and_psr_match_quantstats():
+    """The Sharpe difference (now with a block-bootstrap interval) and PSR against quantstats."""
     idx = pd.bdate_range("2010-01-01", periods=400)
     rng = np.random.default_rng(3)
     a = pd.Series(rng.normal(0.001, 0.01, 400), idx)
     b = pd.Series(rng.normal(0.0, 0.012, 400), idx)
-    diff, low, high = sharpe_difference_ci(a, b, seed=1)
+    out = block_bootstrap_sharpe_diff(a, b, seed=1)
+    diff, low, high = out["diff"], out["lo"], out["hi"]
     assert diff == pytest.approx(
         qs.stats.sharpe(a, periods=252) - qs.stats.sharpe(b, periods=252), rel=1e-12
     )
     assert low < diff < high
-    assert sharpe_difference_ci(a, b, seed=1) == (diff, low, high)  # seeded
-    narrow = sharpe_difference_ci(a, b, seed=1, confidence=0.5)
-    assert low < narrow[1] < narrow[2] < high
+    assert block_bootstrap_sharpe_diff(a, b, seed=1) == out  # seeded
+    narrow = block_bootstrap_sharpe_diff(a, b, seed=1, confidence=0.5)
+    assert low < narrow["lo"] < narrow["hi"] < high
     assert probabilistic_sharpe(a) == pytest.approx(
         qs.stats.probabilistic_sharpe_ratio(a, periods=252), rel=1e-12
     )
-    with pytest.raises(DataError, match="10 common dates"):
-        sharpe_difference_ci(a.iloc[:5], b.iloc[:5])
+    with pytest.raises(DataError, match="20 common dates"):
+        block_bootstrap_sharpe_diff(a.iloc[:5], b.iloc[:5])
 
 
 # ---------------------------------------------------------------- inference on time series
