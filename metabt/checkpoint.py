@@ -215,8 +215,8 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
             # torch's message goes on to suggest weights_only=False, which would run any code
             # the file holds: never follow it for a file you did not write
             raise CheckpointError(
-                f"{path}: not a safe checkpoint (it holds Python objects that a metabt "
-                "checkpoint never contains, and metabt does not unpickle arbitrary objects); "
+                f"{path}: corrupt or unsafe checkpoint (it holds Python objects that a metabt "
+                "checkpoint never contains, and metabt never unpickles arbitrary objects); "
                 "re-create it with `metabt train`"
             ) from exc
         raise CheckpointError(

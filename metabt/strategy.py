@@ -395,6 +395,7 @@ class MetaStrategy(SignalTrader):
         self.learner: Adapter = learner
         self.spec: FeatureSpec = learner.feature_spec
         self.horizon = self.spec.horizon
+        self._label_clip = self.spec.label_clip
         self.window: int = learner.window
         drift = self.p.drift_threshold
         if drift is not None and not (isinstance(drift, (int, float)) and drift > 0):
@@ -429,6 +430,8 @@ class MetaStrategy(SignalTrader):
         s = k - self.horizon
         if s >= 0:  # the label of bar s is realised by the close of bar k = s + horizon
             y = (log_close - state.log_close[s]) / state.scale[s]
+            if self._label_clip is not None and math.isfinite(y):  # as FeatureSpec.labels
+                y = min(max(y, -self._label_clip), self._label_clip)
             state.y[s] = y
             prediction = state.pred[s]
             if math.isfinite(prediction) and math.isfinite(y):  # now scored

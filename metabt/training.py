@@ -155,8 +155,15 @@ def _validate(learner: Trainable, run: _Run, val_batch: Batch | None, patience: 
         return False
     result = run.result
     loss = learner.evaluate(*val_batch)
+    # never a "best": NaN compares false with everything, so it would be kept; +inf after a
+    # finite best is merely worse (it counts towards patience), with no best it is an error
+    if math.isnan(loss) or (math.isinf(loss) and not math.isfinite(result.best_val_loss)):
+        raise ConfigError(
+            f"the validation loss is {loss} at step {run.step}: the learner diverged or the "
+            "validation labels hold NaN/inf; lower meta_lr or inner_lr, or check the data"
+        )
     result.val_losses.append((run.step, loss))
-    if not (loss >= result.best_val_loss):  # also true while best is NaN
+    if not (loss >= result.best_val_loss):  # the first evaluation: best is still NaN
         result.best_val_loss, result.best_step, run.bad_evals = loss, run.step, 0
         run.best_state = _snapshot(learner)
     else:

@@ -47,6 +47,7 @@ def test_checkpoint_round_trip(tmp_path):
         "feature_spec",
         "train_range",
         "step_count",
+        "train_config",
         "versions",
         "fit_state",
     }
@@ -92,3 +93,44 @@ def test_checkpoint_version_and_feature_spec_checks(tmp_path):
     torch.save(ckpt, mismatched)
     with pytest.raises(CheckpointError, match=r"mismatched\.pt"):
         MetaLearner.load(mismatched)
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (
+            lambda c: c["state"].__setitem__(
+                next(iter(c["state"])), torch.full((2,), float("nan"))
+            ),
+            "NaN or infinite",
+        ),
+        (lambda c: c["hparams"].__setitem__("dtype", "int8"), "dtype"),
+        (lambda c: c.__setitem__("train_range", ["garbage", 7]), "training range"),
+        (lambda c: c.__setitem__("train_range", ["2008-01-01", "2001-01-01"]), "training range"),
+        (lambda c: c.__setitem__("train_config", "oops"), "train_config"),
+    ],
+)
+def test_malformed_or_non_finite_checkpoints_are_refused(tmp_path, edit, match):
+    from metabt.errors import CheckpointError
+    from metabt.meta import MetaLearner
+
+    _, path = _trained(tmp_path)
+    ckpt = torch.load(path, weights_only=True)
+    if "NaN" in match:  # a same-shaped tensor full of NaN
+        key = next(iter(ckpt["state"]))
+        ckpt["state"][key] = torch.full_like(ckpt["state"][key], float("nan"))
+    else:
+        edit(ckpt)
+    bad = tmp_path / "bad.pt"
+    torch.save(ckpt, bad)
+    with pytest.raises(CheckpointError, match=match):
+        MetaLearner.load(bad)
+
+
+def test_a_pickle_is_refused_without_suggesting_an_unsafe_load(tmp_path):
+    """torch's own message advises weights_only=False, which would run the file's code."""
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "metabt-checkpoint", "obj": ConfigError("x")}, path)
+    with pytest.raises(CheckpointError) as info:
+        MetaLearner.load(path)
+    assert "weights_only=False" not in str(info.value) and "unsafe" in str(info.value)

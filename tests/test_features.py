@@ -197,7 +197,7 @@ def test_unscaled_labels_are_forward_log_returns(frame):
 
 
 def test_scaled_labels_divide_by_causal_volatility(frame):
-    spec = FeatureSpec(horizon=4, norm_window=20)
+    spec = FeatureSpec(horizon=4, norm_window=20, label_clip=None)
     y = spec.labels(frame)
     c = frame["close"].to_numpy()
     r = np.diff(np.log(c))  # r[t-1] is the return of bar t
@@ -210,6 +210,21 @@ def test_scaled_labels_divide_by_causal_volatility(frame):
     online = [spec.scale_window(c[: t + 1]) for t in range(20, len(c))]
     np.testing.assert_allclose(scale[20:], online, rtol=1e-12)
     assert np.isnan(scale[:20]).all()
+
+
+def test_labels_are_winsorised_at_label_clip(frame):
+    raw = FeatureSpec(horizon=4, norm_window=20, label_clip=None).labels(frame)
+    clipped = FeatureSpec(horizon=4, norm_window=20, label_clip=1.0).labels(frame)
+    ok = np.isfinite(raw)
+    assert (np.abs(raw[ok]) > 1.0).any()  # the clip binds somewhere on this data
+    np.testing.assert_array_equal(clipped[ok], np.clip(raw[ok], -1.0, 1.0))
+    assert np.array_equal(np.isnan(raw), np.isnan(clipped))
+    with pytest.raises(ConfigError, match="label_clip"):
+        FeatureSpec(label_clip=0.0)
+    # checkpoints written before label_clip existed trained on unclipped labels
+    old = FeatureSpec().to_dict()
+    del old["label_clip"]
+    assert FeatureSpec.from_dict(old).label_clip is None
 
 
 # ---------------------------------------------------------------- invariances and edges
@@ -291,7 +306,8 @@ def test_to_dict_from_dict_round_trip():
     again = FeatureSpec.from_dict(d)
     assert again == spec and hash(again) == hash(spec)
     assert isinstance(again.vol_windows, tuple)
-    assert FeatureSpec.from_dict({}) == FeatureSpec()
+    # missing keys take the defaults, except label_clip: a spec written before it existed
+    assert FeatureSpec.from_dict({}) == FeatureSpec(label_clip=None)
     assert FeatureSpec.from_dict(FeatureSpec().to_dict()) == FeatureSpec()
 
 

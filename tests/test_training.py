@@ -122,3 +122,25 @@ def test_fit_stops_early_and_keeps_the_best_theta():
     best = min(v for _, v in result.val_losses)
     assert result.best_val_loss == best
     assert math.isclose(learner.evaluate(*LinearTasks().fixed(16, 0)), best, rel_tol=1e-6)
+
+
+def test_a_non_finite_validation_loss_is_an_error_never_a_best():
+    """A NaN validation loss would compare false with everything and be kept as 'best'."""
+    import math as _math
+
+    from metabt.errors import ConfigError as _ConfigError
+    from metabt.meta import MetaLearner as _MetaLearner
+    from metabt.models import MLP as _MLP
+
+    learner = _MetaLearner(_MLP(3, (4,)), algorithm="maml", inner_steps=1)
+    x = torch.randn(2, 8, 3)
+    y = torch.randn(2, 8)
+    bad = (x, y, x, torch.full((2, 8), _math.nan))
+    good = (x, y, x, y)
+
+    class Tasks:
+        def sample(self, batch_size, rng):
+            return good
+
+    with pytest.raises(_ConfigError, match="validation loss is nan"):
+        learner.fit(Tasks(), 4, batch_size=2, val_tasks=bad, val_every=2, progress=False)
