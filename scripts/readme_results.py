@@ -3,9 +3,10 @@
 The README's demo and compare blocks are never copied by hand: this script runs
 ``metabt backtest`` (the main job, ``make demo``) and ``metabt compare`` on the shipped
 sample data, keeps their printed results (not the lines naming output files), and writes
-them between the README's ``<!-- results:NAME -->`` markers. ``--check`` regenerates them
-and fails if the README differs (wall times, which vary from run to run, are compared as
-``Xs``); ``tests/test_readme.py`` runs it.
+them between the README's ``<!-- results:NAME -->`` markers. It also copies the tables
+that benchmark scripts write (``benchmarks/results/*.md``) into ``benchmarks/README.md``.
+``--check`` regenerates them and fails if a README differs (wall times, which vary from
+run to run, are compared as ``Xs``); ``tests/test_readme.py`` runs it.
 
 Usage::
 
@@ -25,6 +26,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
+BENCH_README = ROOT / "benchmarks" / "README.md"
+#: blocks of benchmarks/README.md -> the file a benchmark script wrote
+BENCH_BLOCKS = {"synthetic": ROOT / "benchmarks" / "results" / "synthetic.md"}
 #: lines that name output files (machine-specific paths), dropped from the blocks
 _PATH_LINES = re.compile(
     r"^(tearsheet written|per-asset results written|adaptation diagnostics written|table:|"
@@ -58,15 +62,22 @@ def blocks() -> dict[str, str]:
     return {"demo": demo, "compare": compare}
 
 
-def render(readme: str, new: dict[str, str]) -> str:
+def render(readme: str, new: dict[str, str], *, fenced: bool = True) -> str:
     """``readme`` with each ``<!-- results:NAME -->`` block replaced by ``new[NAME]``.
+
+    Args:
+        readme: the text.
+        new: block name -> its content.
+        fenced: the block is a ```text fence (command output); else Markdown as it is.
 
     Raises:
         SystemExit: a marker pair is missing.
     """
     for name, text in new.items():
+        fence = "```text\n" if fenced else ""
+        close = "```\n" if fenced else ""
         pattern = re.compile(
-            rf"(<!-- results:{name} -->\n```text\n).*?(```\n<!-- /results:{name} -->)", re.S
+            rf"(<!-- results:{name} -->\n{fence}).*?({close}<!-- /results:{name} -->)", re.S
         )
         if not pattern.search(readme):
             raise SystemExit(f"README.md has no <!-- results:{name} --> block; add the markers")
@@ -81,22 +92,38 @@ def _mask(text: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="fail if the README is stale")
+    parser.add_argument(
+        "--benchmarks-only",
+        action="store_true",
+        help="only benchmarks/README.md (no command is run)",
+    )
     args = parser.parse_args(argv)
-    current = README.read_text(encoding="utf-8")
-    updated = render(current, blocks())
+    bench = {name: path.read_text(encoding="utf-8") for name, path in BENCH_BLOCKS.items()}
+    pages = [(BENCH_README, lambda text: render(text, bench, fenced=False))]
+    if not args.benchmarks_only:
+        fresh = blocks()
+        pages.append((README, lambda text: render(text, fresh)))
+    stale = []
+    for page, update in pages:
+        current = page.read_text(encoding="utf-8")
+        updated = update(current)
+        if args.check:
+            if _mask(updated) != _mask(current):
+                stale.append(page.relative_to(ROOT))
+            continue
+        tmp = page.with_name(f".{page.name}.tmp")
+        tmp.write_text(updated, encoding="utf-8")
+        os.replace(tmp, page)
+        print(f"{page.relative_to(ROOT)} results rewritten")
+    if stale:
+        print(
+            f"{', '.join(map(str, stale))}: results are stale; run "
+            "`python scripts/readme_results.py`",
+            file=sys.stderr,
+        )
+        return 1
     if args.check:
-        if _mask(updated) != _mask(current):
-            print(
-                "README.md results are stale; run `python scripts/readme_results.py`",
-                file=sys.stderr,
-            )
-            return 1
-        print("README.md results match the commands")
-        return 0
-    tmp = README.with_name(f".{README.name}.tmp")
-    tmp.write_text(updated, encoding="utf-8")
-    os.replace(tmp, README)
-    print("README.md results rewritten")
+        print("README results match the commands and the benchmark tables")
     return 0
 
 

@@ -21,3 +21,20 @@ def daily_returns(n: int = 300, seed: int = 0, name: str = "returns") -> pd.Seri
     rng = np.random.default_rng(seed)
     index = pd.bdate_range("2020-01-01", periods=n)
     return pd.Series(rng.normal(0.0004, 0.01, n), index=index, name=name)
+
+
+def linear_task_batch(b=3, s=8, q=5, f=4, seed=0, dtype=None):
+    """A seeded batch of linear regression tasks (each task its own rule): xs, ys, xq, yq.
+
+    Shapes (b, s, f), (b, s), (b, q, f), (b, q); float64 unless ``dtype`` says otherwise.
+    """
+    import torch
+
+    dtype = torch.float64 if dtype is None else dtype
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(b, f, generator=g, dtype=dtype)  # each task has its own linear rule
+    xs = torch.randn(b, s, f, generator=g, dtype=dtype)
+    xq = torch.randn(b, q, f, generator=g, dtype=dtype)
+    ys = torch.einsum("bsf,bf->bs", xs, w) + 0.1 * torch.randn(b, s, generator=g, dtype=dtype)
+    yq = torch.einsum("bqf,bf->bq", xq, w) + 0.1 * torch.randn(b, q, generator=g, dtype=dtype)
+    return xs, ys, xq, yq

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from synthetic import linear_task_batch as _batch
 from torch import nn
 
 from metabt._kernels import GRUKernel, MLPKernel, kernel_for
@@ -14,16 +15,6 @@ from metabt.meta import MetaLearner
 from metabt.models import GRU, MLP
 
 F = 4
-
-
-def _batch(b=3, s=8, q=5, f=F, seed=0, dtype=torch.float64):
-    g = torch.Generator().manual_seed(seed)
-    w = torch.randn(b, f, generator=g, dtype=dtype)  # each task has its own linear rule
-    xs = torch.randn(b, s, f, generator=g, dtype=dtype)
-    xq = torch.randn(b, q, f, generator=g, dtype=dtype)
-    ys = torch.einsum("bsf,bf->bs", xs, w) + 0.1 * torch.randn(b, s, generator=g, dtype=dtype)
-    yq = torch.einsum("bqf,bf->bq", xq, w) + 0.1 * torch.randn(b, q, generator=g, dtype=dtype)
-    return xs, ys, xq, yq
 
 
 def test_kernels_are_looked_up_by_model_class():
