@@ -476,7 +476,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def _cmd_walkforward(args: argparse.Namespace) -> int:
     _check_output(Path(args.out), "--out", kind="dir")
     settings = _settings(args)
-    from metabt.experiments import walkforward
+    from metabt.walkforward import walkforward
 
     result = walkforward(
         settings,

@@ -81,7 +81,22 @@ def _weighted_ridge(x: np.ndarray, y: np.ndarray, weights: np.ndarray, penalty: 
     return _fit(np.append(coef, y_mean - float(x_mean @ coef)), x, y)
 
 
-class RidgeAdapter:
+class _LinearAdapter:
+    """What both linear adapters share: their feature spec, one input row, the horizon."""
+
+    algorithm = "linear"
+    window = 1
+
+    def __init__(self, feature_spec: FeatureSpec | None) -> None:
+        self.feature_spec = feature_spec
+
+    @property
+    def horizon(self) -> int | None:
+        """Label horizon in bars, from the feature spec (None without one)."""
+        return None if self.feature_spec is None else self.feature_spec.horizon
+
+
+class RidgeAdapter(_LinearAdapter):
     """Ridge regression refitted on each support window (closed form).
 
     ``β = (X̃ᵀX̃ + αI)⁻¹ X̃ᵀỹ`` on the centred support window, with an unpenalised
@@ -103,17 +118,12 @@ class RidgeAdapter:
     """
 
     algorithm = "ridge"
-    window = 1
 
     def __init__(self, feature_spec: FeatureSpec | None, alpha: float = 10.0) -> None:
         if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 0):
             raise ConfigError(f"ridge alpha must be a finite number > 0, got {alpha!r}")
-        self.feature_spec = feature_spec
+        super().__init__(feature_spec)
         self.alpha = float(alpha)
-
-    @property
-    def horizon(self) -> int | None:
-        return None if self.feature_spec is None else self.feature_spec.horizon
 
     def adapt(
         self, x_support: np.ndarray, y_support: np.ndarray, steps: int | None = None
@@ -132,7 +142,7 @@ class RidgeAdapter:
         return f"RidgeAdapter(alpha={self.alpha:g})"
 
 
-class RLSAdapter:
+class RLSAdapter(_LinearAdapter):
     """Recursive least squares with exponential forgetting, over the realised support window.
 
     The classical online-adaptive linear model: each realised pair updates
@@ -159,7 +169,6 @@ class RLSAdapter:
     """
 
     algorithm = "rls"
-    window = 1
 
     def __init__(
         self, feature_spec: FeatureSpec | None, forgetting: float = 0.99, delta: float = 1.0
@@ -168,13 +177,9 @@ class RLSAdapter:
             raise ConfigError(f"RLS forgetting must be in (0, 1], got {forgetting!r}")
         if not (isinstance(delta, (int, float)) and math.isfinite(delta) and delta > 0):
             raise ConfigError(f"RLS delta must be a finite number > 0, got {delta!r}")
-        self.feature_spec = feature_spec
+        super().__init__(feature_spec)
         self.forgetting = float(forgetting)
         self.delta = float(delta)
-
-    @property
-    def horizon(self) -> int | None:
-        return None if self.feature_spec is None else self.feature_spec.horizon
 
     def adapt(
         self, x_support: np.ndarray, y_support: np.ndarray, steps: int | None = None

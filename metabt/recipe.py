@@ -348,7 +348,8 @@ def train_roster(
     alpha, ridge_scores = select_by_validation(
         lambda a: RidgeAdapter(spec, a), RIDGE_GRID, val.fixed(VAL_TASKS, cfg.seed)
     )
-    lam, rls_scores = RLS_DEFAULT, {}
+    lam = RLS_DEFAULT
+    rls_scores: dict[float, float] = {}
     try:  # the validation window only: RLS's longer support needs no training tasks
         split = end - pd.DateOffset(days=round(365.25 * cfg.val_years))
         val_rls = TaskSampler.from_frames(

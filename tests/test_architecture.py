@@ -46,6 +46,7 @@ LAYERS = [
     "evaluation",
     "recipe",
     "experiments",
+    "walkforward",
     "cli",
     "__main__",
 ]

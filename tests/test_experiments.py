@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from metabt.errors import ConfigError
-from metabt.experiments import walkforward_folds
+from metabt.walkforward import walkforward_folds
 
 
 def test_walkforward_folds_are_contiguous_and_cover_the_period():
