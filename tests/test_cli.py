@@ -447,3 +447,15 @@ def test_train_killed_with_sigkill_resumes_to_the_uninterrupted_result(tmp_path)
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+def test_help_and_usage_errors_never_import_torch():
+    """`metabt --help` and a usage error answer at once: no torch, no backtrader."""
+    code = (
+        "import sys\n"
+        "from metabt.cli import main\n"
+        "codes = [main(['--help']), main(['backtest', '--seed', 'x']), main([])]\n"
+        "print(codes, 'torch' in sys.modules, 'backtrader' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "[0, 2, 2] False False"

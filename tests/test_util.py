@@ -63,3 +63,36 @@ def test_atomic_path_never_writes_through_a_planted_symlink(tmp_path):
             tmp.write_text("report", encoding="utf-8")
     assert len(names) == 3  # a fresh, unpredictable name each time
     assert victim.read_text(encoding="utf-8") == "precious"
+
+
+def test_atomic_dir_replaces_a_report_set_whole_or_not_at_all(tmp_path):
+    from metabt._util import atomic_dir
+
+    out = tmp_path / "reports"
+    with atomic_dir(out) as tmp:
+        (tmp / "a.csv").write_text("1", encoding="utf-8")
+        (tmp / "b.html").write_text("<p>", encoding="utf-8")
+    assert sorted(p.name for p in out.iterdir()) == ["a.csv", "b.html"]
+    with pytest.raises(KeyboardInterrupt), atomic_dir(out) as tmp:
+        (tmp / "a.csv").write_text("2", encoding="utf-8")
+        raise KeyboardInterrupt  # Ctrl-C between two files of the set
+    assert (out / "a.csv").read_text(encoding="utf-8") == "1"  # the old set, untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reports"]  # no leftovers
+    with atomic_dir(out) as tmp:
+        (tmp / "c.md").write_text("new", encoding="utf-8")
+    assert sorted(p.name for p in out.iterdir()) == ["c.md"]  # replaced as a whole
+
+
+def test_check_output_path_refuses_impossible_outputs_up_front(tmp_path):
+    from metabt._util import check_output_path
+    from metabt.errors import ConfigError
+
+    a_file = tmp_path / "f.txt"
+    a_file.write_text("x", encoding="utf-8")
+    with pytest.raises(ConfigError, match="is a file; give a folder"):
+        check_output_path(a_file, "--out", kind="dir")
+    with pytest.raises(ConfigError, match="is a folder"):
+        check_output_path(tmp_path, "--report", kind="file")
+    with pytest.raises(ConfigError, match="no folder can be made under it"):
+        check_output_path(a_file / "sub" / "r.html", "--report", kind="file")
+    assert check_output_path(tmp_path / "new" / "r.html", "--report", kind="file").name == "r.html"
