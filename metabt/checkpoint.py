@@ -321,8 +321,9 @@ def load_learner(
     except CheckpointError:
         raise
     except (ConfigError, KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
-            f"{path}: the checkpoint does not match this version of metabt ({exc}); "
+            f"{path}: the checkpoint does not match this version of metabt ({first}); "
             "re-create it with `metabt train`"
         ) from exc
     if spec is not None and model.n_features != spec.n_features * model.window:

@@ -545,7 +545,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with _limit_threads(args.threads):
             return commands[args.command](args)
     except MetabtError as exc:
-        print(f"metabt {args.command}: error: {exc}", file=sys.stderr)
+        message = " ".join(str(exc).split())  # one line, whatever a library put in it
+        print(f"metabt {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("metabt: interrupted", file=sys.stderr)
