@@ -76,6 +76,8 @@ class TaskSampler:
         end: every used label is realised strictly before ``end``; None = no bound.
             Default None.
         names: asset names for messages. Default "asset0", "asset1", ...
+        hint: a sentence appended to the "no valid task" error (e.g. how many bars of
+            feature warm-up each asset spends). Default "".
 
     Attributes:
         support, query, horizon (int): as given.
@@ -100,7 +102,9 @@ class TaskSampler:
         start: Any = None,
         end: Any = None,
         names: Sequence[str] | None = None,
+        hint: str = "",
     ) -> None:
+        self._hint = f" {hint}" if hint else ""
         self.support = _check_int("support", support, 1)
         self.query = _check_int("query", query, 1)
         self.horizon = _check_int("horizon", horizon, 1)
@@ -188,6 +192,7 @@ class TaskSampler:
                 f"rows (support {S}, gap {h}, query {Q}) plus {h} more bars to realise the "
                 f"last label before end; a usable row has a finite feature row and label "
                 f"({per_asset}). Use more bars, a wider date range, or a smaller support/query."
+                + self._hint
             )
         self.start, self.end = start, end
         self._anchors = found
@@ -235,27 +240,24 @@ class TaskSampler:
         X = [stack_window(spec.transform(f), window) for f in frames.values()]
         y = [spec.labels(f) for f in frames.values()]
         dates = [f.index for f in frames.values()]
-        try:
-            return cls(
-                X,
-                y,
-                dates,
-                support=support,
-                query=query,
-                horizon=spec.horizon,
-                start=start,
-                end=end,
-                names=list(frames),
-            )
-        except ConfigError as exc:
-            if "no valid support/query task" not in str(exc):
-                raise
-            warmup = spec.lookback - 1 + int(window) - 1
-            raise ConfigError(
-                f"{exc} With this FeatureSpec the first {warmup} bars of each frame are feature "
-                f"warm-up, so an asset needs at least "
-                f"{warmup + support + query + 2 * spec.horizon - 1} bars (before end)."
-            ) from None
+        warmup = spec.lookback - 1 + int(window) - 1
+        hint = (
+            f"With this FeatureSpec the first {warmup} bars of each frame are feature warm-up, "
+            f"so an asset needs at least {warmup + support + query + 2 * spec.horizon - 1} "
+            "bars (before end)."
+        )
+        return cls(
+            X,
+            y,
+            dates,
+            support=support,
+            query=query,
+            horizon=spec.horizon,
+            start=start,
+            end=end,
+            names=list(frames),
+            hint=hint,
+        )
 
     # ------------------------------------------------------------------ properties
     @property
