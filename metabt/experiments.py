@@ -219,10 +219,12 @@ class MainRun:
 
     @property
     def meta(self) -> BacktestResult:
+        """MetaStrategy's backtest."""
         return self.results[0]
 
     @property
     def table(self) -> pd.DataFrame:
+        """One row per strategy, one column per metric (``metabt.metrics.metrics_table``)."""
         return metrics_table({r.name: r.metrics for r in self.results})
 
     def summary(self) -> list[str]:
@@ -446,6 +448,7 @@ class Comparison:
 
     @property
     def verdicts(self) -> list[str]:
+        """The verdict line of each seed (and a summary line with several seeds)."""
         return verdict_lines(self.runs)
 
     def write(self, out: Path) -> dict[str, Path]:

@@ -291,6 +291,7 @@ class RosterModels:
     selection: dict[str, dict[float, float]] = field(default_factory=dict)
 
     def learners(self) -> dict[str, TrainedLearner]:
+        """The three trained learners by role: meta, erm, scratch."""
         return {"meta": self.meta, "erm": self.erm, "scratch": self.scratch}
 
     def summary(self) -> str:
