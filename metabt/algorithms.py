@@ -33,6 +33,7 @@ __all__ = [
     "inner_loop",
     "mse",
     "outer_step",
+    "prediction",
     "query_losses",
     "resolve_engine",
     "support_arrays",
@@ -48,6 +49,35 @@ ENGINES = ENGINE_NAMES
 def mse(pred: Tensor, target: Tensor) -> Tensor:
     """Mean squared error, the loss of every inner and outer loop. (N,), (N,) -> ()."""
     return ((pred - target) ** 2).mean()
+
+
+def prediction(out: Tensor, x: Tensor, model: nn.Module) -> Tensor:
+    """A model's output as one prediction per input row: (N,) or (N, 1) -> (N,).
+
+    Every loss is ``mse(prediction, labels)`` on (N,) labels: an (N, 1) output, what an
+    ``nn.Linear(h, 1)`` head returns, would otherwise broadcast into an (N, N) loss and
+    train on nonsense without a word.
+
+    Args:
+        out: the model's output for ``x``.
+        x: its input, (N, F_in).
+        model: the module (named in the error).
+
+    Returns:
+        (N,) tensor.
+
+    Raises:
+        ConfigError: any other output shape.
+    """
+    rows = x.shape[0]
+    if out.shape == (rows,):
+        return out
+    if out.shape == (rows, 1):
+        return out.squeeze(-1)
+    raise ConfigError(
+        f"{type(model).__name__} returned shape {tuple(out.shape)} for {rows} input rows; "
+        f"a metabt model must map (N, F) to (N,) or (N, 1), here ({rows},) or ({rows}, 1)"
+    )
 
 
 class _Adapted(Protocol):
@@ -517,9 +547,10 @@ class GradientStep(OuterStep):
                 track_higher_grads=second_order,
                 override=override or None,
             ) as (fmodel, diffopt):
+                model = learner.model
                 for _ in range(learner.inner_steps):
-                    diffopt.step(mse(fmodel(xs[b]), ys[b]))
-                query_loss = mse(fmodel(xq[b]), yq[b])
+                    diffopt.step(mse(prediction(fmodel(xs[b]), xs[b], model), ys[b]))
+                query_loss = mse(prediction(fmodel(xq[b]), xq[b], model), yq[b])
                 if second_order:
                     (query_loss / batch).backward()
                 else:
@@ -584,7 +615,8 @@ class ErmStep(OuterStep):
         """Joint training step; returns the mean query loss after adaptation (before it)."""
         loss = learner.evaluate(xs, ys, xq, yq)
         learner.optimizer.zero_grad(set_to_none=True)
-        joint = learner.model(torch.cat([xs, xq], 1).flatten(0, 1))
+        x_all = torch.cat([xs, xq], 1).flatten(0, 1)
+        joint = prediction(learner.model(x_all), x_all, learner.model)
         mse(joint, torch.cat([ys, yq], 1).flatten()).backward()
         learner.optimizer.step()
         return loss

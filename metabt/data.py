@@ -196,8 +196,10 @@ def load_ohlcv(
 
     Column names are case-insensitive and stripped of surrounding whitespace; extra columns
     (e.g. ``adj close``) are ignored. The dates come from a column named ``date``,
-    ``datetime``, ``time`` or ``timestamp`` (the first found, any case) or, for a DataFrame
-    without such a column, from its DatetimeIndex.
+    ``datetime``, ``time`` or ``timestamp`` (the first found, any case), else from an
+    unnamed first column (what ``DataFrame.to_csv()`` writes for a date index) or, for a
+    DataFrame, from its DatetimeIndex. Compressed files (``.csv.gz``, ``.csv.bz2``, ...)
+    are read as they are.
 
     Args:
         source (str | os.PathLike | pd.DataFrame): a CSV file with a header line, or a
@@ -248,6 +250,8 @@ def load_ohlcv(
                 f"pandas.read_csv(path, sep={other!r}).to_csv(path, index=False)"
             )
     date_col = next((c for c in _DATE_NAMES if c in frame.columns), None)
+    if date_col is None and str(frame.columns[0]) in ("", "unnamed: 0"):
+        date_col = str(frame.columns[0])  # an unnamed first column: DataFrame.to_csv()'s index
     if date_col is not None:
         index = _parse_dates(frame[date_col], label, line_offset)
     elif isinstance(frame.index, pd.DatetimeIndex):

@@ -36,6 +36,7 @@ from metabt.algorithms import (
     adapt_head,
     mse,
     outer_step,
+    prediction,
     query_losses,
     resolve_engine,
     support_arrays,
@@ -181,7 +182,7 @@ class MetaLearner:
         if isinstance(self.model, MetaModel):
             return self.model.forward_with(params, x)
         out = torch.func.functional_call(self.model, dict(params), (x,))
-        return out.reshape(out.shape[0])
+        return prediction(out, x, self.model)
 
     def _detached_lrs(self) -> dict[str, Tensor | float]:
         return {

@@ -62,8 +62,9 @@ class SignalTrader(bt.Strategy):
     (backtrader's default), so a decision at bar t never trades at t's close.
 
     Named apart from backtrader's own ``bt.SignalStrategy``, whose contract differs.
-    If the Cerebro's sizer is not a :class:`SignalSizer`, a default ``SignalSizer()`` is
-    used. Fills, turnover and rejected orders are measured by
+    Without a sizer in the Cerebro, a default ``SignalSizer()`` is used; another kind of
+    sizer (``bt.sizers.FixedSize``, ``PercentSizer``, ...) is refused at start with a
+    ``ConfigError``, never silently replaced. Fills, turnover and rejected orders are measured by
     :class:`metabt.analyzers.PortfolioAnalyzer`, not by the strategy.
 
     Params:
@@ -101,6 +102,8 @@ class SignalTrader(bt.Strategy):
         # attribute lookup on every access)
         self._bars = [(d.high, d.low, d.close, d.volume) for d in self.datas]
         self._signal_sizer: SignalSizer | None = None
+        # backtrader gives every strategy a FixedSize before cerebro adds the user's sizer
+        self._backtrader_default_sizer = self.getsizer()
         self._seen = [0] * len(self.datas)  # bars of each data already processed
         self._last = [math.nan] * len(self.datas)  # latest signal of each data
         self._last_log_close = [math.nan] * len(self.datas)
@@ -117,9 +120,16 @@ class SignalTrader(bt.Strategy):
     # ---- backtrader hooks
     def start(self) -> None:
         sizer = self.getsizer()
-        if not isinstance(sizer, SignalSizer):
+        if sizer is self._backtrader_default_sizer:  # no sizer added: metabt's default
             sizer = SignalSizer()
             self.setsizer(sizer)
+        elif not isinstance(sizer, SignalSizer):
+            raise ConfigError(
+                f"{type(self).__name__} sizes its portfolio with metabt.SignalSizer "
+                f"(volatility targets, gross-leverage cap), not {type(sizer).__name__}; "
+                "use cerebro.addsizer(metabt.SignalSizer, target_vol=..., max_leverage=...) "
+                "or add no sizer"
+            )
         self._signal_sizer = sizer
         lookback = int(sizer.p.vol_lookback)
         self._vol = [RollingMoments((lookback,)) for _ in self.datas]

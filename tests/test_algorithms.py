@@ -130,3 +130,29 @@ def test_meta_step_moves_every_parameter(algorithm):
         assert not torch.equal(p.detach(), b)  # the meta-gradient reached every part of θ
     for p, b in zip(learner.inner_lrs.values(), lrs_before):
         assert not torch.equal(p.detach(), b)  # metasgd learns its inner rates
+
+
+def test_a_column_output_is_squeezed_and_any_other_shape_refused():
+    """An nn.Linear(h, 1) head returns (N, 1): it must not broadcast into an (N, N) loss."""
+    import copy
+
+    from torch import nn
+
+    from metabt.errors import ConfigError
+
+    xs, ys, xq, yq = _batch(b=2, s=6, q=4)
+    torch.manual_seed(0)
+    column = nn.Sequential(nn.Linear(F, 8), nn.Tanh(), nn.Linear(8, 1)).double()
+    flat = nn.Sequential(copy.deepcopy(column), nn.Flatten(0))  # the same net, (N,) output
+    a = MetaLearner(column, algorithm="maml", engine="higher", inner_steps=2)
+    b = MetaLearner(flat, algorithm="maml", engine="higher", inner_steps=2)
+    assert a.evaluate(xs, ys, xq, yq) == pytest.approx(b.evaluate(xs, ys, xq, yq), rel=1e-12)
+    assert a.meta_step(xs, ys, xq, yq) == pytest.approx(b.meta_step(xs, ys, xq, yq), rel=1e-12)
+    for p, q in zip(column.parameters(), flat[0].parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-12)  # the same outer update
+    wide = MetaLearner(nn.Linear(F, 2).double(), algorithm="maml", engine="higher")
+    with pytest.raises(ConfigError, match=r"Linear returned shape \(6, 2\) for 6 input rows"):
+        wide.meta_step(xs, ys, xq, yq)
+    erm = MetaLearner(nn.Linear(F, 3).double(), algorithm="erm", engine="higher")
+    with pytest.raises(ConfigError, match="must map"):
+        erm.meta_step(xs, ys, xq, yq)

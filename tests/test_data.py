@@ -453,3 +453,16 @@ def test_random_corruptions_raise_data_error_and_nothing_else(frame, which, data
         dict(_CORRUPTIONS)[which](bad, i)
     with pytest.raises(DataError):
         load_ohlcv(bad)
+
+
+def test_to_csv_files_with_an_unnamed_date_index_and_gzip_files_load(tmp_path):
+    """What DataFrame.to_csv() writes (the date as an unnamed first column), compressed too."""
+    frame = load_ohlcv(sample_files()[0]).iloc[:50]
+    plain = frame.rename_axis(None)  # no index name: the CSV's first header cell is empty
+    path = tmp_path / "X.csv"
+    plain.to_csv(path)
+    assert path.read_text(encoding="utf-8").startswith(",open,high,low,close,volume")
+    pd.testing.assert_frame_equal(load_ohlcv(path), frame)
+    gz = tmp_path / "X.csv.gz"
+    frame.to_csv(gz)
+    pd.testing.assert_frame_equal(load_ohlcv(gz), frame)

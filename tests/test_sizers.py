@@ -314,3 +314,19 @@ def test_target_shares_is_always_an_int(signal, vol, price, value, current):
 
 def test_overflowing_size_is_flat():
     assert SignalSizer().target_shares(1.0, 0.0625, 3.4e-277, 6.1e32) == 0
+
+
+def test_another_kind_of_sizer_is_refused_never_silently_replaced():
+    """No sizer: the default SignalSizer; a backtrader sizer: a clear error at start."""
+    for sizer, ok in ((None, True), (bt.sizers.FixedSize, False), (bt.sizers.PercentSizer, False)):
+        cerebro = bt.Cerebro(stdstats=False)
+        cerebro.adddata(bt.feeds.PandasData(dataname=_frame(), openinterest=None), name="SYN")
+        if sizer is not None:
+            cerebro.addsizer(sizer)
+        cerebro.addstrategy(_Probe)
+        if ok:
+            (strat,) = cerebro.run()
+            assert isinstance(strat.getsizer(), SignalSizer)
+        else:
+            with pytest.raises(ConfigError, match=r"metabt\.SignalSizer"):
+                cerebro.run()
