@@ -1,21 +1,32 @@
-"""experiments: walk-forward folds, the training recipe and the shared run settings."""
+"""experiments: the shared run settings refuse short histories before any work."""
 
 from __future__ import annotations
-
-import itertools
 
 import pandas as pd
 import pytest
 
-from metabt.errors import ConfigError
-from metabt.walkforward import walkforward_folds
+from metabt.errors import ConfigError, DataError
+from metabt.experiments import RunSettings
 
 
-def test_walkforward_folds_are_contiguous_and_cover_the_period():
-    folds = walkforward_folds("2008-01-01", "2013-03-01")
-    assert folds[0][0] == pd.Timestamp("2008-01-01") and folds[-1][1] == pd.Timestamp("2013-03-01")
-    for (_, end), (nxt, _) in itertools.pairwise(folds):
-        assert nxt == end + pd.Timedelta(days=1)
-    assert len(walkforward_folds("2008-01-01", "2013-03-01", years=2)) == 3
-    with pytest.raises(ConfigError, match="swap"):
-        walkforward_folds("2013-01-01", "2008-01-01")
+def test_run_settings_refuse_a_history_too_short_before_any_work(sample_frames):
+    frames = {"AAPL": sample_frames["AAPL"].loc["2010-11-01":"2011-03-31"]}
+    settings = RunSettings(frames=frames, train_frames=frames, start=pd.Timestamp("2011-01-03"))
+    with pytest.raises(DataError, match=r"AAPL: \d+ bars to feed .* needs at least 200"):
+        settings.check_history(roster=False)
+    with pytest.raises(DataError, match="RecursiveLeastSquares"):
+        settings.check_history(roster=True)
+    long = RunSettings(
+        frames=sample_frames, train_frames=sample_frames, start=pd.Timestamp("2010-01-04")
+    )
+    long.check_history(roster=True)  # 300 bars of warm-up and two years: enough
+
+
+def test_run_settings_refuse_an_end_before_the_start(sample_frames):
+    with pytest.raises(ConfigError, match="swap them"):
+        RunSettings(
+            frames=sample_frames,
+            train_frames=sample_frames,
+            start=pd.Timestamp("2011-01-03"),
+            end=pd.Timestamp("2010-01-04"),
+        )

@@ -6,11 +6,9 @@ import pandas as pd
 import pytest
 import torch
 
-from metabt.algorithms import ALGORITHMS, ENGINES
-from metabt.config import ALGORITHM_NAMES, DEMO, ENGINE_NAMES, MODEL_TYPES
+from metabt.config import DEMO
 from metabt.data import load_ohlcv, sample_files
 from metabt.errors import ConfigError
-from metabt.models import MODEL_TYPES as BUILT_MODELS
 from metabt.recipe import (
     RIDGE_GRID,
     RLS_GRID,
@@ -27,11 +25,6 @@ def frames():
     """Two real assets from 2000 to END (validation: the last two years before END)."""
     files = {p.stem: p for p in sample_files()}
     return {name: load_ohlcv(files[name]).loc[:END] for name in ("AAPL", "IBM")}
-
-
-def test_config_names_are_the_registries():
-    assert ALGORITHM_NAMES == ALGORITHMS and ENGINE_NAMES == ENGINES
-    assert MODEL_TYPES == BUILT_MODELS
 
 
 @pytest.fixture(scope="module")
