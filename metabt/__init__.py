@@ -27,6 +27,7 @@ _LAZY = {
     "PortfolioAnalyzer": "metabt.analyzers",
     "QuantStatsAnalyzer": "metabt.analyzers",
     "SignalSizer": "metabt.sizers",
+    "plot": "metabt.plotting",
 }
 
 __all__ = [
@@ -41,12 +42,14 @@ __all__ = [
     "QuantStatsAnalyzer",
     "SignalSizer",
     "__version__",
+    "plot",
 ]
 
 if TYPE_CHECKING:
     from metabt.analyzers import AdaptationAnalyzer, PortfolioAnalyzer, QuantStatsAnalyzer
     from metabt.errors import CheckpointError, ConfigError, DataError, MetabtError
     from metabt.meta import MetaLearner
+    from metabt.plotting import plot
     from metabt.sizers import SignalSizer
     from metabt.strategy import MetaStrategy
 

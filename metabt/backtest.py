@@ -214,6 +214,7 @@ def run_backtest(
     costs.apply(cerebro.broker)
     cerebro.addsizer(SignalSizer, **dict(sizer_kwargs or {}))
     cerebro.addstrategy(strategy, trade_start=start_ts.date(), **dict(strategy_kwargs or {}))
+    cerebro.addobserver(bt.observers.BuySell)  # orders on metabt.plot's chart
     cerebro.addanalyzer(QuantStatsAnalyzer, _name="quantstats", start=start_ts.date())
     cerebro.addanalyzer(PortfolioAnalyzer, _name="portfolio", start=start_ts.date())
     is_model = issubclass(strategy, MetaStrategy)

@@ -24,6 +24,7 @@ MODULES = [
     "metabt.meta",
     "metabt.metrics",
     "metabt.models",
+    "metabt.plotting",
     "metabt.recipe",
     "metabt.report",
     "metabt.sinusoid",

@@ -41,6 +41,7 @@ LAYERS = [
     "baselines",
     "metrics",
     "report",
+    "plotting",
     "analyzers",
     "backtest",
     "evaluation",
