@@ -363,8 +363,8 @@ def is_validated(frame: object) -> bool:
 def ohlcv_arrays(frame: pd.DataFrame) -> tuple[np.ndarray, ...]:
     """open, high, low, close, volume of an OHLCV frame as float64 arrays, checked once.
 
-    A frame from :func:`load_ohlcv` (:func:`is_validated`) is not parsed again; every frame's
-    values are checked here for what the features need (numeric, finite, prices > 0,
+    Nothing is parsed here (that is :func:`load_ohlcv`'s job, done once); every frame's
+    values are checked for what the features need (numeric, finite, prices > 0,
     volume >= 0): a few vectorised comparisons, so a loaded frame changed in place
     afterwards is still caught.
 

@@ -35,7 +35,7 @@ from metabt.recipe import (
     train_roster,
 )
 from metabt.report import write_comparison
-from metabt.strategy import MetaStrategy
+from metabt.strategy import MetaStrategy, SignalTrader
 
 __all__ = [
     "Comparison",
@@ -192,7 +192,8 @@ def rejection_warnings(results: Sequence[BacktestResult]) -> list[str]:
     ]
     ended: dict[str, Any] = {}
     for r in results:
-        ended.update(getattr(r.strategy, "ended", {}))
+        if isinstance(r.strategy, SignalTrader):
+            ended.update(r.strategy.ended)
     lines += [
         f"note: {name}'s data ends after {day}, before the other feeds; every strategy "
         "closed its position there (filled at its last bar's open)"

@@ -290,10 +290,6 @@ class RosterModels:
     rls_forgetting: float
     selection: dict[str, dict[float, float]] = field(default_factory=dict)
 
-    def learners(self) -> dict[str, TrainedLearner]:
-        """The three trained learners by role: meta, erm, scratch."""
-        return {"meta": self.meta, "erm": self.erm, "scratch": self.scratch}
-
     def summary(self) -> str:
         """The linear baselines' choices in one line."""
         ridge = self.selection.get("ridge_alpha", {})

@@ -107,14 +107,16 @@ def _cells(values: Sequence[object], hrefs: Sequence[str | None] = ()) -> list[d
     return [{"text": str(v), "href": h} for v, h in zip(values, links)]
 
 
-def _table_section(df: pd.DataFrame, heading: str = "", links: Mapping[str, str] = {}) -> dict:
+def _table_section(
+    df: pd.DataFrame, heading: str = "", links: Mapping[str, str] | None = None
+) -> dict:
     """A metrics-like table for :func:`_page`: index levels first, values as in the text."""
     names = [str(n) for n in df.index.names]
     rows = []
     for key, row in df.iterrows():
         keys = [str(k) for k in (key if isinstance(key, tuple) else (key,))]
         values = [_format_cell(str(c), row[c]) for c in df.columns]
-        rows.append(_cells([*keys, *values], [links.get(keys[0])]))
+        rows.append(_cells([*keys, *values], [(links or {}).get(keys[0])]))
     return {"heading": heading, "header": [*names, *map(str, df.columns)], "rows": rows}
 
 
