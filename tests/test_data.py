@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,12 +14,13 @@ import pytest
 from metabt.data import (
     COLUMNS,
     feed,
+    is_validated,
     load_many,
     load_ohlcv,
     sample_data_dir,
     sample_files,
 )
-from metabt.errors import DataError, MetabtError
+from metabt.errors import ConfigError, DataError, MetabtError
 
 HEADER = "date,open,high,low,close,volume"
 # Data rows; the header is line 1, so ROWS[i] is on CSV line i + 2.
@@ -169,9 +171,9 @@ def test_unreadable_file_and_wrong_source_type(tmp_path):
         load_ohlcv(path)
     with pytest.raises(DataError, match="is not a file"):
         load_ohlcv(tmp_path)
-    with pytest.raises(DataError, match="pass a CSV path or a DataFrame"):
+    with pytest.raises(DataError, match="pass a CSV or Parquet path, or a DataFrame"):
         load_ohlcv(123)  # type: ignore[arg-type]
-    with pytest.raises(DataError, match="pass a CSV path or a DataFrame"):
+    with pytest.raises(DataError, match="pass a CSV or Parquet path, or a DataFrame"):
         load_many([None])  # type: ignore[list-item]
 
 
@@ -182,12 +184,17 @@ def test_data_error_is_a_metabt_error_and_value_error(tmp_path):
         load_ohlcv(tmp_path / "missing.csv")
 
 
-def test_headers_are_case_insensitive_and_extra_columns_ignored(tmp_path):
+def test_headers_are_case_insensitive_and_numeric_extras_kept_as_lines(tmp_path):
     reference = load_ohlcv(_write(tmp_path, [HEADER, *ROWS], name="A.csv"))
-    header = " Date ,OPEN, High,low ,Close,VoLuMe,Adj Close"
-    lines = [header, *(f"{r},{i}" for i, r in enumerate(ROWS))]
+    header = " Date ,OPEN, High,low ,Close,VoLuMe,Adj Close,Ticker"
+    lines = [header, *(f"{r},{i},XYZ" for i, r in enumerate(ROWS))]
     frame = load_ohlcv(_write(tmp_path, lines, name="B.csv"))
-    pd.testing.assert_frame_equal(frame, reference)
+    assert list(frame.columns) == [*COLUMNS, "adj_close"]
+    assert frame.attrs["metabt.dropped"] == ("ticker",)
+    assert reference.attrs["metabt.dropped"] == ()
+    pd.testing.assert_frame_equal(frame[list(COLUMNS)], reference)
+    assert frame["adj_close"].dtype == np.float64
+    assert frame["adj_close"].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
 
 
 @pytest.mark.parametrize("date_name", ["DateTime", "time", "TIMESTAMP"])
@@ -343,8 +350,10 @@ def test_feed_bars_equal_the_frame():
     path = sample_data_dir() / "MSFT.csv"
     data = feed(path, fromdate="2012-06-01", todate="2012-08-31")
     assert data._name == "MSFT"
-    assert data.p.openinterest is None
+    assert not isinstance(data, bt.feeds.PandasData)
+    assert (data.p.timeframe, data.p.compression) == (bt.TimeFrame.Days, 1)
     strategy = _run(data)
+    assert np.isnan(strategy.data.openinterest[0])  # as PandasData(openinterest=None)
     frame = load_ohlcv(path).loc["2012-06-01":"2012-08-31"]
     assert len(strategy.bars) == len(frame) > 50
     seen = pd.DataFrame(strategy.bars, columns=["date", *COLUMNS]).set_index("date")
@@ -466,3 +475,232 @@ def test_to_csv_files_with_an_unnamed_date_index_and_gzip_files_load(tmp_path):
     gz = tmp_path / "X.csv.gz"
     frame.to_csv(gz)
     pd.testing.assert_frame_equal(load_ohlcv(gz), frame)
+
+
+# ---------------------------------------------------------------- Parquet, extra columns
+def test_parquet_files_load_with_index_or_date_column(tmp_path):
+    frame = load_ohlcv(sample_files()[0]).iloc[:60]
+    frame.to_parquet(tmp_path / "X.parquet")  # the dates as the Parquet index
+    pd.testing.assert_frame_equal(load_ohlcv(tmp_path / "X.parquet"), frame)
+    column = frame.reset_index().rename(columns={"date": "Timestamp", "close": "CLOSE"})
+    column.to_parquet(tmp_path / "Y.pq", index=False)
+    pd.testing.assert_frame_equal(load_ohlcv(tmp_path / "Y.pq"), frame)
+    assert list(load_many([tmp_path / "X.parquet", tmp_path / "Y.pq"])) == ["X", "Y"]
+    strings = frame.copy()
+    strings.index = strings.index.strftime("%Y-%m-%d").rename("Date")  # an index of text
+    strings.to_parquet(tmp_path / "Z.parquet")
+    pd.testing.assert_frame_equal(load_ohlcv(tmp_path / "Z.parquet"), frame)
+
+
+def test_parquet_errors_name_the_file_and_fix(tmp_path, monkeypatch):
+    bad = tmp_path / "BAD.parquet"
+    bad.write_bytes(b"not parquet at all")
+    with pytest.raises(DataError, match=r"^BAD\.parquet: not a readable Parquet file"):
+        load_ohlcv(bad)
+    load_ohlcv(sample_files()[0]).iloc[:5].to_parquet(tmp_path / "OK.parquet")
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow now fails
+    with pytest.raises(DataError, match=r"^OK\.parquet: .*needs pyarrow.*pip install pyarrow"):
+        load_ohlcv(tmp_path / "OK.parquet")
+
+
+def test_compressed_csv_is_named_by_its_stem(tmp_path):
+    load_ohlcv(sample_files()[0]).iloc[:5].to_csv(tmp_path / "ABC.csv.gz")
+    assert list(load_many([tmp_path / "ABC.csv.gz"])) == ["ABC"]
+    assert feed(tmp_path / "ABC.csv.gz")._name == "ABC"
+
+
+def _with_extras() -> pd.DataFrame:
+    source = _frame()
+    source["Adj Close"] = source["Close"] * 0.5
+    source["sentiment"] = [0.1, np.nan, -0.3, 0.2, 0.0]  # NaN is allowed in extras
+    source["Flag"] = np.array([1, 0, 1, 1, 0], dtype=np.int8)
+    source["ticker"] = "XYZ"  # text: dropped
+    source["listed"] = pd.Timestamp("1990-01-01")  # a time, not a feature: dropped
+    source["as_text"] = ["1.5", "2", None, "3", "4e2"]  # numbers stored as text: kept
+    return source
+
+
+def test_numeric_extra_columns_are_kept_as_float64_and_text_dropped():
+    source = _with_extras()
+    frame = load_ohlcv(source)
+    assert list(frame.columns) == [*COLUMNS, "adj_close", "sentiment", "flag", "as_text"]
+    assert (frame.dtypes == np.float64).all()
+    assert frame.attrs["metabt.dropped"] == ("ticker", "listed")
+    np.testing.assert_array_equal(frame["adj_close"], source["Adj Close"])
+    np.testing.assert_array_equal(frame["sentiment"], source["sentiment"])
+    np.testing.assert_array_equal(frame["as_text"], [1.5, 2.0, np.nan, 3.0, 400.0])
+    assert is_validated(frame) and is_validated(frame.iloc[1:])
+    text = frame.copy()
+    text["note"] = "x"  # a non-float column added later: validate again
+    assert not is_validated(text)
+
+
+@pytest.mark.parametrize(
+    ("column", "values", "expected"),
+    [
+        ("signal", [1.0, 2.0, np.inf, 0.0, 1.0], ["'signal'", "infinite", "row 2 (2020-01-06)"]),
+        ("signal", ["1", "2", "oops", "0", "1"], ["'signal'", "'oops'", "row 2 (2020-01-06)"]),
+        ("1st", [1.0] * 5, ["'1st'", "rename"]),
+        ("class", [1.0] * 5, ["'class'", "rename"]),
+        ("_hidden", [1.0] * 5, ["'_hidden'", "rename"]),
+        ("adj_close", [1.0] * 5, ["'adj_close'", "rename or drop"]),
+    ],
+    ids=["inf", "mixed-text", "digit", "keyword", "underscore", "collision"],
+)
+def test_bad_extra_columns_raise_naming_column(column, values, expected):
+    source = _with_extras()
+    source[column] = values
+    with pytest.raises(DataError) as info:
+        load_ohlcv(source, name="EXTRA")
+    message = str(info.value)
+    assert message.startswith("EXTRA: ")
+    for part in expected:
+        assert part in message, (part, message)
+
+
+def test_extra_column_errors_in_csv_name_the_line(tmp_path):
+    lines = [HEADER + ",signal", *(f"{r},1" for r in ROWS)]
+    lines[3] = lines[3][:-1] + "inf"
+    with pytest.raises(DataError, match=r"'signal' has an infinite value at line 4 \(2020-01-06\)"):
+        load_ohlcv(_write(tmp_path, lines))
+
+
+# ---------------------------------------------------------------- intraday bars
+def _hourly(days: int = 30, per_day: int = 7) -> pd.DataFrame:
+    """NYSE-hours hourly bars (09:30 ... 15:30) with a random walk and an extra column."""
+    sessions = pd.bdate_range("2021-03-01", periods=days)
+    hours = pd.timedelta_range("09:30:00", periods=per_day, freq="1h").to_numpy()
+    index = pd.DatetimeIndex((sessions.to_numpy()[:, None] + hours[None, :]).ravel(), name="date")
+    rng = np.random.default_rng(0)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.002, len(index))))
+    return pd.DataFrame(
+        {
+            "open": close,
+            "high": close * 1.001,
+            "low": close * 0.999,
+            "close": close,
+            "volume": rng.integers(1, 1000, len(index)).astype(float),
+            "spread": rng.random(len(index)),
+        },
+        index=index,
+    )
+
+
+def test_intraday_csv_keeps_times_ascending_and_unique(tmp_path):
+    source = _hourly(days=3)
+    path = tmp_path / "H.csv"
+    source.to_csv(path)
+    frame = load_ohlcv(path)
+    assert frame.index.equals(source.index) and frame.index.is_unique
+    assert frame.index[1] == pd.Timestamp("2021-03-01 10:30")
+    rows = [f"2021-03-01 {h:02d}:30,10,11,9,10.5,100" for h in (9, 11, 10)]
+    with pytest.raises(DataError, match=r"line 4 \(2021-03-01 10:30:00\) comes after line 3"):
+        load_ohlcv(_write(tmp_path, [HEADER, *rows]))
+
+
+def test_intraday_feed_delivers_every_bar_with_minute_timeframe():
+    frame = load_ohlcv(_hourly())
+    data = feed(frame, name="H")
+    assert (data.p.timeframe, data.p.compression) == (bt.TimeFrame.Minutes, 60)
+    cerebro = bt.Cerebro(stdstats=False)
+    cerebro.adddata(data)
+    cerebro.addstrategy(_Recorder)
+    cerebro.addanalyzer(bt.analyzers.TimeReturn, _name="returns")  # at the data's timeframe
+    strategy = cerebro.run()[0]
+    assert len(strategy.bars) == len(frame) == 30 * 7
+    assert [bar[0] for bar in strategy.bars] == list(frame.index.to_pydatetime())
+    assert len(strategy.analyzers.returns.get_analysis()) == len(frame)  # not one per day
+    minutes = _hourly(days=1, per_day=390)
+    minutes.index = minutes.index[0] + pd.to_timedelta(np.arange(len(minutes)), unit="min")
+    assert (feed(minutes).p.timeframe, feed(minutes).p.compression) == (bt.TimeFrame.Minutes, 1)
+    single = feed(frame.iloc[:1])  # one bar: no spacing, taken as daily
+    assert (single.p.timeframe, single.p.compression) == (bt.TimeFrame.Days, 1)
+
+
+def test_todate_includes_the_whole_day_of_intraday_bars():
+    frame = load_ohlcv(_hourly(days=5))
+    strategy = _run(feed(frame, fromdate="2021-03-02", todate="2021-03-03"))
+    assert len(strategy.bars) == 14  # both days, 7 bars each
+    assert strategy.bars[-1][0] == pd.Timestamp("2021-03-03 15:30")
+    strategy = _run(feed(frame, fromdate="2021-03-02 10:00", todate="2021-03-02 12:30"))
+    assert [bar[0].hour for bar in strategy.bars] == [10, 11, 12]
+
+
+def test_feed_extra_columns_are_lines_and_openinterest_is_filled():
+    source = _hourly(days=3)
+    source["openinterest"] = np.arange(len(source), dtype=float)
+    source["spread"] = source["spread"].where(source.index.hour != 11)  # some NaN
+    frame = load_ohlcv(source)
+
+    class Extras(bt.Strategy):
+        def __init__(self) -> None:
+            self.seen: list[tuple[float, float]] = []
+
+        def next(self) -> None:
+            self.seen.append((self.data.spread[0], self.data.openinterest[0]))
+
+    cerebro = bt.Cerebro(stdstats=False)
+    cerebro.adddata(feed(frame))
+    cerebro.addstrategy(Extras)
+    strategy = cerebro.run()[0]
+    assert strategy.data.lines.getlinealiases()[-1] == "spread"
+    seen = np.array(strategy.seen)
+    np.testing.assert_array_equal(seen[:, 0], frame["spread"].to_numpy())  # NaN where NaN
+    np.testing.assert_array_equal(seen[:, 1], frame["openinterest"].to_numpy())
+
+
+def test_feed_refuses_backtrader_attribute_names_and_unknown_params():
+    frame = load_ohlcv(_frame())
+    clash = frame.assign(size=1.0)
+    with pytest.raises(DataError, match=r"^data: column 'size' is also the name of a backtrader"):
+        feed(clash, name="data")
+    with pytest.raises(DataError, match="'fromdate' is also"):
+        feed(frame.assign(fromdate=1.0))
+    with pytest.raises(ConfigError, match=r"unknown parameter 'timefrmae' \(did you mean"):
+        feed(frame, timefrmae=bt.TimeFrame.Days)
+    weekly = feed(frame, timeframe=bt.TimeFrame.Weeks, plot=False)
+    assert weekly.p.timeframe == bt.TimeFrame.Weeks and weekly.plotinfo.plot is False
+
+
+# ---------------------------------------------------------------- same backtest as PandasData
+class _SmaCross(bt.Strategy):
+    """An SMA crossover that records every order and the portfolio value per bar."""
+
+    def __init__(self) -> None:
+        cross = bt.ind.CrossOver(bt.ind.SMA(period=10), bt.ind.SMA(period=30))
+        self.cross = cross
+        self.orders: list[tuple] = []
+        self.values: list[float] = []
+
+    def notify_order(self, order: bt.Order) -> None:
+        if order.status == order.Completed:
+            ex = order.executed
+            self.orders.append((bt.num2date(ex.dt), ex.size, ex.price, ex.comm))
+
+    def next(self) -> None:
+        self.values.append(self.broker.getvalue())
+        if self.cross[0] > 0:
+            self.order_target_percent(target=0.9)
+        elif self.cross[0] < 0:
+            self.order_target_percent(target=-0.5)
+
+
+def _backtest(data: bt.feed.DataBase) -> _SmaCross:
+    cerebro = bt.Cerebro(stdstats=False)
+    cerebro.adddata(data)
+    cerebro.broker.setcommission(commission=0.0005)
+    cerebro.addstrategy(_SmaCross)
+    return cerebro.run()[0]
+
+
+def test_feed_backtest_equals_pandasdata_backtest():
+    frame = load_ohlcv(sample_data_dir() / "IBM.csv").loc["2006":"2009"]
+    ours = _backtest(feed(frame, fromdate="2007-01-01", todate="2008-12-31"))
+    window = frame.loc["2007-01-01":"2008-12-31"]
+    theirs = _backtest(bt.feeds.PandasData(dataname=window, openinterest=None))
+    assert len(ours.orders) > 10
+    assert ours.orders == theirs.orders  # same dates, sizes, prices, commissions
+    assert ours.values == theirs.values
+    assert len(ours.values) == len(window) - 30  # next() runs once the crossover is ready
+    dates = [ours.data.datetime[-i] for i in range(len(window) - 1, -1, -1)]
+    assert dates == [bt.date2num(t) for t in window.index.to_pydatetime()]

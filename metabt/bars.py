@@ -1,0 +1,288 @@
+"""Bar frequency as a first-class fact: what one bar is, and how many bars make a year.
+
+Annualised statistics (Sharpe, volatility, turnover) and volatility targets need the
+number of bars per year, and that depends on trading hours as much as on bar spacing:
+hourly bars of an equity (about 7 a day on 252 days) are not hourly FX bars (24 a day, 5
+days a week) nor hourly crypto bars (24/7). :func:`infer_frequency` reads both from a
+DatetimeIndex: the bar *spacing* (its median, the label and the backtrader timeframe) and
+the bars *observed per year* (snapped to a conventional value when close to one).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from metabt.errors import ConfigError, DataError
+
+__all__ = [
+    "BarFrequency",
+    "check_bars_per_year",
+    "common_frequency",
+    "infer_frequency",
+]
+
+MIN_BARS = 20
+"""Bars needed to count bars per year; fewer fall back to the spacing's conventional value."""
+MIN_SPAN_DAYS = 28.0
+"""Calendar days the bars must span to count bars per year (else the same fallback)."""
+SNAP = 0.10
+"""A measured count within this relative distance of a conventional value snaps to it."""
+
+_DAY = 86_400.0  # seconds
+_YEAR = 365.25 * _DAY
+_SESSION = 6.5 * 3_600.0  # a regular equity session (NYSE 09:30-16:00), seconds
+_FIX = "pass bars_per_year explicitly (--bars-per-year on the command line), e.g. 252 for daily"
+
+
+@dataclass(frozen=True)
+class BarFrequency:
+    """How often bars come, and how many make a year.
+
+    Attributes:
+        name: readable label of the median bar spacing: ``"minute"``, ``"5-minute"``,
+            ``"hourly"``, ``"4-hour"``, ``"daily"``, ``"weekly"``, ``"monthly"``,
+            ``"quarterly"``, ``"yearly"``, ... (``"given"`` for an explicit value).
+        bars_per_year: bars in a year of this market (> 0), e.g. 252 for daily equities,
+            6240 for hourly FX (24 x 5 x 52), 8760 for hourly crypto (24 x 365).
+        basis: where ``bars_per_year`` comes from, e.g. ``"24/5"``, ``"trading days"``,
+            ``"measured"`` or ``"given"`` (not compared).
+        timeframe: backtrader ``TimeFrame`` name and compression of the spacing, e.g.
+            ``("Minutes", 60)`` for hourly bars, ``("Days", 1)`` for daily ones; None for
+            a given frequency (not compared).
+    """
+
+    name: str
+    bars_per_year: float
+    basis: str = field(default="", compare=False)
+    timeframe: tuple[str, int] | None = field(default=None, compare=False)
+
+    @property
+    def periods(self) -> int:
+        """``bars_per_year`` rounded to an int >= 1: what quantstats' ``periods`` take."""
+        return max(1, round(self.bars_per_year))
+
+    def describe(self) -> str:
+        """One line, e.g. ``"hourly bars, 6,240 per year (24/5)"``."""
+        x = self.bars_per_year
+        count = f"{x:,.0f}" if x >= 10 else f"{x:g}"
+        if self.name == "given":
+            return f"{count} bars per year (given)"
+        note = f" ({self.basis})" if self.basis else ""
+        return f"{self.name} bars, {count} per year{note}"
+
+
+def check_bars_per_year(value: Any, what: str = "bars_per_year") -> float:
+    """``value`` as a positive finite float.
+
+    Raises:
+        ConfigError: not a number (bools included), not finite, or <= 0; the message names
+            ``what``.
+    """
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, (bool, np.bool_)
+    )
+    if not ok or not math.isfinite(float(value)) or float(value) <= 0:
+        raise ConfigError(
+            f"{what} must be a positive number of bars per year (252 for daily equity bars, "
+            f"6240 for hourly FX, 8760 for hourly crypto), got {value!r}"
+        )
+    return float(value)
+
+
+def _count(n: float) -> str:
+    return f"{n:g}" if n == round(n) else f"{n:.2g}"
+
+
+def _spacing(seconds: float) -> tuple[str, tuple[str, int]]:
+    """Label and backtrader (timeframe, compression) of a bar spacing in seconds."""
+    if seconds < 1:
+        us = max(1, round(seconds * 1e6))
+        return f"{us}-microsecond", ("MicroSeconds", us)
+    if seconds < 60:
+        s = round(seconds)
+        return ("second" if s == 1 else f"{s}-second"), ("Seconds", s)
+    if seconds < 20 * 3_600:
+        if seconds % 3_600 == 0:
+            h = round(seconds / 3_600)
+            return ("hourly" if h == 1 else f"{h}-hour"), ("Minutes", 60 * h)
+        m = round(seconds / 60)
+        return ("minute" if m == 1 else f"{m}-minute"), ("Minutes", m)
+    days = seconds / _DAY
+    if days < 1.5:
+        return "daily", ("Days", 1)
+    if days < 5:
+        return f"{round(days)}-day", ("Days", round(days))
+    if days <= 10:
+        return "weekly", ("Weeks", 1)
+    if days < 25:
+        return f"{round(days / 7)}-week", ("Weeks", round(days / 7))
+    months = round(days / 30.44)
+    if months == 1:
+        return "monthly", ("Months", 1)
+    if months == 3:
+        return "quarterly", ("Months", 3)
+    if months < 11:
+        return f"{months}-month", ("Months", months)
+    years = max(1, round(days / 365.25))
+    return ("yearly" if years == 1 else f"{years}-year"), ("Years", years)
+
+
+def _conventions(seconds: float, timeframe: tuple[str, int]) -> list[tuple[float, str]]:
+    """Conventional (bars_per_year, basis) candidates for a bar spacing."""
+    unit, k = timeframe
+    if unit == "Days":
+        return [(252 / k, "trading days"), (365 / k, "calendar days")]
+    if unit in ("Weeks", "Months", "Years"):
+        return [({"Weeks": 52, "Months": 12, "Years": 1}[unit] / k, "")]
+    per_day = _DAY / seconds
+    out = [(per_day * 365, "24/7"), (per_day * 260, "24/5")]
+    for bars in sorted({_SESSION / seconds, float(math.ceil(_SESSION / seconds - 1e-9))}):
+        out.append((bars * 252, f"{_count(bars)} bars x 252 days"))
+    return out
+
+
+def infer_frequency(index: pd.DatetimeIndex, *, name: str | None = None) -> BarFrequency:
+    """Infer the bar frequency of a series of bar times, trading-hours aware.
+
+    The label and backtrader timeframe come from the median spacing of consecutive bars.
+    Bars per year are counted: ``(number of bars - 1) / span in years`` (365.25 days), then
+    snapped to the nearest conventional value for the spacing when within 10%
+    (:data:`SNAP`): sub-daily bars to 24/7 (``bars a day x 365``), 24/5 (``x 260``) or
+    exchange hours (a 6.5-hour session x 252 days; for hourly bars 1638 or 7 bars x 252 =
+    1764); daily bars to 252 (trading days) or 365 (calendar days); weekly to 52, monthly
+    to 12, quarterly to 4, yearly to 1. A count far from all of them is kept, rounded
+    (basis ``"measured"``).
+
+    With fewer than :data:`MIN_BARS` bars or a span under :data:`MIN_SPAN_DAYS` days the
+    count is unreliable; the value is then assumed from the spacing and the calendar the
+    bars show: 7 days a week if any bar falls on a Saturday; for sub-daily bars 24/5 if a
+    day's bars cover more than 12 hours, else exchange hours (the median bars per day x
+    252). The basis then says "assumed".
+
+    Args:
+        index: bar times (tz-naive or aware), ascending and unique, at least 2.
+        name: the feed's name for error messages.
+
+    Returns:
+        BarFrequency: the label, bars per year, basis and backtrader timeframe.
+
+    Raises:
+        DataError: not a DatetimeIndex, fewer than 2 bars, a missing (NaT) time, or times
+            not strictly ascending (the message says how to fix, e.g. pass
+            ``bars_per_year`` explicitly).
+    """
+    who = f"{name}: " if name else ""
+    if not isinstance(index, pd.DatetimeIndex):
+        raise DataError(
+            f"{who}bar times must be a pandas DatetimeIndex, got {type(index).__name__}; "
+            "load the bars with metabt.data.load_ohlcv"
+        )
+    if len(index) < 2:
+        raise DataError(
+            f"{who}{len(index)} bar(s) cannot show a bar frequency; give at least 2 bars or {_FIX}"
+        )
+    if index.hasnans:
+        raise DataError(f"{who}a bar has no time (NaT); load the bars with metabt.data.load_ohlcv")
+    ns = index.as_unit("ns").asi8
+    gaps = np.diff(ns)
+    if (gaps <= 0).any():
+        pos = int(np.flatnonzero(gaps <= 0)[0]) + 1
+        raise DataError(
+            f"{who}bar times must be strictly ascending, but bar {pos} ({index[pos]}) is not "
+            f"after bar {pos - 1}; sort by time and drop duplicates (metabt.data.load_ohlcv "
+            "checks both)"
+        )
+    seconds = float(np.median(gaps)) / 1e9
+    if seconds >= 1:  # times from backtrader's float day numbers carry microsecond noise
+        seconds = float(round(seconds))
+    label, timeframe = _spacing(seconds)
+    candidates = _conventions(seconds, timeframe)
+    span = (ns[-1] - ns[0]) / 1e9
+    if len(index) >= MIN_BARS and span >= MIN_SPAN_DAYS * _DAY:
+        measured = (len(index) - 1) / (span / _YEAR)
+        value, basis = min(candidates, key=lambda c: abs(math.log(measured / c[0])))
+        if abs(measured / value - 1) <= SNAP:
+            return BarFrequency(label, float(value), basis, timeframe)
+        kept = float(round(measured)) if measured >= 10 else round(measured, 2)
+        return BarFrequency(label, kept, "measured", timeframe)
+    value, basis = _assumed(index, seconds, timeframe, candidates)
+    note = f"{basis}; assumed: too few bars" if basis else "assumed: too few bars"
+    return BarFrequency(label, value, note, timeframe)
+
+
+def _assumed(
+    index: pd.DatetimeIndex,
+    seconds: float,
+    timeframe: tuple[str, int],
+    candidates: list[tuple[float, str]],
+) -> tuple[float, str]:
+    """Conventional bars per year for a short sample, from the calendar its bars show."""
+    weekends = bool((index.day_of_week == 5).any())  # Saturday bars: a 7-day market
+    unit = timeframe[0]
+    if unit == "Days":
+        return candidates[1] if weekends else candidates[0]
+    if unit in ("Weeks", "Months", "Years"):
+        return candidates[0]
+    if weekends:
+        return candidates[0]
+    times = pd.Series(index.as_unit("ns").asi8).groupby(index.normalize().asi8)
+    covered = float((times.max() - times.min()).max()) / 1e9 + seconds  # longest day
+    if covered > 12 * 3_600:
+        return candidates[1]
+    per_day = float(times.size().median())
+    return per_day * 252, f"{_count(per_day)} bars x 252 days"
+
+
+def common_frequency(
+    indexes: Mapping[str, pd.DatetimeIndex], bars_per_year: float | None = None
+) -> BarFrequency:
+    """The one bar frequency of several feeds, or an explicit one.
+
+    Each feed's frequency is inferred (:func:`infer_frequency`); their labels must agree.
+    The bars per year are those of the union of all bar times, which is the clock a
+    multi-asset backtest steps on (daily equities beside daily crypto: 365).
+
+    Args:
+        indexes: feed name -> its bar times.
+        bars_per_year: if given, overrides inference (no check that the feeds agree);
+            the result is named ``"given"``.
+
+    Returns:
+        BarFrequency: the common frequency.
+
+    Raises:
+        ConfigError: ``bars_per_year`` is not a positive number; no feeds; feeds with
+            different labels (e.g. daily and hourly), naming each feed and its frequency.
+        DataError: as :func:`infer_frequency` (naming the feed).
+    """
+    if bars_per_year is not None:
+        return BarFrequency("given", check_bars_per_year(bars_per_year), "given")
+    if not indexes:
+        raise ConfigError(f"no data feeds to infer the bar frequency from; add data or {_FIX}")
+    found = {key: infer_frequency(ix, name=key) for key, ix in indexes.items()}
+    by_label: dict[str, list[str]] = {}
+    for key, freq in found.items():
+        by_label.setdefault(freq.name, []).append(key)
+    if len(by_label) > 1:
+        shown = "; ".join(
+            f"{label} ({found[keys[0]].bars_per_year:,.0f} per year): {', '.join(keys)}"
+            for label, keys in by_label.items()
+        )
+        raise ConfigError(
+            f"the data feeds have different bar frequencies: {shown}; resample them to one "
+            "frequency (e.g. frame.resample('1D').agg({'open': 'first', 'high': 'max', "
+            "'low': 'min', 'close': 'last', 'volume': 'sum'}).dropna()), or if mixing is "
+            "intended pass bars_per_year (--bars-per-year) for the backtest's clock"
+        )
+    first = next(iter(found.values()))
+    if len(found) == 1:
+        return first
+    union = np.unique(np.concatenate([ix.as_unit("ns").asi8 for ix in indexes.values()]))
+    clock = infer_frequency(pd.DatetimeIndex(union.view("datetime64[ns]")))
+    return BarFrequency(first.name, clock.bars_per_year, clock.basis, first.timeframe)
