@@ -1,4 +1,8 @@
-"""Causal, scale-free features and volatility-scaled forward-return labels from OHLCV bars."""
+"""Causal, scale-free features and volatility-scaled forward-return labels from OHLCV bars.
+
+User features plug in through :func:`register_feature` (see :mod:`metabt.feature_hook`,
+whose public names this module re-exports) and :meth:`FeatureSpec.with_features`.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import math
 import numbers
 from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
 
@@ -14,16 +18,46 @@ import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
-from metabt._checks import did_you_mean
 from metabt._stats import RollingMoments, forward_log_return, tail_stds, window_mask
-from metabt.data import ohlcv_arrays
+from metabt.data import COLUMNS, ohlcv_arrays
 from metabt.errors import ConfigError, DataError
+from metabt.feature_check import check_causal
+from metabt.feature_hook import (
+    FeatureFunction,
+    FeatureRef,
+    OnlineComputer,
+    WindowedOnline,
+    as_refs,
+    bind,
+    check_subclass,
+    custom_rows,
+    register_feature,
+    registered_features,
+    spec_from_dict,
+    spec_to_dict,
+)
 
-__all__ = ["FeatureSpec", "OnlineFeatures", "stack_window"]
+__all__ = [
+    "FeatureFunction",
+    "FeatureRef",
+    "FeatureSpec",
+    "OnlineComputer",
+    "OnlineFeatures",
+    "WindowedOnline",
+    "check_causal",
+    "register_feature",
+    "registered_features",
+    "stack_window",
+]
 
 _VOL_FLOOR = 1e-6  # floor of every trailing volatility (log return per bar): flat prices
 _VOLUME_STD_TOL = 1e-9  # a log1p(volume) std below this counts as 0 (constant volume)
 _CHUNK = 4096  # windows per block in transform: bounds the (rows, K, lookback) temporaries
+# what a subclass may override to change rows or scales; otherwise OnlineFeatures applies
+_ROW_CODE = (
+    "_rows", "_window_rows", "_scale_rows", "_plan", "transform", "transform_window",
+    "label_scale", "scale_window", "base_names", "names", "n_features", "lookback", "columns",
+)  # fmt: skip
 
 
 def _check_int(name: str, value: Any, low: int) -> int:
@@ -44,6 +78,17 @@ def _check_windows(name: str, value: Any) -> tuple[int, ...]:
     return windows
 
 
+def _check_positive(name: str, value: Any, hint: str) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ConfigError(f"FeatureSpec.{name} must be a finite number > 0 ({hint}), got {value!r}")
+    return float(value)
+
+
 @dataclass(frozen=True)
 class FeatureSpec:
     """What the model sees at bar t and what it predicts, from OHLCV bars.
@@ -62,7 +107,11 @@ class FeatureSpec:
     * ``volume_z``: z-score of ``log1p(V_t)`` among ``log1p(V)`` of bars
       t-volume_window+1 .. t (their mean and sample std); 0 when that std is 0.
 
-    Each feature is clipped to ``[-clip, clip]`` (standardised units). Prices enter only
+    Then come the ``custom`` features (:func:`register_feature`), named like
+    ``rsi(window=14)``, each computed from a window of its own lookback ending at t.
+
+    Each feature is clipped to ``[-clip, clip]`` (standardised units; custom features too,
+    so return values of order 1). Prices enter only
     through ratios and volume only through differences of ``log1p``, so features do not
     change when all prices are multiplied by a constant, nor (up to the ``+1`` in
     ``log1p``, negligible for share volumes) when volume is.
@@ -93,10 +142,19 @@ class FeatureSpec:
             years before 2008; ``scripts/choose_label_clip.py``): validation query MSE on
             the true labels 1.5657 unclipped, 1.5598 at 3, 1.5615 at 4, 1.5642 at 6,
             against 1.5609 for predicting zero.
+        custom: user features after the built-in ones (FeatureRef objects, strings
+            ``"pkg.module:function"`` or registered functions; see :meth:`with_features`).
+            Default ().
+
+    Subclasses override ``_rows`` (windows of high, low, close, volume -> rows), its
+    column names ``base_names`` and, for more bars, ``lookback``; define them at the top
+    level of a module (:meth:`to_dict` records ``"class": "module:QualName"``). Their
+    online rows come from ``transform_window``; verify them with :func:`check_causal`.
 
     Raises:
         ConfigError: a non-integer or too small horizon/lags/window, a repeated window,
-            a non-positive or non-finite ``clip``, a non-bool ``scale_label``.
+            a non-positive or non-finite ``clip``, a non-bool ``scale_label``, an unknown
+            or repeated custom feature, a subclass whose names and n_features disagree.
 
     Example:
         >>> spec = FeatureSpec()
@@ -113,6 +171,7 @@ class FeatureSpec:
     clip: float = 5.0
     scale_label: bool = True
     label_clip: float | None = 3.0
+    custom: tuple[FeatureRef, ...] = ()
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: store the validated, normalised values
@@ -122,41 +181,23 @@ class FeatureSpec:
         set_(self, "mom_windows", _check_windows("mom_windows", self.mom_windows))
         set_(self, "norm_window", _check_int("norm_window", self.norm_window, 2))
         set_(self, "volume_window", _check_int("volume_window", self.volume_window, 2))
-        clip = self.clip
-        if (
-            isinstance(clip, bool)
-            or not isinstance(clip, numbers.Real)
-            or not math.isfinite(clip)
-            or clip <= 0
-        ):
-            raise ConfigError(
-                f"FeatureSpec.clip must be a finite number > 0 (standardised units, e.g. 5.0), "
-                f"got {clip!r}"
-            )
-        set_(self, "clip", float(clip))
+        set_(self, "clip", _check_positive("clip", self.clip, "standardised units, e.g. 5.0"))
         if not isinstance(self.scale_label, (bool, np.bool_)):
             raise ConfigError(
                 f"FeatureSpec.scale_label must be True or False, got {self.scale_label!r}"
             )
         set_(self, "scale_label", bool(self.scale_label))
-        cap = self.label_clip
-        if cap is not None:
-            if (
-                isinstance(cap, bool)
-                or not isinstance(cap, numbers.Real)
-                or not math.isfinite(cap)
-                or cap <= 0
-            ):
-                raise ConfigError(
-                    "FeatureSpec.label_clip must be None or a finite number > 0 (label "
-                    f"units, e.g. 4.0 for 4 typical sizes), got {cap!r}"
-                )
-            set_(self, "label_clip", float(cap))
+        if self.label_clip is not None:
+            hint = "None or label units, e.g. 4.0 for 4 typical sizes"
+            set_(self, "label_clip", _check_positive("label_clip", self.label_clip, hint))
+        set_(self, "custom", as_refs(self.custom))
+        if type(self) is not FeatureSpec:
+            check_subclass(self)
 
     # ------------------------------------------------------------------ description
     @property
-    def names(self) -> list[str]:
-        """Feature names, in the column order of :meth:`transform` (``n_features`` of them)."""
+    def base_names(self) -> list[str]:
+        """Names of the built-in features (the columns of ``_rows``), before the custom ones."""
         return [
             *(f"ret_lag{k}" for k in range(self.lags)),
             *(f"vol_ratio_{w}" for w in self.vol_windows),
@@ -166,9 +207,14 @@ class FeatureSpec:
         ]
 
     @property
+    def names(self) -> list[str]:
+        """Feature names, in the column order of :meth:`transform` (``n_features`` of them)."""
+        return [*self.base_names, *(ref.label for ref in self.custom)]
+
+    @property
     def n_features(self) -> int:
         """Number of features F per bar."""
-        return self.lags + len(self.vol_windows) + len(self.mom_windows) + 2
+        return len(self.base_names) + len(self.custom)
 
     @property
     def lookback(self) -> int:
@@ -179,45 +225,90 @@ class FeatureSpec:
             max(self.vol_windows, default=0) + 1,
             max(self.mom_windows, default=0) + 1,
             self.volume_window,
+            *(b.window for b in self._bound),
         )
 
+    @cached_property
+    def columns(self) -> tuple[str, ...]:
+        """Extra frame columns (beyond OHLCV) the features read, sorted; pass them online."""
+        return tuple(sorted({c for b in self._bound for c in b.columns} - set(COLUMNS)))
+
+    def with_features(self, *features: FeatureRef | str | Any) -> FeatureSpec:
+        """This spec with custom features appended (same class, other fields unchanged).
+
+        Args:
+            *features: FeatureRef objects, strings ``"pkg.module:function"`` (optionally
+                followed by JSON parameters ``{"window": 21}``), registered names, or
+                functions decorated with :func:`register_feature`.
+
+        Returns:
+            A new spec whose ``names`` end with the new features.
+
+        Raises:
+            ConfigError: an unknown feature or parameter, a feature listed twice.
+        """
+        return replace(self, custom=(*self.custom, *as_refs(features)))
+
+    def online(self) -> OnlineComputer:
+        """A fresh per-asset online computer of this spec's rows (one per data feed).
+
+        Returns:
+            :class:`OnlineFeatures` (scalar math, ~15 µs per bar) for the built-in features;
+            with custom features, a :class:`WindowedOnline` that adds them to it (the
+            custom functions on the last ``lookback`` bars); for a subclass that overrides
+            the row or scale code, a :class:`WindowedOnline` calling ``transform_window``.
+        """
+        if not self._builtin:
+            return WindowedOnline(self)
+        if not self.custom:
+            return OnlineFeatures(self)
+        return WindowedOnline(self, base=OnlineFeatures(replace(self, custom=())))
+
+    @cached_property
+    def _builtin(self) -> bool:  # the rows and scales are FeatureSpec's own code
+        return all(getattr(type(self), n) is getattr(FeatureSpec, n) for n in _ROW_CODE)
+
+    @cached_property
+    def _bound(self) -> list[Any]:
+        return bind(self.custom)
+
     def to_dict(self) -> dict[str, Any]:
-        """The spec as JSON primitives (tuples become lists); inverse of :meth:`from_dict`."""
-        out: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            out[f.name] = list(value) if isinstance(value, tuple) else value
-        return out
+        """The spec as JSON primitives (tuples become lists); inverse of :meth:`from_dict`.
+
+        Custom features become ``"custom"`` records (name, params, import path, SHA-256 of
+        the source), and a subclass is recorded as ``"class": "module:QualName"``; neither
+        key is written when unused, so built-in specs read as before.
+
+        Raises:
+            ConfigError: the subclass or a feature function is defined in ``__main__`` or
+                inside a function (no import could find it again).
+        """
+        return spec_to_dict(self, FeatureSpec)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> FeatureSpec:
+    def from_dict(cls, d: Mapping[str, Any], *, allow_changed: bool = False) -> FeatureSpec:
         """Build and validate a spec from :meth:`to_dict` output.
 
         Missing keys take their defaults, except ``label_clip``, which is None: a spec
-        written before labels could be winsorised was trained on unclipped labels.
+        written before labels could be winsorised was trained on unclipped labels. A
+        ``"class"`` key builds that subclass (importing its module); ``"custom"`` records
+        import their modules (which registers the features) and must match: same name
+        and parameters, and the same source code unless ``allow_changed``.
 
         Args:
             d: field name -> value; lists are accepted for the window tuples.
+            allow_changed: load custom features whose source changed since ``d`` was
+                written (their values may differ from training). Default False.
 
         Returns:
-            The FeatureSpec.
+            The FeatureSpec (or recorded subclass).
 
         Raises:
-            ConfigError: ``d`` is not a mapping, has an unknown key, or holds a bad value.
+            ConfigError: ``d`` is not a mapping, has an unknown key, or holds a bad value;
+                a class or feature module that cannot be imported (install it or put it
+                on PYTHONPATH); a feature whose parameters or source changed.
         """
-        if not isinstance(d, Mapping):
-            raise ConfigError(f"FeatureSpec.from_dict needs a dict, got {type(d).__name__}")
-        known = [f.name for f in fields(cls)]
-        unknown = [k for k in d if k not in known]
-        if unknown:
-            hints = [f"{key!r}{did_you_mean(str(key), known)}" for key in unknown]
-            raise ConfigError(
-                f"FeatureSpec has no field {', '.join(hints)}; known fields: {', '.join(known)}"
-            )
-        values = dict(d)
-        # checkpoints written before label_clip existed trained on unclipped labels
-        values.setdefault("label_clip", None)
-        return cls(**values)
+        return spec_from_dict(cls, d, FeatureSpec, allow_changed=allow_changed)
 
     # ------------------------------------------------------------------ features
     @cached_property
@@ -258,6 +349,28 @@ class FeatureSpec:
         np.maximum(out, -self.clip, out=out)
         return out.astype(np.float32)
 
+    def _window_rows(
+        self,
+        w: Mapping[str, np.ndarray],
+        first_bar: int | None = None,
+        index: pd.Index | None = None,
+    ) -> np.ndarray:
+        """All feature rows of windows: column -> (..., n) float64 -> (..., F) float32.
+
+        ``_rows`` on high, low, close, volume, then the custom features (each on its own
+        trailing ``lookback`` bars). ``first_bar``/``index`` only name bars in errors.
+        """
+        rows = self._rows(w["high"], w["low"], w["close"], w["volume"])
+        if rows.shape[-1] != (n_base := self.n_features - len(self.custom)):
+            raise ConfigError(
+                f"{type(self).__qualname__}._rows returns {rows.shape[-1]} features but "
+                f"base_names lists {n_base}; override base_names to name every column of _rows"
+            )
+        if self.custom:
+            more = custom_rows(self._bound, w, self.clip, first_bar, index)
+            rows = np.concatenate([rows, more.astype(np.float32)], axis=-1)
+        return rows
+
     def _scale_rows(self, c: np.ndarray) -> np.ndarray:
         """Label scale of windows of closes: (..., >= norm_window+1) float64 -> (...) float64."""
         if not self.scale_label:
@@ -271,8 +384,9 @@ class FeatureSpec:
         """Feature rows of every bar of an OHLCV frame (the offline path).
 
         Args:
-            frame: DataFrame with float columns open, high, low, close, volume, one row per
-                bar in chronological order, as returned by ``metabt.data.load_ohlcv``.
+            frame: DataFrame with float columns open, high, low, close, volume (and the
+                extra columns of :attr:`columns`), one row per bar in chronological order,
+                as returned by ``metabt.data.load_ohlcv``.
 
         Returns:
             X: (T, F) float32. Row t uses bars t-lookback+1 .. t only. Rows t < lookback-1
@@ -280,17 +394,30 @@ class FeatureSpec:
 
         Raises:
             DataError: not a DataFrame, a missing column, a non-numeric value, a non-positive
-                or non-finite price, a negative or non-finite volume.
+                or non-finite price, a negative or non-finite volume; a custom feature that
+                returns the wrong shape or a non-finite value (feature and bar named).
         """
-        _, h, lo, c, v = ohlcv_arrays(frame)
-        n_bars, width = len(c), self.lookback
+        cols = dict(zip(COLUMNS, ohlcv_arrays(frame)))
+        for name in self.columns:
+            if name not in frame.columns:
+                raise DataError(
+                    f"the features read column {name!r}, which the frame lacks (has "
+                    f"{list(frame.columns)}); load a file with that column"
+                )
+            try:
+                cols[name] = frame[name].to_numpy(dtype=np.float64)
+            except (TypeError, ValueError) as exc:
+                raise DataError(f"column {name!r} is not numeric ({exc})") from exc
+        n_bars, width = len(frame), self.lookback
         out = np.full((n_bars, self.n_features), np.nan, dtype=np.float32)
         if n_bars < width:
             return out
-        hw, lw, cw, vw = (sliding_window_view(x, width) for x in (h, lo, c, v))
-        for i in range(0, len(cw), _CHUNK):
+        views = {k: sliding_window_view(x, width) for k, x in cols.items()}
+        for i in range(0, n_bars - width + 1, _CHUNK):
             j = slice(i, i + _CHUNK)
-            rows = self._rows(hw[j], lw[j], cw[j], vw[j])
+            rows = self._window_rows(
+                {k: x[j] for k, x in views.items()}, width - 1 + i, frame.index
+            )
             out[width - 1 + i : width - 1 + i + len(rows)] = rows
         return out
 
@@ -301,6 +428,8 @@ class FeatureSpec:
         low: np.ndarray,
         close: np.ndarray,
         volume: np.ndarray,
+        *,
+        extra: Mapping[str, np.ndarray] | None = None,
     ) -> np.ndarray:
         """Feature row of the LAST bar, from its recent history (the online path).
 
@@ -314,6 +443,7 @@ class FeatureSpec:
             low: (n,) low prices.
             close: (n,) close prices.
             volume: (n,) volumes.
+            extra: (n,) values of each extra column in :attr:`columns`.
 
         Returns:
             (F,) float32 feature row of the last bar. Only the last ``lookback`` bars are
@@ -321,18 +451,22 @@ class FeatureSpec:
 
         Raises:
             DataError: arrays that are not 1-D, differ in length, or hold fewer than
-                ``lookback`` bars.
+                ``lookback`` bars; a missing extra column; a bad custom feature value.
         """
-        width = self.lookback
+        width, extra = self.lookback, extra or {}
+        missing = [c for c in self.columns if c not in extra]
+        if missing:
+            raise DataError(f"transform_window: pass extra={{name: array}} for {missing}")
+        names = (*COLUMNS, *self.columns)
         arrays = [np.asarray(x, dtype=np.float64) for x in (open, high, low, close, volume)]
+        arrays += [np.asarray(extra[c], dtype=np.float64) for c in self.columns]
         n = arrays[3].shape[0] if arrays[3].ndim == 1 else -1
         if n < width or any(x.shape != (n,) for x in arrays):
             raise DataError(
-                f"transform_window needs five 1-D arrays (open, high, low, close, volume) of "
-                f"equal length >= lookback={width} bars, got shapes {[x.shape for x in arrays]}"
+                f"transform_window needs 1-D arrays {list(names)} of equal length "
+                f">= lookback={width} bars, got shapes {[x.shape for x in arrays]}"
             )
-        _, h, lo, c, v = (x[None, n - width :] for x in arrays)
-        return self._rows(h, lo, c, v)[0]
+        return self._window_rows({k: x[None, n - width :] for k, x in zip(names, arrays)})[0]
 
     # ------------------------------------------------------------------ labels
     def label_scale(self, frame: pd.DataFrame) -> np.ndarray:
@@ -424,6 +558,11 @@ class OnlineFeatures:
     """
 
     def __init__(self, spec: FeatureSpec) -> None:
+        if spec.custom or not spec._builtin:
+            raise ConfigError(
+                f"OnlineFeatures computes the built-in features only, but this spec has "
+                f"custom features or is a {type(spec).__qualname__}; use spec.online()"
+            )
         self.spec = spec
         self.lookback = spec.lookback
         self._vol_windows = (spec.norm_window, *spec.vol_windows)
@@ -437,13 +576,22 @@ class OnlineFeatures:
         self.bars = 0
 
     def update(
-        self, high: float, low: float, close: float, volume: float
+        self,
+        high: float,
+        low: float,
+        close: float,
+        volume: float,
+        *,
+        open: float | None = None,  # the OnlineComputer interface; unused
+        extra: Mapping[str, float] | None = None,
     ) -> tuple[np.ndarray | None, float]:
         """Add the newest bar; return its feature row and label scale.
 
         Args:
             high, low, close: prices of the bar (> 0).
             volume: its volume (>= 0).
+            open, extra: ignored (the built-in features do not read them); accepted so
+                that every :meth:`FeatureSpec.online` computer takes the same call.
 
         Returns:
             (row, scale): row is the (F,) float32 feature row, or None during the first
