@@ -1,0 +1,41 @@
+"""run.json: the record of a run (config, data hashes, versions, commit, times)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from metabt._version import __version__
+from metabt.records import RunRecord, file_sha256, git_commit, package_versions
+
+
+def test_file_hash_matches_hashlib(tmp_path):
+    path = tmp_path / "x.csv"
+    path.write_bytes(b"date,close\n2020-01-01,1\n" * 1000)
+    assert file_sha256(path) == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_record_holds_config_data_checkpoint_versions_and_times(tmp_path):
+    data = tmp_path / "a.csv"
+    data.write_text("date,close\n")
+    ckpt = tmp_path / "m.pt"
+    ckpt.write_bytes(b"weights")
+    record = RunRecord("backtest", {"seed": 3, "start": __import__("datetime").date(2010, 1, 4)})
+    record.add_data([data])
+    record.add_checkpoint(ckpt)
+    path = record.write(tmp_path / "out" / "run.json")
+    saved = json.loads(path.read_text())
+    assert saved["command"] == "backtest"
+    assert saved["config"] == {"seed": 3, "start": "2010-01-04"}
+    assert saved["seeds"] == [3]
+    assert saved["data"][0]["sha256"] == file_sha256(data)
+    assert saved["checkpoints"][0]["sha256"] == hashlib.sha256(b"weights").hexdigest()
+    assert saved["metabt_version"] == __version__
+    assert saved["packages"]["torch"] and saved["packages"]["pandas"]
+    assert saved["started_utc"] <= saved["finished_utc"]
+    assert not list((tmp_path / "out").glob("*.tmp*"))
+
+
+def test_git_commit_outside_a_repository_is_none(tmp_path):
+    assert git_commit(tmp_path) is None
+    assert package_versions(["surely-not-a-package-xyz"]) == {"surely-not-a-package-xyz": None}
