@@ -6,6 +6,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.metabt-installed
+RAY_STAMP := $(VENV)/.metabt-ray-installed
 # A local wheel directory (the CPU build of torch) is used when the machine has one.
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 PIP    := $(BIN)/python -m pip install --disable-pip-version-check $(FIND_LINKS) -c constraints.txt
@@ -21,11 +22,16 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PIP) -e '.[dev]'
 	touch $(STAMP)
 
+# the optional Ray extra (distributed experiments): tests run a real local Ray
+$(RAY_STAMP): $(STAMP)
+	$(PIP) -e '.[dev,ray]'
+	touch $(RAY_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/metabt backtest
 
 # lint and type checks first: a red linter fails the run before the slower tests
-test: lint typecheck
+test: lint typecheck $(RAY_STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
