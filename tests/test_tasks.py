@@ -12,7 +12,7 @@ from synthetic import gbm_frame
 
 from metabt.errors import ConfigError, DataError
 from metabt.features import FeatureSpec, stack_window
-from metabt.tasks import TaskSampler
+from metabt.tasks import PooledTaskSampler, TaskSampler
 
 H = 5  # label horizon of the encoded tasks
 STARTS = ["2001-01-01", "2001-03-15"]  # the two encoded assets start on different dates
@@ -302,3 +302,164 @@ def test_bad_arguments_raise():
         sampler.sample(0, np.random.default_rng(0))
     with pytest.raises(ConfigError, match="from_frames"):
         TaskSampler.from_frames({}, FeatureSpec(), support=5, query=5)
+
+
+# ---------------------------------------------------------------- pooled (cross-sectional) tasks
+POOL_STARTS = ["2001-01-01", "2001-01-01", "2001-06-01"]  # the third asset starts late
+
+
+def pooled_encoded(lengths=(300, 200, 220), warmup=20, horizon=H):
+    """Three assets on business days: asset1 ends early, asset2 starts late.
+
+    X[:, 0] = row index, X[:, 1] = asset id; y = 1000 * asset + row + 0.25 (unique per row);
+    NaN features in the first ``warmup`` rows and NaN labels in the last ``horizon``.
+    """
+    X, y, dates = [], [], []
+    for i, n in enumerate(lengths):
+        x = np.column_stack([np.arange(n), np.full(n, i), np.zeros(n)]).astype(np.float32)
+        x[:warmup] = np.nan
+        lab = (1000 * i + np.arange(n) + 0.25).astype(np.float32)
+        lab[n - horizon :] = np.nan
+        X.append(x)
+        y.append(lab)
+        dates.append(pd.bdate_range(POOL_STARTS[i], periods=n))
+    return X, y, dates
+
+
+def pooled_rows(xs, xq):
+    """(asset, row) pairs of support and query rows: 2 x (B, rows) int arrays each."""
+    xs, xq = xs.numpy(), xq.numpy()
+    return (xs[..., 1].astype(int), xs[..., 0].astype(int)), (
+        xq[..., 1].astype(int),
+        xq[..., 0].astype(int),
+    )
+
+
+def test_pooled_query_starts_horizon_dates_after_support_and_labels_are_realised():
+    X, y, dates = pooled_encoded()
+    sampler = PooledTaskSampler(
+        X, y, dates, support=10, query=4, horizon=H, support_rows=12, query_rows=5
+    )
+    calendar = dates[0].union(dates[1]).union(dates[2])
+    windows = sampler.windows
+    assert len(windows) == sampler.n_tasks > 50
+    for w in windows.itertuples():
+        gap = calendar.get_loc(w.query_start) - calendar.get_loc(w.support_end)
+        assert gap == H  # the deployment gap, on the union calendar
+        support, query = sampler.pools(w.anchor)
+        for rows, lo, hi in (
+            (support, w.support_start, w.support_end),
+            (query, w.query_start, w.query_end),
+        ):
+            assert len(rows)
+            assert np.isfinite(sampler._X[rows]).all() and np.isfinite(sampler._y[rows]).all()
+            for r in rows:
+                asset, row = int(sampler._X[r, 1]), int(sampler._X[r, 0])
+                assert lo <= dates[asset][row] <= hi
+                realised = dates[asset][row + H]  # the label's bar exists and ...
+                if r in support:  # ... every support label is realised by the query start
+                    assert realised <= w.query_start
+    xs, ys, xq, yq = sampler.fixed(sampler.n_tasks)
+    assert xs.shape == (sampler.n_tasks, 12, 3) and xq.shape == (sampler.n_tasks, 5, 3)
+    assert torch.isfinite(ys).all() and torch.isfinite(yq).all()
+    (sa, sr), (qa, qr) = pooled_rows(xs, xq)
+    np.testing.assert_array_equal(ys.numpy(), 1000 * sa + sr + 0.25)  # labels travel with rows
+    np.testing.assert_array_equal(yq.numpy(), 1000 * qa + qr + 0.25)
+
+
+def test_pooled_window_count_matches_definition():
+    X, y, dates = pooled_encoded()
+    S, Q, ks, kq = 10, 4, 15, 6
+    sampler = PooledTaskSampler(
+        X, y, dates, support=S, query=Q, horizon=H, support_rows=ks, query_rows=kq
+    )
+    calendar = dates[0].union(dates[1]).union(dates[2])
+    per_date = np.zeros(len(calendar), dtype=int)  # usable rows per union date, by definition
+    for x, lab, d in zip(X, y, dates):
+        pos = calendar.get_indexer(d)
+        for s in range(len(d) - H):
+            regular = pos[s + H] == pos[s] + H
+            per_date[pos[s]] += bool(np.isfinite(x[s]).all() and np.isfinite(lab[s]) and regular)
+    span = S - 1 + H + Q
+    expected = [
+        a
+        for a in range(len(calendar) - span - H + 1)  # the last query date is realised
+        if per_date[a : a + S].sum() >= ks
+        and per_date[a + S - 1 + H : a + S - 1 + H + Q].sum() >= kq
+    ]
+    np.testing.assert_array_equal(sampler.windows["anchor"], expected)
+    # before asset2 starts and after asset1 ends, windows have fewer rows but still exist
+    late = pd.Timestamp(POOL_STARTS[2])
+    assert (sampler.windows["query_end"] < late).any()
+    assert (sampler.windows["support_start"] > dates[1][-1]).any()
+    assert sampler.rows_per_asset["asset1"] < sampler.rows_per_asset["asset0"]
+
+
+def test_pooled_demean_subtracts_the_dates_cross_sectional_mean():
+    X, y, dates = pooled_encoded()
+    plain = PooledTaskSampler(X, y, dates, support=10, query=4, horizon=H)
+    demeaned = PooledTaskSampler(X, y, dates, support=10, query=4, horizon=H, demean=True)
+    checked = 0
+    for a in demeaned.windows["anchor"][::7]:
+        for rows in demeaned.pools(int(a)):
+            day = np.searchsorted(demeaned._calendar, demeaned._calendar[demeaned._u[rows]])
+            for t in np.unique(day):
+                on_day = rows[day == t]
+                assert len(on_day) >= 2  # a lone row has no cross-section to demean against
+                np.testing.assert_allclose(demeaned._y[on_day].sum(), 0, atol=1e-3)
+                raw = plain._y[on_day]
+                np.testing.assert_allclose(demeaned._y[on_day], raw - raw.mean(), atol=1e-3)
+                checked += 1
+    assert checked > 100
+
+
+def test_pooled_split_and_determinism_and_errors():
+    X, y, dates = pooled_encoded()
+    kw = {"support": 10, "query": 4, "horizon": H, "support_rows": 8, "query_rows": 4}
+    sampler = PooledTaskSampler(X, y, dates, **kw)
+    at = pd.Timestamp("2001-08-01")
+    train, val = sampler.split(at)
+    assert train.n_tasks + val.n_tasks < sampler.n_tasks
+    assert train.date_range[1] < at  # every train label realised before the split
+    assert (val.windows["support_start"] >= at).all()
+    for u, v in zip(
+        sampler.sample(16, np.random.default_rng(3)), sampler.sample(16, np.random.default_rng(3))
+    ):
+        assert torch.equal(u, v)
+    for u, v in zip(sampler.fixed(20, seed=1), sampler.fixed(20, seed=1)):
+        assert torch.equal(u, v)
+    xs, _, _, _ = sampler.sample(16, np.random.default_rng(3))
+    (sa, sr), _ = pooled_rows(xs, xs)
+    assert all(len(set(zip(a, r))) == 8 for a, r in zip(sa, sr))  # drawn without replacement
+    assert "PooledTaskSampler(" in repr(sampler)
+    with pytest.raises(ConfigError, match=r"no valid pooled task.*support_rows"):
+        PooledTaskSampler(X, y, dates, **{**kw, "support_rows": 31})  # 10 dates x 3 assets
+    with pytest.raises(ConfigError, match="demean"):
+        PooledTaskSampler(X, y, dates, **kw, demean="yes")
+    with pytest.raises(ConfigError, match="query_rows"):
+        PooledTaskSampler(X, y, dates, **{**kw, "query_rows": 0})
+    with pytest.raises(DataError, match="one X, y and dates"):
+        PooledTaskSampler(X, y[:2], dates, **kw)
+
+
+def test_pooled_tasks_from_frames_train_a_meta_learner(frames):
+    from metabt.meta import MetaLearner
+    from metabt.models import MLP
+
+    spec = FeatureSpec()
+    tasks = PooledTaskSampler.from_frames(
+        frames,
+        spec,
+        support=20,
+        query=5,
+        support_rows=30,
+        query_rows=8,
+        demean=True,
+        end="2006-06-01",
+    )
+    assert tasks.date_range[1] < pd.Timestamp("2006-06-01")
+    xs, _, _, yq = tasks.sample(4, np.random.default_rng(0))
+    assert xs.shape == (4, 30, spec.n_features) and yq.shape == (4, 8)
+    learner = MetaLearner(MLP(spec.n_features, (8,), seed=0), inner_steps=1, feature_spec=spec)
+    result = learner.fit(tasks, 2, batch_size=4, progress=False)
+    assert len(result.train_losses) == 2 and np.isfinite(result.train_losses).all()
