@@ -1,4 +1,10 @@
-"""Fused NumPy inner loops for metabt's models: the test-time adaptation a backtest runs per bar."""
+"""Fused NumPy inner loops for metabt's models: the test-time adaptation a backtest runs per bar.
+
+Each kernel adapts one support set (``adapt``) or B support sets of equal length at once
+(``adapt_many``: the same loop with a leading task axis, one batched matmul per layer
+for all tasks), and predicts with one task's φ (``forward``) or with each task's φ on its
+own row (``forward_many``).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ if TYPE_CHECKING:
     from torch import Tensor
 
 __all__ = [
+    "BatchKernel",
     "FastKernel",
     "FoldCache",
     "GRUKernel",
@@ -70,6 +77,33 @@ class FastKernel(Protocol):
         ...
 
 
+class BatchKernel(FastKernel, Protocol):
+    """A :class:`FastKernel` that also adapts B support sets at once (a leading task axis).
+
+    ``MetaLearner.adapt_batch`` uses it when the kernel has these methods, else
+    ``torch.func.vmap``. Each task's result equals a separate :meth:`FastKernel.adapt`.
+    """
+
+    def adapt_many(
+        self, theta: np.ndarray, rate: np.ndarray | float, x: np.ndarray, y: np.ndarray, steps: int
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """``steps`` gradient steps on each task's support MSE, from the same θ.
+
+        Args:
+            theta: (P,) θ from :meth:`fold` (not modified); rate: the rates from that call.
+            x: (B, S, F_in) support inputs; y: (B, S) support labels, θ's float dtype.
+            steps: number of inner steps (>= 0).
+
+        Returns:
+            (loss_before (B,), loss_after (B,), φ as name -> (B, *shape) ndarray).
+        """
+        ...
+
+    def forward_many(self, params: ArrayParams, x: np.ndarray) -> np.ndarray:
+        """Task b's model on row b. params: name -> (B, *shape); x: (B, F_in) -> (B,)."""
+        ...
+
+
 def _fold(
     values: Mapping[str, Any], names: Sequence[tuple[str, str]], like: ArrayParams
 ) -> np.ndarray:
@@ -99,6 +133,18 @@ def _unfold(flat: np.ndarray, shapes: Sequence[tuple[int, int]]) -> list[np.ndar
     for shape in shapes:
         size = shape[0] * shape[1]
         blocks.append(flat[start : start + size].reshape(shape))
+        start += size
+    return blocks
+
+
+def _unfold_many(flat: np.ndarray, shapes: Sequence[tuple[int, ...]]) -> list[np.ndarray]:
+    """Per-task views (B, *shape) of the consecutive blocks of a (B, P) buffer."""
+    blocks, start = [], 0
+    for shape in shapes:
+        size = math.prod(shape)
+        block = flat[:, start : start + size].reshape(flat.shape[0], *shape)
+        assert np.shares_memory(block, flat)  # a view: updates of flat show through
+        blocks.append(block)
         start += size
     return blocks
 
@@ -240,6 +286,88 @@ class MLPKernel:
             flat -= grad
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def adapt_many(
+        self,
+        theta: np.ndarray,
+        rate: np.ndarray | float,
+        x: np.ndarray,
+        y: np.ndarray,
+        steps: int,
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """:meth:`adapt` for B support sets of equal length at once, from the same θ.
+
+        The same fused loop with a leading task axis: θ is copied into a (B, P) buffer,
+        each layer is one batched matmul forward and one backward for all tasks, and the
+        update is one vector operation on the buffer.
+
+        Args:
+            theta: (P,) θ laid out by :meth:`fold` (not modified); rate: its rates.
+            x: (B, S, F) support inputs; y: (B, S) support labels, θ's float dtype.
+            steps: number of inner steps (>= 0).
+
+        Returns:
+            (loss_before (B,), loss_after (B,), φ as name -> (B, *shape) ndarray, views
+            into one new (B, P) buffer).
+
+        References:
+            Finn, Abbeel, Levine 2017 (MAML, eq. 1); Li et al. 2017 (Meta-SGD).
+        """
+        n_tasks, n_support = y.shape
+        flat = np.repeat(theta[None, :], n_tasks, axis=0)
+        grad = np.empty_like(flat)
+        blocks, d_blocks = _unfold_many(flat, self._shapes), _unfold_many(grad, self._shapes)
+        inputs = [np.empty((n_tasks, n_support, b.shape[1]), dtype=flat.dtype) for b in blocks]
+        for a in inputs:
+            a[..., -1] = 1.0
+        inputs[0][..., :-1] = x
+        outputs = [a[..., :-1] for a in inputs[1:]]
+        hidden = blocks[:-1]
+        back = [block[:, :-1].transpose(0, 2, 1) for block in hidden]  # (B, out, in)
+        head, d_head = blocks[-1][..., 0], d_blocks[-1][..., 0]  # (B, H + 1)
+        head_weight = head[:, :-1]
+        scalar_rate = isinstance(rate, float)
+        scale = 2.0 / n_support * (rate if isinstance(rate, float) else 1.0)
+        loss_before = np.full(n_tasks, np.nan)
+        for step in range(steps + 1):
+            for i, block in enumerate(hidden):
+                np.matmul(inputs[i], block, out=outputs[i])
+                np.maximum(inputs[i + 1], 0.0, out=inputs[i + 1])
+            residual = np.matmul(inputs[-1], head[:, :, None])[..., 0]
+            residual -= y
+            if step == 0:
+                loss_before = np.einsum("bs,bs->b", residual, residual) / n_support
+            if step == steps:
+                loss_after = np.einsum("bs,bs->b", residual, residual) / n_support
+                return loss_before, loss_after, self._named_many(blocks)
+            residual *= scale
+            np.matmul(residual[:, None, :], inputs[-1], out=d_head[:, None, :])
+            delta = residual[:, :, None] * head_weight[:, None, :]
+            for i in range(len(hidden) - 1, -1, -1):
+                delta *= outputs[i] > 0  # ReLU'
+                np.matmul(inputs[i].transpose(0, 2, 1), delta, out=d_blocks[i])
+                if i:
+                    delta = delta @ back[i]
+            if not scalar_rate:
+                grad *= rate
+            flat -= grad
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _named_many(self, blocks: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+        out = {}
+        for block, (w_name, b_name) in zip(blocks, self._block_names):
+            out[w_name] = block[:, :-1].transpose(0, 2, 1)
+            out[b_name] = block[:, -1]
+        return out
+
+    def forward_many(self, params: ArrayParams, x: np.ndarray) -> np.ndarray:
+        """Task b's MLP on row b. params: name -> (B, *shape) ndarray; x: (B, F) -> (B,)."""
+        h = x
+        for weight, bias in self._layer_names:
+            h = np.matmul(params[weight], h[:, :, None])[..., 0]
+            h += params[bias]
+            np.maximum(h, 0.0, out=h)
+        return np.einsum("bh,bh->b", h, params["head.weight"][:, 0]) + params["head.bias"][:, 0]
+
     def mse_grad_numpy(
         self, params: ArrayParams, x: np.ndarray, y: np.ndarray
     ) -> tuple[float, dict[str, np.ndarray]]:
@@ -294,7 +422,9 @@ class GRUKernel:
         self.window = model.window
         self.step_features = model.step_features
         self.hidden_size = model.hidden_size
-        self._shapes = [tuple(model.get_parameter(n).shape) for n in self._names]
+        self._shapes: list[tuple[int, ...]] = [
+            tuple(model.get_parameter(n).shape) for n in self._names
+        ]
 
     def _states(
         self, p: ArrayParams, x: np.ndarray
@@ -421,6 +551,112 @@ class GRUKernel:
             np.matmul(ones, flat_dg, out=d["x2h.bias"])
             np.matmul(flat_dgh.T, h_seen.reshape(n_rows * self.window, hidden), out=d["h2h.weight"])
             np.matmul(ones, flat_dgh, out=d["h2h.bias"])
+            grad *= rate
+            flat -= grad
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _states_many(
+        self, p: ArrayParams, x: np.ndarray
+    ) -> tuple[np.ndarray, list[tuple[np.ndarray, ...]]]:
+        """:meth:`_states` per task. p: name -> (B, *shape); x: (B, S, W * F) -> (B, S, H)."""
+        n_tasks, n_rows, hidden = x.shape[0], x.shape[1], self.hidden_size
+        steps = x.reshape(n_tasks, n_rows * self.window, self.step_features)
+        gx = np.matmul(steps, p["x2h.weight"].transpose(0, 2, 1))
+        gx = gx.reshape(n_tasks, n_rows, self.window, 3 * hidden)
+        gx += p["x2h.bias"][:, None, None, :]
+        w_hh_t, b_hh = p["h2h.weight"].transpose(0, 2, 1), p["h2h.bias"][:, None, :]
+        h = np.zeros((n_tasks, n_rows, hidden), dtype=gx.dtype)
+        cache: list[tuple[np.ndarray, ...]] = []
+        for t in range(self.window):
+            gh = h @ w_hh_t
+            gh += b_hh
+            g = gx[:, :, t]
+            rz = g[..., : 2 * hidden] + gh[..., : 2 * hidden]
+            rz = 1.0 / (1.0 + np.exp(-rz))
+            r, z = rz[..., :hidden], rz[..., hidden:]
+            hn = gh[..., 2 * hidden :]
+            n = np.tanh(g[..., 2 * hidden :] + r * hn)
+            cache.append((h, r, z, n, hn))
+            h = n + z * (h - n)
+        return h, cache
+
+    def forward_many(self, params: ArrayParams, x: np.ndarray) -> np.ndarray:
+        """Task b's GRU on row b. params: name -> (B, *shape); x: (B, W * F) -> (B,)."""
+        h, _ = self._states_many(params, x[:, None, :])
+        return (
+            np.einsum("bh,bh->b", h[:, 0], params["head.weight"][:, 0]) + params["head.bias"][:, 0]
+        )
+
+    def adapt_many(
+        self,
+        theta: np.ndarray,
+        rate: np.ndarray | float,
+        x: np.ndarray,
+        y: np.ndarray,
+        steps: int,
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """:meth:`adapt` for B support sets of equal length at once, from the same θ.
+
+        Backpropagation through time with a leading task axis (batched matmuls).
+
+        Args:
+            theta: (P,) θ from :meth:`fold` (not modified); rate: its rates.
+            x: (B, S, W * F) support inputs; y: (B, S) labels, θ's dtype.
+            steps: inner steps (>= 0).
+
+        Returns:
+            (loss_before (B,), loss_after (B,), φ as name -> (B, *shape) ndarray).
+
+        References:
+            Finn, Abbeel, Levine 2017 (MAML); Li et al. 2017 (Meta-SGD); Werbos 1990.
+        """
+        n_tasks, n_rows = y.shape
+        flat = np.repeat(theta[None, :], n_tasks, axis=0)
+        grad = np.empty_like(flat)
+        p = dict(zip(self._names, _unfold_many(flat, self._shapes)))
+        d = dict(zip(self._names, _unfold_many(grad, self._shapes)))
+        hidden, window = self.hidden_size, self.window
+        steps_x = x.reshape(n_tasks, n_rows * window, self.step_features)
+        scale = 2.0 / n_rows
+        d_gx = np.empty((n_tasks, n_rows, window, 3 * hidden), dtype=flat.dtype)
+        d_gh = np.empty_like(d_gx)
+        h_seen = np.empty((n_tasks, n_rows, window, hidden), dtype=flat.dtype)
+        loss_before = np.full(n_tasks, np.nan)
+        for step in range(steps + 1):
+            h, cache = self._states_many(p, x)
+            head_weight = p["head.weight"][:, 0]  # (B, H)
+            residual = np.einsum("bsh,bh->bs", h, head_weight)
+            residual += p["head.bias"]  # (B, 1)
+            residual -= y
+            if step == 0:
+                loss_before = np.einsum("bs,bs->b", residual, residual) / n_rows
+            if step == steps:
+                loss_after = np.einsum("bs,bs->b", residual, residual) / n_rows
+                return loss_before, loss_after, p
+            residual *= scale
+            d["head.weight"][:, 0] = np.einsum("bs,bsh->bh", residual, h)
+            d["head.bias"][:, 0] = residual.sum(1)
+            dh = residual[..., None] * head_weight[:, None, :]
+            w_hh = p["h2h.weight"]
+            for t in range(window - 1, -1, -1):
+                h_prev, r, z, n, hn = cache[t]
+                h_seen[:, :, t] = h_prev
+                dn_pre = dh * (1.0 - z) * (1.0 - n * n)
+                dg = d_gx[:, :, t]
+                dg[..., :hidden] = dn_pre * hn * r * (1.0 - r)
+                dg[..., hidden : 2 * hidden] = dh * (h_prev - n) * z * (1.0 - z)
+                dg[..., 2 * hidden :] = dn_pre
+                dgh = d_gh[:, :, t]
+                dgh[..., : 2 * hidden] = dg[..., : 2 * hidden]
+                np.multiply(dn_pre, r, out=dgh[..., 2 * hidden :])
+                dh = dh * z + dgh @ w_hh
+            flat_dg = d_gx.reshape(n_tasks, n_rows * window, 3 * hidden)
+            flat_dgh = d_gh.reshape(n_tasks, n_rows * window, 3 * hidden)
+            np.matmul(flat_dg.transpose(0, 2, 1), steps_x, out=d["x2h.weight"])
+            d["x2h.bias"][...] = flat_dg.sum(1)
+            seen = h_seen.reshape(n_tasks, n_rows * window, hidden)
+            np.matmul(flat_dgh.transpose(0, 2, 1), seen, out=d["h2h.weight"])
+            d["h2h.bias"][...] = flat_dgh.sum(1)
             grad *= rate
             flat -= grad
         raise AssertionError("unreachable")  # pragma: no cover

@@ -1,8 +1,14 @@
-"""The MAML family's outer-loop steps, one registry entry per algorithm, and the inner loops."""
+"""The MAML family's outer-loop steps, one registry entry per algorithm, and the inner loops.
+
+Every step runs on any ``torch.nn.Module`` mapping (N, F_in) to (N,) or (N, 1): the
+``func`` engine calls it through ``torch.func.functional_call`` inside ``vmap``/``grad``
+(PyTorch docs, "torch.func"), the ``higher`` engine patches it (Grefenstette et al. 2019).
+"""
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -15,7 +21,7 @@ from torch import Tensor, nn
 from metabt._checks import check_support, did_you_mean
 from metabt.config import ALGORITHM_NAMES, ENGINE_NAMES
 from metabt.errors import ConfigError
-from metabt.models import MetaModel
+from metabt.models import MetaModel, input_width
 
 __all__ = [
     "ALGORITHMS",
@@ -37,12 +43,14 @@ __all__ = [
     "query_losses",
     "resolve_engine",
     "support_arrays",
+    "vmap_failure",
 ]
 
 Params = dict[str, Tensor]
 Forward = Callable[[Mapping[str, Tensor], Tensor], Tensor]
 
-#: Engines computing the MAML-family meta-gradient: "auto" picks "func" for metabt's models.
+#: Engines computing the MAML-family meta-gradient: "auto" picks "func" unless the model
+#: cannot be batched by ``torch.func.vmap`` (then "higher").
 ENGINES = ENGINE_NAMES
 
 
@@ -181,13 +189,20 @@ def _task_loss(
     yq: Tensor,
 ) -> Tensor:
     """Query loss of one task after adaptation (vmapped over tasks by :func:`query_losses`)."""
-    if head_only:
-        model = learner.model
-        assert isinstance(model, MetaModel)
-        hs, hq = model.body_with(params, xs), model.body_with(params, xq)
-        head = {k: params[k] for k in learner.adapt_names}
+    model = learner.model
+    head = {k: params[k] for k in learner.adapt_names}
+    if head_only and isinstance(model, MetaModel) and tuple(head) == model.head_names:
+        hs, hq = model.body_with(params, xs), model.body_with(params, xq)  # body once
         head = inner_loop(head, model.head_with, hs, ys, steps, lrs, first_order)
         return mse(model.head_with(head, hq), yq)
+    if head_only:  # any other module: the whole forward pass, only the head adapted
+        rest = {k: v for k, v in params.items() if k not in head}
+
+        def predict(p: Mapping[str, Tensor], x: Tensor) -> Tensor:
+            return learner.forward_with({**rest, **p}, x)
+
+        head = inner_loop(head, predict, xs, ys, steps, lrs, first_order)
+        return mse(predict(head, xq), yq)
     fast = inner_loop(dict(params), learner.forward_with, xs, ys, steps, lrs, first_order)
     return mse(learner.forward_with(fast, xq), yq)
 
@@ -211,7 +226,8 @@ def query_losses(
         steps: inner steps.
         batch: xs (B, S, F_in), ys (B, S), xq (B, Q, F_in), yq (B, Q), θ's dtype.
         first_order: treat the inner gradients as constants (FOMAML).
-        head_only: adapt only the head on body features computed once (ANIL).
+        head_only: adapt only ``learner.adapt_names`` (ANIL): for metabt's models on body
+            features computed once, for any other module through its whole forward pass.
 
     Returns:
         (B,) tensor of query losses.
@@ -681,28 +697,93 @@ def outer_step(algorithm: str, engine: str) -> OuterStep:
     return OUTER_STEPS[algorithm]
 
 
+def vmap_failure(model: nn.Module) -> str | None:
+    """Why ``torch.func.vmap`` cannot batch ``model``'s inner loop, or None when it can.
+
+    A trial: ``grad`` inside ``vmap`` on two zero tasks, via ``functional_call`` on copies of
+    the buffers (module, buffers and torch's random state untouched). Typical failures:
+    dropout or batch norm in training mode, ``.item()``, data-dependent control flow.
+
+    Args:
+        model: the module (input width: :func:`metabt.models.input_width`, else the
+            first ``nn.Linear``'s).
+
+    Returns:
+        The error's first line, or None (also when the width is unknown or wrong).
+
+    Raises:
+        ConfigError: the model runs but its output is not (N,) or (N, 1).
+
+    References:
+        PyTorch docs, "torch.func", "UX Limitations" (what vmap cannot batch).
+    """
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    width = input_width(model) or (linears[0].in_features if linears else None)
+    if not params or width is None:
+        return None
+    state = {**params, **{k: v.clone() for k, v in model.named_buffers()}}
+    x = torch.zeros(2, 3, width, dtype=next(iter(params.values())).dtype)
+
+    def loss(p: Params, xb: Tensor) -> Tensor:
+        out = torch.func.functional_call(model, {**state, **p}, (xb,))
+        return mse(prediction(out, xb, model), xb[:, 0])
+
+    with torch.random.fork_rng(devices=[]):
+        try:
+            with torch.no_grad():
+                out = torch.func.functional_call(model, state, (x[0],))
+        except Exception:  # a wrong width guess: nothing to learn from the trial
+            return None
+        prediction(out, x[0], model)  # ConfigError for a wrong output shape
+        try:
+            torch.func.vmap(torch.func.grad(loss), in_dims=(None, 0))(params, x)
+        except ConfigError:
+            raise
+        except Exception as exc:  # whatever torch.func refuses
+            text = str(exc).strip()
+            return text.splitlines()[0] if text else type(exc).__name__
+    return None
+
+
 def resolve_engine(engine: str, model: nn.Module, step: OuterStep) -> str:
-    """The engine that runs ``step`` on ``model``: "auto" is "func" for metabt's models.
+    """The engine that runs ``step`` on ``model``: "auto" is "func" unless vmap cannot batch it.
+
+    metabt's models always run on ``func``. For any other module a trial call
+    (:func:`vmap_failure`) decides: "auto" falls back to "higher" with a warning naming
+    the cause; an explicit "func" that cannot work is a ConfigError.
 
     Args:
         engine: "auto", "higher" or "func".
         model: the module holding θ.
-        step: the algorithm's outer step (ANIL needs a model with a head).
+        step: the algorithm's outer step.
 
     Returns:
         "func" or "higher".
 
     Raises:
-        ConfigError: "func" or ANIL with a model that is not a ``metabt.models`` model.
+        ConfigError: "func" for a model ``torch.func.vmap`` cannot batch, or a model whose
+            output is not (N,) or (N, 1).
+
+    Warns:
+        UserWarning: "auto" fell back to "higher".
     """
-    is_meta_model = isinstance(model, MetaModel)
-    if engine == "auto":
-        engine = "func" if is_meta_model else "higher"
-    if engine == "func" and not is_meta_model:
+    if engine == "higher" or isinstance(model, MetaModel):
+        return "func" if engine == "auto" else engine
+    failure = vmap_failure(model)
+    if failure is None:
+        return "func"
+    name = type(model).__name__
+    if engine == "func":
         raise ConfigError(
-            f"engine 'func' needs a metabt.models model (MLP, GRU), got "
-            f"{type(model).__name__}; use engine='higher'"
+            f"engine 'func' cannot batch {name} with torch.func.vmap ({failure}); use "
+            "engine='higher', or make the forward pass vmap-compatible (no dropout or batch "
+            "norm in training mode, no .item(), no in-place updates of buffers)"
         )
-    if step.head_only and not is_meta_model:
-        raise ConfigError("algorithm 'anil' needs a model with a 'head' (metabt.models.MLP/GRU)")
-    return engine
+    warnings.warn(
+        f"engine='auto': torch.func.vmap cannot batch {name} ({failure}); using "
+        "engine='higher' (one task at a time, slower). Pass engine='higher' to silence this.",
+        UserWarning,
+        stacklevel=3,
+    )
+    return "higher"

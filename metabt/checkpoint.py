@@ -1,4 +1,12 @@
-"""Checkpoint files of a MetaLearner: payload layout, atomic writing and safe reading."""
+"""Checkpoint files of a MetaLearner: payload layout, atomic writing and safe reading.
+
+A checkpoint holds tensors and plain Python values only and is read with
+``torch.load(..., weights_only=True)``: never an arbitrary pickle. A user model
+(:func:`metabt.models.user_model`) is stored as its import path ``"module:QualName"``,
+its JSON constructor arguments and its state dict; loading imports the class (an
+``nn.Module`` subclass, else refused), builds it with those arguments, checks its output
+shape and loads the state dict strictly.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +26,7 @@ from torch import Tensor, nn
 from metabt._util import atomic_path
 from metabt._version import __version__
 from metabt.errors import CheckpointError, ConfigError
-from metabt.models import build_model
+from metabt.models import MetaModel, build_model, class_path, input_width, model_config_of
 
 if TYPE_CHECKING:
     from metabt.features import FeatureSpec
@@ -49,7 +57,8 @@ class Checkpointable(Protocol):
     """What a checkpoint holds of a learner (``metabt.meta.MetaLearner`` is one).
 
     Attributes:
-        model: a ``metabt.models`` model (its ``config()`` is stored).
+        model: a ``metabt.models`` model or a :func:`metabt.models.user_model` (its
+            config is stored).
         inner_lrs: learned per-parameter inner rates (Meta-SGD), name -> tensor, or empty.
         algorithm, inner_lr, inner_steps, meta_lr, engine, seed: hyper-parameters.
         feature_spec: the ``FeatureSpec`` of the model's inputs, or None.
@@ -68,6 +77,7 @@ class Checkpointable(Protocol):
     meta_lr: float
     engine: str
     seed: int
+    head: str | None
     feature_spec: FeatureSpec | None
     train_range: tuple[str, str] | None
     train_config: dict[str, Any] | None
@@ -108,23 +118,43 @@ def load_learner_state(learner: Checkpointable, state: Mapping[str, Tensor]) -> 
 
 
 def model_config(model: nn.Module) -> dict[str, Any]:
-    """The model's ``config()`` dict, as stored under ``"model_config"``.
+    """The config a model is rebuilt from, as stored under ``"model_config"``.
+
+    ``config()`` of metabt's models; for a user model the import path and constructor
+    arguments recorded by :func:`metabt.models.user_model`.
 
     Raises:
-        CheckpointError: the model is not a metabt model (it has no ``config()``).
+        CheckpointError: the class cannot be imported by name (defined in ``__main__`` or
+            inside a function), or metabt does not know the model's constructor arguments.
     """
-    config = getattr(model, "config", None)
-    if not callable(config):
+    if isinstance(model, MetaModel):
+        return dict(model.config())
+    name = type(model).__name__
+    try:
+        path = class_path(type(model))
+    except ConfigError as exc:
+        raise CheckpointError(f"cannot save {name}: {exc}") from exc
+    config = model_config_of(model)
+    if config is None:
         raise CheckpointError(
-            f"cannot save a {type(model).__name__}: only metabt.models models "
-            "(MLP, GRU) can be written to a checkpoint"
+            f"cannot save a {name}: metabt does not know its constructor arguments; build "
+            f"it with metabt.models.user_model({path!r}, n_features=..., **kwargs) (an "
+            "importable nn.Module class and JSON arguments) to make it saveable"
         )
-    return dict(config())
+    if config.get("type") != path:
+        raise CheckpointError(
+            f"cannot save a {name}: it was built as {config.get('type')!r} but its class is "
+            f"{path}; build it with metabt.models.user_model({path!r}, ...)"
+        )
+    return config
 
 
 def hparams(learner: Checkpointable) -> dict[str, Any]:
-    """The learner's hyper-parameters, as stored under ``"hparams"`` (dtype as "float32")."""
-    return {
+    """The learner's hyper-parameters, as stored under ``"hparams"`` (dtype as "float32").
+
+    ``"head"`` (ANIL's adapted submodule) is stored only when one was named.
+    """
+    out = {
         "algorithm": learner.algorithm,
         "inner_lr": learner.inner_lr,
         "inner_steps": learner.inner_steps,
@@ -133,6 +163,9 @@ def hparams(learner: Checkpointable) -> dict[str, Any]:
         "seed": learner.seed,
         "dtype": str(learner.dtype).replace("torch.", ""),
     }
+    if getattr(learner, "head", None) is not None:
+        out["head"] = learner.head
+    return out
 
 
 def save_learner(
@@ -153,7 +186,7 @@ def save_learner(
         The path written.
 
     Raises:
-        CheckpointError: the model is not a metabt model.
+        CheckpointError: the model cannot be rebuilt by name (see :func:`model_config`).
     """
     spec = learner.feature_spec
     payload = {
@@ -299,8 +332,8 @@ def load_learner(
     path = Path(path)
     ckpt = read_checkpoint(path)
     _check_payload(path, ckpt)
+    model = _build(path, ckpt["model_config"])
     try:
-        model = build_model(ckpt["model_config"])
         spec = None
         if ckpt["feature_spec"] is not None:
             spec = FeatureSpec.from_dict(ckpt["feature_spec"])
@@ -316,20 +349,30 @@ def load_learner(
             engine=engine or hp["engine"],
             seed=hp["seed"],
             feature_spec=spec,
+            **({"head": hp["head"]} if hp.get("head") is not None else {}),
         )
         load_learner_state(learner, ckpt["state"])
     except CheckpointError:
         raise
     except (ConfigError, KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+        first = " ".join(lines[:2]) if lines else type(exc).__name__
+        if not isinstance(model, MetaModel):
+            kind = ckpt["model_config"].get("type")
+            raise CheckpointError(
+                f"{path}: the saved weights do not fit the user model {kind!r} ({first}); "
+                "its class changed since the checkpoint was written: restore that version "
+                "of the class or retrain"
+            ) from exc
         raise CheckpointError(
             f"{path}: the checkpoint does not match this version of metabt ({first}); "
             "re-create it with `metabt train`"
         ) from exc
-    if spec is not None and model.n_features != spec.n_features * model.window:
+    width, window = input_width(model), int(getattr(model, "window", 1))
+    if spec is not None and width is not None and width != spec.n_features * window:
         raise CheckpointError(
-            f"{path}: the model takes {model.n_features} inputs but the feature spec gives "
-            f"{spec.n_features} x window {model.window}; re-create it with `metabt train`"
+            f"{path}: the model takes {width} inputs but the feature spec gives "
+            f"{spec.n_features} x window {window}; re-create it with `metabt train`"
         )
     if feature_spec is not None and spec != feature_spec:
         raise CheckpointError(
@@ -344,6 +387,22 @@ def load_learner(
 
 
 _DTYPES = ("float32", "float64")
+
+
+def _build(path: Path, config: Any) -> nn.Module:
+    """The checkpoint's model, freshly built; CheckpointError naming the cause and fix."""
+    if not isinstance(config, Mapping):
+        raise CheckpointError(f"{path}: the checkpoint's model_config is not a dict; re-create it")
+    kind = config.get("type")
+    try:
+        return build_model(config)
+    except ConfigError as exc:
+        if isinstance(kind, str) and ":" in kind:  # a user model: name the import and the fix
+            raise CheckpointError(f"{path}: cannot rebuild the saved user model: {exc}") from exc
+        raise CheckpointError(
+            f"{path}: the checkpoint does not match this version of metabt ({exc}); "
+            "re-create it with `metabt train`"
+        ) from exc
 
 
 def _check_payload(path: Path, ckpt: Mapping[str, Any]) -> None:

@@ -10,9 +10,13 @@ Two engines compute the same meta-gradient:
 * ``func``: all tasks of a batch at once with ``torch.func`` (``grad`` inside ``vmap``,
   parameters passed explicitly), several times faster on small models.
 
-``engine="auto"`` picks ``func`` for metabt's own models and ``higher`` for any other module.
+``engine="auto"`` picks ``func`` for any module that ``torch.func.vmap`` can batch (a trial
+call, ``metabt.algorithms.vmap_failure``), else ``higher`` with a warning. Any
+``torch.nn.Module`` mapping (N, F_in) to (N,) or (N, 1) is a model; metabt's own MLP and
+GRU also get fused NumPy inner loops at test time, chosen automatically.
 Outer steps and inner loops live in ``metabt.algorithms``, the NumPy kernels in
-``metabt._kernels``, the training loop in ``metabt.training``, files in ``metabt.checkpoint``.
+``metabt._kernels``, batched test-time adaptation in ``metabt.batched``, the training loop
+in ``metabt.training``, files in ``metabt.checkpoint``.
 """
 
 from __future__ import annotations
@@ -41,16 +45,34 @@ from metabt.algorithms import (
     resolve_engine,
     support_arrays,
 )
+from metabt.batched import (
+    BatchAdapted,
+    batch_support_arrays,
+    head_batch,
+    kernel_batch,
+    stack_adapted,
+    vmap_batch,
+)
 from metabt.checkpoint import load_learner, save_learner
 from metabt.errors import ConfigError
-from metabt.models import MetaModel
+from metabt.models import MetaModel, find_head
 from metabt.training import Batch, FitResult, TaskSource, as_batch
 from metabt.training import fit as _fit
 
 if TYPE_CHECKING:
     from metabt.features import FeatureSpec
 
-__all__ = ["ALGORITHMS", "AdaptedModel", "ENGINES", "FitResult", "MetaLearner"]
+__all__ = ["ALGORITHMS", "AdaptedModel", "BatchAdapted", "ENGINES", "FitResult", "MetaLearner"]
+
+_Array = Tensor | np.ndarray  # a tensor or an ndarray (converted to θ's dtype)
+
+
+def _steps(steps: int | None, default: int) -> int:
+    """Inner steps of one adaptation: ``steps``, or ``default`` when None; ConfigError if < 0."""
+    steps = default if steps is None else steps
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ConfigError(f"steps must be an integer >= 0, got {steps!r}")
+    return steps
 
 
 class MetaLearner:
@@ -65,33 +87,42 @@ class MetaLearner:
         ``maml``: second-order MAML (Finn et al. 2017).
         ``fomaml``: first-order MAML (Finn et al. 2017, section 5.2).
         ``metasgd``: MAML with a learned per-parameter inner learning rate (Li et al. 2017).
-        ``anil``: only the output head is adapted in the inner loop (Raghu et al. 2020).
+        ``anil``: only the output head is adapted in the inner loop (Raghu et al. 2020):
+            metabt's models' ``head``, else the module's last ``nn.Linear`` or ``head``.
         ``reptile``: moves θ towards the task-adapted weights (Nichol et al. 2018).
         ``erm``: non-meta baseline, ordinary joint training on all tasks' data; the same
             fine-tuning at test time.
         ``scratch``: non-meta baseline, no training; fine-tunes a random initialisation.
 
     Args:
-        model: a :class:`metabt.models.MetaModel` (MLP or GRU), or any module mapping
-            (N, F_in) -> (N,) (then only the ``higher`` engine and no ANIL/saving).
+        model: a :class:`metabt.models.MetaModel` (MLP or GRU), or any ``nn.Module``
+            mapping (N, F_in) -> (N,) or (N, 1); to be saved, build it with
+            :func:`metabt.models.user_model` (an import path and JSON kwargs).
         algorithm: one of ``ALGORITHMS``. Default "maml".
         inner_lr: inner-loop learning rate (initial value for metasgd). Default 0.05.
         inner_steps: inner-loop gradient steps per adaptation. Default 5.
         meta_lr: outer-loop Adam learning rate. Default 1e-3.
-        engine: "auto", "higher" or "func". Default "auto".
+        engine: "auto", "higher" or "func". Default "auto" ("func" unless vmap cannot
+            batch the model).
         seed: seed of the task-sampling generator used by :meth:`fit`. Default 0.
         feature_spec: the ``FeatureSpec`` the model's inputs come from (saved with it).
+        head: anil only: name of the submodule the inner loop adapts (as in
+            ``named_modules()``); None takes metabt's ``head`` or the last ``nn.Linear``.
 
     Attributes:
         model, algorithm, inner_lr, inner_steps, meta_lr, engine (resolved), seed,
-        feature_spec: as given. train_range: (first, last) training date or None.
+        feature_spec, head: as given. train_range: (first, last) training date or None.
         train_config: how it was trained (support, query, horizon, validation years,
             budget, untrained flag), set by ``metabt.recipe.train_learner``; saved.
         step_count: outer steps taken. inner_lrs: metasgd's learned rates, name -> tensor.
 
     Raises:
-        ConfigError: unknown algorithm or engine, non-positive rates, negative steps, or an
-            engine/algorithm the model cannot support.
+        ConfigError: unknown algorithm or engine, non-positive rates, negative steps, a
+            model without parameters or with a wrong output shape, "func" for a model vmap
+            cannot batch, ``head`` unknown or given without anil, anil without a head.
+
+    Warns:
+        UserWarning: engine "auto" fell back to "higher" (the model cannot be vmapped).
 
     References:
         Finn, Abbeel, Levine 2017, "Model-Agnostic Meta-Learning for Fast Adaptation of
@@ -112,8 +143,13 @@ class MetaLearner:
         engine: str = "auto",
         seed: int = 0,
         feature_spec: FeatureSpec | None = None,
+        head: str | None = None,
     ) -> None:
         self._step = outer_step(algorithm, engine)
+        if head is not None and not self._step.head_only:
+            raise ConfigError(f"head={head!r} is for algorithm 'anil' only; drop it")
+        if not any(True for _ in model.parameters()):
+            raise ConfigError(f"model {type(model).__name__} has no parameters to learn")
         for label, rate in (("inner_lr", inner_lr), ("meta_lr", meta_lr)):
             if not (isinstance(rate, (int, float)) and math.isfinite(rate) and rate > 0):
                 raise ConfigError(f"{label} must be a positive number, got {rate!r}")
@@ -126,6 +162,7 @@ class MetaLearner:
         self.meta_lr = float(meta_lr)
         self.seed = int(seed)
         self.feature_spec = feature_spec
+        self.head = head
         self.train_range: tuple[str, str] | None = None
         self.train_config: dict[str, Any] | None = None
         self.step_count = 0
@@ -136,10 +173,16 @@ class MetaLearner:
         self._forward_numpy = None if kernel is None else kernel.forward
         names = [n for n, _ in self._named_params]
         if self._step.head_only:
-            assert isinstance(model, MetaModel)
-            self._adapt_names = tuple(n for n in names if n in model.head_names)
+            prefix = find_head(model, head) + "."
+            self._adapt_names = tuple(n for n in names if n.startswith(prefix))
         else:
             self._adapt_names = tuple(names)
+        # ANIL on metabt's own head: the body runs once and the head's gradient is closed-form
+        self._fast_head = (
+            self._step.head_only
+            and isinstance(model, MetaModel)
+            and self._adapt_names == model.head_names
+        )
         self.inner_lrs: dict[str, nn.Parameter] = {}
         if self._step.learned_lr:
             params = dict(model.named_parameters())
@@ -198,15 +241,22 @@ class MetaLearner:
     def _numpy_theta(self) -> dict[str, np.ndarray]:  # views, no copy: read only
         return {k: v.detach().numpy() for k, v in self._named_params}
 
+    def _folded(self) -> tuple[np.ndarray, np.ndarray | float]:
+        """θ and the rates in the kernel's flat layout, from the fold cache."""
+        assert self._fold_cache is not None
+        tensors = [p for _, p in self._named_params]  # θ and rates: the fold cache's key
+        tensors += [self.inner_lrs[n] for n in self._adapt_names] if self.inner_lrs else []
+        return self._fold_cache.get(tensors, self.inner_lr, self._numpy_theta, self._numpy_lrs)
+
     # ----------------------------------------------------------------- outer loop
-    def meta_step(self, xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor) -> float:
+    def meta_step(self, xs: _Array, ys: _Array, xq: _Array, yq: _Array) -> float:
         """One outer-loop update of θ on a batch of tasks (``metabt.algorithms.OUTER_STEPS``).
 
         Args:
-            xs: support inputs, (B, S, F_in) float32.
-            ys: support labels, (B, S) float32.
-            xq: query inputs, (B, Q, F_in) float32.
-            yq: query labels, (B, Q) float32.
+            xs: support inputs, (B, S, F_in) float (tensor or ndarray; cast to θ's dtype).
+            ys: support labels, (B, S) float.
+            xq: query inputs, (B, Q, F_in) float.
+            yq: query labels, (B, Q) float.
 
         Returns:
             Mean over tasks of the query loss (MSE) after inner-loop adaptation, before this
@@ -254,17 +304,12 @@ class MetaLearner:
             ConfigError: on mismatched shapes, an empty support set, non-finite values or
                 a negative ``steps``.
         """
-        steps = self.inner_steps if steps is None else steps
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-            raise ConfigError(f"steps must be an integer >= 0, got {steps!r}")
+        steps = _steps(steps, self.inner_steps)
         xn, yn = support_arrays(x_support, y_support, self._named_params[0][1])
         cache, model = self._fold_cache, self.model
         if cache is not None and not self._step.head_only and not reference:
             assert isinstance(model, MetaModel)  # a kernel is registered for a MetaModel
-            tensors = [p for _, p in self._named_params]  # θ and rates: the fold cache's key
-            tensors += [self.inner_lrs[n] for n in self._adapt_names] if self.inner_lrs else []
-            flat, rate = cache.get(tensors, self.inner_lr, self._numpy_theta, self._numpy_lrs)
-            before, after, phi_numpy = cache.kernel.adapt(flat, rate, xn, yn, steps)
+            before, after, phi_numpy = cache.kernel.adapt(*self._folded(), xn, yn, steps)
             return AdaptedModel(
                 model.forward_with,
                 None,
@@ -277,7 +322,7 @@ class MetaLearner:
             )
         x, y = torch.from_numpy(xn), torch.from_numpy(yn)
         theta = {k: v.detach() for k, v in self._named_params}
-        if not reference and self._step.head_only:
+        if not reference and self._fast_head:
             assert isinstance(model, MetaModel)
             before, after, phi = adapt_head(model, theta, self._numpy_lrs(), x, y, steps)
             return AdaptedModel(
@@ -294,6 +339,49 @@ class MetaLearner:
         return AdaptedModel(
             self.forward_with, phi, loss_before=before, loss_after=after, steps=steps
         )
+
+    def adapt_batch(
+        self,
+        x_support: _Array,
+        y_support: _Array,
+        steps: int | None = None,
+        *,
+        reference: bool = False,
+    ) -> BatchAdapted:
+        """Adapt θ to B support sets of equal length at once (``metabt.batched``).
+
+        Task b's model equals ``adapt(x_support[b], y_support[b], steps)`` to float
+        precision, on the fused NumPy kernels over a task axis (MLP, GRU), ANIL's
+        closed-form head, ``torch.func.vmap`` of the inner loop (other modules, "func"
+        engine), or separate :meth:`adapt` calls (B = 1, the "higher" engine, ``reference``).
+
+        Args:
+            x_support: (B, S, F_in) float inputs; y_support: (B, S) float labels. Support
+                sets of different lengths go in separate calls, one per length.
+            steps: inner steps; None uses ``inner_steps``.
+            reference: separate reference :meth:`adapt` calls (tests, benchmarks).
+
+        Returns:
+            A :class:`BatchAdapted`: ``predict_rows(x (B, F_in)) -> (B,)``, ``model(i)``,
+            ``loss_before``/``loss_after`` (B,).
+
+        Raises:
+            ConfigError: shapes that do not fit, B or S of 0, non-finite values, bad steps.
+        """
+        steps = _steps(steps, self.inner_steps)
+        xn, yn = batch_support_arrays(x_support, y_support, self._named_params[0][1])
+        model, kernel = self.model, getattr(self._fold_cache, "kernel", None)
+        if reference or len(xn) == 1 or (self.engine == "higher" and kernel is None):
+            tasks = [self.adapt(x, y, steps, reference=reference) for x, y in zip(xn, yn)]
+            return stack_adapted(tasks, xn.dtype)
+        detached = {k: v.detach() for k, v in self._named_params}
+        if self._fast_head:
+            assert isinstance(model, MetaModel)
+            return head_batch(model, detached, self._numpy_lrs(), xn, yn, steps, kernel)
+        if kernel is not None and hasattr(kernel, "adapt_many") and not self._step.head_only:
+            assert isinstance(model, MetaModel)
+            return kernel_batch(kernel, model.forward_with, self._folded(), xn, yn, steps)
+        return vmap_batch(self.forward_with, detached, self._detached_lrs(), xn, yn, steps)
 
     def evaluate(
         self, xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor, steps: int | None = None

@@ -1,7 +1,20 @@
-"""Small PyTorch models for meta-learning: an MLP and a GRU over a window of feature rows."""
+"""Small PyTorch models for meta-learning (an MLP, a GRU) and user models built from import paths.
+
+metabt's own models are ``MODEL_TYPES`` ("mlp", "gru"). Any ``torch.nn.Module`` mapping
+(N, F_in) to (N,) or (N, 1) is a first-class model too; to be saved in a checkpoint it is
+built by metabt from an import path and JSON constructor arguments, so that loading
+re-creates it without unpickling code:
+
+    model = user_model("mypkg.nets:MyNet", n_features=12, hidden=64)
+    # the same as build_model({"type": "mypkg.nets:MyNet", "n_features": 12, "hidden": 64})
+
+calls ``MyNet(n_features=12, hidden=64)`` and records that config on the instance
+(:func:`model_config_of`), which is what a checkpoint stores next to the state dict.
+"""
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import math
 from collections.abc import Mapping, Sequence
@@ -11,10 +24,24 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from metabt._checks import did_you_mean
 from metabt.config import MODEL_TYPES
 from metabt.errors import ConfigError
 
-__all__ = ["GRU", "MLP", "MODEL_TYPES", "MetaModel", "build_model"]
+__all__ = [
+    "GRU",
+    "MLP",
+    "MODEL_TYPES",
+    "MetaModel",
+    "build_model",
+    "check_output",
+    "class_path",
+    "find_head",
+    "import_model_class",
+    "input_width",
+    "model_config_of",
+    "user_model",
+]
 
 #: The model types metabt builds (``config()["type"]``, the CLI's ``--model-type``).
 
@@ -193,27 +220,271 @@ class GRU(MetaModel):
 
 _CLASSES: dict[str, type[MetaModel]] = dict(zip(MODEL_TYPES, (MLP, GRU), strict=True))
 
+#: Attribute on a user model holding the config it was built from (:func:`user_model`).
+CONFIG_ATTR = "_metabt_config"
 
-def build_model(config: Mapping[str, Any]) -> MetaModel:
-    """Build a model from its ``config()`` dict (as stored in a checkpoint).
+
+def class_path(cls: type) -> str:
+    """The import path ``"module:QualName"`` of a class (what a checkpoint stores).
 
     Args:
-        config: ``{"type": "mlp"|"gru", ...constructor arguments}`` (a type of
-            ``MODEL_TYPES``).
+        cls: a class.
+
+    Returns:
+        ``f"{cls.__module__}:{cls.__qualname__}"``.
+
+    Raises:
+        ConfigError: the class cannot be imported again by name: it is defined in
+            ``__main__`` (a script or notebook) or inside a function (``<locals>``).
+    """
+    path = f"{cls.__module__}:{cls.__qualname__}"
+    if cls.__module__ == "__main__" or "<locals>" in cls.__qualname__:
+        where = "in __main__" if cls.__module__ == "__main__" else "inside a function"
+        raise ConfigError(
+            f"model class {path} is defined {where}, so it cannot be imported again by name "
+            "to rebuild a saved model; move it to an importable module (e.g. mypkg/nets.py) "
+            "and use 'mypkg.nets:ClassName'"
+        )
+    return path
+
+
+def import_model_class(path: str) -> type[nn.Module]:
+    """Import the ``torch.nn.Module`` subclass named by ``"package.module:QualName"``.
+
+    Args:
+        path: import path, module and qualified class name separated by ":".
+
+    Returns:
+        The class.
+
+    Raises:
+        ConfigError: a malformed path, a module that cannot be imported, a missing name,
+            or an object that is not an ``nn.Module`` subclass (never called then).
+    """
+    module_name, sep, qualname = str(path).partition(":")
+    if not sep or not module_name or not qualname:
+        raise ConfigError(
+            f"model type {path!r} is neither one of {list(MODEL_TYPES)} nor an import path "
+            "'package.module:ClassName'"
+        )
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(
+            f"model type {path!r}: cannot import module {module_name!r} ({exc}); install the "
+            "package that defines it or put its folder on PYTHONPATH"
+        ) from exc
+    for part in qualname.split("."):
+        if not hasattr(obj, part):
+            options = [n for n in dir(obj) if not n.startswith("_")]
+            raise ConfigError(
+                f"model type {path!r}: {module_name} has no {part!r}"
+                f"{did_you_mean(part, options)}; check the class name"
+            )
+        obj = getattr(obj, part)
+    if not (isinstance(obj, type) and issubclass(obj, nn.Module)):
+        raise ConfigError(
+            f"model type {path!r} names {type(obj).__name__} {obj!r}, not a torch.nn.Module "
+            "subclass"
+        )
+    return obj
+
+
+def _check_json(label: str, value: Any) -> None:
+    """ConfigError unless ``value`` is made of JSON primitives (str, int, float, bool, None)."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            _check_json(label, item)
+        return
+    if isinstance(value, Mapping) and all(isinstance(k, str) for k in value):
+        for item in value.values():
+            _check_json(label, item)
+        return
+    raise ConfigError(
+        f"model argument {label}={value!r} is a {type(value).__name__}; constructor "
+        "arguments of a user model must be JSON primitives (str, int, float, bool, None, "
+        "lists and dicts of them) so that a checkpoint can store them"
+    )
+
+
+def input_width(model: nn.Module) -> int | None:
+    """Width F_in of one model input row, or None when it cannot be told.
+
+    Read from the model's ``n_features`` attribute (metabt's models: ``window * features``
+    for the GRU), else from the config it was built from (``n_features * window``, with
+    ``window`` the model's attribute, default 1).
+    """
+    width = getattr(model, "n_features", None)
+    if isinstance(width, int) and not isinstance(width, bool):
+        return width
+    config = getattr(model, CONFIG_ATTR, None)
+    if isinstance(config, Mapping) and isinstance(config.get("n_features"), int):
+        return int(config["n_features"]) * int(getattr(model, "window", 1))
+    return None
+
+
+def check_output(model: nn.Module, width: int) -> None:
+    """Run ``model`` once on a (2, width) zero input; its output must be (2,) or (2, 1).
+
+    Args:
+        model: the module (in θ's dtype).
+        width: input width F_in.
+
+    Raises:
+        ConfigError: the forward pass fails on that input, or returns another shape.
+    """
+    name = type(model).__name__
+    dtype = next(model.parameters(), torch.zeros(())).dtype
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(2, width, dtype=dtype))
+    except Exception as exc:  # the user's forward pass: any error is a config error
+        raise ConfigError(
+            f"model {name} fails on a (2, {width}) input ({type(exc).__name__}: {exc}); a "
+            "metabt model maps (N, n_features) to (N,) or (N, 1)"
+        ) from exc
+    if not isinstance(out, Tensor) or tuple(out.shape) not in ((2,), (2, 1)):
+        shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ConfigError(
+            f"model {name} returned shape {shape} for a (2, {width}) input; a metabt model "
+            "must map (N, F) to (N,) or (N, 1): end it with nn.Linear(hidden, 1)"
+        )
+
+
+def user_model(target: str | type[nn.Module], /, **kwargs: Any) -> nn.Module:
+    """Build a user model that metabt can save: ``target(**kwargs)``, its config recorded.
+
+    The protocol: metabt constructs user models itself from an import path and JSON
+    constructor arguments (``n_features`` among them), records them on the instance
+    (attribute ``_metabt_config``, see :func:`model_config_of`), and a checkpoint stores
+    them next to the state dict; loading imports the class, calls it with the same
+    arguments and loads the state dict strictly. Equal to
+    ``build_model({"type": path, **kwargs})``.
+
+    Args:
+        target: ``"package.module:ClassName"`` or the class itself (then it must be
+            importable by that path: not from ``__main__``, not a local class).
+        **kwargs: constructor arguments, JSON primitives; ``n_features`` (the input width
+            per bar) is required.
+
+    Returns:
+        The freshly initialised module (checked once: a (2, F_in) input gives (2,) or
+        (2, 1)).
+
+    Raises:
+        ConfigError: an unimportable class, a missing ``n_features``, arguments that are
+            not JSON primitives or do not fit the constructor, or a wrong output shape.
+
+    Example:
+        >>> model = user_model("mypkg.nets:MyNet", n_features=12, hidden=64)  # doctest: +SKIP
+    """
+    path = target if isinstance(target, str) else class_path(target)
+    return build_model({"type": path, **kwargs})
+
+
+def model_config_of(model: nn.Module) -> dict[str, Any] | None:
+    """The config a model is rebuilt from: ``config()`` of metabt's models, the recorded
+    config of a :func:`user_model`, else None (metabt does not know how to rebuild it)."""
+    if isinstance(model, MetaModel):
+        return dict(model.config())
+    config = getattr(model, CONFIG_ATTR, None)
+    return None if config is None else dict(config)
+
+
+def _build_user(config: dict[str, Any]) -> nn.Module:
+    path = str(config.pop("type"))
+    cls = import_model_class(path)
+    if "n_features" not in config:
+        raise ConfigError(
+            f"model config of {path!r} lacks 'n_features' (the input width per bar); add it"
+        )
+    for key, value in config.items():
+        _check_json(key, value)
+    try:
+        model = cls(**config)
+    except TypeError as exc:
+        raise ConfigError(
+            f"model config {config!r} does not fit {path}: {exc}; its constructor must accept "
+            "n_features and these keyword arguments"
+        ) from exc
+    setattr(model, CONFIG_ATTR, {"type": path, **config})
+    width = input_width(model)
+    assert width is not None  # n_features is in the recorded config
+    check_output(model, width)
+    return model
+
+
+def build_model(config: Mapping[str, Any]) -> nn.Module:
+    """Build a model from its config dict (as stored in a checkpoint).
+
+    Args:
+        config: ``{"type": "mlp"|"gru", ...constructor arguments}`` for metabt's models
+            (``MODEL_TYPES``), or ``{"type": "package.module:ClassName", "n_features": F,
+            ...}`` for a user model (see :func:`user_model`): a ``type`` containing ":" is
+            an import path.
 
     Returns:
         A freshly initialised model; load a state dict into it for trained weights.
 
     Raises:
-        ConfigError: unknown type or bad arguments.
+        ConfigError: unknown type, unimportable class, bad arguments, or a user model
+            whose output is not (N,) or (N, 1).
     """
     cfg = dict(config)
-    kind = cfg.pop("type", None)
+    kind = cfg.get("type")
+    if isinstance(kind, str) and ":" in kind:
+        return _build_user(cfg)
+    cfg.pop("type", None)
     if kind not in _CLASSES:
         raise ConfigError(
-            f"model type {kind!r} is unknown; use one of {sorted(MODEL_TYPES)} (--model-type)"
+            f"model type {kind!r} is unknown{did_you_mean(str(kind), MODEL_TYPES)}; use one "
+            f"of {sorted(MODEL_TYPES)} or an import path 'package.module:ClassName' "
+            "(--model-type)"
         )
     try:
         return _CLASSES[kind](**cfg)
     except TypeError as exc:
         raise ConfigError(f"model config {dict(config)!r} does not fit {kind!r}: {exc}") from exc
+
+
+def find_head(model: nn.Module, head: str | None = None) -> str:
+    """The name of the submodule ANIL adapts: ``head``, or the model's last ``nn.Linear``.
+
+    metabt's models have a linear ``head``; for any other module the last ``nn.Linear``
+    in ``named_modules()`` order is taken (the output layer of an ``nn.Sequential``).
+
+    Args:
+        model: the module.
+        head: a submodule name (as in ``named_modules()``, e.g. "2" or "out"), or None.
+
+    Returns:
+        The submodule's name; its parameters are the ``f"{name}."`` ones.
+
+    Raises:
+        ConfigError: an unknown name (with the closest one), a submodule without
+            parameters, or no ``nn.Linear`` at all.
+
+    References:
+        Raghu, Raghu, Bengio, Vinyals 2020, "Rapid Learning or Feature Reuse?".
+    """
+    modules = dict(model.named_modules())
+    name = type(model).__name__
+    if head is None:
+        if isinstance(model, MetaModel):
+            return "head"
+        linears = [n for n, m in modules.items() if isinstance(m, nn.Linear) and n]
+        if not linears:
+            raise ConfigError(
+                f"algorithm 'anil' adapts the model's last nn.Linear, but {name} has none; "
+                "pass head='<submodule name>' or use another algorithm"
+            )
+        return linears[-1]
+    named = [n for n, m in modules.items() if n and any(True for _ in m.parameters())]
+    if head not in named:
+        raise ConfigError(
+            f"head {head!r} is not a submodule of {name} with parameters"
+            f"{did_you_mean(str(head), named)}; use one of {named}"
+        )
+    return head

@@ -28,7 +28,13 @@ __all__ = ["Batch", "FitResult", "TaskSource", "Trainable", "as_batch", "fit"]
 Batch = tuple[Tensor, Tensor, Tensor, Tensor]
 
 
-def as_batch(xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor, dtype: torch.dtype) -> Batch:
+def as_batch(
+    xs: Tensor | np.ndarray,
+    ys: Tensor | np.ndarray,
+    xq: Tensor | np.ndarray,
+    yq: Tensor | np.ndarray,
+    dtype: torch.dtype,
+) -> Batch:
     """Check a task batch's shapes and convert it to θ's dtype.
 
     Args:

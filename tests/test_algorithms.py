@@ -156,3 +156,77 @@ def test_a_column_output_is_squeezed_and_any_other_shape_refused():
     erm = MetaLearner(nn.Linear(F, 3).double(), algorithm="erm", engine="higher")
     with pytest.raises(ConfigError, match="must map"):
         erm.meta_step(xs, ys, xq, yq)
+
+
+# ---------------------------------------------------------- any nn.Module is a model
+def _sequential(h=6, seed=0):
+    from torch import nn
+
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(F, h), nn.Tanh(), nn.Linear(h, 1)).double()
+
+
+@pytest.mark.parametrize("algorithm", ["maml", "fomaml", "metasgd", "anil"])
+def test_func_engine_equals_higher_on_a_plain_sequential(algorithm):
+    """torch.func.functional_call + vmap/grad on a user module: the same meta-gradient."""
+    import copy
+
+    batch, net = _batch(), _sequential()
+    learners = {
+        engine: MetaLearner(
+            copy.deepcopy(net), algorithm=algorithm, inner_lr=0.1, inner_steps=3, engine=engine
+        )
+        for engine in ("higher", "func")
+    }
+    assert MetaLearner(copy.deepcopy(net), algorithm=algorithm).engine == "func"  # auto
+    if algorithm == "anil":  # the last nn.Linear is the head
+        assert learners["func"].adapt_names == ("2.weight", "2.bias")
+    for learner in learners.values():
+        for p in learner.inner_lrs.values():
+            p.data.uniform_(0.05, 0.2, generator=torch.Generator().manual_seed(0))
+    loss_h, grads_h = _meta_grads(learners["higher"], batch)
+    loss_f, grads_f = _meta_grads(learners["func"], batch)
+    assert math.isclose(loss_h, loss_f, rel_tol=1e-10)
+    assert grads_h.keys() == grads_f.keys()
+    for name in grads_h:
+        torch.testing.assert_close(grads_f[name], grads_h[name], rtol=1e-10, atol=1e-12)
+    if algorithm == "anil":  # the body is meta-learned too, through the adapted head
+        assert grads_f["0.weight"].abs().sum() > 0
+
+
+def test_auto_engine_falls_back_to_higher_when_vmap_cannot_batch_the_model():
+    from nets import Dropper
+
+    from metabt.errors import ConfigError
+
+    with pytest.warns(UserWarning, match=r"cannot batch Dropper .*random.*engine='higher'"):
+        learner = MetaLearner(Dropper(F, 5).double())
+    assert learner.engine == "higher"
+    assert math.isfinite(learner.meta_step(*_batch()))
+    with pytest.raises(ConfigError, match="engine 'func' cannot batch Dropper"):
+        MetaLearner(Dropper(F, 5), engine="func")
+    assert MetaLearner(Dropper(F, 5).eval()).engine == "func"  # no dropout in eval mode
+
+
+def test_anil_head_of_a_user_model_is_named_or_the_last_linear():
+    from torch import nn
+
+    from metabt.errors import ConfigError
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body, self.out, self.scale = nn.Linear(F, 4), nn.Linear(4, 1), nn.Linear(1, 1)
+
+        def forward(self, x):
+            return self.scale(self.out(torch.relu(self.body(x))))
+
+    assert MetaLearner(Net(), algorithm="anil").adapt_names == ("scale.weight", "scale.bias")
+    named = MetaLearner(Net(), algorithm="anil", head="out")
+    assert named.adapt_names == ("out.weight", "out.bias") and named.head == "out"
+    with pytest.raises(ConfigError, match="did you mean 'out'"):
+        MetaLearner(Net(), algorithm="anil", head="outt")
+    with pytest.raises(ConfigError, match="for algorithm 'anil' only"):
+        MetaLearner(Net(), algorithm="maml", head="out")
+    with pytest.raises(ConfigError, match="has none"):
+        MetaLearner(nn.Sequential(nn.Bilinear(F, F, 1)), algorithm="anil")

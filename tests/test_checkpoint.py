@@ -134,3 +134,91 @@ def test_a_pickle_is_refused_without_suggesting_an_unsafe_load(tmp_path):
     with pytest.raises(CheckpointError) as info:
         MetaLearner.load(path)
     assert "weights_only=False" not in str(info.value) and "unsafe" in str(info.value)
+
+
+# ------------------------------------------------------------------ user models
+try:  # the repository root is on sys.path under `python -m pytest` (the Makefile's way)
+    import tests.nets as nets
+except ImportError:  # pragma: no cover - plain `pytest`: tests/ itself is on sys.path
+    import nets  # type: ignore[no-redef]
+
+NETS = nets.__name__
+
+
+@pytest.mark.parametrize(("algorithm", "dtype"), [("maml", "float32"), ("anil", "float64")])
+def test_a_user_model_round_trips_through_its_import_path(tmp_path, algorithm, dtype):
+    from metabt.models import user_model
+
+    model = user_model(f"{NETS}:TwoLayer", n_features=4, hidden=8, seed=3)
+    head = "body" if algorithm == "anil" else None  # a named head is stored too
+    learner = MetaLearner(model.to(getattr(torch, dtype)), algorithm=algorithm, head=head)
+    g = torch.Generator().manual_seed(0)
+    b = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
+    learner.meta_step(b(2, 6, 4), b(2, 6), b(2, 4, 4), b(2, 4))
+    path = learner.save(tmp_path / "user.pt")
+    ckpt = read_checkpoint(path)
+    assert ckpt["model_config"] == {
+        "type": f"{NETS}:TwoLayer",
+        "n_features": 4,
+        "hidden": 8,
+        "seed": 3,
+    }
+    loaded = MetaLearner.load(path)
+    assert type(loaded.model) is nets.TwoLayer and loaded.head == head
+    assert loaded.adapt_names == learner.adapt_names and loaded.dtype == learner.dtype
+    x = torch.randn(5, 4, generator=g, dtype=learner.dtype)
+    torch.testing.assert_close(loaded.model(x), learner.model(x), rtol=0, atol=0)
+    xs, ys = x, torch.randn(5, generator=g, dtype=learner.dtype)
+    assert loaded.adapt(xs, ys).predict(x.numpy()).tolist() == (
+        learner.adapt(xs, ys).predict(x.numpy()).tolist()
+    )
+
+
+def test_models_that_cannot_be_rebuilt_by_name_are_not_saved(tmp_path):
+    from torch import nn
+
+    class Local(nn.Module):
+        def __init__(self, n_features=4):
+            super().__init__()
+            self.out = nn.Linear(n_features, 1)
+
+        def forward(self, x):
+            return self.out(x)
+
+    with pytest.raises(CheckpointError, match=r"inside a function.*move it to an importable"):
+        MetaLearner(Local()).save(tmp_path / "local.pt")
+    Main = type("Main", (Local,), {"__module__": "__main__", "__qualname__": "Main"})
+    with pytest.raises(CheckpointError, match=r"__main__:Main is defined in __main__"):
+        MetaLearner(Main()).save(tmp_path / "main.pt")
+    plain = nn.Sequential(nn.Linear(4, 1))
+    with pytest.raises(CheckpointError, match=r"user_model\('torch.nn.modules.container"):
+        MetaLearner(plain).save(tmp_path / "plain.pt")
+    unrecorded = nets.TwoLayer(4)  # importable, but built without user_model
+    with pytest.raises(CheckpointError, match="constructor arguments"):
+        MetaLearner(unrecorded).save(tmp_path / "unrecorded.pt")
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        ({"type": "no_such_pkg.nets:TwoLayer"}, r"no_such_pkg.*PYTHONPATH"),
+        ({"type": f"{NETS}:TwoLayr"}, r"did you mean 'TwoLayer'"),
+        ({"type": "os:system"}, "not a torch.nn.Module subclass"),
+        ({"hidden": torch.tensor(8)}, "JSON primitives"),
+        ({"hidden": 9}, r"weights do not fit the user model .*size mismatch"),
+        ({"outputs": 2}, r"returned shape \(2, 2\)"),
+    ],
+)
+def test_a_user_model_checkpoint_that_cannot_be_rebuilt_raises(tmp_path, edit, match):
+    from metabt.models import user_model
+
+    learner = MetaLearner(user_model(f"{NETS}:TwoLayer", n_features=4, hidden=8))
+    path = learner.save(tmp_path / "user.pt")
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["model_config"].update(edit)
+    bad = tmp_path / "bad.pt"
+    torch.save(ckpt, bad)
+    with pytest.raises(CheckpointError, match=match) as info:
+        MetaLearner.load(bad)
+    assert "bad.pt" in str(info.value)

@@ -105,3 +105,25 @@ def test_fused_numpy_inner_loop_equals_autograd_for_any_depth(hidden, steps):
         torch.testing.assert_close(fast.params[name], value, rtol=1e-10, atol=1e-12)
     for name, value in learner.model.named_parameters():  # θ untouched
         assert torch.equal(value.detach(), theta[name]), name
+
+
+@pytest.mark.parametrize("model", [MLP(F, (), seed=1), MLP(F, (7, 5), seed=1), GRU(2, 5, window=2)])
+@pytest.mark.parametrize("steps", [0, 2])
+def test_batched_kernels_equal_one_adapt_per_task(model, steps):
+    """adapt_many / forward_many: the same inner loop with a leading task axis."""
+    kernel = kernel_for(model.double())
+    rng = np.random.default_rng(0)
+    params = {k: v.detach().numpy() for k, v in model.named_parameters()}
+    lrs = {k: rng.uniform(0.01, 0.2, v.shape) for k, v in params.items()}  # per element
+    flat, rate = kernel.fold(params, lrs)
+    x, y = rng.normal(size=(4, 6, model.n_features)), rng.normal(size=(4, 6))
+    before, after, phi = kernel.adapt_many(flat, rate, x, y, steps)
+    rows = kernel.forward_many(phi, x[:, 0])
+    for b in range(4):
+        one_before, one_after, one_phi = kernel.adapt(flat, rate, x[b], y[b], steps)
+        assert before[b] == pytest.approx(one_before, rel=1e-12)
+        assert after[b] == pytest.approx(one_after, rel=1e-12)
+        for name, value in one_phi.items():
+            np.testing.assert_allclose(phi[name][b], value, rtol=1e-12, atol=1e-14)
+        assert rows[b] == pytest.approx(float(kernel.forward(one_phi, x[b, 0])), rel=1e-12)
+    assert np.array_equal(flat, kernel.fold(params, lrs)[0])  # θ untouched

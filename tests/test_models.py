@@ -35,3 +35,57 @@ def test_sizes_must_be_positive_integers():
         MLP(0)
     with pytest.raises(ConfigError, match="window"):
         GRU(3, window=0)
+
+
+# ------------------------------------------------------------------ user models
+try:  # the repository root is on sys.path under `python -m pytest`
+    import tests.nets as nets
+except ImportError:  # pragma: no cover - plain `pytest`
+    import nets  # type: ignore[no-redef]
+
+
+def test_user_model_builds_from_an_import_path_and_records_its_config():
+    from metabt.models import input_width, model_config_of, user_model
+
+    path = f"{nets.__name__}:TwoLayer"
+    model = user_model(path, n_features=3, hidden=5)
+    assert type(model) is nets.TwoLayer and model.body.out_features == 5
+    assert model_config_of(model) == {"type": path, "n_features": 3, "hidden": 5}
+    assert input_width(model) == 3
+    same = build_model(model_config_of(model))
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), same.parameters()))
+    assert model_config_of(user_model(nets.TwoLayer, n_features=3))["type"] == path
+    assert model_config_of(MLP(3)) == MLP(3).config()
+    assert model_config_of(nets.TwoLayer(3)) is None
+
+
+@pytest.mark.parametrize(
+    ("config", "match"),
+    [
+        ({"type": "mpl", "n_features": 3}, "did you mean 'mlp'"),
+        ({"type": "tests_nets_missing:X", "n_features": 3}, "cannot import module"),
+        ({"type": "TwoLayer:", "n_features": 3}, "import path"),
+        ({"type": "torch.nn:Linear", "n_features": 3}, "does not fit"),
+        ({"type": "NETS:TwoLayer"}, "lacks 'n_features'"),
+        ({"type": "NETS:TwoLayer", "n_features": 3, "hidden": object()}, "JSON primitives"),
+        ({"type": "NETS:TwoLayer", "n_features": 3, "outputs": 3}, r"TwoLayer returned"),
+    ],
+)
+def test_bad_user_model_configs_raise_config_error(config, match):
+    config = {k: v.replace("NETS", nets.__name__) if k == "type" else v for k, v in config.items()}
+    with pytest.raises(ConfigError, match=match):
+        build_model(config)
+
+
+def test_find_head_takes_the_last_linear_or_the_named_submodule():
+    from torch import nn
+
+    from metabt.models import find_head
+
+    net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1))
+    assert find_head(net) == "2" and find_head(net, "0") == "0"
+    assert find_head(MLP(3)) == "head" and find_head(GRU(2, window=2)) == "head"
+    with pytest.raises(ConfigError, match=r"head '3' is not a submodule.*\['0', '2'\]"):
+        find_head(net, "3")
+    with pytest.raises(ConfigError, match="has none"):
+        find_head(nn.Sequential(nn.Bilinear(3, 3, 1)))
