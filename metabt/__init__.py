@@ -18,40 +18,54 @@ from metabt._version import __version__
 # public name -> module that defines it
 _LAZY = {
     "AdaptationAnalyzer": "metabt.analyzers",
+    "BarFrequency": "metabt.bars",
     "CheckpointError": "metabt.errors",
     "ConfigError": "metabt.errors",
+    "CrossSectionalStrategy": "metabt.portfolio",
     "DataError": "metabt.errors",
     "MetaLearner": "metabt.meta",
     "MetaStrategy": "metabt.strategy",
     "MetabtError": "metabt.errors",
+    "PooledTaskSampler": "metabt.tasks",
     "PortfolioAnalyzer": "metabt.analyzers",
     "QuantStatsAnalyzer": "metabt.analyzers",
     "SignalSizer": "metabt.sizers",
+    "check_causal": "metabt.features",
     "plot": "metabt.plotting",
+    "register_feature": "metabt.features",
 }
 
 __all__ = [
     "AdaptationAnalyzer",
+    "BarFrequency",
     "CheckpointError",
     "ConfigError",
+    "CrossSectionalStrategy",
     "DataError",
     "MetaLearner",
     "MetaStrategy",
     "MetabtError",
+    "PooledTaskSampler",
     "PortfolioAnalyzer",
     "QuantStatsAnalyzer",
     "SignalSizer",
     "__version__",
+    "check_causal",
     "plot",
+    "register_feature",
 ]
 
 if TYPE_CHECKING:
     from metabt.analyzers import AdaptationAnalyzer, PortfolioAnalyzer, QuantStatsAnalyzer
+    from metabt.bars import BarFrequency
     from metabt.errors import CheckpointError, ConfigError, DataError, MetabtError
+    from metabt.features import check_causal, register_feature
     from metabt.meta import MetaLearner
     from metabt.plotting import plot
+    from metabt.portfolio import CrossSectionalStrategy
     from metabt.sizers import SignalSizer
     from metabt.strategy import MetaStrategy
+    from metabt.tasks import PooledTaskSampler
 
 
 def __getattr__(name: str) -> Any:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
@@ -25,11 +26,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from metabt._checks import did_you_mean
 from metabt.errors import ConfigError
-
-try:  # Python 3.11+
-    import tomllib
-except ModuleNotFoundError:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
 
 __all__ = ["COMMANDS", "ConfigFile", "Options", "example", "load_config", "options_for"]
 
@@ -248,9 +244,7 @@ def example(defaults: Mapping[str, Mapping[str, Any]]) -> str:
     ]
     order = list(Options.model_fields)
     tables = {command: dict(values) for command, values in defaults.items()}
-    shared = [
-        key for key in order if all(key in values for values in tables.values()) and tables
-    ]
+    shared = [key for key in order if all(key in values for values in tables.values()) and tables]
     fields = Options.model_fields
 
     def emit(key: str, value: Any) -> None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
+import torch
 
 from metabt.baselines import (
     BuyAndHold,
@@ -147,7 +148,21 @@ def _tasks(
     tasks = TaskSampler.from_frames(
         frames, cfg.spec, support=support, query=cfg.query, end=end, window=window
     )
-    train, val = tasks.split(split)
+    try:
+        train, val = tasks.split(split)
+    except ConfigError as exc:
+        part = "training" if "train part" in str(exc) else "validation"
+        raise ConfigError(
+            f"holding out the last {cfg.val_years:g} years before {end.date()} for validation "
+            f"(split at {split.date()}) leaves no {part} task in data from {first.date()}: "
+            + (
+                "pass a smaller --val-years (e.g. 0.25 for a year of hourly bars) or give a "
+                "longer history"
+                if part == "training"
+                else "pass a larger --val-years, or a smaller --support/--query"
+            )
+            + f". Details: {exc}"
+        ) from exc
     date_range = (str(tasks.date_range[0])[:10], str(tasks.date_range[1])[:10])
     return train, val, date_range
 
@@ -190,8 +205,11 @@ def train_learner(
     """
     end_ts = pd.Timestamp(end if end is not None else cfg.start)
     tic = time.perf_counter()
-    model = build_model(cfg.model_config())
-    train, val, date_range = _tasks(frames, cfg, end_ts, support=cfg.support, window=model.window)
+    with torch.random.fork_rng():  # a user model initialises from torch's global generator
+        torch.manual_seed(cfg.seed)
+        model = build_model(cfg.model_config())
+    window = int(getattr(model, "window", 1))
+    train, val, date_range = _tasks(frames, cfg, end_ts, support=cfg.support, window=window)
     learner = MetaLearner(
         model,
         algorithm=cfg.algorithm,

@@ -28,7 +28,7 @@ def test_top_level_and_command_tables_merge_and_flags_win(tmp_path):
     path = _write(
         tmp_path,
         'support = 40\nsteps = 30\nalgorithm = "fomaml"\n'
-        '[compare]\nsupport = 80\nseeds = [1, 2]\nstart = 2010-01-04\n',
+        "[compare]\nsupport = 80\nseeds = [1, 2]\nstart = 2010-01-04\n",
     )
     config = load_config(path)
     assert options_for(config, "compare")["support"] == 80
@@ -43,7 +43,7 @@ def test_top_level_and_command_tables_merge_and_flags_win(tmp_path):
 
 
 def test_unknown_key_names_the_closest_setting(tmp_path):
-    with pytest.raises(ConfigError, match="'supprt'.*did you mean 'support'"):
+    with pytest.raises(ConfigError, match=r"'supprt'.*did you mean 'support'"):
         load_config(_write(tmp_path, "supprt = 40\n"))
     with pytest.raises(ConfigError, match=r"\[train\] has no setting 'stpes'.*'steps'"):
         load_config(_write(tmp_path, "[train]\nstpes = 4\n"))
@@ -69,7 +69,7 @@ def test_values_pass_the_flags_own_converters(tmp_path):
     with pytest.raises(ConfigError, match="did you mean 'maml'"):
         _parse(["compare", "--config", str(path)])
     path = _write(tmp_path, '[backtest]\nstart = "2008-13-45"\n')
-    with pytest.raises(ConfigError, match="start.*not a date"):
+    with pytest.raises(ConfigError, match=r"start.*not a date"):
         _parse(["backtest", "--config", str(path)])
 
 
