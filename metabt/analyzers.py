@@ -24,6 +24,7 @@ import pandas as pd
 from metabt._checks import as_date as _as_date
 from metabt._checks import reject_unknown_params
 from metabt._stats import forward_log_return
+from metabt.bars import BarFrequency, infer_frequency
 from metabt.errors import ConfigError, DataError
 from metabt.metrics import compute_metrics
 from metabt.report import write_diagnostics, write_tearsheet
@@ -36,6 +37,27 @@ __all__ = [
     "SignalAnalyzer",
     "signal_frames",
 ]
+
+
+def bar_index(stamps: list[Any]) -> pd.DatetimeIndex:
+    """Bar timestamps as a tz-naive DatetimeIndex named "date".
+
+    Bars whose times are all midnight (daily, weekly, monthly data) keep their dates;
+    intraday bars keep their times, so an hourly run has one row per hour, not per day.
+
+    Args:
+        stamps: ``datetime``/``date`` objects or anything ``pd.to_datetime`` reads.
+    """
+    index = pd.DatetimeIndex(pd.to_datetime(stamps), name="date")
+    if index.tz is not None:
+        index = index.tz_localize(None)
+    if len(index) and (index == index.normalize()).all():
+        return index
+    # backtrader stamps a daily bar at its session end (23:59:59.999999): one bar a day
+    ends = index.time == dt.time(23, 59, 59, 999999)
+    if len(index) and ends.all():
+        return index.normalize()
+    return index
 
 
 def signal_frames(
@@ -64,7 +86,7 @@ def signal_frames(
         signal = np.asarray(line.signal.array[:n], dtype=float)
         close = np.asarray(data.close.array[:n], dtype=float)
         opens = np.asarray(data.open.array[:n], dtype=float)
-        dates = pd.DatetimeIndex([bt.num2date(x) for x in data.datetime.array[:n]]).normalize()
+        dates = bar_index([bt.num2date(x) for x in data.datetime.array[:n]])
         forward = forward_log_return(close, horizon)
         tradable = np.full(n, np.nan)
         tradable[:-1] = forward_log_return(opens[1:], horizon)
@@ -79,10 +101,12 @@ def signal_frames(
 class QuantStatsAnalyzer(bt.Analyzer):
     """Portfolio returns per bar, the first data's buy-and-hold returns, quantstats metrics.
 
-    Follows backtrader's ``PyFolio`` analyzer: a ``TimeReturn`` child with
-    ``timeframe=bt.TimeFrame.Days`` records the broker value's change per day (one bar
-    for daily data; intraday bars are compounded into their day), and quantstats is
-    imported only when metrics or a tearsheet are computed.
+    The broker's portfolio value is recorded at the close of every bar (the strategy's
+    ``next`` and ``prenext`` bars, after that bar's fills), so intraday bars are bars, not
+    days; quantstats is imported only when metrics or a tearsheet are computed. Metrics
+    are annualised with the bar frequency (:mod:`metabt.bars`): the strategy's
+    ``bar_frequency`` (a :class:`~metabt.strategy.SignalTrader` sets it at start, from the
+    sizer's ``bars_per_year`` or the feeds' dates), else inferred from ``data0``'s dates.
 
     Returns are simple and per bar: ``value_t / value_{t-1} - 1``, where ``value`` is the
     broker's portfolio value at the close of a bar (after that bar's fills). The first
@@ -96,8 +120,9 @@ class QuantStatsAnalyzer(bt.Analyzer):
     previous close (the first bar of the data) or no new bar of ``data0``.
 
     Params:
-        periods_per_year (int): bars per year, to annualise the metrics (bars).
-            Default 252 (daily bars).
+        periods_per_year (int | None): bars per year, to annualise the metrics (bars).
+            Default None: the bar frequency of the run (252 for daily stock bars, 52
+            weekly, about 6,240 for hourly 24/5 FX, ...).
         start (date | str | None): first date to record (inclusive); bars before it are a
             warm-up period. Default None (record every bar).
 
@@ -110,40 +135,54 @@ class QuantStatsAnalyzer(bt.Analyzer):
       returns (fraction), tz-naive DatetimeIndex of the bar dates (named ``"date"``).
     - ``benchmark`` (pd.Series, float64): buy-and-hold returns of ``data0`` on the same
       dates, named after the data (``"benchmark"`` if it has no name).
+    - ``frequency`` (:class:`metabt.bars.BarFrequency`): the bars per year used.
     - ``metrics`` (dict[str, float]): :func:`metabt.report.compute_metrics` of ``returns``.
     """
 
-    params: Any = (("periods_per_year", 252), ("start", None))
+    params: Any = (("periods_per_year", None), ("start", None))
 
     def __init__(self, **unknown: Any) -> None:
         reject_unknown_params("QuantStatsAnalyzer", unknown, self.params)
         periods = self.p.periods_per_year
-        if isinstance(periods, bool) or not isinstance(periods, numbers.Integral) or periods < 1:
+        if periods is not None and (
+            isinstance(periods, bool) or not isinstance(periods, numbers.Integral) or periods < 1
+        ):
             raise ConfigError(
                 "QuantStatsAnalyzer: periods_per_year must be a positive integer (bars per "
-                f"year, e.g. 252 for daily bars), got {periods!r}"
+                f"year, e.g. 252 for daily bars) or None (the bar frequency), got {periods!r}"
             )
         self._start_date = _as_date(self.p.start, "QuantStatsAnalyzer: start")
-        self._timereturn = bt.analyzers.TimeReturn(timeframe=bt.TimeFrame.Days)
-        self._closes: dict[dt.date, float] = {}  # last close of data0 on each date
+        self._values: dict[dt.datetime, float] = {}  # portfolio value at each bar's close
+        self._closes: dict[dt.datetime, float] = {}  # close of data0 at each bar
+        self._cash = math.nan
+        self.frequency: BarFrequency | None = None  # set at stop
+
+    def start(self) -> None:
+        self._cash = float(self.strategy.broker.getvalue())
 
     def next(self) -> None:
-        """Record ``data0``'s close on the current date (also runs in prenext)."""
-        day = self.strategy.datetime.datetime(0).date()
+        """Record the portfolio value and ``data0``'s close at this bar (also in prenext)."""
+        when = self.strategy.datetime.datetime(0)
         data = self.datas[0]
-        self._closes[day] = float(data.close[0]) if len(data) else math.nan
+        self._values[when] = float(self.strategy.broker.getvalue())
+        self._closes[when] = float(data.close[0]) if len(data) else math.nan
+
+    def _frequency(self, index: pd.DatetimeIndex) -> BarFrequency:
+        if self.p.periods_per_year is not None:
+            return BarFrequency("given", float(self.p.periods_per_year))
+        frequency = getattr(self.strategy, "bar_frequency", None)
+        if isinstance(frequency, BarFrequency):
+            return frequency
+        return infer_frequency(index)
 
     def stop(self) -> None:
         """Build the return series, the benchmark and the metrics."""
-        raw = self._timereturn.get_analysis()
-        index = pd.DatetimeIndex([pd.Timestamp(key).normalize() for key in raw], name="date")
-        returns = pd.Series(list(raw.values()), index=index, dtype="float64", name="returns")
-
-        closes = pd.Series(
-            list(self._closes.values()),
-            index=pd.DatetimeIndex(pd.to_datetime(list(self._closes)), name="date"),
-            dtype="float64",
-        )
+        index = bar_index(list(self._values))
+        values = pd.Series(list(self._values.values()), index=index, dtype="float64")
+        returns = values.pct_change(fill_method=None).rename("returns")
+        if len(returns):
+            returns.iloc[0] = values.iloc[0] / self._cash - 1.0
+        closes = pd.Series(list(self._closes.values()), index=index, dtype="float64")
         name = getattr(self.datas[0], "_name", "") or "benchmark"
         benchmark = closes.ffill().pct_change(fill_method=None).fillna(0.0).rename(name)
         benchmark = benchmark.reindex(returns.index, fill_value=0.0)
@@ -158,9 +197,11 @@ class QuantStatsAnalyzer(bt.Analyzer):
                 f"QuantStatsAnalyzer recorded no bars: start {self._start_date} is after the "
                 f"last bar ({index[-1].date()}); use an earlier start or feed more data"
             )
+        self.frequency = self._frequency(index)
         self.rets["returns"] = returns
         self.rets["benchmark"] = benchmark
-        self.rets["metrics"] = compute_metrics(returns, periods_per_year=self.p.periods_per_year)
+        self.rets["frequency"] = self.frequency
+        self.rets["metrics"] = compute_metrics(returns, periods_per_year=self.frequency.periods)
 
     def tearsheet(self, path: str | os.PathLike[str], title: str | None = None) -> Path:
         """Write the quantstats HTML tearsheet of the run, with the benchmark.
@@ -185,7 +226,7 @@ class QuantStatsAnalyzer(bt.Analyzer):
             self.rets["benchmark"],
             path,
             title=title,
-            periods_per_year=self.p.periods_per_year,
+            periods_per_year=self.rets["frequency"].periods,
         )
 
 
@@ -245,7 +286,7 @@ class PortfolioAnalyzer(bt.Analyzer):
         names = [d._name for d in self.strategy.datas]
         held = self._positions.get_analysis()
         positions = pd.DataFrame.from_dict(held, orient="index", columns=names)
-        positions.index = pd.DatetimeIndex(pd.to_datetime(list(held))).normalize()
+        positions.index = bar_index(list(held))
         if self._first_date is not None:
             positions = positions.loc[positions.index >= pd.Timestamp(self._first_date)]
         self.rets["positions"] = positions

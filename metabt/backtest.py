@@ -18,9 +18,10 @@ from metabt.analyzers import (
     QuantStatsAnalyzer,
     SignalAnalyzer,
 )
+from metabt.bars import BarFrequency
 from metabt.data import feed
 from metabt.errors import ConfigError, DataError
-from metabt.metrics import PERIODS_PER_YEAR, asset_results, mean_ic
+from metabt.metrics import asset_results, mean_ic
 from metabt.report import write_diagnostics
 from metabt.sizers import SignalSizer
 from metabt.strategy import MetaStrategy, SignalTrader
@@ -99,6 +100,8 @@ class BacktestResult:
             from the start date (``metabt.analyzers.signal_frames``); None otherwise.
         adaptations: for model strategies, ``MetaStrategy.adaptation_log()``; None
             otherwise.
+        frequency: the bar frequency that annualised the metrics and turnover
+            (:mod:`metabt.bars`).
     """
 
     name: str
@@ -111,6 +114,7 @@ class BacktestResult:
     assets: pd.DataFrame = field(default_factory=pd.DataFrame)
     signals: dict[str, pd.DataFrame] | None = None
     adaptations: pd.DataFrame | None = None
+    frequency: BarFrequency = field(default_factory=lambda: BarFrequency("daily", 252.0))
 
     def tearsheet(self, path: str | Path, title: str | None = None) -> Path:
         """Write the quantstats HTML tearsheet (with the benchmark) to ``path``."""
@@ -229,8 +233,9 @@ def run_backtest(
     metrics = dict(analysis["metrics"])
     # No order is placed before `start`, so equity entering the test period is `cash`.
     equity = float(cash) * (1.0 + returns).cumprod()
+    frequency = analysis["frequency"]
     two_way = annual_turnover(
-        portfolio["traded"], float(equity.mean()), len(returns), PERIODS_PER_YEAR
+        portfolio["traded"], float(equity.mean()), len(returns), frequency.bars_per_year
     )
     # two-way: buys plus sells; one-way: half of it (the share of the book replaced)
     metrics["turnover_one_way"] = two_way / 2.0
@@ -275,4 +280,5 @@ def run_backtest(
         assets=assets,
         signals=pairs,
         adaptations=log,
+        frequency=frequency,
     )

@@ -107,6 +107,7 @@ def judge(
     candidate: str = "MetaStrategy",
     seed: int = 0,
     n_resamples: int = 2000,
+    periods_per_year: int = 252,
 ) -> tuple[pd.DataFrame, Verdict]:
     """Significance columns for every strategy of a run, and the candidate's verdict.
 
@@ -126,6 +127,8 @@ def judge(
         candidate: the strategy the verdict is about. Default "MetaStrategy".
         seed: seed of the bootstrap. Default 0.
         n_resamples: bootstrap resamples. Default 2000.
+        periods_per_year: bars per year that annualise the Sharpe differences (the run's
+            ``BacktestResult.frequency.periods``). Default 252 (daily bars).
 
     Returns:
         (table indexed by strategy, :class:`Verdict`).
@@ -138,10 +141,14 @@ def judge(
     rows: dict[str, dict[str, float]] = {}
     for r in results:
         row = dict(r.metrics)
-        row["psr"] = probabilistic_sharpe(r.returns)
+        row["psr"] = probabilistic_sharpe(r.returns, periods_per_year=periods_per_year)
         row["dsr"] = deflated_sharpe(r.returns, trials)
         boot = block_bootstrap_sharpe_diff(
-            r.returns, best.returns, seed=seed, n_resamples=n_resamples
+            r.returns,
+            best.returns,
+            seed=seed,
+            n_resamples=n_resamples,
+            periods_per_year=periods_per_year,
         )
         row["sharpe_vs_best"] = boot["diff"]
         row["sharpe_vs_best_lo"] = boot["lo"]

@@ -117,3 +117,73 @@ def test_short_borrow_fee_by_hand():
     _, long_free = _cost_run(frame, free, 100)
     assert long_fee == pytest.approx(long_free)  # longs pay no borrow
     assert "short borrow 100 bps a year" in fees.describe()
+
+
+def _reclock(frame: pd.DataFrame, index: pd.DatetimeIndex) -> pd.DataFrame:
+    from metabt.data import load_ohlcv
+
+    out = frame.iloc[: len(index)].copy()
+    out.index = index
+    return load_ohlcv(out.rename_axis("date"))
+
+
+def _fx_hours(n: int) -> pd.DatetimeIndex:
+    """Hourly FX bars, 24 a day, Monday to Friday."""
+    hours = pd.date_range("2021-01-04", periods=n * 2, freq="h")
+    return hours[hours.day_of_week < 5][:n]
+
+
+@pytest.mark.parametrize(
+    "clock, bars_per_year, name",
+    [
+        (lambda n: _fx_hours(n), 6240, "hourly"),
+        (lambda n: pd.date_range("2000-01-07", periods=n, freq="W-FRI"), 52, "weekly"),
+    ],
+)
+def test_non_daily_bars_are_annualised_with_their_own_bars_per_year(clock, bars_per_year, name):
+    """Sharpe, volatility, CAGR and turnover use the bars' own frequency, not 252."""
+    from metabt.synthetic import gbm_market
+
+    n = 900
+    frame = _reclock(gbm_market(n, seed=3, vol=0.004), clock(n))
+    start = frame.index[400].normalize()  # a date: the test period starts with its first bar
+    result = run_backtest(BuyAndHold, {"FX": frame}, start=start, costs=Costs(0, 0, 0))
+    assert result.frequency.name == name
+    assert result.frequency.bars_per_year == bars_per_year
+    r = result.returns
+    tested = frame.index[frame.index >= start]
+    assert len(r) == len(tested) > 400  # one return per bar, not per day
+    assert r.index.equals(tested.rename("date"))
+    sharpe = r.mean() / r.std(ddof=1) * math.sqrt(bars_per_year)
+    assert result.metrics["sharpe"] == pytest.approx(sharpe, rel=1e-6)
+    assert result.metrics["volatility"] == pytest.approx(
+        r.std(ddof=1) * math.sqrt(bars_per_year), rel=1e-6
+    )
+    years = len(r) / bars_per_year
+    cagr = (1 + r).prod() ** (1 / years) - 1
+    assert result.metrics["cagr"] == pytest.approx(cagr, rel=1e-6)
+    # turnover: the one entry, about 0.95 of equity, over len(r) bars, per year
+    expected = (
+        result.strategy.analyzers.portfolio.get_analysis()["traded"]
+        / (100_000 * (1 + r).cumprod()).mean()
+        * bars_per_year
+        / len(r)
+    )
+    assert result.metrics["turnover_two_way"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_explicit_bars_per_year_overrides_detection():
+    from metabt.synthetic import gbm_market
+
+    frame = gbm_market(600, seed=1)
+    result = run_backtest(
+        BuyAndHold,
+        {"A": frame},
+        start=frame.index[300],
+        sizer_kwargs={"bars_per_year": 365},
+    )
+    assert result.frequency.bars_per_year == 365
+    r = result.returns
+    assert result.metrics["sharpe"] == pytest.approx(
+        r.mean() / r.std(ddof=1) * math.sqrt(365), rel=1e-6
+    )
