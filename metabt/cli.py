@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from metabt.config import RunConfig
     from metabt.experiments import RunSettings
+    from metabt.records import RunRecord
 
 __all__ = ["main"]
 
@@ -114,6 +115,36 @@ def _positive(value: str) -> float:
     return number
 
 
+def _model_type(value: str) -> str:
+    """``mlp``, ``gru`` or an import path ``package.module:Class`` of a torch module."""
+    import re
+
+    from metabt.config import MODEL_TYPES
+
+    if value in MODEL_TYPES or re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", value):
+        return value
+    raise argparse.ArgumentTypeError(
+        f"{value!r} is not a model type; use {' or '.join(MODEL_TYPES)}, or the import path "
+        "of your torch.nn.Module class as package.module:ClassName"
+    )
+
+
+def _json_object(value: str) -> dict[str, Any]:
+    import json
+
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not JSON ({exc.msg}); write e.g. '{{\"hidden\": 64}}'"
+        ) from exc
+    if not isinstance(parsed, dict):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} must be a JSON object, e.g. '{{\"hidden\": 64}}'"
+        )
+    return parsed
+
+
 def _training_options(p: argparse.ArgumentParser) -> None:
     from metabt.config import ALGORITHM_NAMES, DEMO, MODEL_TYPES
 
@@ -125,9 +156,76 @@ def _training_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--model-type",
-        choices=MODEL_TYPES,
+        type=_model_type,
         default=DEMO.model_type,
-        help=f"model (default {DEMO.model_type})",
+        metavar="TYPE",
+        help=f"model: {', '.join(MODEL_TYPES)}, or the import path package.module:Class of "
+        f"your torch.nn.Module (built as Class(n_features=F, **model_kwargs)) "
+        f"(default {DEMO.model_type})",
+    )
+    p.add_argument(
+        "--model-kwargs",
+        type=_json_object,
+        default={},
+        metavar="JSON",
+        help="keyword arguments of the model, a JSON object, e.g. '{\"hidden\": 64}'",
+    )
+    p.add_argument(
+        "--hidden",
+        type=_positive_int,
+        nargs="+",
+        default=list(DEMO.hidden),
+        metavar="WIDTH",
+        help=f"MLP hidden widths (default {' '.join(map(str, DEMO.hidden))})",
+    )
+    p.add_argument(
+        "--feature",
+        dest="features",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="add a feature: a registered name or package.module:function, optionally "
+        'followed by JSON params, e.g. examples.rsi_feature:rsi{"window": 21} (repeatable)',
+    )
+    p.add_argument(
+        "--horizon",
+        type=_positive_int,
+        default=DEMO.spec.horizon,
+        metavar="BARS",
+        help=f"label horizon (default {DEMO.spec.horizon})",
+    )
+    p.add_argument(
+        "--query",
+        type=_positive_int,
+        default=DEMO.query,
+        metavar="BARS",
+        help=f"bars per training query set (default {DEMO.query})",
+    )
+    p.add_argument(
+        "--val-years",
+        type=_positive,
+        default=DEMO.val_years,
+        metavar="YEARS",
+        help=f"last years before the cut-off held out to validate training (default "
+        f"{DEMO.val_years:g}; shorten it for short high-frequency histories)",
+    )
+    for flag, default, what in (
+        ("--inner-lr", DEMO.inner_lr, "inner-loop learning rate"),
+        ("--meta-lr", DEMO.meta_lr, "outer-loop (Adam) learning rate"),
+    ):
+        p.add_argument(
+            flag,
+            type=_positive,
+            default=default,
+            metavar="RATE",
+            help=f"{what} (default {default:g})",
+        )
+    p.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=DEMO.batch_size,
+        metavar="TASKS",
+        help=f"tasks per outer step (default {DEMO.batch_size})",
     )
     p.add_argument(
         "--steps",
@@ -189,17 +287,40 @@ def _run_options(p: argparse.ArgumentParser) -> None:
             metavar="BPS",
             help=f"{what} (default {default:g})",
         )
-    for flag, default, what in (
-        ("--adapt-every", DEMO.adapt_every, "bars between adaptations"),
-        ("--support", DEMO.support, "realised bars per adaptation (and per training support set)"),
-    ):
-        p.add_argument(
-            flag,
-            type=_positive_int,
-            default=default,
-            metavar="BARS",
-            help=f"{what} (default {default})",
-        )
+    p.add_argument(
+        "--adapt-every",
+        type=_positive_int,
+        default=DEMO.adapt_every,
+        metavar="BARS",
+        help=f"bars between adaptations (default {DEMO.adapt_every})",
+    )
+    p.add_argument(
+        "--bars-per-year",
+        type=_positive,
+        metavar="N",
+        help="bars in a year, for volatility targets, Sharpe, CAGR and turnover (default: "
+        "detected from the dates: 252 for daily stock bars, 52 weekly, ~6,240 hourly FX)",
+    )
+    p.add_argument(
+        "--online-meta-lr",
+        type=_non_negative,
+        default=0.0,
+        metavar="RATE",
+        help="outer-loop rate of online meta-updates of the meta-init during the backtest, "
+        "from adaptations whose query labels are realised (default 0: off)",
+    )
+
+
+def _support_option(p: argparse.ArgumentParser) -> None:
+    from metabt.config import DEMO
+
+    p.add_argument(
+        "--support",
+        type=_positive_int,
+        default=DEMO.support,
+        metavar="BARS",
+        help=f"realised bars per adaptation and per training support set (default {DEMO.support})",
+    )
 
 
 def _command(
@@ -207,8 +328,15 @@ def _command(
 ) -> argparse.ArgumentParser:
     """A sub-command with the shared options (run options first, training options last)."""
     p = sub.add_parser(name, help=help_)
+    p.add_argument(
+        "--config",
+        metavar="TOML",
+        help="read settings from a TOML file (flags override it); `metabt config --example` "
+        "prints a template",
+    )
     if run:
         _run_options(p)
+    _support_option(p)
     if out is not None:
         p.add_argument("--out", default=out[0], metavar="DIR", help=out[1])
     return p
@@ -224,18 +352,26 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"metabt {__version__}")
     sub = parser.add_subparsers(
-        dest="command", metavar="{train,backtest,compare,walkforward}", parser_class=_Parser
+        dest="command", metavar="{train,backtest,compare,walkforward,config}", parser_class=_Parser
     )
     train = _command(sub, "train", "meta-train on data strictly before --train-end", run=False)
-    train.add_argument("--data", nargs="+", required=True, metavar="FILE", help="OHLCV CSV files")
+    # required, from the flags or the config file (checked after merging them)
+    train.add_argument(
+        "--data", nargs="+", metavar="FILE", help="OHLCV files (CSV, .csv.gz, Parquet); required"
+    )
     train.add_argument(
         "--train-end",
         type=_date,
-        required=True,
         metavar="DATE",
-        help="cut-off: no price on or after this date is used",
+        help="cut-off: no price on or after this date is used; required",
     )
-    train.add_argument("--out", required=True, metavar="CKPT", help="checkpoint to write")
+    train.add_argument("--out", metavar="CKPT", help="checkpoint to write; required")
+    train.add_argument(
+        "--bars-per-year",
+        type=_positive,
+        metavar="N",
+        help="bars in a year (default: detected from the dates)",
+    )
     train.add_argument(
         "--checkpoint-every",
         type=_positive_int,
@@ -300,7 +436,35 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     for p in (train, backtest, cmp_, walk):
         _training_options(p)
+    config = sub.add_parser("config", help="print a documented config-file template")
+    config.add_argument(
+        "--example", action="store_true", help="print every setting with its default, as TOML"
+    )
+    parser.set_defaults(
+        subparsers={"train": train, "backtest": backtest, "compare": cmp_, "walkforward": walk}
+    )
     for p in (cmp_, walk):
+        p.add_argument(
+            "--executor",
+            choices=("serial", "process", "ray"),
+            default="process",
+            help="where independent units (strategy x fold x seed) run: serial (this "
+            "process), process (local worker processes) or ray (pip install metabt[ray]) "
+            "(default process)",
+        )
+        p.add_argument(
+            "--workers",
+            type=_positive_int,
+            default=2,
+            metavar="N",
+            help="parallel workers (default 2; each uses --threads threads)",
+        )
+        p.add_argument(
+            "--ray-address",
+            metavar="ADDR",
+            help="join this Ray cluster (e.g. auto or ray://host:10001); default: start a "
+            "local Ray",
+        )
         p.add_argument(
             "--seeds",
             type=_seed,
@@ -325,19 +489,128 @@ def _load_frames(files: Sequence[str] | None) -> dict[str, pd.DataFrame]:
 
 
 def _config(args: argparse.Namespace) -> RunConfig:
-    """The run configuration: the demo's, with the flags given."""
+    """The run configuration: the demo's, with the flags (and config file) given."""
+    import dataclasses
+
     from metabt.config import DEMO
 
+    spec = dataclasses.replace(DEMO.spec, horizon=args.horizon)
+    if args.features:
+        spec = spec.with_features(*args.features)
+    sizer = dict(DEMO.sizer)
+    if getattr(args, "bars_per_year", None) is not None:
+        sizer["bars_per_year"] = args.bars_per_year
     changes: dict[str, Any] = {
         "algorithm": args.algorithm,
         "model_type": args.model_type,
+        "model_kwargs": dict(args.model_kwargs),
+        "hidden": tuple(args.hidden),
+        "spec": spec,
         "meta_steps": args.steps,
         "inner_steps": args.inner_steps,
+        "inner_lr": args.inner_lr,
+        "meta_lr": args.meta_lr,
+        "batch_size": args.batch_size,
+        "query": args.query,
+        "val_years": args.val_years,
+        "support": args.support,
+        "sizer": sizer,
         "seed": args.seed,
     }
-    if hasattr(args, "support"):
-        changes.update(adapt_every=args.adapt_every, support=args.support)
+    if hasattr(args, "adapt_every"):
+        changes.update(adapt_every=args.adapt_every, online_meta_lr=args.online_meta_lr)
     return DEMO.with_(**changes)
+
+
+#: Options that must be given, by flag or config file, per command.
+REQUIRED = {"train": ("data", "train_end", "out")}
+
+
+def _convert(action: argparse.Action, key: str, value: Any, path: str) -> Any:
+    """A config-file value through the flag's own converter and choices."""
+    import json
+
+    from metabt._checks import did_you_mean
+    from metabt.errors import ConfigError
+
+    where = f"--config {path}: {key}"
+    if action.nargs == 0:  # a switch such as --quiet
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: must be true or false, got {value!r}")
+        return value
+    many = action.nargs in ("+", "*") or isinstance(action, argparse._AppendAction)
+    items = value if isinstance(value, list) else [value]
+    if isinstance(value, list) and not many:
+        raise ConfigError(f"{where}: takes one value, got the list {value!r}")
+    out = []
+    for item in items:
+        text = json.dumps(item) if isinstance(item, dict) else str(item)
+        try:
+            converted = action.type(text) if callable(action.type) else text
+        except argparse.ArgumentTypeError as exc:
+            raise ConfigError(f"{where}: {exc}") from exc
+        if action.choices is not None and converted not in action.choices:
+            raise ConfigError(
+                f"{where}: {converted!r} is not one of {', '.join(map(str, action.choices))}"
+                f"{did_you_mean(str(converted), map(str, action.choices))}"
+            )
+        out.append(converted)
+    return out if many else out[0]
+
+
+def _apply_config(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]
+) -> argparse.Namespace:
+    """Merge ``--config``: the file's settings become the defaults, flags win; re-parse.
+
+    Raises:
+        ConfigError: a bad file, a setting the command does not have, or a bad value
+            (checked by the same converters as the flags).
+    """
+    sub: argparse.ArgumentParser = args.subparsers[args.command]
+    if args.config:
+        from metabt.configfile import load_config, options_for
+        from metabt.errors import ConfigError
+
+        values = options_for(load_config(args.config), args.command)
+        actions = {a.dest: a for a in sub._actions}
+        defaults: dict[str, Any] = {}
+        for key, value in values.items():
+            action = actions.get(key)
+            if action is None:
+                raise ConfigError(
+                    f"--config {args.config}: `metabt {args.command}` has no setting {key!r}; "
+                    "put it under the [table] of a command that has it"
+                )
+            defaults[key] = _convert(action, key, value, args.config)
+        sub.set_defaults(**defaults)
+        args = parser.parse_args(argv)  # flags on the command line override the file
+    for key in REQUIRED.get(args.command, ()):
+        if getattr(args, key) is None:
+            flag = "--" + key.replace("_", "-")
+            sub.error(f"{flag} is required (give the flag, or {key} in the --config file)")
+    return args
+
+
+def _example_config() -> str:
+    """The template of ``metabt config --example``, from the flags' own defaults."""
+    from metabt.configfile import Options, example
+
+    parser = _build_parser()
+    subparsers = parser.parse_args(["config"]).subparsers
+    skip = {"help", "config", "version"}
+    defaults: dict[str, dict[str, Any]] = {}
+    for name, sub in subparsers.items():
+        values: dict[str, Any] = {}
+        for action in sub._actions:
+            if action.dest in skip or action.dest not in Options.model_fields:
+                continue
+            default = action.default
+            if hasattr(default, "date"):  # a pd.Timestamp
+                default = str(default.date())
+            values[action.dest] = default
+        defaults[name] = values
+    return example(defaults)
 
 
 def _settings(args: argparse.Namespace) -> RunSettings:
@@ -363,6 +636,36 @@ def _settings(args: argparse.Namespace) -> RunSettings:
         costs=costs,
         cfg=_config(args),
     )
+
+
+def _record(args: argparse.Namespace, cfg: RunConfig | None = None) -> RunRecord:
+    """The run's record, started now: every option as resolved, and the learner config."""
+    from metabt.records import RunRecord
+
+    options = {k: v for k, v in vars(args).items() if k != "subparsers"}
+    if cfg is not None:
+        options["resolved"] = cfg.describe()
+    return RunRecord(args.command, options)
+
+
+def _data_files(*groups: Sequence[str] | None) -> list[Path]:
+    from metabt.data import sample_files
+
+    files: list[Path] = []
+    for group in groups:
+        for path in group or sample_files():
+            if Path(path) not in files:
+                files.append(Path(path))
+    return files
+
+
+def _finish_record(
+    record: RunRecord, args: argparse.Namespace, paths: dict[str, Path], out: Path
+) -> None:
+    """Data hashes and outputs into the record; ``run.json`` into the output folder."""
+    record.add_data(_data_files(args.data, args.train_data or args.data))
+    record.outputs = [str(p.resolve()) for p in paths.values()]
+    print(f"record of the run: {record.write(out / 'run.json').resolve()}")
 
 
 def _print_table(table: pd.DataFrame) -> None:
@@ -411,6 +714,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.resume and not partial.is_file():
         print(f"note: no unfinished run at {partial}; starting afresh")
     cfg = _config(args)
+    record = _record(args, cfg)
     trained = train_learner(
         frames,
         cfg,
@@ -424,7 +728,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(line)
     path = trained.learner.save(out)
     partial.unlink(missing_ok=True)
+    record.add_data(_data_files(args.data))
+    record.add_checkpoint(path, role="written")
+    run_json = record.write(path.with_name(path.name + ".run.json"))
     print(f"checkpoint written to {path}")
+    print(f"record of the run: {run_json}")
     return 0
 
 
@@ -434,6 +742,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     from metabt.experiments import main_backtest, rejection_warnings
     from metabt.meta import MetaLearner
 
+    record = _record(args, settings.cfg)
     learner = MetaLearner.load(args.model) if args.model else None
     run = main_backtest(settings, learner, progress=not args.quiet, log=print)
     for line in run.summary() + rejection_warnings(run.results):
@@ -444,9 +753,16 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         print("\nMetaStrategy per asset (contribution: P&L before costs / starting cash)")
         _print_table(run.meta.assets)
     paths = run.write(Path(args.report))
+    record.add_data(_data_files(args.data, args.train_data or args.data))
+    if args.model:
+        record.add_checkpoint(args.model)
+    record.outputs = [str(p.resolve()) for p in paths.values()]
+    report = Path(args.report)
+    run_json = record.write(report.with_name(report.stem + ".run.json"))
     print(f"\ntearsheet written to {paths['tearsheet'].resolve()}")
     print(f"per-asset results written to {paths['assets'].resolve()}")
     print(f"adaptation diagnostics written to {paths['diagnostics'].resolve()}")
+    print(f"record of the run: {run_json.resolve()}")
     return 0
 
 
@@ -455,6 +771,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     settings = _settings(args)
     from metabt.experiments import compare, rejection_warnings
 
+    record = _record(args, settings.cfg)
     result = compare(settings, seeds=args.seeds, progress=not args.quiet, log=print)
     paths = result.write(Path(args.out))
     print()
@@ -470,6 +787,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     print(f"per asset: {paths['assets_csv'].resolve()} and {paths['assets_markdown'].resolve()}")
     print(f"index of tearsheets: {paths['html'].resolve()}")
     print(f"MetaStrategy adaptation diagnostics: {paths['diagnostics'].resolve()}")
+    _finish_record(record, args, paths, Path(args.out))
     return 0
 
 
@@ -478,6 +796,7 @@ def _cmd_walkforward(args: argparse.Namespace) -> int:
     settings = _settings(args)
     from metabt.walkforward import walkforward
 
+    record = _record(args, settings.cfg)
     result = walkforward(
         settings,
         fold_years=args.fold_years,
@@ -509,6 +828,7 @@ def _cmd_walkforward(args: argparse.Namespace) -> int:
         f"per fold and asset: {paths['assets'].resolve()}\n"
         f"diagnostics: {paths['diagnostics'].resolve()}"
     )
+    _finish_record(record, args, paths, Path(args.out))
     return 0
 
 
@@ -535,15 +855,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    if args.command == "config":
+        if not args.example:
+            print("metabt config: use --example to print a template", file=sys.stderr)
+            return 2
+        print(_example_config(), end="")
+        return 0
     commands = {
         "train": _cmd_train,
         "backtest": _cmd_backtest,
         "compare": _cmd_compare,
         "walkforward": _cmd_walkforward,
     }
+    import os
+
+    if os.getcwd() not in sys.path:  # user features and models by import path, as `python -m`
+        sys.path.insert(0, os.getcwd())
     try:
+        args = _apply_config(parser, args, list(sys.argv[1:] if argv is None else argv))
         with _limit_threads(args.threads):
             return commands[args.command](args)
+    except SystemExit as exc:  # a required option missing after merging the config file
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 2
     except MetabtError as exc:
         message = " ".join(str(exc).split())  # one line, whatever a library put in it
         print(f"metabt {args.command}: error: {message}", file=sys.stderr)

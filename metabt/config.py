@@ -29,12 +29,17 @@ class RunConfig:
     Attributes:
         start: first date of the backtest; meta-training uses only data strictly before it.
         spec: the causal features and the label horizon (bars).
-        model_type: "mlp" or "gru" (``metabt.models.MODEL_TYPES``); hidden: MLP widths;
-            gru_hidden, gru_window: GRU size.
+        model_type: "mlp" or "gru" (``metabt.models.MODEL_TYPES``), or the import path
+            ``package.module:Class`` of a user ``torch.nn.Module`` built as
+            ``Class(n_features=F, **model_kwargs)``; hidden: MLP widths; gru_hidden,
+            gru_window: GRU size.
+        model_kwargs: keyword arguments of a user model (JSON primitives).
         algorithm: MetaLearner algorithm; inner_lr, inner_steps, meta_lr: its rates/steps.
         meta_steps: outer steps; batch_size: tasks per step.
         support, query: bars per support / query window (tasks and the strategy's support).
         adapt_every: bars between adaptations in the backtest.
+        online_meta_lr: outer-loop rate of MetaStrategy's online meta-updates of θ
+            during the backtest (0: off).
         val_years: the last years before ``start`` held out as validation tasks.
         warmup_bars: bars fed before ``start`` so features and the first support are ready.
         sizer: SignalSizer params.
@@ -44,6 +49,7 @@ class RunConfig:
     start: str = "2008-01-01"
     spec: FeatureSpec = field(default_factory=FeatureSpec)
     model_type: str = "mlp"
+    model_kwargs: Mapping[str, Any] = field(default_factory=dict)
     hidden: tuple[int, ...] = (32, 32)
     gru_hidden: int = 32
     gru_window: int = 10
@@ -56,6 +62,7 @@ class RunConfig:
     support: int = 60
     query: int = 20
     adapt_every: int = 5
+    online_meta_lr: float = 0.0
     val_years: float = 2.0
     warmup_bars: int = 300
     sizer: Mapping[str, Any] = field(
@@ -69,7 +76,14 @@ class RunConfig:
 
     def strategy_kwargs(self) -> dict[str, Any]:
         """MetaStrategy params of this configuration (without the learner): the schedule."""
-        return {"adapt_every": self.adapt_every, "support": self.support, "seed": self.seed}
+        out: dict[str, Any] = {
+            "adapt_every": self.adapt_every,
+            "support": self.support,
+            "seed": self.seed,
+        }
+        if self.online_meta_lr:
+            out["online_meta_lr"] = self.online_meta_lr
+        return out
 
     def model_config(self) -> dict[str, Any]:
         """The model's ``config()`` dict for ``metabt.models.build_model``.
@@ -77,6 +91,12 @@ class RunConfig:
         Raises:
             ConfigError: ``model_type`` is not one of ``metabt.models.MODEL_TYPES``.
         """
+        if ":" in self.model_type:  # a user module, by import path
+            return {
+                "type": self.model_type,
+                "n_features": self.spec.n_features,
+                **dict(self.model_kwargs),
+            }
         if self.model_type == "gru":
             return {
                 "type": "gru",
