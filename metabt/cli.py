@@ -188,6 +188,13 @@ def _training_options(p: argparse.ArgumentParser) -> None:
         'followed by JSON params, e.g. examples.rsi_feature:rsi{"window": 21} (repeatable)',
     )
     p.add_argument(
+        "--benchmark",
+        metavar="FILE",
+        help="an index or ETF's OHLCV file: each asset gets its close as the `benchmark` "
+        "column, as of each bar, for factor features (--feature metabt.factors:beta, "
+        "metabt.factors:resid_mom, ...)",
+    )
+    p.add_argument(
         "--horizon",
         type=_positive_int,
         default=DEMO.spec.horizon,
@@ -482,10 +489,21 @@ def _check_output(path: Path, flag: str, *, kind: str) -> None:
     check_output_path(path, flag, kind=kind)
 
 
-def _load_frames(files: Sequence[str] | None) -> dict[str, pd.DataFrame]:
+def _load_frames(
+    files: Sequence[str] | None, benchmark: str | None = None
+) -> dict[str, pd.DataFrame]:
+    """Validated frames of the files (default: the sample data); with ``benchmark``, each
+    gets the benchmark's close as its ``benchmark`` column (as of each bar, never later)."""
     from metabt.data import load_many, sample_files
 
-    return load_many(list(files) if files else sample_files())
+    frames = load_many(list(files) if files else sample_files())
+    if benchmark is None:
+        return frames
+    from metabt.data import load_ohlcv
+    from metabt.factors import with_benchmark
+
+    bench = load_ohlcv(benchmark)
+    return {name: with_benchmark(frame, bench) for name, frame in frames.items()}
 
 
 def _config(args: argparse.Namespace) -> RunConfig:
@@ -619,8 +637,8 @@ def _settings(args: argparse.Namespace) -> RunSettings:
     The data files are read and validated first, before torch and backtrader are
     imported, so a bad file is reported at once.
     """
-    frames = _load_frames(args.data)
-    train_frames = _load_frames(args.train_data) if args.train_data else frames
+    frames = _load_frames(args.data, args.benchmark)
+    train_frames = _load_frames(args.train_data, args.benchmark) if args.train_data else frames
     from metabt.backtest import Costs
     from metabt.experiments import RunSettings
 
@@ -648,22 +666,26 @@ def _record(args: argparse.Namespace, cfg: RunConfig | None = None) -> RunRecord
     return RunRecord(args.command, options)
 
 
-def _data_files(*groups: Sequence[str] | None) -> list[Path]:
+def _record_data(record: RunRecord, args: argparse.Namespace) -> None:
+    """Every data file the run read (traded, trained on, benchmark), with its SHA-256."""
     from metabt.data import sample_files
 
     files: list[Path] = []
+    groups = [args.data, getattr(args, "train_data", None) or args.data]
     for group in groups:
         for path in group or sample_files():
             if Path(path) not in files:
                 files.append(Path(path))
-    return files
+    if args.benchmark:
+        files.append(Path(args.benchmark))
+    record.add_data(files)
 
 
 def _finish_record(
     record: RunRecord, args: argparse.Namespace, paths: dict[str, Path], out: Path
 ) -> None:
     """Data hashes and outputs into the record; ``run.json`` into the output folder."""
-    record.add_data(_data_files(args.data, args.train_data or args.data))
+    _record_data(record, args)
     record.outputs = [str(p.resolve()) for p in paths.values()]
     print(f"record of the run: {record.write(out / 'run.json').resolve()}")
 
@@ -708,7 +730,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     _check_output(out, "--out", kind="file")
     partial = out.with_name(out.name + ".partial")
-    frames = _load_frames(args.data)
+    frames = _load_frames(args.data, args.benchmark)
     from metabt.recipe import train_learner
 
     if args.resume and not partial.is_file():
@@ -728,7 +750,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(line)
     path = trained.learner.save(out)
     partial.unlink(missing_ok=True)
-    record.add_data(_data_files(args.data))
+    _record_data(record, args)
     record.add_checkpoint(path, role="written")
     run_json = record.write(path.with_name(path.name + ".run.json"))
     print(f"checkpoint written to {path}")
@@ -745,6 +767,13 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     record = _record(args, settings.cfg)
     learner = MetaLearner.load(args.model) if args.model else None
     run = main_backtest(settings, learner, progress=not args.quiet, log=print)
+    trained = run.learner  # the checkpoint's, or the one trained now
+    record.config["learner"] = {
+        "algorithm": trained.algorithm,
+        "feature_spec": trained.feature_spec.to_dict(),
+        "train_range": trained.train_range,
+        "train_config": trained.train_config,
+    }
     for line in run.summary() + rejection_warnings(run.results):
         print(line)
     print()
@@ -753,7 +782,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         print("\nMetaStrategy per asset (contribution: P&L before costs / starting cash)")
         _print_table(run.meta.assets)
     paths = run.write(Path(args.report))
-    record.add_data(_data_files(args.data, args.train_data or args.data))
+    _record_data(record, args)
     if args.model:
         record.add_checkpoint(args.model)
     record.outputs = [str(p.resolve()) for p in paths.values()]

@@ -73,6 +73,7 @@ class Options(BaseModel):
     model_kwargs: dict[str, Any] | None = Field(None, description="user model keyword arguments")
     hidden: list[PosInt] | None = Field(None, description="MLP hidden widths")
     features: list[str] | None = Field(None, description="extra features (import paths)")
+    benchmark: str | None = Field(None, description="benchmark OHLCV file for factor features")
     steps: PosInt | None = Field(None, description="meta-training outer steps")
     inner_steps: PosInt | None = Field(None, description="inner-loop steps per adaptation")
     inner_lr: PosFloat | None = Field(None, description="inner-loop learning rate")
@@ -220,6 +221,7 @@ EXAMPLES: Mapping[str, Any] = {
     "ray_address": "auto",
     "features": ['examples.rsi_feature:rsi{"window": 14}'],
     "model_kwargs": {"hidden": 64},
+    "benchmark": "prices/SPY.csv",
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -51,3 +52,36 @@ def test_sinusoid_example_runs():
     for algorithm in ("maml", "erm", "scratch"):
         assert any(line.startswith(algorithm) and "query MSE" in line for line in lines)
     assert "support MSE" in lines[-1]
+
+
+@pytest.mark.slow
+def test_readme_bring_your_own_commands_run(tmp_path):
+    """The README's features-and-model block, as written (fewer training steps)."""
+    text = (ROOT / "README.md").read_text()
+    block = text.split("<!-- byo:start -->")[1].split("<!-- byo:end -->")[0]
+    lines = [ln.split("  #")[0].strip() for ln in block.splitlines() if ln.startswith("metabt ")]
+    assert len(lines) >= 5
+    for name in ("sample_data", "examples"):
+        (tmp_path / name).symlink_to(ROOT / name)
+    metabt = str(Path(sys.executable).parent / "metabt")
+    for line in lines:
+        line = line.replace("--steps 300", "--steps 10")
+        done = subprocess.run(
+            f"{metabt} {line[len('metabt ') :]} --quiet"
+            if not line.startswith("metabt config")
+            else f"{metabt} {line[len('metabt ') :]}",
+            shell=True,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        assert done.returncode == 0, (line, done.stderr[-2000:])
+    for path in ("models/rsi.pt", "models/net.pt", "reports/rsi.html", "reports/net_toml.html"):
+        assert (tmp_path / path).stat().st_size > 1_000, path
+    record = json.loads((tmp_path / "reports" / "rsi.run.json").read_text())
+    assert record["checkpoints"][0]["sha256"] and record["data"][0]["sha256"]
+    custom = record["config"]["learner"]["feature_spec"]["custom"]
+    assert custom[0]["import_path"] == "examples.rsi_feature:rsi"
+    assert custom[0]["params"] == {"window": 14} and len(custom[0]["sha256"]) == 64
