@@ -9,6 +9,7 @@ import backtrader as bt
 import numpy as np
 
 from metabt._checks import reject_unknown_params
+from metabt.bars import check_bars_per_year
 from metabt.errors import ConfigError
 
 __all__ = ["SignalSizer"]
@@ -55,12 +56,13 @@ class SignalSizer(bt.Sizer):
 
     The one sizing path: each bar, :meth:`metabt.strategy.SignalTrader.rebalance` asks
     :meth:`target_weight` for every asset's weight (with the strategy's O(1) estimate of
-    the realised volatility over ``vol_lookback`` bars, annualised with
-    ``bars_per_year``), scales the weights down to the portfolio's gross-leverage cap,
-    turns each into shares with :meth:`shares_for_weight` (deadband included) and submits
-    the differences as orders, which fill at the next bar's open. :meth:`target_shares`
-    is the same computation for one asset. A lone ``buy()`` without a size is refused
-    (:meth:`_getsizing`).
+    the realised volatility over ``vol_lookback`` bars, annualised with the run's bars per
+    year: ``bars_per_year`` if given, else the feeds' own bar frequency, inferred at start
+    by :func:`metabt.bars.common_frequency`), scales the weights down to the portfolio's
+    gross-leverage cap, turns each into shares with :meth:`shares_for_weight` (deadband
+    included) and submits the differences as orders, which fill at the next bar's open.
+    :meth:`target_shares` is the same computation for one asset. A lone ``buy()`` without
+    a size is refused (:meth:`_getsizing`).
 
     Params:
         target_vol (float): annualised volatility target of each position, as a fraction
@@ -75,10 +77,15 @@ class SignalSizer(bt.Sizer):
             (fraction of equity, 0.05 = 5%). 0 disables it. Default 0.05.
         signal_scale (float): signal magnitude that earns the full volatility-target
             weight (signal units; larger signals are clipped). Default 0.25.
-        bars_per_year (int): bars in a year, to annualise volatility (bars). Default 252.
+        bars_per_year (float | None): bars in a year, to annualise volatility (bars per
+            year, e.g. 252 for daily equity bars, 52 weekly, 6240 hourly 24/5 FX). Default
+            None: the data's own frequency, inferred from the feeds' bar times when the
+            strategy starts (:attr:`metabt.strategy.SignalTrader.bar_frequency`); an
+            explicit value overrides the inference.
 
     Raises:
-        ConfigError: a parameter out of range, or an unknown parameter name.
+        ConfigError: a parameter out of range (``bars_per_year`` must be None or a
+            positive number), or an unknown parameter name.
 
     References:
         Moskowitz, Ooi and Pedersen (2012), "Time series momentum", J. Financial
@@ -92,7 +99,7 @@ class SignalSizer(bt.Sizer):
         ("long_only", False),
         ("deadband", 0.05),
         ("signal_scale", 0.25),
-        ("bars_per_year", 252),
+        ("bars_per_year", None),
     )
 
     def __init__(self, **unknown: Any) -> None:
@@ -112,10 +119,14 @@ class SignalSizer(bt.Sizer):
                 f"SignalSizer: deadband must be >= 0 (fraction of equity, e.g. 0.05), "
                 f"got {p.deadband!r}"
             )
-        for name, low in (("vol_lookback", 2), ("bars_per_year", 1)):
-            value = getattr(p, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-                raise ConfigError(f"SignalSizer: {name} must be an integer >= {low}, got {value!r}")
+        lookback = p.vol_lookback
+        integer = isinstance(lookback, (int, np.integer)) and not isinstance(lookback, bool)
+        if not integer or lookback < 2:
+            raise ConfigError(
+                f"SignalSizer: vol_lookback must be an integer >= 2 (bars), got {lookback!r}"
+            )
+        if p.bars_per_year is not None:
+            check_bars_per_year(p.bars_per_year, "SignalSizer: bars_per_year")
         if not isinstance(p.long_only, (bool, np.bool_)):
             raise ConfigError(f"SignalSizer: long_only must be True or False, got {p.long_only!r}")
 

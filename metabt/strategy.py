@@ -1,8 +1,8 @@
 """MetaStrategy: rolling MAML adaptation inside the backtest loop, trading through SignalSizer.
 
-``SignalTrader`` is the base of every metabt strategy (one signal per data, one sizing
-path); ``MetaStrategy`` computes its signal with a meta-learned model adapted on the most
-recent realised bars.
+``MetaStrategy`` computes its signal with a meta-learned model adapted on the most recent
+realised bars; it trades through ``metabt.trader.SignalTrader`` (the base of every metabt
+strategy, re-exported here: one signal per data, one sizing path).
 """
 
 from __future__ import annotations
@@ -17,222 +17,13 @@ import backtrader as bt
 import numpy as np
 import pandas as pd
 
-from metabt._checks import as_date, reject_unknown_params
-from metabt._stats import RollingMoments
 from metabt.errors import ConfigError
-from metabt.features import FeatureSpec, OnlineFeatures
+from metabt.features import FeatureSpec, OnlineComputer, OnlineFeatures
 from metabt.meta import MetaLearner
-from metabt.sizers import SignalSizer
+from metabt.online import LOG_COLUMNS, OnlineMeta
+from metabt.trader import Signal, SignalTrader
 
 __all__ = ["Adapted", "Adapter", "MetaStrategy", "Signal", "SignalTrader"]
-
-
-class Signal(bt.Indicator):
-    """One data's signal, as a backtrader line (``signal``) that plots and can be read back.
-
-    The owning strategy writes ``signal[0]`` in its ``next()``; bars without a signal
-    (warm-up, not yet adapted) hold NaN.
-    """
-
-    lines = ("signal",)
-    plotinfo: ClassVar[dict[str, Any]] = {"subplot": True, "plotname": "signal"}
-
-    def next(self) -> None:
-        """Nothing to compute: the strategy writes the value of the bar."""
-
-    def once(self, start: int, end: int) -> None:
-        """Nothing to compute in backtrader's vectorised (``runonce``) pass either.
-
-        Defining it matters: an indicator that overrides only ``next`` gets backtrader's
-        ``once_via_next``, which replays every bar of its data a second time in Python.
-        """
-
-
-class SignalTrader(bt.Strategy):
-    """Base of metabt's strategies: one signal per data, positions set through SignalSizer.
-
-    Each bar, :meth:`compute_signal` gives each data that has a new bar a signal (NaN = no
-    view, go flat). :meth:`rebalance` is the one sizing path: the sizer's
-    :meth:`~metabt.sizers.SignalSizer.target_weight` turns each signal and the data's
-    realised volatility (:meth:`realised_vol`) into a target weight, the weights are scaled
-    down to the portfolio's gross-leverage cap, the sizer's
-    :meth:`~metabt.sizers.SignalSizer.shares_for_weight` turns each into shares (deadband
-    included), and the differences are submitted as ``buy``/``sell`` orders, reductions
-    first so that they free cash for the increases. Orders fill at the next bar's open
-    (backtrader's default), so a decision at bar t never trades at t's close.
-
-    Named apart from backtrader's own ``bt.SignalStrategy``, whose contract differs.
-    Without a sizer in the Cerebro, a default ``SignalSizer()`` is used; another kind of
-    sizer (``bt.sizers.FixedSize``, ``PercentSizer``, ...) is refused at start with a
-    ``ConfigError``, never silently replaced. Fills, turnover and rejected orders are measured by
-    :class:`metabt.analyzers.PortfolioAnalyzer`, not by the strategy.
-
-    Params:
-        trade_start (date | str | None): no orders before this date; bars before it are a
-            warm-up period. Default None (trade from the first bar).
-        gross_leverage (float): cap on the sum of |position value| over all data, as a
-            multiple of portfolio value. Default 0.95: orders fill at the next bar's open,
-            so a little cash absorbs overnight gaps and commission; an order the broker
-            still rejects is retried at the next bar.
-
-    A feed that ends before the others (a delisting, a shorter file) is closed one bar
-    before its last, so the order fills at its last bar's open; it is listed in ``ended``.
-
-    Attributes:
-        signals (list[Signal]): the ``signal`` line of each data, in ``self.datas`` order.
-        ended (dict[str, date]): data name -> the date its position was closed because its
-            feed ends before the others.
-        horizon (int | None): bars over which the signal forecasts a return; None for a
-            strategy without a forecast. When set, ``SignalAnalyzer`` scores the signal
-            against the realised forward return over ``horizon`` bars (IC).
-    """
-
-    params: Any = (("trade_start", None), ("gross_leverage", 0.95))
-    horizon: int | None = None
-
-    def __init__(self, **unknown: Any) -> None:
-        super().__init__()
-        reject_unknown_params(type(self).__name__, unknown, self.params)
-        if not (math.isfinite(self.p.gross_leverage) and self.p.gross_leverage > 0):
-            raise ConfigError(f"gross_leverage must be > 0, got {self.p.gross_leverage!r}")
-        self._trade_start = as_date(self.p.trade_start, "trade_start")
-        self.signals = [Signal(d) for d in self.datas]
-        self._signal_lines: list[Any] = [sig.lines[0] for sig in self.signals]
-        # each data's line objects, looked up once (backtrader resolves data.close by
-        # attribute lookup on every access)
-        self._bars = [(d.high, d.low, d.close, d.volume) for d in self.datas]
-        self._signal_sizer: SignalSizer | None = None
-        # backtrader gives every strategy a FixedSize before cerebro adds the user's sizer
-        self._backtrader_default_sizer = self.getsizer()
-        self._seen = [0] * len(self.datas)  # bars of each data already processed
-        self._last = [math.nan] * len(self.datas)  # latest signal of each data
-        self._last_log_close = [math.nan] * len(self.datas)
-        self._vol: list[RollingMoments] = []  # log returns over the sizer's vol_lookback
-        self._closing_bar: list[int] = []  # bar at which each early-ending feed is closed
-        self._closed: set[int] = set()
-        self.ended: dict[str, Any] = {}
-
-    # ---- hooks for subclasses
-    def compute_signal(self, i: int, data: bt.DataBase) -> float:  # pragma: no cover - abstract
-        """The signal of data ``i`` at the current bar (NaN for none)."""
-        raise NotImplementedError
-
-    # ---- backtrader hooks
-    def start(self) -> None:
-        sizer = self.getsizer()
-        if sizer is self._backtrader_default_sizer:  # no sizer added: metabt's default
-            sizer = SignalSizer()
-            self.setsizer(sizer)
-        elif not isinstance(sizer, SignalSizer):
-            raise ConfigError(
-                f"{type(self).__name__} sizes its portfolio with metabt.SignalSizer "
-                f"(volatility targets, gross-leverage cap), not {type(sizer).__name__}; "
-                "use cerebro.addsizer(metabt.SignalSizer, target_vol=..., max_leverage=...) "
-                "or add no sizer"
-            )
-        self._signal_sizer = sizer
-        lookback = int(sizer.p.vol_lookback)
-        self._vol = [RollingMoments((lookback,)) for _ in self.datas]
-        # bars of each preloaded feed; a feed that ends before the others is closed
-        lengths = [d.buflen() for d in self.datas]
-        last = [d.datetime.array[n - 1] if n else math.nan for d, n in zip(self.datas, lengths)]
-        end = max(last, default=math.nan)
-        self._closing_bar = [n - 1 if t < end else -1 for n, t in zip(lengths, last)]
-
-    def realised_vol(self, i: int) -> float:
-        """Annualised realised volatility of data ``i`` at the current bar, for sizing.
-
-        The sample std (ddof=1) of the last ``vol_lookback`` close-to-close log returns
-        times ``sqrt(bars_per_year)`` (the sizer's params), from rolling moments updated
-        once per bar (O(1), :class:`metabt._stats.RollingMoments`). NaN with fewer than
-        ``vol_lookback + 1`` bars.
-        """
-        sizer = self._signal_sizer
-        assert sizer is not None
-        if self._seen[i] <= int(sizer.p.vol_lookback):
-            return math.nan
-        return self._vol[i].stds()[0] * math.sqrt(sizer.p.bars_per_year)
-
-    def trading(self) -> bool:
-        """True once the current bar is on or after ``trade_start``."""
-        return self._trade_start is None or self.datas[0].datetime.date(0) >= self._trade_start
-
-    def prenext(self) -> None:
-        self._step()
-
-    def next(self) -> None:
-        self._step()
-
-    def _step(self) -> None:
-        """Signals for the data that have a new bar; then rebalance if trading.
-
-        Runs in ``prenext`` too, so bars are not lost while backtrader waits for the other
-        data (different start dates) or for indicators' minimum periods.
-        """
-        active = []
-        for i, d in enumerate(self.datas):
-            n = len(d)
-            if n == 0 or i in self._closed:
-                continue
-            if n > self._seen[i]:  # a new bar of this data (calendars may differ)
-                self._seen[i] = n
-                log_close = math.log(self._bars[i][2][0])
-                if n > 1:
-                    self._vol[i].push(log_close - self._last_log_close[i])
-                self._last_log_close[i] = log_close
-                self._last[i] = self.compute_signal(i, d)
-                self._signal_lines[i][0] = self._last[i]
-            if n == self._closing_bar[i] and self.trading():
-                # this feed ends at its next bar, before the others: close now, filled at
-                # its last bar's open (a position cannot fill after its data ends)
-                self._closed.add(i)
-                self.ended[d._name] = d.datetime.date(0)
-                if self.getposition(d).size:
-                    self.close(d)
-                continue
-            active.append(i)
-        if active and self.trading():
-            self.rebalance(active, [self._last[i] for i in active])
-
-    def rebalance(self, active: list[int], signals: list[float]) -> None:
-        """Move each active data's position to the sizer's target, with the gross-leverage cap.
-
-        Args:
-            active: indices (in ``self.datas``) of the data that have bars.
-            signals: their current signals (NaN = go flat).
-        """
-        sizer = self._signal_sizer
-        assert sizer is not None
-        cap = self.p.gross_leverage
-        weights = [sizer.target_weight(s, self.realised_vol(i)) for i, s in zip(active, signals)]
-        gross = sum([abs(w) for w in weights])
-        if gross > cap:
-            weights = [w * (cap / gross) for w in weights]
-        value = self.broker.getvalue()
-        shares = sizer.shares_for_weight
-        plan = []  # (data, weight, price, held, target)
-        book = 0.0
-        for i, w in zip(active, weights):
-            data = self.datas[i]
-            price = self._bars[i][2][0]
-            held = self.getposition(data).size
-            target = shares(w, price, value, current=held)
-            plan.append((data, w, price, held, target))
-            book += abs(target) * price
-        if book > cap * value:
-            # positions held inside their deadband pushed the book over the cap: go exact
-            plan = [
-                (d, w, p, c, shares(w, p, value, current=c, deadband=0.0)) for d, w, p, c, _ in plan
-            ]
-        # reductions first: they free cash for the increases
-        orders = [(abs(t) >= abs(c), d, t - c) for d, _, _, c, t in plan if t != c]
-        if len(orders) > 1:
-            orders.sort(key=lambda o: o[0])
-        for _, d, delta in orders:
-            if delta > 0:
-                self.buy(d, size=delta)
-            else:
-                self.sell(d, size=-delta)
 
 
 @runtime_checkable
@@ -292,14 +83,15 @@ class _AssetState:
     model: Adapted | None = None
     model_index: int = -1  # index of the current adaptation in MetaStrategy.adaptations
     since_adapt: int = 0
-    online: OnlineFeatures = field(init=False)
+    online: OnlineComputer = field(init=False)
     errors: deque[float] = field(default_factory=lambda: deque(maxlen=250))  # realised
     # realised errors of predictions made since the last drift-triggered adaptation
     drift_from: int = 0  # index (in adaptations) of that adaptation; 0 before any
     recent_errors: list[float] = field(default_factory=list)
+    batch: tuple[Any, int] | None = None  # (BatchAdapted, slot) behind the current model
 
     def __post_init__(self) -> None:
-        self.online = OnlineFeatures(self.spec)
+        self.online = self.spec.online()  # the fast scalar path for the built-in features
         self.X = np.full((512, self.spec.n_features), np.nan, dtype=np.float32)
 
     def grow(self) -> None:
@@ -332,6 +124,22 @@ class MetaStrategy(SignalTrader):
             not reset the window (with adapt_every <= horizon, no model lives long enough
             to have its own predictions scored). Default None (schedule only).
         drift_window (int): realised predictions in the short error window, bars. Default 10.
+        online_meta_lr (float): outer-loop learning rate of online meta-updates of θ during
+            the backtest; 0 = off (θ fixed, as trained). Default 0. When > 0 (a
+            MetaLearner only), adaptation a of a data at bar k (support bars k - horizon -
+            support + 1 .. k - horizon) predicts bars k .. e_a, with e_a = k + adapt_every
+            - 1, or the bar before that data's next adaptation if it comes sooner (a drift
+            trigger). At bar e_a + horizon, the label of e_a is realised and the query (the
+            bars k .. e_a with finite features and labels) is complete: after the signals
+            of that bar, a private copy of θ takes one outer step (``meta_step``, Adam with
+            lr = online_meta_lr) on that (support, query) pair. Adaptations from the next
+            bar on start from the updated θ; the user's learner and checkpoint are never
+            modified. See :attr:`theta_drift` and :meth:`theta_log`.
+        batch_adapt (bool): when several data are due to adapt on the same bar, adapt them
+            in one ``MetaLearner.adapt_batch`` call and predict their rows in one
+            ``predict_rows`` call (equal to the per-data path to float precision). Used
+            only when the learner has ``adapt_batch`` and :meth:`compute_signal` is not
+            overridden. Default True.
         seed (int): kept in ``strategy.p.seed`` for the run's record; adaptation is
             deterministic (full-batch gradient descent, no sampling), so equal data,
             checkpoint and params give equal orders whatever the seed. Default 0.
@@ -345,12 +153,15 @@ class MetaStrategy(SignalTrader):
             steps; see :meth:`adaptation_log` for the realised query loss.
 
     Raises:
-        ConfigError: missing learner, a learner without feature spec, bad schedule values.
+        ConfigError: missing learner, a learner without feature spec, bad schedule values,
+            a negative ``online_meta_lr``, or ``online_meta_lr > 0`` with an adapter that
+            has no outer loop (RidgeAdapter, RLSAdapter).
         CheckpointError: an unreadable or mismatched checkpoint.
 
     References:
         Finn, Abbeel, Levine 2017, "Model-Agnostic Meta-Learning for Fast Adaptation of
-        Deep Networks".
+        Deep Networks"; Zhao et al. 2023, "DoubleAdapt: A Meta-learning Approach to
+        Incremental Learning for Stock Trend Forecasting" (online meta-updates of θ).
     """
 
     #: subclasses that stand for a baseline require a learner of this algorithm
@@ -365,6 +176,8 @@ class MetaStrategy(SignalTrader):
         ("seed", 0),
         ("drift_threshold", None),
         ("drift_window", 10),
+        ("online_meta_lr", 0.0),
+        ("batch_adapt", True),
     )
 
     def __init__(self, **unknown: Any) -> None:
@@ -417,6 +230,39 @@ class MetaStrategy(SignalTrader):
         self._query_sq = [0.0]  # realised squared error per adaptation (index shifted by 1)
         self._query_n = [0]
         self._states = [_AssetState(self.spec, i) for i in range(len(self.datas))]
+        # user features may read the open and extra columns (lines of metabt.data.feed)
+        self._rich = (
+            not isinstance(self._states[0].online, OnlineFeatures) if self._states else False
+        )
+        self._extra = [self._extra_lines(d) for d in self.datas]
+        rate = self.p.online_meta_lr
+        if isinstance(rate, bool) or not (
+            isinstance(rate, (int, float)) and math.isfinite(rate) and rate >= 0
+        ):
+            raise ConfigError(
+                f"online_meta_lr must be a number >= 0 (outer-loop learning rate; 0 = off), "
+                f"got {rate!r}"
+            )
+        self._online = (
+            OnlineMeta(learner, rate, self.p.adapt_every, self.horizon) if rate > 0 else None
+        )
+
+    def _extra_lines(self, data: bt.DataBase) -> list[tuple[str, Any]]:
+        """The lines of the extra columns the features read (``FeatureSpec.columns``)."""
+        out = []
+        for name in self.spec.columns:
+            if name not in data.lines.getlinealiases():
+                raise ConfigError(
+                    f"the features read column {name!r}, which data {data._name!r} lacks; load "
+                    "the frame with that column (e.g. metabt.factors.with_benchmark for "
+                    "'benchmark') and feed it with metabt.data.feed, so extra columns become lines"
+                )
+            out.append((name, getattr(data.lines, name)))
+        return out
+
+    def _adapter(self) -> Adapter:
+        """What adapts: the private online copy of θ when online meta-updates are on."""
+        return self.learner if self._online is None else self._online.learner
 
     # ---- per-bar bookkeeping
     def _record_bar(self, state: _AssetState, data: bt.DataBase) -> int:
@@ -425,7 +271,14 @@ class MetaStrategy(SignalTrader):
             state.grow()
         high, low, close_line, volume = self._bars[state.index]
         close = close_line[0]
-        row, scale = state.online.update(high[0], low[0], close, volume[0])
+        if self._rich:
+            i = state.index
+            extra = {name: line[0] for name, line in self._extra[i]}
+            row, scale = state.online.update(
+                high[0], low[0], close, volume[0], open=data.open[0], extra=extra or None
+            )
+        else:
+            row, scale = state.online.update(high[0], low[0], close, volume[0])
         if row is not None:
             state.X[k] = row
             if state.first_row < 0:
@@ -464,21 +317,41 @@ class MetaStrategy(SignalTrader):
         idx = np.arange(first, last + 1)[:, None] + np.arange(1 - self.window, 1)[None, :]
         return state.X[idx].reshape(last - first + 1, -1)
 
-    def _maybe_adapt(self, state: _AssetState, data: bt.DataBase, k: int) -> None:
+    def _due(self, state: _AssetState, k: int) -> tuple[np.ndarray, np.ndarray, str] | None:
+        """The support set (x, y) and trigger when data adapts at bar k, else None."""
         state.since_adapt += 1
         trigger = "schedule"
         if state.model is not None and state.since_adapt < self.p.adapt_every:
             if not self._drifted(state):
-                return
+                return None
             trigger = "drift"
         last = k - self.horizon  # newest bar whose label is known
         first = last - self.p.support + 1
         if state.first_row < 0 or first < state.first_row + self.window - 1:
-            return  # still in the feature warm-up: not enough realised pairs
+            return None  # still in the feature warm-up: not enough realised pairs
         x = self._inputs(state, first, last)
         y = np.array(state.y[first : last + 1], dtype=np.float32)
-        model = self.learner.adapt(x, y, steps=self.p.inner_steps)
+        return x, y, trigger
+
+    def _maybe_adapt(self, state: _AssetState, data: bt.DataBase, k: int) -> None:
+        due = self._due(state, k)
+        if due is not None:
+            model = self._adapter().adapt(due[0], due[1], steps=self.p.inner_steps)
+            self._adopt(state, data, k, model, due)
+
+    def _adopt(
+        self,
+        state: _AssetState,
+        data: bt.DataBase,
+        k: int,
+        model: Adapted,
+        due: tuple[np.ndarray, np.ndarray, str],
+        batch: tuple[Any, int] | None = None,
+    ) -> None:
+        """Make ``model`` (adapted at bar k on ``due``'s support set) data's current model."""
+        x, y, trigger = due
         state.model = model
+        state.batch = batch
         state.since_adapt = 0
         state.model_index = len(self.adaptations)
         if trigger == "drift":  # judge the next drift on what the new model does
@@ -491,12 +364,14 @@ class MetaStrategy(SignalTrader):
                 "date": pd.Timestamp(data.datetime.date(0)),
                 "data": data._name,
                 "trigger": trigger,
-                "support": last - first + 1,
+                "support": len(y),
                 "loss_before": model.loss_before,
                 "loss_after": model.loss_after,
                 "steps": model.steps,
             }
         )
+        if self._online is not None:
+            self._online.opened(state.index, state.model_index, k, x, y)
 
     def _drifted(self, state: _AssetState) -> bool:
         """True when the current model's recent realised error jumped (market observer)."""
@@ -515,11 +390,112 @@ class MetaStrategy(SignalTrader):
         self._maybe_adapt(state, data, k)
         if state.model is None or k < state.first_row + self.window - 1:
             return math.nan
-        x = state.X[k] if self.window == 1 else self._inputs(state, k, k)[0]
-        prediction = state.model.predict_row(x)
+        prediction = state.model.predict_row(self._row(state, k))
         state.pred[k] = prediction
         state.made_by[k] = state.model_index
         return prediction
+
+    def compute_signals(self, indices: list[int]) -> list[float]:
+        """Signals of the data with a new bar; then the online meta-updates of the bar.
+
+        Batched (one ``adapt_batch`` and one ``predict_rows`` call) when ``batch_adapt``
+        and the learner allow it, else :meth:`compute_signal` for each data.
+        """
+        batched = (
+            len(indices) > 1
+            and self.p.batch_adapt
+            and type(self).compute_signal is MetaStrategy.compute_signal
+            and hasattr(self._adapter(), "adapt_batch")
+        )
+        signals = self._signals_batched(indices) if batched else super().compute_signals(indices)
+        if self._online is not None:
+            self._online_updates(indices)
+        return signals
+
+    def _signals_batched(self, indices: list[int]) -> list[float]:
+        """:meth:`compute_signal` for several data at once (same results, float precision)."""
+        states = [self._states[i] for i in indices]
+        bars = [self._record_bar(state, self.datas[state.index]) for state in states]
+        groups: dict[int, list[tuple[_AssetState, int, Any]]] = {}  # by support length
+        for state, k in zip(states, bars):
+            due = self._due(state, k)
+            if due is not None:
+                groups.setdefault(len(due[1]), []).append((state, k, due))
+        adapter = self._adapter()
+        for group in groups.values():
+            if len(group) == 1:
+                state, k, due = group[0]
+                model = adapter.adapt(due[0], due[1], steps=self.p.inner_steps)
+                self._adopt(state, self.datas[state.index], k, model, due)
+                continue
+            xs = np.stack([due[0] for _, _, due in group])
+            ys = np.stack([due[1] for _, _, due in group])
+            batch = adapter.adapt_batch(xs, ys, steps=self.p.inner_steps)  # type: ignore[attr-defined]
+            for b, (state, k, due) in enumerate(group):
+                self._adopt(state, self.datas[state.index], k, batch.model(b), due, (batch, b))
+        out = [math.nan] * len(states)
+        live = [
+            j
+            for j, (state, k) in enumerate(zip(states, bars))
+            if state.model is not None and k >= state.first_row + self.window - 1
+        ]
+        batch = states[live[0]].batch if live else None
+        if (
+            batch is not None
+            and len(batch[0]) == len(live)
+            and all((states[j].batch or (None,))[0] is batch[0] for j in live)
+        ):  # every model of one batch has a row now: one call
+            live.sort(key=lambda j: states[j].batch[1])  # type: ignore[index]
+            rows = np.stack([self._row(states[j], bars[j]) for j in live])
+            values = batch[0].predict_rows(rows).tolist()
+        else:
+            values = [states[j].model.predict_row(self._row(states[j], bars[j])) for j in live]  # type: ignore[union-attr]
+        for j, value in zip(live, values):
+            state, k = states[j], bars[j]
+            out[j] = state.pred[k] = value
+            state.made_by[k] = state.model_index
+        return out
+
+    def _row(self, state: _AssetState, k: int) -> np.ndarray:
+        """The model input of bar k: (window * F,)."""
+        return state.X[k] if self.window == 1 else self._inputs(state, k, k)[0]
+
+    def _online_updates(self, indices: list[int]) -> None:
+        """One outer step of θ per adaptation whose query labels became all realised now."""
+        online = self._online
+        assert online is not None
+        for i in indices:
+            state = self._states[i]
+            for entry in online.due(i, state.n - 1):
+                yq = np.array(state.y[entry.start : entry.end + 1], dtype=np.float32)
+                xq = self._inputs(state, entry.start, entry.end)
+                keep = np.isfinite(yq) & np.isfinite(xq).all(axis=1)
+                if keep.any():
+                    data = self.datas[i]
+                    online.step(entry, xq[keep], yq[keep], data.datetime.date(0), data._name)
+
+    @property
+    def theta_drift(self) -> list[dict[str, Any]]:
+        """The online meta-updates of θ, one dict each (empty when ``online_meta_lr`` is 0).
+
+        Keys: date (the bar whose close realised the query), data, update (0, 1, ...),
+        adaptation (index in :attr:`adaptations`), query (rows), query_loss (query MSE
+        after the inner loop, before the step), theta_drift (``||θ - θ₀||₂`` after the
+        step, θ₀ = the learner's θ), theta_sha256 (digest of θ after the step: equal
+        digests mean bit-identical θ).
+        """
+        return [] if self._online is None else self._online.log
+
+    @property
+    def online_learner(self) -> MetaLearner | None:
+        """The private copy of the learner that online meta-updates train (None when off)."""
+        return None if self._online is None else self._online.learner
+
+    def theta_log(self) -> pd.DataFrame:
+        """:attr:`theta_drift` as a DataFrame, one row per online meta-update."""
+        if self._online is None:
+            return pd.DataFrame(columns=LOG_COLUMNS)
+        return self._online.frame()
 
     # ---- results
     def features(self, i: int = 0) -> np.ndarray:

@@ -330,3 +330,81 @@ def test_another_kind_of_sizer_is_refused_never_silently_replaced():
         else:
             with pytest.raises(ConfigError, match=r"metabt\.SignalSizer"):
                 cerebro.run()
+
+
+# ---- bars_per_year: the data's own frequency unless given (metabt.bars)
+
+
+def _bars(index: pd.DatetimeIndex, seed: int = 5) -> pd.DataFrame:
+    """Geometric random-walk OHLCV bars on the given bar times."""
+    frame = _frame(len(index), seed)
+    frame.index = index
+    return frame
+
+
+def _hourly_fx(weeks: int = 8) -> pd.DatetimeIndex:
+    """Hourly bars 24 hours a day, Monday to Friday (FX 24/5)."""
+    hours = pd.date_range("2021-01-04", periods=weeks * 7 * 24, freq="h")
+    return hours[hours.day_of_week < 5]
+
+
+def _probe(frames: dict[str, pd.DataFrame], **sizer_kwargs) -> _Probe:
+    cerebro = bt.Cerebro(stdstats=False)
+    for name, frame in frames.items():
+        intraday = (frame.index[1] - frame.index[0]) < pd.Timedelta(days=1)
+        extra = {"timeframe": bt.TimeFrame.Minutes, "compression": 60} if intraday else {}
+        cerebro.adddata(bt.feeds.PandasData(dataname=frame, openinterest=None, **extra), name=name)
+    cerebro.addsizer(SignalSizer, vol_lookback=10, **sizer_kwargs)
+    cerebro.addstrategy(_Probe)
+    return cerebro.run()[0]
+
+
+def _hand_vol(frame: pd.DataFrame, n: int, bars_per_year: float) -> float:
+    """std (ddof=1) of the 10 log returns up to bar n (1-based), times sqrt(bars_per_year)."""
+    log_returns = np.diff(np.log(frame["close"].to_numpy()))
+    return float(np.std(log_returns[n - 11 : n - 1], ddof=1) * math.sqrt(bars_per_year))
+
+
+@pytest.mark.parametrize(
+    ("index", "name", "per_year"),
+    [
+        (_hourly_fx(), "hourly", 6240.0),  # 24 x 260 weekdays
+        (pd.date_range("2015-01-02", periods=150, freq="W-FRI"), "weekly", 52.0),
+        (pd.bdate_range("2021-01-04", periods=80), "daily", 252.0),
+    ],
+)
+def test_realised_vol_is_annualised_with_the_datas_own_frequency(index, name, per_year):
+    frame = _bars(index)
+    strat = _probe({"SYN": frame})
+    assert strat.getsizer().p.bars_per_year is None  # the default: infer
+    assert strat.bar_frequency.name == name
+    assert strat.bar_frequency.bars_per_year == per_year
+    checked = 0
+    for n, row in strat.seen.items():
+        if n >= 11:
+            assert row["vol"] == pytest.approx(_hand_vol(frame, n, per_year), rel=1e-12)
+            checked += 1
+    assert checked > 50
+
+
+def test_an_explicit_bars_per_year_overrides_the_inference():
+    frame = _bars(_hourly_fx(4))
+    strat = _probe({"SYN": frame}, bars_per_year=1000)
+    assert strat.bar_frequency.name == "given" and strat.bar_frequency.bars_per_year == 1000.0
+    n = max(strat.seen)
+    assert strat.seen[n]["vol"] == pytest.approx(_hand_vol(frame, n, 1000), rel=1e-12)
+
+
+def test_mixed_bar_frequencies_are_refused_at_start_unless_given():
+    daily = _bars(pd.bdate_range("2021-01-04", periods=80))
+    hourly = _bars(_hourly_fx(4), seed=6)
+    with pytest.raises(ConfigError, match=r"different bar frequencies.*daily.*hourly"):
+        _probe({"D": daily, "H": hourly})
+    assert _probe({"D": daily, "H": hourly}, bars_per_year=252).bar_frequency.name == "given"
+
+
+@pytest.mark.parametrize("bad", [0, -5, math.nan, math.inf, "252", True])
+def test_bars_per_year_must_be_none_or_positive(bad):
+    with pytest.raises(ConfigError, match=r"^SignalSizer: bars_per_year must be a positive"):
+        SignalSizer(bars_per_year=bad)
+    assert SignalSizer(bars_per_year=6240.0).p.bars_per_year == 6240.0

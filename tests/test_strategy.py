@@ -117,6 +117,10 @@ def test_support_labels_are_realised_offline_labels(sample_frames, small_learner
             seen.append(np.asarray(y).copy())
             return self._learner.adapt(x, y, steps=steps)
 
+        def adapt_batch(self, xs, ys, steps=None):  # several data due on one bar
+            seen.extend(np.asarray(y).copy() for y in ys)
+            return self._learner.adapt_batch(xs, ys, steps=steps)
+
     class SpyStrategy(MetaStrategy):
         def __init__(self):
             super().__init__()
@@ -158,7 +162,7 @@ def test_incremental_sizing_vol_equals_the_sizers_definition(sample_frames, smal
         def next(self):
             super().next()
             sizer = self.getsizer()
-            lookback, per_year = sizer.p.vol_lookback, sizer.p.bars_per_year
+            lookback, per_year = sizer.p.vol_lookback, self.bar_frequency.bars_per_year
             for i, d in enumerate(self.datas):
                 closes = np.asarray(d.close.get(size=len(d)), dtype=float)
                 pairs.append((self.realised_vol(i), _sizer_vol(closes, lookback, per_year)))
@@ -356,3 +360,40 @@ def test_model_asset_results_match_the_adaptation_log_and_signals(base_run):
     assert 0 < assets.loc["portfolio", "exposure"] <= 0.95 * 1.05
     turnover = assets.loc[list(pairs), "turnover_two_way"].sum()
     assert turnover == pytest.approx(base_run.metrics["turnover_two_way"])
+
+
+def test_batched_adaptation_equals_the_per_data_path(
+    base_run, sample_frames, small_learner, monkeypatch
+):
+    """Data due on the same bar adapt in one adapt_batch call and predict in one
+    predict_rows call; signals, losses and orders equal the per-data path."""
+    from metabt.batched import BatchAdapted
+
+    calls = {"adapt_batch": [], "predict_rows": 0}
+    adapt_batch, predict_rows = small_learner.adapt_batch, BatchAdapted.predict_rows
+
+    def counting_adapt_batch(xs, ys, steps=None):
+        calls["adapt_batch"].append(len(xs))
+        return adapt_batch(xs, ys, steps=steps)
+
+    def counting_predict_rows(self, x):
+        calls["predict_rows"] += 1
+        return predict_rows(self, x)
+
+    monkeypatch.setattr(small_learner, "adapt_batch", counting_adapt_batch)
+    monkeypatch.setattr(BatchAdapted, "predict_rows", counting_predict_rows)
+    batched = _run(sample_frames, small_learner).strategy
+    monkeypatch.undo()
+    single = _run(sample_frames, small_learner, batch_adapt=False).strategy
+    n_adapt = len(batched.adaptation_log())
+    assert set(calls["adapt_batch"]) == {2}  # AAPL and IBM share a calendar
+    assert len(calls["adapt_batch"]) == n_adapt // 2
+    assert calls["predict_rows"] > 500
+    a, b = batched.adaptation_log(), single.adaptation_log()
+    pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-5, atol=1e-7)
+    for x, y in zip(batched.signals, single.signals):
+        np.testing.assert_allclose(
+            np.asarray(x.signal.array), np.asarray(y.signal.array), rtol=1e-5, atol=1e-7
+        )
+    assert batched.orders_log == single.orders_log
+    assert batched.orders_log == base_run.strategy.orders_log  # the default is batched
