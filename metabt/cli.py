@@ -1,4 +1,4 @@
-"""The ``metabt`` command: argument parsing and printing; the work is in ``metabt.experiments``.
+"""The ``metabt`` command: arguments, config files, exit codes; the work is in ``metabt.commands``.
 
 Exit codes: 0 success; 2 bad input or usage (one line on stderr, no traceback);
 1 unexpected failure.
@@ -17,9 +17,6 @@ from metabt.errors import MetabtError
 if TYPE_CHECKING:
     import pandas as pd
 
-    from metabt.config import RunConfig
-    from metabt.experiments import RunSettings
-    from metabt.records import RunRecord
 
 __all__ = ["main"]
 
@@ -27,6 +24,7 @@ THREADS_ENV = "METABT_THREADS"
 DEFAULT_REPORT = Path("reports") / "metabt_backtest.html"
 DEFAULT_COMPARE = Path("reports") / "compare"
 DEFAULT_WALKFORWARD = Path("reports") / "walkforward"
+DEFAULT_SWEEP = Path("reports") / "sweep"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -359,7 +357,9 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"metabt {__version__}")
     sub = parser.add_subparsers(
-        dest="command", metavar="{train,backtest,compare,walkforward,config}", parser_class=_Parser
+        dest="command",
+        metavar="{train,backtest,compare,walkforward,sweep,config}",
+        parser_class=_Parser,
     )
     train = _command(sub, "train", "meta-train on data strictly before --train-end", run=False)
     # required, from the flags or the config file (checked after merging them)
@@ -441,16 +441,54 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="rolling training window in years (default: expanding, all history)",
     )
-    for p in (train, backtest, cmp_, walk):
+    swp = _command(
+        sub,
+        "sweep",
+        "hyperparameter search (grid or Optuna TPE), each trial scored on walk-forward "
+        "validation folds strictly before a held-out test period no trial sees; resumable",
+        out=(
+            str(DEFAULT_SWEEP),
+            f"folder for sweep.db, trials.csv, best.toml (default {DEFAULT_SWEEP})",
+        ),
+    )
+    swp.add_argument(
+        "--space",
+        metavar="TOML",
+        help="the search space: a TOML file of setting = [values] (grid) or setting = "
+        "{low = .., high = .., log = true} (tpe); or the `space` table of --config",
+    )
+    swp.add_argument(
+        "--sampler", choices=("tpe", "grid"), default="tpe", help="search (default tpe)"
+    )
+    swp.add_argument(
+        "--trials",
+        type=_positive_int,
+        metavar="N",
+        help="trials in all, resumed ones included (default: the grid's size; 20 for tpe)",
+    )
+    swp.add_argument(
+        "--val-folds",
+        type=_positive_int,
+        default=2,
+        metavar="N",
+        help="one-year validation folds before --start (default 2)",
+    )
+    for p in (train, backtest, cmp_, walk, swp):
         _training_options(p)
     config = sub.add_parser("config", help="print a documented config-file template")
     config.add_argument(
         "--example", action="store_true", help="print every setting with its default, as TOML"
     )
     parser.set_defaults(
-        subparsers={"train": train, "backtest": backtest, "compare": cmp_, "walkforward": walk}
+        subparsers={
+            "train": train,
+            "backtest": backtest,
+            "compare": cmp_,
+            "walkforward": walk,
+            "sweep": swp,
+        }
     )
-    for p in (cmp_, walk):
+    for p in (cmp_, walk, swp):
         p.add_argument(
             "--executor",
             choices=("serial", "process", "ray"),
@@ -481,63 +519,6 @@ def _build_parser() -> argparse.ArgumentParser:
             "sd (default: --seed)",
         )
     return parser
-
-
-def _check_output(path: Path, flag: str, *, kind: str) -> None:
-    from metabt._util import check_output_path
-
-    check_output_path(path, flag, kind=kind)
-
-
-def _load_frames(
-    files: Sequence[str] | None, benchmark: str | None = None
-) -> dict[str, pd.DataFrame]:
-    """Validated frames of the files (default: the sample data); with ``benchmark``, each
-    gets the benchmark's close as its ``benchmark`` column (as of each bar, never later)."""
-    from metabt.data import load_many, sample_files
-
-    frames = load_many(list(files) if files else sample_files())
-    if benchmark is None:
-        return frames
-    from metabt.data import load_ohlcv
-    from metabt.factors import with_benchmark
-
-    bench = load_ohlcv(benchmark)
-    return {name: with_benchmark(frame, bench) for name, frame in frames.items()}
-
-
-def _config(args: argparse.Namespace) -> RunConfig:
-    """The run configuration: the demo's, with the flags (and config file) given."""
-    import dataclasses
-
-    from metabt.config import DEMO
-
-    spec = dataclasses.replace(DEMO.spec, horizon=args.horizon)
-    if args.features:
-        spec = spec.with_features(*args.features)
-    sizer = dict(DEMO.sizer)
-    if getattr(args, "bars_per_year", None) is not None:
-        sizer["bars_per_year"] = args.bars_per_year
-    changes: dict[str, Any] = {
-        "algorithm": args.algorithm,
-        "model_type": args.model_type,
-        "model_kwargs": dict(args.model_kwargs),
-        "hidden": tuple(args.hidden),
-        "spec": spec,
-        "meta_steps": args.steps,
-        "inner_steps": args.inner_steps,
-        "inner_lr": args.inner_lr,
-        "meta_lr": args.meta_lr,
-        "batch_size": args.batch_size,
-        "query": args.query,
-        "val_years": args.val_years,
-        "support": args.support,
-        "sizer": sizer,
-        "seed": args.seed,
-    }
-    if hasattr(args, "adapt_every"):
-        changes.update(adapt_every=args.adapt_every, online_meta_lr=args.online_meta_lr)
-    return DEMO.with_(**changes)
 
 
 #: Options that must be given, by flag or config file, per command.
@@ -600,6 +581,9 @@ def _apply_config(
                     f"--config {args.config}: `metabt {args.command}` has no setting {key!r}; "
                     "put it under the [table] of a command that has it"
                 )
+            if key == "space" and isinstance(value, dict):  # an inline search space
+                defaults[key] = value
+                continue
             defaults[key] = _convert(action, key, value, args.config)
         sub.set_defaults(**defaults)
         args = parser.parse_args(argv)  # flags on the command line override the file
@@ -631,236 +615,6 @@ def _example_config() -> str:
     return example(defaults)
 
 
-def _settings(args: argparse.Namespace) -> RunSettings:
-    """Frames to trade and to train on, period, cash, costs and configuration.
-
-    The data files are read and validated first, before torch and backtrader are
-    imported, so a bad file is reported at once.
-    """
-    frames = _load_frames(args.data, args.benchmark)
-    train_frames = _load_frames(args.train_data, args.benchmark) if args.train_data else frames
-    from metabt.backtest import Costs
-    from metabt.experiments import RunSettings
-
-    costs = Costs(
-        commission_bps=args.commission, slippage_bps=args.slippage, borrow_bps=args.borrow
-    )
-    return RunSettings(
-        frames=frames,
-        train_frames=train_frames,
-        start=args.start,
-        end=args.end,
-        cash=args.cash,
-        costs=costs,
-        cfg=_config(args),
-    )
-
-
-def _record(args: argparse.Namespace, cfg: RunConfig | None = None) -> RunRecord:
-    """The run's record, started now: every option as resolved, and the learner config."""
-    from metabt.records import RunRecord
-
-    options = {k: v for k, v in vars(args).items() if k != "subparsers"}
-    if cfg is not None:
-        options["resolved"] = cfg.describe()
-    return RunRecord(args.command, options)
-
-
-def _record_data(record: RunRecord, args: argparse.Namespace) -> None:
-    """Every data file the run read (traded, trained on, benchmark), with its SHA-256."""
-    from metabt.data import sample_files
-
-    files: list[Path] = []
-    groups = [args.data, getattr(args, "train_data", None) or args.data]
-    for group in groups:
-        for path in group or sample_files():
-            if Path(path) not in files:
-                files.append(Path(path))
-    if args.benchmark:
-        files.append(Path(args.benchmark))
-    record.add_data(files)
-
-
-def _finish_record(
-    record: RunRecord, args: argparse.Namespace, paths: dict[str, Path], out: Path
-) -> None:
-    """Data hashes and outputs into the record; ``run.json`` into the output folder."""
-    _record_data(record, args)
-    record.outputs = [str(p.resolve()) for p in paths.values()]
-    print(f"record of the run: {record.write(out / 'run.json').resolve()}")
-
-
-def _print_table(table: pd.DataFrame) -> None:
-    from metabt.report import format_table
-
-    print(format_table(table))
-
-
-#: Columns of a judged table printed as the second ("evidence") block.
-EVIDENCE = (
-    "ic",
-    "ic_t",
-    "rank_ic",
-    "rank_ic_t",
-    "ic_tradable",
-    "ic_tradable_t",
-    "cs_ic",
-    "cs_ic_t",
-    "psr",
-    "dsr",
-    "sharpe_vs_best",
-    "sharpe_vs_best_lo",
-    "sharpe_vs_best_hi",
-    "block",
-    "untrained",
-)
-
-
-def _print_split(table: pd.DataFrame) -> None:
-    """A wide judged table as two blocks: performance, then evidence (sd columns in CSV)."""
-    shown = table[[c for c in table.columns if not str(c).endswith("_sd")]]
-    evidence = [c for c in EVIDENCE if c in shown.columns]
-    print()
-    _print_table(shown.drop(columns=evidence))
-    print()
-    _print_table(shown[evidence])
-
-
-def _cmd_train(args: argparse.Namespace) -> int:
-    out = Path(args.out)
-    _check_output(out, "--out", kind="file")
-    partial = out.with_name(out.name + ".partial")
-    frames = _load_frames(args.data, args.benchmark)
-    from metabt.recipe import train_learner
-
-    if args.resume and not partial.is_file():
-        print(f"note: no unfinished run at {partial}; starting afresh")
-    cfg = _config(args)
-    record = _record(args, cfg)
-    trained = train_learner(
-        frames,
-        cfg,
-        end=args.train_end,
-        checkpoint=partial,
-        resume=args.resume,
-        checkpoint_every=args.checkpoint_every,
-        progress=not args.quiet,
-    )
-    for line in trained.summary(cfg, list(frames)):
-        print(line)
-    path = trained.learner.save(out)
-    partial.unlink(missing_ok=True)
-    _record_data(record, args)
-    record.add_checkpoint(path, role="written")
-    run_json = record.write(path.with_name(path.name + ".run.json"))
-    print(f"checkpoint written to {path}")
-    print(f"record of the run: {run_json}")
-    return 0
-
-
-def _cmd_backtest(args: argparse.Namespace) -> int:
-    _check_output(Path(args.report), "--report", kind="file")
-    settings = _settings(args)
-    from metabt.experiments import main_backtest, rejection_warnings
-    from metabt.meta import MetaLearner
-
-    record = _record(args, settings.cfg)
-    learner = MetaLearner.load(args.model) if args.model else None
-    run = main_backtest(settings, learner, progress=not args.quiet, log=print)
-    trained = run.learner  # the checkpoint's, or the one trained now
-    record.config["learner"] = {
-        "algorithm": trained.algorithm,
-        "feature_spec": trained.feature_spec.to_dict(),
-        "train_range": trained.train_range,
-        "train_config": trained.train_config,
-    }
-    for line in run.summary() + rejection_warnings(run.results):
-        print(line)
-    print()
-    _print_table(run.table)
-    if len(settings.frames) > 1:
-        print("\nMetaStrategy per asset (contribution: P&L before costs / starting cash)")
-        _print_table(run.meta.assets)
-    paths = run.write(Path(args.report))
-    _record_data(record, args)
-    if args.model:
-        record.add_checkpoint(args.model)
-    record.outputs = [str(p.resolve()) for p in paths.values()]
-    report = Path(args.report)
-    run_json = record.write(report.with_name(report.stem + ".run.json"))
-    print(f"\ntearsheet written to {paths['tearsheet'].resolve()}")
-    print(f"per-asset results written to {paths['assets'].resolve()}")
-    print(f"adaptation diagnostics written to {paths['diagnostics'].resolve()}")
-    print(f"record of the run: {run_json.resolve()}")
-    return 0
-
-
-def _cmd_compare(args: argparse.Namespace) -> int:
-    _check_output(Path(args.out), "--out", kind="dir")
-    settings = _settings(args)
-    from metabt.experiments import compare, rejection_warnings
-
-    record = _record(args, settings.cfg)
-    result = compare(settings, seeds=args.seeds, progress=not args.quiet, log=print)
-    paths = result.write(Path(args.out))
-    print()
-    for line in result.notes + rejection_warnings(result.results):
-        print(line)
-    _print_split(result.table)
-    print()
-    for line in result.verdicts:
-        print(line)
-    print(f"\ntable: {paths['csv'].resolve()} and {paths['markdown'].resolve()}")
-    if "seeds" in paths:
-        print(f"every seed: {paths['seeds'].resolve()}")
-    print(f"per asset: {paths['assets_csv'].resolve()} and {paths['assets_markdown'].resolve()}")
-    print(f"index of tearsheets: {paths['html'].resolve()}")
-    print(f"MetaStrategy adaptation diagnostics: {paths['diagnostics'].resolve()}")
-    _finish_record(record, args, paths, Path(args.out))
-    return 0
-
-
-def _cmd_walkforward(args: argparse.Namespace) -> int:
-    _check_output(Path(args.out), "--out", kind="dir")
-    settings = _settings(args)
-    from metabt.walkforward import walkforward
-
-    record = _record(args, settings.cfg)
-    result = walkforward(
-        settings,
-        fold_years=args.fold_years,
-        train_years=args.train_years,
-        seeds=args.seeds,
-        progress=not args.quiet,
-        log=print,
-    )
-    paths = result.write(Path(args.out))
-    overall = result.metrics()
-    stitched = result.returns
-    first_seed = result.table[result.table["seed"] == result.table["seed"].iloc[0]]
-    folds = first_seed.pivot(index="fold", columns="strategy", values="sharpe")
-    print("\nSharpe per fold (after costs)")
-    print(folds[list(result.stitched)].to_string(float_format=lambda v: f"{v:.2f}"))
-    print(
-        f"\nstitched out-of-sample {stitched.index[0].date()} to {stitched.index[-1].date()} "
-        f"({len(stitched)} bars, {result.costs.describe()}); MetaStrategy: sharpe "
-        f"{overall['sharpe']:.2f}, cagr {overall['cagr']:.2%}, max drawdown "
-        f"{overall['max_drawdown']:.2%}"
-    )
-    _print_split(result.summary)
-    print()
-    for line in result.verdicts:
-        print(line)
-    print(f"\nfold table: {paths['folds'].resolve()}\nsummary: {paths['summary'].resolve()}")
-    print(f"tearsheet: {paths['tearsheet'].resolve()}")
-    print(
-        f"per fold and asset: {paths['assets'].resolve()}\n"
-        f"diagnostics: {paths['diagnostics'].resolve()}"
-    )
-    _finish_record(record, args, paths, Path(args.out))
-    return 0
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``metabt`` console script.
 
@@ -890,12 +644,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         print(_example_config(), end="")
         return 0
-    commands = {
-        "train": _cmd_train,
-        "backtest": _cmd_backtest,
-        "compare": _cmd_compare,
-        "walkforward": _cmd_walkforward,
-    }
     import os
 
     if os.getcwd() not in sys.path:  # user features and models by import path, as `python -m`
@@ -903,7 +651,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _apply_config(parser, args, list(sys.argv[1:] if argv is None else argv))
         with _limit_threads(args.threads):
-            return commands[args.command](args)
+            from metabt.commands import run
+
+            return run(args)
     except SystemExit as exc:  # a required option missing after merging the config file
         return int(exc.code or 0) if not isinstance(exc.code, str) else 2
     except MetabtError as exc:

@@ -100,7 +100,10 @@ class Options(BaseModel):
     ray_address: str | None = Field(None, description="Ray cluster address")
     trials: PosInt | None = Field(None, description="sweep: number of trials")
     sampler: str | None = Field(None, description="sweep: grid or tpe")
-    space: dict[str, Any] | None = Field(None, description="sweep: search space")
+    val_folds: PosInt | None = Field(None, description="sweep: one-year validation folds")
+    space: dict[str, Any] | str | None = Field(
+        None, description="sweep: search space (a table, or a TOML file)"
+    )
 
 
 class ConfigFile(Options):
@@ -222,6 +225,8 @@ EXAMPLES: Mapping[str, Any] = {
     "features": ['examples.rsi_feature:rsi{"window": 14}'],
     "model_kwargs": {"hidden": 64},
     "benchmark": "prices/SPY.csv",
+    "trials": 20,
+    "space": {"inner_lr": [0.01, 0.02, 0.05], "support": [40, 60]},
 }
 
 

@@ -16,6 +16,7 @@ MODULES = [
     "metabt.batched",
     "metabt.checkpoint",
     "metabt.cli",
+    "metabt.commands",
     "metabt.config",
     "metabt.configfile",
     "metabt.data",
@@ -45,6 +46,7 @@ MODULES = [
     "metabt.synthetic",
     "metabt.tasks",
     "metabt.training",
+    "metabt.trader",
     "metabt.walkforward",
     "strategies",
 ]

@@ -46,6 +46,7 @@ LAYERS = [
     "pricing",
     "online",
     "sizers",
+    "trader",
     "strategy",
     "baselines",
     "portfolio",
@@ -60,6 +61,7 @@ LAYERS = [
     "experiments",
     "walkforward",
     "sweep",
+    "commands",
     "cli",
     "__main__",
 ]

@@ -7,7 +7,8 @@ import tomllib
 
 import pytest
 
-from metabt.cli import _apply_config, _build_parser, _config, _example_config
+from metabt.cli import _apply_config, _build_parser, _example_config
+from metabt.commands import config_of as _config
 from metabt.configfile import COMMANDS, Options, load_config, options_for
 from metabt.errors import ConfigError
 
