@@ -13,6 +13,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from metabt._util import atomic_path, quiet_third_party, write_text
@@ -21,6 +22,7 @@ from metabt.metrics import check_periods, check_returns
 __all__ = [
     "COUNT_METRICS",
     "PERCENT_METRICS",
+    "context_components",
     "format_table",
     "write_comparison",
     "write_diagnostics",
@@ -316,15 +318,33 @@ def write_diagnostics(
     from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
 
     r = check_returns(returns, "returns")
-    fig = Figure(figsize=(11, 9), dpi=100)
-    ax_eq, ax_loss, ax_ic = fig.subplots(3, 1, sharex=True)
+    log = adaptations[adaptations["date"] >= r.index[0]].set_index("date").sort_index()
+    pcs = context_components(log)
+    fig = Figure(figsize=(11, 9 if pcs is None else 12.5), dpi=100)
+    if pcs is None:
+        ax_eq, ax_loss, ax_ic = fig.subplots(3, 1, sharex=True)
+    else:
+        grid = fig.add_gridspec(4, 1, height_ratios=(1, 1, 1, 1.3))
+        ax_eq = fig.add_subplot(grid[0])
+        ax_loss = fig.add_subplot(grid[1], sharex=ax_eq)
+        ax_ic = fig.add_subplot(grid[2], sharex=ax_eq)
+        ax_ctx = fig.add_subplot(grid[3])
+        days = pcs.index.map(pd.Timestamp.toordinal).to_numpy(dtype=float)
+        dots = ax_ctx.scatter(pcs["pc1"], pcs["pc2"], c=days, cmap="viridis", s=9)
+        ax_ctx.plot(pcs["pc1"], pcs["pc2"], color="lightgray", linewidth=0.5, zorder=0)
+        bar = fig.colorbar(dots, ax=ax_ctx)
+        ticks = np.linspace(days.min(), days.max(), 5)
+        bar.set_ticks(ticks)
+        bar.set_ticklabels([str(pd.Timestamp.fromordinal(int(t)).date()) for t in ticks])
+        ax_ctx.set_xlabel("context PC1")
+        ax_ctx.set_ylabel("context PC2")
+        ax_ctx.set_title("task embedding (CAVIA context) after each adaptation, by date")
     ax_eq.plot((1 + r).cumprod(), label="strategy", color="tab:blue")
     if benchmark is not None:
         b = check_returns(benchmark, "benchmark")
         ax_eq.plot((1 + b).cumprod(), label=str(b.name or "benchmark"), color="tab:gray")
     ax_eq.set_ylabel("growth of 1")
     ax_eq.legend(loc="upper left")
-    log = adaptations[adaptations["date"] >= r.index[0]].set_index("date").sort_index()
     per = max(1, ic_window // 5)
     for column, color in (
         ("loss_before", "tab:orange"),
@@ -335,7 +355,8 @@ def write_diagnostics(
             series = log[column].rolling(per, min_periods=1).mean()
             ax_loss.plot(series, label=column.replace("_", " "), color=color)
     ax_loss.set_ylabel("MSE (label units)")
-    ax_loss.legend(loc="upper left")
+    if ax_loss.get_legend_handles_labels()[0]:
+        ax_loss.legend(loc="upper left")
     for name, pair in signals.items():
         pair = pair[pair.index >= r.index[0]]
         if len(pair) > ic_window:
@@ -343,7 +364,8 @@ def write_diagnostics(
             ax_ic.plot(ic, label=f"{name} rolling IC ({ic_window} bars)")
     ax_ic.axhline(0.0, color="black", linewidth=0.8)
     ax_ic.set_ylabel("IC")
-    ax_ic.legend(loc="upper left", fontsize="small")
+    if ax_ic.get_legend_handles_labels()[0]:  # none when the test period is short
+        ax_ic.legend(loc="upper left", fontsize="small")
     fig.suptitle(title)
     fig.tight_layout()
     buffer = io.BytesIO()
@@ -358,11 +380,44 @@ def write_diagnostics(
             "A query MSE far above the support MSE after adaptation means the adaptation fits "
             "noise. Rolling IC: correlation of the signal with the forward return it "
             "predicts."
+            + (
+                ""
+                if pcs is None
+                else " Task embedding: the context vector each adaptation found, projected on "
+                "its first two principal components; clusters of dates are regimes the model "
+                "told apart."
+            )
         ],
         image=image,
         image_alt="diagnostics",
     )
     return write_text(Path(path), page)
+
+
+def context_components(log: pd.DataFrame) -> pd.DataFrame | None:
+    """First two principal components of the adapted context vectors (CAVIA), by date.
+
+    Args:
+        log: an adaptation log indexed by date, with a ``context`` column of (C,) arrays
+            (``MetaStrategy.adaptation_log()``).
+
+    Returns:
+        DataFrame indexed by date with columns ``pc1``, ``pc2`` (projections of the
+        centred contexts on the top two right singular vectors), or None without contexts
+        (or fewer than 3 of them).
+    """
+    if "context" not in log.columns:
+        return None
+    rows = log["context"].dropna()
+    if len(rows) < 3:
+        return None
+    matrix = np.vstack([np.asarray(v, dtype=np.float64).ravel() for v in rows])
+    centred = matrix - matrix.mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    proj = centred @ vt[:2].T
+    if proj.shape[1] < 2:
+        proj = np.column_stack([proj, np.zeros(len(proj))])
+    return pd.DataFrame(proj, index=rows.index, columns=["pc1", "pc2"])
 
 
 def _format_value(column: str, value: float) -> str:

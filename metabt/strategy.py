@@ -370,6 +370,9 @@ class MetaStrategy(SignalTrader):
                 "steps": model.steps,
             }
         )
+        context = getattr(model, "context", None)  # CAVIA's adapted task embedding
+        if context is not None:
+            self.adaptations[-1]["context"] = np.asarray(context, dtype=np.float64).ravel()
         if self._online is not None:
             self._online.opened(state.index, state.model_index, k, x, y)
 
@@ -509,9 +512,12 @@ class MetaStrategy(SignalTrader):
         Columns: date, data, trigger ("schedule" or "drift"), support (pairs), loss_before
         and loss_after (support MSE), steps, query_loss (realised MSE of the predictions
         this adapted model made, scored as their labels arrived; NaN if none was scored
-        yet), query_count (how many were scored).
+        yet), query_count (how many were scored); for a learner whose adapted model has a
+        task embedding (CAVIA's context vector), ``context`` ((C,) float64 ndarray).
         """
         columns = ["date", "data", "trigger", "support", "loss_before", "loss_after", "steps"]
+        if any("context" in a for a in self.adaptations):
+            columns.append("context")
         frame = pd.DataFrame(self.adaptations, columns=columns)
         counts = np.asarray(self._query_n[1:], dtype=float)
         sums = np.asarray(self._query_sq[1:], dtype=float)

@@ -124,3 +124,48 @@ def test_a_run_without_trades_gets_a_report_that_says_so(tmp_path):
     page = write_tearsheet(flat, _returns(50, seed=2, name="SPY"), tmp_path / "flat.html")
     text = page.read_text(encoding="utf-8")
     assert "no trades" in text and "50 bars" in text
+
+
+def test_context_trajectory_is_the_pca_of_the_contexts_and_is_drawn(tmp_path):
+    """CAVIA's contexts: the first two PCs by date, and a fourth panel on the page."""
+    import numpy as np
+    import pandas as pd
+
+    from metabt.report import context_components, write_diagnostics
+
+    rng = np.random.default_rng(0)
+    dates = pd.bdate_range("2020-01-01", periods=40)
+    # two regimes: the contexts sit around two points along one direction
+    regime = np.where(np.arange(40) < 20, -1.0, 1.0)
+    contexts = [np.array([3.0 * g, 0.5 * g, 0.0, 0.0]) + 0.1 * rng.normal(size=4) for g in regime]
+    log = pd.DataFrame(
+        {
+            "date": dates,
+            "data": "A",
+            "trigger": "schedule",
+            "support": 60,
+            "loss_before": 1.0,
+            "loss_after": 0.9,
+            "steps": 5,
+            "query_loss": 1.0,
+            "query_count": 5,
+            "context": contexts,
+        }
+    )
+    pcs = context_components(log.set_index("date"))
+    assert list(pcs.columns) == ["pc1", "pc2"] and len(pcs) == 40
+    # the first component separates the regimes (its sign is arbitrary)
+    assert abs(pcs["pc1"][:20].mean() - pcs["pc1"][20:].mean()) > 5.0
+    assert np.allclose(pcs.mean(), 0.0, atol=1e-12)
+    assert context_components(log.drop(columns="context").set_index("date")) is None
+    returns = pd.Series(rng.normal(0, 0.01, 40), index=dates)
+    signals = {
+        "A": pd.DataFrame(
+            {"signal": rng.normal(size=40), "forward": rng.normal(size=40)}, index=dates
+        )
+    }
+    with_ctx = write_diagnostics(returns, None, log, signals, tmp_path / "a.html", title="t")
+    without = write_diagnostics(
+        returns, None, log.drop(columns="context"), signals, tmp_path / "b.html", title="t"
+    )
+    assert "Task embedding" in with_ctx.read_text() and "Task embedding" not in without.read_text()
