@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from metabt._kernels import MLPKernel
+from metabt.algorithms import OUTER_STEPS
 from metabt.features import FeatureSpec, OnlineFeatures
 from metabt.meta import ALGORITHMS, MetaLearner
 from metabt.models import GRU, MLP
@@ -128,6 +129,8 @@ def main() -> None:
     rows = []
     for model_type in ("mlp", "gru"):
         for algorithm in ALGORITHMS:
+            if OUTER_STEPS[algorithm].adapts_itself:  # CNP, ProtoNet, CAVIA: their own models
+                continue  # (their latency is in bench_learners.py)
             model = MLP(f) if model_type == "mlp" else GRU(f, 32, 10)
             x = torch.randn(SUPPORT, model.n_features, generator=g)
             rows.append(

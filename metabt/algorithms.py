@@ -1,4 +1,8 @@
-"""The MAML family's outer-loop steps, one registry entry per algorithm, and the inner loops.
+"""The outer-step registry of every algorithm, and the MAML family's steps and inner loops.
+
+The other families' steps (CNP, ProtoNet, CAVIA), the adapted model and the step base
+class live in ``metabt.learners``; they are re-exported here and registered in
+:data:`OUTER_STEPS`.
 
 Every step runs on any ``torch.nn.Module`` mapping (N, F_in) to (N,) or (N, 1): the
 ``func`` engine calls it through ``torch.func.functional_call`` inside ``vmap``/``grad``
@@ -18,20 +22,32 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from metabt._checks import check_support, did_you_mean
+from metabt._checks import did_you_mean
 from metabt.config import ALGORITHM_NAMES, ENGINE_NAMES
 from metabt.errors import ConfigError
+from metabt.learners import (
+    AdaptedModel,
+    CaviaStep,
+    CnpStep,
+    OuterStep,
+    ProtoStep,
+    mse,
+    support_arrays,
+)
 from metabt.models import MetaModel, input_width
 
 __all__ = [
     "ALGORITHMS",
     "AdaptedModel",
+    "CaviaStep",
+    "CnpStep",
     "ENGINES",
     "ErmStep",
     "GradientStep",
     "Learner",
     "OUTER_STEPS",
     "OuterStep",
+    "ProtoStep",
     "ReptileStep",
     "ScratchStep",
     "adapt_autograd",
@@ -52,11 +68,6 @@ Forward = Callable[[Mapping[str, Tensor], Tensor], Tensor]
 #: Engines computing the MAML-family meta-gradient: "auto" picks "func" unless the model
 #: cannot be batched by ``torch.func.vmap`` (then "higher").
 ENGINES = ENGINE_NAMES
-
-
-def mse(pred: Tensor, target: Tensor) -> Tensor:
-    """Mean squared error, the loss of every inner and outer loop. (N,), (N,) -> ()."""
-    return ((pred - target) ** 2).mean()
 
 
 def prediction(out: Tensor, x: Tensor, model: nn.Module) -> Tensor:
@@ -239,34 +250,7 @@ def query_losses(
     return torch.func.vmap(task_loss)(*batch)
 
 
-# ------------------------------------- test-time adaptation: pure update functions + AdaptedModel
-def _to_numpy(values: Tensor | np.ndarray, dtype: np.dtype) -> np.ndarray:
-    if isinstance(values, Tensor):
-        values = values.detach().cpu().numpy()
-    return np.ascontiguousarray(values, dtype=dtype)
-
-
-def support_arrays(
-    x: Tensor | np.ndarray, y: Tensor | np.ndarray, like: Tensor
-) -> tuple[np.ndarray, np.ndarray]:
-    """A support set checked and converted for the test-time inner loop.
-
-    Args:
-        x: (S, F_in) float inputs (tensor or ndarray); y: (S,) float labels.
-        like: a tensor of θ, whose dtype the arrays take.
-
-    Returns:
-        (x, y) as C-contiguous ndarrays of θ's dtype.
-
-    Raises:
-        ConfigError: mismatched shapes, an empty support set or non-finite values.
-    """
-    np_dtype = like.detach().numpy().dtype
-    xn, yn = _to_numpy(x, np_dtype), _to_numpy(y, np_dtype)
-    check_support(xn, yn)
-    return xn, yn
-
-
+# ---------------------------- test-time adaptation: pure update functions (AdaptedModel: learners)
 def adapt_autograd(
     forward: Forward,
     theta: Mapping[str, Tensor],
@@ -363,127 +347,7 @@ def adapt_head(
     return (loss_after if steps == 0 else loss_before), loss_after, params
 
 
-class AdaptedModel:
-    """A model adapted to one support set: φ = θ after a few inner-loop steps.
-
-    The thin class over the pure update functions (:func:`adapt_autograd`,
-    :func:`adapt_head`, the ``metabt._kernels`` kernels), as ``MetaLearner.adapt`` returns
-    it (importable as ``metabt.meta.AdaptedModel``). Holds its own copy φ of the
-    parameters; θ of the learner is untouched.
-
-    Args:
-        forward: (params, x) -> predictions, the model's ``forward_with``.
-        params: φ as name -> tensor, or None when only ``numpy_params`` are given.
-        loss_before: support MSE at θ. loss_after: support MSE at φ.
-        steps: inner-loop steps taken.
-        forward_numpy: the NumPy forward pass of a ``metabt._kernels`` kernel, or None.
-        numpy_params: φ as name -> ndarray (what a kernel returns), or None.
-        backend: which inner loop produced φ: "kernel" (a fused NumPy kernel of
-            ``metabt._kernels``), "head" (ANIL's closed-form head) or "autograd" (the
-            ``torch.autograd`` reference, ``metabt.algorithms.adapt_autograd``).
-
-    Attributes:
-        params: the adapted parameters φ, name -> tensor (no autograd history).
-        loss_before: mean squared error on the support set at θ (before adaptation).
-        loss_after: mean squared error on the support set at φ (after adaptation).
-        steps: number of inner-loop gradient steps taken.
-        backend: the inner loop that ran ("kernel", "head" or "autograd").
-
-    Raises:
-        ValueError: neither ``params`` nor ``numpy_params`` is given.
-    """
-
-    def __init__(
-        self,
-        forward: Callable[[Mapping[str, Tensor], Tensor], Tensor],
-        params: Params | None,
-        *,
-        loss_before: float,
-        loss_after: float,
-        steps: int,
-        forward_numpy: Callable[[Mapping[str, np.ndarray], np.ndarray], np.ndarray] | None = None,
-        numpy_params: Mapping[str, np.ndarray] | None = None,
-        backend: str = "autograd",
-    ) -> None:
-        if params is None and numpy_params is None:
-            raise ValueError("AdaptedModel needs params or numpy_params")
-        self._forward = forward
-        self._params = params
-        self.loss_before = loss_before
-        self.loss_after = loss_after
-        self.steps = steps
-        self.backend = backend
-        self._forward_numpy = forward_numpy
-        if numpy_params is None and forward_numpy is not None and params is not None:
-            numpy_params = {k: v.numpy() for k, v in params.items()}
-        self._numpy_params = numpy_params
-        some = next(iter(numpy_params.values())) if numpy_params else None
-        self._numpy_dtype = some.dtype if some is not None else None
-
-    @property
-    def params(self) -> Params:
-        """φ as name -> tensor (built on first use when adaptation ran in NumPy)."""
-        if self._params is None:
-            assert self._numpy_params is not None
-            self._params = {
-                k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in self._numpy_params.items()
-            }
-        return self._params
-
-    @property
-    def dtype(self) -> torch.dtype:
-        """φ's dtype (the learner's θ dtype: torch.float32 or torch.float64)."""
-        return next(iter(self.params.values())).dtype
-
-    def __call__(self, x: Tensor) -> Tensor:
-        """Predictions. x: (N, F_in) float tensor -> (N,) tensor of the model's dtype."""
-        with torch.no_grad():
-            return self._forward(self.params, x.to(self.dtype))
-
-    def predict_row(self, x: np.ndarray) -> float:
-        """One prediction for one input row: x (F_in,) float ndarray -> float.
-
-        The per-bar path of ``MetaStrategy``: no batching, no dtype round trips when the
-        row already has the model's dtype.
-        """
-        if self._forward_numpy is not None and self._numpy_params is not None:
-            return float(self._forward_numpy(self._numpy_params, x))
-        return float(self.predict(x)[0])
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """Predictions for a NumPy array. x: (N, F_in) or (F_in,) -> (N,) float64 ndarray."""
-        arr = np.asarray(x)
-        if arr.ndim == 1:
-            arr = arr[None, :]
-        if self._forward_numpy is not None and self._numpy_params is not None:
-            x_np = arr.astype(self._numpy_dtype, copy=False)
-            return self._forward_numpy(self._numpy_params, x_np).astype(np.float64)
-        return self(torch.from_numpy(np.ascontiguousarray(arr))).double().numpy()
-
-
 # ----------------------------------------------------------------------- outer steps
-class OuterStep:
-    """One outer-loop update of θ on a batch of tasks (the base of the registry entries).
-
-    Calling a step with a learner and a batch xs (B, S, F_in), ys (B, S), xq (B, Q, F_in),
-    yq (B, Q) (θ's dtype) updates θ with ``learner.optimizer`` and returns the mean query
-    MSE after inner-loop adaptation, measured before the update.
-
-    Attributes:
-        head_only: the inner loop adapts only the head (ANIL).
-        learned_lr: the inner rates are per-parameter and meta-learned (Meta-SGD).
-        updates_theta: False when θ never changes (scratch): ``fit`` then runs no step.
-    """
-
-    head_only: bool = False
-    learned_lr: bool = False
-    updates_theta: bool = True
-
-    def __call__(self, learner: Learner, xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor) -> float:
-        """Update θ on one batch; returns the mean query loss before the update."""
-        raise NotImplementedError  # pragma: no cover - abstract
-
-
 @dataclass(frozen=True)
 class GradientStep(OuterStep):
     """MAML, FOMAML, Meta-SGD and ANIL: the meta-gradient of the query loss after adaptation.
@@ -659,6 +523,9 @@ OUTER_STEPS: Mapping[str, OuterStep] = MappingProxyType(
         "reptile": ReptileStep(),
         "erm": ErmStep(),
         "scratch": ScratchStep(),
+        "cnp": CnpStep(),
+        "protonet": ProtoStep(),
+        "cavia": CaviaStep(),
     }
 )
 
@@ -762,12 +629,14 @@ def resolve_engine(engine: str, model: nn.Module, step: OuterStep) -> str:
         "func" or "higher".
 
     Raises:
-        ConfigError: "func" for a model ``torch.func.vmap`` cannot batch, or a model whose
-            output is not (N,) or (N, 1).
+        ConfigError: "func" for a model ``torch.func.vmap`` cannot batch, a model whose
+            output is not (N,) or (N, 1), or a model of another family
+            (:meth:`metabt.learners.OuterStep.check_model`).
 
     Warns:
         UserWarning: "auto" fell back to "higher".
     """
+    step.check_model(model)
     if engine == "higher" or isinstance(model, MetaModel):
         return "func" if engine == "auto" else engine
     failure = vmap_failure(model)

@@ -15,11 +15,26 @@ from metabt.features import FeatureSpec
 __all__ = ["ALGORITHM_NAMES", "DEMO", "ENGINE_NAMES", "MODEL_TYPES", "RunConfig"]
 
 #: Every ``MetaLearner`` algorithm (``metabt.algorithms`` registers exactly these; tested).
-ALGORITHM_NAMES = ("maml", "fomaml", "metasgd", "anil", "reptile", "erm", "scratch")
+ALGORITHM_NAMES = (
+    "maml",
+    "fomaml",
+    "metasgd",
+    "anil",
+    "reptile",
+    "erm",
+    "scratch",
+    "cnp",
+    "protonet",
+    "cavia",
+)
 #: The meta-gradient engines.
 ENGINE_NAMES = ("auto", "higher", "func")
-#: metabt's own model types (``metabt.models.build_model``).
-MODEL_TYPES = ("mlp", "gru")
+#: metabt's own model types (``metabt.models.build_model``); the last three belong to the
+#: algorithm of the same name, and only to it (``metabt.models.MetaModel.paired_algorithm``).
+MODEL_TYPES = ("mlp", "gru", "cnp", "protonet", "cavia")
+#: Algorithms that imply their model type: with the default ``model_type="mlp"`` they build
+#: the model of their own name (:meth:`RunConfig.model_config`).
+_PAIRED = ("cnp", "protonet", "cavia")
 
 
 @dataclass(frozen=True)
@@ -29,7 +44,8 @@ class RunConfig:
     Attributes:
         start: first date of the backtest; meta-training uses only data strictly before it.
         spec: the causal features and the label horizon (bars).
-        model_type: "mlp" or "gru" (``metabt.models.MODEL_TYPES``), or the import path
+        model_type: one of ``metabt.models.MODEL_TYPES`` ("cnp", "protonet" and "cavia"
+            only with the algorithm of that name, which implies it), or the import path
             ``package.module:Class`` of a user ``torch.nn.Module`` built as
             ``Class(n_features=F, **model_kwargs)``; hidden: MLP widths; gru_hidden,
             gru_window: GRU size.
@@ -88,9 +104,33 @@ class RunConfig:
     def model_config(self) -> dict[str, Any]:
         """The model's ``config()`` dict for ``metabt.models.build_model``.
 
+        The algorithms "cnp", "protonet" and "cavia" run only on the model of their name:
+        with ``model_type="mlp"`` (the default) they get it (widths from ``hidden``: the CNP
+        takes the widest as H, ProtoNet and CAVIA all of them; embedding 16 and context 4
+        dims by default); any other ``model_type`` is kept, and a mismatch is refused by
+        ``MetaLearner`` (ConfigError).
+
         Raises:
             ConfigError: ``model_type`` is not one of ``metabt.models.MODEL_TYPES``.
         """
+        kind = self.model_type if self.model_type in _PAIRED else None
+        if self.model_type == "mlp" and self.algorithm in _PAIRED:
+            kind = self.algorithm
+        if kind == "cnp":
+            width = max(self.hidden, default=32)
+            return {
+                "type": kind,
+                "n_features": self.spec.n_features,
+                "hidden": width,
+                "seed": self.seed,
+            }
+        if kind is not None:
+            return {
+                "type": kind,
+                "n_features": self.spec.n_features,
+                "hidden": list(self.hidden),
+                "seed": self.seed,
+            }
         if ":" in self.model_type:  # a user module, by import path
             return {
                 "type": self.model_type,

@@ -1,4 +1,4 @@
-"""MetaLearner: the MAML family (MAML, FOMAML, Meta-SGD, ANIL, Reptile) and ERM/scratch baselines.
+"""MetaLearner: the MAML family, CNP, ProtoNet, CAVIA, and ERM/scratch baselines.
 
 The learner knows nothing of backtrader or finance: it meta-trains an initialisation θ of a
 small regression model on batches of support/query tasks and adapts θ to new support data.
@@ -93,6 +93,8 @@ class MetaLearner:
         ``erm``: non-meta baseline, ordinary joint training on all tasks' data; the same
             fine-tuning at test time.
         ``scratch``: non-meta baseline, no training; fine-tunes a random initialisation.
+        ``cnp``, ``protonet``, ``cavia``: the other families on their own models
+            (``metabt.learners``): adapt by encoding, prototypes, or a task context.
 
     Args:
         model: a :class:`metabt.models.MetaModel` (MLP or GRU), or any ``nn.Module``
@@ -305,6 +307,8 @@ class MetaLearner:
                 a negative ``steps``.
         """
         steps = _steps(steps, self.inner_steps)
+        if (own := self._step.adapt(self, x_support, y_support, steps)) is not None:
+            return own  # the other families (metabt.learners): CNP, ProtoNet, CAVIA
         xn, yn = support_arrays(x_support, y_support, self._named_params[0][1])
         cache, model = self._fold_cache, self.model
         if cache is not None and not self._step.head_only and not reference:
@@ -371,7 +375,8 @@ class MetaLearner:
         steps = _steps(steps, self.inner_steps)
         xn, yn = batch_support_arrays(x_support, y_support, self._named_params[0][1])
         model, kernel = self.model, getattr(self._fold_cache, "kernel", None)
-        if reference or len(xn) == 1 or (self.engine == "higher" and kernel is None):
+        loop = self._step.adapts_itself or (self.engine == "higher" and kernel is None)
+        if reference or len(xn) == 1 or loop:
             tasks = [self.adapt(x, y, steps, reference=reference) for x, y in zip(xn, yn)]
             return stack_adapted(tasks, xn.dtype)
         detached = {k: v.detach() for k, v in self._named_params}
@@ -400,7 +405,7 @@ class MetaLearner:
         """
         xs, ys, xq, yq = as_batch(xs, ys, xq, yq, self.dtype)
         steps = self.inner_steps if steps is None else steps
-        if self.engine == "func":
+        if self.engine == "func" and not self._step.adapts_itself:
             params = {k: v.detach() for k, v in self.model.named_parameters()}
             lrs, head_only = self._detached_lrs(), self._step.head_only
             with torch.no_grad():

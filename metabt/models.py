@@ -1,6 +1,10 @@
-"""Small PyTorch models for meta-learning (an MLP, a GRU) and user models built from import paths.
+"""Small PyTorch models for meta-learning and user models built from import paths.
 
-metabt's own models are ``MODEL_TYPES`` ("mlp", "gru"). Any ``torch.nn.Module`` mapping
+metabt's own models are ``MODEL_TYPES``: "mlp" and "gru" for the gradient-based family
+(MAML, ...), and one model per other family, each run by its own algorithm only
+(``MetaModel.paired_algorithm``): "cnp" (a conditional neural process with attention over
+the support set), "protonet" (an embedding MLP for Prototypical Networks) and "cavia" (an
+MLP with a task-context input). Any ``torch.nn.Module`` mapping
 (N, F_in) to (N,) or (N, 1) is a first-class model too; to be saved in a checkpoint it is
 built by metabt from an import path and JSON constructor arguments, so that loading
 re-creates it without unpickling code:
@@ -18,7 +22,7 @@ import importlib
 import itertools
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -29,10 +33,13 @@ from metabt.config import MODEL_TYPES
 from metabt.errors import ConfigError
 
 __all__ = [
+    "CNP",
+    "CaviaMLP",
     "GRU",
     "MLP",
     "MODEL_TYPES",
     "MetaModel",
+    "ProtoNet",
     "build_model",
     "check_output",
     "class_path",
@@ -75,11 +82,14 @@ class MetaModel(nn.Module):
         n_features: width F_in of one input row (``window * features`` for the GRU).
         window: number of consecutive feature rows one input holds (1 for the MLP).
         head_names: names of the head's parameters, the only ones ANIL adapts.
+        paired_algorithm: the one algorithm a model of another family runs with ("cnp",
+            "protonet", "cavia"); None (MLP, GRU): any gradient-based algorithm.
     """
 
     n_features: int
     window: int
     head: nn.Linear
+    paired_algorithm: ClassVar[str | None] = None
 
     @property
     def head_names(self) -> tuple[str, ...]:
@@ -218,7 +228,241 @@ class GRU(MetaModel):
         }
 
 
-_CLASSES: dict[str, type[MetaModel]] = dict(zip(MODEL_TYPES, (MLP, GRU), strict=True))
+def _linear(params: Params, name: str, x: Tensor) -> Tensor:
+    return F.linear(x, params[f"{name}.weight"], params[f"{name}.bias"])
+
+
+class CNP(MetaModel):
+    """Conditional neural process with a cross-attention encoder of the support set.
+
+    The model-based learner: it reads the support pairs (x_s, y_s) and the query rows and
+    predicts the query labels in one forward pass, with no gradient step at test time. Each
+    pair is encoded as r_s = MLP([x_s, y_s]) (the values); a query row attends to the
+    support rows through one dot-product head, with keys and queries k = MLP_k(x) shared
+    between both sides (Attentive NPs, Kim et al. 2019), and the decoder reads
+    ``[x, Σ_s a_s r_s, mean_s r_s]``: the attended and the mean-pooled context (Garnelo et
+    al. 2018). With no support set both contexts are zero: :meth:`forward_with` without
+    ``support.*`` entries is that unconditional prediction.
+
+    Args:
+        n_features: input width F.
+        hidden: width H of every layer and of the context. Default 32.
+        seed: seed of the generator that draws the initial weights.
+
+    Shapes:
+        support x (..., S, F), y (..., S); queries x (..., N, F) -> (..., N), any leading
+        batch dims (one per task in meta-training), float32 or float64.
+
+    Raises:
+        ConfigError: if a size is not a positive integer.
+
+    References:
+        Garnelo et al. 2018, "Conditional Neural Processes"; Kim et al. 2019, "Attentive
+        Neural Processes"; Mishra et al. 2018, "A Simple Neural Attentive Meta-Learner".
+    """
+
+    paired_algorithm: ClassVar[str | None] = "cnp"
+    #: keys of the encoded support set in a parameter dict (``MetaLearner.adapt``)
+    CONTEXT_KEYS = ("support.keys", "support.values", "support.mean")
+
+    def __init__(self, n_features: int, hidden: int = 32, *, seed: int = 0):
+        super().__init__()
+        self.n_features = _check_positive("n_features", n_features)
+        self.hidden = _check_positive("hidden", int(hidden))
+        self.window = 1
+        self.seed = int(seed)
+        f, h = self.n_features, self.hidden
+        self.encoder = nn.ModuleList([nn.Linear(f + 1, h), nn.Linear(h, h)])
+        self.attention = nn.ModuleList([nn.Linear(f, h), nn.Linear(h, h)])
+        self.decoder = nn.ModuleList([nn.Linear(f + 2 * h, h), nn.Linear(h, h)])
+        self.head = nn.Linear(h, 1)
+        g = torch.Generator().manual_seed(self.seed)
+        for layer in [*self.encoder, *self.attention, *self.decoder, self.head]:
+            _init_linear(layer, g)
+
+    def _keys(self, params: Params, x: Tensor) -> Tensor:
+        return _linear(params, "attention.1", torch.relu(_linear(params, "attention.0", x)))
+
+    def encode_with(self, params: Params, xs: Tensor, ys: Tensor) -> dict[str, Tensor]:
+        """The encoded support set. xs (..., S, F), ys (..., S) -> ``CONTEXT_KEYS`` entries:
+        keys (..., S, H), values (..., S, H) and their mean (..., H)."""
+        pairs = torch.cat([xs, ys.unsqueeze(-1)], -1)
+        values = _linear(params, "encoder.1", torch.relu(_linear(params, "encoder.0", pairs)))
+        keys, mean = self._keys(params, xs), values.mean(-2)
+        return dict(zip(self.CONTEXT_KEYS, (keys, values, mean), strict=True))
+
+    def decode_with(self, params: Params, x: Tensor, context: Params | None) -> Tensor:
+        """Predictions given an encoded support set (None: the zero context).
+
+        x: (..., N, F) -> (..., N)."""
+        if context is None:
+            attended = x.new_zeros((*x.shape[:-1], self.hidden))
+            mean = attended
+        else:
+            keys, values, pooled = (context[k] for k in self.CONTEXT_KEYS)
+            scores = self._keys(params, x) @ keys.transpose(-1, -2) / math.sqrt(self.hidden)
+            attended = torch.softmax(scores, -1) @ values
+            mean = pooled.unsqueeze(-2).expand(attended.shape)
+        h = torch.relu(_linear(params, "decoder.0", torch.cat([x, attended, mean], -1)))
+        h = torch.relu(_linear(params, "decoder.1", h))
+        return self.head_with(params, h)
+
+    def predict_with(self, params: Params, xs: Tensor, ys: Tensor, xq: Tensor) -> Tensor:
+        """One forward pass: support (..., S, F), (..., S) and queries (..., Q, F) -> (..., Q)."""
+        return self.decode_with(params, xq, self.encode_with(params, xs, ys))
+
+    def forward_with(self, params: Params, x: Tensor) -> Tensor:
+        """Prediction given the ``support.*`` entries of ``params`` (else the zero context).
+
+        x: (N, F) -> (N,)."""
+        has_context = self.CONTEXT_KEYS[0] in params
+        return self.decode_with(params, x, params if has_context else None)
+
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments as JSON primitives (stored in checkpoints)."""
+        return {
+            "type": "cnp",
+            "n_features": self.n_features,
+            "hidden": self.hidden,
+            "seed": self.seed,
+        }
+
+
+class ProtoNet(MetaModel):
+    """Embedding MLP of Prototypical Networks for market states (Snell et al. 2017).
+
+    ReLU hidden layers and a linear ``head`` of width ``embed`` (the embedding, not a
+    scalar). The class prototypes of a support set and the expected-return signal are in
+    ``metabt.learners`` (``ProtoStep``); :meth:`forward_with` reads them from the
+    ``prototypes.*`` entries of the parameter dict, and predicts 0 without them.
+
+    Args:
+        n_features: input width F.
+        hidden: widths of the hidden layers. Default (32, 32).
+        embed: embedding width E. Default 16.
+        seed: seed of the generator that draws the initial weights.
+
+    Shapes:
+        x (..., N, F) -> embeddings (..., N, E); predictions (N,).
+
+    Raises:
+        ConfigError: if a width is not a positive integer.
+
+    References:
+        Snell, Swersky, Zemel 2017, "Prototypical Networks for Few-shot Learning".
+    """
+
+    paired_algorithm: ClassVar[str | None] = "protonet"
+    #: keys of the prototypes in a parameter dict: centres (K, E), values (K,), mask (K,)
+    PROTOTYPE_KEYS = ("prototypes.centres", "prototypes.values", "prototypes.mask")
+
+    def __init__(
+        self, n_features: int, hidden: Sequence[int] = (32, 32), embed: int = 16, *, seed: int = 0
+    ):
+        super().__init__()
+        self.n_features = _check_positive("n_features", n_features)
+        self.hidden = tuple(_check_positive("hidden width", int(h)) for h in hidden)
+        self.embed = _check_positive("embed", int(embed))
+        self.window = 1
+        self.seed = int(seed)
+        widths = (self.n_features, *self.hidden)
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(widths))
+        self.head = nn.Linear(widths[-1], self.embed)
+        g = torch.Generator().manual_seed(self.seed)
+        for layer in [*self.layers, self.head]:
+            _init_linear(layer, g)
+
+    def embed_with(self, params: Params, x: Tensor) -> Tensor:
+        """Embeddings. x: (..., N, F) -> (..., N, E)."""
+        h = x
+        for i in range(len(self.layers)):
+            h = torch.relu(_linear(params, f"layers.{i}", h))
+        return _linear(params, "head", h)
+
+    def logits_with(self, params: Params, x: Tensor, prototypes: Params) -> Tensor:
+        """Class logits −‖e(x) − c_k‖² (empty classes at the dtype's minimum). -> (..., N, K)."""
+        centres, mask = prototypes[self.PROTOTYPE_KEYS[0]], prototypes[self.PROTOTYPE_KEYS[2]]
+        emb = self.embed_with(params, x)
+        dist = ((emb.unsqueeze(-2) - centres.unsqueeze(-3)) ** 2).sum(-1)
+        floor = torch.finfo(dist.dtype).min
+        return torch.where(mask.unsqueeze(-2) > 0, -dist, torch.full_like(dist, floor))
+
+    def forward_with(self, params: Params, x: Tensor) -> Tensor:
+        """Expected return Σ_k p_k·v_k given ``prototypes.*`` entries, else 0: (N, F) -> (N,)."""
+        if self.PROTOTYPE_KEYS[0] not in params:
+            return x.new_zeros(x.shape[:-1])
+        probs = torch.softmax(self.logits_with(params, x, params), -1)
+        return (probs * params[self.PROTOTYPE_KEYS[1]].unsqueeze(-2)).sum(-1)
+
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments as JSON primitives (stored in checkpoints)."""
+        return {
+            "type": "protonet",
+            "n_features": self.n_features,
+            "hidden": list(self.hidden),
+            "embed": self.embed,
+            "seed": self.seed,
+        }
+
+
+class CaviaMLP(MLP):
+    """MLP whose input is a feature row concatenated with a task context φ (CAVIA).
+
+    θ (the weights) is shared by every task; φ (``context`` dims) is not a parameter: it is
+    0 at the start of every task and only it is adapted in the inner loop
+    (``metabt.learners.CaviaStep``). :meth:`forward_with` reads φ from the ``"context"``
+    entry of the parameter dict, else uses φ = 0.
+
+    Args:
+        n_features: input width F (without the context).
+        hidden: widths of the hidden layers. Default (32, 32).
+        context: width C of the context vector. Default 4.
+        seed: seed of the generator that draws the initial weights.
+
+    Shapes:
+        x: (N, F) float -> (N,); context: (C,).
+
+    Raises:
+        ConfigError: if a width is not a positive integer.
+
+    References:
+        Zintgraf et al. 2019, "Fast Context Adaptation via Meta-Learning".
+    """
+
+    paired_algorithm: ClassVar[str | None] = "cavia"
+    #: the key of φ in a parameter dict
+    CONTEXT_KEY = "context"
+
+    def __init__(
+        self, n_features: int, hidden: Sequence[int] = (32, 32), context: int = 4, *, seed: int = 0
+    ):
+        width = _check_positive("n_features", n_features)
+        self.context_size = _check_positive("context", int(context))
+        super().__init__(width + self.context_size, hidden, seed=seed)
+        self.n_features = width
+
+    def body_with(self, params: Params, x: Tensor) -> Tensor:
+        """Hidden representation of [x, φ]. x: (N, F) -> (N, H_last)."""
+        context = params.get(self.CONTEXT_KEY)
+        if context is None:
+            context = x.new_zeros(self.context_size)
+        inputs = torch.cat([x, context.expand(*x.shape[:-1], self.context_size)], -1)
+        return super().body_with(params, inputs)
+
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments as JSON primitives (stored in checkpoints)."""
+        return {
+            "type": "cavia",
+            "n_features": self.n_features,
+            "hidden": list(self.hidden),
+            "context": self.context_size,
+            "seed": self.seed,
+        }
+
+
+_CLASSES: dict[str, type[MetaModel]] = dict(
+    zip(MODEL_TYPES, (MLP, GRU, CNP, ProtoNet, CaviaMLP), strict=True)
+)
 
 #: Attribute on a user model holding the config it was built from (:func:`user_model`).
 CONFIG_ATTR = "_metabt_config"
@@ -420,10 +664,10 @@ def build_model(config: Mapping[str, Any]) -> nn.Module:
     """Build a model from its config dict (as stored in a checkpoint).
 
     Args:
-        config: ``{"type": "mlp"|"gru", ...constructor arguments}`` for metabt's models
-            (``MODEL_TYPES``), or ``{"type": "package.module:ClassName", "n_features": F,
-            ...}`` for a user model (see :func:`user_model`): a ``type`` containing ":" is
-            an import path.
+        config: ``{"type": "mlp"|"gru"|"cnp"|"protonet"|"cavia", ...constructor
+            arguments}`` for metabt's models (``MODEL_TYPES``), or ``{"type":
+            "package.module:ClassName", "n_features": F, ...}`` for a user model (see
+            :func:`user_model`): a ``type`` containing ":" is an import path.
 
     Returns:
         A freshly initialised model; load a state dict into it for trained weights.

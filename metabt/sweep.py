@@ -60,9 +60,9 @@ from metabt.strategy import MetaStrategy
 from metabt.walkforward import walkforward_folds
 
 __all__ = [
+    "Dimension",
     "SAMPLER_NAMES",
     "SETTINGS",
-    "Dimension",
     "SweepResult",
     "apply_params",
     "parse_space",

@@ -26,7 +26,8 @@ def _meta_grads(learner, batch):
 
 
 def test_registry_holds_every_algorithm_and_the_gradient_family_shares_one_step():
-    assert ALGORITHMS == ("maml", "fomaml", "metasgd", "anil", "reptile", "erm", "scratch")
+    assert ALGORITHMS[:7] == ("maml", "fomaml", "metasgd", "anil", "reptile", "erm", "scratch")
+    assert ALGORITHMS[7:] == ("cnp", "protonet", "cavia")  # metabt.learners
     assert tuple(OUTER_STEPS) == ALGORITHMS and ENGINES == ("auto", "higher", "func")
     assert meta.ALGORITHMS is ALGORITHMS and meta.ENGINES is ENGINES  # re-exported
     family = {name: OUTER_STEPS[name] for name in ("maml", "fomaml", "metasgd", "anil")}

@@ -28,6 +28,7 @@ MODULES = [
     "metabt.feature_check",
     "metabt.feature_hook",
     "metabt.features",
+    "metabt.learners",
     "metabt.linear",
     "metabt.meta",
     "metabt.metrics",

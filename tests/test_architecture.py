@@ -36,6 +36,7 @@ LAYERS = [
     "records",
     "models",
     "_kernels",
+    "learners",
     "algorithms",
     "batched",
     "checkpoint",

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from metabt.errors import ConfigError
-from metabt.models import GRU, MLP, MODEL_TYPES, build_model
+from metabt.models import CNP, GRU, MLP, MODEL_TYPES, CaviaMLP, ProtoNet, build_model
 
 
 def test_model_types_are_the_ones_build_model_knows():
-    assert MODEL_TYPES == ("mlp", "gru")
+    assert MODEL_TYPES == ("mlp", "gru", "cnp", "protonet", "cavia")
     assert [build_model(m.config()).config()["type"] for m in (MLP(3), GRU(3))] == ["mlp", "gru"]
     with pytest.raises(ConfigError, match="model type 'lstm' is unknown"):
         build_model({"type": "lstm"})
@@ -18,7 +18,16 @@ def test_model_types_are_the_ones_build_model_knows():
         build_model({"type": "mlp", "n_features": 3, "window": 2})
 
 
-@pytest.mark.parametrize("model", [MLP(5, (7, 3), seed=4), GRU(2, 6, window=3, seed=4)])
+@pytest.mark.parametrize(
+    "model",
+    [
+        MLP(5, (7, 3), seed=4),
+        GRU(2, 6, window=3, seed=4),
+        CNP(5, 6, seed=4),
+        ProtoNet(5, (7,), embed=3, seed=4),
+        CaviaMLP(5, (7, 3), context=2, seed=4),
+    ],
+)
 def test_config_rebuilds_the_same_seeded_weights_and_forward_with_equals_forward(model):
     rebuilt = build_model(model.config())
     for (name, a), (_, b) in zip(model.named_parameters(), rebuilt.named_parameters()):
