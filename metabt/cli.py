@@ -25,6 +25,7 @@ DEFAULT_REPORT = Path("reports") / "metabt_backtest.html"
 DEFAULT_COMPARE = Path("reports") / "compare"
 DEFAULT_WALKFORWARD = Path("reports") / "walkforward"
 DEFAULT_SWEEP = Path("reports") / "sweep"
+DEFAULT_PRICING = Path("reports") / "pricing"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -358,7 +359,7 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"metabt {__version__}")
     sub = parser.add_subparsers(
         dest="command",
-        metavar="{train,backtest,compare,walkforward,sweep,config}",
+        metavar="{train,backtest,compare,walkforward,sweep,pricing,config}",
         parser_class=_Parser,
     )
     train = _command(sub, "train", "meta-train on data strictly before --train-end", run=False)
@@ -475,6 +476,52 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     for p in (train, backtest, cmp_, walk, swp):
         _training_options(p)
+    pricing = sub.add_parser(
+        "pricing",
+        help="fast adaptation of factor-model loadings on Ken French's monthly portfolios, "
+        "against rolling OLS, expanding OLS and CAPM, out of sample",
+    )
+    pricing.add_argument("--config", metavar="TOML", help="read settings from a TOML file")
+    pricing.add_argument(
+        "--ks",
+        type=_positive_int,
+        nargs="+",
+        default=[6, 12, 24, 36],
+        metavar="MONTHS",
+        help="months of history each model adapts or fits on (default 6 12 24 36)",
+    )
+    pricing.add_argument(
+        "--train-end",
+        default="1989-12",
+        metavar="YYYY-MM",
+        help="last month of meta-training; the test starts the month after (default 1989-12)",
+    )
+    pricing.add_argument("--test-end", metavar="YYYY-MM", help="last test month (default: all)")
+    pricing.add_argument(
+        "--algorithm", default="maml", help="meta-learning algorithm of the loadings (default maml)"
+    )
+    pricing.add_argument(
+        "--steps", type=_positive_int, default=1500, help="outer steps (default 1500)"
+    )
+    pricing.add_argument(
+        "--seeds", type=_seed, nargs="+", default=[0], metavar="S", help="seeds (default 0)"
+    )
+    pricing.add_argument(
+        "--portfolios", nargs="+", metavar="NAME", help="portfolios (default: all 30)"
+    )
+    pricing.add_argument(
+        "--nonlinear", action="store_true", help="a small MLP instead of the linear model"
+    )
+    pricing.add_argument(
+        "--out",
+        default=str(DEFAULT_PRICING),
+        metavar="DIR",
+        help=f"folder for pricing.csv/.md and the RMSE-vs-k plot (default {DEFAULT_PRICING})",
+    )
+    pricing.add_argument("--quiet", action="store_true", help="no progress bar")
+    pricing.add_argument(
+        "--threads", type=_positive_int, default=_default_threads(), metavar="N", help="threads"
+    )
     config = sub.add_parser("config", help="print a documented config-file template")
     config.add_argument(
         "--example", action="store_true", help="print every setting with its default, as TOML"
@@ -486,6 +533,7 @@ def _build_parser() -> argparse.ArgumentParser:
             "compare": cmp_,
             "walkforward": walk,
             "sweep": swp,
+            "pricing": pricing,
         }
     )
     for p in (cmp_, walk, swp):

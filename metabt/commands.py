@@ -375,6 +375,38 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pricing(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    _check_output(out, "--out", kind="dir")
+    from metabt.pricing import pricing_study
+
+    record = _record(args)
+    study = pricing_study(
+        ks=tuple(args.ks),
+        train_end=args.train_end,
+        test_end=args.test_end,
+        algorithm=args.algorithm,
+        steps=args.steps,
+        seed=list(args.seeds),
+        portfolios=args.portfolios,
+        nonlinear=args.nonlinear,
+        progress=not args.quiet,
+    )
+    paths = study.write(out)
+    print()
+    for line in study.main_lines():
+        print(line)
+    record.outputs = [str(Path(p).resolve()) for p in paths]
+    from metabt.records import package_versions
+
+    record.data.append(
+        {"dataset": "linearmodels.datasets.french", **package_versions(["linearmodels"])}
+    )
+    print(f"\ntable and plot: {out.resolve()}")
+    print(f"record of the run: {record.write(out / 'run.json').resolve()}")
+    return 0
+
+
 #: sub-command -> the function that runs it (each returns the exit code, 0).
 COMMANDS = {
     "train": cmd_train,
@@ -382,6 +414,7 @@ COMMANDS = {
     "compare": cmd_compare,
     "walkforward": cmd_walkforward,
     "sweep": cmd_sweep,
+    "pricing": cmd_pricing,
 }
 
 

@@ -30,7 +30,7 @@ from metabt.errors import ConfigError
 __all__ = ["COMMANDS", "ConfigFile", "Options", "example", "load_config", "options_for"]
 
 #: Commands that read a config file (a table of that name holds settings for it only).
-COMMANDS = ("train", "backtest", "compare", "walkforward", "sweep")
+COMMANDS = ("train", "backtest", "compare", "walkforward", "sweep", "pricing")
 
 PosInt = Annotated[int, Field(ge=1)]
 PosFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -101,6 +101,10 @@ class Options(BaseModel):
     trials: PosInt | None = Field(None, description="sweep: number of trials")
     sampler: str | None = Field(None, description="sweep: grid or tpe")
     val_folds: PosInt | None = Field(None, description="sweep: one-year validation folds")
+    ks: list[PosInt] | None = Field(None, description="pricing: months of history per model")
+    test_end: str | None = Field(None, description="pricing: last test month")
+    portfolios: list[str] | None = Field(None, description="pricing: portfolios")
+    nonlinear: bool | None = Field(None, description="pricing: a small MLP, not linear")
     space: dict[str, Any] | str | None = Field(
         None, description="sweep: search space (a table, or a TOML file)"
     )
@@ -114,6 +118,7 @@ class ConfigFile(Options):
     compare: Options | None = None
     walkforward: Options | None = None
     sweep: Options | None = None
+    pricing: Options | None = None
 
 
 def _known() -> list[str]:

@@ -98,7 +98,7 @@ class TrainedLearner:
         assert learner.train_range is not None
         if self.fixed_budget:
             how = (
-                f"trained {learner.algorithm} ({cfg.model_type}, engine {learner.engine}) "
+                f"trained {learner.algorithm} ({cfg.model_config()['type']}, engine {learner.engine}) "
                 f"jointly on {', '.join(names)} from {learner.train_range[0]} to "
                 f"{learner.train_range[1]}: {fit.steps} steps (a fixed budget, last θ kept) "
                 f"in {self.seconds:.1f}s; validation query MSE after adaptation "
@@ -106,7 +106,8 @@ class TrainedLearner:
             )
         else:
             how = (
-                f"meta-trained {learner.algorithm} ({cfg.model_type}, engine {learner.engine}) "
+                f"meta-trained {learner.algorithm} ({cfg.model_config()['type']}, "
+                f"engine {learner.engine}) "
                 f"on {', '.join(names)} from {learner.train_range[0]} to "
                 f"{learner.train_range[1]}: {fit.steps} steps in {self.seconds:.1f}s; "
                 f"validation query MSE after adaptation {fit.best_val_loss:.4f} (step "

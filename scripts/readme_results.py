@@ -28,7 +28,10 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 BENCH_README = ROOT / "benchmarks" / "README.md"
 #: blocks of benchmarks/README.md -> the file a benchmark script wrote
-BENCH_BLOCKS = {"synthetic": ROOT / "benchmarks" / "results" / "synthetic.md"}
+BENCH_BLOCKS = {
+    name: ROOT / "benchmarks" / "results" / f"{name}.md"
+    for name in ("synthetic", "learners", "pricing")
+}
 #: lines that name output files (machine-specific paths), dropped from the blocks
 _PATH_LINES = re.compile(
     r"^(tearsheet written|per-asset results written|adaptation diagnostics written|table:|"
@@ -89,6 +92,14 @@ def _mask(text: str) -> str:
     return _WALL_TIME.sub(r"\1 Xs", text)
 
 
+def _body(text: str) -> str:
+    """A results file without its own title line (the README section gives the title)."""
+    lines = text.splitlines(keepends=True)
+    if lines and lines[0].startswith("# "):
+        lines = lines[1:]
+    return "".join(lines).lstrip("\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="fail if the README is stale")
@@ -98,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         help="only benchmarks/README.md (no command is run)",
     )
     args = parser.parse_args(argv)
-    bench = {name: path.read_text(encoding="utf-8") for name, path in BENCH_BLOCKS.items()}
+    bench = {name: _body(path.read_text(encoding="utf-8")) for name, path in BENCH_BLOCKS.items()}
     pages = [(BENCH_README, lambda text: render(text, bench, fenced=False))]
     if not args.benchmarks_only:
         fresh = blocks()

@@ -459,3 +459,28 @@ def test_help_and_usage_errors_never_import_torch():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip().splitlines()[-1] == "[0, 2, 2] False False"
+
+
+def test_pricing_command_writes_the_table_plot_and_record(tmp_path, capsys):
+    pytest.importorskip("linearmodels")
+    out = tmp_path / "pricing"
+    code, stdout, err = _run_main(
+        capsys,
+        "pricing",
+        "--ks",
+        "12",
+        "--steps",
+        "5",
+        "--portfolios",
+        "NoDur",
+        "S1V1",
+        "--quiet",
+        "--out",
+        str(out),
+    )
+    assert code == 0, err
+    assert "rolling_ols" in stdout and "expanding_ols" in stdout and "maml" in stdout
+    for name in ("pricing.csv", "pricing.md", "pricing_rmse_vs_k.png", "run.json"):
+        assert (out / name).stat().st_size > 100, name
+    code, _, err = _run_main(capsys, "pricing", "--ks", "3", "--out", str(tmp_path / "bad"))
+    assert code == 2 and "ks" in err
