@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from metabt._util import atomic_path
 from metabt._version import __version__
-from metabt.errors import CheckpointError, ConfigError
+from metabt.errors import CheckpointError, ConfigError, DataError
 from metabt.models import MetaModel, build_model, class_path, input_width, model_config_of
 
 if TYPE_CHECKING:
@@ -310,6 +310,7 @@ def load_learner(
     *,
     feature_spec: FeatureSpec | None = None,
     engine: str | None = None,
+    allow_changed_features: bool = False,
 ) -> L:
     """Build a learner from a checkpoint written by :func:`save_learner`.
 
@@ -319,6 +320,8 @@ def load_learner(
         path: checkpoint file.
         feature_spec: if given, must equal the checkpoint's feature spec.
         engine: override the saved engine ("auto", "higher", "func").
+        allow_changed_features: load even if a user feature's source changed since
+            training (its SHA-256 differs); default False refuses.
 
     Returns:
         The learner with θ, hyper-parameters, feature spec, training range and step count.
@@ -333,10 +336,13 @@ def load_learner(
     ckpt = read_checkpoint(path)
     _check_payload(path, ckpt)
     model = _build(path, ckpt["model_config"])
+    spec = None
+    if ckpt["feature_spec"] is not None:
+        try:  # user features: their modules must import and their code be unchanged
+            spec = FeatureSpec.from_dict(ckpt["feature_spec"], allow_changed=allow_changed_features)
+        except (ConfigError, DataError) as exc:
+            raise CheckpointError(f"{path}: {' '.join(str(exc).split())}") from exc
     try:
-        spec = None
-        if ckpt["feature_spec"] is not None:
-            spec = FeatureSpec.from_dict(ckpt["feature_spec"])
         hp = dict(ckpt["hparams"])
         dtype = getattr(torch, str(hp.pop("dtype", "float32")))
         model = model.to(dtype)

@@ -222,3 +222,27 @@ def test_a_user_model_checkpoint_that_cannot_be_rebuilt_raises(tmp_path, edit, m
     with pytest.raises(CheckpointError, match=match) as info:
         MetaLearner.load(bad)
     assert "bad.pt" in str(info.value)
+
+
+def test_a_checkpoint_whose_feature_code_is_missing_or_changed_names_it(tmp_path):
+    """User features are loaded by import path; a missing module or changed code is refused."""
+    import torch
+
+    from metabt.errors import CheckpointError
+    from metabt.features import FeatureSpec
+    from metabt.meta import MetaLearner
+    from metabt.models import MLP
+
+    spec = FeatureSpec().with_features('examples.rsi_feature:rsi{"window": 14}')
+    path = MetaLearner(MLP(spec.n_features, (8,)), feature_spec=spec).save(tmp_path / "m.pt")
+    assert MetaLearner.load(path).feature_spec == spec
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["feature_spec"]["custom"][0]["import_path"] = "no_such_module_xyz:rsi"
+    torch.save(ckpt, tmp_path / "missing.pt")
+    with pytest.raises(CheckpointError, match="no_such_module_xyz"):
+        MetaLearner.load(tmp_path / "missing.pt")
+    ckpt["feature_spec"]["custom"][0]["import_path"] = "examples.rsi_feature:rsi"
+    ckpt["feature_spec"]["custom"][0]["sha256"] = "0" * 64
+    torch.save(ckpt, tmp_path / "changed.pt")
+    with pytest.raises(CheckpointError, match="changed"):
+        MetaLearner.load(tmp_path / "changed.pt")
