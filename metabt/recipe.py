@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from metabt.bars import common_frequency
 from metabt.baselines import (
     BuyAndHold,
     ErmAdapt,
@@ -98,7 +99,8 @@ class TrainedLearner:
         assert learner.train_range is not None
         if self.fixed_budget:
             how = (
-                f"trained {learner.algorithm} ({cfg.model_config()['type']}, engine {learner.engine}) "
+                f"trained {learner.algorithm} ({cfg.model_config()['type']}, "
+                f"engine {learner.engine}) "
                 f"jointly on {', '.join(names)} from {learner.train_range[0]} to "
                 f"{learner.train_range[1]}: {fit.steps} steps (a fixed budget, last θ kept) "
                 f"in {self.seconds:.1f}s; validation query MSE after adaptation "
@@ -205,6 +207,10 @@ def train_learner(
         ConfigError: no data before ``end``, or too little for one task.
     """
     end_ts = pd.Timestamp(end if end is not None else cfg.start)
+    # one bar frequency for all training frames (mixed daily/hourly is refused here)
+    frequency = common_frequency(
+        {name: frame.index for name, frame in frames.items()}, cfg.sizer.get("bars_per_year")
+    )
     tic = time.perf_counter()
     with torch.random.fork_rng():  # a user model initialises from torch's global generator
         torch.manual_seed(cfg.seed)
@@ -253,25 +259,49 @@ def train_learner(
         "untrained": trained.untrained,
         "val_loss": val_loss,
         "val_zero_mse": zero,
+        "bar_frequency": frequency.name,
+        "bars_per_year": frequency.bars_per_year,
     }
     return trained
 
 
-def check_train_config(learner: MetaLearner, cfg: RunConfig) -> None:
-    """Refuse a backtest whose support window differs from the one the learner trained on.
+def check_train_config(
+    learner: MetaLearner,
+    cfg: RunConfig,
+    frames: Mapping[str, pd.DataFrame] | None = None,
+) -> None:
+    """Refuse a backtest that differs from what the learner trained on.
 
-    The meta-init is learned for support windows of one length; adapting it on another
-    is a different experiment. Checkpoints without a record (older ones) pass.
+    The meta-init is learned for support windows of one length, and for bars of one
+    frequency (a horizon of 5 daily bars is not 5 hourly bars); adapting it on another is
+    a different experiment. Checkpoints without a record (older ones) pass.
+
+    Args:
+        learner: the trained learner (its ``train_config``).
+        cfg: the backtest's configuration.
+        frames: the backtest's frames; their bar frequency is compared when given.
 
     Raises:
-        ConfigError: the learner trained with another ``support``.
+        ConfigError: the learner trained with another ``support``, or on bars of another
+            frequency (mixed frequencies among ``frames`` are refused too).
     """
-    trained = (learner.train_config or {}).get("support")
+    record = learner.train_config or {}
+    trained = record.get("support")
     if trained is not None and int(trained) != cfg.support:
         raise ConfigError(
             f"the model was trained on support windows of {trained} bars but the backtest "
             f"adapts on {cfg.support}; pass --support {trained} or retrain with "
             f"--support {cfg.support}"
+        )
+    if frames is None:
+        return
+    now = common_frequency({name: f.index for name, f in frames.items()}, None)
+    then = record.get("bar_frequency")
+    if then is not None and then != now.name:
+        raise ConfigError(
+            f"the model was trained on {then} bars but the backtest data are {now.name} "
+            f"bars ({now.describe()}); its horizon and windows count bars, so retrain it on "
+            f"{now.name} data (or resample the data to {then} bars)"
         )
 
 

@@ -83,3 +83,26 @@ def test_a_backtest_with_another_support_is_refused(models):
     check_train_config(m.meta.learner, cfg)  # the same: fine
     with pytest.raises(ConfigError, match="--support 60"):
         check_train_config(m.meta.learner, cfg.with_(support=120))
+
+
+def test_a_model_trained_on_daily_bars_is_refused_on_hourly_bars():
+    """The checkpoint records its bar frequency; another frequency is another experiment."""
+    from metabt.config import DEMO
+    from metabt.data import load_ohlcv
+    from metabt.errors import ConfigError
+    from metabt.meta import MetaLearner
+    from metabt.models import MLP
+    from metabt.recipe import check_train_config
+    from metabt.synthetic import gbm_market
+
+    learner = MetaLearner(MLP(DEMO.spec.n_features, (8,)), feature_spec=DEMO.spec)
+    learner.train_config = {"support": DEMO.support, "bar_frequency": "daily"}
+    daily = gbm_market(300, seed=0)
+    check_train_config(learner, DEMO, {"A": daily})  # the same frequency: fine
+    hourly = daily.copy()
+    hourly.index = pd.date_range("2021-01-04", periods=300, freq="h", name="date")
+    hourly = load_ohlcv(hourly)
+    with pytest.raises(ConfigError, match="trained on daily bars.*hourly"):
+        check_train_config(learner, DEMO, {"A": hourly})
+    with pytest.raises(ConfigError, match="daily.*hourly|hourly.*daily"):
+        check_train_config(learner, DEMO, {"A": daily, "B": hourly})
