@@ -550,7 +550,8 @@ def _build_parser() -> argparse.ArgumentParser:
             type=_positive_int,
             default=2,
             metavar="N",
-            help="parallel workers (default 2; each uses --threads threads)",
+            help="parallel workers (default 2; each unit runs on one thread, so results are "
+            "identical whatever the executor)",
         )
         p.add_argument(
             "--ray-address",

@@ -250,7 +250,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from metabt.experiments import compare, rejection_warnings
 
     record = _record(args, settings.cfg)
-    result = compare(settings, seeds=args.seeds, progress=not args.quiet, log=print)
+    result = compare(
+        settings,
+        seeds=args.seeds,
+        progress=not args.quiet,
+        log=print,
+        executor=args.executor,
+        workers=args.workers,
+        ray_address=args.ray_address,
+    )
     paths = result.write(Path(args.out))
     print()
     for line in result.notes + rejection_warnings(result.results):
@@ -282,6 +290,9 @@ def cmd_walkforward(args: argparse.Namespace) -> int:
         seeds=args.seeds,
         progress=not args.quiet,
         log=print,
+        executor=args.executor,
+        workers=args.workers,
+        ray_address=args.ray_address,
     )
     paths = result.write(Path(args.out))
     overall = result.metrics()
@@ -292,7 +303,8 @@ def cmd_walkforward(args: argparse.Namespace) -> int:
     print(folds[list(result.stitched)].to_string(float_format=lambda v: f"{v:.2f}"))
     print(
         f"\nstitched out-of-sample {stitched.index[0].date()} to {stitched.index[-1].date()} "
-        f"({len(stitched)} bars, {result.costs.describe()}); MetaStrategy: sharpe "
+        f"({len(stitched):,} {result.stitched['MetaStrategy'].frequency.name} bars, "
+        f"{result.costs.describe()}); MetaStrategy: sharpe "
         f"{overall['sharpe']:.2f}, cagr {overall['cagr']:.2%}, max drawdown "
         f"{overall['max_drawdown']:.2%}"
     )

@@ -5,24 +5,34 @@ its results (tables, verdicts, reports to write); the CLI only parses arguments 
 prints. Every strategy of an experiment gets the same data, warm-up, costs, sizer and
 schedule (:class:`RunSettings`, :func:`metabt.recipe.roster`), and every comparison is
 judged by :func:`metabt.evaluation.judge`.
+
+A comparison is made of independent units run on an executor (:mod:`metabt.executors`:
+this process, local processes or Ray) in two phases (:func:`run_units`): the training
+jobs of every (fold, seed) first (the meta-learner, ERM, scratch and the linear
+baselines' selection, :data:`ROSTER_PARTS`), then the backtest of every (fold, seed,
+strategy); the judging runs here. The results are the same, bit for bit, whatever the
+executor.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 
 from metabt._util import atomic_dir, staged_files, write_text
+from metabt.analyzers import QuantStatsAnalyzer
 from metabt.backtest import BacktestResult, Costs, run_backtest
 from metabt.baselines import BuyAndHold, SmaCross
 from metabt.config import DEMO, RunConfig
 from metabt.errors import ConfigError, DataError
 from metabt.evaluation import Verdict, aggregate_seeds, judge
+from metabt.executors import Executor, SerialExecutor, make_executor
 from metabt.meta import MetaLearner
 from metabt.metrics import metrics_table
 from metabt.recipe import (
@@ -31,8 +41,8 @@ from metabt.recipe import (
     check_no_leak,
     check_train_config,
     roster,
+    select_linear,
     train_learner,
-    train_roster,
 )
 from metabt.report import write_comparison
 from metabt.strategy import MetaStrategy, SignalTrader
@@ -40,12 +50,15 @@ from metabt.strategy import MetaStrategy, SignalTrader
 __all__ = [
     "Comparison",
     "MainRun",
+    "ROSTER_PARTS",
     "RunSettings",
     "SeedRun",
+    "Unit",
     "compare",
     "main_backtest",
     "rejection_warnings",
     "run_seed",
+    "run_units",
     "verdict_lines",
 ]
 
@@ -165,10 +178,16 @@ class RunSettings:
 
     def header(self, result: BacktestResult) -> str:
         """The period, assets, costs and cash of a run, in one line."""
-        period = result.returns.index
+        period, freq = result.returns.index, result.frequency
+        first, last = (
+            (period[0].date(), period[-1].date())
+            if freq.timeframe is None or freq.timeframe[0] not in ("Minutes", "Seconds")
+            else (period[0], period[-1])
+        )
         return (
-            f"backtest {period[0].date()} to {period[-1].date()} ({len(period)} bars) on "
-            f"{', '.join(self.frames)}; {self.costs.describe()}; cash {self.cash:,.0f}"
+            f"backtest {first} to {last} ({len(period):,} {freq.name} bars, "
+            f"{freq.bars_per_year:,.0f} a year) on {', '.join(self.frames)}; "
+            f"{self.costs.describe()}; cash {self.cash:,.0f}"
         )
 
 
@@ -191,8 +210,8 @@ def rejection_warnings(results: Sequence[BacktestResult]) -> list[str]:
         if r.metrics.get("turnover_two_way") == 0.0
     ]
     ended: dict[str, Any] = {}
-    for r in results:
-        if isinstance(r.strategy, SignalTrader):
+    for r in results:  # a SignalTrader, or what a comparison keeps of one
+        if isinstance(r.strategy, (SignalTrader, _Finished)):
             ended.update(r.strategy.ended)
     lines += [
         f"note: {name}'s data ends after {day}, before the other feeds; every strategy "
@@ -288,7 +307,7 @@ def main_backtest(
     if learner is None:
         learner = settings.train(settings.start, progress=progress, log=log)
     check_no_leak(learner, settings.start)
-    check_train_config(learner, settings.cfg)
+    check_train_config(learner, settings.cfg, settings.frames)
     tic = time.perf_counter()
     meta = settings.run(
         MetaStrategy, "MetaStrategy", {"learner": learner, **settings.cfg.strategy_kwargs()}
@@ -354,6 +373,179 @@ def _untrained_column(table: pd.DataFrame, models: RosterModels) -> pd.DataFrame
     return out
 
 
+#: The training jobs of one roster, each a unit of its own: the three learners of
+#: :func:`metabt.recipe.train_roster` and the linear baselines' selection.
+ROSTER_PARTS = ("meta", "erm", "scratch", "linear")
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One (fold, seed) of an experiment: its roster trained strictly before ``start``.
+
+    Attributes:
+        settings: the shared data, costs and configuration (its ``train_frames`` are
+            the ones trained on).
+        seed: the seed of training and of the bootstrap (replaces ``cfg.seed``).
+        start, end: the test period (default: ``settings.start`` / ``settings.end``).
+        label: a line logged before the unit's training summary, or None.
+    """
+
+    settings: RunSettings
+    seed: int
+    start: pd.Timestamp | None = None
+    end: pd.Timestamp | None = None
+    label: str | None = None
+
+    @property
+    def cfg(self) -> RunConfig:
+        """The configuration with this unit's seed."""
+        return self.settings.cfg.with_(seed=self.seed)
+
+    @property
+    def first(self) -> pd.Timestamp:
+        """The first test day: everything is trained strictly before it."""
+        return self.settings.start if self.start is None else self.start
+
+
+TrainJob = tuple[Mapping[str, pd.DataFrame], RunConfig, pd.Timestamp, str, bool]
+BacktestJob = tuple[
+    RunSettings, str, type[Any], dict[str, Any], pd.Timestamp | None, pd.Timestamp | None
+]
+
+
+def _train_part(job: TrainJob) -> tuple[Any, list[str]]:
+    """One training job of a roster (:data:`ROSTER_PARTS`) and its summary lines.
+
+    The same steps as :func:`metabt.recipe.train_roster`, one part at a time:
+    a learner (``meta``/``erm``/``scratch``) returns a :class:`TrainedLearner`;
+    ``linear`` returns (ridge alpha, RLS forgetting, the selection scores).
+    """
+    frames, cfg, end, part, progress = job
+    if part != "linear":
+        algo_cfg = cfg.with_(algorithm={"meta": cfg.algorithm}.get(part, part))
+        trained = train_learner(frames, algo_cfg, end=end, progress=progress)
+        check_no_leak(trained.learner, end)
+        return trained, trained.summary(algo_cfg, list(frames))
+    alpha, lam, scores, lines = select_linear(frames, cfg, end)
+    return (alpha, lam, scores), lines
+
+
+class _Finished:
+    """What is kept of a backtrader strategy after its run: the feeds that ended early."""
+
+    def __init__(self, strategy: Any) -> None:
+        self.name = type(strategy).__name__
+        self.ended: dict[str, Any] = (
+            dict(strategy.ended) if isinstance(strategy, SignalTrader) else {}
+        )
+
+    def __repr__(self) -> str:
+        return f"<finished {self.name}>"
+
+
+class _Rets:
+    """What is kept of the QuantStatsAnalyzer after its run: its results, its tearsheet."""
+
+    def __init__(self, analyzer: Any) -> None:
+        self.rets = dict(analyzer.get_analysis())
+
+    def get_analysis(self) -> dict[str, Any]:
+        """The analyzer's results (returns, benchmark, frequency, metrics)."""
+        return self.rets
+
+    def tearsheet(self, path: str | Path, title: str | None = None) -> Path:
+        """The analyzer's tearsheet (``QuantStatsAnalyzer.tearsheet`` reads ``rets`` only)."""
+        return QuantStatsAnalyzer.tearsheet(cast(Any, self), path, title=title)
+
+
+def _detach(result: BacktestResult) -> BacktestResult:
+    """The result without the backtrader run (cerebro, feeds, lines): small, and it pickles.
+
+    ``strategy`` keeps the feeds that ended early (``ended``) and ``analyzer`` its
+    results and :meth:`tearsheet`; every table, series and log is kept as it is.
+    """
+    return replace(
+        result, strategy=_Finished(result.strategy), analyzer=cast(Any, _Rets(result.analyzer))
+    )
+
+
+def _backtest(job: BacktestJob) -> BacktestResult:
+    """One strategy of a roster backtested on its unit's test period, detached from its run."""
+    settings, name, cls, kwargs, start, end = job
+    return _detach(settings.run(cls, name, kwargs, start=start, end=end))
+
+
+def run_units(
+    units: Sequence[Unit],
+    *,
+    executor: Executor | None = None,
+    progress: bool = True,
+    log: Log = _silent,
+) -> list[SeedRun]:
+    """Train the roster of every unit, backtest every strategy, judge each unit.
+
+    Two phases on ``executor``: every training job of every unit (:data:`ROSTER_PARTS`),
+    then every (unit, strategy) backtest of :func:`metabt.recipe.roster`; each unit is
+    then judged here. The training summaries are logged unit by unit, in order, once
+    the training phase is done. The results do not depend on the executor.
+
+    Args:
+        units: the (fold, seed) units.
+        executor: where the units run (:func:`metabt.executors.make_executor`); None
+            runs them here, one after the other.
+        progress: show the units done (and, run here, the training progress bars).
+        log: receives each unit's label and training summary lines.
+
+    Returns:
+        One :class:`SeedRun` per unit, in order.
+
+    Raises:
+        ConfigError: too little data to train before a unit's test period.
+    """
+    executor = executor or SerialExecutor()
+    inner = progress and isinstance(executor, SerialExecutor)
+    # Submitted longest first, the order the engines start them in: every unit's
+    # meta-learner, then ERM, ... (training); every unit's MetaStrategy, then MetaDrift,
+    # ... (backtests). The results come back in the order of the jobs, whatever the order.
+    n = len(units)
+    jobs: list[TrainJob] = [
+        (u.settings.train_frames, u.cfg, u.first, part, inner)
+        for part in ROSTER_PARTS
+        for u in units
+    ]
+    parts = executor.map(_train_part, jobs, desc="training", progress=progress)
+    models = []
+    for k, unit in enumerate(units):
+        (meta, meta_log), (erm, erm_log), (scratch, scratch_log), (linear, linear_log) = parts[k::n]
+        alpha, lam, selection = linear
+        models.append(RosterModels(meta, erm, scratch, alpha, lam, selection))
+        if unit.label is not None:
+            log(unit.label)
+        for line in [*meta_log, *erm_log, *scratch_log, *linear_log, models[-1].summary()]:
+            log(line)
+    rosters = [roster(m, u.cfg) for u, m in zip(units, models)]
+    order = sorted((j, k) for k, strategies in enumerate(rosters) for j in range(len(strategies)))
+    backtests: list[BacktestJob] = []
+    for j, k in order:
+        name, cls, kwargs = rosters[k][j]
+        u = units[k]
+        backtests.append((replace(u.settings, train_frames={}), name, cls, kwargs, u.start, u.end))
+    done: dict[tuple[int, int], BacktestResult] = dict(
+        zip(order, executor.map(_backtest, backtests, desc="backtests", progress=progress))
+    )
+    runs = []
+    for k, (unit, m) in enumerate(zip(units, models)):
+        results = [done[j, k] for j in range(len(rosters[k]))]
+        table, verdict = judge(
+            results,
+            horizon=unit.cfg.spec.horizon,
+            seed=unit.seed,
+            periods_per_year=results[0].frequency.periods,
+        )
+        runs.append(SeedRun(unit.seed, m, results, _untrained_column(table, m), verdict))
+    return runs
+
+
 def run_seed(
     settings: RunSettings,
     seed: int,
@@ -362,6 +554,7 @@ def run_seed(
     end: pd.Timestamp | None = None,
     progress: bool,
     log: Log,
+    executor: Executor | None = None,
 ) -> SeedRun:
     """Train the roster strictly before the test period, backtest and judge every strategy.
 
@@ -370,8 +563,10 @@ def run_seed(
         seed: the seed of training and of the bootstrap (replaces ``cfg.seed``).
         start, end: the test period (default: ``settings.start`` / ``settings.end``);
             everything is trained strictly before ``start``.
-        progress: show training progress bars.
+        progress: show progress bars.
         log: receives the training summary lines.
+        executor: where the training jobs and backtests run (:func:`run_units`); None
+            runs them here.
 
     Returns:
         A :class:`SeedRun`.
@@ -379,15 +574,8 @@ def run_seed(
     Raises:
         ConfigError: too little data to train before ``start``.
     """
-    cfg = settings.cfg.with_(seed=seed)
-    first = settings.start if start is None else start
-    models = train_roster(settings.train_frames, cfg, first, progress=progress, log=log)
-    results = [
-        settings.run(cls, name, kwargs, start=start, end=end)
-        for name, cls, kwargs in roster(models, cfg)
-    ]
-    table, verdict = judge(results, horizon=cfg.spec.horizon, seed=seed)
-    return SeedRun(seed, models, results, _untrained_column(table, models), verdict)
+    unit = Unit(settings, seed, start, end)
+    return run_units([unit], executor=executor, progress=progress, log=log)[0]
 
 
 def _mean_table(runs: Sequence[SeedRun]) -> pd.DataFrame:
@@ -494,6 +682,9 @@ def compare(
     seeds: Sequence[int] | None = None,
     progress: bool = True,
     log: Log = _silent,
+    executor: str | Executor = "serial",
+    workers: int = 1,
+    ray_address: str | None = None,
 ) -> Comparison:
     """Train the roster, backtest every strategy and judge MetaStrategy, for each seed.
 
@@ -506,24 +697,32 @@ def compare(
         settings: data, period, costs and configuration (``cfg.algorithm`` is the
             meta-learner's).
         seeds: seeds to run; None runs ``settings.cfg.seed`` only.
-        progress: show training progress bars.
+        progress: show progress bars (the units done).
         log: receives the training summary lines.
+        executor: where the units (training jobs, then one backtest per seed and
+            strategy) run: "serial" (here), "process" (local processes), "ray", or an
+            :class:`~metabt.executors.Executor` (left open). The results are the same
+            whatever the executor. Default "serial".
+        workers: units run at once (processes, or the CPUs of a local Ray). Default 1.
+        ray_address: for "ray", the cluster to join; None starts a local Ray for the
+            run and shuts it down after.
 
     Returns:
         A :class:`Comparison`.
 
     Raises:
-        ConfigError: bad settings, no seed, or too little training data.
+        ConfigError: bad settings, no seed, too little training data, an unknown
+            executor, ``workers`` < 1, or Ray not installed.
     """
     seeds = [settings.cfg.seed] if seeds is None else list(seeds)
     if not seeds:
         raise ConfigError("compare needs at least one seed, e.g. --seeds 0 1 2")
     settings.check_history(roster=True)
-    runs = []
-    for seed in seeds:
-        if len(seeds) > 1:
-            log(f"seed {seed}")
-        runs.append(run_seed(settings, seed, progress=progress, log=log))
+    units = [
+        Unit(settings, seed, label=f"seed {seed}" if len(seeds) > 1 else None) for seed in seeds
+    ]
+    with _executor(executor, workers, ray_address) as ex:
+        runs = run_units(units, executor=ex, progress=progress, log=log)
     cfg = settings.cfg
     first = runs[0]
     train_range = first.models.meta.learner.train_range
@@ -544,3 +743,11 @@ def compare(
     ]
     assets = pd.concat({r.name: r.assets for r in first.results}, names=["strategy", "asset"])
     return Comparison(settings, runs, _mean_table(runs), assets, notes)
+
+
+def _executor(
+    executor: str | Executor, workers: int, ray_address: str | None
+) -> contextlib.AbstractContextManager[Executor]:
+    """The executor to run on: one made here is closed after the run, one given is not."""
+    made = make_executor(executor, workers, ray_address)
+    return contextlib.nullcontext(made) if made is executor else made

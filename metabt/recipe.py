@@ -48,6 +48,7 @@ __all__ = [
     "check_no_leak",
     "check_train_config",
     "roster",
+    "select_linear",
     "train_learner",
     "train_roster",
 ]
@@ -351,6 +352,48 @@ class RosterModels:
         )
 
 
+def select_linear(
+    frames: Mapping[str, pd.DataFrame], cfg: RunConfig, end: pd.Timestamp
+) -> tuple[float, float, dict[str, dict[float, float]], list[str]]:
+    """Choose the linear baselines' settings on validation tasks strictly before ``end``.
+
+    The ridge penalty from :data:`RIDGE_GRID` on the validation tasks of the learners
+    (the last ``cfg.val_years`` before ``end``); the RLS forgetting factor from
+    :data:`RLS_GRID` on validation tasks with RLS's longer support (:data:`RLS_SUPPORT`),
+    or :data:`RLS_DEFAULT` when the validation window is too short for them.
+
+    Returns:
+        (ridge alpha, RLS forgetting, {"ridge_alpha": scores, "rls_forgetting": scores},
+        note lines).
+
+    Raises:
+        ConfigError: too little data before ``end`` for the validation tasks.
+    """
+    spec = cfg.spec
+    lines: list[str] = []
+    _, val, _ = _tasks(frames, cfg, end, support=cfg.support)
+    alpha, ridge_scores = select_by_validation(
+        lambda a: RidgeAdapter(spec, a), RIDGE_GRID, val.fixed(VAL_TASKS, cfg.seed)
+    )
+    lam = RLS_DEFAULT
+    rls_scores: dict[float, float] = {}
+    try:  # the validation window only: RLS's longer support needs no training tasks
+        split = end - pd.DateOffset(days=round(365.25 * cfg.val_years))
+        val_rls = TaskSampler.from_frames(
+            frames, spec, support=RLS_SUPPORT, query=cfg.query, start=split, end=end
+        )
+    except ConfigError as exc:
+        lines.append(
+            f"note: too little validation data to choose RecursiveLeastSquares' "
+            f"forgetting ({exc}); using {RLS_DEFAULT}"
+        )
+    else:
+        lam, rls_scores = select_by_validation(
+            lambda f: RLSAdapter(spec, f), RLS_GRID, val_rls.fixed(VAL_TASKS, cfg.seed)
+        )
+    return alpha, lam, {"ridge_alpha": ridge_scores, "rls_forgetting": rls_scores}, lines
+
+
 def train_roster(
     frames: Mapping[str, pd.DataFrame],
     cfg: RunConfig,
@@ -389,35 +432,17 @@ def train_roster(
         for line in trained[key].summary(algo_cfg, names):
             if log is not None:
                 log(line)
-    spec = cfg.spec
-    _, val, _ = _tasks(frames, cfg, end, support=cfg.support)
-    alpha, ridge_scores = select_by_validation(
-        lambda a: RidgeAdapter(spec, a), RIDGE_GRID, val.fixed(VAL_TASKS, cfg.seed)
-    )
-    lam = RLS_DEFAULT
-    rls_scores: dict[float, float] = {}
-    try:  # the validation window only: RLS's longer support needs no training tasks
-        split = end - pd.DateOffset(days=round(365.25 * cfg.val_years))
-        val_rls = TaskSampler.from_frames(
-            frames, spec, support=RLS_SUPPORT, query=cfg.query, start=split, end=end
-        )
-    except ConfigError as exc:
+    alpha, lam, scores, lines = select_linear(frames, cfg, end)
+    for line in lines:
         if log is not None:
-            log(
-                f"note: too little validation data to choose RecursiveLeastSquares' "
-                f"forgetting ({exc}); using {RLS_DEFAULT}"
-            )
-    else:
-        lam, rls_scores = select_by_validation(
-            lambda f: RLSAdapter(spec, f), RLS_GRID, val_rls.fixed(VAL_TASKS, cfg.seed)
-        )
+            log(line)
     models = RosterModels(
         trained["meta"],
         trained["erm"],
         trained["scratch"],
         alpha,
         lam,
-        {"ridge_alpha": ridge_scores, "rls_forgetting": rls_scores},
+        scores,
     )
     if log is not None:
         log(models.summary())

@@ -334,7 +334,7 @@ def write_diagnostics(
         ax_ctx.plot(pcs["pc1"], pcs["pc2"], color="lightgray", linewidth=0.5, zorder=0)
         bar = fig.colorbar(dots, ax=ax_ctx)
         ticks = np.linspace(days.min(), days.max(), 5)
-        bar.set_ticks(ticks)
+        bar.set_ticks(ticks.tolist())
         bar.set_ticklabels([str(pd.Timestamp.fromordinal(int(t)).date()) for t in ticks])
         ax_ctx.set_xlabel("context PC1")
         ax_ctx.set_ylabel("context PC2")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +17,11 @@ import pandas as pd
 
 from metabt._util import atomic_dir, write_text
 from metabt.backtest import BacktestResult, Costs
+from metabt.bars import BarFrequency
 from metabt.errors import ConfigError, DataError
 from metabt.evaluation import Verdict, aggregate_seeds, judge
-from metabt.experiments import Log, RunSettings, _silent, run_seed
+from metabt.executors import Executor
+from metabt.experiments import Log, RunSettings, Unit, _executor, _silent, run_units
 from metabt.metrics import compute_metrics, mean_ic
 from metabt.report import write_diagnostics, write_tearsheet
 
@@ -79,12 +81,14 @@ class Stitched:
         returns: the folds' returns, stitched (each fold from fresh cash).
         metrics: quantstats metrics of the stitched returns, plus the pooled IC.
         signals: data name -> signal vs forward return across the folds, or None.
+        frequency: the bar frequency that annualised the metrics.
     """
 
     name: str
     returns: pd.Series
     metrics: dict[str, float]
     signals: dict[str, pd.DataFrame] | None
+    frequency: BarFrequency = field(default_factory=lambda: BarFrequency("daily", 252.0))
 
 
 @dataclass
@@ -123,7 +127,8 @@ class WalkForward:
 
     def metrics(self) -> dict[str, float]:
         """quantstats metrics of MetaStrategy's stitched out-of-sample returns."""
-        return compute_metrics(self.returns)
+        meta = self.stitched["MetaStrategy"]
+        return compute_metrics(meta.returns, periods_per_year=meta.frequency.periods)
 
     def write(self, out: Path) -> dict[str, Path]:
         """Write folds.csv, summary.csv, walkforward.html, assets.csv and the diagnostics,
@@ -145,6 +150,7 @@ class WalkForward:
                 self.benchmark,
                 out / "walkforward.html",
                 title=f"MetaStrategy walk-forward, {n} folds",
+                periods_per_year=meta.frequency.periods,
             ),
             "assets": write_text(out / "assets.csv", self.assets.reset_index().to_csv(index=False)),
             "diagnostics": write_diagnostics(
@@ -166,6 +172,9 @@ def walkforward(
     seeds: Sequence[int] | None = None,
     progress: bool = True,
     log: Log = _silent,
+    executor: str | Executor = "serial",
+    workers: int = 1,
+    ray_address: str | None = None,
 ) -> WalkForward:
     """Walk-forward evaluation of the whole roster: each fold trained strictly before it.
 
@@ -177,14 +186,22 @@ def walkforward(
         seeds: seeds to repeat the whole walk-forward with (training included); None
             runs ``settings.cfg.seed`` only. Reports and the stitched runs are the first
             seed's; ``summary`` is the mean over seeds (with ``_sd`` columns).
-        progress: show training progress bars.
+        progress: show progress bars (the units done).
         log: receives one line per fold and the training summaries.
+        executor: where the units (the training jobs of every fold and seed, then one
+            backtest per fold, seed and strategy) run: "serial" (here), "process"
+            (local processes), "ray", or an :class:`~metabt.executors.Executor` (left
+            open). The results are the same whatever the executor. Default "serial".
+        workers: units run at once (processes, or the CPUs of a local Ray). Default 1.
+        ray_address: for "ray", the cluster to join; None starts a local Ray for the
+            run and shuts it down after.
 
     Returns:
         A :class:`WalkForward`.
 
     Raises:
-        ConfigError: bad settings, no seed, or too little training data for a fold.
+        ConfigError: bad settings, no seed, too little training data for a fold, an
+            unknown executor, ``workers`` < 1, or Ray not installed.
     """
     seeds = [settings.cfg.seed] if seeds is None else list(seeds)
     if not seeds:
@@ -203,22 +220,27 @@ def walkforward(
     for fold_start, fold_end in folds:  # every fold must be testable, checked before training
         fold = replace(settings, start=fold_start, end=fold_end)
         fold.check_history(roster=True)
-    rows: list[dict[str, Any]] = []
-    per_seed: list[tuple[int, dict[str, list[BacktestResult]], pd.DataFrame, Verdict]] = []
-    logs, assets = [], {}
+    units = []
     for seed in seeds:
-        parts: dict[str, list[BacktestResult]] = {}
         for k, (test_start, test_end) in enumerate(folds, 1):
             fold = settings
             if train_years is not None:  # rolling: only the last train_years before the fold
                 first = test_start - pd.DateOffset(years=train_years)
                 window = {name: f.loc[first:] for name, f in settings.train_frames.items()}
                 fold = replace(settings, train_frames=window)
-            log(
-                f"fold {k}/{len(folds)}: test {test_start.date()} to {test_end.date()}"
-                + (f" (seed {seed})" if len(seeds) > 1 else "")
+            label = f"fold {k}/{len(folds)}: test {test_start.date()} to {test_end.date()}" + (
+                f" (seed {seed})" if len(seeds) > 1 else ""
             )
-            run = run_seed(fold, seed, start=test_start, end=test_end, progress=progress, log=log)
+            units.append(Unit(fold, seed, test_start, test_end, label))
+    with _executor(executor, workers, ray_address) as ex:
+        seed_runs = iter(run_units(units, executor=ex, progress=progress, log=log))
+    rows: list[dict[str, Any]] = []
+    per_seed: list[tuple[int, dict[str, list[BacktestResult]], pd.DataFrame, Verdict]] = []
+    logs, assets = [], {}
+    for seed in seeds:
+        parts: dict[str, list[BacktestResult]] = {}
+        for k in range(1, len(folds) + 1):
+            run = next(seed_runs)
             train_range = run.models.meta.learner.train_range
             assert train_range is not None
             for result in run.results:
@@ -247,7 +269,12 @@ def walkforward(
                 assert meta.adaptations is not None
                 logs.append(meta.adaptations.assign(fold=k))
         stitched = [_stitch(name, runs) for name, runs in parts.items()]
-        table, verdict = judge(stitched, horizon=settings.cfg.spec.horizon, seed=seed)
+        table, verdict = judge(
+            stitched,
+            horizon=settings.cfg.spec.horizon,
+            seed=seed,
+            periods_per_year=stitched[0].frequency.periods,
+        )
         per_seed.append((seed, parts, table, verdict))
     _, parts0, table0, verdict0 = per_seed[0]
     if len(per_seed) > 1:
@@ -291,7 +318,8 @@ def _stitch(name: str, runs: Sequence[BacktestResult]) -> Stitched:
             for asset, pair in (r.signals or {}).items():
                 pairs.setdefault(asset, []).append(pair)
         signals = {asset: pd.concat(p) for asset, p in pairs.items()}
-    metrics = compute_metrics(returns)
+    frequency = runs[0].frequency
+    metrics = compute_metrics(returns, periods_per_year=frequency.periods)
     if signals is not None:
         metrics.update(mean_ic(signals))
-    return Stitched(name, returns, metrics, signals)
+    return Stitched(name, returns, metrics, signals, frequency)

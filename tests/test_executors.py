@@ -1,0 +1,95 @@
+"""executors: units in order, one thread each, seeded alike on every engine; bad choices refused."""
+
+from __future__ import annotations
+
+import math
+import random
+import sys
+
+import numpy as np
+import pytest
+import torch
+from threadpoolctl import threadpool_info
+
+from metabt.errors import ConfigError
+from metabt.executors import (
+    EXECUTOR_NAMES,
+    ProcessExecutor,
+    RayExecutor,
+    SerialExecutor,
+    make_executor,
+    run_unit,
+)
+
+
+def _environment(tag: int) -> tuple[int, int, int, float, float]:
+    """What a unit sees: its tag, torch threads, the most BLAS/OpenMP threads, two draws."""
+    blas = max((pool["num_threads"] for pool in threadpool_info()), default=1)
+    return tag, torch.get_num_threads(), blas, float(np.random.random()), float(torch.rand(1))  # noqa: NPY002
+
+
+def test_make_executor_refuses_bad_choices_and_names_the_fix(monkeypatch):
+    with pytest.raises(ConfigError, match=r"unknown executor 'proces' \(did you mean 'process'"):
+        make_executor("proces")
+    for workers in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ConfigError, match="workers must be a positive integer"):
+            make_executor("process", workers)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="only used by executor 'ray'"):
+        make_executor("process", 2, "auto")
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    with pytest.raises(ConfigError, match=r"pip install metabt\[ray\]"):
+        make_executor("ray", 2)
+    given = ProcessExecutor(2)
+    assert make_executor(given) is given
+    assert isinstance(make_executor(), SerialExecutor) and EXECUTOR_NAMES[0] == "serial"
+
+
+def test_run_unit_limits_threads_and_seeds_then_restores_the_caller():
+    torch.set_num_threads(2)
+    random.seed(123)
+    expected_next = random.random()
+    random.seed(123)
+    try:
+        _, threads, blas, draw, torch_draw = run_unit(_environment, 0)
+        assert threads == 1 and blas == 1
+        assert (draw, torch_draw) == run_unit(_environment, 0)[3:]  # the same fixed seed
+        assert torch.get_num_threads() == 2  # the caller's settings are back
+        assert random.random() == expected_next  # and its random state untouched
+    finally:
+        torch.set_num_threads(1)
+
+
+def test_serial_executor_shows_the_units_done_unless_told_not_to(capsys):
+    with SerialExecutor() as ex:
+        assert ex.map(math.sqrt, [4.0, 9.0, 16.0], desc="units") == [2.0, 3.0, 4.0]
+        assert "3/3" in capsys.readouterr().err
+        assert ex.map(math.sqrt, [1.0], progress=False) == [1.0]
+        assert capsys.readouterr().err == ""
+        assert ex.map(math.sqrt, []) == []
+
+
+@pytest.mark.slow
+def test_process_executor_returns_in_order_one_thread_per_worker_and_raises():
+    with ProcessExecutor(2) as ex:
+        seen = ex.map(_environment, list(range(6)), progress=False)
+        assert [s[0] for s in seen] == list(range(6))  # the order of the units
+        assert {s[1:] for s in seen} == {run_unit(_environment, 0)[1:]}  # same as here
+        with pytest.raises(ValueError, match="math domain error"):
+            ex.map(math.sqrt, [1.0, -1.0, 4.0], progress=False)
+        assert ex.map(math.sqrt, [4.0], progress=False) == [2.0]  # the pool is reused
+    assert ex._pool is None
+
+
+@pytest.mark.slow
+def test_ray_executor_starts_a_local_ray_returns_in_order_and_shuts_it_down():
+    ray = pytest.importorskip("ray")
+    assert not ray.is_initialized()
+    with RayExecutor(2) as ex:
+        seen = ex.map(math.sqrt, [16.0, 1.0, 9.0], progress=False)
+        assert seen == [4.0, 1.0, 3.0]
+        assert ray.is_initialized() and ray.cluster_resources().get("CPU") == 2
+        blas = ex.map(math.factorial, [3, 4], progress=False)
+        assert blas == [6, 24]
+        with pytest.raises(ValueError, match="math domain error"):
+            ex.map(math.sqrt, [-1.0], progress=False)
+    assert not ray.is_initialized()
