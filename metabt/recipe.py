@@ -102,7 +102,7 @@ class TrainedLearner:
             how = (
                 f"trained {learner.algorithm} ({cfg.model_config()['type']}, "
                 f"engine {learner.engine}) "
-                f"jointly on {', '.join(names)} from {learner.train_range[0]} to "
+                f"jointly on {_assets(names)} from {learner.train_range[0]} to "
                 f"{learner.train_range[1]}: {fit.steps} steps (a fixed budget, last θ kept) "
                 f"in {self.seconds:.1f}s; validation query MSE after adaptation "
                 f"{self.val_loss:.4f} (initialisation {self.val_init_loss:.4f})"
@@ -111,7 +111,7 @@ class TrainedLearner:
             how = (
                 f"meta-trained {learner.algorithm} ({cfg.model_config()['type']}, "
                 f"engine {learner.engine}) "
-                f"on {', '.join(names)} from {learner.train_range[0]} to "
+                f"on {_assets(names)} from {learner.train_range[0]} to "
                 f"{learner.train_range[1]}: {fit.steps} steps in {self.seconds:.1f}s; "
                 f"validation query MSE after adaptation {fit.best_val_loss:.4f} (step "
                 f"{fit.best_step})"
@@ -131,6 +131,13 @@ class TrainedLearner:
                 "no information in its signal"
             )
         return lines
+
+
+def _assets(names: Sequence[str], shown: int = 6) -> str:
+    """Asset names for a log line: all of a few, the first and last of a universe."""
+    if len(names) <= shown:
+        return ", ".join(names)
+    return f"{len(names)} assets ({', '.join(names[:3])}, ..., {names[-1]})"
 
 
 def _tasks(
