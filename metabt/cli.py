@@ -403,6 +403,48 @@ def _build_parser() -> argparse.ArgumentParser:
         "--model", metavar="CKPT", help="a trained checkpoint (default: train first)"
     )
     backtest.add_argument(
+        "--portfolio",
+        choices=("per-asset", "cross-sectional"),
+        default="per-asset",
+        help="per-asset: each asset's own signal sets its position (MetaStrategy); "
+        "cross-sectional: signals ranked or z-scored across the universe into one book "
+        "(CrossSectionalStrategy) (default per-asset)",
+    )
+    backtest.add_argument(
+        "--cross-section", choices=("rank", "zscore"), default="rank", help="(cross-sectional)"
+    )
+    backtest.add_argument(
+        "--book",
+        choices=("dollar-neutral", "long-only"),
+        default="dollar-neutral",
+        help="(cross-sectional) book (default dollar-neutral)",
+    )
+    for flag, default, what in (
+        ("--name-cap", 0.25, "largest |weight| of one name, fraction of portfolio value"),
+        ("--net-leverage", 1.0, "cap on |sum of weights|"),
+        ("--min-trade", 0.0, "smaller weight changes do not trade, fraction of value"),
+    ):
+        backtest.add_argument(
+            flag,
+            type=_non_negative,
+            default=default,
+            metavar="FRAC",
+            help=f"(cross-sectional) {what} (default {default:g})",
+        )
+    backtest.add_argument(
+        "--turnover-budget",
+        type=_positive,
+        metavar="FRAC",
+        help="(cross-sectional) most value traded per rebalance, fraction (default: none)",
+    )
+    backtest.add_argument(
+        "--rebalance-every",
+        type=_positive_int,
+        default=1,
+        metavar="BARS",
+        help="(cross-sectional) bars between rebalances (default 1)",
+    )
+    backtest.add_argument(
         "--report",
         default=str(DEFAULT_REPORT),
         metavar="HTML",

@@ -77,6 +77,16 @@ def config_of(args: argparse.Namespace) -> RunConfig:
     }
     if hasattr(args, "adapt_every"):
         changes.update(adapt_every=args.adapt_every, online_meta_lr=args.online_meta_lr)
+    if getattr(args, "portfolio", "per-asset") == "cross-sectional":
+        changes["portfolio"] = {
+            "cross_section": args.cross_section,
+            "book": args.book.replace("-", "_"),
+            "name_cap": args.name_cap,
+            "net_leverage": args.net_leverage,
+            "min_trade": args.min_trade,
+            "turnover_budget": args.turnover_budget,
+            "rebalance_every": args.rebalance_every,
+        }
     return DEMO.with_(**changes)
 
 
@@ -228,7 +238,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     print()
     _print_table(run.table)
     if len(settings.frames) > 1:
-        print("\nMetaStrategy per asset (contribution: P&L before costs / starting cash)")
+        print(f"\n{run.meta.name} per asset (contribution: P&L before costs / starting cash)")
         _print_table(run.meta.assets)
     paths = run.write(Path(args.report))
     _record_data(record, args)

@@ -56,6 +56,10 @@ class RunConfig:
         adapt_every: bars between adaptations in the backtest.
         online_meta_lr: outer-loop rate of MetaStrategy's online meta-updates of θ
             during the backtest (0: off).
+        portfolio: None trades each asset's own signal (MetaStrategy); a dict of
+            ``metabt.portfolio.CrossSectionalStrategy`` params (cross_section, book,
+            name_cap, net_leverage, min_trade, turnover_budget, rebalance_every) trades a
+            cross-sectional book across the universe instead.
         val_years: the last years before ``start`` held out as validation tasks.
         warmup_bars: bars fed before ``start`` so features and the first support are ready.
         sizer: SignalSizer params.
@@ -79,6 +83,7 @@ class RunConfig:
     query: int = 20
     adapt_every: int = 5
     online_meta_lr: float = 0.0
+    portfolio: Mapping[str, Any] | None = None
     val_years: float = 2.0
     warmup_bars: int = 300
     sizer: Mapping[str, Any] = field(
@@ -99,6 +104,8 @@ class RunConfig:
         }
         if self.online_meta_lr:
             out["online_meta_lr"] = self.online_meta_lr
+        if self.portfolio is not None:
+            out.update(self.portfolio)
         return out
 
     def model_config(self) -> dict[str, Any]:

@@ -99,6 +99,14 @@ class Options(BaseModel):
     workers: PosInt | None = Field(None, description="parallel workers")
     ray_address: str | None = Field(None, description="Ray cluster address")
     trials: PosInt | None = Field(None, description="sweep: number of trials")
+    portfolio: str | None = Field(None, description="backtest: per-asset or cross-sectional")
+    cross_section: str | None = Field(None, description="cross-sectional: rank or zscore")
+    book: str | None = Field(None, description="cross-sectional: dollar-neutral or long-only")
+    name_cap: NonNegFloat | None = Field(None, description="cross-sectional: name cap")
+    net_leverage: NonNegFloat | None = Field(None, description="cross-sectional: net cap")
+    min_trade: NonNegFloat | None = Field(None, description="cross-sectional: minimum trade")
+    turnover_budget: PosFloat | None = Field(None, description="cross-sectional: budget")
+    rebalance_every: PosInt | None = Field(None, description="cross-sectional: bars")
     sampler: str | None = Field(None, description="sweep: grid or tpe")
     val_folds: PosInt | None = Field(None, description="sweep: one-year validation folds")
     ks: list[PosInt] | None = Field(None, description="pricing: months of history per model")
@@ -231,6 +239,7 @@ EXAMPLES: Mapping[str, Any] = {
     "model_kwargs": {"hidden": 64},
     "benchmark": "prices/SPY.csv",
     "trials": 20,
+    "turnover_budget": 0.1,
     "space": {"inner_lr": [0.01, 0.02, 0.05], "support": [40, 60]},
 }
 

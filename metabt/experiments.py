@@ -35,6 +35,7 @@ from metabt.evaluation import Verdict, aggregate_seeds, judge
 from metabt.executors import Executor, SerialExecutor, make_executor
 from metabt.meta import MetaLearner
 from metabt.metrics import metrics_table
+from metabt.portfolio import CrossSectionalStrategy
 from metabt.recipe import (
     RLS_SUPPORT,
     RosterModels,
@@ -253,7 +254,7 @@ class MainRun:
         assert log is not None
         return [
             f"\n{self.settings.header(self.meta)}",
-            f"MetaStrategy: {len(log)} adaptations (every {cfg.adapt_every} bars on the last "
+            f"{self.meta.name}: {len(log)} adaptations (every {cfg.adapt_every} bars on the last "
             f"{cfg.support} realised bars, horizon {self.learner.horizon}); mean support MSE "
             f"{log['loss_before'].mean():.4f} before -> {log['loss_after'].mean():.4f} after; "
             f"backtest took {self.seconds:.1f}s",
@@ -290,6 +291,9 @@ def main_backtest(
 ) -> MainRun:
     """The main job: (train, then) backtest MetaStrategy beside BuyAndHold and SmaCross.
 
+    With ``settings.cfg.portfolio`` set, the meta-learner trades a cross-sectional book
+    (:class:`metabt.portfolio.CrossSectionalStrategy`, named "CrossSectional") instead.
+
     Args:
         settings: data, period, costs and configuration.
         learner: a trained learner; None trains one on ``settings.train_frames``
@@ -309,9 +313,12 @@ def main_backtest(
     check_no_leak(learner, settings.start)
     check_train_config(learner, settings.cfg, settings.frames)
     tic = time.perf_counter()
-    meta = settings.run(
-        MetaStrategy, "MetaStrategy", {"learner": learner, **settings.cfg.strategy_kwargs()}
+    cls, name = (
+        (MetaStrategy, "MetaStrategy")
+        if settings.cfg.portfolio is None
+        else (CrossSectionalStrategy, "CrossSectional")
     )
+    meta = settings.run(cls, name, {"learner": learner, **settings.cfg.strategy_kwargs()})
     seconds = time.perf_counter() - tic
     results = [
         meta,

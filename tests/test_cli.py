@@ -484,3 +484,33 @@ def test_pricing_command_writes_the_table_plot_and_record(tmp_path, capsys):
         assert (out / name).stat().st_size > 100, name
     code, _, err = _run_main(capsys, "pricing", "--ks", "3", "--out", str(tmp_path / "bad"))
     assert code == 2 and "ks" in err
+
+
+@pytest.mark.slow
+def test_backtest_cross_sectional_portfolio_from_the_cli(tmp_path, capsys):
+    report = tmp_path / "xs.html"
+    code, out, err = _run_main(
+        capsys,
+        "backtest",
+        "--data",
+        FILES["AAPL"],
+        FILES["IBM"],
+        FILES["MSFT"],
+        "--start",
+        "2012-01-01",
+        "--end",
+        "2012-12-31",
+        "--steps",
+        "5",
+        "--portfolio",
+        "cross-sectional",
+        "--turnover-budget",
+        "0.2",
+        "--quiet",
+        "--report",
+        str(report),
+    )
+    assert code == 0, err
+    assert "CrossSectional:" in out and "CrossSectional per asset" in out
+    assert "daily bars, 252 a year" in out
+    assert report.stat().st_size > 10_000
