@@ -53,7 +53,7 @@ class Options(BaseModel):
     train_data: Files | None = Field(None, description="files to meta-train on (default: data)")
     start: dt.date | str | None = Field(None, description="first backtest date")
     end: dt.date | str | None = Field(None, description="last backtest date")
-    train_end: dt.date | str | None = Field(None, description="train: cut-off date")
+    train_end: dt.date | str | None = Field(None, description="train, pricing: last training date (month)")
     bars_per_year: PosFloat | None = Field(
         None, description="bars per year (default: detected from the dates)"
     )
@@ -239,6 +239,8 @@ EXAMPLES: Mapping[str, Any] = {
     "model_kwargs": {"hidden": 64},
     "benchmark": "prices/SPY.csv",
     "trials": 20,
+    "test_end": "2017-03",
+    "portfolios": ["NoDur", "S1V1"],
     "turnover_budget": 0.1,
     "space": {"inner_lr": [0.01, 0.02, 0.05], "support": [40, 60]},
 }
