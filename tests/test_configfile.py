@@ -104,5 +104,8 @@ def test_every_flag_is_a_setting_and_the_example_is_valid():
         line[2:] if re.match(r"# [a-z_]+ = ", line) else line for line in text.splitlines()
     )
     config = tomllib.loads(uncommented)
-    load = Options.model_validate({k: v for k, v in config.items() if k not in COMMANDS})
-    assert load.support == 60 and load.algorithm == "maml"
+    Options.model_validate({k: v for k, v in config.items() if k not in COMMANDS})
+    tables = {c: Options.model_validate(config[c]) for c in subparsers}
+    merged = {**{k: v for k, v in config.items() if k not in COMMANDS}, **config["backtest"]}
+    assert merged["support"] == 60 and merged["algorithm"] == "maml"
+    assert tables["pricing"].ks == [6, 12, 24, 36]
