@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -514,3 +515,42 @@ def test_backtest_cross_sectional_portfolio_from_the_cli(tmp_path, capsys):
     assert "CrossSectional:" in out and "CrossSectional per asset" in out
     assert "daily bars, 252 a year" in out
     assert report.stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_hourly_fx_in_a_to_csv_gz_file_runs_end_to_end_with_hourly_annualisation(
+    tmp_path, capsys
+):
+    """A user's hourly 24/5 file, written by DataFrame.to_csv() and gzipped: 6,240 bars a year."""
+    import pandas as pd
+
+    from metabt.synthetic import gbm_market
+
+    hours = pd.date_range("2021-01-04", periods=6000, freq="h")
+    hours = hours[hours.day_of_week < 5][:3000]
+    frame = gbm_market(3000, seed=5, vol=0.002)
+    frame.index = hours
+    frame.index.name = None  # what to_csv() writes: an unnamed first column
+    path = tmp_path / "EURUSD_H1.csv.gz"
+    frame.to_csv(path)
+    start = hours[2000].normalize() + pd.Timedelta(days=1)
+    report = tmp_path / "fx.html"
+    code, out, err = _run_main(
+        capsys,
+        "backtest",
+        "--data",
+        str(path),
+        "--start",
+        str(start.date()),
+        "--steps",
+        "5",
+        "--val-years",
+        "0.1",
+        "--quiet",
+        "--report",
+        str(report),
+    )
+    assert code == 0, err
+    assert "hourly bars, 6,240 a year" in out and "on EURUSD_H1;" in out
+    record = json.loads(report.with_name("fx.run.json").read_text())
+    assert record["config"]["learner"]["train_config"]["bar_frequency"] == "hourly"
