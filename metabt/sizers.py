@@ -74,7 +74,10 @@ class SignalSizer(bt.Sizer):
         long_only (bool): if True, negative signals give a flat position, never a short.
             Default False.
         deadband (float): no trade when |target weight - current weight| < deadband
-            (fraction of equity, 0.05 = 5%). 0 disables it. Default 0.05.
+            (fraction of equity, 0.05 = 5%). 0 disables it. Default 0.05. When a
+            strategy's gross-leverage cap scales all weights down by a factor (a universe
+            of many assets), the band is scaled by the same factor
+            (:meth:`metabt.trader.SignalTrader.rebalance`).
         signal_scale (float): signal magnitude that earns the full volatility-target
             weight (signal units; larger signals are clipped). Default 0.25.
         bars_per_year (float | None): bars in a year, to annualise volatility (bars per

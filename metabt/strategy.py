@@ -99,6 +99,31 @@ class _AssetState:
         self.X = np.vstack([self.X, extra])
 
 
+class _Slot:
+    """Task ``index`` of a ``BatchAdapted``, standing for its model (an :class:`Adapted`).
+
+    The batch predicts all its tasks' rows in one ``predict_rows`` call, so the task's own
+    ``AdaptedModel`` is built only when a row is predicted alone (``predict_row``).
+    Used for the "kernel" and "head" backends, whose models carry no task context.
+    """
+
+    __slots__ = ("_model", "batch", "index", "loss_after", "loss_before", "steps")
+
+    def __init__(self, batch: Any, index: int) -> None:
+        self.batch = batch
+        self.index = index
+        self.loss_before = float(batch.loss_before[index])
+        self.loss_after = float(batch.loss_after[index])
+        self.steps: int = batch.steps
+        self._model: Adapted | None = None
+
+    def predict_row(self, x: np.ndarray) -> float:
+        """The task model's prediction for one row (the model is built on first use)."""
+        if self._model is None:
+            self._model = self.batch.model(self.index)
+        return self._model.predict_row(x)
+
+
 class MetaStrategy(SignalTrader):
     """Trades the signal of a meta-learned model, re-adapted on a rolling schedule.
 
@@ -230,6 +255,7 @@ class MetaStrategy(SignalTrader):
         self._query_sq = [0.0]  # realised squared error per adaptation (index shifted by 1)
         self._query_n = [0]
         self._states = [_AssetState(self.spec, i) for i in range(len(self.datas))]
+        self._date_cache: tuple[tuple[float, Any], pd.Timestamp] | None = None
         # user features may read the open and extra columns (lines of metabt.data.feed)
         self._rich = (
             not isinstance(self._states[0].online, OnlineFeatures) if self._states else False
@@ -269,8 +295,8 @@ class MetaStrategy(SignalTrader):
         k = state.n
         if k == len(state.X):
             state.grow()
-        high, low, close_line, volume = self._bars[state.index]
-        close = close_line[0]
+        high, low, _, volume = self._bars[state.index]
+        close = self._close[state.index]  # this bar's close, read once by SignalTrader
         if self._rich:
             i = state.index
             extra = {name: line[0] for name, line in self._extra[i]}
@@ -361,7 +387,7 @@ class MetaStrategy(SignalTrader):
         self._query_n.append(0)
         self.adaptations.append(
             {
-                "date": pd.Timestamp(data.datetime.date(0)),
+                "date": self._bar_date(data),
                 "data": data._name,
                 "trigger": trigger,
                 "support": len(y),
@@ -375,6 +401,15 @@ class MetaStrategy(SignalTrader):
             self.adaptations[-1]["context"] = np.asarray(context, dtype=np.float64).ravel()
         if self._online is not None:
             self._online.opened(state.index, state.model_index, k, x, y)
+
+    def _bar_date(self, data: bt.DataBase) -> pd.Timestamp:
+        """``pd.Timestamp(data.datetime.date(0))``, built once per bar time and time zone."""
+        line = data.lines.datetime
+        key = (line[0], line._tz)
+        cached = self._date_cache
+        if cached is None or cached[0] != key:
+            cached = self._date_cache = (key, pd.Timestamp(line.date(0)))
+        return cached[1]
 
     def _drifted(self, state: _AssetState) -> bool:
         """True when the current model's recent realised error jumped (market observer)."""
@@ -434,8 +469,10 @@ class MetaStrategy(SignalTrader):
             xs = np.stack([due[0] for _, _, due in group])
             ys = np.stack([due[1] for _, _, due in group])
             batch = adapter.adapt_batch(xs, ys, steps=self.p.inner_steps)  # type: ignore[attr-defined]
+            lazy = batch.backend in ("kernel", "head")  # models without a task context
             for b, (state, k, due) in enumerate(group):
-                self._adopt(state, self.datas[state.index], k, batch.model(b), due, (batch, b))
+                model = _Slot(batch, b) if lazy else batch.model(b)
+                self._adopt(state, self.datas[state.index], k, model, due, (batch, b))
         out = [math.nan] * len(states)
         live = [
             j

@@ -114,7 +114,9 @@ class SignalTrader(bt.Strategy):
         self._seen = [0] * len(self.datas)  # bars of each data already processed
         self._last = [math.nan] * len(self.datas)  # latest signal of each data
         self._last_log_close = [math.nan] * len(self.datas)
+        self._close = [math.nan] * len(self.datas)  # close of each data's latest bar
         self._vol: list[RollingMoments] = []  # log returns over the sizer's vol_lookback
+        self._vol_lookback = 0  # the sizer's, set at start
         self._closing_bar: list[int] = []  # bar at which each early-ending feed is closed
         self._closed: set[int] = set()
         self.ended: dict[str, Any] = {}
@@ -155,7 +157,7 @@ class SignalTrader(bt.Strategy):
                 "or add no sizer"
             )
         self._signal_sizer = sizer
-        lookback = int(sizer.p.vol_lookback)
+        lookback = self._vol_lookback = int(sizer.p.vol_lookback)
         self._vol = [RollingMoments((lookback,)) for _ in self.datas]
         # bars of each preloaded feed; a feed that ends before the others is closed
         lengths = [d.buflen() for d in self.datas]
@@ -208,9 +210,7 @@ class SignalTrader(bt.Strategy):
             float: annualised volatility (fraction, 0.2 = 20% a year); NaN with fewer than
             ``vol_lookback + 1`` bars.
         """
-        sizer = self._signal_sizer
-        assert sizer is not None
-        if self._seen[i] <= int(sizer.p.vol_lookback):
+        if self._seen[i] <= self._vol_lookback:
             return math.nan
         return self._vol[i].stds()[0] * self._sqrt_bars_per_year
 
@@ -231,25 +231,30 @@ class SignalTrader(bt.Strategy):
         data (different start dates) or for indicators' minimum periods.
         """
         fresh = []  # data with a new bar (calendars may differ)
-        for i, d in enumerate(self.datas):
-            n = len(d)
-            if n > self._seen[i] and i not in self._closed:
-                self._seen[i] = n
-                log_close = math.log(self._bars[i][2][0])
+        lengths = [len(d) for d in self.datas]
+        seen, closed, bars = self._seen, self._closed, self._bars
+        last_log_close, closes = self._last_log_close, self._close
+        for i, n in enumerate(lengths):
+            if n > seen[i] and i not in closed:
+                seen[i] = n
+                close = closes[i] = bars[i][2][0]
+                log_close = math.log(close)
                 if n > 1:
-                    self._vol[i].push(log_close - self._last_log_close[i])
-                self._last_log_close[i] = log_close
+                    self._vol[i].push(log_close - last_log_close[i])
+                last_log_close[i] = log_close
                 fresh.append(i)
         if fresh:
+            last, lines = self._last, self._signal_lines
             for i, signal in zip(fresh, self.compute_signals(fresh)):
-                self._last[i] = signal
-                self._signal_lines[i][0] = signal
+                last[i] = signal
+                lines[i][0] = signal
         active = []
-        for i, d in enumerate(self.datas):
-            n = len(d)
-            if n == 0 or i in self._closed:
+        closing = self._closing_bar
+        for i, n in enumerate(lengths):
+            if n == 0 or i in closed:
                 continue
-            if n == self._closing_bar[i] and self.trading():
+            if n == closing[i] and self.trading():
+                d = self.datas[i]
                 # this feed ends at its next bar, before the others: close now, filled at
                 # its last bar's open (a position cannot fill after its data ends)
                 self._closed.add(i)
@@ -271,19 +276,26 @@ class SignalTrader(bt.Strategy):
         sizer = self._signal_sizer
         assert sizer is not None
         cap = self.p.gross_leverage
-        weights = [sizer.target_weight(s, self.realised_vol(i)) for i, s in zip(active, signals)]
+        weight, vol = sizer.target_weight, self.realised_vol
+        weights = [weight(s, vol(i)) for i, s in zip(active, signals)]
         gross = sum([abs(w) for w in weights])
+        # the deadband is in the units of the sizer's own weights: when the cap scales the
+        # weights down (a universe of many assets), it scales the band with them, or no
+        # position of a wide universe would ever move out of it
+        band = sizer.p.deadband
         if gross > cap:
             weights = [w * (cap / gross) for w in weights]
+            band *= cap / gross
         value = self.broker.getvalue()
         shares = sizer.shares_for_weight
+        datas, closes, position = self.datas, self._close, self.getposition
         plan = []  # (data, weight, price, held, target)
         book = 0.0
         for i, w in zip(active, weights):
-            data = self.datas[i]
-            price = self._bars[i][2][0]
-            held = self.getposition(data).size
-            target = shares(w, price, value, current=held)
+            data = datas[i]
+            price = closes[i]  # the close of data's latest bar, as _step read it
+            held = position(data).size
+            target = shares(w, price, value, current=held, deadband=band)
             plan.append((data, w, price, held, target))
             book += abs(target) * price
         if book > cap * value:

@@ -180,16 +180,18 @@ def test_compare_writes_table_tearsheets_and_index(tmp_path, capsys):
     import pandas as pd
 
     out = tmp_path / "cmp"
+    config = tmp_path / "run.toml"  # the period and budget from a config file, data by flag
+    config.write_text(
+        'start = "2011-06-01"\nsteps = 99\n[compare]\nend = 2012-03-31\nexecutor = "serial"\n'
+    )
     code, stdout, err = _run_main(
         capsys,
         "compare",
+        "--config",
+        str(config),
         "--data",
         FILES["AAPL"],
         FILES["IBM"],
-        "--start",
-        "2011-06-01",
-        "--end",
-        "2012-03-31",
         "--steps",
         "5",
         "--quiet",
@@ -197,6 +199,10 @@ def test_compare_writes_table_tearsheets_and_index(tmp_path, capsys):
         str(out),
     )
     assert code == 0, err
+    record = json.loads((out / "run.json").read_text())
+    assert record["config"]["steps"] == 5 and record["config"]["executor"] == "serial"
+    assert record["config"]["resolved"]["meta_steps"] == 5  # the flag beat the file's 99
+    assert [d["sha256"] for d in record["data"]] and record["seeds"] == [0]
     table = pd.read_csv(out / "compare.csv")
     names = [
         "MetaStrategy",

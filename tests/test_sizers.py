@@ -408,3 +408,26 @@ def test_bars_per_year_must_be_none_or_positive(bad):
     with pytest.raises(ConfigError, match=r"^SignalSizer: bars_per_year must be a positive"):
         SignalSizer(bars_per_year=bad)
     assert SignalSizer(bars_per_year=6240.0).p.bars_per_year == 6240.0
+
+
+def test_the_deadband_scales_with_the_gross_cap_so_a_wide_universe_still_trades():
+    """64 assets at the cap: each weight is ~1.5%, inside an unscaled 5% band forever."""
+    import backtrader as bt
+
+    from metabt.data import feed
+    from metabt.strategy import SignalTrader
+    from metabt.synthetic import gbm_market
+
+    class Constant(SignalTrader):
+        def compute_signal(self, i, data):
+            return 0.25 if len(data) > 30 else float("nan")
+
+    cerebro = bt.Cerebro(stdstats=False)
+    for k in range(64):
+        cerebro.adddata(feed(gbm_market(80, seed=k), name=f"A{k}"))
+    cerebro.broker.setcash(1_000_000.0)
+    cerebro.addstrategy(Constant)
+    cerebro.addsizer(SignalSizer, target_vol=0.10, deadband=0.05)
+    strat = cerebro.run()[0]
+    held = [strat.getposition(d).size for d in strat.datas]
+    assert all(h > 0 for h in held)  # every asset traded into its (small) capped weight

@@ -1,0 +1,293 @@
+"""Cost per asset-bar against the number of assets: MetaStrategy beside backtrader's own.
+
+One process, N = 1, 4, 16, 64, 256 daily feeds of the same 1,300 bars (the first 1,300
+trading days from 2012-01-03 of the real universe in ``../shared/universe``: 44 stocks
+and 9 ETFs, assets lacking any of those days skipped; beyond the real assets, perturbed
+copies of them: each copy's close-to-close log returns are multiplied by a seeded factor
+in [0.7, 1.3] plus seeded Gaussian noise of a tenth of their std, open/high/low follow
+the close by the same ratio and volume gets seeded log-normal noise, so no two feeds are
+identical). Three strategies on the same feeds (``metabt.data.feed``), default costs
+(``metabt.backtest.Costs``) and $100,000 of cash per asset:
+
+* an empty ``bt.Strategy`` (backtrader's own per-bar cost: feeds, clock, broker);
+* backtrader's quickstart SMA crossover per data (10/30 ``bt.ind.CrossOver``, buy/close
+  of one share, the reference of ``bench_backtest.py`` over N feeds);
+* ``MetaStrategy``: a MAML MLP 2x32 MetaLearner (inner_steps 5) trained for 10 outer
+  steps on 2008-2011 (not timed), the default schedule (adapt_every 5, support 60),
+  sized by ``SignalSizer(**metabt.config.DEMO.sizer)`` as ``metabt backtest`` does.
+
+Each (strategy, N) is timed ``--repeats`` times (``--large-repeats`` at N >= 64, to keep
+N = 256 affordable), interleaved, and the best CPU time of the process
+(``time.process_time``) of ``cerebro.run()`` is kept (building the feeds is not timed).
+Printed: µs per asset-bar (CPU seconds / (N x 1,300)), orders per asset-bar, the ratios
+MetaStrategy / SMA and MetaStrategy / empty, and the load averages before and after;
+the table is also written as Markdown to ``--out``.
+
+    python benchmarks/bench_universe_scaling.py [--repeats R] [--large-repeats R]
+        [--sizes 1,4,16,64,256] [--out benchmarks/results/universe_scaling.md]
+    python benchmarks/bench_universe_scaling.py --profile 64 [--sort cumulative] [--top 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import os
+import pstats
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import backtrader as bt
+import numpy as np
+import pandas as pd
+import torch
+
+from metabt import MetaLearner, MetaStrategy, SignalSizer
+from metabt.backtest import Costs
+from metabt.config import DEMO
+from metabt.data import feed, load_ohlcv
+from metabt.features import FeatureSpec
+from metabt.models import MLP
+from metabt.tasks import TaskSampler
+
+BARS = 1300
+FIRST_DAY = "2012-01-01"
+UNIVERSE = Path(__file__).resolve().parents[2] / "shared" / "universe"
+CASH_PER_ASSET = 100_000.0
+
+
+class Empty(bt.Strategy):
+    """No indicator, no order: backtrader's own cost per bar."""
+
+    def next(self) -> None:
+        pass
+
+
+class SmaCrossReference(bt.Strategy):
+    """backtrader's quickstart SMA crossover (10/30), on every data: buy/close one share."""
+
+    params = (("fast", 10), ("slow", 30))
+
+    def __init__(self) -> None:
+        self.crossovers = [
+            bt.indicators.CrossOver(
+                bt.indicators.SMA(d, period=self.p.fast), bt.indicators.SMA(d, period=self.p.slow)
+            )
+            for d in self.datas
+        ]
+
+    def next(self) -> None:
+        for d, cross in zip(self.datas, self.crossovers):
+            position = self.getposition(d)
+            if not position and cross[0] > 0:
+                self.buy(data=d)
+            elif position and cross[0] < 0:
+                self.close(data=d)
+
+
+def load_universe(root: Path) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
+    """The real assets: (the 1,300-bar windows from 2012 on, the bars before 2012).
+
+    Every window has the same dates (the first ``BARS`` trading days of the universe's
+    calendar from ``FIRST_DAY``); an asset lacking any of them is skipped.
+    """
+    frames = {p.name.split(".")[0]: load_ohlcv(p) for p in sorted(root.glob("*/*.csv.gz"))}
+    if not frames:
+        raise SystemExit(f"no universe at {root}: see ../shared/universe/README.md")
+    days = sorted({t for f in frames.values() for t in f.index[f.index >= FIRST_DAY]})
+    calendar = pd.DatetimeIndex(days[:BARS])
+    windows, history = {}, {}
+    for name, frame in frames.items():
+        if calendar.isin(frame.index).all():
+            windows[name] = frame.loc[calendar]
+            history[name] = frame.loc[frame.index < FIRST_DAY]
+    skipped = sorted(set(frames) - set(windows))
+    print(
+        f"universe: {len(frames)} assets, {len(windows)} with all {BARS} bars "
+        f"{calendar[0].date()} to {calendar[-1].date()}"
+        + (f" (skipped {', '.join(skipped)})" if skipped else "")
+    )
+    return windows, history
+
+
+def perturbed(frame: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """A copy of ``frame`` with scaled, re-noised log returns (same dates and bar shapes)."""
+    rng = np.random.default_rng(seed)
+    close = frame["close"].to_numpy()
+    returns = np.diff(np.log(close))
+    factor = rng.uniform(0.7, 1.3)
+    returns = factor * returns + rng.normal(0.0, 0.1 * returns.std(), len(returns))
+    new_close = close[0] * np.exp(np.concatenate([[0.0], np.cumsum(returns)]))
+    ratio = new_close / close
+    out = frame.copy()
+    for col in ("open", "high", "low", "close"):
+        out[col] = frame[col].to_numpy() * ratio
+    out["volume"] = np.round(frame["volume"].to_numpy() * np.exp(rng.normal(0, 0.1, len(out))))
+    return load_ohlcv(out)
+
+
+def universe_frames(windows: dict[str, pd.DataFrame], n: int) -> dict[str, pd.DataFrame]:
+    """N frames: the real assets first, then perturbed copies of them, cycling."""
+    names = list(windows)
+    out = {}
+    for j in range(n):
+        base = names[j % len(names)]
+        if j < len(names):
+            out[base] = windows[base]
+        else:
+            out[f"{base}~{j // len(names)}"] = perturbed(windows[base], seed=j)
+    return out
+
+
+def train_learner(history: dict[str, pd.DataFrame]) -> MetaLearner:
+    """A MAML MLP 2x32 trained for a few outer steps (any θ costs the same per bar)."""
+    spec = FeatureSpec()
+    frames = {k: v.loc["2008":] for k, v in list(history.items())[:8]}
+    tasks = TaskSampler.from_frames(frames, spec, support=60, query=20)
+    learner = MetaLearner(
+        MLP(spec.n_features, (32, 32), seed=0),
+        algorithm="maml",
+        inner_steps=5,
+        feature_spec=spec,
+        seed=0,
+    )
+    learner.fit(tasks, 10, progress=False)
+    return learner
+
+
+def make_run(
+    strategy: type[bt.Strategy], frames: dict[str, pd.DataFrame], **kwargs: Any
+) -> Callable[[], tuple[float, bt.Strategy]]:
+    """A function that builds a Cerebro on fresh feeds and returns (CPU s of run(), strategy)."""
+
+    def run() -> tuple[float, bt.Strategy]:
+        cerebro = bt.Cerebro(stdstats=False)
+        for name, frame in frames.items():
+            cerebro.adddata(feed(frame, name=name))
+        cerebro.broker.setcash(CASH_PER_ASSET * len(frames))
+        Costs().apply(cerebro.broker)
+        cerebro.addstrategy(strategy, **kwargs)
+        if issubclass(strategy, MetaStrategy):
+            cerebro.addsizer(SignalSizer, **dict(DEMO.sizer))
+        tic = time.process_time()
+        strat = cerebro.run()[0]
+        return time.process_time() - tic, strat
+
+    return run
+
+
+def load_text(values: tuple[float, float, float]) -> str:
+    return ", ".join(f"{x:.2f}" for x in values)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1,4,16,64,256")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per (strategy, N < 64)")
+    parser.add_argument("--large-repeats", type=int, default=1, help="runs per (strategy, N >= 64)")
+    parser.add_argument("--out", default="benchmarks/results/universe_scaling.md")
+    parser.add_argument("--universe", default=str(UNIVERSE))
+    parser.add_argument("--profile", type=int, default=0, help="cProfile MetaStrategy at this N")
+    parser.add_argument("--sort", default="tottime", help="--profile: pstats sort key")
+    parser.add_argument("--top", type=int, default=30, help="--profile: rows printed")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    load_before = os.getloadavg()
+    windows, history = load_universe(Path(args.universe))
+    learner = train_learner(history)
+    meta_kwargs = {"learner": learner, "adapt_every": 5, "support": 60}
+
+    if args.profile:
+        run = make_run(MetaStrategy, universe_frames(windows, args.profile), **meta_kwargs)
+        run()  # warm caches
+        profiler = cProfile.Profile()
+        profiler.enable()
+        seconds, strat = run()
+        profiler.disable()
+        print(f"MetaStrategy, N={args.profile}: {seconds:.2f} s CPU under cProfile")
+        pstats.Stats(profiler).sort_stats(args.sort).print_stats(args.top)
+        return
+
+    sizes = [int(s) for s in args.sizes.split(",")]
+    frames = {n: universe_frames(windows, n) for n in sizes}
+    strategies: dict[str, tuple[type[bt.Strategy], dict[str, Any]]] = {
+        "empty": (Empty, {}),
+        "sma": (SmaCrossReference, {}),
+        "meta": (MetaStrategy, meta_kwargs),
+    }
+    best = {name: {n: float("inf") for n in sizes} for name in strategies}
+    orders = {name: {n: 0 for n in sizes} for name in strategies}
+    repeats = {n: args.repeats if n < 64 else args.large_repeats for n in sizes}
+    wall = time.perf_counter()
+    for r in range(max(repeats.values())):
+        for n in sizes:  # interleaved: load changes hit every size and strategy alike
+            if r >= repeats[n]:
+                continue
+            for name, (cls, kwargs) in strategies.items():
+                seconds, strat = make_run(cls, frames[n], **kwargs)()
+                best[name][n] = min(best[name][n], seconds)
+                orders[name][n] = len(strat.broker.orders)
+            print(
+                f"  repeat {r + 1}, N={n}: "
+                + ", ".join(f"{k} {best[k][n]:.2f} s" for k in strategies),
+                flush=True,
+            )
+    wall = time.perf_counter() - wall
+    load_after = os.getloadavg()
+
+    def per(name: str, n: int) -> float:
+        return best[name][n] / (n * BARS) * 1e6
+
+    header = (
+        "| N assets | runs | empty µs/asset-bar | SMA µs/asset-bar | MetaStrategy µs/asset-bar "
+        "| Meta / SMA | Meta / empty | orders/asset-bar SMA | orders/asset-bar Meta |"
+    )
+    rows = [header, "|" + "---|" * 9]
+    for n in sizes:
+        rows.append(
+            f"| {n} | {repeats[n]} | {per('empty', n):.1f} | {per('sma', n):.1f} "
+            f"| {per('meta', n):.1f} | {best['meta'][n] / best['sma'][n]:.2f}x "
+            f"| {best['meta'][n] / best['empty'][n]:.2f}x "
+            f"| {orders['sma'][n] / (n * BARS):.3f} | {orders['meta'][n] / (n * BARS):.3f} |"
+        )
+    command = "OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 " + " ".join(
+        [".venv/bin/python", *sys.argv]
+    )
+    n_real = min(len(windows), max(sizes))
+    notes = [
+        f"{BARS} daily bars per asset ({next(iter(windows.values())).index[0].date()} to "
+        f"{next(iter(windows.values())).index[-1].date()}); the {len(windows)} real assets of "
+        f"../shared/universe first ({n_real} used at most), perturbed copies beyond them.",
+        "Best CPU time (time.process_time) of cerebro.run() over the runs shown, interleaved; "
+        f"best of {args.repeats} below N = 64, of {args.large_repeats} at N >= 64. "
+        "1 torch/BLAS thread, default costs, $100,000 cash per asset.",
+        "MetaStrategy: MAML MLP 2x32, inner_steps 5, adapt_every 5, support 60, "
+        f"SignalSizer({', '.join(f'{k}={v}' for k, v in DEMO.sizer.items())}). "
+        "SMA: 10/30 CrossOver per data, buy/close one share.",
+        f"Load average (1, 5, 15 min): before {load_text(load_before)}; after "
+        f"{load_text(load_after)}; wall time {wall:.0f} s; torch {torch.__version__}, "
+        f"{os.cpu_count()} CPUs shared with other jobs.",
+    ]
+    table = "\n".join(rows)
+    print()
+    print(table)
+    print()
+    print("\n".join(notes))
+    text = (
+        "# Universe scaling: µs per asset-bar, MetaStrategy vs SMA crossover vs empty\n\n"
+        + table
+        + "\n\n"
+        + "\n\n".join(notes)
+        + f"\n\nCommand: `{command}`\n"
+    )
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
