@@ -84,7 +84,7 @@ def main() -> int:
         "# A universe run: 53 real assets, walk-forward, costs on",
         "",
         f"Data: `../shared/universe`, {len(frames)} assets (44 US stocks, 9 ETFs), daily bars "
-        "from 2004 (ETFs from 2005); source: the Kaggle \"Huge Stock Market Dataset\" "
+        'from 2004 (ETFs from 2005); source: the Kaggle "Huge Stock Market Dataset" '
         "(Boris Marjanovic, CC0 1.0), prices adjusted for splits and dividends; survivorship "
         "bias: every symbol still traded in 2017.",
         f"Walk-forward: {n_folds} folds of {args.fold_years} years from {args.start} "

@@ -53,7 +53,9 @@ class Options(BaseModel):
     train_data: Files | None = Field(None, description="files to meta-train on (default: data)")
     start: dt.date | str | None = Field(None, description="first backtest date")
     end: dt.date | str | None = Field(None, description="last backtest date")
-    train_end: dt.date | str | None = Field(None, description="train, pricing: last training date (month)")
+    train_end: dt.date | str | None = Field(
+        None, description="train, pricing: last training date (month)"
+    )
     bars_per_year: PosFloat | None = Field(
         None, description="bars per year (default: detected from the dates)"
     )

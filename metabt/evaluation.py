@@ -29,7 +29,7 @@ from metabt.metrics import (
 __all__ = ["META_VARIANTS", "Run", "Verdict", "aggregate_seeds", "judge"]
 
 #: Strategies built on the meta-learned initialisation: never "the best baseline".
-META_VARIANTS = frozenset({"MetaStrategy", "MetaDrift", "StaticModel"})
+META_VARIANTS = frozenset({"MetaStrategy", "MetaOnline", "MetaDrift", "StaticModel"})
 
 
 class Run(Protocol):

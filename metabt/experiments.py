@@ -336,6 +336,7 @@ COMPARE_NOTES = (
     "> 0; dsr: deflated Sharpe over every strategy of the run; sharpe_vs_best: Sharpe "
     "minus the best non-meta baseline's, with a 95% stationary block-bootstrap interval "
     "(lo, hi; mean block length in bars): if it contains 0, the difference could be noise; "
+    "MetaOnline (with --online-meta-lr): MetaStrategy whose θ takes online meta-updates; "
     "MetaDrift: MetaStrategy that also adapts when its realised error exceeds twice its "
     "usual level; untrained: the learner's kept θ is its initialisation"
 )
@@ -371,6 +372,7 @@ def _untrained_column(table: pd.DataFrame, models: RosterModels) -> pd.DataFrame
     flags = {
         "MetaStrategy": models.meta.untrained,
         "MetaDrift": models.meta.untrained,
+        "MetaOnline": models.meta.untrained,
         "StaticModel": models.meta.untrained,
         "ErmStatic": models.erm.untrained,
         "ErmAdapt": models.erm.untrained,

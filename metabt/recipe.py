@@ -464,13 +464,20 @@ def roster(models: RosterModels, cfg: RunConfig) -> list[tuple[str, type[Any], d
     trained model, never / likewise fine-tuned); ScratchAdapt (the same fine-tuning from
     a random initialisation); RollingRidge and RecursiveLeastSquares (classical adaptive
     linear models on the same features and labels); BuyAndHold (the equal-weight basket);
-    SmaCross.
+    SmaCross. With ``cfg.online_meta_lr > 0``, also MetaOnline: MetaStrategy whose θ takes
+    online meta-updates during the backtest, beside MetaStrategy's fixed θ.
     """
-    schedule = cfg.strategy_kwargs()
+    schedule = {"adapt_every": cfg.adapt_every, "support": cfg.support, "seed": cfg.seed}
     meta = {"learner": models.meta.learner, **schedule}
     erm = {"learner": models.erm.learner, **schedule}
+    online = (
+        [("MetaOnline", MetaStrategy, {**meta, "online_meta_lr": cfg.online_meta_lr})]
+        if cfg.online_meta_lr > 0
+        else []
+    )
     return [
         ("MetaStrategy", MetaStrategy, meta),
+        *online,
         ("MetaDrift", MetaStrategy, {**meta, "drift_threshold": 2.0}),
         ("StaticModel", StaticModel, meta),
         ("ErmStatic", ErmStatic, erm),

@@ -4,7 +4,8 @@ The README's demo and compare blocks are never copied by hand: this script runs
 ``metabt backtest`` (the main job, ``make demo``) and ``metabt compare`` on the shipped
 sample data, keeps their printed results (not the lines naming output files), and writes
 them between the README's ``<!-- results:NAME -->`` markers. It also copies the tables
-that benchmark scripts write (``benchmarks/results/*.md``) into ``benchmarks/README.md``.
+that benchmark scripts write (``benchmarks/results/*.md``) into ``benchmarks/README.md``,
+and the universe run's (``benchmarks/results/universe.md``) into the README.
 ``--check`` regenerates them and fails if a README differs (wall times, which vary from
 run to run, are compared as ``Xs``); ``tests/test_readme.py`` runs it.
 
@@ -32,10 +33,13 @@ BENCH_BLOCKS = {
     name: ROOT / "benchmarks" / "results" / f"{name}.md"
     for name in ("synthetic", "learners", "pricing")
 }
+#: blocks of README.md copied from a benchmark's file
+README_BLOCKS = {"universe": ROOT / "benchmarks" / "results" / "universe.md"}
 #: lines that name output files (machine-specific paths), dropped from the blocks
 _PATH_LINES = re.compile(
     r"^(tearsheet written|per-asset results written|adaptation diagnostics written|table:|"
-    r"per asset:|index of tearsheets:|MetaStrategy adaptation diagnostics:|every seed:)"
+    r"per asset:|index of tearsheets:|MetaStrategy adaptation diagnostics:|every seed:|"
+    r"record of the run:)"
 )
 _WALL_TIME = re.compile(r"\b(in|took) [0-9]+(\.[0-9]+)?s\b")
 
@@ -111,9 +115,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     bench = {name: _body(path.read_text(encoding="utf-8")) for name, path in BENCH_BLOCKS.items()}
     pages = [(BENCH_README, lambda text: render(text, bench, fenced=False))]
-    if not args.benchmarks_only:
+    # the README's universe table is the universe benchmark's file (no command is run)
+    universe = {
+        name: _body(path.read_text(encoding="utf-8")) for name, path in README_BLOCKS.items()
+    }
+    if args.benchmarks_only:
+        pages.append((README, lambda text: render(text, universe, fenced=False)))
+    else:
         fresh = blocks()
-        pages.append((README, lambda text: render(text, fresh)))
+        pages.append((README, lambda text: render(render(text, fresh), universe, fenced=False)))
     stale = []
     for page, update in pages:
         current = page.read_text(encoding="utf-8")

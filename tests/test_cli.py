@@ -524,9 +524,7 @@ def test_backtest_cross_sectional_portfolio_from_the_cli(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_hourly_fx_in_a_to_csv_gz_file_runs_end_to_end_with_hourly_annualisation(
-    tmp_path, capsys
-):
+def test_hourly_fx_in_a_to_csv_gz_file_runs_end_to_end_with_hourly_annualisation(tmp_path, capsys):
     """A user's hourly 24/5 file, written by DataFrame.to_csv() and gzipped: 6,240 bars a year."""
     import pandas as pd
 
@@ -560,3 +558,85 @@ def test_hourly_fx_in_a_to_csv_gz_file_runs_end_to_end_with_hourly_annualisation
     assert "hourly bars, 6,240 a year" in out and "on EURUSD_H1;" in out
     record = json.loads(report.with_name("fx.run.json").read_text())
     assert record["config"]["learner"]["train_config"]["bar_frequency"] == "hourly"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algorithm", ["cnp", "protonet", "cavia"])
+def test_every_learner_family_trains_saves_loads_and_backtests_from_the_cli(
+    tmp_path, capsys, algorithm
+):
+    ckpt = tmp_path / f"{algorithm}.pt"
+    code, out, err = _run_main(
+        capsys,
+        "train",
+        "--data",
+        FILES["AAPL"],
+        FILES["MSFT"],
+        "--train-end",
+        "2010-01-01",
+        "--algorithm",
+        algorithm,
+        "--steps",
+        "5",
+        "--quiet",
+        "--out",
+        str(ckpt),
+    )
+    assert code == 0, err
+    assert f"meta-trained {algorithm} ({algorithm}, " in out
+    report = tmp_path / "r.html"
+    code, out, err = _run_main(
+        capsys,
+        "backtest",
+        "--data",
+        FILES["IBM"],
+        "--model",
+        str(ckpt),
+        "--start",
+        "2010-01-01",
+        "--end",
+        "2010-12-31",
+        "--quiet",
+        "--report",
+        str(report),
+    )
+    assert code == 0, err
+    assert "MetaStrategy: 5" in out or "MetaStrategy: " in out
+    diagnostics = report.with_name("r_diagnostics.html").read_text()
+    assert ("Task embedding" in diagnostics) == (algorithm == "cavia")
+
+
+@pytest.mark.slow
+def test_compare_runs_cavia_and_online_meta_updates_side_by_side(tmp_path, capsys):
+    import pandas as pd
+
+    out = tmp_path / "cmp"
+    code, _, err = _run_main(
+        capsys,
+        "compare",
+        "--data",
+        FILES["AAPL"],
+        "--train-data",
+        FILES["AAPL"],
+        FILES["MSFT"],
+        "--start",
+        "2011-06-01",
+        "--end",
+        "2012-03-31",
+        "--algorithm",
+        "cavia",
+        "--online-meta-lr",
+        "0.001",
+        "--steps",
+        "5",
+        "--executor",
+        "serial",
+        "--quiet",
+        "--out",
+        str(out),
+    )
+    assert code == 0, err
+    table = pd.read_csv(out / "compare.csv").set_index("strategy")
+    assert {"MetaStrategy", "MetaOnline", "RollingRidge", "ErmAdapt"} <= set(table.index)
+    # the two meta rows differ only by the online updates of θ
+    assert table.loc["MetaStrategy", "sharpe"] != table.loc["MetaOnline", "sharpe"]

@@ -102,7 +102,7 @@ def test_a_model_trained_on_daily_bars_is_refused_on_hourly_bars():
     hourly = daily.copy()
     hourly.index = pd.date_range("2021-01-04", periods=300, freq="h", name="date")
     hourly = load_ohlcv(hourly)
-    with pytest.raises(ConfigError, match="trained on daily bars.*hourly"):
+    with pytest.raises(ConfigError, match=r"trained on daily bars.*hourly"):
         check_train_config(learner, DEMO, {"A": hourly})
-    with pytest.raises(ConfigError, match="daily.*hourly|hourly.*daily"):
+    with pytest.raises(ConfigError, match=r"daily.*hourly|hourly.*daily"):
         check_train_config(learner, DEMO, {"A": daily, "B": hourly})
