@@ -267,8 +267,8 @@ class MainRun:
         folder together at the end (:func:`metabt._util.staged_files`).
         """
         title = (
-            f"MetaStrategy ({self.learner.algorithm}) vs buy-and-hold "
-            f"{next(iter(self.settings.frames))}"
+            f"{self.meta.name} ({self.learner.algorithm}) vs buy-and-hold "
+            f"{next(iter(self.settings.frames))}; {self.meta.frequency.describe()}"
         )
         names = {
             "tearsheet": report.name,
@@ -664,7 +664,8 @@ class Comparison:
         first = next(iter(self.settings.frames))
         tearsheets = {
             r.name: r.tearsheet(
-                out / "tearsheets" / f"{r.name}.html", title=f"{r.name} vs buy-and-hold {first}"
+                out / "tearsheets" / f"{r.name}.html",
+                title=f"{r.name} vs buy-and-hold {first}; {r.frequency.describe()}",
             )
             for r in self.results
         }
