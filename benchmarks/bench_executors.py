@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from pathlib import Path
 
 import pandas as pd
 import torch
@@ -48,7 +49,16 @@ def main() -> None:
     parser.add_argument("--end", default="2013-03-01")
     parser.add_argument("--assets", nargs="+", default=["AAPL", "IBM"])
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray run")
+    parser.add_argument(
+        "--out", default="benchmarks/results/executors.md", help="Markdown file of the output"
+    )
     args = parser.parse_args()
+    lines: list[str] = []
+
+    def say(text: str = "", **kwargs: object) -> None:
+        print(text, **kwargs)  # type: ignore[call-overload]
+        lines.append(text)
+
     torch.set_num_threads(1)
     files = {p.stem: p for p in sample_files()}
     frames = {name: load_ohlcv(files[name]) for name in args.assets}
@@ -59,31 +69,31 @@ def main() -> None:
         end=pd.Timestamp(args.end),
         cfg=DEMO.with_(meta_steps=args.steps),
     )
-    print(
+    say(
         f"compare: {', '.join(args.assets)}, test {args.start} to {args.end}, "
         f"{args.steps} meta steps, one seed; {os.cpu_count()} CPUs; {args.workers} workers"
     )
     times: dict[str, float] = {}
     runs: dict[str, Comparison] = {}
 
-    print(f"serial ... ({load()})", flush=True)
+    say(f"serial ... ({load()})", flush=True)
     tic = time.perf_counter()
     runs["serial"] = compare(settings, progress=False)
     times["serial"] = time.perf_counter() - tic
-    print(f"serial: {times['serial']:.1f} s", flush=True)
+    say(f"serial: {times['serial']:.1f} s", flush=True)
 
-    print(f"process ... ({load()})", flush=True)
+    say(f"process ... ({load()})", flush=True)
     tic = time.perf_counter()
     runs["process"] = compare(settings, progress=False, executor="process", workers=args.workers)
     times["process"] = time.perf_counter() - tic
-    print(f"process: {times['process']:.1f} s", flush=True)
+    say(f"process: {times['process']:.1f} s", flush=True)
     with make_executor("process", args.workers) as pool:  # worker start-up alone
         tic = time.perf_counter()
         pool.map(abs, list(range(args.workers)), progress=False)
         times["process start-up"] = time.perf_counter() - tic
 
     if not args.no_ray:
-        print(f"ray ... ({load()})", flush=True)
+        say(f"ray ... ({load()})", flush=True)
         tic = time.perf_counter()
         with RayExecutor(args.workers) as ray:
             ray.map(abs, list(range(args.workers)), progress=False)  # start Ray and workers
@@ -93,7 +103,7 @@ def main() -> None:
             times["ray"] = time.perf_counter() - mid
         times["ray with start-up"] = time.perf_counter() - tic
 
-    print(f"done ({load()})\n")
+    say(f"done ({load()})\n")
     serial = times["serial"]
     for name, seconds in times.items():
         ratio = (
@@ -101,9 +111,19 @@ def main() -> None:
             if "start-up" in name and name != "ray with start-up"
             else (f"  speed-up x{serial / seconds:.2f}")
         )
-        print(f"{name:>18}: {seconds:7.1f} s{ratio}")
+        say(f"{name:>18}: {seconds:7.1f} s{ratio}")
     for name, run in runs.items():
-        print(f"{name:>18}: identical to serial: {same(runs['serial'], run)}")
+        say(f"{name:>18}: identical to serial: {same(runs['serial'], run)}")
+
+    command = "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_executors.py"
+    Path(args.out).write_text(
+        "# compare on each executor: serial, local processes, local Ray\n\n```text\n"
+        + "\n".join(lines).strip()
+        + "\n```\n\nCommand: `"
+        + command
+        + "`\n",
+        encoding="utf-8",
+    )
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import argparse
 import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import backtrader as bt
 import numpy as np
@@ -75,7 +76,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--max-bars", type=int, default=16_000)
+    parser.add_argument(
+        "--out", default="benchmarks/results/scaling.md", help="Markdown file of the output"
+    )
     args = parser.parse_args()
+    lines: list[str] = []
+
+    def say(text: str = "", **kwargs: object) -> None:
+        print(text, **kwargs)  # type: ignore[call-overload]
+        lines.append(text)
+
     torch.set_num_threads(1)
     load_before = os.getloadavg()
 
@@ -109,17 +119,27 @@ def main() -> None:
                 best[name][n] = min(best[name][n], cpu_seconds(runner(cls, n, **kwargs)))
 
     header = "".join(f"{n:>9,}" for n in lengths)
-    print(f"µs per bar (best CPU time of {args.repeats}, 1 thread), bars:{header}  exponent")
+    say(f"µs per bar (best CPU time of {args.repeats}, 1 thread), bars:{header}  exponent")
     for name, times in best.items():
         per_bar = "".join(f"{times[n] / n * 1e6:9.1f}" for n in lengths)
         slope = exponent(lengths, [times[n] for n in lengths])
-        print(f"{name:<38}{per_bar}  {slope:8.3f}")
+        say(f"{name:<38}{per_bar}  {slope:8.3f}")
     after = os.getloadavg()
-    print(
+    say(
         "load average (1, 5, 15 min): before "
         + ", ".join(f"{x:.2f}" for x in load_before)
         + "; after "
         + ", ".join(f"{x:.2f}" for x in after)
+    )
+
+    command = "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_scaling.py"
+    Path(args.out).write_text(
+        "# History scaling: µs per bar from 1,000 to 16,000 bars\n\n```text\n"
+        + "\n".join(lines).strip()
+        + "\n```\n\nCommand: `"
+        + command
+        + "`\n",
+        encoding="utf-8",
     )
 
 

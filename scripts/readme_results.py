@@ -31,7 +31,14 @@ BENCH_README = ROOT / "benchmarks" / "README.md"
 #: blocks of benchmarks/README.md -> the file a benchmark script wrote
 BENCH_BLOCKS = {
     name: ROOT / "benchmarks" / "results" / f"{name}.md"
-    for name in ("synthetic", "learners", "pricing")
+    for name in (
+        "synthetic",
+        "learners",
+        "pricing",
+        "scaling",
+        "universe_scaling",
+        "executors",
+    )
 }
 #: blocks of README.md copied from a benchmark's file
 README_BLOCKS = {"universe": ROOT / "benchmarks" / "results" / "universe.md"}
