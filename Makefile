@@ -31,8 +31,9 @@ demo: $(STAMP)
 	$(BIN)/metabt backtest
 
 # lint and type checks first: a red linter fails the run before the slower tests
+# two workers: the suite is single-threaded per test and the machines have 2 cores
 test: lint typecheck $(RAY_STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 lint: $(STAMP)
 	$(BIN)/ruff check metabt strategies tests benchmarks scripts examples
