@@ -215,10 +215,11 @@ def train_learner(
         ConfigError: no data before ``end``, or too little for one task.
     """
     end_ts = pd.Timestamp(end if end is not None else cfg.start)
-    # one bar frequency for all training frames (mixed daily/hourly is refused here)
-    frequency = common_frequency(
-        {name: frame.index for name, frame in frames.items()}, cfg.sizer.get("bars_per_year")
-    )
+    # one bar frequency for all training frames (mixed daily/hourly is refused here); the
+    # recorded name is always the detected spacing, so that a backtest compares like with
+    # like whether or not bars_per_year was given
+    frequency = common_frequency({name: frame.index for name, frame in frames.items()}, None)
+    bars_per_year = cfg.sizer.get("bars_per_year") or frequency.bars_per_year
     tic = time.perf_counter()
     with torch.random.fork_rng():  # a user model initialises from torch's global generator
         torch.manual_seed(cfg.seed)
@@ -268,7 +269,7 @@ def train_learner(
         "val_loss": val_loss,
         "val_zero_mse": zero,
         "bar_frequency": frequency.name,
-        "bars_per_year": frequency.bars_per_year,
+        "bars_per_year": float(bars_per_year),
     }
     return trained
 

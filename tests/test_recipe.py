@@ -106,3 +106,14 @@ def test_a_model_trained_on_daily_bars_is_refused_on_hourly_bars():
         check_train_config(learner, DEMO, {"A": hourly})
     with pytest.raises(ConfigError, match=r"daily.*hourly|hourly.*daily"):
         check_train_config(learner, DEMO, {"A": daily, "B": hourly})
+
+
+def test_a_given_bars_per_year_still_records_the_detected_frequency(sample_frames):
+    """--bars-per-year at training must not make a same-frequency backtest look different."""
+    from metabt.recipe import check_train_config, train_learner
+
+    cfg = DEMO.with_(meta_steps=2, val_years=0.5, sizer={**DEMO.sizer, "bars_per_year": 250})
+    trained = train_learner(sample_frames, cfg, end="2010-06-01", progress=False)
+    record = trained.learner.train_config
+    assert record["bar_frequency"] == "daily" and record["bars_per_year"] == 250
+    check_train_config(trained.learner, cfg, sample_frames)  # daily on daily: accepted
