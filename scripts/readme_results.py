@@ -9,6 +9,15 @@ and the universe run's (``benchmarks/results/universe.md``) into the README.
 ``--check`` regenerates them and fails if a README differs (wall times, which vary from
 run to run, are compared as ``Xs``); ``tests/test_readme.py`` runs it.
 
+The numbers are deterministic on one machine, not across processors: MKL, OpenBLAS and
+torch choose their kernels (AVX2, AVX-512, ...) by CPU, and a last-bit difference in one
+matrix product moves a 600-step training run's later digits. So the README records a
+numeric fingerprint (a SHA-256 of a small meta-training run and adaptation, on the same
+kernels and thread settings as the commands). Where this machine's fingerprint equals the
+README's, ``--check`` compares every number; elsewhere it compares the blocks with every
+number masked (the same lines, columns and words) and says that the numbers were not
+compared, and why.
+
 Usage::
 
     python scripts/readme_results.py          # rewrite the README blocks
@@ -49,11 +58,62 @@ _PATH_LINES = re.compile(
     r"record of the run:)"
 )
 _WALL_TIME = re.compile(r"\b(in|took) [0-9]+(\.[0-9]+)?s\b")
+_NUMBER = re.compile(r"[-+]?[0-9][0-9,]*(\.[0-9]+)?(e[-+]?[0-9]+)?")
+#: the README line holding the numeric fingerprint of the machine that wrote its numbers
+_FINGERPRINT = re.compile(r"<!-- results:fingerprint ([0-9a-f]+) -->")
+_THREADS = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def fingerprint() -> str:
+    """SHA-256 (16 hex digits) of a small MAML run on this machine's floating-point kernels.
+
+    Twenty outer steps of the demo's learner (MLP, ``func`` engine) on seeded tasks, then one
+    test-time adaptation (the NumPy kernel MetaStrategy uses) and its predictions; the bytes
+    of θ and of the predictions are hashed. Run in a subprocess with the commands' thread
+    settings, so it sees the kernels they see.
+    """
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--fingerprint"],
+        cwd=ROOT,
+        env=dict(os.environ, **_THREADS),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"the numeric fingerprint failed ({done.returncode}):\n{done.stderr}")
+    return done.stdout.strip()
+
+
+def _fingerprint_here() -> str:
+    import hashlib
+
+    import numpy as np
+    import torch
+
+    from metabt import MetaLearner
+    from metabt.models import MLP
+
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    xs, xq = rng.standard_normal((8, 60, 12)), rng.standard_normal((8, 20, 12))
+    ys, yq = np.tanh(xs[..., 0]) + 0.5 * rng.standard_normal((8, 60)), np.tanh(xq[..., 0])
+    learner = MetaLearner(MLP(12), algorithm="maml", inner_lr=0.02, engine="func", seed=0)
+    for _ in range(20):
+        learner.meta_step(*(a.astype(np.float32) for a in (xs, ys, xq, yq)))
+    adapted = learner.adapt(xs[0].astype(np.float32), ys[0].astype(np.float32))
+    with torch.no_grad():
+        predictions = adapted(torch.from_numpy(xq[0].astype(np.float32))).double().numpy()
+    digest = hashlib.sha256()
+    for p in learner.model.parameters():
+        digest.update(p.detach().numpy().tobytes())
+    digest.update(predictions.tobytes())
+    return digest.hexdigest()[:16]
 
 
 def _run(args: list[str]) -> str:
     """Run ``python -m metabt ARGS`` from the repository root; its stdout, path lines dropped."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env = dict(os.environ, **_THREADS)
     done = subprocess.run(
         [sys.executable, "-m", "metabt", *args],
         cwd=ROOT,
@@ -99,8 +159,13 @@ def render(readme: str, new: dict[str, str], *, fenced: bool = True) -> str:
     return readme
 
 
-def _mask(text: str) -> str:
-    return _WALL_TIME.sub(r"\1 Xs", text)
+def _mask(text: str, *, numbers: bool = False) -> str:
+    text = _WALL_TIME.sub(r"\1 Xs", text)
+    if numbers:
+        text = _FINGERPRINT.sub("<!-- results:fingerprint # -->", text)
+        # number widths change the alignment of the tables: compare words, not spaces
+        text = " ".join(_NUMBER.sub("#", text).split())
+    return text
 
 
 def _body(text: str) -> str:
@@ -114,29 +179,52 @@ def _body(text: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="fail if the README is stale")
+    parser.add_argument("--fingerprint", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(
         "--benchmarks-only",
         action="store_true",
         help="only benchmarks/README.md (no command is run)",
     )
     args = parser.parse_args(argv)
+    if args.fingerprint:
+        print(_fingerprint_here())
+        return 0
     bench = {name: _body(path.read_text(encoding="utf-8")) for name, path in BENCH_BLOCKS.items()}
     pages = [(BENCH_README, lambda text: render(text, bench, fenced=False))]
     # the README's universe table is the universe benchmark's file (no command is run)
     universe = {
         name: _body(path.read_text(encoding="utf-8")) for name, path in README_BLOCKS.items()
     }
+    numbers = True  # compare every number (False: this machine's kernels differ)
     if args.benchmarks_only:
         pages.append((README, lambda text: render(text, universe, fenced=False)))
     else:
+        here = fingerprint()
+        found = _FINGERPRINT.search(README.read_text(encoding="utf-8"))
+        if found is None:
+            raise SystemExit("README.md has no <!-- results:fingerprint ... --> line; add it")
+        if args.check and found.group(1) != here:
+            numbers = False
+            print(
+                f"numbers not compared: this machine's floating-point kernels give numeric "
+                f"fingerprint {here}, the README's numbers were written on one giving "
+                f"{found.group(1)}; lines, columns and words are compared (run "
+                "`python scripts/readme_results.py` here to write this machine's numbers)"
+            )
         fresh = blocks()
-        pages.append((README, lambda text: render(render(text, fresh), universe, fenced=False)))
+
+        def update_readme(text: str) -> str:
+            text = _FINGERPRINT.sub(f"<!-- results:fingerprint {here} -->", text)
+            return render(render(text, fresh), universe, fenced=False)
+
+        pages.append((README, update_readme))
     stale = []
     for page, update in pages:
         current = page.read_text(encoding="utf-8")
         updated = update(current)
         if args.check:
-            if _mask(updated) != _mask(current):
+            masked = page == README and not numbers
+            if _mask(updated, numbers=masked) != _mask(current, numbers=masked):
                 stale.append(page.relative_to(ROOT))
             continue
         tmp = page.with_name(f".{page.name}.tmp")
@@ -151,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     if args.check:
-        print("README results match the commands and the benchmark tables")
+        what = "" if numbers else " (all but the numbers: see above)"
+        print(f"README results match the commands and the benchmark tables{what}")
     return 0
 
 
