@@ -64,6 +64,17 @@ def as_timestamp(value: Any, what: str) -> pd.Timestamp | None:
     return stamp.tz_localize(None) if stamp.tz is not None else stamp
 
 
+def through_day(end: pd.Timestamp | None) -> pd.Timestamp | None:
+    """An inclusive end of a period: a date (a time of midnight) means the whole of that day.
+
+    ``--end 2022-03-31`` on hourly bars keeps the bars of March 31 up to 23:59:59.999..., as
+    backtrader's ``todate`` does; an end with a time of day is kept as it is. None stays None.
+    """
+    if end is not None and end == end.normalize():
+        return end + pd.Timedelta(days=1) - pd.Timedelta(1, "ns")
+    return end
+
+
 def as_date(value: Any, what: str) -> dt.date | None:
     """A date param as a date (see :func:`as_timestamp`); None stays None.
 

@@ -11,6 +11,7 @@ from typing import Any
 import backtrader as bt
 import pandas as pd
 
+from metabt._checks import through_day
 from metabt._stats import annual_turnover
 from metabt.analyzers import (
     AdaptationAnalyzer,
@@ -207,6 +208,7 @@ def run_backtest(
     end_ts = None if end is None else pd.Timestamp(end)
     if end_ts is not None and end_ts < start_ts:
         raise ConfigError(f"end {end_ts.date()} is before start {start_ts.date()}; swap them")
+    end_ts = through_day(end_ts)  # an end date keeps that whole day's (intraday) bars
     costs = costs or Costs()
     first = warmup_start(frames, start_ts, warmup_bars)
 

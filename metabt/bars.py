@@ -250,8 +250,9 @@ def common_frequency(
 
     Args:
         indexes: feed name -> its bar times.
-        bars_per_year: if given, overrides inference (no check that the feeds agree);
-            the result is named ``"given"``.
+        bars_per_year: if given, overrides the inferred bars per year (no check that the
+            feeds agree); the result is named by the feeds' spacing where they have one
+            (``"hourly"``, ...) and ``"given"`` otherwise, its basis ``"given"``.
 
     Returns:
         BarFrequency: the common frequency.
@@ -262,7 +263,17 @@ def common_frequency(
         DataError: as :func:`infer_frequency` (naming the feed).
     """
     if bars_per_year is not None:
-        return BarFrequency("given", check_bars_per_year(bars_per_year), "given")
+        given = check_bars_per_year(bars_per_year)
+        # the label still says what the bars are (hourly, daily, ...) where the feeds agree
+        try:
+            labels = {infer_frequency(ix, name=key) for key, ix in indexes.items()}
+        except (ConfigError, DataError):
+            labels = set()
+        names = {f.name for f in labels}
+        if len(names) == 1:
+            label = next(iter(labels))
+            return BarFrequency(label.name, given, "given", label.timeframe)
+        return BarFrequency("given", given, "given")
     if not indexes:
         raise ConfigError(f"no data feeds to infer the bar frequency from; add data or {_FIX}")
     found = {key: infer_frequency(ix, name=key) for key, ix in indexes.items()}

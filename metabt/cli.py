@@ -145,7 +145,7 @@ def _json_object(value: str) -> dict[str, Any]:
 
 
 def _training_options(p: argparse.ArgumentParser) -> None:
-    from metabt.config import ALGORITHM_NAMES, DEMO, MODEL_TYPES
+    from metabt.config import ALGORITHM_NAMES, DEMO, INNER_LR, INNER_LR_BY_ALGORITHM, MODEL_TYPES
 
     p.add_argument(
         "--algorithm",
@@ -215,17 +215,22 @@ def _training_options(p: argparse.ArgumentParser) -> None:
         help=f"last years before the cut-off held out to validate training (default "
         f"{DEMO.val_years:g}; shorten it for short high-frequency histories)",
     )
-    for flag, default, what in (
-        ("--inner-lr", DEMO.inner_lr, "inner-loop learning rate"),
-        ("--meta-lr", DEMO.meta_lr, "outer-loop (Adam) learning rate"),
-    ):
-        p.add_argument(
-            flag,
-            type=_positive,
-            default=default,
-            metavar="RATE",
-            help=f"{what} (default {default:g})",
-        )
+    p.add_argument(
+        "--inner-lr",
+        type=_positive,
+        default=None,
+        metavar="RATE",
+        help=f"inner-loop learning rate (default {INNER_LR:g}; "
+        + ", ".join(f"{v:g} for {k}" for k, v in INNER_LR_BY_ALGORITHM.items())
+        + ", whose context inputs start at 0)",
+    )
+    p.add_argument(
+        "--meta-lr",
+        type=_positive,
+        default=DEMO.meta_lr,
+        metavar="RATE",
+        help=f"outer-loop (Adam) learning rate (default {DEMO.meta_lr:g})",
+    )
     p.add_argument(
         "--batch-size",
         type=_positive_int,

@@ -122,6 +122,8 @@ def _record(args: argparse.Namespace, cfg: RunConfig | None = None) -> RunRecord
     options = {k: v for k, v in vars(args).items() if k != "subparsers"}
     if cfg is not None:
         options["resolved"] = cfg.describe()
+        # the model actually built: "cnp", "protonet" and "cavia" replace the default "mlp"
+        options["model"] = cfg.model_config()
     return RunRecord(args.command, options)
 
 

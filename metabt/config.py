@@ -12,7 +12,16 @@ from typing import Any
 
 from metabt.features import FeatureSpec
 
-__all__ = ["ALGORITHM_NAMES", "DEMO", "ENGINE_NAMES", "MODEL_TYPES", "RunConfig"]
+__all__ = [
+    "ALGORITHM_NAMES",
+    "DEMO",
+    "ENGINE_NAMES",
+    "INNER_LR",
+    "INNER_LR_BY_ALGORITHM",
+    "MODEL_TYPES",
+    "RunConfig",
+    "default_inner_lr",
+]
 
 #: Every ``MetaLearner`` algorithm (``metabt.algorithms`` registers exactly these; tested).
 ALGORITHM_NAMES = (
@@ -50,7 +59,8 @@ class RunConfig:
             ``Class(n_features=F, **model_kwargs)``; hidden: MLP widths; gru_hidden,
             gru_window: GRU size.
         model_kwargs: keyword arguments of a user model (JSON primitives).
-        algorithm: MetaLearner algorithm; inner_lr, inner_steps, meta_lr: its rates/steps.
+        algorithm: MetaLearner algorithm; inner_lr, inner_steps, meta_lr: its rates/steps
+            (inner_lr None: the algorithm's default, :func:`default_inner_lr`).
         meta_steps: outer steps; batch_size: tasks per step.
         support, query: bars per support / query window (tasks and the strategy's support).
         adapt_every: bars between adaptations in the backtest.
@@ -74,7 +84,7 @@ class RunConfig:
     gru_hidden: int = 32
     gru_window: int = 10
     algorithm: str = "maml"
-    inner_lr: float = 0.02
+    inner_lr: float | None = None
     inner_steps: int = 5
     meta_lr: float = 1e-3
     meta_steps: int = 600
@@ -90,6 +100,11 @@ class RunConfig:
         default_factory=lambda: {"target_vol": 0.10, "max_leverage": 1.0, "deadband": 0.05}
     )
     seed: int = 0
+
+    @property
+    def inner_rate(self) -> float:
+        """The inner-loop learning rate: ``inner_lr``, or the algorithm's default if None."""
+        return default_inner_lr(self.algorithm) if self.inner_lr is None else self.inner_lr
 
     def with_(self, **changes: Any) -> RunConfig:
         """A copy with some fields changed."""
@@ -162,8 +177,23 @@ class RunConfig:
     def describe(self) -> dict[str, Any]:
         """The configuration as JSON primitives."""
         out = asdict(self)
+        out["inner_lr"] = self.inner_rate
         out["spec"] = self.spec.to_dict()
         return out
+
+
+#: Inner-loop learning rates that differ from :data:`INNER_LR`, by algorithm. CAVIA adapts
+#: only a few context inputs initialised at 0, and Zintgraf et al. (2019) adapt them with
+#: a rate of 1.0: at the network's 0.02 the context barely moves from 0 and CAVIA's
+#: "adaptation" would change its predictions by ~1e-5.
+INNER_LR_BY_ALGORITHM: Mapping[str, float] = {"cavia": 1.0}
+#: The default inner-loop learning rate (every other algorithm).
+INNER_LR = 0.02
+
+
+def default_inner_lr(algorithm: str) -> float:
+    """The inner-loop learning rate ``algorithm`` uses when none is given (1.0 for cavia)."""
+    return INNER_LR_BY_ALGORITHM.get(algorithm, INNER_LR)
 
 
 DEMO = RunConfig()

@@ -78,7 +78,9 @@ class Options(BaseModel):
     benchmark: str | None = Field(None, description="benchmark OHLCV file for factor features")
     steps: PosInt | None = Field(None, description="meta-training outer steps")
     inner_steps: PosInt | None = Field(None, description="inner-loop steps per adaptation")
-    inner_lr: PosFloat | None = Field(None, description="inner-loop learning rate")
+    inner_lr: PosFloat | None = Field(
+        None, description="inner-loop learning rate (unset: 0.02, or 1.0 for cavia)"
+    )
     meta_lr: PosFloat | None = Field(None, description="outer-loop learning rate")
     batch_size: PosInt | None = Field(None, description="tasks per outer step")
     val_years: PosFloat | None = Field(None, description="years held out for validation")
@@ -232,6 +234,7 @@ EXAMPLES: Mapping[str, Any] = {
     "end": "2017-12-31",
     "train_end": "2008-01-01",
     "bars_per_year": 252,
+    "inner_lr": 0.02,
     "model": "models/maml.pt",
     "out": "models/maml.pt",
     "train_years": 5,
@@ -276,7 +279,9 @@ def example(defaults: Mapping[str, Mapping[str, Any]]) -> str:
         note = fields[key].description or key
         if value is None or value == [] or value == {}:
             value = EXAMPLES.get(key)
-            note += " (no default; an example)" if value is not None else ""
+            # "unset: ..." descriptions already say what an unset setting means
+            if value is not None and "unset:" not in note:
+                note += " (no default; an example)"
         lines.append(f"# {note}")
         lines.append(f"# {key} = {_toml_value(value) if value is not None else '...'}")
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import numpy as np
 import pandas as pd
 
-from metabt._checks import as_timestamp, reject_unknown_params
+from metabt._checks import as_timestamp, reject_unknown_params, through_day
 from metabt.bars import infer_frequency
 from metabt.errors import ConfigError, DataError
 
@@ -698,9 +698,7 @@ def feed(
     except DataError:  # a single bar: no spacing to read
         unit, compression = "Days", 1
     start = _timestamp(fromdate, "fromdate", label)
-    end = _timestamp(todate, "todate", label)
-    if end is not None and end == end.normalize():
-        end += pd.Timedelta(days=1) - pd.Timedelta(1, "ns")
+    end = through_day(_timestamp(todate, "todate", label))
     if start is not None or end is not None:
         frame = frame.loc[start:end]
         if frame.empty:

@@ -120,7 +120,9 @@ class MetaLearner:
 
     Raises:
         ConfigError: unknown algorithm or engine, non-positive rates, negative steps, a
-            model without parameters or with a wrong output shape, "func" for a model vmap
+            model without parameters, with a batch-norm layer (its output depends on the
+            batch, and the backtest predicts one bar at a time) or with a wrong output
+            shape, "func" for a model vmap
             cannot batch, ``head`` unknown or given without anil, anil without a head.
 
     Warns:
@@ -152,6 +154,15 @@ class MetaLearner:
             raise ConfigError(f"head={head!r} is for algorithm 'anil' only; drop it")
         if not any(True for _ in model.parameters()):
             raise ConfigError(f"model {type(model).__name__} has no parameters to learn")
+        for name, module in model.named_modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                raise ConfigError(
+                    f"model {type(model).__name__} has a batch-norm layer "
+                    f"({name or 'the model'}: {type(module).__name__}); its output depends "
+                    "on the other rows of the batch, and inside a backtest the model predicts "
+                    "one bar at a time (and the inner loop never updates running statistics); "
+                    "use nn.LayerNorm, which normalises each row on its own"
+                )
         for label, rate in (("inner_lr", inner_lr), ("meta_lr", meta_lr)):
             if not (isinstance(rate, (int, float)) and math.isfinite(rate) and rate > 0):
                 raise ConfigError(f"{label} must be a positive number, got {rate!r}")

@@ -94,6 +94,14 @@ class TrainedLearner:
         """True when keep-best kept the initialisation: the result is not a trained model."""
         return not self.fixed_budget and self.fit.steps > 0 and self.fit.best_step == 0
 
+    def bars(self) -> str:
+        """The training bars' frequency, e.g. ``"daily bars, 252 a year"``."""
+        record = self.learner.train_config or {}
+        name, count = record.get("bar_frequency"), record.get("bars_per_year")
+        if name is None or count is None:
+            return "bars of unknown frequency"
+        return f"{name} bars, {float(count):,.0f} a year"
+
     def summary(self, cfg: RunConfig, names: Sequence[str]) -> list[str]:
         """Lines that say what was trained, on what, and how well it validated."""
         learner, fit = self.learner, self.fit
@@ -102,7 +110,7 @@ class TrainedLearner:
             how = (
                 f"trained {learner.algorithm} ({cfg.model_config()['type']}, "
                 f"engine {learner.engine}) "
-                f"jointly on {_assets(names)} from {learner.train_range[0]} to "
+                f"jointly on {_assets(names)} ({self.bars()}) from {learner.train_range[0]} to "
                 f"{learner.train_range[1]}: {fit.steps} steps (a fixed budget, last θ kept) "
                 f"in {self.seconds:.1f}s; validation query MSE after adaptation "
                 f"{self.val_loss:.4f} (initialisation {self.val_init_loss:.4f})"
@@ -111,7 +119,7 @@ class TrainedLearner:
             how = (
                 f"meta-trained {learner.algorithm} ({cfg.model_config()['type']}, "
                 f"engine {learner.engine}) "
-                f"on {_assets(names)} from {learner.train_range[0]} to "
+                f"on {_assets(names)} ({self.bars()}) from {learner.train_range[0]} to "
                 f"{learner.train_range[1]}: {fit.steps} steps in {self.seconds:.1f}s; "
                 f"validation query MSE after adaptation {fit.best_val_loss:.4f} (step "
                 f"{fit.best_step})"
@@ -229,7 +237,7 @@ def train_learner(
     learner = MetaLearner(
         model,
         algorithm=cfg.algorithm,
-        inner_lr=cfg.inner_lr,
+        inner_lr=cfg.inner_rate,
         inner_steps=cfg.inner_steps,
         meta_lr=cfg.meta_lr,
         seed=cfg.seed,

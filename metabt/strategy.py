@@ -273,6 +273,26 @@ class MetaStrategy(SignalTrader):
             OnlineMeta(learner, rate, self.p.adapt_every, self.horizon) if rate > 0 else None
         )
 
+    def start(self) -> None:
+        """Set up sizing and the bar frequency; refuse bars of another kind than training's.
+
+        Raises:
+            ConfigError: the learner's checkpoint records another bar frequency (e.g. a
+                model trained on daily bars backtested on hourly ones): its horizon, support
+                and features count bars, so it must be retrained on these bars.
+        """
+        super().start()
+        learner = self.learner
+        record = learner.train_config if isinstance(learner, MetaLearner) else None
+        then = (record or {}).get("bar_frequency")
+        now = self.bar_frequency
+        if then is not None and now is not None and now.name != "given" and then != now.name:
+            raise ConfigError(
+                f"the learner was trained on {then} bars but the data are {now.name} bars "
+                f"({now.describe()}); its horizon, support window and features count bars, so "
+                f"retrain it on {now.name} data (or resample the data to {then} bars)"
+            )
+
     def _extra_lines(self, data: bt.DataBase) -> list[tuple[str, Any]]:
         """The lines of the extra columns the features read (``FeatureSpec.columns``)."""
         out = []

@@ -91,7 +91,8 @@ class SignalTrader(bt.Strategy):
     Raises:
         ConfigError: at start, a sizer that is not a SignalSizer; feeds of different bar
             frequencies (e.g. daily beside hourly) without an explicit ``bars_per_year``;
-            feeds that hold fewer than 2 bars at start (not preloaded) without one.
+            feeds that hold fewer than 2 bars at start (not preloaded, e.g. resampled in
+            Cerebro) without one, unless their backtrader timeframe is daily or longer.
     """
 
     params: Any = (("trade_start", None), ("gross_leverage", 0.95))
@@ -165,16 +166,19 @@ class SignalTrader(bt.Strategy):
         end = max(last, default=math.nan)
         self._closing_bar = [n - 1 if t < end else -1 for n, t in zip(lengths, last)]
         given = sizer.p.bars_per_year
-        self.bar_frequency = common_frequency(
-            {} if given is not None else self._bar_times(lengths), given
-        )
+        times = self._bar_times(lengths)
+        if not times and given is None:
+            self.bar_frequency = self._timeframe_frequency()
+        else:
+            self.bar_frequency = common_frequency(times, given)
         self._sqrt_bars_per_year = math.sqrt(self.bar_frequency.bars_per_year)
 
     def _bar_times(self, lengths: list[int]) -> dict[str, pd.DatetimeIndex]:
         """Each preloaded feed's bar times (backtrader day numbers -> DatetimeIndex).
 
-        Raises:
-            ConfigError: no feed holds 2 bars yet (not preloaded), naming the fix.
+        Returns:
+            Feed name -> bar times, for the feeds that hold 2 bars or more; empty when none
+            does (not preloaded: see :meth:`_timeframe_frequency`).
         """
         out: dict[str, pd.DatetimeIndex] = {}
         for j, (d, n) in enumerate(zip(self.datas, lengths)):
@@ -189,13 +193,45 @@ class SignalTrader(bt.Strategy):
             out[name if name not in out else f"{name}#{j}"] = pd.DatetimeIndex(
                 (micros * 1000).view("datetime64[ns]")
             )
-        if not out:
-            raise ConfigError(
-                f"{type(self).__name__}: cannot infer the bar frequency, no data feed holds "
-                "2 bars at start (a live feed or Cerebro(preload=False)); pass it with "
-                "cerebro.addsizer(metabt.SignalSizer, bars_per_year=...), e.g. 252 for daily bars"
-            )
         return out
+
+    #: bars per year of backtrader's calendar timeframes (daily: trading days of equities)
+    _TIMEFRAME_BARS: ClassVar[dict[str, tuple[str, float]]] = {
+        "Days": ("daily", 252.0),
+        "Weeks": ("weekly", 52.0),
+        "Months": ("monthly", 12.0),
+        "Years": ("yearly", 1.0),
+    }
+
+    def _timeframe_frequency(self) -> BarFrequency:
+        """The frequency from the feeds' backtrader timeframe, when their bars are not loaded.
+
+        A feed resampled inside Cerebro (``cerebro.resampledata``) or a live feed holds no
+        bars at start; its ``_timeframe`` and ``_compression`` still say what its bars are.
+        Daily, weekly, monthly and yearly bars are counted as 252, 52, 12 and 1 a year
+        (divided by the compression); intraday bars depend on the market's hours.
+
+        Raises:
+            ConfigError: the feeds' timeframes differ, or are intraday, naming the fix.
+        """
+        kinds = {(bt.TimeFrame.getname(d._timeframe, 2), int(d._compression)) for d in self.datas}
+        if len(kinds) == 1:
+            ((unit, compression),) = kinds
+            known = self._TIMEFRAME_BARS.get(unit)
+            if known is not None:
+                name, per_year = known
+                if compression != 1:
+                    name = f"{compression}-{unit.lower()}"
+                return BarFrequency(
+                    name, per_year / compression, "backtrader timeframe", (unit, compression)
+                )
+        raise ConfigError(
+            f"{type(self).__name__}: cannot infer the bar frequency, no data feed holds "
+            f"2 bars at start (a live feed or Cerebro(preload=False)) and their timeframes "
+            f"({', '.join(sorted(f'{u} x{c}' for u, c in kinds))}) do not say how many bars "
+            "make a year; pass it with cerebro.addsizer(metabt.SignalSizer, "
+            "bars_per_year=...), e.g. 6240 for hourly FX"
+        )
 
     def realised_vol(self, i: int) -> float:
         """Annualised realised volatility of data ``i`` at the current bar, for sizing.

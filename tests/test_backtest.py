@@ -11,6 +11,7 @@ import pytest
 
 from metabt.backtest import Costs, run_backtest
 from metabt.baselines import BuyAndHold, SmaCross
+from metabt.errors import ConfigError
 
 START = "2010-03-01"
 
@@ -187,3 +188,83 @@ def test_explicit_bars_per_year_overrides_detection():
     assert result.metrics["sharpe"] == pytest.approx(
         r.mean() / r.std(ddof=1) * math.sqrt(365), rel=1e-6
     )
+
+
+def test_an_end_date_keeps_the_whole_of_that_days_intraday_bars():
+    """``end=2021-02-05`` on hourly bars keeps Feb 5's 24 bars, not only its 00:00 bar."""
+    from metabt.synthetic import gbm_market
+
+    frame = _reclock(gbm_market(900, seed=3, vol=0.004), _fx_hours(900))
+    start = frame.index[400].normalize()
+    end = pd.Timestamp("2021-02-05")
+    result = run_backtest(BuyAndHold, {"FX": frame}, start=start, end=end, costs=Costs(0, 0, 0))
+    last_day = result.returns.index[result.returns.index.normalize() == end]
+    assert len(last_day) == 24
+    assert result.returns.index[-1] == pd.Timestamp("2021-02-05 23:00")
+    # an end with a time of day is kept as it is
+    noon = run_backtest(
+        BuyAndHold,
+        {"FX": frame},
+        start=start,
+        end=end + pd.Timedelta(hours=12),
+        costs=Costs(0, 0, 0),
+    )
+    assert noon.returns.index[-1] == pd.Timestamp("2021-02-05 12:00")
+
+
+def test_a_given_bars_per_year_keeps_the_label_of_the_bars():
+    """The header says "hourly bars, 5,000 a year (given)", not "given bars"."""
+    from metabt.synthetic import gbm_market
+
+    frame = _reclock(gbm_market(900, seed=3, vol=0.004), _fx_hours(900))
+    result = run_backtest(
+        BuyAndHold,
+        {"FX": frame},
+        start=frame.index[400],
+        sizer_kwargs={"bars_per_year": 5000},
+        costs=Costs(0, 0, 0),
+    )
+    assert result.frequency.name == "hourly"
+    assert result.frequency.bars_per_year == 5000
+    assert result.frequency.describe() == "hourly bars, 5,000 per year (given)"
+    r = result.returns
+    assert result.metrics["sharpe"] == pytest.approx(
+        r.mean() / r.std(ddof=1) * math.sqrt(5000), rel=1e-6
+    )
+
+
+def test_weekly_bars_resampled_inside_cerebro_are_annualised_with_52():
+    """A feed resampled in Cerebro holds no bars at start: its timeframe gives the frequency."""
+    import backtrader as bt
+
+    from metabt import QuantStatsAnalyzer
+    from metabt.data import feed
+    from metabt.synthetic import gbm_market
+
+    cerebro = bt.Cerebro(stdstats=False)
+    cerebro.resampledata(feed(gbm_market(800, seed=2)), timeframe=bt.TimeFrame.Weeks)
+    cerebro.addstrategy(BuyAndHold)
+    cerebro.addanalyzer(QuantStatsAnalyzer, _name="qs")
+    strategy = cerebro.run()[0]
+    assert strategy.bar_frequency.name == "weekly"
+    assert strategy.bar_frequency.bars_per_year == 52
+    rets = strategy.analyzers.qs.get_analysis()
+    r = rets["returns"]
+    assert 150 < len(r) < 170  # weekly bars of 800 business days, not daily ones
+    assert rets["metrics"]["sharpe"] == pytest.approx(
+        r.mean() / r.std(ddof=1) * math.sqrt(52), rel=1e-6
+    )
+
+
+def test_intraday_resampled_feeds_without_bars_per_year_are_refused():
+    import backtrader as bt
+
+    from metabt.data import feed
+    from metabt.synthetic import gbm_market
+
+    frame = _reclock(gbm_market(900, seed=3), _fx_hours(900))
+    cerebro = bt.Cerebro(stdstats=False)
+    cerebro.resampledata(feed(frame), timeframe=bt.TimeFrame.Minutes, compression=120)
+    cerebro.addstrategy(BuyAndHold)
+    with pytest.raises(ConfigError, match="bars_per_year"):
+        cerebro.run()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 
 from metabt.cli import main
 from metabt.data import sample_files
+from metabt.meta import MetaLearner
 
 FILES = {p.stem: str(p) for p in sample_files()}
 
@@ -333,7 +335,7 @@ def test_cross_asset_transfer_trains_without_the_traded_asset(tmp_path, capsys):
     )
     assert code == 0, err
     trained = next(line for line in out.splitlines() if line.startswith("meta-trained"))
-    assert "on AAPL, MSFT from" in trained and "IBM" not in trained
+    assert "on AAPL, MSFT (daily bars, 252 a year) from" in trained and "IBM" not in trained
     assert "backtest 2011-01-03 to 2011-12-30" in out and "on IBM;" in out
 
 
@@ -584,6 +586,11 @@ def test_every_learner_family_trains_saves_loads_and_backtests_from_the_cli(
     )
     assert code == 0, err
     assert f"meta-trained {algorithm} ({algorithm}, " in out
+    record = json.loads(ckpt.with_name(ckpt.name + ".run.json").read_text())
+    assert record["config"]["model"]["type"] == algorithm  # the model built, not "mlp"
+    loaded = MetaLearner.load(ckpt)
+    assert loaded.algorithm == algorithm
+    assert loaded.inner_lr == (1.0 if algorithm == "cavia" else 0.02)
     report = tmp_path / "r.html"
     code, out, err = _run_main(
         capsys,
@@ -601,7 +608,9 @@ def test_every_learner_family_trains_saves_loads_and_backtests_from_the_cli(
         str(report),
     )
     assert code == 0, err
-    assert "MetaStrategy: 5" in out or "MetaStrategy: " in out
+    adaptations = re.search(r"MetaStrategy: ([0-9,]+) adaptations", out)
+    assert adaptations is not None, out
+    assert int(adaptations.group(1).replace(",", "")) >= 40  # 252 bars, one every 5
     diagnostics = report.with_name("r_diagnostics.html").read_text()
     assert ("Task embedding" in diagnostics) == (algorithm == "cavia")
 

@@ -26,3 +26,15 @@ def test_config_imports_without_torch_and_describes_itself():
         DEMO.model_config()["type"] == "mlp"
         and DEMO.with_(model_type="gru").model_config()["window"] == DEMO.gru_window
     )
+
+
+def test_cavia_gets_its_own_inner_rate_unless_one_is_given():
+    """CAVIA's context starts at 0: at the network's 0.02 it would barely move (1e-5)."""
+    from metabt.config import INNER_LR, default_inner_lr
+
+    assert DEMO.inner_lr is None and DEMO.inner_rate == INNER_LR == 0.02
+    cavia = DEMO.with_(algorithm="cavia")
+    assert cavia.inner_rate == default_inner_lr("cavia") == 1.0
+    assert cavia.describe()["inner_lr"] == 1.0  # run.json records the rate used
+    assert cavia.with_(inner_lr=0.3).inner_rate == 0.3
+    assert DEMO.with_(algorithm="anil").inner_rate == 0.02

@@ -187,3 +187,17 @@ def test_a_plain_sequential_meta_learns_sinusoids():
         learner.fit(tasks, 150, batch_size=8, progress=False)
         losses[algorithm] = learner.evaluate(*tasks.fixed(100, 7), steps=10)
     assert losses["maml"] < 0.8 * losses["erm"], losses
+
+
+def test_a_model_with_batch_norm_is_refused_with_the_fix():
+    """Batch norm needs the other rows of the batch; the backtest predicts one bar at a time."""
+    model = torch.nn.Sequential(
+        torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.ReLU(), torch.nn.Linear(8, 1)
+    )
+    with pytest.raises(ConfigError, match=r"batch-norm layer \(1: BatchNorm1d\).*nn.LayerNorm"):
+        MetaLearner(model)
+    norm = torch.nn.Sequential(
+        torch.nn.Linear(4, 8), torch.nn.LayerNorm(8), torch.nn.ReLU(), torch.nn.Linear(8, 1)
+    )
+    adapted = MetaLearner(norm, engine="higher").adapt(np.zeros((5, 4), np.float32), np.zeros(5))
+    assert adapted(torch.zeros(1, 4)).shape == (1,)  # one row at a time works

@@ -397,3 +397,27 @@ def test_batched_adaptation_equals_the_per_data_path(
         )
     assert batched.orders_log == single.orders_log
     assert batched.orders_log == base_run.strategy.orders_log  # the default is batched
+
+
+def test_a_learner_trained_on_other_bars_is_refused_in_cerebro(sample_frames, small_learner):
+    """From Python too (not only the CLI): a daily-trained learner on weekly bars is refused."""
+    import copy
+
+    learner = copy.copy(small_learner)
+    learner.train_config = {**(small_learner.train_config or {}), "bar_frequency": "daily"}
+    weekly = {
+        name: f.resample("W-FRI")
+        .agg({"open": "first", "high": "max", "low": "min", "close": "last", "volume": "sum"})
+        .dropna()
+        for name, f in sample_frames.items()
+    }
+    with pytest.raises(ConfigError, match="trained on daily bars but the data are weekly"):
+        run_backtest(
+            MetaStrategy,
+            weekly,
+            start="2010-01-01",
+            warmup_bars=60,
+            strategy_kwargs={"learner": learner, "adapt_every": 5, "support": 40},
+        )
+    # the same learner on the daily bars it was trained on runs
+    _run(sample_frames, learner)
