@@ -484,7 +484,12 @@ class SweepResult:
         held-out period.
         """
         cfg = self.cfg
-        special = {"steps": cfg.meta_steps, "horizon": cfg.spec.horizon, "hidden": list(cfg.hidden)}
+        special = {
+            "steps": cfg.meta_steps,
+            "horizon": cfg.spec.horizon,
+            "hidden": list(cfg.hidden),
+            "inner_lr": cfg.inner_rate,  # the rate used (None in cfg: the algorithm's default)
+        }
         value = {name: special.get(name, getattr(cfg, name, None)) for name in SETTINGS}
         top = {k: v for k, v in value.items() if k not in STRATEGY_SETTINGS} | {"seed": cfg.seed}
         if cfg.model_kwargs:
