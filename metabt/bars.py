@@ -23,8 +23,10 @@ from metabt.errors import ConfigError, DataError
 __all__ = [
     "BarFrequency",
     "check_bars_per_year",
+    "check_same_bars",
     "common_frequency",
     "infer_frequency",
+    "timeframe_frequency",
 ]
 
 MIN_BARS = 20
@@ -266,13 +268,11 @@ def common_frequency(
         given = check_bars_per_year(bars_per_year)
         # the label still says what the bars are (hourly, daily, ...) where the feeds agree
         try:
-            labels = {infer_frequency(ix, name=key) for key, ix in indexes.items()}
-        except (ConfigError, DataError):
-            labels = set()
-        names = {f.name for f in labels}
-        if len(names) == 1:
-            label = next(iter(labels))
-            return BarFrequency(label.name, given, "given", label.timeframe)
+            labels = [infer_frequency(ix, name=key) for key, ix in indexes.items()]
+        except DataError:
+            labels = []
+        if labels and len({f.name for f in labels}) == 1:
+            return BarFrequency(labels[0].name, given, "given", labels[0].timeframe)
         return BarFrequency("given", given, "given")
     if not indexes:
         raise ConfigError(f"no data feeds to infer the bar frequency from; add data or {_FIX}")
@@ -297,3 +297,56 @@ def common_frequency(
     union = np.unique(np.concatenate([ix.as_unit("ns").asi8 for ix in indexes.values()]))
     clock = infer_frequency(pd.DatetimeIndex(union.view("datetime64[ns]")))
     return BarFrequency(first.name, clock.bars_per_year, clock.basis, first.timeframe)
+
+
+#: Days in one unit of backtrader's calendar timeframes (daily and longer).
+_TIMEFRAME_DAYS = {"Days": 1.0, "Weeks": 7.0, "Months": 30.44, "Years": 365.25}
+
+
+def timeframe_frequency(unit: str, compression: int = 1) -> BarFrequency | None:
+    """The frequency of bars of a backtrader calendar timeframe, for feeds with no bar times.
+
+    A feed resampled inside Cerebro (``cerebro.resampledata``) or a live feed holds no bars
+    when a strategy starts, but its ``_timeframe`` and ``_compression`` say what its bars
+    are. The label is :func:`infer_frequency`'s for that spacing; daily bars count as
+    trading days (252 a year, as equities), weekly 52, monthly 12, yearly 1, each divided
+    by the compression. Intraday bars depend on the market's hours: None.
+
+    Args:
+        unit: backtrader ``TimeFrame`` name, e.g. ``"Days"``, ``"Weeks"`` (plural, as
+            ``bt.TimeFrame.getname(tf, 2)`` gives it).
+        compression: bars of ``unit`` per bar (>= 1).
+
+    Returns:
+        BarFrequency | None: basis ``"backtrader timeframe"``; None for intraday (or
+        unknown) units.
+    """
+    days = _TIMEFRAME_DAYS.get(unit)
+    if days is None or compression < 1:
+        return None
+    label, _ = _spacing(days * compression * _DAY)
+    bars_per_year, _ = _conventions(days * compression * _DAY, (unit, compression))[0]
+    return BarFrequency(label, bars_per_year, "backtrader timeframe", (unit, compression))
+
+
+def check_same_bars(trained: str | None, now: BarFrequency) -> None:
+    """Refuse data of another bar frequency than a model was trained on.
+
+    A model's horizon, support window and features count bars, so a model trained on daily
+    bars means something else on hourly ones.
+
+    Args:
+        trained: the frequency label the checkpoint records (``train_config
+            ["bar_frequency"]``), or None (an old checkpoint: not checked).
+        now: the data's frequency; an unnamed ``"given"`` one is not checked.
+
+    Raises:
+        ConfigError: the labels differ, naming both and the fix.
+    """
+    if trained is None or now.name == "given" or trained == now.name:
+        return
+    raise ConfigError(
+        f"the model was trained on {trained} bars but the data are {now.name} bars "
+        f"({now.describe()}); its horizon, support window and features count bars, so "
+        f"retrain it on {now.name} data (or resample the data to {trained} bars)"
+    )

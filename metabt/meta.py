@@ -55,7 +55,7 @@ from metabt.batched import (
 )
 from metabt.checkpoint import load_learner, save_learner
 from metabt.errors import ConfigError
-from metabt.models import MetaModel, find_head
+from metabt.models import MetaModel, check_row_independent, find_head
 from metabt.training import Batch, FitResult, TaskSource, as_batch
 from metabt.training import fit as _fit
 
@@ -154,15 +154,7 @@ class MetaLearner:
             raise ConfigError(f"head={head!r} is for algorithm 'anil' only; drop it")
         if not any(True for _ in model.parameters()):
             raise ConfigError(f"model {type(model).__name__} has no parameters to learn")
-        for name, module in model.named_modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                raise ConfigError(
-                    f"model {type(model).__name__} has a batch-norm layer "
-                    f"({name or 'the model'}: {type(module).__name__}); its output depends "
-                    "on the other rows of the batch, and inside a backtest the model predicts "
-                    "one bar at a time (and the inner loop never updates running statistics); "
-                    "use nn.LayerNorm, which normalises each row on its own"
-                )
+        check_row_independent(model)
         for label, rate in (("inner_lr", inner_lr), ("meta_lr", meta_lr)):
             if not (isinstance(rate, (int, float)) and math.isfinite(rate) and rate > 0):
                 raise ConfigError(f"{label} must be a positive number, got {rate!r}")

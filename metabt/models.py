@@ -42,6 +42,7 @@ __all__ = [
     "ProtoNet",
     "build_model",
     "check_output",
+    "check_row_independent",
     "class_path",
     "find_head",
     "import_model_class",
@@ -595,6 +596,28 @@ def check_output(model: nn.Module, width: int) -> None:
             f"model {name} returned shape {shape} for a (2, {width}) input; a metabt model "
             "must map (N, F) to (N,) or (N, 1): end it with nn.Linear(hidden, 1)"
         )
+
+
+def check_row_independent(model: nn.Module) -> None:
+    """Refuse a model whose prediction for a row depends on the other rows of its batch.
+
+    Inside a backtest a model predicts one bar at a time; a batch-norm layer in training
+    mode needs the batch's statistics for that (and the inner loop never updates its
+    running statistics), so it cannot be meta-learned and deployed the same way.
+
+    Raises:
+        ConfigError: the model has a batch-norm layer, naming it and ``nn.LayerNorm``
+            (which normalises each row on its own) as the fix.
+    """
+    for name, module in model.named_modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            raise ConfigError(
+                f"model {type(model).__name__} has a batch-norm layer "
+                f"({name or 'the model'}: {type(module).__name__}); its output depends "
+                "on the other rows of the batch, and inside a backtest the model predicts "
+                "one bar at a time (and the inner loop never updates running statistics); "
+                "use nn.LayerNorm, which normalises each row on its own"
+            )
 
 
 def user_model(target: str | type[nn.Module], /, **kwargs: Any) -> nn.Module:

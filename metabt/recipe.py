@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from metabt.bars import common_frequency
+from metabt.bars import check_same_bars, common_frequency
 from metabt.baselines import (
     BuyAndHold,
     ErmAdapt,
@@ -313,13 +313,7 @@ def check_train_config(
     if frames is None:
         return
     now = common_frequency({name: f.index for name, f in frames.items()}, None)
-    then = record.get("bar_frequency")
-    if then is not None and then != now.name:
-        raise ConfigError(
-            f"the model was trained on {then} bars but the backtest data are {now.name} "
-            f"bars ({now.describe()}); its horizon and windows count bars, so retrain it on "
-            f"{now.name} data (or resample the data to {then} bars)"
-        )
+    check_same_bars(record.get("bar_frequency"), now)
 
 
 def check_no_leak(learner: MetaLearner, start: pd.Timestamp) -> None:

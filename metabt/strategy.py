@@ -17,6 +17,7 @@ import backtrader as bt
 import numpy as np
 import pandas as pd
 
+from metabt.bars import check_same_bars
 from metabt.errors import ConfigError
 from metabt.features import FeatureSpec, OnlineComputer, OnlineFeatures
 from metabt.meta import MetaLearner
@@ -284,14 +285,8 @@ class MetaStrategy(SignalTrader):
         super().start()
         learner = self.learner
         record = learner.train_config if isinstance(learner, MetaLearner) else None
-        then = (record or {}).get("bar_frequency")
-        now = self.bar_frequency
-        if then is not None and now is not None and now.name != "given" and then != now.name:
-            raise ConfigError(
-                f"the learner was trained on {then} bars but the data are {now.name} bars "
-                f"({now.describe()}); its horizon, support window and features count bars, so "
-                f"retrain it on {now.name} data (or resample the data to {then} bars)"
-            )
+        if self.bar_frequency is not None:
+            check_same_bars((record or {}).get("bar_frequency"), self.bar_frequency)
 
     def _extra_lines(self, data: bt.DataBase) -> list[tuple[str, Any]]:
         """The lines of the extra columns the features read (``FeatureSpec.columns``)."""

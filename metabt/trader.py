@@ -17,7 +17,7 @@ import pandas as pd
 
 from metabt._checks import as_date, reject_unknown_params
 from metabt._stats import RollingMoments
-from metabt.bars import BarFrequency, common_frequency
+from metabt.bars import BarFrequency, common_frequency, timeframe_frequency
 from metabt.errors import ConfigError
 from metabt.sizers import SignalSizer
 
@@ -195,36 +195,17 @@ class SignalTrader(bt.Strategy):
             )
         return out
 
-    #: bars per year of backtrader's calendar timeframes (daily: trading days of equities)
-    _TIMEFRAME_BARS: ClassVar[dict[str, tuple[str, float]]] = {
-        "Days": ("daily", 252.0),
-        "Weeks": ("weekly", 52.0),
-        "Months": ("monthly", 12.0),
-        "Years": ("yearly", 1.0),
-    }
-
     def _timeframe_frequency(self) -> BarFrequency:
-        """The frequency from the feeds' backtrader timeframe, when their bars are not loaded.
-
-        A feed resampled inside Cerebro (``cerebro.resampledata``) or a live feed holds no
-        bars at start; its ``_timeframe`` and ``_compression`` still say what its bars are.
-        Daily, weekly, monthly and yearly bars are counted as 252, 52, 12 and 1 a year
-        (divided by the compression); intraday bars depend on the market's hours.
+        """The frequency from the feeds' backtrader timeframe, when their bars are not loaded
+        (:func:`metabt.bars.timeframe_frequency`: daily or longer).
 
         Raises:
             ConfigError: the feeds' timeframes differ, or are intraday, naming the fix.
         """
         kinds = {(bt.TimeFrame.getname(d._timeframe, 2), int(d._compression)) for d in self.datas}
-        if len(kinds) == 1:
-            ((unit, compression),) = kinds
-            known = self._TIMEFRAME_BARS.get(unit)
-            if known is not None:
-                name, per_year = known
-                if compression != 1:
-                    name = f"{compression}-{unit.lower()}"
-                return BarFrequency(
-                    name, per_year / compression, "backtrader timeframe", (unit, compression)
-                )
+        found = timeframe_frequency(*next(iter(kinds))) if len(kinds) == 1 else None
+        if found is not None:
+            return found
         raise ConfigError(
             f"{type(self).__name__}: cannot infer the bar frequency, no data feed holds "
             f"2 bars at start (a live feed or Cerebro(preload=False)) and their timeframes "

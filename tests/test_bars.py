@@ -206,3 +206,46 @@ def test_property_snaps_to_the_market_calendar(step_minutes, hours, weekends, dr
         days_per_year = 365 if weekends else 260
         assert freq.basis == "measured"
         assert abs(freq.bars_per_year / (per_day * days_per_year) - 1) < 0.1
+
+
+@pytest.mark.parametrize(
+    "unit, compression, name, per_year",
+    [
+        ("Days", 1, "daily", 252),
+        ("Weeks", 1, "weekly", 52),
+        ("Weeks", 2, "2-week", 26),
+        ("Months", 1, "monthly", 12),
+        ("Months", 3, "quarterly", 4),
+        ("Years", 1, "yearly", 1),
+    ],
+)
+def test_a_calendar_timeframe_gives_the_label_and_count_of_its_bars(
+    unit, compression, name, per_year
+):
+    from metabt.bars import timeframe_frequency
+
+    found = timeframe_frequency(unit, compression)
+    assert found is not None
+    assert (found.name, found.bars_per_year, found.timeframe) == (
+        name,
+        per_year,
+        (unit, compression),
+    )
+
+
+def test_intraday_timeframes_need_the_markets_hours():
+    from metabt.bars import timeframe_frequency
+
+    assert timeframe_frequency("Minutes", 60) is None
+    assert timeframe_frequency("Seconds", 1) is None
+
+
+def test_data_of_other_bars_than_training_are_refused():
+    from metabt.bars import BarFrequency, check_same_bars
+
+    hourly = BarFrequency("hourly", 6240.0, "24/5")
+    check_same_bars("hourly", hourly)
+    check_same_bars(None, hourly)  # an old checkpoint records none
+    check_same_bars("daily", BarFrequency("given", 300.0, "given"))  # nothing to compare
+    with pytest.raises(ConfigError, match="trained on daily bars but the data are hourly bars"):
+        check_same_bars("daily", hourly)
