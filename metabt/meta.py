@@ -120,10 +120,9 @@ class MetaLearner:
 
     Raises:
         ConfigError: unknown algorithm or engine, non-positive rates, negative steps, a
-            model without parameters, with a batch-norm layer (its output depends on the
-            batch, and the backtest predicts one bar at a time) or with a wrong output
-            shape, "func" for a model vmap
-            cannot batch, ``head`` unknown or given without anil, anil without a head.
+            model without parameters, with batch norm (``check_row_independent``) or a
+            wrong output shape, "func" for a model vmap cannot batch, ``head`` unknown or
+            given without anil, anil without a head.
 
     Warns:
         UserWarning: engine "auto" fell back to "higher" (the model cannot be vmapped).
