@@ -2,9 +2,11 @@
 
 An experiment (:func:`metabt.experiments.compare`, :func:`metabt.walkforward.walkforward`)
 is made of independent units: training jobs and backtests, one per strategy × fold ×
-seed. An :class:`Executor` maps a top-level function over a list of units and returns
-the results in the order of the units, whatever order they finished in; no scheduling
-is written here, existing engines do it:
+seed. An :class:`Executor` submits one unit (:meth:`Executor.submit`, a
+:class:`concurrent.futures.Future`), so a caller can start a unit as soon as what it
+needs is done, or maps a top-level function over a list of units and returns the
+results in the order of the units, whatever order they finished in; no scheduling is
+written here, existing engines do it:
 
 - ``serial``: in this process, one unit after the other (:class:`SerialExecutor`);
 - ``process``: the standard library's :class:`concurrent.futures.ProcessPoolExecutor`
@@ -26,12 +28,13 @@ import contextlib
 import multiprocessing
 import os
 import random
+import weakref
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import numpy as np
 import torch
@@ -105,7 +108,9 @@ def _init_worker() -> None:
 
 
 class Executor(ABC):
-    """Runs independent units and returns their results in order; a context manager.
+    """Runs independent units, one at a time (:meth:`submit`) or a list (:meth:`map`).
+
+    A context manager: leaving it releases the workers (:meth:`close`).
 
     Attributes:
         name: "serial", "process" or "ray".
@@ -116,6 +121,39 @@ class Executor(ABC):
 
     def __init__(self, workers: int = 1) -> None:
         self.workers = _check_workers(workers)
+
+    @abstractmethod
+    def submit(self, fn: Callable[[T], R], unit: T) -> Future[R]:
+        """Start ``fn(unit)``, run by :func:`run_unit`; its future.
+
+        The engine starts the units in the order they were submitted, as workers free
+        up. Wait on the futures with :meth:`wait` (it also reports a dead worker),
+        cancel the ones not needed any more with :meth:`cancel`.
+
+        Args:
+            fn: a top-level function of an importable module (it is pickled by
+                reference for the process and Ray executors).
+            unit: its argument; it must pickle.
+
+        Returns:
+            A :class:`concurrent.futures.Future` of ``fn(unit)``; its ``result()``
+            raises the unit's exception. The serial executor runs the unit before
+            returning it, done.
+        """
+
+    def wait(self, futures: Collection[Future[Any]]) -> set[Future[Any]]:
+        """Block until at least one of ``futures`` is done; the ones done.
+
+        Raises:
+            RuntimeError: a worker process died (the process executor).
+        """
+        finished, _ = wait(futures, return_when=FIRST_COMPLETED)
+        return finished
+
+    def cancel(self, futures: Iterable[Future[Any]]) -> None:
+        """Cancel the units of ``futures`` not started yet (a running one finishes)."""
+        for future in futures:
+            future.cancel()
 
     def map(
         self,
@@ -146,14 +184,27 @@ class Executor(ABC):
         with tqdm(total=len(units), desc=desc, unit="unit", disable=not progress) as bar:
             return self._map(fn, units, bar.update)
 
-    @abstractmethod
     def _map(self, fn: Callable[[T], R], units: list[T], done: Callable[[int], Any]) -> list[R]:
         """Run the units; call ``done(1)`` as each one finishes."""
+        futures: list[Future[R]] = []
+        try:
+            futures = [self.submit(fn, unit) for unit in units]
+            pending: set[Future[Any]] = set(futures)
+            while pending:
+                finished = self.wait(pending)
+                pending -= finished
+                for future in finished:
+                    future.result()  # raises the unit's exception at once
+                    done(1)
+        except BaseException:
+            self.cancel(futures)
+            raise
+        return [f.result() for f in futures]
 
     def close(self) -> None:  # noqa: B027 (nothing to release by default)
         """Release the workers (and a Ray started by this executor)."""
 
-    def __enter__(self) -> Executor:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -169,7 +220,11 @@ class Executor(ABC):
 
 
 class SerialExecutor(Executor):
-    """Every unit in this process, one after the other (``workers`` is 1)."""
+    """Every unit in this process, one after the other (``workers`` is 1).
+
+    :meth:`submit` runs the unit at once and returns its future done (holding the
+    unit's exception, if it raised one; an interrupt propagates at once).
+    """
 
     name = "serial"
 
@@ -177,9 +232,19 @@ class SerialExecutor(Executor):
         super().__init__(workers)
         self.workers = 1
 
+    def submit(self, fn: Callable[[T], R], unit: T) -> Future[R]:
+        future: Future[R] = Future()
+        try:
+            result = run_unit(fn, unit)
+        except Exception as exc:  # kept in the future: its result() raises it
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+        return future
+
     def _map(self, fn: Callable[[T], R], units: list[T], done: Callable[[int], Any]) -> list[R]:
         out = []
-        for unit in units:
+        for unit in units:  # stops at the first exception: no unit runs after it
             out.append(run_unit(fn, unit))
             done(1)
         return out
@@ -195,7 +260,11 @@ class ProcessExecutor(Executor):
     macOS and the only method on Windows, so the behaviour is the same everywhere.
     ``forkserver`` would be as safe but is POSIX-only and forks its workers from a server
     that must not have imported torch, which saves nothing here. The pool starts on the
-    first :meth:`map` and is reused until :meth:`close`.
+    first :meth:`submit` (each of the first ``workers`` submissions starts a worker) and
+    is reused until :meth:`close`. Starting the workers earlier, when the executor is
+    made, was measured to save nothing in :func:`metabt.experiments.compare`: the first
+    unit is submitted within 20 ms of it (start-up, about 2 s, is paid by each worker
+    before its first unit, side by side).
 
     Args:
         workers: worker processes. Default 1.
@@ -210,33 +279,32 @@ class ProcessExecutor(Executor):
         super().__init__(workers)
         self._pool: ProcessPoolExecutor | None = None
 
-    def _map(self, fn: Callable[[T], R], units: list[T], done: Callable[[int], Any]) -> list[R]:
+    def submit(self, fn: Callable[[T], R], unit: T) -> Future[R]:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
                 max_workers=self.workers,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_init_worker,
             )
-        futures = [self._pool.submit(run_unit, fn, unit) for unit in units]
-        pending: set[Future[R]] = set(futures)
         try:
-            while pending:
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    future.result()  # raises the unit's exception at once
-                    done(1)
+            return self._pool.submit(run_unit, fn, unit)
         except BrokenProcessPool as exc:
-            self.close()
-            raise RuntimeError(
-                "a worker process of executor 'process' died (out of memory, killed, or it "
-                "could not import metabt: check that `python -c 'import metabt'` works); "
-                "rerun, with fewer --workers or --executor serial"
-            ) from exc
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
-        return [f.result() for f in futures]
+            raise self._broken() from exc
+
+    def wait(self, futures: Collection[Future[Any]]) -> set[Future[Any]]:
+        finished = super().wait(futures)
+        for future in finished:
+            if not future.cancelled() and isinstance(future.exception(), BrokenProcessPool):
+                raise self._broken() from future.exception()
+        return finished
+
+    def _broken(self) -> RuntimeError:
+        self.close()
+        return RuntimeError(
+            "a worker process of executor 'process' died (out of memory, killed, or it "
+            "could not import metabt: check that `python -c 'import metabt'` works); "
+            "rerun, with fewer --workers or --executor serial"
+        )
 
     def close(self) -> None:
         # the workers are told to exit and do so while the caller goes on (their
@@ -254,7 +322,9 @@ class RayExecutor(Executor):
     and shut down by :meth:`close`; with an address (``"auto"``, ``"ray://head:10001"``,
     ``"10.0.0.1:6379"``) the run joins that cluster, every node of which must have
     metabt installed, and leaves it running. If Ray is already initialised in this
-    process, that Ray is used and left running.
+    process, that Ray is used and left running. A unit is a task whose future is its
+    ``ObjectRef.future()``; :meth:`cancel` cancels the task itself (``ray.cancel``), which
+    cancelling that future alone would not.
 
     Args:
         workers: CPUs of the local Ray (with ``address``: the cluster's CPUs are used,
@@ -273,6 +343,7 @@ class RayExecutor(Executor):
         self._ray = _import_ray()
         self._started = False
         self._task: Any = None
+        self._refs: weakref.WeakKeyDictionary[Future[Any], Any] = weakref.WeakKeyDictionary()
 
     def _start(self) -> Any:
         ray = self._ray
@@ -299,22 +370,19 @@ class RayExecutor(Executor):
             self._task = ray.remote(num_cpus=1, max_retries=0)(run_unit)
         return self._task
 
-    def _map(self, fn: Callable[[T], R], units: list[T], done: Callable[[int], Any]) -> list[R]:
-        ray = self._ray
-        task = self._start()
-        refs = [task.remote(fn, unit) for unit in units]
-        pending = list(refs)
-        try:
-            while pending:
-                finished, pending = ray.wait(pending, num_returns=1)
-                ray.get(finished)  # raises the unit's exception at once
-                done(len(finished))
-            return list(ray.get(refs))
-        except BaseException:
-            for ref in refs:
+    def submit(self, fn: Callable[[T], R], unit: T) -> Future[R]:
+        ref = self._start().remote(fn, unit)
+        future: Future[R] = ref.future()
+        self._refs[future] = ref
+        return future
+
+    def cancel(self, futures: Iterable[Future[Any]]) -> None:
+        for future in futures:
+            ref = self._refs.get(future)
+            if ref is not None and not future.done():
                 with contextlib.suppress(Exception):
-                    ray.cancel(ref)
-            raise
+                    self._ray.cancel(ref)
+            future.cancel()
 
     def close(self) -> None:
         if self._started:

@@ -7,23 +7,28 @@ schedule (:class:`RunSettings`, :func:`metabt.recipe.roster`), and every compari
 judged by :func:`metabt.evaluation.judge`.
 
 A comparison is made of independent units run on an executor (:mod:`metabt.executors`:
-this process, local processes or Ray) in two phases (:func:`run_units`): the training
-jobs of every (fold, seed) first (the meta-learner, ERM, scratch and the linear
-baselines' selection, :data:`ROSTER_PARTS`), then the backtest of every (fold, seed,
-strategy); the judging runs here. The results are the same, bit for bit, whatever the
-executor.
+this process, local processes or Ray), scheduled by what they need (:func:`run_units`):
+the training jobs of every (fold, seed) (the meta-learner, ERM, scratch and the linear
+baselines' selection, :data:`ROSTER_PARTS`) start at once, and the backtest of every
+(fold, seed, strategy) as soon as the parts it needs are done (:data:`STRATEGY_NEEDS`;
+BuyAndHold and SmaCross need none); the judging runs here. The results are the same,
+bit for bit, whatever the executor and the order the units finish in.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 
 import pandas as pd
+from tqdm.auto import tqdm
 
 from metabt._util import atomic_dir, staged_files, write_text
 from metabt.analyzers import QuantStatsAnalyzer
@@ -50,10 +55,13 @@ from metabt.strategy import MetaStrategy, SignalTrader
 
 __all__ = [
     "Comparison",
+    "JUDGING_IMPORTS",
     "MainRun",
     "ROSTER_PARTS",
     "RunSettings",
+    "STRATEGY_NEEDS",
     "SeedRun",
+    "TRAIN_ORDER",
     "Unit",
     "compare",
     "main_backtest",
@@ -484,6 +492,94 @@ def _backtest(job: BacktestJob) -> BacktestResult:
     return _detach(settings.run(cls, name, kwargs, start=start, end=end))
 
 
+#: The training parts (:data:`ROSTER_PARTS`) each strategy of :func:`metabt.recipe.roster`
+#: needs: its backtest starts as soon as these are done. Checked on every run: a roster
+#: strategy missing here, or given a part not listed here, is refused.
+STRATEGY_NEEDS: dict[str, tuple[str, ...]] = {
+    "MetaStrategy": ("meta",),
+    "MetaOnline": ("meta",),
+    "MetaDrift": ("meta",),
+    "StaticModel": ("meta",),
+    "ErmStatic": ("erm",),
+    "ErmAdapt": ("erm",),
+    "ScratchAdapt": ("scratch",),
+    "RollingRidge": ("linear",),
+    "RecursiveLeastSquares": ("linear",),
+    "BuyAndHold": (),
+    "SmaCross": (),
+}
+#: The order the training parts are submitted in: the longest first (on the sample data
+#: with 600 meta steps, meta ~10 s, erm ~4 s, linear and scratch under 0.2 s; a backtest
+#: ~0.5 s).
+TRAIN_ORDER = ("meta", "erm", "linear", "scratch")
+
+
+class _Pending:
+    """Stands for a training part not done yet in a roster built before it is."""
+
+    def __init__(self, part: str) -> None:
+        self.part = part
+
+    @property
+    def learner(self) -> _Pending:
+        """Itself: ``roster`` reads ``models.<part>.learner``."""
+        return self
+
+    def __repr__(self) -> str:
+        return f"<pending {self.part}>"
+
+
+def _partial_models(done: Mapping[str, Any]) -> RosterModels:
+    """The roster's models with the parts not in ``done`` (part -> result) left pending."""
+    meta, erm, scratch = (done.get(part, _Pending(part)) for part in ("meta", "erm", "scratch"))
+    alpha, lam, selection = (
+        done["linear"] if "linear" in done else (_Pending("linear"), _Pending("linear"), {})
+    )
+    return RosterModels(meta, erm, scratch, alpha, lam, selection)
+
+
+def _needs(name: str) -> tuple[str, ...]:
+    try:
+        return STRATEGY_NEEDS[name]
+    except KeyError:
+        raise RuntimeError(
+            f"roster strategy {name!r} has no entry in metabt.experiments.STRATEGY_NEEDS "
+            "(the training parts its backtest needs); add one"
+        ) from None
+
+
+def _roster_entry(
+    done: Mapping[str, Any], cfg: RunConfig, j: int
+) -> tuple[str, type[Any], dict[str, Any]]:
+    """Strategy ``j`` of the roster built from the parts ``done``; refused if it needs more."""
+    name, cls, kwargs = roster(_partial_models(done), cfg)[j]
+    pending = sorted({v.part for v in kwargs.values() if isinstance(v, _Pending)})
+    if pending:
+        raise RuntimeError(
+            f"roster strategy {name!r} uses the training part(s) {', '.join(pending)}, not in "
+            f"its entry {STRATEGY_NEEDS.get(name)} of metabt.experiments.STRATEGY_NEEDS; fix it"
+        )
+    return name, cls, kwargs
+
+
+#: Modules :func:`metabt.evaluation.judge` imports on first use (the bootstrap, the PSR's
+#: normal law, the Newey-West regressions, the metrics): about 2 s, imported in this
+#: process while the last units run elsewhere rather than after them.
+JUDGING_IMPORTS = ("arch.bootstrap", "scipy.stats", "statsmodels.api", "quantstats")
+
+
+def _import_judging() -> None:
+    for name in JUDGING_IMPORTS:
+        with contextlib.suppress(ImportError):  # judge then says what is missing
+            importlib.import_module(name)
+
+
+def _raise_if_failed(future: Future[Any]) -> None:
+    """Raise the unit's exception now if it already failed (the serial executor)."""
+    if future.done() and not future.cancelled() and future.exception() is not None:
+        future.result()
+
+
 def run_units(
     units: Sequence[Unit],
     *,
@@ -493,10 +589,18 @@ def run_units(
 ) -> list[SeedRun]:
     """Train the roster of every unit, backtest every strategy, judge each unit.
 
-    Two phases on ``executor``: every training job of every unit (:data:`ROSTER_PARTS`),
-    then every (unit, strategy) backtest of :func:`metabt.recipe.roster`; each unit is
-    then judged here. The training summaries are logged unit by unit, in order, once
-    the training phase is done. The results do not depend on the executor.
+    Every training job of every unit (:data:`ROSTER_PARTS`) is submitted to
+    ``executor`` at once, the longest first (:data:`TRAIN_ORDER`: every unit's
+    meta-learner, then every unit's ERM, ...), then the backtests that need no
+    training (BuyAndHold, SmaCross); each other (unit, strategy) backtest of
+    :func:`metabt.recipe.roster` is submitted as soon as the training parts it needs
+    (:data:`STRATEGY_NEEDS`) are done, so that backtests run while the meta-learner
+    trains. Each unit is judged here once all is done (when the units run elsewhere,
+    the modules the judging imports, :data:`JUDGING_IMPORTS`, are imported here in a
+    thread while the last backtests run). The results are stored by
+    (unit, strategy) and the training summaries logged unit by unit, in order (a
+    unit's once its training and that of the units before it are done), so neither
+    depends on the executor or on the order the units finish in.
 
     Args:
         units: the (fold, seed) units.
@@ -510,49 +614,100 @@ def run_units(
 
     Raises:
         ConfigError: too little data to train before a unit's test period.
+        Exception: the first exception a unit raised; the units not started yet are
+            cancelled.
     """
     executor = executor or SerialExecutor()
-    inner = progress and isinstance(executor, SerialExecutor)
-    # Submitted longest first, the order the engines start them in: every unit's
-    # meta-learner, then ERM, ... (training); every unit's MetaStrategy, then MetaDrift,
-    # ... (backtests). The results come back in the order of the jobs, whatever the order.
-    n = len(units)
-    jobs: list[TrainJob] = [
-        (u.settings.train_frames, u.cfg, u.first, part, inner)
-        for part in ROSTER_PARTS
-        for u in units
-    ]
-    parts = executor.map(_train_part, jobs, desc="training", progress=progress)
-    models = []
-    for k, unit in enumerate(units):
-        (meta, meta_log), (erm, erm_log), (scratch, scratch_log), (linear, linear_log) = parts[k::n]
-        alpha, lam, selection = linear
-        models.append(RosterModels(meta, erm, scratch, alpha, lam, selection))
-        if unit.label is not None:
-            log(unit.label)
-        for line in [*meta_log, *erm_log, *scratch_log, *linear_log, models[-1].summary()]:
-            log(line)
-    rosters = [roster(m, u.cfg) for u, m in zip(units, models)]
-    order = sorted((j, k) for k, strategies in enumerate(rosters) for j in range(len(strategies)))
-    backtests: list[BacktestJob] = []
-    for j, k in order:
-        name, cls, kwargs = rosters[k][j]
-        u = units[k]
-        backtests.append((replace(u.settings, train_frames={}), name, cls, kwargs, u.start, u.end))
-    done: dict[tuple[int, int], BacktestResult] = dict(
-        zip(order, executor.map(_backtest, backtests, desc="backtests", progress=progress))
-    )
+    remote = not isinstance(executor, SerialExecutor)  # the units run elsewhere
+    inner = progress and not remote  # the training progress bars, run here only
+    cfgs = [u.cfg for u in units]
+    names = [[name for name, _, _ in roster(_partial_models({}), cfg)] for cfg in cfgs]
+    needs = [[_needs(name) for name in unit_names] for unit_names in names]
+    trained: list[dict[str, Any]] = [{} for _ in units]  # part -> result, per unit
+    train_logs: list[dict[str, list[str]]] = [{} for _ in units]
+    done: dict[tuple[int, int], BacktestResult] = {}
+    started: set[tuple[int, int]] = set()
+    keys: dict[Future[Any], tuple[int, str | int]] = {}  # -> (unit, part or strategy)
+    order: dict[Future[Any], int] = {}  # -> submission number
+    logged = 0
+    preload: threading.Thread | None = None
+
+    def submit(key: tuple[int, str | int], fn: Callable[[Any], Any], job: Any) -> None:
+        future = executor.submit(fn, job)
+        keys[future], order[future] = key, len(order)
+        _raise_if_failed(future)
+
+    def submit_ready(k: int) -> None:
+        for j, need in enumerate(needs[k]):
+            if (k, j) not in started and all(part in trained[k] for part in need):
+                started.add((k, j))
+                name, cls, kwargs = _roster_entry(trained[k], cfgs[k], j)
+                u = units[k]
+                job = (replace(u.settings, train_frames={}), name, cls, kwargs, u.start, u.end)
+                submit((k, j), _backtest, job)
+
+    total = len(units) * len(ROSTER_PARTS) + sum(map(len, names))
+    with tqdm(total=total, desc="units", unit="unit", disable=not progress) as bar:
+        try:
+            for part in TRAIN_ORDER:
+                for k, u in enumerate(units):
+                    submit(
+                        (k, part),
+                        _train_part,
+                        (u.settings.train_frames, cfgs[k], u.first, part, inner),
+                    )
+            for k in range(len(units)):
+                submit_ready(k)  # the backtests that need no training
+            while keys:
+                if (
+                    preload is None
+                    and remote
+                    and (len(keys) < executor.workers or logged == len(units))
+                ):  # a worker is idle, or only backtests are left: import what the
+                    # judging needs now rather than after the last of them
+                    preload = threading.Thread(target=_import_judging, daemon=True)
+                    preload.start()
+                for future in sorted(executor.wait(list(keys)), key=order.__getitem__):
+                    k, what = keys.pop(future)
+                    value = future.result()  # raises the unit's exception at once
+                    bar.update(1)
+                    if isinstance(what, int):
+                        done[k, what] = value
+                        continue
+                    trained[k][what], train_logs[k][what] = value
+                    submit_ready(k)
+                    while logged < len(units) and len(trained[logged]) == len(ROSTER_PARTS):
+                        _log_unit(units[logged], trained[logged], train_logs[logged], log)
+                        logged += 1
+        except BaseException:
+            executor.cancel(list(keys))
+            raise
+    if preload is not None:
+        preload.join()
     runs = []
-    for k, (unit, m) in enumerate(zip(units, models)):
-        results = [done[j, k] for j in range(len(rosters[k]))]
+    for k, unit in enumerate(units):
+        models = _partial_models(trained[k])
+        results = [done[k, j] for j in range(len(names[k]))]
         table, verdict = judge(
             results,
             horizon=unit.cfg.spec.horizon,
             seed=unit.seed,
             periods_per_year=results[0].frequency.periods,
         )
-        runs.append(SeedRun(unit.seed, m, results, _untrained_column(table, m), verdict))
+        runs.append(SeedRun(unit.seed, models, results, _untrained_column(table, models), verdict))
     return runs
+
+
+def _log_unit(
+    unit: Unit, trained: Mapping[str, Any], lines: Mapping[str, list[str]], log: Log
+) -> None:
+    """A unit's label and training summary: the parts in :data:`ROSTER_PARTS` order."""
+    if unit.label is not None:
+        log(unit.label)
+    for part in ROSTER_PARTS:
+        for line in lines[part]:
+            log(line)
+    log(_partial_models(trained).summary())
 
 
 def run_seed(
@@ -709,8 +864,9 @@ def compare(
         seeds: seeds to run; None runs ``settings.cfg.seed`` only.
         progress: show progress bars (the units done).
         log: receives the training summary lines.
-        executor: where the units (training jobs, then one backtest per seed and
-            strategy) run: "serial" (here), "process" (local processes), "ray", or an
+        executor: where the units (training jobs, and one backtest per seed and
+            strategy as soon as what it needs is trained) run: "serial" (here),
+            "process" (local processes), "ray", or an
             :class:`~metabt.executors.Executor` (left open). The results are the same
             whatever the executor. Default "serial".
         workers: units run at once (processes, or the CPUs of a local Ray). Default 1.

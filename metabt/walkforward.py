@@ -188,8 +188,9 @@ def walkforward(
             seed's; ``summary`` is the mean over seeds (with ``_sd`` columns).
         progress: show progress bars (the units done).
         log: receives one line per fold and the training summaries.
-        executor: where the units (the training jobs of every fold and seed, then one
-            backtest per fold, seed and strategy) run: "serial" (here), "process"
+        executor: where the units (the training jobs of every fold and seed, and one
+            backtest per fold, seed and strategy as soon as what it needs is trained,
+            :func:`metabt.experiments.run_units`) run: "serial" (here), "process"
             (local processes), "ray", or an :class:`~metabt.executors.Executor` (left
             open). The results are the same whatever the executor. Default "serial".
         workers: units run at once (processes, or the CPUs of a local Ray). Default 1.

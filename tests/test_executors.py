@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
 import random
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -68,6 +70,18 @@ def test_serial_executor_shows_the_units_done_unless_told_not_to(capsys):
         assert ex.map(math.sqrt, []) == []
 
 
+def test_serial_submit_runs_the_unit_now_and_keeps_its_exception_in_the_future():
+    with SerialExecutor() as ex:
+        done = ex.submit(_environment, 3)
+        assert done.done() and done.result() == run_unit(_environment, 3)
+        failed = ex.submit(math.sqrt, -1.0)  # does not raise here: result() does
+        assert ex.wait([failed, done]) == {failed, done}
+        with pytest.raises(ValueError, match="math domain error"):
+            failed.result()
+        with pytest.raises(ValueError, match="math domain error"):  # map stops at it
+            ex.map(math.sqrt, [1.0, -1.0, 4.0], progress=False)
+
+
 @pytest.mark.slow
 def test_process_executor_returns_in_order_one_thread_per_worker_and_raises():
     with ProcessExecutor(2) as ex:
@@ -77,6 +91,20 @@ def test_process_executor_returns_in_order_one_thread_per_worker_and_raises():
         with pytest.raises(ValueError, match="math domain error"):
             ex.map(math.sqrt, [1.0, -1.0, 4.0], progress=False)
         assert ex.map(math.sqrt, [4.0], progress=False) == [2.0]  # the pool is reused
+        # submit: futures as the units finish; the ones not started can be cancelled
+        slow = [ex.submit(time.sleep, 1.0) for _ in range(2)]  # both workers busy
+        quick, queued = ex.submit(math.sqrt, 9.0), ex.submit(math.sqrt, 16.0)
+        ex.cancel([queued])
+        assert queued.cancelled() and quick.result() == 3.0
+        assert all(f.result() is None for f in slow)
+        pending = {ex.submit(math.sqrt, x) for x in (1.0, 4.0)}
+        while pending:
+            pending -= ex.wait(pending)
+        # a worker that dies is reported as such, and the pool released
+        with pytest.raises(RuntimeError, match="a worker process of executor 'process' died"):
+            ex.wait([ex.submit(os._exit, 1)])
+        assert ex._pool is None
+        assert ex.submit(math.sqrt, 4.0).result() == 2.0  # a new pool
     assert ex._pool is None
 
 
@@ -92,4 +120,11 @@ def test_ray_executor_starts_a_local_ray_returns_in_order_and_shuts_it_down():
         assert blas == [6, 24]
         with pytest.raises(ValueError, match="math domain error"):
             ex.map(math.sqrt, [-1.0], progress=False)
+        assert ex.submit(math.sqrt, 25.0).result() == 5.0  # a task's future
+        with pytest.raises(ValueError, match="math domain error"):
+            ex.submit(math.sqrt, -4.0).result()
+        busy = [ex.submit(time.sleep, 2.0) for _ in range(2)]
+        queued = ex.submit(time.sleep, 30.0)
+        ex.cancel([queued])  # cancels the task, not only its future
+        assert queued.cancelled() and all(f.result() is None for f in busy)
     assert not ray.is_initialized()

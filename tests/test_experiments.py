@@ -3,15 +3,29 @@
 from __future__ import annotations
 
 import re
+import threading
+from collections.abc import Callable, Collection, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from types import SimpleNamespace
+from typing import Any
 
 import pandas as pd
 import pytest
 import torch
 
+import metabt.experiments as experiments
 from metabt.config import DEMO
 from metabt.errors import ConfigError, DataError
-from metabt.experiments import Comparison, RunSettings, compare, rejection_warnings
-from metabt.recipe import train_roster
+from metabt.executors import Executor, run_unit
+from metabt.experiments import (
+    ROSTER_PARTS,
+    STRATEGY_NEEDS,
+    Comparison,
+    RunSettings,
+    compare,
+    rejection_warnings,
+)
+from metabt.recipe import roster, train_roster
 
 
 def test_run_settings_refuse_a_history_too_short_before_any_work(sample_frames):
@@ -124,3 +138,124 @@ def test_compare_refuses_a_bad_executor_before_any_work(small_settings):
         compare(small_settings, progress=False, executor="serail")
     with pytest.raises(ConfigError, match="workers must be a positive integer"):
         compare(small_settings, progress=False, executor="process", workers=0)
+
+
+# ---- each backtest starts as soon as the training parts it needs are done
+
+
+def test_every_roster_strategy_declares_exactly_the_training_parts_it_uses():
+    for cfg in (DEMO, DEMO.with_(online_meta_lr=0.01)):  # MetaOnline too
+        names = [name for name, _, _ in roster(experiments._partial_models({}), cfg)]
+        assert "MetaOnline" in names or cfg.online_meta_lr == 0
+        for j, name in enumerate(names):
+            needs = STRATEGY_NEEDS[name]  # every roster name has an entry
+            assert set(needs) <= set(ROSTER_PARTS)
+            done: dict[str, Any] = {  # stand-ins of the shape of each part's result
+                part: (1.0, 0.99, {}) if part == "linear" else SimpleNamespace(learner=object())
+                for part in needs
+            }
+            experiments._roster_entry(done, cfg, j)  # nothing it uses is missing
+            for part in needs:  # and it uses every part it declares
+                with pytest.raises(RuntimeError, match=f"uses the training part.*{part}"):
+                    experiments._roster_entry({p: done[p] for p in needs if p != part}, cfg, j)
+
+
+def _label(fn: Callable[[Any], Any], unit: Any) -> str:
+    """A training job by its part ("meta", ...), a backtest by its strategy's name."""
+    return str(unit[3] if fn.__name__ == "_train_part" else unit[1])
+
+
+class _TwoThreads(Executor):
+    """Two workers in threads that run one unit at a time (a lock), recording the order.
+
+    The meta-learner's training waits, before it starts, until BuyAndHold's backtest has
+    ended on the other worker (30 s at most): under a barrier between the training and
+    the backtests BuyAndHold would only be submitted after it, and it fails.
+    """
+
+    name = "threads"
+
+    def __init__(self) -> None:
+        super().__init__(2)
+        self._threads = ThreadPoolExecutor(2)
+        self._lock = threading.Lock()
+        self._buy_and_hold = threading.Event()
+        self.events: list[tuple[str, str]] = []
+        self.cancelled: list[Future[Any]] = []  # the futures not done when cancelled
+
+    def submit(self, fn: Callable[[Any], Any], unit: Any) -> Future[Any]:
+        return self._threads.submit(self._run, fn, unit)
+
+    def _run(self, fn: Callable[[Any], Any], unit: Any) -> Any:
+        label = _label(fn, unit)
+        if label == "meta" and not self._buy_and_hold.wait(30):
+            raise AssertionError("BuyAndHold did not run while the meta-learner trained")
+        with self._lock:
+            self.events.append(("start", label))
+            try:
+                return run_unit(fn, unit)
+            finally:
+                self.events.append(("end", label))
+                if label == "BuyAndHold":
+                    self._buy_and_hold.set()
+
+    def cancel(self, futures: Iterable[Future[Any]]) -> None:
+        futures = list(futures)
+        self.cancelled += [f for f in futures if not f.done()]
+        super().cancel(futures)
+
+    def wait(self, futures: Collection[Future[Any]]) -> set[Future[Any]]:
+        return super().wait(futures)
+
+    def close(self) -> None:
+        self._buy_and_hold.set()
+        self._threads.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.mark.slow
+def test_compare_backtests_what_needs_no_meta_learner_while_it_trains(small_settings, serial_run):
+    lines: list[str] = []
+    with _TwoThreads() as ex:
+        threaded = compare(small_settings, progress=False, log=lines.append, executor=ex)
+    _assert_identical(serial_run[0], threaded)  # whatever the order the units ran in
+    assert _timeless(lines) == _timeless(serial_run[1])
+    at = {event: k for k, event in enumerate(ex.events)}
+    assert at["end", "BuyAndHold"] < at["start", "meta"]
+    assert at["start", "SmaCross"] < at["end", "meta"]  # no backtest waited for a barrier
+    for name, needs in STRATEGY_NEEDS.items():
+        for part in needs:
+            if ("start", name) in at:  # each backtest starts after what it needs ends
+                assert at["end", part] < at["start", name], (name, part)
+
+
+@pytest.mark.slow
+def test_a_failing_unit_propagates_and_cancels_the_units_not_started(small_settings, monkeypatch):
+    backtest = experiments._backtest
+
+    def failing(job: Any) -> Any:
+        if job[1] == "BuyAndHold":
+            raise ValueError("BuyAndHold broke")
+        return backtest(job)
+
+    monkeypatch.setattr(experiments, "_backtest", failing)
+    with _TwoThreads() as ex, pytest.raises(ValueError, match="BuyAndHold broke"):
+        compare(small_settings, progress=False, executor=ex)
+    ran = {label for kind, label in ex.events if kind == "start"}
+    assert ex.cancelled  # the units not done (the meta-learner's training at least)
+    assert not ran & {"MetaStrategy", "MetaDrift", "StaticModel"}  # never submitted
+    assert len(ran) < len(ROSTER_PARTS) + len(STRATEGY_NEEDS) - 1  # not all ran
+
+    # the serial executor stops at the failing unit: nothing after it runs
+    trained: list[str] = []
+    train_part = experiments._train_part
+
+    def failing_erm(job: Any) -> Any:
+        trained.append(job[3])
+        if job[3] == "erm":
+            raise ValueError("erm broke")
+        return train_part(job)
+
+    monkeypatch.setattr(experiments, "_train_part", failing_erm)
+    with pytest.raises(ValueError, match="erm broke"):
+        compare(small_settings, progress=False)
+    assert trained == ["meta", "erm"]
