@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
@@ -51,9 +52,12 @@ __all__ = [
     "context_loop",
     "label_classes",
     "mse",
+    "ols_accuracy",
     "prototype_accuracy",
     "prototypes",
+    "prototypes_numpy",
     "support_arrays",
+    "terciles_numpy",
 ]
 
 Params = dict[str, Tensor]
@@ -297,6 +301,16 @@ def _support(
     return torch.from_numpy(xn), torch.from_numpy(yn)
 
 
+def _numpy_support(
+    x: Tensor | np.ndarray, y: Tensor | np.ndarray, theta: Mapping[str, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """``support_arrays`` for θ given as ndarrays: checked, C-contiguous, θ's dtype."""
+    dtype = next(iter(theta.values())).dtype
+    xn, yn = _to_numpy(x, dtype), _to_numpy(y, dtype)
+    check_support(xn, yn)
+    return xn, yn
+
+
 def _update(learner: Learner, loss: Tensor) -> float:
     """One optimizer step of θ on ``loss``; returns its value."""
     learner.optimizer.zero_grad(set_to_none=True)
@@ -335,22 +349,27 @@ class CnpStep(OuterStep):
     def adapt(
         self, learner: Learner, x: Tensor | np.ndarray, y: Tensor | np.ndarray, steps: int
     ) -> AdaptedModel:
-        """Encode one support set (x (S, F), y (S,)); ``steps`` is ignored (0 taken)."""
+        """Encode one support set (x (S, F), y (S,)); ``steps`` is ignored (0 taken).
+
+        Runs in NumPy (``CNP.encode_numpy``, ``CNP.forward_numpy``: the per-bar
+        ``predict_row`` of ``MetaStrategy`` too), from a copy of θ refreshed only when θ
+        changes; equal to the torch forward (``CNP.encode_with``, ``decode_with``) to float
+        precision, tested in float64. ``params`` and calling the model (``evaluate``) use
+        the torch forward on the same arrays.
+        """
         model = _family_model(learner, CNP)
         assert isinstance(model, CNP)
-        theta = _theta(model)
-        xt, yt = _support(x, y, theta)
-        with torch.no_grad():
-            context = model.encode_with(theta, xt, yt)
-            before = float(mse(model.forward_with(theta, xt), yt))
-            after = float(mse(model.decode_with(theta, xt, context), yt))
-        params = {**theta, **context}
+        theta = model.numpy_theta()
+        xn, yn = _numpy_support(x, y, theta)
+        context, before, after, fold = model.encode_numpy(theta, xn, yn)
         return AdaptedModel(
             model.forward_with,
-            params,
+            None,
             loss_before=before,
             loss_after=after,
             steps=0,
+            forward_numpy=partial(model.forward_folded_numpy, fold=fold),
+            numpy_params={**theta, **context},
             backend="encoder",
         )
 
@@ -403,6 +422,78 @@ def prototypes(model: ProtoNet, params: Mapping[str, Tensor], xs: Tensor, ys: Te
     centres = onehot @ model.embed_with(params, xs) / counts.unsqueeze(-1)
     values = (onehot @ ys.unsqueeze(-1)).squeeze(-1) / counts
     return dict(zip(ProtoNet.PROTOTYPE_KEYS, (centres, values, mask.to(xs.dtype)), strict=True))
+
+
+def terciles_numpy(ys: np.ndarray) -> np.ndarray:
+    """The 1/3 and 2/3 quantiles of one support set's labels, bit for bit as
+    ``label_classes`` takes them with ``torch.quantile`` (linear interpolation): the same
+    ranks and weights in the labels' dtype, and torch's own ``lerp`` kernel for the
+    interpolation (it may fuse a multiply-add, which NumPy does not), at a tenth of the
+    cost of ``torch.quantile`` on one short support set.
+
+    Args:
+        ys: (S,) float ndarray, S >= 1.
+
+    Returns:
+        (2,) ndarray of ys's dtype: [q₁, q₂].
+    """
+    ranks = np.array([1 / 3, 2 / 3], dtype=ys.dtype) * ys.dtype.type(len(ys) - 1)
+    below = ranks.astype(np.int64)
+    ordered = np.sort(ys)
+    return torch.lerp(
+        torch.from_numpy(ordered[below]),
+        torch.from_numpy(ordered[np.ceil(ranks).astype(np.int64)]),
+        torch.from_numpy(ranks - below.astype(ys.dtype)),
+    ).numpy()
+
+
+def prototypes_numpy(emb: np.ndarray, ys: np.ndarray) -> dict[str, np.ndarray]:
+    """:func:`prototypes` of one support set in NumPy, from its embeddings.
+
+    Args:
+        emb: (S, E) support embeddings (``ProtoNet.embed_numpy``); ys: (S,) labels.
+
+    Returns:
+        ``ProtoNet.PROTOTYPE_KEYS`` -> centres (3, E), values (3,), mask (3,), ys's dtype.
+    """
+    lo, hi = terciles_numpy(ys)
+    classes = 1 + (ys > hi).astype(np.int64) - (ys < lo).astype(np.int64)
+    onehot = (classes == np.arange(3)[:, None]).astype(ys.dtype)  # (3, S)
+    sizes = onehot.sum(-1)
+    counts = np.maximum(sizes, 1)
+    centres = np.dot(onehot, emb) / counts[:, None]
+    values = np.dot(onehot, ys) / counts
+    mask = (sizes > 0).astype(ys.dtype)
+    return dict(zip(ProtoNet.PROTOTYPE_KEYS, (centres, values, mask), strict=True))
+
+
+def ols_accuracy(xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor) -> float:
+    """Accuracy of per-task least squares, binned into ``label_classes`` (a non-learned
+    baseline of ProtoNet's regime classification).
+
+    Each task's OLS fit (intercept and all F inputs, closed form: ``torch.linalg.lstsq``
+    in float64, minimum-norm when S <= F) on its support pairs predicts the query labels;
+    the predictions are binned into down/flat/up at the support labels' terciles, exactly
+    as the true query labels are (:func:`label_classes`, empty classes mapped to the
+    nearest non-empty one). No meta-learning: each task is fitted on its own.
+
+    Args:
+        xs (B, S, F), ys (B, S), xq (B, Q, F), yq (B, Q): a task batch.
+
+    Returns:
+        Share of the B·Q query rows whose predicted class is their class.
+    """
+    xs, ys, xq, yq = (t.double() for t in (xs, ys, xq, yq))
+
+    def design(x: Tensor) -> Tensor:
+        return torch.cat([torch.ones_like(x[..., :1]), x], -1)
+
+    beta = torch.linalg.lstsq(design(xs), ys.unsqueeze(-1), driver="gelsd").solution
+    predicted = (design(xq) @ beta).squeeze(-1)
+    _, _, cq = label_classes(ys, yq)
+    _, _, cp = label_classes(ys, predicted)
+    assert cq is not None and cp is not None
+    return float((cp == cq).double().mean())
 
 
 def prototype_accuracy(learner: Learner, xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor) -> float:
@@ -465,21 +556,31 @@ class ProtoStep(OuterStep):
     def adapt(
         self, learner: Learner, x: Tensor | np.ndarray, y: Tensor | np.ndarray, steps: int
     ) -> AdaptedModel:
-        """Prototypes of one support set (x (S, F), y (S,)); ``steps`` is ignored (0 taken)."""
+        """Prototypes of one support set (x (S, F), y (S,)); ``steps`` is ignored (0 taken).
+
+        Runs in NumPy (:func:`prototypes_numpy`, ``ProtoNet.forward_numpy``: the per-bar
+        ``predict_row`` of ``MetaStrategy`` too), from a copy of θ refreshed only when θ
+        changes; the support is embedded once, for the prototypes and ``loss_after``.
+        Equal to the torch path (:func:`prototypes`, ``ProtoNet.forward_with``) to float
+        precision, tested in float64; ``params`` and calling the model use the torch path.
+        """
         model = _family_model(learner, ProtoNet)
         assert isinstance(model, ProtoNet)
-        theta = _theta(model)
-        xt, yt = _support(x, y, theta)
-        with torch.no_grad():
-            params = {**theta, **prototypes(model, theta, xt, yt)}
-            after = float(mse(model.forward_with(params, xt), yt))
-        before = float(mse(torch.zeros_like(yt), yt))
+        theta = model.numpy_theta()
+        xn, yn = _numpy_support(x, y, theta)
+        emb = model.embed_numpy(theta, xn)
+        protos = prototypes_numpy(emb, yn)
+        fold = model.fold_numpy(protos)
+        errors = model.signal_numpy(fold, emb) - yn
+        n = len(yn)
         return AdaptedModel(
             model.forward_with,
-            params,
-            loss_before=before,
-            loss_after=after,
+            None,
+            loss_before=float(np.dot(yn, yn)) / n,
+            loss_after=float(np.dot(errors, errors)) / n,
             steps=0,
+            forward_numpy=partial(model.forward_folded_numpy, fold=fold),
+            numpy_params={**theta, **protos},
             backend="prototypes",
         )
 
