@@ -291,6 +291,14 @@ class CrossSectionalStrategy(MetaStrategy):
         """The signal of data ``i``: per-asset adaptation, or the pooled model's prediction."""
         if not self.p.pooled_adaptation:
             return super().compute_signal(i, data)
+        return self._pooled_signal(i, data)
+
+    def _signal_is_per_asset(self) -> bool:
+        """Per-asset adaptation is MetaStrategy's signal: its batched path applies."""
+        return not self.p.pooled_adaptation
+
+    def _pooled_signal(self, i: int, data: bt.DataBase) -> float:
+        """The pooled model's prediction for data ``i`` (adapting it first when due)."""
         now = data.datetime.date(0)
         if now != self._pool_date:  # the first data with a bar of a new date
             self._pool_date = now

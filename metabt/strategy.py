@@ -164,8 +164,10 @@ class MetaStrategy(SignalTrader):
         batch_adapt (bool): when several data are due to adapt on the same bar, adapt them
             in one ``MetaLearner.adapt_batch`` call and predict their rows in one
             ``predict_rows`` call (equal to the per-data path to float precision). Used
-            only when the learner has ``adapt_batch`` and :meth:`compute_signal` is not
-            overridden. Default True.
+            only when the learner has ``adapt_batch`` and the signal is MetaStrategy's
+            own (:meth:`compute_signal` not overridden, or a subclass that says its
+            override keeps it, as ``CrossSectionalStrategy`` does without pooled
+            adaptation, through :meth:`_signal_is_per_asset`). Default True.
         seed (int): kept in ``strategy.p.seed`` for the run's record; adaptation is
             deterministic (full-batch gradient descent, no sampling), so equal data,
             checkpoint and params give equal orders whatever the seed. Default 0.
@@ -457,13 +459,19 @@ class MetaStrategy(SignalTrader):
         batched = (
             len(indices) > 1
             and self.p.batch_adapt
-            and type(self).compute_signal is MetaStrategy.compute_signal
+            and self._signal_is_per_asset()
             and hasattr(self._adapter(), "adapt_batch")
         )
         signals = self._signals_batched(indices) if batched else super().compute_signals(indices)
         if self._online is not None:
             self._online_updates(indices)
         return signals
+
+    def _signal_is_per_asset(self) -> bool:
+        """True when each data's signal is :meth:`MetaStrategy.compute_signal`'s (its own
+        adaptation and prediction), so that the batched path computes the same signals.
+        A subclass overriding :meth:`compute_signal` says here when it keeps it."""
+        return type(self).compute_signal is MetaStrategy.compute_signal
 
     def _signals_batched(self, indices: list[int]) -> list[float]:
         """:meth:`compute_signal` for several data at once (same results, float precision)."""

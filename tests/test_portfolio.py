@@ -349,3 +349,32 @@ def test_bad_params_raise(kwargs, match, universe, small_learner):
     cerebro.addstrategy(CrossSectionalStrategy, learner=small_learner, **kwargs)
     with pytest.raises(ConfigError, match=match):
         cerebro.run()
+
+
+def test_per_asset_signals_adapt_in_one_batched_call_as_the_per_asset_path(
+    base_run, universe, small_learner, monkeypatch
+):
+    calls: list[int] = []
+    adapt_batch = small_learner.adapt_batch
+
+    def counting(xs, ys, steps=None):
+        calls.append(len(xs))
+        return adapt_batch(xs, ys, steps=steps)
+
+    monkeypatch.setattr(small_learner, "adapt_batch", counting)
+    batched = _run(universe, small_learner).strategy
+    monkeypatch.undo()
+    assert calls and max(calls) >= 3  # the assets due on one bar adapt together
+    single = _run(universe, small_learner, batch_adapt=False).strategy
+    pd.testing.assert_frame_equal(
+        batched.adaptation_log(), single.adaptation_log(), check_exact=False, rtol=1e-5, atol=1e-7
+    )
+    pd.testing.assert_frame_equal(
+        batched.weights_log(), single.weights_log(), check_exact=False, rtol=1e-5, atol=1e-7
+    )
+    assert batched.orders_log == single.orders_log == base_run.strategy.orders_log
+
+    pooled = []  # pooled adaptation keeps its own signal: no per-asset batch
+    monkeypatch.setattr(small_learner, "adapt_batch", lambda *a, **k: pooled.append(1))
+    _run(universe, small_learner, pooled_adaptation=True)
+    assert not pooled
