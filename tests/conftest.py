@@ -37,3 +37,16 @@ def small_learner(sample_frames) -> MetaLearner:
     )
     learner.fit(tasks, 20, batch_size=8, progress=False)
     return learner
+
+
+@pytest.fixture
+def ray():
+    """The ``ray`` module, which ``make test`` installs (the ``ray`` extra).
+
+    Missing, the test fails rather than skips: CI must run the real local Ray runs.
+    """
+    try:
+        import ray
+    except ImportError:
+        pytest.fail("ray is not installed: `make test` installs it (pip install -e '.[dev,ray]')")
+    return ray

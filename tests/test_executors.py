@@ -109,8 +109,7 @@ def test_process_executor_returns_in_order_one_thread_per_worker_and_raises():
 
 
 @pytest.mark.slow
-def test_ray_executor_starts_a_local_ray_returns_in_order_and_shuts_it_down():
-    ray = pytest.importorskip("ray")
+def test_ray_executor_starts_a_local_ray_returns_in_order_and_shuts_it_down(ray):
     assert not ray.is_initialized()
     with RayExecutor(2) as ex:
         seen = ex.map(math.sqrt, [16.0, 1.0, 9.0], progress=False)

@@ -126,8 +126,7 @@ def test_compare_on_local_processes_equals_serial_bit_for_bit(small_settings, se
 
 
 @pytest.mark.slow
-def test_compare_on_a_local_ray_equals_serial_bit_for_bit(small_settings, serial_run):
-    ray = pytest.importorskip("ray")
+def test_compare_on_a_local_ray_equals_serial_bit_for_bit(small_settings, serial_run, ray):
     on_ray = compare(small_settings, progress=False, executor="ray", workers=2)
     _assert_identical(serial_run[0], on_ray)
     assert not ray.is_initialized()  # the Ray it started is shut down

@@ -179,8 +179,7 @@ def test_process_workers_give_the_serial_results(grid_run, frames, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_local_ray_gives_the_serial_results(grid_run, frames, tmp_path):
-    pytest.importorskip("ray")
+def test_a_local_ray_gives_the_serial_results(grid_run, frames, tmp_path, ray):
     serial, _, _ = grid_run  # two trials, one per worker: the support of the base config
     space = {"inner_lr": GRID["inner_lr"]}
     parallel = run(frames, tmp_path / "ray", space=space, executor="ray", workers=2)
