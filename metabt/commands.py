@@ -383,7 +383,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     paths = {name: out / name for name in ("trials.csv", "trials.md", "best.toml", "sweep.json")}
     summary = result.summary()
     print()
-    _print_table(result.table.drop(columns=["error"], errors="ignore").set_index("number"))
+    shown = result.table.drop(columns=["error"], errors="ignore").set_index("number")
+    print(shown.to_string(float_format=lambda v: f"{v:.4g}"))  # 0.005, not 0.01; 30, not 30.00
     print(
         f"\n{summary['n_trials']} trials ({summary['n_complete']} complete, "
         f"{summary['n_failed']} failed); best validation Sharpe {summary['best_value']:.3f} "

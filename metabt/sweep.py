@@ -60,6 +60,7 @@ from metabt.strategy import MetaStrategy
 from metabt.walkforward import walkforward_folds
 
 __all__ = [
+    "DEFAULT_TPE_TRIALS",
     "Dimension",
     "SAMPLER_NAMES",
     "SETTINGS",
@@ -83,6 +84,8 @@ SETTINGS: Mapping[str, Any] = dict(sorted(_KINDS.items()))
 ALIASES = {"meta_steps": "steps"}
 #: Settings only the commands that backtest have (not ``metabt train``).
 STRATEGY_SETTINGS = ("adapt_every", "online_meta_lr")
+#: Trials of a TPE sweep when ``n_trials`` (``--trials``) is not given.
+DEFAULT_TPE_TRIALS = 20
 #: The files of a sweep's folder.
 DB_NAME, LOCK_NAME = "sweep.db", "sweep.lock"
 #: User attribute that marks a trial failed by its configuration (not interrupted).
@@ -700,7 +703,7 @@ def sweep(
             "grid" (``GridSampler``, every combination once, seeded order). Default "tpe".
         n_trials: trials with a result wanted in the study (complete or failed by their
             configuration; interrupted trials do not count). Default: the grid's size for
-            "grid"; required for "tpe".
+            "grid", :data:`DEFAULT_TPE_TRIALS` (20) for "tpe".
         val_folds: one-year validation folds before ``test_start``. Default 2.
         cfg: the base configuration; each trial changes the settings of ``space``.
             Default :data:`~metabt.config.DEMO`.
@@ -723,8 +726,8 @@ def sweep(
     """
     dims = parse_space(space, sampler)
     grid_size = math.prod(len(d.choices) for d in dims) if sampler == "grid" else None
-    if n_trials is None and grid_size is not None:
-        n_trials = grid_size
+    if n_trials is None:
+        n_trials = grid_size if grid_size is not None else DEFAULT_TPE_TRIALS
     if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
         raise ConfigError(
             f"n_trials must be a positive integer (trials to run), got {n_trials!r}; "
@@ -746,6 +749,20 @@ def sweep(
             f"the data before test_start {test_ts.date()} does not reach back before the "
             f"first validation fold ({folds[0][0].date()}), so no trial could train; use an "
             "earlier history, fewer --val-folds or a later --test-start"
+        )
+    latest = max(f.index[-1] for f in held.values())
+    empty = [
+        (a, b)
+        for a, b in folds
+        if not any(((f.index >= a) & (f.index <= b)).any() for f in held.values())
+    ]
+    if empty:
+        raise ConfigError(
+            f"test_start {test_ts.date()}: the data ends on {latest.date()}, so validation "
+            f"fold{'s' if len(empty) > 1 else ''} "
+            f"{', '.join(f'{a.date()} to {b.date()}' for a, b in empty)} (the "
+            f"{val_folds} year(s) before test_start) hold no bar; pass a --test-start at "
+            "most a day after the data's last bar, or fewer --val-folds"
         )
     pool = make_executor(executor, workers, ray_address)  # checked before any work
     folder.mkdir(parents=True, exist_ok=True)

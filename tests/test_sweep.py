@@ -237,7 +237,9 @@ def test_bad_requests_fail_before_any_work(frames, tmp_path):
     with pytest.raises(ConfigError, match="grid has 4 combinations"):
         run(frames, tmp_path / "a", n_trials=5)
     with pytest.raises(ConfigError, match="n_trials must be a positive integer"):
-        run(frames, tmp_path / "a", space=TPE, sampler="tpe")
+        run(frames, tmp_path / "a", space=TPE, sampler="tpe", n_trials=0)
+    with pytest.raises(ConfigError, match=r"ends on 2010-12-31.*2011-01-01 to 2011-12-31"):
+        run(frames, tmp_path / "a", test_start="2012-01-01")  # a fold after the data
     with pytest.raises(ConfigError, match="does not reach back"):
         run(frames, tmp_path / "a", test_start="2006-06-01")
     with pytest.raises(ConfigError, match="unknown executor"):
