@@ -28,6 +28,8 @@ import contextlib
 import multiprocessing
 import os
 import random
+import threading
+import time
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
@@ -99,12 +101,34 @@ def run_unit(fn: Callable[[T], R], unit: T) -> R:
         return fn(unit)
 
 
-def _init_worker() -> None:
-    """Start-up of a local worker process: one thread everywhere before any work."""
+#: Seconds between a local worker's checks that the process that started it is alive.
+PARENT_CHECK_SECONDS = 0.5
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Exit this worker once ``parent`` is gone (it was killed: nobody will read our results).
+
+    Without it a worker of a killed run goes on with its unit, or its own loop of units (a
+    sweep's worker optimises its share of trials into the shared storage), and then waits
+    forever for work. On POSIX an orphan is re-parented, so its parent id changes; Windows
+    does not re-parent, and there the check never fires.
+    """
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_SECONDS)
+    os._exit(1)
+
+
+def _init_worker(parent: int) -> None:
+    """Start-up of a local worker process: one thread everywhere before any work, and a
+    watchdog thread that ends the worker if ``parent``, the process that started it, dies
+    (its id is given, not read here: the parent may die while this worker imports)."""
     os.environ.update(THREAD_ENV)
     torch.set_num_threads(1)
     with contextlib.suppress(RuntimeError):  # only settable before any parallel work
         torch.set_num_interop_threads(1)
+    threading.Thread(
+        target=_exit_with_parent, args=(parent,), name="metabt-parent-watch", daemon=True
+    ).start()
 
 
 class Executor(ABC):
@@ -285,6 +309,7 @@ class ProcessExecutor(Executor):
                 max_workers=self.workers,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_init_worker,
+                initargs=(os.getpid(),),
             )
         try:
             return self._pool.submit(run_unit, fn, unit)

@@ -127,3 +127,47 @@ def test_ray_executor_starts_a_local_ray_returns_in_order_and_shuts_it_down(ray)
         ex.cancel([queued])  # cancels the task, not only its future
         assert queued.cancelled() and all(f.result() is None for f in busy)
     assert not ray.is_initialized()
+
+
+_ORPHAN_SCRIPT = """
+import time
+from metabt.executors import ProcessExecutor
+with ProcessExecutor(1) as ex:
+    future = ex.submit(time.sleep, 300.0)
+    while not ex._pool._processes:
+        time.sleep(0.05)
+    print(*ex._pool._processes, flush=True)
+    future.result()
+"""
+
+
+def _alive(pid: int) -> bool:
+    """Running (not gone, not a zombie waiting to be reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_worker_exits_when_the_run_that_started_it_is_killed():
+    import signal
+    import subprocess
+
+    run = subprocess.Popen(
+        [sys.executable, "-c", _ORPHAN_SCRIPT], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert run.stdout is not None
+        (worker,) = map(int, run.stdout.readline().split())  # it runs a 300 s unit
+        assert _alive(worker)
+        os.kill(run.pid, signal.SIGKILL)
+        run.wait(10)
+        deadline = time.monotonic() + 20
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(worker), "the worker outlived the killed run"
+    finally:
+        run.kill()
