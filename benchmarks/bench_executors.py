@@ -19,7 +19,13 @@ plus the main process's own work (judging), which runs after the last backtest. 
 a bound: each worker also pays the imports of its first backtest (quantstats, about a
 second), which the serial run pays once.
 
+With ``--seeds N`` the comparison runs N seeds (``compare(..., seeds=range(N))``): N
+meta-learners to train, which one seed's critical chain does not allow the workers to
+share; the bound is then the total work over the workers (each label's time summed over
+the seeds) plus the start-up.
+
     python benchmarks/bench_executors.py [--workers 2] [--steps 600] [--repeats 2] [--no-ray]
+        [--seeds 1]
 """
 
 from __future__ import annotations
@@ -59,7 +65,7 @@ class TimedSerial(SerialExecutor):
     """The serial executor, recording the wall time of each unit by its label.
 
     A training job is labelled by its part ("meta", "erm", ...), a backtest by its
-    strategy's name (one seed: every label is one unit).
+    strategy's name; with several seeds a label's time is summed over them.
     """
 
     def __init__(self) -> None:
@@ -71,7 +77,7 @@ class TimedSerial(SerialExecutor):
         label = str(job[3] if fn.__name__ == "_train_part" else job[1])
         tic = time.perf_counter()
         future = super().submit(fn, unit)
-        self.seconds[label] = time.perf_counter() - tic
+        self.seconds[label] = self.seconds.get(label, 0.0) + time.perf_counter() - tic
         return future
 
 
@@ -106,18 +112,25 @@ def child(args: argparse.Namespace, settings: RunSettings) -> dict[str, Any]:
             ray.map(abs, list(range(args.workers)), progress=False)  # start Ray and workers
             out["ray start-up"] = time.perf_counter() - tic
             mid = time.perf_counter()
-            run = compare(settings, progress=False, executor=ray)
+            run = compare(settings, progress=False, executor=ray, seeds=seeds(args))
             out["ray"] = time.perf_counter() - mid
         out["ray with start-up"] = time.perf_counter() - tic
     else:
         executor: Any = TimedSerial() if args.child == "serial" else "process"
         tic = time.perf_counter()
-        run = compare(settings, progress=False, executor=executor, workers=args.workers)
+        run = compare(
+            settings, progress=False, executor=executor, workers=args.workers, seeds=seeds(args)
+        )
         out[args.child] = time.perf_counter() - tic
         if args.child == "serial":
             out["units"] = executor.seconds
     out["table"], out["returns"] = run.table, [r.returns for r in run.results]
     return out
+
+
+def seeds(args: argparse.Namespace) -> list[int] | None:
+    """The seeds of the comparison: None (the config's one seed) or 0 .. N-1."""
+    return None if args.seeds == 1 else list(range(args.seeds))
 
 
 def same(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -142,6 +155,7 @@ def main() -> None:
     parser.add_argument("--end", default="2013-03-01")
     parser.add_argument("--assets", nargs="+", default=["AAPL", "IBM"])
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray run")
+    parser.add_argument("--seeds", type=int, default=1, help="seeds compared (0 .. N-1)")
     parser.add_argument(
         "--out", default="benchmarks/results/executors.md", help="Markdown file of the output"
     )
@@ -186,7 +200,8 @@ def main() -> None:
 
     say(
         f"compare: {', '.join(args.assets)}, test {args.start} to {args.end}, "
-        f"{args.steps} meta steps, one seed; {os.cpu_count()} CPUs; {args.workers} workers; "
+        f"{args.steps} meta steps, {'one seed' if args.seeds == 1 else f'{args.seeds} seeds'}; "
+        f"{os.cpu_count()} CPUs; {args.workers} workers; "
         "each run in a fresh interpreter"
     )
     times: dict[str, float] = dict(measure("start-up", "process start-up alone"))
@@ -218,6 +233,8 @@ def main() -> None:
 
     units: dict[str, float] = runs["serial"]["units"]
     chain, what, work = bound(units)
+    if args.seeds > 1:  # the labels' times are sums over the seeds: no chain of one seed
+        chain, what = 0.0, "not computed over several seeds"
     main_work = serial - work
     start_up = times["process start-up"]
     lower = max(chain, work / args.workers) + start_up
@@ -241,6 +258,7 @@ def main() -> None:
     given = [
         *("--workers", str(args.workers), "--steps", str(args.steps)),
         *("--repeats", str(args.repeats)),
+        *(["--seeds", str(args.seeds)] if args.seeds != 1 else []),
         *("--start", args.start, "--end", args.end, "--assets", *args.assets),
         *(["--no-ray"] if args.no_ray else []),
         *(["--out", args.out] if args.out != parser.get_default("out") else []),
