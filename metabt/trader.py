@@ -21,7 +21,7 @@ from metabt.bars import BarFrequency, common_frequency, timeframe_frequency
 from metabt.errors import ConfigError
 from metabt.sizers import SignalSizer
 
-__all__ = ["Signal", "SignalTrader"]
+__all__ = ["Signal", "SignalTrader", "capped_targets"]
 
 
 class Signal(bt.Indicator):
@@ -304,24 +304,14 @@ class SignalTrader(bt.Strategy):
             weights = [w * (cap / gross) for w in weights]
             band *= cap / gross
         value = self.broker.getvalue()
-        shares = sizer.shares_for_weight
         datas, closes, position = self.datas, self._close, self.getposition
-        plan = []  # (data, weight, price, held, target)
-        book = 0.0
-        for i, w in zip(active, weights):
-            data = datas[i]
-            price = closes[i]  # the close of data's latest bar, as _step read it
-            held = position(data).size
-            target = shares(w, price, value, current=held, deadband=band)
-            plan.append((data, w, price, held, target))
-            book += abs(target) * price
-        if book > cap * value:
-            # positions held inside their deadband pushed the book over the cap: go exact
-            plan = [
-                (d, w, p, c, shares(w, p, value, current=c, deadband=0.0)) for d, w, p, c, _ in plan
-            ]
+        # the close of each data's latest bar, as _step read it
+        prices = [closes[i] for i in active]
+        held = [position(datas[i]).size for i in active]
+        targets = capped_targets(sizer, weights, prices, held, value, cap=cap, deadband=band)
+        plan = [(datas[i], c, t) for i, c, t in zip(active, held, targets)]
         # reductions first: they free cash for the increases
-        orders = [(abs(t) >= abs(c), d, t - c) for d, _, _, c, t in plan if t != c]
+        orders = [(abs(t) >= abs(c), d, t - c) for d, c, t in plan if t != c]
         if len(orders) > 1:
             orders.sort(key=lambda o: o[0])
         for _, d, delta in orders:
@@ -329,3 +319,50 @@ class SignalTrader(bt.Strategy):
                 self.buy(d, size=delta)
             else:
                 self.sell(d, size=-delta)
+
+
+def capped_targets(
+    sizer: SignalSizer,
+    weights: list[float],
+    prices: list[float],
+    held: list[float],
+    value: float,
+    *,
+    cap: float,
+    deadband: float,
+) -> list[int]:
+    """Target positions (shares) of a book whose weights are already capped, with a deadband.
+
+    Each position moves to ``sizer.shares_for_weight`` of its weight, except that a
+    position within ``deadband`` of its weight is kept. Kept positions can push the book
+    over ``cap`` (its gross value over ``value``): then each position kept *above* its
+    exact target (``|kept| > |exact|``) moves to the exact target and the others stay
+    kept. Every target is then at most its exact size, so the book is within the cap
+    (the exact weights sum to at most ``cap``), and a position that did not push the
+    book over it does not trade.
+
+    Args:
+        sizer: gives the shares of a weight (truncated toward zero).
+        weights: (N,) target weights after the cap, fractions of ``value``, signed.
+        prices: (N,) share prices (currency units); held: (N,) current positions (shares).
+        value: portfolio value (currency units).
+        cap: gross leverage cap (sum of |position value| over ``value``).
+        deadband: weight change below which a position is kept (fraction of ``value``).
+
+    Returns:
+        (N,) target positions, shares.
+    """
+    shares = sizer.shares_for_weight
+    targets = [
+        shares(w, p, value, current=c, deadband=deadband) for w, p, c in zip(weights, prices, held)
+    ]
+    book = sum([abs(t) * p for t, p in zip(targets, prices)])
+    if book > cap * value:
+        # positions held inside their deadband pushed the book over the cap: trim the
+        # ones held above their exact target (not every position: small signal changes
+        # of the others would trade)
+        for j, (w, p, c, t) in enumerate(zip(weights, prices, held, targets)):
+            exact = shares(w, p, value, current=c, deadband=0.0)
+            if abs(t) > abs(exact):
+                targets[j] = exact
+    return targets

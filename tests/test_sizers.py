@@ -433,3 +433,46 @@ def test_the_deadband_scales_with_the_gross_cap_so_a_wide_universe_still_trades(
     strat = cerebro.run()[0]
     held = [strat.getposition(d).size for d in strat.datas]
     assert all(h > 0 for h in held)  # every asset traded into its (small) capped weight
+
+
+def test_capped_targets_trim_only_the_positions_held_above_their_exact_target():
+    from metabt.trader import capped_targets
+
+    sizer, value, prices = SignalSizer(), 100_000.0, [100.0, 100.0, 50.0]
+    weights = [0.5, 0.3, 0.2]  # exact: 500, 300 and 400 shares, a book of 100,000
+    # all three within a 6% band of their weight, held: 540, 290, 420 -> a book of 104,000
+    held = [540, 290, 420]
+    targets = capped_targets(sizer, weights, prices, held, value, cap=1.0, deadband=0.06)
+    assert targets == [500, 290, 400]  # the two held above their exact size trim to it
+    assert sum(abs(t) * p for t, p in zip(targets, prices)) <= value
+    # within the cap, the band keeps every position
+    within = capped_targets(sizer, weights, prices, [480, 290, 420], value, cap=1.0, deadband=0.06)
+    assert within == [480, 290, 420]
+    # no band: the exact targets
+    exact = capped_targets(sizer, weights, prices, held, value, cap=1.0, deadband=0.0)
+    assert exact == [500, 300, 400]
+
+
+@given(
+    st.lists(
+        st.tuples(st.floats(-0.5, 0.5), st.floats(1.0, 500.0), st.integers(-3000, 3000)),
+        min_size=1,
+        max_size=12,
+    ),
+    st.floats(0.0, 0.2),
+    st.floats(0.2, 2.0),
+)
+def test_capped_targets_keep_a_capped_book_within_the_cap(rows, band, cap):
+    from metabt.trader import capped_targets
+
+    weights, prices, held = (list(x) for x in zip(*rows))
+    gross = sum(abs(w) for w in weights)
+    if gross > cap:
+        weights = [w * cap / gross for w in weights]
+    value = 100_000.0
+    targets = capped_targets(SignalSizer(), weights, prices, held, value, cap=cap, deadband=band)
+    book = sum(abs(t) * p for t, p in zip(targets, prices))
+    assert book <= cap * value * (1 + 1e-12)
+    for t, c, w, p in zip(targets, held, weights, prices):
+        exact = SignalSizer().shares_for_weight(w, p, value, deadband=0.0)
+        assert t == c or t == exact  # a position is kept or moves to its exact size
