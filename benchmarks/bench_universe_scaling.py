@@ -16,9 +16,16 @@ identical). Three strategies on the same feeds (``metabt.data.feed``), default c
   steps on 2008-2011 (not timed), the default schedule (adapt_every 5, support 60),
   sized by ``SignalSizer(**metabt.config.DEMO.sizer)`` as ``metabt backtest`` does.
 
+A fourth row, ``MetaStrategy, deadband 0.3``, is the same strategy with a wider sizer
+deadband (0.3 instead of the demo's 0.05, scaled by the gross cap as always), a setting
+that trades less; it is there to show what the order count costs, not chosen on returns.
+
 Each (strategy, N) is timed ``--repeats`` times (``--large-repeats`` at N >= 64, to keep
-N = 256 affordable), interleaved, and the best CPU time of the process
-(``time.process_time``) of ``cerebro.run()`` is kept (building the feeds is not timed).
+N = 256 affordable), interleaved, each run in a fresh interpreter (a run late in a
+long-lived process was measured up to 35% slower than the same run early in it, which
+made the last, largest N look dearer per asset-bar), and the best CPU time of the
+process (``time.process_time``) of ``cerebro.run()`` is kept (loading the data, training
+the learner and building the feeds are not timed).
 Printed: µs per asset-bar (CPU seconds / (N x 1,300)), orders per asset-bar, the ratios
 MetaStrategy / SMA and MetaStrategy / empty, and the load averages before and after;
 the table is also written as Markdown to ``--out``.
@@ -31,9 +38,12 @@ the table is also written as Markdown to ``--out``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
+import json
 import os
 import pstats
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -159,9 +169,16 @@ def train_learner(history: dict[str, pd.DataFrame]) -> MetaLearner:
 
 
 def make_run(
-    strategy: type[bt.Strategy], frames: dict[str, pd.DataFrame], **kwargs: Any
+    strategy: type[bt.Strategy],
+    frames: dict[str, pd.DataFrame],
+    sizer: dict[str, Any] | None = None,
+    **kwargs: Any,
 ) -> Callable[[], tuple[float, bt.Strategy]]:
-    """A function that builds a Cerebro on fresh feeds and returns (CPU s of run(), strategy)."""
+    """A function that builds a Cerebro on fresh feeds and returns (CPU s of run(), strategy).
+
+    ``sizer``: the SignalSizer's params for MetaStrategy (default: the demo's).
+    """
+    sizer_kwargs = dict(DEMO.sizer) if sizer is None else sizer
 
     def run() -> tuple[float, bt.Strategy]:
         cerebro = bt.Cerebro(stdstats=False)
@@ -171,12 +188,48 @@ def make_run(
         Costs().apply(cerebro.broker)
         cerebro.addstrategy(strategy, **kwargs)
         if issubclass(strategy, MetaStrategy):
-            cerebro.addsizer(SignalSizer, **dict(DEMO.sizer))
+            cerebro.addsizer(SignalSizer, **sizer_kwargs)
         tic = time.process_time()
         strat = cerebro.run()[0]
         return time.process_time() - tic, strat
 
     return run
+
+
+#: The strategies timed: name -> (class, whether it needs the learner, sizer params).
+STRATEGIES: dict[str, tuple[type[bt.Strategy], bool, dict[str, Any] | None]] = {
+    "empty": (Empty, False, None),
+    "sma": (SmaCrossReference, False, None),
+    "meta": (MetaStrategy, True, None),
+    "meta_wide": (MetaStrategy, True, {**dict(DEMO.sizer), "deadband": 0.3}),
+}
+
+
+def child(name: str, n: int, universe: str) -> dict[str, float]:
+    """One timed run of strategy ``name`` on N feeds, in this (fresh) interpreter, after an
+    untimed warm-up run on 300 bars of (at most) 4 of them."""
+    cls, needs_learner, sizer = STRATEGIES[name]
+    windows, history = load_universe(Path(universe))
+    kwargs: dict[str, Any] = {}
+    if needs_learner:
+        kwargs = {"learner": train_learner(history), "adapt_every": 5, "support": 60}
+    frames = universe_frames(windows, n)
+    warm = {k: f.iloc[:300] for k, f in list(frames.items())[:4]}
+    make_run(cls, warm, sizer=sizer, **kwargs)()  # first calls (imports, caches): not timed
+    seconds, strat = make_run(cls, frames, sizer=sizer, **kwargs)()
+    return {"seconds": seconds, "orders": len(strat.broker.orders)}
+
+
+def measure(name: str, n: int, universe: str) -> tuple[float, int]:
+    """(CPU seconds of cerebro.run(), orders) of one run in a fresh interpreter."""
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", name, "--n", str(n), "--universe", universe],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    return float(out["seconds"]), int(out["orders"])
 
 
 def load_text(values: tuple[float, float, float]) -> str:
@@ -193,46 +246,49 @@ def main() -> None:
     parser.add_argument("--profile", type=int, default=0, help="cProfile MetaStrategy at this N")
     parser.add_argument("--sort", default="tottime", help="--profile: pstats sort key")
     parser.add_argument("--top", type=int, default=30, help="--profile: rows printed")
+    parser.add_argument("--child", choices=list(STRATEGIES), help=argparse.SUPPRESS)
+    parser.add_argument("--n", type=int, help=argparse.SUPPRESS)  # the child's N
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.child:
+        with contextlib.redirect_stdout(sys.stderr):  # stdout: the result line only
+            result = child(args.child, args.n, args.universe)
+        print(json.dumps(result))
+        return
     load_before = os.getloadavg()
     windows, history = load_universe(Path(args.universe))
-    learner = train_learner(history)
-    meta_kwargs = {"learner": learner, "adapt_every": 5, "support": 60}
 
     if args.profile:
+        learner = train_learner(history)
+        meta_kwargs = {"learner": learner, "adapt_every": 5, "support": 60}
         run = make_run(MetaStrategy, universe_frames(windows, args.profile), **meta_kwargs)
         run()  # warm caches
         profiler = cProfile.Profile()
         profiler.enable()
-        seconds, strat = run()
+        seconds, _ = run()
         profiler.disable()
         print(f"MetaStrategy, N={args.profile}: {seconds:.2f} s CPU under cProfile")
         pstats.Stats(profiler).sort_stats(args.sort).print_stats(args.top)
         return
 
     sizes = [int(s) for s in args.sizes.split(",")]
-    frames = {n: universe_frames(windows, n) for n in sizes}
-    strategies: dict[str, tuple[type[bt.Strategy], dict[str, Any]]] = {
-        "empty": (Empty, {}),
-        "sma": (SmaCrossReference, {}),
-        "meta": (MetaStrategy, meta_kwargs),
-    }
-    best = {name: {n: float("inf") for n in sizes} for name in strategies}
-    orders = {name: {n: 0 for n in sizes} for name in strategies}
+    names = list(STRATEGIES)
+    best = {name: {n: float("inf") for n in sizes} for name in names}
+    orders = {name: {n: 0 for n in sizes} for name in names}
     repeats = {n: args.repeats if n < 64 else args.large_repeats for n in sizes}
     wall = time.perf_counter()
     for r in range(max(repeats.values())):
         for n in sizes:  # interleaved: load changes hit every size and strategy alike
             if r >= repeats[n]:
                 continue
-            for name, (cls, kwargs) in strategies.items():
-                seconds, strat = make_run(cls, frames[n], **kwargs)()
+            for name in names:
+                seconds, count = measure(name, n, args.universe)
                 best[name][n] = min(best[name][n], seconds)
-                orders[name][n] = len(strat.broker.orders)
+                orders[name][n] = count
             print(
                 f"  repeat {r + 1}, N={n}: "
-                + ", ".join(f"{k} {best[k][n]:.2f} s" for k in strategies),
+                + ", ".join(f"{k} {best[k][n]:.2f} s" for k in names)
+                + f" ({load_text(os.getloadavg())})",
                 flush=True,
             )
     wall = time.perf_counter() - wall
@@ -243,15 +299,18 @@ def main() -> None:
 
     header = (
         "| N assets | runs | empty µs/asset-bar | SMA µs/asset-bar | MetaStrategy µs/asset-bar "
-        "| Meta / SMA | Meta / empty | orders/asset-bar SMA | orders/asset-bar Meta |"
+        "| Meta / SMA | Meta / empty | orders/asset-bar SMA | orders/asset-bar Meta "
+        "| Meta, deadband 0.3: µs/asset-bar | its / SMA | its orders/asset-bar |"
     )
-    rows = [header, "|" + "---|" * 9]
+    rows = [header, "|" + "---|" * 12]
     for n in sizes:
         rows.append(
             f"| {n} | {repeats[n]} | {per('empty', n):.1f} | {per('sma', n):.1f} "
             f"| {per('meta', n):.1f} | {best['meta'][n] / best['sma'][n]:.2f}x "
             f"| {best['meta'][n] / best['empty'][n]:.2f}x "
-            f"| {orders['sma'][n] / (n * BARS):.3f} | {orders['meta'][n] / (n * BARS):.3f} |"
+            f"| {orders['sma'][n] / (n * BARS):.3f} | {orders['meta'][n] / (n * BARS):.3f} "
+            f"| {per('meta_wide', n):.1f} | {best['meta_wide'][n] / best['sma'][n]:.2f}x "
+            f"| {orders['meta_wide'][n] / (n * BARS):.3f} |"
         )
     command = "OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 " + " ".join(
         [".venv/bin/python", *sys.argv]
@@ -261,11 +320,13 @@ def main() -> None:
         f"{BARS} daily bars per asset ({next(iter(windows.values())).index[0].date()} to "
         f"{next(iter(windows.values())).index[-1].date()}); the {len(windows)} real assets of "
         f"../shared/universe first ({n_real} used at most), perturbed copies beyond them.",
-        "Best CPU time (time.process_time) of cerebro.run() over the runs shown, interleaved; "
+        "Best CPU time (time.process_time) of cerebro.run() over the runs shown, interleaved, "
+        "each run in a fresh interpreter; "
         f"best of {args.repeats} below N = 64, of {args.large_repeats} at N >= 64. "
         "1 torch/BLAS thread, default costs, $100,000 cash per asset.",
         "MetaStrategy: MAML MLP 2x32, inner_steps 5, adapt_every 5, support 60, "
-        f"SignalSizer({', '.join(f'{k}={v}' for k, v in DEMO.sizer.items())}). "
+        f"SignalSizer({', '.join(f'{k}={v}' for k, v in DEMO.sizer.items())}); the "
+        f"deadband 0.3 columns: the same with deadband=0.3. "
         "SMA: 10/30 CrossOver per data, buy/close one share.",
         f"Load average (1, 5, 15 min): before {load_text(load_before)}; after "
         f"{load_text(load_after)}; wall time {wall:.0f} s; torch {torch.__version__}, "
