@@ -6,7 +6,7 @@ and 9 ETFs, assets lacking any of those days skipped; beyond the real assets, pe
 copies of them: each copy's close-to-close log returns are multiplied by a seeded factor
 in [0.7, 1.3] plus seeded Gaussian noise of a tenth of their std, open/high/low follow
 the close by the same ratio and volume gets seeded log-normal noise, so no two feeds are
-identical). Three strategies on the same feeds (``metabt.data.feed``), default costs
+identical). The strategies, on the same feeds (``metabt.data.feed``), default costs
 (``metabt.backtest.Costs``) and $100,000 of cash per asset:
 
 * an empty ``bt.Strategy`` (backtrader's own per-bar cost: feeds, clock, broker);
@@ -16,9 +16,12 @@ identical). Three strategies on the same feeds (``metabt.data.feed``), default c
   steps on 2008-2011 (not timed), the default schedule (adapt_every 5, support 60),
   sized by ``SignalSizer(**metabt.config.DEMO.sizer)`` as ``metabt backtest`` does.
 
-A fourth row, ``MetaStrategy, deadband 0.3``, is the same strategy with a wider sizer
-deadband (0.3 instead of the demo's 0.05, scaled by the gross cap as always), a setting
-that trades less; it is there to show what the order count costs, not chosen on returns.
+Two more rows: ``orders only``, a strategy with no computation that places an order
+of one to five shares on a seeded 70% of asset-bars (about MetaStrategy's order rate),
+the cost of backtrader's order path alone; and ``MetaStrategy, deadband 0.3``, the same
+strategy with a wider sizer deadband (0.3 instead of the demo's 0.05, scaled by the
+gross cap as always), a setting that trades less: it is there to show what the order
+count costs, not chosen on returns.
 
 Each (strategy, N) is timed ``--repeats`` times (``--large-repeats`` at N >= 64, to keep
 N = 256 affordable), interleaved, each run in a fresh interpreter (a run late in a
@@ -74,6 +77,27 @@ class Empty(bt.Strategy):
 
     def next(self) -> None:
         pass
+
+
+class OrdersOnly(bt.Strategy):
+    """No computation: on each asset-bar, with probability ``rate`` (seeded), an order of
+    one to five shares, bought or sold at random: the cost of backtrader's order path
+    alone, at about MetaStrategy's order rate."""
+
+    params = (("rate", 0.7), ("seed", 0))
+
+    def __init__(self) -> None:
+        self.rng = np.random.default_rng(self.p.seed)
+
+    def next(self) -> None:
+        draws = self.rng.random(len(self.datas)).tolist()
+        sizes = self.rng.integers(1, 6, len(self.datas)).tolist()
+        for d, u, size in zip(self.datas, draws, sizes):
+            if u < self.p.rate:
+                if u < self.p.rate / 2:
+                    self.buy(data=d, size=size)
+                else:
+                    self.sell(data=d, size=size)
 
 
 class SmaCrossReference(bt.Strategy):
@@ -200,6 +224,7 @@ def make_run(
 STRATEGIES: dict[str, tuple[type[bt.Strategy], bool, dict[str, Any] | None]] = {
     "empty": (Empty, False, None),
     "sma": (SmaCrossReference, False, None),
+    "orders": (OrdersOnly, False, None),
     "meta": (MetaStrategy, True, None),
     "meta_wide": (MetaStrategy, True, {**dict(DEMO.sizer), "deadband": 0.3}),
 }
@@ -300,9 +325,10 @@ def main() -> None:
     header = (
         "| N assets | runs | empty µs/asset-bar | SMA µs/asset-bar | MetaStrategy µs/asset-bar "
         "| Meta / SMA | Meta / empty | orders/asset-bar SMA | orders/asset-bar Meta "
-        "| Meta, deadband 0.3: µs/asset-bar | its / SMA | its orders/asset-bar |"
+        "| Meta, deadband 0.3: µs/asset-bar | its / SMA | its orders/asset-bar "
+        "| orders only: µs/asset-bar | its / SMA | its orders/asset-bar |"
     )
-    rows = [header, "|" + "---|" * 12]
+    rows = [header, "|" + "---|" * 15]
     for n in sizes:
         rows.append(
             f"| {n} | {repeats[n]} | {per('empty', n):.1f} | {per('sma', n):.1f} "
@@ -310,7 +336,9 @@ def main() -> None:
             f"| {best['meta'][n] / best['empty'][n]:.2f}x "
             f"| {orders['sma'][n] / (n * BARS):.3f} | {orders['meta'][n] / (n * BARS):.3f} "
             f"| {per('meta_wide', n):.1f} | {best['meta_wide'][n] / best['sma'][n]:.2f}x "
-            f"| {orders['meta_wide'][n] / (n * BARS):.3f} |"
+            f"| {orders['meta_wide'][n] / (n * BARS):.3f} "
+            f"| {per('orders', n):.1f} | {best['orders'][n] / best['sma'][n]:.2f}x "
+            f"| {orders['orders'][n] / (n * BARS):.3f} |"
         )
     command = "OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 " + " ".join(
         [".venv/bin/python", *sys.argv]
@@ -327,7 +355,9 @@ def main() -> None:
         "MetaStrategy: MAML MLP 2x32, inner_steps 5, adapt_every 5, support 60, "
         f"SignalSizer({', '.join(f'{k}={v}' for k, v in DEMO.sizer.items())}); the "
         f"deadband 0.3 columns: the same with deadband=0.3. "
-        "SMA: 10/30 CrossOver per data, buy/close one share.",
+        "SMA: 10/30 CrossOver per data, buy/close one share. Orders only: no computation, "
+        "an order of 1-5 shares on a seeded 70% of asset-bars (about MetaStrategy's rate): "
+        "backtrader's order path alone.",
         f"Load average (1, 5, 15 min): before {load_text(load_before)}; after "
         f"{load_text(load_after)}; wall time {wall:.0f} s; torch {torch.__version__}, "
         f"{os.cpu_count()} CPUs shared with other jobs.",
