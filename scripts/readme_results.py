@@ -47,6 +47,7 @@ BENCH_BLOCKS = {
         "scaling",
         "universe_scaling",
         "executors",
+        "executors_seeds",
     )
 }
 #: blocks of README.md copied from a benchmark's file
