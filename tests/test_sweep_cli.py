@@ -59,21 +59,17 @@ def _run_main(capsys, *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
+def _grid_sweep(capsys, tmp_path: Path, space: Path, out: Path, *extra: str):
+    """``metabt sweep --sampler grid`` of the small config on ``space`` into ``out``."""
+    config = str(_config(tmp_path))
+    argv = ["--config", config, "--space", str(space), "--sampler", "grid", "--out", str(out)]
+    return _run_main(capsys, "sweep", *argv, *extra)
+
+
 def test_grid_sweep_prints_the_trials_and_writes_a_loadable_best_config(tmp_path, capsys):
     out = tmp_path / "sweep"
     space = _space(tmp_path, "inner_lr = [0.01, 0.05]\nsupport = [30, 40]\n")
-    code, stdout, err = _run_main(
-        capsys,
-        "sweep",
-        "--config",
-        str(_config(tmp_path)),
-        "--space",
-        str(space),
-        "--sampler",
-        "grid",
-        "--out",
-        str(out),
-    )
+    code, stdout, err = _grid_sweep(capsys, tmp_path, space, out)
     assert code == 0, err
     assert "Traceback" not in err
     # the printed table: one COMPLETE row per grid point, and the count deflation needs
@@ -145,19 +141,7 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(
 ):
     out = tmp_path / "sweep"
     path = tmp_path / "missing.toml" if space is None else _space(tmp_path, space)
-    code, _, err = _run_main(
-        capsys,
-        "sweep",
-        "--config",
-        str(_config(tmp_path)),
-        "--space",
-        str(path),
-        "--sampler",
-        "grid",
-        "--out",
-        str(out),
-        *extra,
-    )
+    code, _, err = _grid_sweep(capsys, tmp_path, path, out, *extra)
     lines = err.strip().splitlines()
     assert code == 2, err
     assert len(lines) == 1 and "Traceback" not in err, err
