@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -125,6 +126,20 @@ class _Slot:
         return self._model.predict_row(x)
 
 
+def _extra_lines(columns: Sequence[str], data: bt.DataBase) -> list[tuple[str, Any]]:
+    """The lines of ``data``'s extra columns that the features read (``FeatureSpec.columns``)."""
+    out = []
+    for name in columns:
+        if name not in data.lines.getlinealiases():
+            raise ConfigError(
+                f"the features read column {name!r}, which data {data._name!r} lacks; load "
+                "the frame with that column (e.g. metabt.factors.with_benchmark for "
+                "'benchmark') and feed it with metabt.data.feed, so extra columns become lines"
+            )
+        out.append((name, getattr(data.lines, name)))
+    return out
+
+
 class MetaStrategy(SignalTrader):
     """Trades the signal of a meta-learned model, re-adapted on a rolling schedule.
 
@@ -164,10 +179,8 @@ class MetaStrategy(SignalTrader):
         batch_adapt (bool): when several data are due to adapt on the same bar, adapt them
             in one ``MetaLearner.adapt_batch`` call and predict their rows in one
             ``predict_rows`` call (equal to the per-data path to float precision). Used
-            only when the learner has ``adapt_batch`` and the signal is MetaStrategy's
-            own (:meth:`compute_signal` not overridden, or a subclass that says its
-            override keeps it, as ``CrossSectionalStrategy`` does without pooled
-            adaptation, through :meth:`_signal_is_per_asset`). Default True.
+            only when the learner has ``adapt_batch`` and the signal is MetaStrategy's own
+            (:meth:`_signal_is_per_asset`). Default True.
         seed (int): kept in ``strategy.p.seed`` for the run's record; adaptation is
             deterministic (full-batch gradient descent, no sampling), so equal data,
             checkpoint and params give equal orders whatever the seed. Default 0.
@@ -263,7 +276,7 @@ class MetaStrategy(SignalTrader):
         self._rich = (
             not isinstance(self._states[0].online, OnlineFeatures) if self._states else False
         )
-        self._extra = [self._extra_lines(d) for d in self.datas]
+        self._extra = [_extra_lines(self.spec.columns, d) for d in self.datas]
         rate = self.p.online_meta_lr
         if isinstance(rate, bool) or not (
             isinstance(rate, (int, float)) and math.isfinite(rate) and rate >= 0
@@ -289,19 +302,6 @@ class MetaStrategy(SignalTrader):
         record = learner.train_config if isinstance(learner, MetaLearner) else None
         if self.bar_frequency is not None:
             check_same_bars((record or {}).get("bar_frequency"), self.bar_frequency)
-
-    def _extra_lines(self, data: bt.DataBase) -> list[tuple[str, Any]]:
-        """The lines of the extra columns the features read (``FeatureSpec.columns``)."""
-        out = []
-        for name in self.spec.columns:
-            if name not in data.lines.getlinealiases():
-                raise ConfigError(
-                    f"the features read column {name!r}, which data {data._name!r} lacks; load "
-                    "the frame with that column (e.g. metabt.factors.with_benchmark for "
-                    "'benchmark') and feed it with metabt.data.feed, so extra columns become lines"
-                )
-            out.append((name, getattr(data.lines, name)))
-        return out
 
     def _adapter(self) -> Adapter:
         """What adapts: the private online copy of θ when online meta-updates are on."""
@@ -468,9 +468,8 @@ class MetaStrategy(SignalTrader):
         return signals
 
     def _signal_is_per_asset(self) -> bool:
-        """True when each data's signal is :meth:`MetaStrategy.compute_signal`'s (its own
-        adaptation and prediction), so that the batched path computes the same signals.
-        A subclass overriding :meth:`compute_signal` says here when it keeps it."""
+        """True when the signal is :meth:`MetaStrategy.compute_signal`'s, as batched; a
+        subclass overriding :meth:`compute_signal` says here when it keeps it."""
         return type(self).compute_signal is MetaStrategy.compute_signal
 
     def _signals_batched(self, indices: list[int]) -> list[float]:
