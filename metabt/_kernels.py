@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from metabt._numpy_models import ArrayParams
 from metabt.models import GRU, MLP, MetaModel
 
 if TYPE_CHECKING:
@@ -30,7 +31,6 @@ __all__ = [
     "register_kernel",
 ]
 
-ArrayParams = Mapping[str, np.ndarray]
 Rates = Mapping[str, np.ndarray | float]
 Folded = tuple[np.ndarray, np.ndarray | float]
 

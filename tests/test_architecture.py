@@ -34,6 +34,7 @@ LAYERS = [
     "config",
     "configfile",
     "records",
+    "_numpy_models",
     "models",
     "_kernels",
     "learners",
