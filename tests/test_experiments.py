@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import SimpleNamespace
 from typing import Any
@@ -202,9 +202,6 @@ class _TwoThreads(Executor):
         futures = list(futures)
         self.cancelled += [f for f in futures if not f.done()]
         super().cancel(futures)
-
-    def wait(self, futures: Collection[Future[Any]]) -> set[Future[Any]]:
-        return super().wait(futures)
 
     def close(self) -> None:
         self._buy_and_hold.set()
