@@ -33,6 +33,7 @@ _LAZY = {
     "check_causal": "metabt.features",
     "plot": "metabt.plotting",
     "register_feature": "metabt.features",
+    "trust": "metabt._trust",
 }
 
 __all__ = [
@@ -53,9 +54,11 @@ __all__ = [
     "check_causal",
     "plot",
     "register_feature",
+    "trust",
 ]
 
 if TYPE_CHECKING:
+    from metabt._trust import trust
     from metabt.analyzers import AdaptationAnalyzer, PortfolioAnalyzer, QuantStatsAnalyzer
     from metabt.bars import BarFrequency
     from metabt.errors import CheckpointError, ConfigError, DataError, MetabtError

@@ -16,9 +16,11 @@ import numpy as np
 from metabt.errors import ConfigError
 
 __all__ = [
+    "RUN_MARKER",
     "atomic_dir",
     "atomic_path",
     "check_output_path",
+    "check_replaceable_dir",
     "quiet_third_party",
     "staged_files",
     "write_text",
@@ -162,27 +164,100 @@ def _mkdtemp_beside(target: Path, suffix: str) -> Path:
     return tmp
 
 
+#: The file metabt writes into every folder it creates whole (compare, walkforward): only a
+#: folder holding it is ever replaced.
+RUN_MARKER = ".metabt-run"
+
+
+def _mark(folder: Path) -> None:
+    (folder / RUN_MARKER).write_text(
+        "written by metabt: metabt may replace this folder when the same run is written again\n",
+        encoding="utf-8",
+    )
+
+
+def check_replaceable_dir(target: str | os.PathLike[str], *, force: bool = False) -> Path:
+    """Check, before any work, that metabt may write the folder ``target`` whole.
+
+    A folder is replaced only when metabt wrote it (it holds :data:`RUN_MARKER`), when it is
+    empty, or with ``force``. The working directory and its ancestors are never replaced,
+    whatever ``force`` says.
+
+    Args:
+        target: the output folder.
+        force: replace a non-empty folder that metabt did not write.
+
+    Returns:
+        ``target`` as a Path.
+
+    Raises:
+        ConfigError: ``target`` is the working directory or one of its ancestors, is a file,
+            or is a non-empty folder without the marker (and ``force`` is off).
+    """
+    path = Path(target)
+    resolved = path.resolve()
+    cwd = Path.cwd().resolve()
+    if resolved == cwd or resolved in cwd.parents:
+        raise ConfigError(
+            f"output folder {str(path)!r} is the working directory or contains it, and metabt "
+            "writes its output folder whole; give a new sub-folder, e.g. 'results/run1'"
+        )
+    if not path.exists():
+        return path
+    if not path.is_dir():
+        raise ConfigError(f"output folder {str(path)!r} is a file; give a folder (it is created)")
+    if (path / RUN_MARKER).is_file() or not any(path.iterdir()):
+        return path
+    if not force:
+        raise ConfigError(
+            f"output folder {str(path)!r} holds files that metabt did not write (it has no "
+            f"{RUN_MARKER} marker), and writing the run would replace them; choose a new "
+            "folder, or set force to replace it"
+        )
+    return path
+
+
+def _remove_stale(target: Path) -> None:
+    """Remove the staging folders (``.<name>.*.tmp``/``.old``) a killed run left beside
+    ``target``: only those holding metabt's marker."""
+    if not target.parent.is_dir():
+        return
+    for pattern in (f".{target.name}.*.tmp", f".{target.name}.*.old"):
+        for stale in target.parent.glob(pattern):
+            if stale.is_dir() and not stale.is_symlink() and (stale / RUN_MARKER).is_file():
+                shutil.rmtree(stale, ignore_errors=True)
+
+
 @contextlib.contextmanager
-def atomic_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_dir(target: str | os.PathLike[str], *, force: bool = False) -> Iterator[Path]:
     """Yield a fresh folder beside ``target``; on success it replaces ``target`` whole.
 
     For a report set (tables, tearsheets, index): everything is written into the
     temporary folder, which is renamed onto ``target`` at the end (an existing ``target``
     is moved aside first and removed after), so ``target`` never holds half a set. On any
     failure, including ``KeyboardInterrupt``, the temporary folder is removed and
-    ``target`` is left as it was.
+    ``target`` is left as it was. The folder gets :data:`RUN_MARKER`, and only a folder
+    that holds it (or an empty one, or any with ``force``) is replaced
+    (:func:`check_replaceable_dir`). Staging folders a killed run left are removed first.
 
     Args:
         target: the folder to write.
+        force: replace a non-empty folder that metabt did not write.
 
     Yields:
         pathlib.Path: the temporary folder to write into.
+
+    Raises:
+        ConfigError: ``target`` may not be replaced (see :func:`check_replaceable_dir`).
     """
-    path = Path(target)
+    path = check_replaceable_dir(target, force=force)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(path)
     tmp = _mkdtemp_beside(path, ".tmp")
     try:
+        _mark(tmp)
         yield tmp
+        check_replaceable_dir(path, force=force)  # nothing put there meanwhile
         old = None
         if path.exists():
             old = _mkdtemp_beside(path, ".old")

@@ -345,6 +345,15 @@ def _command(
         help="read settings from a TOML file (flags override it); `metabt config --example` "
         "prints a template",
     )
+    p.add_argument(
+        "--trust",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="let checkpoints and config files import this module and its submodules "
+        "(repeatable; also METABT_TRUST=a,b); modules named on the command line "
+        "(--model-type, --feature) are trusted for the run",
+    )
     if run:
         _run_options(p)
     _support_option(p)
@@ -467,6 +476,12 @@ def _build_parser() -> argparse.ArgumentParser:
             f"(default {DEFAULT_COMPARE})",
         ),
     )
+    cmp_.add_argument(
+        "--force",
+        action="store_true",
+        help="replace --out even when it holds files metabt did not write (never the working "
+        "directory or its parents)",
+    )
     walk = _command(
         sub,
         "walkforward",
@@ -475,6 +490,12 @@ def _build_parser() -> argparse.ArgumentParser:
             str(DEFAULT_WALKFORWARD),
             f"folder for folds.csv and walkforward.html (default {DEFAULT_WALKFORWARD})",
         ),
+    )
+    walk.add_argument(
+        "--force",
+        action="store_true",
+        help="replace --out even when it holds files metabt did not write (never the working "
+        "directory or its parents)",
     )
     walk.add_argument(
         "--fold-years",
@@ -690,6 +711,32 @@ def _apply_config(
     return args
 
 
+def _trust_command_line(args: argparse.Namespace) -> None:
+    """Trust ``--trust`` modules and the modules the user named on the command line.
+
+    Called before the config file is merged, so a module named only in a config file is not
+    trusted. The working directory, where a user's own model or feature module often lives,
+    goes at the *end* of ``sys.path``: an installed package is never shadowed by a file there.
+    """
+    import os
+
+    from metabt._trust import trust
+
+    named = list(getattr(args, "trust", []) or [])
+    model_type = getattr(args, "model_type", None)
+    if isinstance(model_type, str) and ":" in model_type:
+        named.append(model_type.partition(":")[0])
+    for feature in getattr(args, "features", []) or []:
+        path = str(feature).split("{", 1)[0]
+        if ":" in path:
+            named.append(path.partition(":")[0].strip())
+    if named:
+        trust(*named)
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.append(cwd)
+
+
 def _example_config() -> str:
     """The template of ``metabt config --example``, from the flags' own defaults."""
     from metabt.configfile import Options, example
@@ -740,10 +787,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         print(_example_config(), end="")
         return 0
-    import os
-
-    if os.getcwd() not in sys.path:  # user features and models by import path, as `python -m`
-        sys.path.insert(0, os.getcwd())
+    _trust_command_line(args)
     try:
         args = _apply_config(parser, args, list(sys.argv[1:] if argv is None else argv))
         with _limit_threads(args.threads):
@@ -754,6 +798,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0) if not isinstance(exc.code, str) else 2
     except MetabtError as exc:
         message = " ".join(str(exc).split())  # one line, whatever a library put in it
+        from metabt._trust import UntrustedModuleError
+
+        cause: BaseException | None = exc
+        while cause is not None and not isinstance(cause, UntrustedModuleError):
+            cause = cause.__cause__
+        if isinstance(cause, UntrustedModuleError):
+            message += f", or on the command line: --trust {cause.module.split('.')[0]}"
         print(f"metabt {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -256,8 +256,16 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_compare(args: argparse.Namespace) -> int:
+def _check_out_dir(args: argparse.Namespace) -> None:
+    """The output folder can be written, and metabt may replace it (before any work)."""
+    from metabt._util import check_replaceable_dir
+
     _check_output(Path(args.out), "--out", kind="dir")
+    check_replaceable_dir(args.out, force=args.force)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    _check_out_dir(args)
     settings = _settings(args)
     from metabt.experiments import compare, rejection_warnings
 
@@ -271,7 +279,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         workers=args.workers,
         ray_address=args.ray_address,
     )
-    paths = result.write(Path(args.out))
+    paths = result.write(Path(args.out), force=args.force)
     print()
     for line in result.notes + rejection_warnings(result.results):
         print(line)
@@ -290,7 +298,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_walkforward(args: argparse.Namespace) -> int:
-    _check_output(Path(args.out), "--out", kind="dir")
+    _check_out_dir(args)
     settings = _settings(args)
     from metabt.walkforward import walkforward
 
@@ -306,7 +314,7 @@ def cmd_walkforward(args: argparse.Namespace) -> int:
         workers=args.workers,
         ray_address=args.ray_address,
     )
-    paths = result.write(Path(args.out))
+    paths = result.write(Path(args.out), force=args.force)
     overall = result.metrics()
     stitched = result.returns
     first_seed = result.table[result.table["seed"] == result.table["seed"].iloc[0]]

@@ -804,14 +804,14 @@ class Comparison:
         """The verdict line of each seed (and a summary line with several seeds)."""
         return verdict_lines(self.runs)
 
-    def write(self, out: Path) -> dict[str, Path]:
+    def write(self, out: Path, *, force: bool = False) -> dict[str, Path]:
         """Write compare.csv/md (and compare_seeds.csv), assets.csv/md, a tearsheet per
         strategy (first seed), index.html and the MetaStrategy diagnostics page.
 
         The set is written into a temporary folder that replaces ``out`` whole at the end
         (:func:`metabt._util.atomic_dir`): ``out`` never holds half a set.
         """
-        with atomic_dir(out) as tmp:
+        with atomic_dir(out, force=force) as tmp:
             paths = self._write(tmp)
         return {key: out / path.relative_to(tmp) for key, path in paths.items()}
 

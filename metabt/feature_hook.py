@@ -20,7 +20,6 @@ works on any object with the ``FeatureSpec`` interface and never imports it.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import inspect
 import json
 import math
@@ -34,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from metabt._checks import did_you_mean
+from metabt._trust import import_object, trust
 from metabt.data import COLUMNS
 from metabt.errors import ConfigError, DataError
 
@@ -76,24 +76,9 @@ def _thaw(value: Any) -> Any:
 
 
 def _import(path: str, what: str) -> Any:
-    """The object at ``"package.module:Qual.name"``, importing the module."""
-    module_name, sep, qualname = path.partition(":")
-    if not sep or not module_name or not qualname:
-        raise ConfigError(f"{what} {path!r} is not an import path 'package.module:name'")
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(
-            f"{what} {path!r}: cannot import module {module_name!r} ({exc}); {_FIX_PATH}"
-        ) from exc
-    for part in qualname.split("."):
-        if not hasattr(obj, part):
-            raise ConfigError(
-                f"{what} {path!r}: module {module_name!r} has no {qualname!r}; check the "
-                f"name, or {_FIX_PATH} (the version that defines it)"
-            )
-        obj = getattr(obj, part)
-    return obj
+    """The object at ``"package.module:Qual.name"``; the module must be trusted
+    (:func:`metabt._trust.import_object`)."""
+    return import_object(path, what)
 
 
 def recordable_path(obj: Any, what: str) -> str:
@@ -261,6 +246,8 @@ def register_feature(
                 f"argument per column {cols}, then keyword parameters"
             )
         rest = list(sig.parameters.values())[len(cols) :]
+        if func.__module__ != "__main__":  # registered by the user: its module is trusted
+            trust(func.__module__)
         feature = FeatureFunction(
             name=name,
             func=func,

@@ -18,7 +18,6 @@ calls ``MyNet(n_features=12, hidden=64)`` and records that config on the instanc
 
 from __future__ import annotations
 
-import importlib
 import itertools
 import math
 from collections.abc import Mapping, Sequence
@@ -30,6 +29,7 @@ from torch import Tensor, nn
 
 from metabt._checks import did_you_mean
 from metabt._numpy_models import CnpNumpy, ProtoNetNumpy
+from metabt._trust import import_object, trust
 from metabt.config import MODEL_TYPES
 from metabt.errors import ConfigError
 
@@ -504,30 +504,17 @@ def import_model_class(path: str) -> type[nn.Module]:
         The class.
 
     Raises:
+        UntrustedModuleError: the module is not trusted (:func:`metabt.trust`); nothing
+            was imported.
         ConfigError: a malformed path, a module that cannot be imported, a missing name,
             or an object that is not an ``nn.Module`` subclass (never called then).
     """
-    module_name, sep, qualname = str(path).partition(":")
-    if not sep or not module_name or not qualname:
+    if ":" not in str(path):
         raise ConfigError(
             f"model type {path!r} is neither one of {list(MODEL_TYPES)} nor an import path "
             "'package.module:ClassName'"
         )
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(
-            f"model type {path!r}: cannot import module {module_name!r} ({exc}); install the "
-            "package that defines it or put its folder on PYTHONPATH"
-        ) from exc
-    for part in qualname.split("."):
-        if not hasattr(obj, part):
-            options = [n for n in dir(obj) if not n.startswith("_")]
-            raise ConfigError(
-                f"model type {path!r}: {module_name} has no {part!r}"
-                f"{did_you_mean(part, options)}; check the class name"
-            )
-        obj = getattr(obj, part)
+    obj = import_object(str(path), "model type")
     if not (isinstance(obj, type) and issubclass(obj, nn.Module)):
         raise ConfigError(
             f"model type {path!r} names {type(obj).__name__} {obj!r}, not a torch.nn.Module "
@@ -645,10 +632,15 @@ def user_model(target: str | type[nn.Module], /, **kwargs: Any) -> nn.Module:
         ConfigError: an unimportable class, a missing ``n_features``, arguments that are
             not JSON primitives or do not fit the constructor, or a wrong output shape.
 
+    Naming the class here trusts its module (:func:`metabt.trust`), so a checkpoint of the
+    model loads again in this process.
+
     Example:
         >>> model = user_model("mypkg.nets:MyNet", n_features=12, hidden=64)  # doctest: +SKIP
     """
     path = target if isinstance(target, str) else class_path(target)
+    if ":" in path:  # the user names this class here: its module is trusted (metabt.trust)
+        trust(path.partition(":")[0])
     return build_model({"type": path, **kwargs})
 
 

@@ -130,10 +130,10 @@ class WalkForward:
         meta = self.stitched["MetaStrategy"]
         return compute_metrics(meta.returns, periods_per_year=meta.frequency.periods)
 
-    def write(self, out: Path) -> dict[str, Path]:
+    def write(self, out: Path, *, force: bool = False) -> dict[str, Path]:
         """Write folds.csv, summary.csv, walkforward.html, assets.csv and the diagnostics,
         as one set that replaces ``out`` whole at the end (:func:`metabt._util.atomic_dir`)."""
-        with atomic_dir(out) as tmp:
+        with atomic_dir(out, force=force) as tmp:
             paths = self._write(tmp)
         return {key: out / path.relative_to(tmp) for key, path in paths.items()}
 

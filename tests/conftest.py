@@ -18,6 +18,18 @@ torch.set_num_threads(1)
 TRAIN_END = pd.Timestamp("2010-01-01")
 
 
+@pytest.fixture
+def trusting(monkeypatch):
+    """``metabt.trust`` for one test: the trusted set and METABT_TRUST are restored after."""
+    import os
+
+    from metabt import _trust
+
+    monkeypatch.setattr(_trust, "_trusted", set(_trust._trusted))
+    monkeypatch.setenv(_trust.ENV_VAR, os.environ.get(_trust.ENV_VAR, ""))
+    return _trust.trust
+
+
 @pytest.fixture(scope="session")
 def sample_frames() -> dict[str, pd.DataFrame]:
     """Two real sample assets, 2008-2011 (about 1,000 bars each)."""

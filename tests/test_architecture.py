@@ -21,6 +21,7 @@ LAYERS = [
     "errors",
     "_version",
     "_checks",
+    "_trust",
     "_util",
     "_stats",
     "bars",

@@ -210,13 +210,14 @@ def test_models_that_cannot_be_rebuilt_by_name_are_not_saved(tmp_path):
         ({"outputs": 2}, r"returned shape \(2, 2\)"),
     ],
 )
-def test_a_user_model_checkpoint_that_cannot_be_rebuilt_raises(tmp_path, edit, match):
+def test_a_user_model_checkpoint_that_cannot_be_rebuilt_raises(tmp_path, edit, match, trusting):
     from metabt.models import user_model
 
     learner = MetaLearner(user_model(f"{NETS}:TwoLayer", n_features=4, hidden=8))
     path = learner.save(tmp_path / "user.pt")
     ckpt = torch.load(path, weights_only=True)
     ckpt["model_config"].update(edit)
+    trusting(str(ckpt["model_config"]["type"]).partition(":")[0])  # the user's word
     bad = tmp_path / "bad.pt"
     torch.save(ckpt, bad)
     with pytest.raises(CheckpointError, match=match) as info:
@@ -224,7 +225,7 @@ def test_a_user_model_checkpoint_that_cannot_be_rebuilt_raises(tmp_path, edit, m
     assert "bad.pt" in str(info.value)
 
 
-def test_a_checkpoint_whose_feature_code_is_missing_or_changed_names_it(tmp_path):
+def test_a_checkpoint_whose_feature_code_is_missing_or_changed_names_it(tmp_path, trusting):
     """User features are loaded by import path; a missing module or changed code is refused."""
     import torch
 
@@ -239,6 +240,7 @@ def test_a_checkpoint_whose_feature_code_is_missing_or_changed_names_it(tmp_path
     ckpt = torch.load(path, weights_only=True)
     ckpt["feature_spec"]["custom"][0]["import_path"] = "no_such_module_xyz:rsi"
     torch.save(ckpt, tmp_path / "missing.pt")
+    trusting("no_such_module_xyz")
     with pytest.raises(CheckpointError, match="no_such_module_xyz"):
         MetaLearner.load(tmp_path / "missing.pt")
     ckpt["feature_spec"]["custom"][0]["import_path"] = "examples.rsi_feature:rsi"

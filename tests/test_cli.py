@@ -367,6 +367,10 @@ def test_fuzz_malformed_inputs_exit_2_with_one_line_through_the_console_script(t
     a_file = tmp_path / "plain.txt"
     a_file.write_text("x", encoding="utf-8")
     out = tmp_path / "never"
+    mine = tmp_path / "mine"  # a user's folder: must survive every case
+    (mine / "sub").mkdir(parents=True)
+    (mine / "important.txt").write_text("keep", encoding="utf-8")
+    (mine / "sub" / "notes.md").write_text("keep", encoding="utf-8")
     cases = [
         [
             "train",
@@ -403,15 +407,25 @@ def test_fuzz_malformed_inputs_exit_2_with_one_line_through_the_console_script(t
         ["walkforward", "--start", "2013-01-01", "--end", "2010-01-01", "--out", str(out)],
         ["backtest", "--model", str(a_file), "--report", str(out / "r.html")],
         ["frobnicate"],
+        # folders metabt did not write are never replaced: refused before any work
+        ["compare", "--out", str(mine)],
+        ["walkforward", "--out", str(mine)],
+        ["walkforward", "--out", "."],
+        ["compare", "--out", str(tmp_path.parent), "--force"],
     ]
     for argv in cases:
         done = subprocess.run(
-            [sys.executable, "-m", "metabt", *argv], capture_output=True, text=True, check=False
+            [sys.executable, "-m", "metabt", *argv],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=mine,
         )
         lines = done.stderr.strip().splitlines()
         assert done.returncode == 2, (argv, done.returncode, done.stderr[-2000:])
         assert len(lines) == 1 and "Traceback" not in done.stderr, (argv, done.stderr)
         assert not out.exists(), argv  # nothing half-written
+        assert sorted(p.name for p in mine.rglob("*")) == ["important.txt", "notes.md", "sub"]
 
 
 @pytest.mark.slow

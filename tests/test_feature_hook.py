@@ -230,7 +230,10 @@ def test_feature_ref_forms_are_equal_and_hashable():
         ("json:dumps", "not a registered feature"),
     ],
 )
-def test_bad_feature_strings_raise_config_error(text, match):
+def test_bad_feature_strings_raise_config_error(text, match, trusting):
+    head = text.partition("{")[0]
+    if ":" in head:  # the user's word that the module may be imported
+        trusting(head.partition(":")[0])
     with pytest.raises(ConfigError, match=match):
         FeatureRef.parse(text)
 
@@ -411,7 +414,7 @@ def test_from_dict_in_a_fresh_interpreter(frame, tmp_path):
     np.testing.assert_allclose(row, spec.transform(frame)[-1], rtol=1e-6)
 
 
-def test_from_dict_refuses_missing_or_changed_features(tmp_path, monkeypatch):
+def test_from_dict_refuses_missing_or_changed_features(tmp_path, monkeypatch, trusting):
     monkeypatch.setattr(sys, "dont_write_bytecode", True)
     monkeypatch.setattr(feature_hook, "_REGISTRY", dict(feature_hook._REGISTRY))
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -441,6 +444,9 @@ def test_from_dict_refuses_missing_or_changed_features(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match=r"cannot be loaded.*no parameter 'm'"):
         FeatureSpec.from_dict(bad)
     gone = {**d, "custom": [{**d["custom"][0], "import_path": "gone_module_xyz:tmp_mom"}]}
+    with pytest.raises(ConfigError, match=r"'gone_module_xyz', which is not trusted"):
+        FeatureSpec.from_dict(gone)
+    trusting("gone_module_xyz")
     with pytest.raises(ConfigError, match=r"gone_module_xyz.*PYTHONPATH"):
         FeatureSpec.from_dict(gone)
     with pytest.raises(ConfigError, match="list of records"):
@@ -476,7 +482,7 @@ def test_subclass_round_trip_online_and_causal(frame):
     assert_online_equals_offline(both, frame)
 
 
-def test_legacy_subclass_and_its_errors(frame):
+def test_legacy_subclass_and_its_errors(frame, trusting):
     spec = LegacySpec()
     assert spec.n_features == 13 and spec.transform(frame).shape == (len(frame), 13)
     assert type(FeatureSpec.from_dict(spec.to_dict())) is LegacySpec
@@ -493,6 +499,9 @@ def test_legacy_subclass_and_its_errors(frame):
         LocalSpec().to_dict()
     with pytest.raises(ConfigError, match="not a subclass of FeatureSpec"):
         FeatureSpec.from_dict({"class": "metabt.features:OnlineFeatures"})
+    with pytest.raises(ConfigError, match=r"'no_such_module_xyz', which is not trusted"):
+        FeatureSpec.from_dict({"class": "no_such_module_xyz:Spec"})
+    trusting("no_such_module_xyz")
     with pytest.raises(ConfigError, match=r"no_such_module_xyz.*PYTHONPATH"):
         FeatureSpec.from_dict({"class": "no_such_module_xyz:Spec"})
 

@@ -66,13 +66,13 @@ def test_atomic_path_never_writes_through_a_planted_symlink(tmp_path):
 
 
 def test_atomic_dir_replaces_a_report_set_whole_or_not_at_all(tmp_path):
-    from metabt._util import atomic_dir
+    from metabt._util import RUN_MARKER, atomic_dir
 
     out = tmp_path / "reports"
     with atomic_dir(out) as tmp:
         (tmp / "a.csv").write_text("1", encoding="utf-8")
         (tmp / "b.html").write_text("<p>", encoding="utf-8")
-    assert sorted(p.name for p in out.iterdir()) == ["a.csv", "b.html"]
+    assert sorted(p.name for p in out.iterdir()) == [RUN_MARKER, "a.csv", "b.html"]
     with pytest.raises(KeyboardInterrupt), atomic_dir(out) as tmp:
         (tmp / "a.csv").write_text("2", encoding="utf-8")
         raise KeyboardInterrupt  # Ctrl-C between two files of the set
@@ -80,7 +80,7 @@ def test_atomic_dir_replaces_a_report_set_whole_or_not_at_all(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["reports"]  # no leftovers
     with atomic_dir(out) as tmp:
         (tmp / "c.md").write_text("new", encoding="utf-8")
-    assert sorted(p.name for p in out.iterdir()) == ["c.md"]  # replaced as a whole
+    assert sorted(p.name for p in out.iterdir()) == [RUN_MARKER, "c.md"]  # replaced whole
 
 
 def test_check_output_path_refuses_impossible_outputs_up_front(tmp_path):
@@ -96,3 +96,51 @@ def test_check_output_path_refuses_impossible_outputs_up_front(tmp_path):
     with pytest.raises(ConfigError, match="no folder can be made under it"):
         check_output_path(a_file / "sub" / "r.html", "--report", kind="file")
     assert check_output_path(tmp_path / "new" / "r.html", "--report", kind="file").name == "r.html"
+
+
+def test_atomic_dir_never_replaces_a_folder_metabt_did_not_write(tmp_path, monkeypatch):
+    from metabt._util import RUN_MARKER, atomic_dir
+    from metabt.errors import ConfigError
+
+    mine = tmp_path / "mine"
+    (mine / "sub").mkdir(parents=True)
+    (mine / "important.txt").write_text("keep")
+    (mine / "sub" / "notes.md").write_text("keep too")
+    with pytest.raises(ConfigError, match=r"did not write.*\.metabt-run.*force"):
+        with atomic_dir(mine) as tmp:
+            (tmp / "compare.csv").write_text("x")
+    assert (mine / "important.txt").read_text() == "keep"
+    assert (mine / "sub" / "notes.md").read_text() == "keep too"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]  # no staging left
+    with atomic_dir(mine, force=True) as tmp:  # the user's explicit word
+        (tmp / "compare.csv").write_text("x")
+    assert sorted(p.name for p in mine.iterdir()) == [RUN_MARKER, "compare.csv"]
+    with atomic_dir(mine) as tmp:  # now metabt's own: replaced without force
+        (tmp / "compare.csv").write_text("y")
+    assert (mine / "compare.csv").read_text() == "y"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with atomic_dir(empty) as tmp:
+        (tmp / "a").write_text("a")
+    assert (empty / RUN_MARKER).is_file()
+    monkeypatch.chdir(mine)
+    for target in (mine, tmp_path, ".", ".."):
+        with pytest.raises(ConfigError, match="working directory"), atomic_dir(target, force=True):
+            pass
+    assert (mine / "compare.csv").read_text() == "y"
+
+
+def test_atomic_dir_removes_the_staging_folders_a_killed_run_left(tmp_path):
+    from metabt._util import RUN_MARKER, atomic_dir
+
+    out = tmp_path / "out"
+    stale = tmp_path / ".out.abc123.tmp"
+    stale.mkdir()
+    (stale / RUN_MARKER).write_text("")
+    (stale / "half.csv").write_text("half")
+    users = tmp_path / ".out.mine.tmp"  # the same pattern, but not metabt's: kept
+    users.mkdir()
+    (users / "notes").write_text("keep")
+    with atomic_dir(out) as tmp:
+        (tmp / "a").write_text("a")
+    assert not stale.exists() and (users / "notes").read_text() == "keep"
