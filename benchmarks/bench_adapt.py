@@ -16,11 +16,11 @@ import timeit
 import numpy as np
 import torch
 
-from metabt._kernels import MLPKernel
-from metabt.algorithms import OUTER_STEPS
-from metabt.features import FeatureSpec, OnlineFeatures
-from metabt.meta import ALGORITHMS, MetaLearner
-from metabt.models import GRU, MLP
+from metabt.features.spec import FeatureSpec, OnlineFeatures
+from metabt.learn.algorithms import OUTER_STEPS
+from metabt.learn.kernels.fused import MLPKernel
+from metabt.learn.learner import ALGORITHMS, MetaLearner
+from metabt.learn.models import GRU, MLP
 
 SUPPORT, STEPS, REPEATS = 60, 5, 200
 

@@ -20,10 +20,10 @@ import pandas as pd
 import torch
 
 from metabt import MetaLearner, MetaStrategy, SignalSizer
-from metabt.data import feed, load_ohlcv, sample_data_dir
-from metabt.features import FeatureSpec
-from metabt.models import MLP
-from metabt.tasks import TaskSampler
+from metabt.data.ohlcv import feed, load_ohlcv, sample_data_dir
+from metabt.features.spec import FeatureSpec
+from metabt.features.tasks import TaskSampler
+from metabt.learn.models import MLP
 
 BARS = 2500
 

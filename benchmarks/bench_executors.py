@@ -13,7 +13,7 @@ to equal serial's, bit for bit.
 The (fastest) serial run also times each unit (every training part and backtest), from
 which the lower bound on the wall time with ``--workers`` workers is printed: the
 longest chain of units that must follow one another (a training part, then a backtest
-that needs it, :data:`metabt.experiments.STRATEGY_NEEDS`) or the total work spread
+that needs it, :data:`metabt.experiments.compare.STRATEGY_NEEDS`) or the total work spread
 evenly over the workers, whichever is longer, plus the workers' start-up; and the same
 plus the main process's own work (judging), which runs after the last backtest. It is
 a bound: each worker also pays the imports of its first backtest (quantstats, about a
@@ -47,10 +47,10 @@ from typing import Any, TypeVar
 import pandas as pd
 import torch
 
-from metabt.config import DEMO
-from metabt.data import load_ohlcv, sample_files
-from metabt.executors import RayExecutor, SerialExecutor, make_executor
-from metabt.experiments import STRATEGY_NEEDS, RunSettings, compare
+from metabt.config.defaults import DEMO
+from metabt.data.ohlcv import load_ohlcv, sample_files
+from metabt.experiments.compare import STRATEGY_NEEDS, RunSettings, compare
+from metabt.experiments.executors import RayExecutor, SerialExecutor, make_executor
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -4,10 +4,10 @@
    of MAML and ERM (MLP 1-40-40-1, inner lr 0.01, 1 inner step in training, 10 at test),
    CNP (H=40, one forward pass, no step) and CAVIA (MLP 40-40 with a 4-dim context, inner
    lr 1.0, 1 step in training, 10 at test), seeds 0, 1, 2 (mean ± sd).
-2. Regime classification (``metabt.sinusoid.RegimeTasks``, S=60, Q=20, F=12, 2
+2. Regime classification (``metabt.experiments.sinusoid.RegimeTasks``, S=60, Q=20, F=12, 2
    informative dims): ProtoNet's query accuracy beside baselines fitted on each task's own
    support set with no meta-learning: nearest class mean on the raw features, per-task OLS
-   binned into the same classes (``metabt.learners.ols_accuracy``), and an oracle, nearest
+   binned into the same classes (``metabt.learn.families.ols_accuracy``), and an oracle, nearest
    class mean on the informative dims.
 3. Adaptation latency per support window (S=60, F=12; adapt + one ``predict_row``, as
    ``MetaStrategy`` does per adaptation), MAML (MLP 2x32, 5 steps, NumPy kernel), CNP
@@ -34,10 +34,10 @@ import time
 import numpy as np
 import torch
 
-from metabt.learners import ols_accuracy, prototype_accuracy
-from metabt.meta import MetaLearner
-from metabt.models import CNP, MLP, CaviaMLP, ProtoNet
-from metabt.sinusoid import RegimeTasks, nearest_mean_accuracy, run_sinusoid
+from metabt.experiments.sinusoid import RegimeTasks, nearest_mean_accuracy, run_sinusoid
+from metabt.learn.families import ols_accuracy, prototype_accuracy
+from metabt.learn.learner import MetaLearner
+from metabt.learn.models import CNP, MLP, CaviaMLP, ProtoNet
 
 SINUSOID = {  # algorithm -> run_sinusoid kwargs
     "maml": {"inner_lr": 0.01},

@@ -13,8 +13,8 @@ import time
 
 import torch
 
-from metabt.meta import MetaLearner
-from metabt.models import MLP
+from metabt.learn.learner import MetaLearner
+from metabt.learn.models import MLP
 
 B, S, Q, F, INNER = 32, 60, 20, 16, 5
 

@@ -3,7 +3,7 @@
 MAML-initialised linear factor model (MktRF, SMB, HML, Mom → portfolio excess return)
 adapted on k = 6, 12, 24, 36 months vs rolling OLS, rolling CAPM, expanding OLS, θ without
 adaptation and pooled OLS fine-tuned the same way; trained ≤ 1989-12, tested 1990-01 to
-2017-03 (``metabt.pricing.pricing_study``). Writes benchmarks/results/pricing.md,
+2017-03 (``metabt.experiments.pricing.pricing_study``). Writes benchmarks/results/pricing.md,
 pricing.csv, pricing_per_portfolio.csv and pricing_rmse_vs_k.png.
 
     python benchmarks/bench_pricing.py [--seeds 0 1 2] [--steps 1500] [--nonlinear]
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from metabt.pricing import pricing_study
+from metabt.experiments.pricing import pricing_study
 
 OUT = Path(__file__).resolve().parent / "results"
 

@@ -1,6 +1,6 @@
 """Cost per bar against history length: MetaStrategy beside backtrader's own strategies.
 
-One process, one asset of synthetic GBM daily bars (``metabt.synthetic.gbm_market``), at
+One process, one asset of synthetic GBM daily bars (``metabt.data.synthetic.gbm_market``), at
 1,000 to 16,000 bars (doubling). Three strategies, each run on the same bars:
 
 * an empty ``bt.Strategy`` (backtrader's own per-bar cost: feed, clock, broker);
@@ -31,10 +31,10 @@ import numpy as np
 import torch
 
 from metabt import MetaLearner, MetaStrategy, SignalSizer
-from metabt.data import feed
-from metabt.features import FeatureSpec
-from metabt.models import MLP
-from metabt.synthetic import gbm_market
+from metabt.data.ohlcv import feed
+from metabt.data.synthetic import gbm_market
+from metabt.features.spec import FeatureSpec
+from metabt.learn.models import MLP
 
 
 class Empty(bt.Strategy):

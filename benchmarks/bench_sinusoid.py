@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from metabt.sinusoid import run_sinusoid
+from metabt.experiments.sinusoid import run_sinusoid
 
 
 def main() -> None:

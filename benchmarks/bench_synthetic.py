@@ -3,7 +3,7 @@
 The family (every parameter below was fixed before the first run and is not changed after
 seeing results). Each unit is one (strength, seed):
 
-* the market is :func:`metabt.synthetic.regime_market`: log volume i.i.d. N(14, 0.3²) with
+* the market is :func:`metabt.data.synthetic.regime_market`: log volume i.i.d. N(14, 0.3²) with
   standard score z_t, a hidden regime s_t in {+1, -1} that flips with probability 1/250 per
   bar, and a next-bar log return r_{t+1} = 0.01 * (s_t * strength * z_t + e_{t+1}). A
   forecaster that knew the regime would have an IC of strength / sqrt(1 + strength²); no
@@ -12,7 +12,7 @@ seeing results). Each unit is one (strength, seed):
   bars on the same business-day calendar, each with its own data seed derived from
   (strength index, seed). The test period is the traded asset's last TEST_BARS bars; every
   model is trained strictly before its first day (the training assets end the day before);
-* ``metabt.experiments.compare`` with ``DEMO.with_(spec=FeatureSpec(horizon=1), seed=seed,
+* ``metabt.experiments.compare.compare`` with ``DEMO.with_(spec=FeatureSpec(horizon=1), seed=seed,
   start=...)``: it trains maml, erm and scratch, chooses the ridge penalty and RLS
   forgetting factor on validation tasks, and backtests MetaStrategy, MetaDrift,
   StaticModel, ErmStatic, ErmAdapt, ScratchAdapt, RollingRidge, RecursiveLeastSquares,
@@ -108,12 +108,12 @@ def run_unit(strength_index: int, strength: float, seed: int, meta_steps: int | 
     Returns:
         {"rows": one dict per strategy, "seconds": wall time, "verdict": its text}.
     """
-    from metabt.backtest import Costs
-    from metabt.experiments import RunSettings, compare
-    from metabt.features import FeatureSpec
-    from metabt.metrics import pair_ic
-    from metabt.recipe import DEMO
-    from metabt.synthetic import regime_market, volume_score
+    from metabt.data.synthetic import regime_market, volume_score
+    from metabt.evaluate.metrics import pair_ic
+    from metabt.experiments.backtest import Costs
+    from metabt.experiments.compare import RunSettings, compare
+    from metabt.experiments.roster import DEMO
+    from metabt.features.spec import FeatureSpec
 
     tic = time.perf_counter()
 

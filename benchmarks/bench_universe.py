@@ -43,12 +43,12 @@ def main() -> int:
 
     import pandas as pd
 
-    from metabt.backtest import Costs
-    from metabt.config import DEMO
-    from metabt.data import load_many
-    from metabt.experiments import RunSettings
-    from metabt.report import format_table
-    from metabt.walkforward import walkforward
+    from metabt.config.defaults import DEMO
+    from metabt.data.ohlcv import load_many
+    from metabt.evaluate.report import format_table
+    from metabt.experiments.backtest import Costs
+    from metabt.experiments.compare import RunSettings
+    from metabt.experiments.walkforward import walkforward
 
     files = sorted(UNIVERSE.glob("*/*.csv.gz"))
     if not files:

@@ -7,14 +7,14 @@ copies of them: each copy's close-to-close log returns are multiplied by a seede
 in [0.7, 1.3] plus seeded Gaussian noise of a tenth of their std, open/high/low follow
 the close by the same ratio and volume gets seeded log-normal noise, so no two feeds are
 identical). The strategies, on the same feeds (``metabt.data.feed``), default costs
-(``metabt.backtest.Costs``) and $100,000 of cash per asset:
+(``metabt.experiments.backtest.Costs``) and $100,000 of cash per asset:
 
 * an empty ``bt.Strategy`` (backtrader's own per-bar cost: feeds, clock, broker);
 * backtrader's quickstart SMA crossover per data (10/30 ``bt.ind.CrossOver``, buy/close
   of one share, the reference of ``bench_backtest.py`` over N feeds);
 * ``MetaStrategy``: a MAML MLP 2x32 MetaLearner (inner_steps 5) trained for 10 outer
   steps on 2008-2011 (not timed), the default schedule (adapt_every 5, support 60),
-  sized by ``SignalSizer(**metabt.config.DEMO.sizer)`` as ``metabt backtest`` does.
+  sized by ``SignalSizer(**metabt.config.defaults.DEMO.sizer)`` as ``metabt backtest`` does.
 
 Two more rows: ``orders only``, a strategy with no computation that places an order
 of one to five shares on a seeded 70% of asset-bars (about MetaStrategy's order rate),
@@ -59,12 +59,12 @@ import pandas as pd
 import torch
 
 from metabt import MetaLearner, MetaStrategy, SignalSizer
-from metabt.backtest import Costs
-from metabt.config import DEMO
-from metabt.data import feed, load_ohlcv
-from metabt.features import FeatureSpec
-from metabt.models import MLP
-from metabt.tasks import TaskSampler
+from metabt.config.defaults import DEMO
+from metabt.data.ohlcv import feed, load_ohlcv
+from metabt.experiments.backtest import Costs
+from metabt.features.spec import FeatureSpec
+from metabt.features.tasks import TaskSampler
+from metabt.learn.models import MLP
 
 BARS = 1300
 FIRST_DAY = "2012-01-01"

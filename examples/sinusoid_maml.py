@@ -12,9 +12,9 @@ import argparse
 
 import numpy as np
 
-from metabt.meta import MetaLearner
-from metabt.models import MLP
-from metabt.sinusoid import SinusoidTasks
+from metabt.experiments.sinusoid import SinusoidTasks
+from metabt.learn.learner import MetaLearner
+from metabt.learn.models import MLP
 
 
 def main(steps: int) -> None:

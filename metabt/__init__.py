@@ -4,8 +4,8 @@ The public names are importable from here::
 
     from metabt import MetaStrategy, MetaLearner, SignalSizer, QuantStatsAnalyzer
 
-They are imported on first use, so ``import metabt.data`` does not pay for torch and
-``import metabt.meta`` does not pay for backtrader.
+They are imported on first use, so ``import metabt.data.ohlcv`` does not pay for torch and
+``import metabt.learn.learner`` does not pay for backtrader.
 """
 
 from __future__ import annotations
@@ -18,21 +18,21 @@ from metabt._version import __version__
 # public name -> module that defines it
 _LAZY = {
     "AdaptationAnalyzer": "metabt.analyzers",
-    "BarFrequency": "metabt.bars",
+    "BarFrequency": "metabt.data.bars",
     "CheckpointError": "metabt.errors",
     "ConfigError": "metabt.errors",
-    "CrossSectionalStrategy": "metabt.portfolio",
+    "CrossSectionalStrategy": "metabt.strategies.portfolio",
     "DataError": "metabt.errors",
-    "MetaLearner": "metabt.meta",
-    "MetaStrategy": "metabt.strategy",
+    "MetaLearner": "metabt.learn.learner",
+    "MetaStrategy": "metabt.strategies.meta",
     "MetabtError": "metabt.errors",
-    "PooledTaskSampler": "metabt.tasks",
+    "PooledTaskSampler": "metabt.features.tasks",
     "PortfolioAnalyzer": "metabt.analyzers",
     "QuantStatsAnalyzer": "metabt.analyzers",
     "SignalSizer": "metabt.sizers",
-    "check_causal": "metabt.features",
-    "plot": "metabt.plotting",
-    "register_feature": "metabt.features",
+    "check_causal": "metabt.features.spec",
+    "plot": "metabt.evaluate.plotting",
+    "register_feature": "metabt.features.spec",
     "trust": "metabt._trust",
 }
 
@@ -60,15 +60,15 @@ __all__ = [
 if TYPE_CHECKING:
     from metabt._trust import trust
     from metabt.analyzers import AdaptationAnalyzer, PortfolioAnalyzer, QuantStatsAnalyzer
-    from metabt.bars import BarFrequency
+    from metabt.data.bars import BarFrequency
     from metabt.errors import CheckpointError, ConfigError, DataError, MetabtError
-    from metabt.features import check_causal, register_feature
-    from metabt.meta import MetaLearner
-    from metabt.plotting import plot
-    from metabt.portfolio import CrossSectionalStrategy
+    from metabt.evaluate.plotting import plot
+    from metabt.features.spec import check_causal, register_feature
+    from metabt.features.tasks import PooledTaskSampler
+    from metabt.learn.learner import MetaLearner
     from metabt.sizers import SignalSizer
-    from metabt.strategy import MetaStrategy
-    from metabt.tasks import PooledTaskSampler
+    from metabt.strategies.meta import MetaStrategy
+    from metabt.strategies.portfolio import CrossSectionalStrategy
 
 
 def __getattr__(name: str) -> Any:

@@ -23,10 +23,64 @@ from typing import Any
 from metabt._checks import did_you_mean
 from metabt.errors import ConfigError
 
-__all__ = ["ENV_VAR", "UntrustedModuleError", "import_object", "is_trusted", "trust", "trusted"]
+__all__ = [
+    "ENV_VAR",
+    "MOVED_MODULES",
+    "UntrustedModuleError",
+    "import_object",
+    "is_trusted",
+    "trust",
+    "trusted",
+]
 
 #: The environment variable read for trusted module names (comma-separated).
 ENV_VAR = "METABT_TRUST"
+
+#: Where the flat modules of metabt 0.x moved (old module -> new module): checkpoints and
+#: config files written before the subpackages name the old paths (``metabt.factors:beta``),
+#: which resolve through this table, not through shim modules.
+MOVED_MODULES: dict[str, str] = {
+    "metabt.bars": "metabt.data.bars",
+    "metabt.data": "metabt.data.ohlcv",
+    "metabt.synthetic": "metabt.data.synthetic",
+    "metabt.meta": "metabt.learn.learner",
+    "metabt.models": "metabt.learn.models",
+    "metabt.algorithms": "metabt.learn.algorithms",
+    "metabt.learners": "metabt.learn.families",
+    "metabt._kernels": "metabt.learn.kernels.fused",
+    "metabt._numpy_models": "metabt.learn.kernels.numpy_models",
+    "metabt.batched": "metabt.learn.kernels.batched",
+    "metabt.training": "metabt.learn.training",
+    "metabt.checkpoint": "metabt.learn.checkpoint",
+    "metabt.linear": "metabt.learn.linear",
+    "metabt.online": "metabt.learn.online",
+    "metabt.features": "metabt.features.spec",
+    "metabt.feature_hook": "metabt.features.hooks",
+    "metabt.feature_check": "metabt.features.causality",
+    "metabt.factors": "metabt.features.factors",
+    "metabt.tasks": "metabt.features.tasks",
+    "metabt.config": "metabt.config.defaults",
+    "metabt.configfile": "metabt.config.files",
+    "metabt.trader": "metabt.strategies.trader",
+    "metabt.strategy": "metabt.strategies.meta",
+    "metabt.portfolio": "metabt.strategies.portfolio",
+    "metabt.baselines": "metabt.strategies.baselines",
+    "metabt.metrics": "metabt.evaluate.metrics",
+    "metabt.evaluation": "metabt.evaluate.verdict",
+    "metabt.report": "metabt.evaluate.report",
+    "metabt.plotting": "metabt.evaluate.plotting",
+    "metabt.backtest": "metabt.experiments.backtest",
+    "metabt.recipe": "metabt.experiments.roster",
+    "metabt.experiments": "metabt.experiments.compare",
+    "metabt.executors": "metabt.experiments.executors",
+    "metabt.walkforward": "metabt.experiments.walkforward",
+    "metabt.sweep": "metabt.experiments.sweep",
+    "metabt.records": "metabt.experiments.record",
+    "metabt.pricing": "metabt.experiments.pricing",
+    "metabt.sinusoid": "metabt.experiments.sinusoid",
+    "metabt.cli": "metabt.cli.parser",
+    "metabt.commands": "metabt.cli.commands",
+}
 
 #: Always trusted: metabt's own modules.
 _BUILT_IN = ("metabt",)
@@ -117,6 +171,7 @@ def import_object(path: str, what: str) -> Any:
         raise ConfigError(f"{what} {path!r}: {module_name!r} is not a module name")
     if not is_trusted(module_name):
         raise UntrustedModuleError(module_name, f"{what} {path!r}")
+    module_name = MOVED_MODULES.get(module_name, module_name)
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as exc:

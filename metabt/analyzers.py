@@ -24,11 +24,11 @@ import pandas as pd
 from metabt._checks import as_date as _as_date
 from metabt._checks import reject_unknown_params
 from metabt._stats import forward_log_return
-from metabt.bars import BarFrequency, infer_frequency
+from metabt.data.bars import BarFrequency, infer_frequency
 from metabt.errors import ConfigError, DataError
-from metabt.metrics import compute_metrics
-from metabt.report import write_diagnostics, write_tearsheet
-from metabt.strategy import MetaStrategy, SignalTrader
+from metabt.evaluate.metrics import compute_metrics
+from metabt.evaluate.report import write_diagnostics, write_tearsheet
+from metabt.strategies.meta import MetaStrategy, SignalTrader
 
 __all__ = [
     "AdaptationAnalyzer",
@@ -66,7 +66,7 @@ def signal_frames(
     """Each data's signal beside the forward return it tried to predict, from ``start`` on.
 
     Args:
-        strategy: a run :class:`~metabt.strategy.SignalTrader` (its ``signals`` lines and
+        strategy: a run :class:`~metabt.strategies.meta.SignalTrader` (its ``signals`` lines and
             data).
         horizon: h, bars.
         start: first date kept.
@@ -104,8 +104,8 @@ class QuantStatsAnalyzer(bt.Analyzer):
     The broker's portfolio value is recorded at the close of every bar (the strategy's
     ``next`` and ``prenext`` bars, after that bar's fills), so intraday bars are bars, not
     days; quantstats is imported only when metrics or a tearsheet are computed. Metrics
-    are annualised with the bar frequency (:mod:`metabt.bars`): the strategy's
-    ``bar_frequency`` (a :class:`~metabt.strategy.SignalTrader` sets it at start, from the
+    are annualised with the bar frequency (:mod:`metabt.data.bars`): the strategy's
+    ``bar_frequency`` (a :class:`~metabt.strategies.meta.SignalTrader` sets it at start, from the
     sizer's ``bars_per_year`` or the feeds' dates), else inferred from ``data0``'s dates.
 
     Returns are simple and per bar: ``value_t / value_{t-1} - 1``, where ``value`` is the
@@ -135,8 +135,8 @@ class QuantStatsAnalyzer(bt.Analyzer):
       returns (fraction), tz-naive DatetimeIndex of the bar dates (named ``"date"``).
     - ``benchmark`` (pd.Series, float64): buy-and-hold returns of ``data0`` on the same
       dates, named after the data (``"benchmark"`` if it has no name).
-    - ``frequency`` (:class:`metabt.bars.BarFrequency`): the bars per year used.
-    - ``metrics`` (dict[str, float]): :func:`metabt.report.compute_metrics` of ``returns``.
+    - ``frequency`` (:class:`metabt.data.bars.BarFrequency`): the bars per year used.
+    - ``metrics`` (dict[str, float]): :func:`metabt.evaluate.report.compute_metrics` of ``returns``.
     """
 
     params: Any = (("periods_per_year", None), ("start", None))
@@ -298,7 +298,7 @@ class PortfolioAnalyzer(bt.Analyzer):
 class SignalAnalyzer(bt.Analyzer):
     """Each data's signal beside the forward return it predicts, and the rolling IC.
 
-    For any :class:`~metabt.strategy.SignalTrader` whose ``horizon`` is set (a model's
+    For any :class:`~metabt.strategies.meta.SignalTrader` whose ``horizon`` is set (a model's
     forecast horizon, bars): at the end of the run, the signal at the close of bar t and
     the realised forward log return over the horizon, and their rolling information
     coefficient. Strategies without a forecast (``horizon`` None: buy-and-hold, SMA
@@ -363,7 +363,7 @@ class AdaptationAnalyzer(SignalAnalyzer):
     as the model baselines): at the end of the run it collects the adaptation log and, as
     :class:`SignalAnalyzer`, the signal of each data beside the forward return it tried to
     predict; :meth:`write` draws them next to the equity curve
-    (``metabt.report.write_diagnostics``).
+    (``metabt.evaluate.report.write_diagnostics``).
 
     Params:
         start, ic_window: see :class:`SignalAnalyzer`.

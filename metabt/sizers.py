@@ -9,7 +9,7 @@ import backtrader as bt
 import numpy as np
 
 from metabt._checks import reject_unknown_params
-from metabt.bars import check_bars_per_year
+from metabt.data.bars import check_bars_per_year
 from metabt.errors import ConfigError
 
 __all__ = ["SignalSizer"]
@@ -54,11 +54,11 @@ class SignalSizer(bt.Sizer):
     volatility (e.g. fewer than ``vol_lookback + 1`` bars), price or portfolio value gives
     a target of 0 shares (flat), whatever the deadband.
 
-    The one sizing path: each bar, :meth:`metabt.strategy.SignalTrader.rebalance` asks
+    The one sizing path: each bar, :meth:`metabt.strategies.meta.SignalTrader.rebalance` asks
     :meth:`target_weight` for every asset's weight (with the strategy's O(1) estimate of
     the realised volatility over ``vol_lookback`` bars, annualised with the run's bars per
     year: ``bars_per_year`` if given, else the feeds' own bar frequency, inferred at start
-    by :func:`metabt.bars.common_frequency`), scales the weights down to the portfolio's
+    by :func:`metabt.data.bars.common_frequency`), scales the weights down to the portfolio's
     gross-leverage cap, turns each into shares with :meth:`shares_for_weight` (deadband
     included) and submits the differences as orders, which fill at the next bar's open.
     :meth:`target_shares` is the same computation for one asset. A lone ``buy()`` without
@@ -77,13 +77,13 @@ class SignalSizer(bt.Sizer):
             (fraction of equity, 0.05 = 5%). 0 disables it. Default 0.05. When a
             strategy's gross-leverage cap scales all weights down by a factor (a universe
             of many assets), the band is scaled by the same factor
-            (:meth:`metabt.trader.SignalTrader.rebalance`).
+            (:meth:`metabt.strategies.trader.SignalTrader.rebalance`).
         signal_scale (float): signal magnitude that earns the full volatility-target
             weight (signal units; larger signals are clipped). Default 0.25.
         bars_per_year (float | None): bars in a year, to annualise volatility (bars per
             year, e.g. 252 for daily equity bars, 52 weekly, 6240 hourly 24/5 FX). Default
             None: the data's own frequency, inferred from the feeds' bar times when the
-            strategy starts (:attr:`metabt.strategy.SignalTrader.bar_frequency`); an
+            strategy starts (:attr:`metabt.strategies.meta.SignalTrader.bar_frequency`); an
             explicit value overrides the inference.
 
     Raises:
@@ -247,7 +247,7 @@ class SignalSizer(bt.Sizer):
         """Backtrader hook for ``buy()`` / ``sell()`` without a size: not a SignalSizer path.
 
         A SignalSizer sizes a whole portfolio at once (the gross-leverage cap couples the
-        assets), so it is used through :meth:`metabt.strategy.SignalTrader.rebalance`,
+        assets), so it is used through :meth:`metabt.strategies.meta.SignalTrader.rebalance`,
         never one order at a time.
 
         Raises:

@@ -18,10 +18,10 @@ import time
 import pandas as pd
 import torch
 
-from metabt.config import DEMO
-from metabt.data import load_many, sample_files
-from metabt.recipe import train_learner
-from metabt.tasks import TaskSampler
+from metabt.config.defaults import DEMO
+from metabt.data.ohlcv import load_many, sample_files
+from metabt.experiments.roster import train_learner
+from metabt.features.tasks import TaskSampler
 
 CANDIDATES = (None, 3.0, 4.0, 6.0)
 

@@ -110,7 +110,7 @@ def write_validated(frame: pd.DataFrame, path: Path) -> None:
     Raises:
         metabt.errors.DataError: the adjusted data fails validation (the old file is kept).
     """
-    from metabt.data import load_ohlcv
+    from metabt.data.ohlcv import load_ohlcv
 
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".csv.tmp", dir=path.parent)
     tmp = Path(tmp_name)

@@ -93,7 +93,7 @@ def _fingerprint_here() -> str:
     import torch
 
     from metabt import MetaLearner
-    from metabt.models import MLP
+    from metabt.learn.models import MLP
 
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)

@@ -1,7 +1,7 @@
-"""The baselines, re-exported from :mod:`metabt.baselines` (their home)."""
+"""The baselines, re-exported from :mod:`metabt.strategies.baselines` (their home)."""
 
 from __future__ import annotations
 
-from metabt.baselines import BuyAndHold, ErmAdapt, ScratchAdapt, SmaCross, StaticModel
+from metabt.strategies.baselines import BuyAndHold, ErmAdapt, ScratchAdapt, SmaCross, StaticModel
 
 __all__ = ["BuyAndHold", "ErmAdapt", "ScratchAdapt", "SmaCross", "StaticModel"]

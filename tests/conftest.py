@@ -6,11 +6,11 @@ import pandas as pd
 import pytest
 import torch
 
-from metabt.data import load_ohlcv, sample_files
-from metabt.features import FeatureSpec
-from metabt.meta import MetaLearner
-from metabt.models import MLP
-from metabt.tasks import TaskSampler
+from metabt.data.ohlcv import load_ohlcv, sample_files
+from metabt.features.spec import FeatureSpec
+from metabt.features.tasks import TaskSampler
+from metabt.learn.learner import MetaLearner
+from metabt.learn.models import MLP
 
 # Tests run on one thread: small models gain nothing from more, and results stay comparable.
 torch.set_num_threads(1)

@@ -1,6 +1,6 @@
 """Synthetic market data shared by the tests (no file I/O, seeded).
 
-The generators live in :mod:`metabt.synthetic`; the old names stay for the tests.
+The generators live in :mod:`metabt.data.synthetic`; the old names stay for the tests.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from metabt.synthetic import gbm_market, regime_market
+from metabt.data.synthetic import gbm_market, regime_market
 
 __all__ = ["daily_returns", "gbm_frame", "regime_frame"]
 

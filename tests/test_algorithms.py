@@ -1,4 +1,4 @@
-"""metabt.algorithms: MAML-family meta-gradients vs a hand-computed reference, both engines."""
+"""metabt.learn.algorithms: MAML-family meta-gradients vs a hand-computed reference, both engines."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import pytest
 import torch
 from synthetic import linear_task_batch as _batch
 
-from metabt import meta
-from metabt.algorithms import ALGORITHMS, ENGINES, OUTER_STEPS, GradientStep
-from metabt.meta import MetaLearner
-from metabt.models import GRU, MLP
+import metabt.learn.learner as meta
+from metabt.learn.algorithms import ALGORITHMS, ENGINES, OUTER_STEPS, GradientStep
+from metabt.learn.learner import MetaLearner
+from metabt.learn.models import GRU, MLP
 
 F = 4
 
@@ -27,7 +27,7 @@ def _meta_grads(learner, batch):
 
 def test_registry_holds_every_algorithm_and_the_gradient_family_shares_one_step():
     assert ALGORITHMS[:7] == ("maml", "fomaml", "metasgd", "anil", "reptile", "erm", "scratch")
-    assert ALGORITHMS[7:] == ("cnp", "protonet", "cavia")  # metabt.learners
+    assert ALGORITHMS[7:] == ("cnp", "protonet", "cavia")  # metabt.learn.families
     assert tuple(OUTER_STEPS) == ALGORITHMS and ENGINES == ("auto", "higher", "func")
     assert meta.ALGORITHMS is ALGORITHMS and meta.ENGINES is ENGINES  # re-exported
     family = {name: OUTER_STEPS[name] for name in ("maml", "fomaml", "metasgd", "anil")}

@@ -8,47 +8,47 @@ import pytest
 
 MODULES = [
     "metabt",
-    "metabt.algorithms",
+    "metabt.learn.algorithms",
     "metabt.analyzers",
-    "metabt.backtest",
-    "metabt.bars",
-    "metabt.baselines",
-    "metabt.batched",
-    "metabt.checkpoint",
-    "metabt.cli",
-    "metabt.commands",
-    "metabt.config",
-    "metabt.configfile",
-    "metabt.data",
+    "metabt.experiments.backtest",
+    "metabt.data.bars",
+    "metabt.strategies.baselines",
+    "metabt.learn.kernels.batched",
+    "metabt.learn.checkpoint",
+    "metabt.cli.parser",
+    "metabt.cli.commands",
+    "metabt.config.defaults",
+    "metabt.config.files",
+    "metabt.data.ohlcv",
     "metabt.errors",
-    "metabt.evaluation",
-    "metabt.executors",
-    "metabt.experiments",
-    "metabt.factors",
-    "metabt.feature_check",
-    "metabt.feature_hook",
-    "metabt.features",
-    "metabt.learners",
-    "metabt.linear",
-    "metabt.meta",
-    "metabt.metrics",
-    "metabt.models",
-    "metabt.online",
-    "metabt.plotting",
-    "metabt.portfolio",
-    "metabt.pricing",
-    "metabt.recipe",
-    "metabt.records",
-    "metabt.report",
-    "metabt.sinusoid",
+    "metabt.evaluate.verdict",
+    "metabt.experiments.executors",
+    "metabt.experiments.compare",
+    "metabt.features.factors",
+    "metabt.features.causality",
+    "metabt.features.hooks",
+    "metabt.features.spec",
+    "metabt.learn.families",
+    "metabt.learn.linear",
+    "metabt.learn.learner",
+    "metabt.evaluate.metrics",
+    "metabt.learn.models",
+    "metabt.learn.online",
+    "metabt.evaluate.plotting",
+    "metabt.strategies.portfolio",
+    "metabt.experiments.pricing",
+    "metabt.experiments.roster",
+    "metabt.experiments.record",
+    "metabt.evaluate.report",
+    "metabt.experiments.sinusoid",
     "metabt.sizers",
-    "metabt.strategy",
-    "metabt.sweep",
-    "metabt.synthetic",
-    "metabt.tasks",
-    "metabt.training",
-    "metabt.trader",
-    "metabt.walkforward",
+    "metabt.strategies.meta",
+    "metabt.experiments.sweep",
+    "metabt.data.synthetic",
+    "metabt.features.tasks",
+    "metabt.learn.training",
+    "metabt.strategies.trader",
+    "metabt.experiments.walkforward",
     "strategies",
 ]
 
@@ -58,9 +58,9 @@ def test_design_contract_imports():
 
     import metabt
     from metabt import MetaLearner, MetaStrategy, QuantStatsAnalyzer, SignalSizer
-    from metabt.data import feed, load_ohlcv
+    from metabt.data.ohlcv import feed, load_ohlcv
     from metabt.errors import CheckpointError, DataError, MetabtError
-    from metabt.features import FeatureSpec
+    from metabt.features.spec import FeatureSpec
 
     assert issubclass(MetaStrategy, bt.Strategy)
     assert issubclass(SignalSizer, bt.Sizer)
@@ -87,7 +87,7 @@ def test_core_modules_do_not_import_backtrader():
     import sys
 
     code = (
-        "import sys; import metabt.meta, metabt.models, metabt.features, metabt.tasks; "
+        "import sys; import metabt.learn.learner, metabt.learn.models, metabt.features.spec, metabt.features.tasks; "
         "print('backtrader' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

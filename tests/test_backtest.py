@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from metabt.backtest import Costs, run_backtest
-from metabt.baselines import BuyAndHold, SmaCross
 from metabt.errors import ConfigError
+from metabt.experiments.backtest import Costs, run_backtest
+from metabt.strategies.baselines import BuyAndHold, SmaCross
 
 START = "2010-03-01"
 
@@ -66,7 +66,7 @@ def test_contributions_add_up_to_buy_and_hold_pnl(sample_frames):
 def _cost_run(frame: pd.DataFrame, costs: Costs, size: int):
     import backtrader as bt
 
-    from metabt.data import feed
+    from metabt.data.ohlcv import feed
 
     fills = []
 
@@ -121,7 +121,7 @@ def test_short_borrow_fee_by_hand():
 
 
 def _reclock(frame: pd.DataFrame, index: pd.DatetimeIndex) -> pd.DataFrame:
-    from metabt.data import load_ohlcv
+    from metabt.data.ohlcv import load_ohlcv
 
     out = frame.iloc[: len(index)].copy()
     out.index = index
@@ -143,7 +143,7 @@ def _fx_hours(n: int) -> pd.DatetimeIndex:
 )
 def test_non_daily_bars_are_annualised_with_their_own_bars_per_year(clock, bars_per_year, name):
     """Sharpe, volatility, CAGR and turnover use the bars' own frequency, not 252."""
-    from metabt.synthetic import gbm_market
+    from metabt.data.synthetic import gbm_market
 
     n = 900
     frame = _reclock(gbm_market(n, seed=3, vol=0.004), clock(n))
@@ -174,7 +174,7 @@ def test_non_daily_bars_are_annualised_with_their_own_bars_per_year(clock, bars_
 
 
 def test_explicit_bars_per_year_overrides_detection():
-    from metabt.synthetic import gbm_market
+    from metabt.data.synthetic import gbm_market
 
     frame = gbm_market(600, seed=1)
     result = run_backtest(
@@ -192,7 +192,7 @@ def test_explicit_bars_per_year_overrides_detection():
 
 def test_an_end_date_keeps_the_whole_of_that_days_intraday_bars():
     """``end=2021-02-05`` on hourly bars keeps Feb 5's 24 bars, not only its 00:00 bar."""
-    from metabt.synthetic import gbm_market
+    from metabt.data.synthetic import gbm_market
 
     frame = _reclock(gbm_market(900, seed=3, vol=0.004), _fx_hours(900))
     start = frame.index[400].normalize()
@@ -214,7 +214,7 @@ def test_an_end_date_keeps_the_whole_of_that_days_intraday_bars():
 
 def test_a_given_bars_per_year_keeps_the_label_of_the_bars():
     """The header says "hourly bars, 5,000 a year (given)", not "given bars"."""
-    from metabt.synthetic import gbm_market
+    from metabt.data.synthetic import gbm_market
 
     frame = _reclock(gbm_market(900, seed=3, vol=0.004), _fx_hours(900))
     result = run_backtest(
@@ -238,8 +238,8 @@ def test_weekly_bars_resampled_inside_cerebro_are_annualised_with_52():
     import backtrader as bt
 
     from metabt import QuantStatsAnalyzer
-    from metabt.data import feed
-    from metabt.synthetic import gbm_market
+    from metabt.data.ohlcv import feed
+    from metabt.data.synthetic import gbm_market
 
     cerebro = bt.Cerebro(stdstats=False)
     cerebro.resampledata(feed(gbm_market(800, seed=2)), timeframe=bt.TimeFrame.Weeks)
@@ -259,8 +259,8 @@ def test_weekly_bars_resampled_inside_cerebro_are_annualised_with_52():
 def test_intraday_resampled_feeds_without_bars_per_year_are_refused():
     import backtrader as bt
 
-    from metabt.data import feed
-    from metabt.synthetic import gbm_market
+    from metabt.data.ohlcv import feed
+    from metabt.data.synthetic import gbm_market
 
     frame = _reclock(gbm_market(900, seed=3), _fx_hours(900))
     cerebro = bt.Cerebro(stdstats=False)

@@ -1,4 +1,4 @@
-"""Tests of metabt.bars: bar spacing labels, trading-hours-aware bars per year, mixed feeds."""
+"""Tests of metabt.data.bars: bar spacing labels, trading-hours-aware bars per year, mixed feeds."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from pandas.tseries.holiday import USFederalHolidayCalendar
 from pandas.tseries.offsets import CustomBusinessDay
 
-from metabt.bars import (
+from metabt.data.bars import (
     BarFrequency,
     check_bars_per_year,
     common_frequency,
@@ -222,7 +222,7 @@ def test_property_snaps_to_the_market_calendar(step_minutes, hours, weekends, dr
 def test_a_calendar_timeframe_gives_the_label_and_count_of_its_bars(
     unit, compression, name, per_year
 ):
-    from metabt.bars import timeframe_frequency
+    from metabt.data.bars import timeframe_frequency
 
     found = timeframe_frequency(unit, compression)
     assert found is not None
@@ -234,14 +234,14 @@ def test_a_calendar_timeframe_gives_the_label_and_count_of_its_bars(
 
 
 def test_intraday_timeframes_need_the_markets_hours():
-    from metabt.bars import timeframe_frequency
+    from metabt.data.bars import timeframe_frequency
 
     assert timeframe_frequency("Minutes", 60) is None
     assert timeframe_frequency("Seconds", 1) is None
 
 
 def test_data_of_other_bars_than_training_are_refused():
-    from metabt.bars import BarFrequency, check_same_bars
+    from metabt.data.bars import BarFrequency, check_same_bars
 
     hourly = BarFrequency("hourly", 6240.0, "24/5")
     check_same_bars("hourly", hourly)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from metabt.backtest import Costs, run_backtest
-from metabt.baselines import BuyAndHold, ErmAdapt, ScratchAdapt, StaticModel
 from metabt.errors import ConfigError
+from metabt.experiments.backtest import Costs, run_backtest
+from metabt.strategies.baselines import BuyAndHold, ErmAdapt, ScratchAdapt, StaticModel
 
 START = "2010-03-01"
 
@@ -24,8 +24,8 @@ def _run(frames, learner, strategy):
 
 
 def test_model_baselines_share_data_costs_and_sizer(sample_frames, small_learner):
-    from metabt.meta import MetaLearner
-    from metabt.models import MLP
+    from metabt.learn.learner import MetaLearner
+    from metabt.learn.models import MLP
 
     spec = small_learner.feature_spec
     scratch = MetaLearner(

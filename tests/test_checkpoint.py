@@ -1,4 +1,4 @@
-"""metabt.checkpoint: round trips; corrupt, foreign or mismatched files raise CheckpointError."""
+"""metabt.learn.checkpoint: round trips; corrupt, foreign or mismatched files raise CheckpointError."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from metabt.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, read_checkpoint
 from metabt.errors import CheckpointError, ConfigError
-from metabt.features import FeatureSpec
-from metabt.meta import MetaLearner
-from metabt.models import MLP
+from metabt.features.spec import FeatureSpec
+from metabt.learn.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, read_checkpoint
+from metabt.learn.learner import MetaLearner
+from metabt.learn.models import MLP
 
 
 def _trained(tmp_path, algorithm="metasgd"):
@@ -112,7 +112,7 @@ def test_checkpoint_version_and_feature_spec_checks(tmp_path):
 )
 def test_malformed_or_non_finite_checkpoints_are_refused(tmp_path, edit, match):
     from metabt.errors import CheckpointError
-    from metabt.meta import MetaLearner
+    from metabt.learn.learner import MetaLearner
 
     _, path = _trained(tmp_path)
     ckpt = torch.load(path, weights_only=True)
@@ -147,7 +147,7 @@ NETS = nets.__name__
 
 @pytest.mark.parametrize(("algorithm", "dtype"), [("maml", "float32"), ("anil", "float64")])
 def test_a_user_model_round_trips_through_its_import_path(tmp_path, algorithm, dtype):
-    from metabt.models import user_model
+    from metabt.learn.models import user_model
 
     model = user_model(f"{NETS}:TwoLayer", n_features=4, hidden=8, seed=3)
     head = "body" if algorithm == "anil" else None  # a named head is stored too
@@ -211,7 +211,7 @@ def test_models_that_cannot_be_rebuilt_by_name_are_not_saved(tmp_path):
     ],
 )
 def test_a_user_model_checkpoint_that_cannot_be_rebuilt_raises(tmp_path, edit, match, trusting):
-    from metabt.models import user_model
+    from metabt.learn.models import user_model
 
     learner = MetaLearner(user_model(f"{NETS}:TwoLayer", n_features=4, hidden=8))
     path = learner.save(tmp_path / "user.pt")
@@ -230,10 +230,11 @@ def test_a_checkpoint_whose_feature_code_is_missing_or_changed_names_it(tmp_path
     import torch
 
     from metabt.errors import CheckpointError
-    from metabt.features import FeatureSpec
-    from metabt.meta import MetaLearner
-    from metabt.models import MLP
+    from metabt.features.spec import FeatureSpec
+    from metabt.learn.learner import MetaLearner
+    from metabt.learn.models import MLP
 
+    trusting("examples")
     spec = FeatureSpec().with_features('examples.rsi_feature:rsi{"window": 14}')
     path = MetaLearner(MLP(spec.n_features, (8,)), feature_spec=spec).save(tmp_path / "m.pt")
     assert MetaLearner.load(path).feature_spec == spec

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from metabt.cli import main
-from metabt.data import sample_files
-from metabt.meta import MetaLearner
+from metabt.cli.parser import main
+from metabt.data.ohlcv import sample_files
+from metabt.learn.learner import MetaLearner
 
 FILES = {p.stem: str(p) for p in sample_files()}
 
@@ -150,7 +150,7 @@ def test_console_script_module_entry_point():
 
 
 def test_train_gru_anil_from_cli_records_choices(tmp_path, capsys):
-    from metabt.meta import MetaLearner
+    from metabt.learn.learner import MetaLearner
 
     ckpt = tmp_path / "gru.pt"
     code, _, err = _run_main(
@@ -476,7 +476,7 @@ def test_help_and_usage_errors_never_import_torch():
     """`metabt --help` and a usage error answer at once: no torch, no backtrader."""
     code = (
         "import sys\n"
-        "from metabt.cli import main\n"
+        "from metabt.cli.parser import main\n"
         "codes = [main(['--help']), main(['backtest', '--seed', 'x']), main([])]\n"
         "print(codes, 'torch' in sys.modules, 'backtrader' in sys.modules)\n"
     )
@@ -544,7 +544,7 @@ def test_hourly_fx_in_a_to_csv_gz_file_runs_end_to_end_with_hourly_annualisation
     """A user's hourly 24/5 file, written by DataFrame.to_csv() and gzipped: 6,240 bars a year."""
     import pandas as pd
 
-    from metabt.synthetic import gbm_market
+    from metabt.data.synthetic import gbm_market
 
     hours = pd.date_range("2021-01-04", periods=6000, freq="h")
     hours = hours[hours.day_of_week < 5][:3000]

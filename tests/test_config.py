@@ -5,9 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from metabt.algorithms import ALGORITHMS, ENGINES
-from metabt.config import ALGORITHM_NAMES, DEMO, ENGINE_NAMES, MODEL_TYPES
-from metabt.models import MODEL_TYPES as BUILT_MODELS
+from metabt.config.defaults import ALGORITHM_NAMES, DEMO, ENGINE_NAMES, MODEL_TYPES
+from metabt.learn.algorithms import ALGORITHMS, ENGINES
+from metabt.learn.models import MODEL_TYPES as BUILT_MODELS
 
 
 def test_config_names_are_the_registries():
@@ -16,7 +16,7 @@ def test_config_names_are_the_registries():
 
 
 def test_config_imports_without_torch_and_describes_itself():
-    code = "import sys, metabt.config; print('torch' in sys.modules)"
+    code = "import sys, metabt.config.defaults; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
     described = DEMO.describe()
@@ -30,7 +30,7 @@ def test_config_imports_without_torch_and_describes_itself():
 
 def test_cavia_gets_its_own_inner_rate_unless_one_is_given():
     """CAVIA's context starts at 0: at the network's 0.02 it would barely move (1e-5)."""
-    from metabt.config import INNER_LR, default_inner_lr
+    from metabt.config.defaults import INNER_LR, default_inner_lr
 
     assert DEMO.inner_lr is None and DEMO.inner_rate == INNER_LR == 0.02
     cavia = DEMO.with_(algorithm="cavia")

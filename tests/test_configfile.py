@@ -7,9 +7,9 @@ import tomllib
 
 import pytest
 
-from metabt.cli import _apply_config, _build_parser, _example_config
-from metabt.commands import config_of as _config
-from metabt.configfile import COMMANDS, Options, load_config, options_for
+from metabt.cli.commands import config_of as _config
+from metabt.cli.parser import _apply_config, _build_parser, _example_config
+from metabt.config.files import COMMANDS, Options, load_config, options_for
 from metabt.errors import ConfigError
 
 

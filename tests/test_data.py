@@ -1,4 +1,4 @@
-"""Tests of metabt.data: validation messages, accepted input forms, sample data, backtrader feed."""
+"""Tests of metabt.data.ohlcv: validation messages, accepted input forms, sample data, backtrader feed."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from metabt.data import (
+from metabt.data.ohlcv import (
     COLUMNS,
     feed,
     is_validated,

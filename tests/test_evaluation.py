@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from synthetic import daily_returns
 
-from metabt.evaluation import Verdict, aggregate_seeds, judge
-from metabt.metrics import compute_metrics
+from metabt.evaluate.metrics import compute_metrics
+from metabt.evaluate.verdict import Verdict, aggregate_seeds, judge
 
 
 @dataclass

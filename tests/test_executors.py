@@ -14,7 +14,7 @@ import torch
 from threadpoolctl import threadpool_info
 
 from metabt.errors import ConfigError
-from metabt.executors import (
+from metabt.experiments.executors import (
     EXECUTOR_NAMES,
     ProcessExecutor,
     RayExecutor,
@@ -131,7 +131,7 @@ def test_ray_executor_starts_a_local_ray_returns_in_order_and_shuts_it_down(ray)
 
 _ORPHAN_SCRIPT = """
 import time
-from metabt.executors import ProcessExecutor
+from metabt.experiments.executors import ProcessExecutor
 with ProcessExecutor(1) as ex:
     future = ex.submit(time.sleep, 300.0)
     while not ex._pool._processes:

@@ -13,11 +13,10 @@ import pandas as pd
 import pytest
 import torch
 
-import metabt.experiments as experiments
-from metabt.config import DEMO
+import metabt.experiments.compare as experiments
+from metabt.config.defaults import DEMO
 from metabt.errors import ConfigError, DataError
-from metabt.executors import Executor, run_unit
-from metabt.experiments import (
+from metabt.experiments.compare import (
     ROSTER_PARTS,
     STRATEGY_NEEDS,
     Comparison,
@@ -25,7 +24,8 @@ from metabt.experiments import (
     compare,
     rejection_warnings,
 )
-from metabt.recipe import roster, train_roster
+from metabt.experiments.executors import Executor, run_unit
+from metabt.experiments.roster import roster, train_roster
 
 
 def test_run_settings_refuse_a_history_too_short_before_any_work(sample_frames):

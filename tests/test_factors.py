@@ -12,10 +12,10 @@ from numpy.lib.stride_tricks import sliding_window_view
 from statsmodels.regression.rolling import RollingOLS
 from synthetic import gbm_frame
 
-from metabt import factors
-from metabt.data import feed, is_validated, load_ohlcv
+import metabt.features.factors as factors
+from metabt.data.ohlcv import feed, is_validated, load_ohlcv
 from metabt.errors import ConfigError, DataError
-from metabt.factors import (
+from metabt.features.factors import (
     BENCHMARK,
     FACTOR_FEATURES,
     bench_ret,
@@ -25,7 +25,7 @@ from metabt.factors import (
     resid_ret,
     with_benchmark,
 )
-from metabt.features import FeatureSpec, check_causal, registered_features
+from metabt.features.spec import FeatureSpec, check_causal, registered_features
 
 WINDOW, MOM, TRUE_BETA = 60, 20, 1.3
 
@@ -149,7 +149,7 @@ def test_features_are_registered_and_read_close_and_benchmark():
     found = registered_features()
     for name in FACTOR_FEATURES:
         assert found[name].columns == ("close", BENCHMARK)
-        assert found[name].import_path.startswith("metabt.factors:")
+        assert found[name].import_path.startswith("metabt.features.factors:")
 
 
 def test_beta_matches_statsmodels_rolling_ols(joined):
@@ -285,7 +285,7 @@ def test_factor_spec_names_columns_and_round_trip():
     assert FeatureSpec.from_dict(spec.to_dict()) == spec
     base = FeatureSpec(horizon=3)
     assert factor_spec(base).horizon == 3
-    one = FeatureSpec().with_features('metabt.factors:beta{"window": 40}')
+    one = FeatureSpec().with_features('metabt.features.factors:beta{"window": 40}')
     assert one.names[-1] == "beta(window=40)"
     assert one.custom[0] == spec.custom[1]
 

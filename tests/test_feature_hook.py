@@ -16,9 +16,9 @@ import pandas as pd
 import pytest
 from synthetic import gbm_frame
 
-from metabt import feature_hook
+import metabt.features.hooks as feature_hook
 from metabt.errors import ConfigError, DataError
-from metabt.features import (
+from metabt.features.spec import (
     FeatureRef,
     FeatureSpec,
     OnlineFeatures,
@@ -395,8 +395,8 @@ def test_from_dict_in_a_fresh_interpreter(frame, tmp_path):
     code = textwrap.dedent(
         f"""
         import json, sys
-        from metabt.data import load_ohlcv
-        from metabt.features import FeatureSpec
+        from metabt.data.ohlcv import load_ohlcv
+        from metabt.features.spec import FeatureSpec
         spec = FeatureSpec.from_dict(json.loads(sys.argv[1]))
         assert "examples.rsi_feature" in sys.modules
         print(json.dumps([spec.names, spec.transform(load_ohlcv({str(path)!r}))[-1].tolist()]))
@@ -420,7 +420,7 @@ def test_from_dict_refuses_missing_or_changed_features(tmp_path, monkeypatch, tr
     monkeypatch.syspath_prepend(str(tmp_path))
     source = """
         import numpy as np
-        from metabt.features import register_feature
+        from metabt.features.spec import register_feature
 
         @register_feature("tmp_mom", lookback=lambda n=5: n + 1)
         def tmp_mom(close, n=5):
@@ -498,7 +498,7 @@ def test_legacy_subclass_and_its_errors(frame, trusting):
     with pytest.raises(ConfigError, match=r"LocalSpec.*inside a function.*top level"):
         LocalSpec().to_dict()
     with pytest.raises(ConfigError, match="not a subclass of FeatureSpec"):
-        FeatureSpec.from_dict({"class": "metabt.features:OnlineFeatures"})
+        FeatureSpec.from_dict({"class": "metabt.features.spec:OnlineFeatures"})
     with pytest.raises(ConfigError, match=r"'no_such_module_xyz', which is not trusted"):
         FeatureSpec.from_dict({"class": "no_such_module_xyz:Spec"})
     trusting("no_such_module_xyz")

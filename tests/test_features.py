@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from synthetic import gbm_frame
 
 from metabt.errors import ConfigError, DataError
-from metabt.features import FeatureSpec, OnlineFeatures, stack_window
+from metabt.features.spec import FeatureSpec, OnlineFeatures, stack_window
 
 COLS = ["open", "high", "low", "close", "volume"]
 

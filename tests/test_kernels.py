@@ -1,4 +1,4 @@
-"""metabt._kernels: the NumPy inner loops equal torch.autograd, and the fold cache follows θ."""
+"""metabt.learn.kernels.fused: the NumPy inner loops equal torch.autograd, and the fold cache follows θ."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import torch
 from synthetic import linear_task_batch as _batch
 from torch import nn
 
-from metabt._kernels import GRUKernel, MLPKernel, kernel_for
-from metabt.meta import MetaLearner
-from metabt.models import GRU, MLP
+from metabt.learn.kernels.fused import GRUKernel, MLPKernel, kernel_for
+from metabt.learn.learner import MetaLearner
+from metabt.learn.models import GRU, MLP
 
 F = 4
 

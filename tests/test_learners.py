@@ -1,4 +1,4 @@
-"""The other meta-learner families (metabt.learners): CNP, ProtoNet, CAVIA, end to end.
+"""The other meta-learner families (metabt.learn.families): CNP, ProtoNet, CAVIA, end to end.
 
 Numbers of the benchmark tests below (seed 0, 100 held-out tasks): sinusoid query MSE,
 ERM (300 steps) 3.72 after 10 fine-tuning steps, CNP (500 steps) 0.93 with no gradient
@@ -14,10 +14,16 @@ import pytest
 import torch
 from synthetic import linear_task_batch as _batch
 
-from metabt.algorithms import ALGORITHMS, OUTER_STEPS, CaviaStep
-from metabt.config import RunConfig
+from metabt.config.defaults import RunConfig
 from metabt.errors import ConfigError
-from metabt.learners import (
+from metabt.experiments.sinusoid import (
+    RegimeTasks,
+    SinusoidTasks,
+    nearest_mean_accuracy,
+    sinusoid_model,
+)
+from metabt.learn.algorithms import ALGORITHMS, OUTER_STEPS, CaviaStep
+from metabt.learn.families import (
     context_loop,
     label_classes,
     ols_accuracy,
@@ -26,9 +32,8 @@ from metabt.learners import (
     prototypes_numpy,
     terciles_numpy,
 )
-from metabt.meta import MetaLearner
-from metabt.models import CNP, GRU, MLP, CaviaMLP, ProtoNet, build_model
-from metabt.sinusoid import RegimeTasks, SinusoidTasks, nearest_mean_accuracy, sinusoid_model
+from metabt.learn.learner import MetaLearner
+from metabt.learn.models import CNP, GRU, MLP, CaviaMLP, ProtoNet, build_model
 
 F = 4
 FAMILIES = ("cnp", "protonet", "cavia")

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from metabt.errors import ConfigError
-from metabt.features import FeatureSpec
-from metabt.linear import RidgeAdapter, RLSAdapter, select_by_validation
+from metabt.features.spec import FeatureSpec
+from metabt.learn.linear import RidgeAdapter, RLSAdapter, select_by_validation
 
 
 def _support(n: int = 80, f: int = 6, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -9,10 +9,10 @@ import pytest
 import torch
 from synthetic import linear_task_batch as _batch
 
-from metabt.algorithms import OUTER_STEPS
 from metabt.errors import ConfigError
-from metabt.meta import ALGORITHMS, MetaLearner
-from metabt.models import GRU, MLP
+from metabt.learn.algorithms import OUTER_STEPS
+from metabt.learn.learner import ALGORITHMS, MetaLearner
+from metabt.learn.models import GRU, MLP
 
 F = 4
 
@@ -154,7 +154,7 @@ def test_adapt_batch_other_paths_and_errors():
 
 
 def test_user_model_adapts_like_the_autograd_reference():
-    from metabt.algorithms import inner_loop
+    from metabt.learn.algorithms import inner_loop
 
     learner = MetaLearner(_user_net(torch.float64), algorithm="maml", inner_lr=0.1, inner_steps=3)
     xs, ys, _, _ = _batch(b=1, s=9)
@@ -173,7 +173,7 @@ def test_a_plain_sequential_meta_learns_sinusoids():
 
     from torch import nn
 
-    from metabt.sinusoid import SinusoidTasks
+    from metabt.experiments.sinusoid import SinusoidTasks
 
     tasks = SinusoidTasks()
     torch.manual_seed(0)

@@ -1,4 +1,4 @@
-"""metabt.models: seeded initialisation, config round trips and the model-type registry."""
+"""metabt.learn.models: seeded initialisation, config round trips and the model-type registry."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from metabt.errors import ConfigError
-from metabt.models import CNP, GRU, MLP, MODEL_TYPES, CaviaMLP, ProtoNet, build_model
+from metabt.learn.models import CNP, GRU, MLP, MODEL_TYPES, CaviaMLP, ProtoNet, build_model
 
 
 def test_model_types_are_the_ones_build_model_knows():
@@ -54,7 +54,7 @@ except ImportError:  # pragma: no cover - plain `pytest`
 
 
 def test_user_model_builds_from_an_import_path_and_records_its_config():
-    from metabt.models import input_width, model_config_of, user_model
+    from metabt.learn.models import input_width, model_config_of, user_model
 
     path = f"{nets.__name__}:TwoLayer"
     model = user_model(path, n_features=3, hidden=5)
@@ -91,7 +91,7 @@ def test_bad_user_model_configs_raise_config_error(config, match, trusting):
 def test_find_head_takes_the_last_linear_or_the_named_submodule():
     from torch import nn
 
-    from metabt.models import find_head
+    from metabt.learn.models import find_head
 
     net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1))
     assert find_head(net) == "2" and find_head(net, "0") == "0"

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from metabt import MetaStrategy
-from metabt.backtest import Costs, run_backtest
-from metabt.data import feed
+from metabt.data.ohlcv import feed
 from metabt.errors import ConfigError
-from metabt.features import FeatureSpec
-from metabt.linear import RidgeAdapter
+from metabt.experiments.backtest import Costs, run_backtest
+from metabt.features.spec import FeatureSpec
+from metabt.learn.linear import RidgeAdapter
 
 START = "2010-03-01"
 LR = 0.01

@@ -17,9 +17,9 @@ def test_plot_saves_a_png_headless(tmp_path):
     """In a process with no DISPLAY, where backtrader's own cerebro.plot() wants TkAgg."""
     code = f"""
 import metabt
-from metabt.backtest import run_backtest
-from metabt.baselines import SmaCross
-from metabt.data import load_ohlcv
+from metabt.experiments.backtest import run_backtest
+from metabt.strategies.baselines import SmaCross
+from metabt.data.ohlcv import load_ohlcv
 frames = {{"IBM": load_ohlcv({str(ROOT / "sample_data" / "IBM.csv")!r}).loc["2010":"2011"]}}
 run = run_backtest(SmaCross, frames, start="2011-01-03")
 print(metabt.plot(run.strategy, {str(tmp_path / "chart.png")!r}, size=(8, 5), dpi=60))

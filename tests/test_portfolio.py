@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from synthetic import gbm_frame
 
-from metabt.backtest import Costs, run_backtest
 from metabt.errors import ConfigError
-from metabt.portfolio import CrossSectionalStrategy, cross_sectional_weights
+from metabt.experiments.backtest import Costs, run_backtest
+from metabt.strategies.portfolio import CrossSectionalStrategy, cross_sectional_weights
 
 START = "2006-01-02"
 CAP = 0.3
@@ -343,7 +343,7 @@ def test_long_only_zscore_book(universe, small_learner):
 )
 def test_bad_params_raise(kwargs, match, universe, small_learner):
     cerebro = bt.Cerebro()
-    from metabt.data import feed
+    from metabt.data.ohlcv import feed
 
     cerebro.adddata(feed(universe["A"].iloc[:50], name="A"))
     cerebro.addstrategy(CrossSectionalStrategy, learner=small_learner, **kwargs)

@@ -1,4 +1,4 @@
-"""Fast adaptation of factor models on Ken French's data (metabt.pricing): protocol checks.
+"""Fast adaptation of factor models on Ken French's data (metabt.experiments.pricing): protocol checks.
 
 A slice: three portfolios, two support lengths, a few meta-steps. The properties checked are
 the ones the study's numbers rest on: the OLS baselines equal statsmodels/NumPy fits done
@@ -16,7 +16,7 @@ import torch
 
 pytest.importorskip("linearmodels")
 
-from metabt import pricing
+import metabt.experiments.pricing as pricing
 from metabt.errors import ConfigError, DataError
 
 PORTS = ["NoDur", "S1V1", "S5M5"]

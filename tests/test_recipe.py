@@ -6,10 +6,10 @@ import pandas as pd
 import pytest
 import torch
 
-from metabt.config import DEMO
-from metabt.data import load_ohlcv, sample_files
+from metabt.config.defaults import DEMO
+from metabt.data.ohlcv import load_ohlcv, sample_files
 from metabt.errors import ConfigError
-from metabt.recipe import (
+from metabt.experiments.roster import (
     RIDGE_GRID,
     RLS_GRID,
     check_train_config,
@@ -63,8 +63,8 @@ def test_roster_shares_one_schedule(models):
 
 def test_untrained_learner_is_flagged_in_the_summary(models):
     """Keep-best that kept step 0 is reported as untrained, never as a trained result."""
-    from metabt.recipe import TrainedLearner
-    from metabt.training import FitResult
+    from metabt.experiments.roster import TrainedLearner
+    from metabt.learn.training import FitResult
 
     cfg, m = models
     learner = m.meta.learner
@@ -87,13 +87,13 @@ def test_a_backtest_with_another_support_is_refused(models):
 
 def test_a_model_trained_on_daily_bars_is_refused_on_hourly_bars():
     """The checkpoint records its bar frequency; another frequency is another experiment."""
-    from metabt.config import DEMO
-    from metabt.data import load_ohlcv
+    from metabt.config.defaults import DEMO
+    from metabt.data.ohlcv import load_ohlcv
+    from metabt.data.synthetic import gbm_market
     from metabt.errors import ConfigError
-    from metabt.meta import MetaLearner
-    from metabt.models import MLP
-    from metabt.recipe import check_train_config
-    from metabt.synthetic import gbm_market
+    from metabt.experiments.roster import check_train_config
+    from metabt.learn.learner import MetaLearner
+    from metabt.learn.models import MLP
 
     learner = MetaLearner(MLP(DEMO.spec.n_features, (8,)), feature_spec=DEMO.spec)
     learner.train_config = {"support": DEMO.support, "bar_frequency": "daily"}
@@ -110,7 +110,7 @@ def test_a_model_trained_on_daily_bars_is_refused_on_hourly_bars():
 
 def test_a_given_bars_per_year_still_records_the_detected_frequency(sample_frames):
     """--bars-per-year at training must not make a same-frequency backtest look different."""
-    from metabt.recipe import check_train_config, train_learner
+    from metabt.experiments.roster import check_train_config, train_learner
 
     cfg = DEMO.with_(meta_steps=2, val_years=0.5, sizer={**DEMO.sizer, "bars_per_year": 250})
     trained = train_learner(sample_frames, cfg, end="2010-06-01", progress=False)

@@ -6,7 +6,7 @@ import hashlib
 import json
 
 from metabt._version import __version__
-from metabt.records import RunRecord, file_sha256, git_commit, package_versions
+from metabt.experiments.record import RunRecord, file_sha256, git_commit, package_versions
 
 
 def test_file_hash_matches_hashlib(tmp_path):

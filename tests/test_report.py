@@ -11,8 +11,8 @@ import quantstats as qs
 from synthetic import daily_returns as _returns
 
 from metabt.errors import ConfigError, DataError
-from metabt.metrics import compute_metrics, metrics_table
-from metabt.report import format_table, write_tearsheet
+from metabt.evaluate.metrics import compute_metrics, metrics_table
+from metabt.evaluate.report import format_table, write_tearsheet
 
 
 def test_metrics_table_and_format_table():
@@ -89,7 +89,7 @@ def _assert_escaped(text: str) -> None:
 
 
 def test_every_report_escapes_a_hostile_name(tmp_path):
-    from metabt.report import write_comparison, write_diagnostics
+    from metabt.evaluate.report import write_comparison, write_diagnostics
 
     returns = _returns(120, name=HOSTILE)
     sheet = write_tearsheet(
@@ -131,7 +131,7 @@ def test_context_trajectory_is_the_pca_of_the_contexts_and_is_drawn(tmp_path):
     import numpy as np
     import pandas as pd
 
-    from metabt.report import context_components, write_diagnostics
+    from metabt.evaluate.report import context_components, write_diagnostics
 
     rng = np.random.default_rng(0)
     dates = pd.bdate_range("2020-01-01", periods=40)

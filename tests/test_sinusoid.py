@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from metabt.sinusoid import SinusoidTasks, run_sinusoid
+from metabt.experiments.sinusoid import SinusoidTasks, run_sinusoid
 
 
 def test_sinusoid_tasks_follow_the_paper_distribution():

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from metabt.errors import ConfigError
 from metabt.sizers import SignalSizer
-from metabt.strategy import SignalTrader
+from metabt.strategies.meta import SignalTrader
 
 NAN, INF = math.nan, math.inf
 
@@ -332,7 +332,7 @@ def test_another_kind_of_sizer_is_refused_never_silently_replaced():
                 cerebro.run()
 
 
-# ---- bars_per_year: the data's own frequency unless given (metabt.bars)
+# ---- bars_per_year: the data's own frequency unless given (metabt.data.bars)
 
 
 def _bars(index: pd.DatetimeIndex, seed: int = 5) -> pd.DataFrame:
@@ -416,9 +416,9 @@ def test_the_deadband_scales_with_the_gross_cap_so_a_wide_universe_still_trades(
     """64 assets at the cap: each weight is ~1.5%, inside an unscaled 5% band forever."""
     import backtrader as bt
 
-    from metabt.data import feed
-    from metabt.strategy import SignalTrader
-    from metabt.synthetic import gbm_market
+    from metabt.data.ohlcv import feed
+    from metabt.data.synthetic import gbm_market
+    from metabt.strategies.meta import SignalTrader
 
     class Constant(SignalTrader):
         def compute_signal(self, i, data):
@@ -436,7 +436,7 @@ def test_the_deadband_scales_with_the_gross_cap_so_a_wide_universe_still_trades(
 
 
 def test_capped_targets_trim_only_the_positions_held_above_their_exact_target():
-    from metabt.trader import capped_targets
+    from metabt.strategies.trader import capped_targets
 
     sizer, value, prices = SignalSizer(), 100_000.0, [100.0, 100.0, 50.0]
     weights = [0.5, 0.3, 0.2]  # exact: 500, 300 and 400 shares, a book of 100,000
@@ -463,7 +463,7 @@ def test_capped_targets_trim_only_the_positions_held_above_their_exact_target():
     st.floats(0.2, 2.0),
 )
 def test_capped_targets_keep_a_capped_book_within_the_cap(rows, band, cap):
-    from metabt.trader import capped_targets
+    from metabt.strategies.trader import capped_targets
 
     weights, prices, held = (list(x) for x in zip(*rows))
     gross = sum(abs(w) for w in weights)

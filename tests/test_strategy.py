@@ -12,9 +12,9 @@ import pytest
 
 from metabt import MetaStrategy, QuantStatsAnalyzer, SignalSizer
 from metabt.analyzers import signal_frames
-from metabt.backtest import Costs, run_backtest
-from metabt.data import feed
+from metabt.data.ohlcv import feed
 from metabt.errors import ConfigError
+from metabt.experiments.backtest import Costs, run_backtest
 from strategies import BuyAndHold, SmaCross
 
 START = "2010-03-01"
@@ -248,10 +248,10 @@ def test_baselines_run_on_the_same_period(strategy, sample_frames, base_run):
     + [("maml", "gru"), ("anil", "gru")],
 )
 def test_every_algorithm_and_the_gru_run_in_metastrategy(algorithm, model_type, sample_frames):
-    from metabt.features import FeatureSpec
-    from metabt.meta import MetaLearner
-    from metabt.models import GRU, MLP
-    from metabt.tasks import TaskSampler
+    from metabt.features.spec import FeatureSpec
+    from metabt.features.tasks import TaskSampler
+    from metabt.learn.learner import MetaLearner
+    from metabt.learn.models import GRU, MLP
 
     spec = FeatureSpec()
     window = 4 if model_type == "gru" else 1
@@ -367,7 +367,7 @@ def test_batched_adaptation_equals_the_per_data_path(
 ):
     """Data due on the same bar adapt in one adapt_batch call and predict in one
     predict_rows call; signals, losses and orders equal the per-data path."""
-    from metabt.batched import BatchAdapted
+    from metabt.learn.kernels.batched import BatchAdapted
 
     calls = {"adapt_batch": [], "predict_rows": 0}
     adapt_batch, predict_rows = small_learner.adapt_batch, BatchAdapted.predict_rows

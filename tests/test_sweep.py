@@ -1,4 +1,4 @@
-"""metabt.sweep: grid and TPE searches on validation folds before a held-out period.
+"""metabt.experiments.sweep: grid and TPE searches on validation folds before a held-out period.
 
 Small configurations (10 meta steps, one hidden layer of 8, one asset, one validation
 fold of a year) so that a trial takes about a second once the imports are warm.
@@ -14,12 +14,12 @@ import optuna
 import pandas as pd
 import pytest
 
-import metabt.sweep as sweep_module
-from metabt.config import DEMO
-from metabt.configfile import load_config, options_for
-from metabt.data import load_ohlcv, sample_files
+import metabt.experiments.sweep as sweep_module
+from metabt.config.defaults import DEMO
+from metabt.config.files import load_config, options_for
+from metabt.data.ohlcv import load_ohlcv, sample_files
 from metabt.errors import ConfigError
-from metabt.sweep import DB_NAME, apply_params, parse_space, sweep, validation_folds
+from metabt.experiments.sweep import DB_NAME, apply_params, parse_space, sweep, validation_folds
 
 TEST_START = pd.Timestamp("2010-01-01")
 CFG = DEMO.with_(

@@ -23,10 +23,10 @@ import optuna
 import pandas as pd
 import pytest
 
-from metabt.cli import main
-from metabt.configfile import load_config, options_for
-from metabt.data import sample_files
-from metabt.sweep import DB_NAME, ERROR_ATTR
+from metabt.cli.parser import main
+from metabt.config.files import load_config, options_for
+from metabt.data.ohlcv import sample_files
+from metabt.experiments.sweep import DB_NAME, ERROR_ATTR
 
 AAPL = str(next(p for p in sample_files() if p.stem == "AAPL"))
 STUDY = "metabt-sweep"

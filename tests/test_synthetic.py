@@ -1,6 +1,6 @@
 """The synthetic markets and the benchmark family's mechanics (not which method wins).
 
-``metabt.synthetic.regime_market`` must hold exactly the signal it documents: a forecaster
+``metabt.data.synthetic.regime_market`` must hold exactly the signal it documents: a forecaster
 that knows the regime scores IC strength / sqrt(1 + strength²) against the next bar's log
 return, and nothing at strength 0. The backtest must measure IC on the same alignment (a
 signal that is the realised forward return scores IC 1). One small ``compare`` runs the
@@ -18,16 +18,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from metabt.backtest import Costs, run_backtest
-from metabt.data import load_ohlcv
+from metabt.data.ohlcv import load_ohlcv
+from metabt.data.synthetic import gbm_market, regime_market, volume_score
 from metabt.errors import ConfigError
-from metabt.evaluation import META_VARIANTS
-from metabt.experiments import RunSettings, compare
-from metabt.features import FeatureSpec
-from metabt.metrics import pair_ic
-from metabt.recipe import DEMO
-from metabt.strategy import SignalTrader
-from metabt.synthetic import gbm_market, regime_market, volume_score
+from metabt.evaluate.metrics import pair_ic
+from metabt.evaluate.verdict import META_VARIANTS
+from metabt.experiments.backtest import Costs, run_backtest
+from metabt.experiments.compare import RunSettings, compare
+from metabt.experiments.roster import DEMO
+from metabt.features.spec import FeatureSpec
+from metabt.strategies.meta import SignalTrader
 
 ROSTER = [
     "MetaStrategy",

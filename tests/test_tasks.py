@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from synthetic import gbm_frame
 
 from metabt.errors import ConfigError, DataError
-from metabt.features import FeatureSpec, stack_window
-from metabt.tasks import PooledTaskSampler, TaskSampler
+from metabt.features.spec import FeatureSpec, stack_window
+from metabt.features.tasks import PooledTaskSampler, TaskSampler
 
 H = 5  # label horizon of the encoded tasks
 STARTS = ["2001-01-01", "2001-03-15"]  # the two encoded assets start on different dates
@@ -443,8 +443,8 @@ def test_pooled_split_and_determinism_and_errors():
 
 
 def test_pooled_tasks_from_frames_train_a_meta_learner(frames):
-    from metabt.meta import MetaLearner
-    from metabt.models import MLP
+    from metabt.learn.learner import MetaLearner
+    from metabt.learn.models import MLP
 
     spec = FeatureSpec()
     tasks = PooledTaskSampler.from_frames(

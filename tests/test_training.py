@@ -1,4 +1,4 @@
-"""metabt.training: the fit loop learns, keeps the best θ, stops early and resumes exactly."""
+"""metabt.learn.training: the fit loop learns, keeps the best θ, stops early and resumes exactly."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import torch
 from synthetic import linear_task_batch as _batch
 
 from metabt.errors import CheckpointError
-from metabt.meta import FitResult, MetaLearner
-from metabt.models import MLP
-from metabt.training import FitResult as TrainingFitResult
+from metabt.learn.learner import FitResult, MetaLearner
+from metabt.learn.models import MLP
+from metabt.learn.training import FitResult as TrainingFitResult
 
 F = 4
 
@@ -120,8 +120,8 @@ def test_a_non_finite_validation_loss_is_an_error_never_a_best():
     import math as _math
 
     from metabt.errors import ConfigError as _ConfigError
-    from metabt.meta import MetaLearner as _MetaLearner
-    from metabt.models import MLP as _MLP
+    from metabt.learn.learner import MetaLearner as _MetaLearner
+    from metabt.learn.models import MLP as _MLP
 
     learner = _MetaLearner(_MLP(3, (4,)), algorithm="maml", inner_steps=1)
     x = torch.randn(2, 8, 3)

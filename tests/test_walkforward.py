@@ -8,11 +8,11 @@ import re
 import pandas as pd
 import pytest
 
-from metabt.config import DEMO
+from metabt.config.defaults import DEMO
 from metabt.errors import ConfigError
-from metabt.executors import ProcessExecutor
-from metabt.experiments import RunSettings
-from metabt.walkforward import walkforward, walkforward_folds
+from metabt.experiments.compare import RunSettings
+from metabt.experiments.executors import ProcessExecutor
+from metabt.experiments.walkforward import walkforward, walkforward_folds
 
 
 def test_walkforward_folds_are_contiguous_and_cover_the_period():

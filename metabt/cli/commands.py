@@ -1,0 +1,460 @@
+"""The work of each ``metabt`` sub-command: load, run, print, write the record.
+
+``metabt.cli.parser`` parses the command line (and ``--config``) and calls one of the
+``cmd_*`` functions here with the resolved arguments. Heavy packages (torch, backtrader)
+are imported inside the functions, so ``metabt --help`` stays light.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import pandas as pd
+
+    from metabt.config.defaults import RunConfig
+    from metabt.experiments.compare import RunSettings
+    from metabt.experiments.record import RunRecord
+
+__all__ = ["COMMANDS", "config_of", "run"]
+
+
+def _check_output(path: Path, flag: str, *, kind: str) -> None:
+    from metabt._util import check_output_path
+
+    check_output_path(path, flag, kind=kind)
+
+
+def _load_frames(
+    files: Sequence[str] | None, benchmark: str | None = None
+) -> dict[str, pd.DataFrame]:
+    """Validated frames of the files (default: the sample data); with ``benchmark``, each
+    gets the benchmark's close as its ``benchmark`` column (as of each bar, never later)."""
+    from metabt.data.ohlcv import load_many, sample_files
+
+    frames = load_many(list(files) if files else sample_files())
+    if benchmark is None:
+        return frames
+    from metabt.data.ohlcv import load_ohlcv
+    from metabt.features.factors import with_benchmark
+
+    bench = load_ohlcv(benchmark)
+    return {name: with_benchmark(frame, bench) for name, frame in frames.items()}
+
+
+def config_of(args: argparse.Namespace) -> RunConfig:
+    """The run configuration: the demo's, with the flags (and config file) given."""
+    import dataclasses
+
+    from metabt.config.defaults import DEMO
+
+    spec = dataclasses.replace(DEMO.spec, horizon=args.horizon)
+    if args.features:
+        spec = spec.with_features(*args.features)
+    sizer = dict(DEMO.sizer)
+    if getattr(args, "bars_per_year", None) is not None:
+        sizer["bars_per_year"] = args.bars_per_year
+    changes: dict[str, Any] = {
+        "algorithm": args.algorithm,
+        "model_type": args.model_type,
+        "model_kwargs": dict(args.model_kwargs),
+        "hidden": tuple(args.hidden),
+        "spec": spec,
+        "meta_steps": args.steps,
+        "inner_steps": args.inner_steps,
+        "inner_lr": args.inner_lr,
+        "meta_lr": args.meta_lr,
+        "batch_size": args.batch_size,
+        "query": args.query,
+        "val_years": args.val_years,
+        "support": args.support,
+        "sizer": sizer,
+        "seed": args.seed,
+    }
+    if hasattr(args, "adapt_every"):
+        changes.update(adapt_every=args.adapt_every, online_meta_lr=args.online_meta_lr)
+    if getattr(args, "portfolio", "per-asset") == "cross-sectional":
+        changes["portfolio"] = {
+            "cross_section": args.cross_section,
+            "book": args.book.replace("-", "_"),
+            "name_cap": args.name_cap,
+            "net_leverage": args.net_leverage,
+            "min_trade": args.min_trade,
+            "turnover_budget": args.turnover_budget,
+            "rebalance_every": args.rebalance_every,
+        }
+    return DEMO.with_(**changes)
+
+
+def _settings(args: argparse.Namespace) -> RunSettings:
+    """Frames to trade and to train on, period, cash, costs and configuration.
+
+    The data files are read and validated first, before torch and backtrader are
+    imported, so a bad file is reported at once.
+    """
+    frames = _load_frames(args.data, args.benchmark)
+    train_frames = _load_frames(args.train_data, args.benchmark) if args.train_data else frames
+    from metabt.experiments.backtest import Costs
+    from metabt.experiments.compare import RunSettings
+
+    costs = Costs(
+        commission_bps=args.commission, slippage_bps=args.slippage, borrow_bps=args.borrow
+    )
+    return RunSettings(
+        frames=frames,
+        train_frames=train_frames,
+        start=args.start,
+        end=args.end,
+        cash=args.cash,
+        costs=costs,
+        cfg=config_of(args),
+    )
+
+
+def _record(args: argparse.Namespace, cfg: RunConfig | None = None) -> RunRecord:
+    """The run's record, started now: every option as resolved, and the learner config."""
+    from metabt.experiments.record import RunRecord
+
+    options = {k: v for k, v in vars(args).items() if k != "subparsers"}
+    if cfg is not None:
+        options["resolved"] = cfg.describe()
+        # the model actually built: "cnp", "protonet" and "cavia" replace the default "mlp"
+        options["model"] = cfg.model_config()
+    return RunRecord(args.command, options)
+
+
+def _record_data(record: RunRecord, args: argparse.Namespace) -> None:
+    """Every data file the run read (traded, trained on, benchmark), with its SHA-256."""
+    from metabt.data.ohlcv import sample_files
+
+    files: list[Path] = []
+    groups = [args.data, getattr(args, "train_data", None) or args.data]
+    for group in groups:
+        for path in group or sample_files():
+            if Path(path) not in files:
+                files.append(Path(path))
+    if args.benchmark:
+        files.append(Path(args.benchmark))
+    record.add_data(files)
+
+
+def _finish_record(
+    record: RunRecord, args: argparse.Namespace, paths: dict[str, Path], out: Path
+) -> None:
+    """Data hashes and outputs into the record; ``run.json`` into the output folder."""
+    _record_data(record, args)
+    record.outputs = [str(p.resolve()) for p in paths.values()]
+    print(f"record of the run: {record.write(out / 'run.json').resolve()}")
+
+
+def _print_table(table: pd.DataFrame) -> None:
+    from metabt.evaluate.report import format_table
+
+    print(format_table(table))
+
+
+#: Columns of a judged table printed as the second ("evidence") block.
+EVIDENCE = (
+    "ic",
+    "ic_t",
+    "rank_ic",
+    "rank_ic_t",
+    "ic_tradable",
+    "ic_tradable_t",
+    "cs_ic",
+    "cs_ic_t",
+    "psr",
+    "dsr",
+    "sharpe_vs_best",
+    "sharpe_vs_best_lo",
+    "sharpe_vs_best_hi",
+    "block",
+    "untrained",
+)
+
+
+def _print_split(table: pd.DataFrame) -> None:
+    """A wide judged table as two blocks: performance, then evidence (sd columns in CSV)."""
+    shown = table[[c for c in table.columns if not str(c).endswith("_sd")]]
+    evidence = [c for c in EVIDENCE if c in shown.columns]
+    print()
+    _print_table(shown.drop(columns=evidence))
+    print()
+    _print_table(shown[evidence])
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    _check_output(out, "--out", kind="file")
+    partial = out.with_name(out.name + ".partial")
+    frames = _load_frames(args.data, args.benchmark)
+    from metabt.experiments.roster import train_learner
+
+    if args.resume and not partial.is_file():
+        print(f"note: no unfinished run at {partial}; starting afresh")
+    cfg = config_of(args)
+    record = _record(args, cfg)
+    trained = train_learner(
+        frames,
+        cfg,
+        end=args.train_end,
+        checkpoint=partial,
+        resume=args.resume,
+        checkpoint_every=args.checkpoint_every,
+        progress=not args.quiet,
+    )
+    for line in trained.summary(cfg, list(frames)):
+        print(line)
+    path = trained.learner.save(out)
+    partial.unlink(missing_ok=True)
+    _record_data(record, args)
+    record.add_checkpoint(path, role="written")
+    run_json = record.write(path.with_name(path.name + ".run.json"))
+    print(f"checkpoint written to {path}")
+    print(f"record of the run: {run_json}")
+    return 0
+
+
+def cmd_backtest(args: argparse.Namespace) -> int:
+    _check_output(Path(args.report), "--report", kind="file")
+    settings = _settings(args)
+    from metabt.experiments.compare import main_backtest, rejection_warnings
+    from metabt.learn.learner import MetaLearner
+
+    record = _record(args, settings.cfg)
+    learner = MetaLearner.load(args.model) if args.model else None
+    run = main_backtest(settings, learner, progress=not args.quiet, log=print)
+    trained = run.learner  # the checkpoint's, or the one trained now
+    record.config["learner"] = {
+        "algorithm": trained.algorithm,
+        "feature_spec": None if trained.feature_spec is None else trained.feature_spec.to_dict(),
+        "train_range": trained.train_range,
+        "train_config": trained.train_config,
+    }
+    for line in run.summary() + rejection_warnings(run.results):
+        print(line)
+    print()
+    _print_table(run.table)
+    if len(settings.frames) > 1:
+        print(f"\n{run.meta.name} per asset (contribution: P&L before costs / starting cash)")
+        _print_table(run.meta.assets)
+    paths = run.write(Path(args.report))
+    _record_data(record, args)
+    if args.model:
+        record.add_checkpoint(args.model)
+    record.outputs = [str(p.resolve()) for p in paths.values()]
+    report = Path(args.report)
+    run_json = record.write(report.with_name(report.stem + ".run.json"))
+    print(f"\ntearsheet written to {paths['tearsheet'].resolve()}")
+    print(f"per-asset results written to {paths['assets'].resolve()}")
+    print(f"adaptation diagnostics written to {paths['diagnostics'].resolve()}")
+    print(f"record of the run: {run_json.resolve()}")
+    return 0
+
+
+def _check_out_dir(args: argparse.Namespace) -> None:
+    """The output folder can be written, and metabt may replace it (before any work)."""
+    from metabt._util import check_replaceable_dir
+
+    _check_output(Path(args.out), "--out", kind="dir")
+    check_replaceable_dir(args.out, force=args.force)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    _check_out_dir(args)
+    settings = _settings(args)
+    from metabt.experiments.compare import compare, rejection_warnings
+
+    record = _record(args, settings.cfg)
+    result = compare(
+        settings,
+        seeds=args.seeds,
+        progress=not args.quiet,
+        log=print,
+        executor=args.executor,
+        workers=args.workers,
+        ray_address=args.ray_address,
+    )
+    paths = result.write(Path(args.out), force=args.force)
+    print()
+    for line in result.notes + rejection_warnings(result.results):
+        print(line)
+    _print_split(result.table)
+    print()
+    for line in result.verdicts:
+        print(line)
+    print(f"\ntable: {paths['csv'].resolve()} and {paths['markdown'].resolve()}")
+    if "seeds" in paths:
+        print(f"every seed: {paths['seeds'].resolve()}")
+    print(f"per asset: {paths['assets_csv'].resolve()} and {paths['assets_markdown'].resolve()}")
+    print(f"index of tearsheets: {paths['html'].resolve()}")
+    print(f"MetaStrategy adaptation diagnostics: {paths['diagnostics'].resolve()}")
+    _finish_record(record, args, paths, Path(args.out))
+    return 0
+
+
+def cmd_walkforward(args: argparse.Namespace) -> int:
+    _check_out_dir(args)
+    settings = _settings(args)
+    from metabt.experiments.walkforward import walkforward
+
+    record = _record(args, settings.cfg)
+    result = walkforward(
+        settings,
+        fold_years=args.fold_years,
+        train_years=args.train_years,
+        seeds=args.seeds,
+        progress=not args.quiet,
+        log=print,
+        executor=args.executor,
+        workers=args.workers,
+        ray_address=args.ray_address,
+    )
+    paths = result.write(Path(args.out), force=args.force)
+    overall = result.metrics()
+    stitched = result.returns
+    first_seed = result.table[result.table["seed"] == result.table["seed"].iloc[0]]
+    folds = first_seed.pivot(index="fold", columns="strategy", values="sharpe")
+    print("\nSharpe per fold (after costs)")
+    print(folds[list(result.stitched)].to_string(float_format=lambda v: f"{v:.2f}"))
+    print(
+        f"\nstitched out-of-sample {stitched.index[0].date()} to {stitched.index[-1].date()} "
+        f"({len(stitched):,} {result.stitched['MetaStrategy'].frequency.name} bars, "
+        f"{result.costs.describe()}); MetaStrategy: sharpe "
+        f"{overall['sharpe']:.2f}, cagr {overall['cagr']:.2%}, max drawdown "
+        f"{overall['max_drawdown']:.2%}"
+    )
+    _print_split(result.summary)
+    print()
+    for line in result.verdicts:
+        print(line)
+    print(f"\nfold table: {paths['folds'].resolve()}\nsummary: {paths['summary'].resolve()}")
+    print(f"tearsheet: {paths['tearsheet'].resolve()}")
+    print(
+        f"per fold and asset: {paths['assets'].resolve()}\n"
+        f"diagnostics: {paths['diagnostics'].resolve()}"
+    )
+    _finish_record(record, args, paths, Path(args.out))
+    return 0
+
+
+def _space(args: argparse.Namespace) -> dict[str, Any]:
+    """The search space: --space FILE, else the config file's ``space`` table."""
+    from metabt.errors import ConfigError
+
+    if isinstance(args.space, dict):
+        return dict(args.space)
+    if args.space:
+        import tomllib
+
+        try:
+            raw = tomllib.loads(Path(args.space).read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"--space {args.space}: no such file; check the path") from exc
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"--space {args.space}: not a readable TOML file ({exc})") from exc
+        return dict(raw.get("space", raw))
+    raise ConfigError(
+        "metabt sweep needs a search space: --space space.toml (e.g. inner_lr = [0.01, 0.05]) "
+        "or a [sweep.space] table in --config"
+    )
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    _check_output(Path(args.out), "--out", kind="dir")
+    space = _space(args)
+    settings = _settings(args)
+    from metabt.experiments.sweep import sweep
+
+    record = _record(args, settings.cfg)
+    result = sweep(
+        settings.frames,
+        space=space,
+        test_start=settings.start,
+        out=Path(args.out),
+        sampler=args.sampler,
+        n_trials=args.trials,
+        val_folds=args.val_folds,
+        cfg=settings.cfg,
+        costs=settings.costs,
+        executor=args.executor,
+        workers=args.workers,
+        ray_address=args.ray_address,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    out = Path(args.out)
+    paths = {name: out / name for name in ("trials.csv", "trials.md", "best.toml", "sweep.json")}
+    summary = result.summary()
+    print()
+    shown = result.table.drop(columns=["error"], errors="ignore").set_index("number")
+    print(shown.to_string(float_format=lambda v: f"{v:.4g}"))  # 0.005, not 0.01; 30, not 30.00
+    print(
+        f"\n{summary['n_trials']} trials ({summary['n_complete']} complete, "
+        f"{summary['n_failed']} failed); best validation Sharpe {summary['best_value']:.3f} "
+        f"(trial {summary['best_number']}): {summary['best_params']}"
+    )
+    print(f"validation folds: {summary['validation_folds']}; {summary['held_out']}")
+    print(f"best config: {paths['best.toml'].resolve()}")
+    print(
+        f"next: metabt backtest --config {Path(args.out) / 'best.toml'} (the held-out period "
+        f"from {settings.start.date()}), and deflate its Sharpe for {result.n_trials} trials"
+    )
+    _finish_record(record, args, paths, out)
+    return 0
+
+
+def cmd_pricing(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    _check_output(out, "--out", kind="dir")
+    from metabt.experiments.pricing import pricing_study
+
+    record = _record(args)
+    study = pricing_study(
+        ks=tuple(args.ks),
+        train_end=args.train_end,
+        test_end=args.test_end,
+        algorithm=args.algorithm,
+        steps=args.steps,
+        seed=list(args.seeds),
+        portfolios=args.portfolios,
+        nonlinear=args.nonlinear,
+        progress=not args.quiet,
+    )
+    paths = study.write(out)
+    print()
+    for line in study.main_lines():
+        print(line)
+    record.outputs = [str(Path(p).resolve()) for p in paths]
+    from metabt.experiments.record import package_versions
+
+    record.data.append(
+        {"dataset": "linearmodels.datasets.french", **package_versions(["linearmodels"])}
+    )
+    print(f"\ntable and plot: {out.resolve()}")
+    print(f"record of the run: {record.write(out / 'run.json').resolve()}")
+    return 0
+
+
+#: sub-command -> the function that runs it (each returns the exit code, 0).
+COMMANDS = {
+    "train": cmd_train,
+    "backtest": cmd_backtest,
+    "compare": cmd_compare,
+    "walkforward": cmd_walkforward,
+    "sweep": cmd_sweep,
+    "pricing": cmd_pricing,
+}
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the sub-command ``args.command`` with its resolved arguments.
+
+    Raises:
+        MetabtError: bad input (the CLI turns it into exit code 2).
+    """
+    return COMMANDS[args.command](args)

@@ -1,0 +1,822 @@
+"""The ``metabt`` command: arguments, config files, exit codes (the work: ``cli.commands``).
+
+Exit codes: 0 success; 2 bad input or usage (one line on stderr, no traceback);
+1 unexpected failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from metabt.errors import MetabtError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+__all__ = ["main"]
+
+THREADS_ENV = "METABT_THREADS"
+DEFAULT_REPORT = Path("reports") / "metabt_backtest.html"
+DEFAULT_COMPARE = Path("reports") / "compare"
+DEFAULT_WALKFORWARD = Path("reports") / "walkforward"
+DEFAULT_SWEEP = Path("reports") / "sweep"
+DEFAULT_PRICING = Path("reports") / "pricing"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error message and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _date(value: str) -> pd.Timestamp:
+    import pandas as pd
+
+    try:
+        return pd.Timestamp(value)
+    except (ValueError, TypeError) as exc:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a date; use YYYY-MM-DD") from exc
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from exc
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} must be >= 1")
+    return number
+
+
+def _non_negative(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from exc
+    if not number >= 0 or number == float("inf"):
+        raise argparse.ArgumentTypeError(f"{value!r} must be a finite number >= 0")
+    return number
+
+
+def _seed(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer seed") from exc
+    if not 0 <= number < 2**32:
+        raise argparse.ArgumentTypeError(f"seed {value!r} must be in [0, 2**32 - 1]")
+    return number
+
+
+def _default_threads() -> int:
+    """Threads from $METABT_THREADS (a positive integer), else 1."""
+    import os
+
+    raw = os.environ.get(THREADS_ENV, "1")
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise SystemExit(
+            f"metabt: error: {THREADS_ENV}={raw!r} must be a positive integer (threads)"
+        )
+    return value
+
+
+def _limit_threads(n: int) -> Any:
+    """Use ``n`` threads in torch and in every BLAS/OpenMP pool; returns the BLAS limiter.
+
+    torch's default of one thread per core oversubscribes a busy machine for models this
+    small; NumPy's BLAS (OpenBLAS) is limited through ``threadpoolctl``.
+    """
+    import os
+
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = str(n)  # read by torch's thread pools when it is imported
+    if "torch" in sys.modules:  # already imported (metabt.cli.parser.main called from Python)
+        sys.modules["torch"].set_num_threads(n)
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=n)
+
+
+def _positive(value: str) -> float:
+    number = _non_negative(value)
+    if number == 0:
+        raise argparse.ArgumentTypeError(f"{value!r} must be > 0")
+    return number
+
+
+def _model_type(value: str) -> str:
+    """``mlp``, ``gru`` or an import path ``package.module:Class`` of a torch module."""
+    import re
+
+    from metabt.config.defaults import MODEL_TYPES
+
+    if value in MODEL_TYPES or re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", value):
+        return value
+    raise argparse.ArgumentTypeError(
+        f"{value!r} is not a model type; use {' or '.join(MODEL_TYPES)}, or the import path "
+        "of your torch.nn.Module class as package.module:ClassName"
+    )
+
+
+def _json_object(value: str) -> dict[str, Any]:
+    import json
+
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not JSON ({exc.msg}); write e.g. '{{\"hidden\": 64}}'"
+        ) from exc
+    if not isinstance(parsed, dict):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} must be a JSON object, e.g. '{{\"hidden\": 64}}'"
+        )
+    return parsed
+
+
+def _training_options(p: argparse.ArgumentParser) -> None:
+    from metabt.config.defaults import (
+        ALGORITHM_NAMES,
+        DEMO,
+        INNER_LR,
+        INNER_LR_BY_ALGORITHM,
+        MODEL_TYPES,
+    )
+
+    p.add_argument(
+        "--algorithm",
+        choices=ALGORITHM_NAMES,
+        default=DEMO.algorithm,
+        help=f"meta-learning algorithm (default {DEMO.algorithm})",
+    )
+    p.add_argument(
+        "--model-type",
+        type=_model_type,
+        default=DEMO.model_type,
+        metavar="TYPE",
+        help=f"model: {', '.join(MODEL_TYPES)}, or the import path package.module:Class of "
+        f"your torch.nn.Module (built as Class(n_features=F, **model_kwargs)) "
+        f"(default {DEMO.model_type})",
+    )
+    p.add_argument(
+        "--model-kwargs",
+        type=_json_object,
+        default={},
+        metavar="JSON",
+        help="keyword arguments of the model, a JSON object, e.g. '{\"hidden\": 64}'",
+    )
+    p.add_argument(
+        "--hidden",
+        type=_positive_int,
+        nargs="+",
+        default=list(DEMO.hidden),
+        metavar="WIDTH",
+        help=f"MLP hidden widths (default {' '.join(map(str, DEMO.hidden))})",
+    )
+    p.add_argument(
+        "--feature",
+        dest="features",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="add a feature: a registered name or package.module:function, optionally "
+        'followed by JSON params, e.g. examples.rsi_feature:rsi{"window": 21} (repeatable)',
+    )
+    p.add_argument(
+        "--benchmark",
+        metavar="FILE",
+        help="an index or ETF's OHLCV file: each asset gets its close as the `benchmark` "
+        "column, as of each bar, for factor features (--feature metabt.features.factors:beta, "
+        "metabt.features.factors:resid_mom, ...)",
+    )
+    p.add_argument(
+        "--horizon",
+        type=_positive_int,
+        default=DEMO.spec.horizon,
+        metavar="BARS",
+        help=f"label horizon (default {DEMO.spec.horizon})",
+    )
+    p.add_argument(
+        "--query",
+        type=_positive_int,
+        default=DEMO.query,
+        metavar="BARS",
+        help=f"bars per training query set (default {DEMO.query})",
+    )
+    p.add_argument(
+        "--val-years",
+        type=_positive,
+        default=DEMO.val_years,
+        metavar="YEARS",
+        help=f"last years before the cut-off held out to validate training (default "
+        f"{DEMO.val_years:g}; shorten it for short high-frequency histories)",
+    )
+    p.add_argument(
+        "--inner-lr",
+        type=_positive,
+        default=None,
+        metavar="RATE",
+        help=f"inner-loop learning rate (default {INNER_LR:g}; "
+        + ", ".join(f"{v:g} for {k}" for k, v in INNER_LR_BY_ALGORITHM.items())
+        + ", whose context inputs start at 0)",
+    )
+    p.add_argument(
+        "--meta-lr",
+        type=_positive,
+        default=DEMO.meta_lr,
+        metavar="RATE",
+        help=f"outer-loop (Adam) learning rate (default {DEMO.meta_lr:g})",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=DEMO.batch_size,
+        metavar="TASKS",
+        help=f"tasks per outer step (default {DEMO.batch_size})",
+    )
+    p.add_argument(
+        "--steps",
+        type=_positive_int,
+        default=DEMO.meta_steps,
+        help=f"meta-training outer steps (default {DEMO.meta_steps})",
+    )
+    p.add_argument(
+        "--inner-steps",
+        type=_positive_int,
+        default=DEMO.inner_steps,
+        help=f"inner-loop steps per adaptation (default {DEMO.inner_steps})",
+    )
+    p.add_argument("--seed", type=_seed, default=DEMO.seed, help="seed (default 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=_default_threads(),
+        metavar="N",
+        help=f"threads for torch and BLAS (default 1, or ${THREADS_ENV}): metabt's models "
+        "are tiny, and more threads than free cores slow them down",
+    )
+
+
+def _run_options(p: argparse.ArgumentParser) -> None:
+    from metabt.config.defaults import DEMO
+
+    p.add_argument(
+        "--data",
+        nargs="+",
+        metavar="FILE",
+        help="OHLCV CSV files to trade (default: the sample data)",
+    )
+    p.add_argument(
+        "--train-data",
+        nargs="+",
+        metavar="FILE",
+        help="files to meta-train on, e.g. other assets (default: --data)",
+    )
+    p.add_argument(
+        "--start",
+        type=_date,
+        default=DEMO.start,  # argparse converts a string default with type=
+        metavar="DATE",
+        help=f"first backtest date; training uses data strictly before it (default {DEMO.start})",
+    )
+    p.add_argument("--end", type=_date, metavar="DATE", help="last backtest date (default: all)")
+    p.add_argument("--cash", type=_positive, default=100_000.0, help="starting cash")
+    for flag, default, what in (
+        ("--commission", 5.0, "commission, basis points of traded value"),
+        ("--slippage", 2.0, "slippage, basis points of price, on every fill"),
+        ("--borrow", 25.0, "short-borrow fee, basis points a year of the short value"),
+    ):
+        p.add_argument(
+            flag,
+            type=_non_negative,
+            default=default,
+            metavar="BPS",
+            help=f"{what} (default {default:g})",
+        )
+    p.add_argument(
+        "--adapt-every",
+        type=_positive_int,
+        default=DEMO.adapt_every,
+        metavar="BARS",
+        help=f"bars between adaptations (default {DEMO.adapt_every})",
+    )
+    p.add_argument(
+        "--bars-per-year",
+        type=_positive,
+        metavar="N",
+        help="bars in a year, for volatility targets, Sharpe, CAGR and turnover (default: "
+        "detected from the dates: 252 for daily stock bars, 52 weekly, ~6,240 hourly FX)",
+    )
+    p.add_argument(
+        "--online-meta-lr",
+        type=_non_negative,
+        default=0.0,
+        metavar="RATE",
+        help="outer-loop rate of online meta-updates of the meta-init during the backtest, "
+        "from adaptations whose query labels are realised (default 0: off)",
+    )
+
+
+def _support_option(p: argparse.ArgumentParser) -> None:
+    from metabt.config.defaults import DEMO
+
+    p.add_argument(
+        "--support",
+        type=_positive_int,
+        default=DEMO.support,
+        metavar="BARS",
+        help=f"realised bars per adaptation and per training support set (default {DEMO.support})",
+    )
+
+
+def _command(
+    sub: Any, name: str, help_: str, *, run: bool = True, out: tuple[str, str] | None = None
+) -> argparse.ArgumentParser:
+    """A sub-command with the shared options (run options first, training options last)."""
+    p = sub.add_parser(name, help=help_)
+    p.add_argument(
+        "--config",
+        metavar="TOML",
+        help="read settings from a TOML file (flags override it); `metabt config --example` "
+        "prints a template",
+    )
+    p.add_argument(
+        "--trust",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="let checkpoints and config files import this module and its submodules "
+        "(repeatable; also METABT_TRUST=a,b); modules named on the command line "
+        "(--model-type, --feature) are trusted for the run",
+    )
+    if run:
+        _run_options(p)
+    _support_option(p)
+    if out is not None:
+        p.add_argument("--out", default=out[0], metavar="DIR", help=out[1])
+    return p
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    from metabt._version import __version__
+
+    parser = _Parser(
+        prog="metabt",
+        description="Meta-learned (MAML) adaptive strategies in Backtrader, "
+        "with quantstats reports.",
+    )
+    parser.add_argument("--version", action="version", version=f"metabt {__version__}")
+    sub = parser.add_subparsers(
+        dest="command",
+        metavar="{train,backtest,compare,walkforward,sweep,pricing,config}",
+        parser_class=_Parser,
+    )
+    train = _command(sub, "train", "meta-train on data strictly before --train-end", run=False)
+    # required, from the flags or the config file (checked after merging them)
+    train.add_argument(
+        "--data", nargs="+", metavar="FILE", help="OHLCV files (CSV, .csv.gz, Parquet); required"
+    )
+    train.add_argument(
+        "--train-end",
+        type=_date,
+        metavar="DATE",
+        help="cut-off: no price on or after this date is used; required",
+    )
+    train.add_argument("--out", metavar="CKPT", help="checkpoint to write; required")
+    train.add_argument(
+        "--bars-per-year",
+        type=_positive,
+        metavar="N",
+        help="bars in a year (default: detected from the dates)",
+    )
+    train.add_argument(
+        "--checkpoint-every",
+        type=_positive_int,
+        default=50,
+        metavar="N",
+        help="save the unfinished run to CKPT.partial every N steps (default 50; also the "
+        "validation interval)",
+    )
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run saved in CKPT.partial (e.g. after a crash or kill)",
+    )
+    backtest = _command(
+        sub,
+        "backtest",
+        "backtest MetaStrategy beside buy-and-hold and SMA crossover "
+        "(no arguments: the main job on the sample data)",
+    )
+    backtest.add_argument(
+        "--model", metavar="CKPT", help="a trained checkpoint (default: train first)"
+    )
+    backtest.add_argument(
+        "--portfolio",
+        choices=("per-asset", "cross-sectional"),
+        default="per-asset",
+        help="per-asset: each asset's own signal sets its position (MetaStrategy); "
+        "cross-sectional: signals ranked or z-scored across the universe into one book "
+        "(CrossSectionalStrategy) (default per-asset)",
+    )
+    backtest.add_argument(
+        "--cross-section", choices=("rank", "zscore"), default="rank", help="(cross-sectional)"
+    )
+    backtest.add_argument(
+        "--book",
+        choices=("dollar-neutral", "long-only"),
+        default="dollar-neutral",
+        help="(cross-sectional) book (default dollar-neutral)",
+    )
+    for flag, default, what in (
+        ("--name-cap", 0.25, "largest |weight| of one name, fraction of portfolio value"),
+        ("--net-leverage", 1.0, "cap on |sum of weights|"),
+        ("--min-trade", 0.0, "smaller weight changes do not trade, fraction of value"),
+    ):
+        backtest.add_argument(
+            flag,
+            type=_non_negative,
+            default=default,
+            metavar="FRAC",
+            help=f"(cross-sectional) {what} (default {default:g})",
+        )
+    backtest.add_argument(
+        "--turnover-budget",
+        type=_positive,
+        metavar="FRAC",
+        help="(cross-sectional) most value traded per rebalance, fraction (default: none)",
+    )
+    backtest.add_argument(
+        "--rebalance-every",
+        type=_positive_int,
+        default=1,
+        metavar="BARS",
+        help="(cross-sectional) bars between rebalances (default 1)",
+    )
+    backtest.add_argument(
+        "--report",
+        default=str(DEFAULT_REPORT),
+        metavar="HTML",
+        help=f"tearsheet path (default {DEFAULT_REPORT})",
+    )
+    cmp_ = _command(
+        sub,
+        "compare",
+        "MetaStrategy beside every baseline (trained ERM, rolling ridge, RLS, ...) on the same "
+        "data, period, costs and sizer, with block-bootstrap intervals, deflated Sharpe and a "
+        "verdict",
+        out=(
+            str(DEFAULT_COMPARE),
+            "folder for compare.csv, compare.md, index.html and tearsheets/ "
+            f"(default {DEFAULT_COMPARE})",
+        ),
+    )
+    cmp_.add_argument(
+        "--force",
+        action="store_true",
+        help="replace --out even when it holds files metabt did not write (never the working "
+        "directory or its parents)",
+    )
+    walk = _command(
+        sub,
+        "walkforward",
+        "yearly folds, each meta-trained strictly before it; stitched out-of-sample report",
+        out=(
+            str(DEFAULT_WALKFORWARD),
+            f"folder for folds.csv and walkforward.html (default {DEFAULT_WALKFORWARD})",
+        ),
+    )
+    walk.add_argument(
+        "--force",
+        action="store_true",
+        help="replace --out even when it holds files metabt did not write (never the working "
+        "directory or its parents)",
+    )
+    walk.add_argument(
+        "--fold-years",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="calendar years per test fold (default 1)",
+    )
+    walk.add_argument(
+        "--train-years",
+        type=_positive_int,
+        metavar="N",
+        help="rolling training window in years (default: expanding, all history)",
+    )
+    swp = _command(
+        sub,
+        "sweep",
+        "hyperparameter search (grid or Optuna TPE), each trial scored on walk-forward "
+        "validation folds strictly before a held-out test period no trial sees; resumable",
+        out=(
+            str(DEFAULT_SWEEP),
+            f"folder for sweep.db, trials.csv, best.toml (default {DEFAULT_SWEEP})",
+        ),
+    )
+    swp.add_argument(
+        "--space",
+        metavar="TOML",
+        help="the search space: a TOML file of setting = [values] (grid) or setting = "
+        "{low = .., high = .., log = true} (tpe); or the `space` table of --config",
+    )
+    swp.add_argument(
+        "--sampler", choices=("tpe", "grid"), default="tpe", help="search (default tpe)"
+    )
+    swp.add_argument(
+        "--trials",
+        type=_positive_int,
+        metavar="N",
+        help="trials in all, resumed ones included (default: the grid's size; 20 for tpe)",
+    )
+    swp.add_argument(
+        "--val-folds",
+        type=_positive_int,
+        default=2,
+        metavar="N",
+        help="one-year validation folds before --start (default 2)",
+    )
+    for p in (train, backtest, cmp_, walk, swp):
+        _training_options(p)
+    pricing = sub.add_parser(
+        "pricing",
+        help="fast adaptation of factor-model loadings on Ken French's monthly portfolios, "
+        "against rolling OLS, expanding OLS and CAPM, out of sample",
+    )
+    pricing.add_argument("--config", metavar="TOML", help="read settings from a TOML file")
+    pricing.add_argument(
+        "--ks",
+        type=_positive_int,
+        nargs="+",
+        default=[6, 12, 24, 36],
+        metavar="MONTHS",
+        help="months of history each model adapts or fits on (default 6 12 24 36)",
+    )
+    pricing.add_argument(
+        "--train-end",
+        default="1989-12",
+        metavar="YYYY-MM",
+        help="last month of meta-training; the test starts the month after (default 1989-12)",
+    )
+    pricing.add_argument("--test-end", metavar="YYYY-MM", help="last test month (default: all)")
+    pricing.add_argument(
+        "--algorithm", default="maml", help="meta-learning algorithm of the loadings (default maml)"
+    )
+    pricing.add_argument(
+        "--steps", type=_positive_int, default=1500, help="outer steps (default 1500)"
+    )
+    pricing.add_argument(
+        "--seeds", type=_seed, nargs="+", default=[0], metavar="S", help="seeds (default 0)"
+    )
+    pricing.add_argument(
+        "--portfolios", nargs="+", metavar="NAME", help="portfolios (default: all 30)"
+    )
+    pricing.add_argument(
+        "--nonlinear", action="store_true", help="a small MLP instead of the linear model"
+    )
+    pricing.add_argument(
+        "--out",
+        default=str(DEFAULT_PRICING),
+        metavar="DIR",
+        help=f"folder for pricing.csv/.md and the RMSE-vs-k plot (default {DEFAULT_PRICING})",
+    )
+    pricing.add_argument("--quiet", action="store_true", help="no progress bar")
+    pricing.add_argument(
+        "--threads", type=_positive_int, default=_default_threads(), metavar="N", help="threads"
+    )
+    config = sub.add_parser("config", help="print a documented config-file template")
+    config.add_argument(
+        "--example", action="store_true", help="print every setting with its default, as TOML"
+    )
+    parser.set_defaults(
+        subparsers={
+            "train": train,
+            "backtest": backtest,
+            "compare": cmp_,
+            "walkforward": walk,
+            "sweep": swp,
+            "pricing": pricing,
+        }
+    )
+    for p in (cmp_, walk, swp):
+        p.add_argument(
+            "--executor",
+            choices=("serial", "process", "ray"),
+            default="process",
+            help="where independent units (strategy x fold x seed) run: serial (this "
+            "process), process (local worker processes) or ray (pip install metabt[ray]) "
+            "(default process)",
+        )
+        p.add_argument(
+            "--workers",
+            type=_positive_int,
+            default=2,
+            metavar="N",
+            help="parallel workers (default 2; each unit runs on one thread, so results are "
+            "identical whatever the executor)",
+        )
+        p.add_argument(
+            "--ray-address",
+            metavar="ADDR",
+            help="join this Ray cluster (e.g. auto or ray://host:10001); default: start a "
+            "local Ray",
+        )
+        p.add_argument(
+            "--seeds",
+            type=_seed,
+            nargs="+",
+            metavar="S",
+            help="repeat the whole pipeline (training included) per seed; report mean and "
+            "sd (default: --seed)",
+        )
+    return parser
+
+
+#: Options that must be given, by flag or config file, per command.
+REQUIRED = {"train": ("data", "train_end", "out")}
+
+
+def _convert(action: argparse.Action, key: str, value: Any, path: str) -> Any:
+    """A config-file value through the flag's own converter and choices."""
+    import json
+
+    from metabt._checks import did_you_mean
+    from metabt.errors import ConfigError
+
+    where = f"--config {path}: {key}"
+    if action.nargs == 0:  # a switch such as --quiet
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: must be true or false, got {value!r}")
+        return value
+    many = action.nargs in ("+", "*") or isinstance(action, argparse._AppendAction)
+    items = value if isinstance(value, list) else [value]
+    if isinstance(value, list) and not many:
+        raise ConfigError(f"{where}: takes one value, got the list {value!r}")
+    out = []
+    for item in items:
+        text = json.dumps(item) if isinstance(item, dict) else str(item)
+        try:
+            converted = action.type(text) if callable(action.type) else text
+        except argparse.ArgumentTypeError as exc:
+            raise ConfigError(f"{where}: {exc}") from exc
+        if action.choices is not None and converted not in action.choices:
+            raise ConfigError(
+                f"{where}: {converted!r} is not one of {', '.join(map(str, action.choices))}"
+                f"{did_you_mean(str(converted), map(str, action.choices))}"
+            )
+        out.append(converted)
+    return out if many else out[0]
+
+
+def _apply_config(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]
+) -> argparse.Namespace:
+    """Merge ``--config``: the file's settings become the defaults, flags win; re-parse.
+
+    Raises:
+        ConfigError: a bad file, a setting the command does not have, or a bad value
+            (checked by the same converters as the flags).
+    """
+    sub: argparse.ArgumentParser = args.subparsers[args.command]
+    if args.config:
+        from metabt.config.files import load_config, options_for
+        from metabt.errors import ConfigError
+
+        values = options_for(load_config(args.config), args.command)
+        actions = {a.dest: a for a in sub._actions}
+        defaults: dict[str, Any] = {}
+        for key, value in values.items():
+            action = actions.get(key)
+            if action is None:
+                raise ConfigError(
+                    f"--config {args.config}: `metabt {args.command}` has no setting {key!r}; "
+                    "put it under the [table] of a command that has it"
+                )
+            if key == "space" and isinstance(value, dict):  # an inline search space
+                defaults[key] = value
+                continue
+            defaults[key] = _convert(action, key, value, args.config)
+        sub.set_defaults(**defaults)
+        args = parser.parse_args(argv)  # flags on the command line override the file
+    for key in REQUIRED.get(args.command, ()):
+        if getattr(args, key) is None:
+            flag = "--" + key.replace("_", "-")
+            sub.error(f"{flag} is required (give the flag, or {key} in the --config file)")
+    return args
+
+
+def _trust_command_line(args: argparse.Namespace) -> None:
+    """Trust ``--trust`` modules and the modules the user named on the command line.
+
+    Called before the config file is merged, so a module named only in a config file is not
+    trusted. The working directory, where a user's own model or feature module often lives,
+    goes at the *end* of ``sys.path``: an installed package is never shadowed by a file there.
+    """
+    import os
+
+    from metabt._trust import trust
+
+    named = list(getattr(args, "trust", []) or [])
+    model_type = getattr(args, "model_type", None)
+    if isinstance(model_type, str) and ":" in model_type:
+        named.append(model_type.partition(":")[0])
+    for feature in getattr(args, "features", []) or []:
+        path = str(feature).split("{", 1)[0]
+        if ":" in path:
+            named.append(path.partition(":")[0].strip())
+    if named:
+        trust(*named)
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.append(cwd)
+
+
+def _example_config() -> str:
+    """The template of ``metabt config --example``, from the flags' own defaults."""
+    from metabt.config.files import Options, example
+
+    parser = _build_parser()
+    subparsers = parser.parse_args(["config"]).subparsers
+    skip = {"help", "config", "version"}
+    defaults: dict[str, dict[str, Any]] = {}
+    for name, sub in subparsers.items():
+        values: dict[str, Any] = {}
+        for action in sub._actions:
+            if action.dest in skip or action.dest not in Options.model_fields:
+                continue
+            default = action.default
+            if hasattr(default, "date"):  # a pd.Timestamp
+                default = str(default.date())
+            values[action.dest] = default
+        defaults[name] = values
+    return example(defaults)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``metabt`` console script.
+
+    Args:
+        argv: arguments without the program name; None reads ``sys.argv``.
+
+    Returns:
+        The exit code: 0 success, 2 bad input, 1 unexpected failure.
+    """
+    try:
+        parser = _build_parser()
+        args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    except SystemExit as exc:  # usage errors (2), --help and --version (0)
+        if isinstance(exc.code, str):  # e.g. a bad METABT_THREADS
+            print(exc.code, file=sys.stderr)
+            return 2
+        return int(exc.code or 0)
+    except KeyboardInterrupt:
+        print("metabt: interrupted", file=sys.stderr)
+        return 130
+    if args.command is None:
+        parser.print_help()
+        return 2
+    if args.command == "config":
+        if not args.example:
+            print("metabt config: use --example to print a template", file=sys.stderr)
+            return 2
+        print(_example_config(), end="")
+        return 0
+    _trust_command_line(args)
+    try:
+        args = _apply_config(parser, args, list(sys.argv[1:] if argv is None else argv))
+        with _limit_threads(args.threads):
+            from metabt.cli.commands import run
+
+            return run(args)
+    except SystemExit as exc:  # a required option missing after merging the config file
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 2
+    except MetabtError as exc:
+        message = " ".join(str(exc).split())  # one line, whatever a library put in it
+        from metabt._trust import UntrustedModuleError
+
+        cause: BaseException | None = exc
+        while cause is not None and not isinstance(cause, UntrustedModuleError):
+            cause = cause.__cause__
+        if isinstance(cause, UntrustedModuleError):
+            message += f", or on the command line: --trust {cause.module.split('.')[0]}"
+        print(f"metabt {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("metabt: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,2 @@
+"""Run configuration: the defaults of a run (:mod:`metabt.config.defaults`) and the TOML
+config-file schema (:mod:`metabt.config.files`)."""

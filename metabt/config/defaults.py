@@ -1,0 +1,182 @@
+"""The configuration of a run: every setting in one frozen dataclass, importable without torch.
+
+The command line builds its defaults from :data:`DEMO` and its choices from the name
+tuples here, so ``metabt --help`` and usage errors never import torch or backtrader.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from metabt.features.spec import FeatureSpec
+from metabt.learn.names import ALGORITHM_NAMES, ENGINE_NAMES, MODEL_TYPES, PAIRED_ALGORITHMS
+
+__all__ = [
+    "ALGORITHM_NAMES",
+    "DEMO",
+    "ENGINE_NAMES",
+    "INNER_LR",
+    "INNER_LR_BY_ALGORITHM",
+    "MODEL_TYPES",
+    "RunConfig",
+    "default_inner_lr",
+]
+
+#: Algorithms that imply their model type: with the default ``model_type="mlp"`` they build
+#: the model of their own name (:meth:`RunConfig.model_config`).
+_PAIRED = PAIRED_ALGORITHMS
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything the main job (``metabt backtest`` with no arguments) uses.
+
+    Attributes:
+        start: first date of the backtest; meta-training uses only data strictly before it.
+        spec: the causal features and the label horizon (bars).
+        model_type: one of ``metabt.learn.models.MODEL_TYPES`` ("cnp", "protonet" and "cavia"
+            only with the algorithm of that name, which implies it), or the import path
+            ``package.module:Class`` of a user ``torch.nn.Module`` built as
+            ``Class(n_features=F, **model_kwargs)``; hidden: MLP widths; gru_hidden,
+            gru_window: GRU size.
+        model_kwargs: keyword arguments of a user model (JSON primitives).
+        algorithm: MetaLearner algorithm; inner_lr, inner_steps, meta_lr: its rates/steps
+            (inner_lr None: the algorithm's default, :func:`default_inner_lr`).
+        meta_steps: outer steps; batch_size: tasks per step.
+        support, query: bars per support / query window (tasks and the strategy's support).
+        adapt_every: bars between adaptations in the backtest.
+        online_meta_lr: outer-loop rate of MetaStrategy's online meta-updates of θ
+            during the backtest (0: off).
+        portfolio: None trades each asset's own signal (MetaStrategy); a dict of
+            ``metabt.strategies.portfolio.CrossSectionalStrategy`` params (cross_section, book,
+            name_cap, net_leverage, min_trade, turnover_budget, rebalance_every) trades a
+            cross-sectional book across the universe instead.
+        val_years: the last years before ``start`` held out as validation tasks.
+        warmup_bars: bars fed before ``start`` so features and the first support are ready.
+        sizer: SignalSizer params.
+        seed: seeds model initialisation and task sampling.
+    """
+
+    start: str = "2008-01-01"
+    spec: FeatureSpec = field(default_factory=FeatureSpec)
+    model_type: str = "mlp"
+    model_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    hidden: tuple[int, ...] = (32, 32)
+    gru_hidden: int = 32
+    gru_window: int = 10
+    algorithm: str = "maml"
+    inner_lr: float | None = None
+    inner_steps: int = 5
+    meta_lr: float = 1e-3
+    meta_steps: int = 600
+    batch_size: int = 16
+    support: int = 60
+    query: int = 20
+    adapt_every: int = 5
+    online_meta_lr: float = 0.0
+    portfolio: Mapping[str, Any] | None = None
+    val_years: float = 2.0
+    warmup_bars: int = 300
+    sizer: Mapping[str, Any] = field(
+        default_factory=lambda: {"target_vol": 0.10, "max_leverage": 1.0, "deadband": 0.05}
+    )
+    seed: int = 0
+
+    @property
+    def inner_rate(self) -> float:
+        """The inner-loop learning rate: ``inner_lr``, or the algorithm's default if None."""
+        return default_inner_lr(self.algorithm) if self.inner_lr is None else self.inner_lr
+
+    def with_(self, **changes: Any) -> RunConfig:
+        """A copy with some fields changed."""
+        return replace(self, **changes)
+
+    def strategy_kwargs(self) -> dict[str, Any]:
+        """MetaStrategy params of this configuration (without the learner): the schedule."""
+        out: dict[str, Any] = {
+            "adapt_every": self.adapt_every,
+            "support": self.support,
+            "seed": self.seed,
+        }
+        if self.online_meta_lr:
+            out["online_meta_lr"] = self.online_meta_lr
+        if self.portfolio is not None:
+            out.update(self.portfolio)
+        return out
+
+    def model_config(self) -> dict[str, Any]:
+        """The model's ``config()`` dict for ``metabt.learn.models.build_model``.
+
+        The algorithms "cnp", "protonet" and "cavia" run only on the model of their name:
+        with ``model_type="mlp"`` (the default) they get it (widths from ``hidden``: the CNP
+        takes the widest as H, ProtoNet and CAVIA all of them; embedding 16 and context 4
+        dims by default); any other ``model_type`` is kept, and a mismatch is refused by
+        ``MetaLearner`` (ConfigError).
+
+        Raises:
+            ConfigError: ``model_type`` is not one of ``metabt.learn.models.MODEL_TYPES``.
+        """
+        kind = self.model_type if self.model_type in _PAIRED else None
+        if self.model_type == "mlp" and self.algorithm in _PAIRED:
+            kind = self.algorithm
+        if kind == "cnp":
+            width = max(self.hidden, default=32)
+            return {
+                "type": kind,
+                "n_features": self.spec.n_features,
+                "hidden": width,
+                "seed": self.seed,
+            }
+        if kind is not None:
+            return {
+                "type": kind,
+                "n_features": self.spec.n_features,
+                "hidden": list(self.hidden),
+                "seed": self.seed,
+            }
+        if ":" in self.model_type:  # a user module, by import path
+            return {
+                "type": self.model_type,
+                "n_features": self.spec.n_features,
+                **dict(self.model_kwargs),
+            }
+        if self.model_type == "gru":
+            return {
+                "type": "gru",
+                "n_features": self.spec.n_features,
+                "hidden": self.gru_hidden,
+                "window": self.gru_window,
+                "seed": self.seed,
+            }
+        return {
+            "type": self.model_type,
+            "n_features": self.spec.n_features,
+            "hidden": list(self.hidden),
+            "seed": self.seed,
+        }
+
+    def describe(self) -> dict[str, Any]:
+        """The configuration as JSON primitives."""
+        out = asdict(self)
+        out["inner_lr"] = self.inner_rate
+        out["spec"] = self.spec.to_dict()
+        return out
+
+
+#: Inner-loop learning rates that differ from :data:`INNER_LR`, by algorithm. CAVIA adapts
+#: only a few context inputs initialised at 0, and Zintgraf et al. (2019) adapt them with
+#: a rate of 1.0: at the network's 0.02 the context barely moves from 0 and CAVIA's
+#: "adaptation" would change its predictions by ~1e-5.
+INNER_LR_BY_ALGORITHM: Mapping[str, float] = {"cavia": 1.0}
+#: The default inner-loop learning rate (every other algorithm).
+INNER_LR = 0.02
+
+
+def default_inner_lr(algorithm: str) -> float:
+    """The inner-loop learning rate ``algorithm`` uses when none is given (1.0 for cavia)."""
+    return INNER_LR_BY_ALGORITHM.get(algorithm, INNER_LR)
+
+
+DEMO = RunConfig()

@@ -1,0 +1,31 @@
+"""Market data: loading and validating OHLCV bars, backtrader feeds, bar frequency, synthetic
+markets.
+
+The public entry points are :func:`load_ohlcv` (a file or DataFrame to a validated frame) and
+:func:`feed` (a validated frame to a backtrader data feed); both live in
+:mod:`metabt.data.ohlcv` and are re-exported here.
+"""
+
+from __future__ import annotations
+
+from metabt.data.ohlcv import (
+    COLUMNS,
+    feed,
+    is_validated,
+    load_many,
+    load_ohlcv,
+    ohlcv_arrays,
+    sample_data_dir,
+    sample_files,
+)
+
+__all__ = [
+    "COLUMNS",
+    "feed",
+    "is_validated",
+    "load_many",
+    "load_ohlcv",
+    "ohlcv_arrays",
+    "sample_data_dir",
+    "sample_files",
+]

@@ -1,0 +1,2 @@
+"""Judging results: metrics, significance (PSR, DSR, bootstrap, HAC), verdicts, reports and
+plots."""

@@ -1,0 +1,606 @@
+"""Performance numbers of metabt runs: quantstats metrics, Sharpe inference, IC, per-asset results.
+
+Numbers only: drawing and writing files live in :mod:`metabt.evaluate.report`.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+from metabt._stats import annual_turnover
+from metabt._util import quiet_third_party
+from metabt.errors import ConfigError, DataError
+
+__all__ = [
+    "ASSET_COLUMNS",
+    "EULER_GAMMA",
+    "PERIODS_PER_YEAR",
+    "asset_results",
+    "block_bootstrap_sharpe_diff",
+    "check_periods",
+    "check_returns",
+    "compute_metrics",
+    "cross_sectional_ic",
+    "deflated_sharpe",
+    "deflated_sharpe_ratio",
+    "expected_max_sharpe",
+    "hac_ic",
+    "mean_ic",
+    "metrics_table",
+    "pair_ic",
+    "probabilistic_sharpe",
+]
+
+PERIODS_PER_YEAR = 252  # daily bars
+
+
+def check_returns(returns: object, name: str) -> pd.Series:
+    """``returns`` as a float64 Series, or DataError naming the problem and the fix."""
+    if not isinstance(returns, pd.Series):
+        raise DataError(
+            f"{name} must be a pandas Series of simple per-bar returns, got "
+            f"{type(returns).__name__}; pass e.g. analysis['returns']"
+        )
+    try:
+        values = returns.astype("float64")
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{name} must hold numbers (simple per-bar returns): {exc}") from exc
+    if not isinstance(values.index, pd.DatetimeIndex):
+        raise DataError(
+            f"{name} must have a DatetimeIndex (the dates of the bars), got "
+            f"{type(values.index).__name__}; set one, e.g. series.index = pd.to_datetime(dates)"
+        )
+    if values.index.tz is not None:  # quantstats wants tz-naive dates: keep the wall time
+        values = values.tz_localize(None)
+    if not np.isfinite(values.to_numpy()).any():
+        raise DataError(
+            f"{name} has no finite value ({len(values)} bars); the backtest recorded no "
+            "returns: check the start/end dates"
+        )
+    return values
+
+
+def check_periods(periods_per_year: object) -> int:
+    """``periods_per_year`` as an int, or ConfigError naming the problem and the fix."""
+    if (
+        isinstance(periods_per_year, bool)
+        or not isinstance(periods_per_year, numbers.Integral)
+        or periods_per_year < 1
+    ):
+        raise ConfigError(
+            f"periods_per_year must be a positive integer (bars per year, e.g. 252 for "
+            f"daily bars), got {periods_per_year!r}"
+        )
+    return int(periods_per_year)
+
+
+def compute_metrics(
+    returns: pd.Series, *, periods_per_year: int = 252, turnover: float | None = None
+) -> dict[str, float]:
+    """Performance metrics of a return series, every one computed by ``quantstats.stats``.
+
+    ``periods`` is passed explicitly to every annualised metric (quantstats defaults to
+    252 otherwise). In quantstats 0.0.86 ``cagr`` counts years as
+    ``returns.count() / periods_per_year`` (bars, not calendar days), and ``calmar`` is
+    that CAGR over |max drawdown|. Degenerate series give quantstats' own values without
+    warnings: e.g. all-zero returns give sharpe NaN and win_rate 0.0, a constant positive
+    series gives sharpe inf.
+
+    Args:
+        returns (pd.Series): simple, non-cumulative, per-bar returns (fraction, 0.01 = 1%),
+            float, DatetimeIndex of the bar dates (a tz-aware index is made tz-naive,
+            keeping wall times). NaN bars are skipped by quantstats.
+        periods_per_year (int): bars per year used to annualise. Default 252.
+        turnover (float | None): the strategy's turnover, computed by the caller (e.g.
+            traded value / mean equity per year, fraction); copied into the result as
+            ``turnover`` when given. Default None.
+
+    Returns:
+        dict[str, float]: ``sharpe``, ``sortino`` (annualised ratios, rf = 0), ``cagr``
+        (annual fraction), ``max_drawdown`` (fraction, <= 0), ``volatility`` (annualised
+        fraction), ``calmar`` (ratio), ``total_return`` (compounded fraction),
+        ``win_rate`` (fraction of non-zero bars that are positive), and ``turnover`` if
+        given.
+
+    Raises:
+        DataError: ``returns`` is not a Series of numbers with a DatetimeIndex, or has no
+            finite value.
+        ConfigError: ``periods_per_year`` is not a positive integer; ``turnover`` is not a
+            finite number.
+
+    References:
+        quantstats.stats (https://github.com/ranaroussi/quantstats).
+    """
+    from quantstats import stats as qs_stats  # heavy: imported only where used
+
+    r = check_returns(returns, "returns")
+    periods = check_periods(periods_per_year)
+    if turnover is not None and (
+        isinstance(turnover, bool)
+        or not (isinstance(turnover, numbers.Real) and math.isfinite(turnover))
+    ):
+        raise ConfigError(f"turnover must be a finite number (fraction), got {turnover!r}")
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+        # all-zero returns: quantstats warns, then returns win_rate 0.0
+        warnings.filterwarnings("ignore", message="No non-zero returns", category=UserWarning)
+        metrics = {
+            "sharpe": qs_stats.sharpe(r, periods=periods),
+            "sortino": qs_stats.sortino(r, periods=periods),
+            "cagr": qs_stats.cagr(r, periods=periods),
+            "max_drawdown": qs_stats.max_drawdown(r),
+            "volatility": qs_stats.volatility(r, periods=periods),
+            "calmar": qs_stats.calmar(r, periods=periods),
+            "total_return": qs_stats.comp(r),
+            "win_rate": qs_stats.win_rate(r),
+        }
+    out = {key: float(value) for key, value in metrics.items()}
+    if turnover is not None:
+        out["turnover"] = float(turnover)
+    return out
+
+
+def probabilistic_sharpe(returns: pd.Series, *, periods_per_year: int = 252) -> float:
+    """Probability that the true Sharpe ratio is above 0, given skew, kurtosis and length.
+
+    Computed by ``quantstats.stats.probabilistic_sharpe_ratio``.
+
+    Args:
+        returns: simple per-bar returns (tz-naive DatetimeIndex).
+        periods_per_year: bars per year. Default 252.
+
+    Returns:
+        A probability in [0, 1]; NaN for a constant series.
+
+    References:
+        Bailey and López de Prado 2012, "The Sharpe Ratio Efficient Frontier".
+    """
+    r = check_returns(returns, "returns")
+    periods = check_periods(periods_per_year)
+    with quiet_third_party():
+        from quantstats import stats as qs_stats
+
+        return float(qs_stats.probabilistic_sharpe_ratio(r, periods=periods))
+
+
+def metrics_table(rows: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
+    """One row per strategy, one column per metric.
+
+    Args:
+        rows (Mapping[str, Mapping[str, float]]): strategy name -> metrics (e.g. from
+            :func:`compute_metrics`). Columns follow the first row's key order; a metric
+            a strategy lacks is NaN.
+
+    Returns:
+        pd.DataFrame: (n_strategies, n_metrics) float64, index named ``strategy`` in the
+        order of ``rows``.
+    """
+    columns: list[str] = []
+    for metrics in rows.values():
+        columns.extend(k for k in metrics if k not in columns)
+    table = pd.DataFrame(
+        [[float(m.get(c, math.nan)) for c in columns] for m in rows.values()],
+        index=pd.Index(list(rows), name="strategy", dtype=object),
+        columns=columns,
+        dtype="float64",
+    )
+    return table
+
+
+def pair_ic(pair: pd.DataFrame) -> tuple[float, float] | None:
+    """(Pearson, Spearman) correlation of ``signal`` and ``forward`` of one data.
+
+    Args:
+        pair: DataFrame with ``signal`` and ``forward`` columns.
+
+    Returns:
+        (ic, rank_ic), or None with fewer than 20 bars or a constant signal.
+    """
+    if len(pair) < 20 or pair["signal"].std() == 0:
+        return None
+    return (
+        float(pair["signal"].corr(pair["forward"])),
+        float(pair["signal"].corr(pair["forward"], method="spearman")),
+    )
+
+
+def mean_ic(pairs: Mapping[str, pd.DataFrame]) -> dict[str, float]:
+    """Information coefficient of signals, mean over data.
+
+    For each data: the correlation between the signal at the close of bar t and the
+    realised forward log return log(C_{t+h} / C_t), Pearson (``ic``) and Spearman
+    (``rank_ic``), over bars with both known (:func:`pair_ic`); then the mean across data.
+
+    Args:
+        pairs: data name -> DataFrame with ``signal`` and ``forward`` columns
+            (``metabt.analyzers.signal_frames``).
+
+    Returns:
+        ``{"ic": float, "rank_ic": float}``; NaN when no data has 20 usable bars.
+    """
+    ics = [ic for ic in map(pair_ic, pairs.values()) if ic is not None]
+    return {
+        "ic": float(np.mean([ic for ic, _ in ics])) if ics else math.nan,
+        "rank_ic": float(np.mean([rank for _, rank in ics])) if ics else math.nan,
+    }
+
+
+ASSET_COLUMNS = [
+    "bars",
+    "exposure",
+    "hit_rate",
+    "contribution",
+    "turnover_two_way",
+    "ic",
+    "rank_ic",
+    "adaptations",
+    "query_loss",
+]
+
+
+def asset_results(
+    positions: pd.DataFrame,
+    prices: Mapping[str, pd.DataFrame],
+    equity: pd.Series,
+    *,
+    cash: float,
+    traded: Mapping[str, float] | None = None,
+    signal_pairs: Mapping[str, pd.DataFrame] | None = None,
+    adaptation_log: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Per-asset and portfolio results of one backtest.
+
+    Orders fill at the open, so in bar t an asset earns, before costs,
+    ``pnl_t = q_{t-1} (O_t - C_{t-1}) + q_t (C_t - O_t)`` with q the shares held at each
+    close: the old position through the overnight gap, the new one from the open. Summed
+    over assets this is the portfolio's P&L before commission and slippage.
+
+    Args:
+        positions: (dates, assets) signed position value at each close, currency units
+            (backtrader's ``PositionsValue`` analyzer), test period only.
+        prices: asset -> DataFrame with ``open`` and ``close`` over the test period (its
+            own calendar).
+        equity: portfolio value at each close, currency units (same dates as the returns).
+        cash: starting cash, currency units (no position before the test period).
+        traded: asset -> filled notional over the test period, currency units.
+        signal_pairs: asset -> ``signal`` and ``forward`` columns
+            (``metabt.analyzers.signal_frames``), for the model's IC; None for strategies
+            without a model.
+        adaptation_log: ``MetaStrategy.adaptation_log()`` (query losses per adaptation).
+
+    Returns:
+        DataFrame indexed by asset, then ``portfolio``, with columns:
+        ``bars`` (test bars), ``exposure`` (mean |position| / equity; for the portfolio,
+        mean gross leverage), ``hit_rate`` (share of bars with a position, entering or
+        held, whose P&L was positive; bars with zero P&L are left out; pooled over assets
+        for the portfolio), ``contribution`` (sum of pnl_t as a fraction of starting cash),
+        ``turnover_two_way`` (filled notional, buys plus sells, per year over average
+        equity), ``ic`` / ``rank_ic``
+        (Pearson / Spearman correlation of the signal with the forward log return; the
+        portfolio row is their mean), ``adaptations`` and ``query_loss`` (count-weighted
+        mean realised query MSE); NaN where they do not apply.
+    """
+    rows: dict[str, dict[str, float]] = {}
+    hits = scored_total = 0
+    mean_equity = float(equity.mean()) if len(equity) else math.nan
+    traded = traded or {}
+    for name, bars in prices.items():
+        open_ = bars["open"].astype(float)
+        close = bars["close"].astype(float)
+        row: dict[str, float] = {"bars": float(len(close))}
+        if name in positions:
+            value = positions[name].reindex(close.index).fillna(0.0)
+            shares = value / close
+            before = shares.shift(1, fill_value=0.0)
+            pnl = before * (open_ - close.shift(1)).fillna(0.0) + shares * (close - open_)
+            scored = ((shares != 0) | (before != 0)) & (pnl != 0)
+            hit = int((pnl[scored] > 0).sum())
+            hits += hit
+            scored_total += int(scored.sum())
+            row["exposure"] = float((value.abs() / equity.reindex(close.index)).mean())
+            row["hit_rate"] = hit / int(scored.sum()) if scored.any() else math.nan
+            row["contribution"] = float(pnl.sum()) / cash
+        row["turnover_two_way"] = annual_turnover(
+            traded.get(name, math.nan), mean_equity, len(equity), PERIODS_PER_YEAR
+        )
+        pair = (signal_pairs or {}).get(name)
+        ic = pair_ic(pair) if pair is not None else None
+        if ic is not None:
+            row["ic"], row["rank_ic"] = ic
+        if adaptation_log is not None:
+            mine = adaptation_log[adaptation_log["data"] == name]
+            row["adaptations"] = float(len(mine))
+            row["query_loss"] = _pooled_query_loss(mine)
+        rows[name] = row
+    table = pd.DataFrame.from_dict(rows, orient="index").reindex(columns=ASSET_COLUMNS)
+    gross = positions.abs().sum(axis=1) / equity.reindex(positions.index)
+    table.loc["portfolio"] = {
+        "bars": float(len(equity)),
+        "exposure": float(gross.mean()) if len(gross) else math.nan,
+        "hit_rate": hits / scored_total if scored_total else math.nan,
+        "contribution": float(table["contribution"].sum(min_count=1)),
+        "turnover_two_way": annual_turnover(
+            sum(traded.values()), mean_equity, len(equity), PERIODS_PER_YEAR
+        )
+        if traded
+        else math.nan,
+        "ic": float(table["ic"].mean()),
+        "rank_ic": float(table["rank_ic"].mean()),
+        "adaptations": float(table["adaptations"].sum(min_count=1)),
+        "query_loss": _pooled_query_loss(adaptation_log),
+    }
+    table.index.name = "asset"
+    return table
+
+
+def _pooled_query_loss(log: pd.DataFrame | None) -> float:
+    if log is None or not len(log):
+        return math.nan
+    counts = log["query_count"].to_numpy(dtype=float)
+    if not counts.sum():
+        return math.nan
+    losses = np.nan_to_num(log["query_loss"].to_numpy(dtype=float))
+    return float((losses * counts).sum() / counts.sum())
+
+
+# ---------------------------------------------------------------- inference on time series
+EULER_GAMMA = 0.5772156649015329
+
+
+def block_bootstrap_sharpe_diff(
+    returns: pd.Series,
+    baseline: pd.Series,
+    *,
+    periods_per_year: int = PERIODS_PER_YEAR,
+    confidence: float = 0.95,
+    n_resamples: int = 2000,
+    block: float | None = None,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Annualised Sharpe of ``returns`` minus ``baseline``'s, with a stationary-bootstrap CI.
+
+    The two series are resampled together in random-length blocks (the stationary
+    bootstrap of Politis and Romano 1994, ``arch.bootstrap.StationaryBootstrap``), which
+    keeps their autocorrelation and their cross-correlation; the interval is the
+    percentile interval of the resampled differences. The expected block length is chosen
+    by the rule of Politis and White 2004 (with the correction of Patton, Politis and
+    White 2009, ``arch.bootstrap.optimal_block_length``), the larger of the two series'.
+
+    Args:
+        returns: simple per-bar returns of the strategy (DatetimeIndex).
+        baseline: simple per-bar returns of the baseline; the common dates are used.
+        periods_per_year: bars per year. Default 252.
+        confidence: level of the interval. Default 0.95.
+        n_resamples: bootstrap resamples. Default 2000.
+        block: expected block length in bars; None chooses it by the rule above.
+        seed: seed of the resampling generator. Default 0.
+
+    Returns:
+        ``{"diff", "lo", "hi", "block"}``: the difference of annualised Sharpe ratios
+        (mean / std, ddof=1, times sqrt(periods_per_year), as quantstats with rf=0), the
+        interval and the block length used (bars). NaN where a series is constant.
+
+    Raises:
+        DataError: fewer than 20 common dates.
+
+    References:
+        Politis and Romano 1994, "The Stationary Bootstrap", JASA 89; Politis and White
+        2004, "Automatic Block-Length Selection for the Dependent Bootstrap"; Ledoit and
+        Wolf 2008, "Robust performance hypothesis testing with the Sharpe ratio".
+    """
+    from arch.bootstrap import StationaryBootstrap, optimal_block_length
+
+    a = check_returns(returns, "returns")
+    b = check_returns(baseline, "baseline")
+    both = pd.concat([a, b], axis=1, join="inner").dropna()
+    if len(both) < 20:
+        raise DataError(
+            f"block_bootstrap_sharpe_diff needs >= 20 common dates of the two return series, "
+            f"got {len(both)}; align the series (same dates)"
+        )
+    root = math.sqrt(check_periods(periods_per_year))
+    x, y = both.iloc[:, 0].to_numpy(), both.iloc[:, 1].to_numpy()
+
+    def sharpe(v: np.ndarray) -> float:
+        sd = v.std(ddof=1)
+        return float(v.mean() / sd * root) if sd > 0 else math.nan
+
+    def diff(u: np.ndarray, v: np.ndarray) -> float:
+        return sharpe(u) - sharpe(v)
+
+    point = diff(x, y)
+    if block is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            lengths = optimal_block_length(np.column_stack([x, y]))["stationary"]
+        block = float(max(1.0, np.nanmax(lengths.to_numpy())))
+    if not math.isfinite(point):
+        return {"diff": point, "lo": math.nan, "hi": math.nan, "block": block}
+    bs = StationaryBootstrap(block, x, y, seed=np.random.default_rng(seed))  # type: ignore[arg-type]
+    draws = np.array([diff(u, v) for (u, v), _ in bs.bootstrap(n_resamples)])
+    draws = draws[np.isfinite(draws)]
+    tail = (1.0 - confidence) / 2.0 * 100.0
+    low, high = np.percentile(draws, [tail, 100.0 - tail])
+    return {"diff": point, "lo": float(low), "hi": float(high), "block": block}
+
+
+def expected_max_sharpe(n_trials: int, trials_variance: float) -> float:
+    """Expected maximum Sharpe ratio of ``n_trials`` strategies with no true edge.
+
+    ``sqrt(V) * ((1 − γ) Φ⁻¹(1 − 1/N) + γ Φ⁻¹(1 − 1/(N e)))``, γ the Euler–Mascheroni
+    constant: the benchmark that a selected strategy's Sharpe must beat.
+
+    Args:
+        n_trials: N, the number of strategies tried (>= 1; 1 gives 0).
+        trials_variance: V, variance of the trials' Sharpe ratios (per-period units).
+
+    Returns:
+        The expected maximum, in the units of the Sharpe ratios (per period).
+
+    References:
+        Bailey and López de Prado 2014, "The Deflated Sharpe Ratio", eq. (2).
+    """
+    from scipy.stats import norm
+
+    if n_trials <= 1:
+        return 0.0
+    z1 = norm.ppf(1.0 - 1.0 / n_trials)
+    z2 = norm.ppf(1.0 - 1.0 / (n_trials * math.e))
+    return math.sqrt(trials_variance) * ((1.0 - EULER_GAMMA) * z1 + EULER_GAMMA * z2)
+
+
+def deflated_sharpe_ratio(
+    sharpe: float,
+    n_obs: int,
+    skew: float,
+    kurtosis: float,
+    n_trials: int,
+    trials_variance: float,
+) -> float:
+    """The deflated Sharpe ratio: the probability that the true Sharpe beats the best of luck.
+
+    ``DSR = Φ[(SR − SR₀) √(T − 1) / √(1 − γ₃ SR + (γ₄ − 1)/4 SR²)]`` with
+    ``SR₀ = expected_max_sharpe(N, V)``: the probabilistic Sharpe ratio against the Sharpe
+    that the best of N strategies with no edge would show.
+
+    Args:
+        sharpe: SR, the selected strategy's Sharpe ratio per period (not annualised).
+        n_obs: T, its number of returns.
+        skew: γ₃, skewness of its returns.
+        kurtosis: γ₄, kurtosis of its returns (not excess: 3 for a normal).
+        n_trials: N, strategies tried in the run (every row of the comparison).
+        trials_variance: V, variance of the trials' per-period Sharpe ratios.
+
+    Returns:
+        A probability in [0, 1] (NaN for invalid moments).
+
+    References:
+        Bailey and López de Prado 2014, "The Deflated Sharpe Ratio: Correcting for
+        Selection Bias, Backtest Overfitting and Non-Normality", J. Portfolio Management
+        40(5); the numerical example of its section 5 (DSR ≈ 0.90) is a test.
+    """
+    from scipy.stats import norm
+
+    benchmark = expected_max_sharpe(n_trials, trials_variance)
+    denom = 1.0 - skew * sharpe + (kurtosis - 1.0) / 4.0 * sharpe**2
+    if not (denom > 0 and n_obs > 1):
+        return math.nan
+    return float(norm.cdf((sharpe - benchmark) * math.sqrt(n_obs - 1) / math.sqrt(denom)))
+
+
+def deflated_sharpe(returns: pd.Series, trials: Mapping[str, pd.Series]) -> float:
+    """:func:`deflated_sharpe_ratio` of ``returns``, deflated over every series in ``trials``.
+
+    Args:
+        returns: simple per-bar returns of the strategy judged.
+        trials: name -> per-bar returns of every strategy tried in the run (the judged one
+            included); N = len(trials), V = variance of their per-bar Sharpe ratios.
+
+    Returns:
+        The DSR, a probability; NaN for a constant series.
+    """
+    r = check_returns(returns, "returns").dropna()
+    sharpes = []
+    for series in trials.values():
+        v = check_returns(series, "trial returns").dropna()
+        sd = v.std(ddof=1)
+        if sd > 0:
+            sharpes.append(v.mean() / sd)
+    sd = r.std(ddof=1)
+    if not sd > 0 or len(sharpes) < 1:
+        return math.nan
+    variance = float(np.var(sharpes, ddof=1)) if len(sharpes) > 1 else 0.0
+    return deflated_sharpe_ratio(
+        float(r.mean() / sd),
+        len(r),
+        float(r.skew()),
+        float(r.kurt()) + 3.0,  # pandas gives excess kurtosis
+        len(trials),
+        variance,
+    )
+
+
+def hac_ic(pair: pd.DataFrame, *, lags: int, column: str = "forward") -> dict[str, float]:
+    """IC and rank IC of one data, with Newey–West (HAC) standard errors and t-statistics.
+
+    The IC is the slope of the standardised target on the standardised signal (equal to
+    their Pearson correlation); its standard error is Newey–West with ``lags`` lags
+    (``statsmodels`` OLS, ``cov_type="HAC"``), which accounts for the overlap of
+    ``horizon``-bar forward returns (use lags >= horizon). The rank IC is the same on
+    ranks (Spearman).
+
+    Args:
+        pair: DataFrame with ``signal`` and a target column (``forward``: close-to-close
+            forward log return; ``tradable``: from the next bar's open).
+        lags: Newey–West lags (bars, >= 1).
+        column: the target column. Default "forward".
+
+    Returns:
+        ``{"ic", "ic_se", "ic_t", "rank_ic", "rank_ic_t", "n"}``; NaN with fewer than 20
+        bars or a constant signal.
+
+    References:
+        Newey and West 1987, "A Simple, Positive Semi-Definite, Heteroskedasticity and
+        Autocorrelation Consistent Covariance Matrix", Econometrica 55(3).
+    """
+    import statsmodels.api as sm
+
+    data = pair[["signal", column]].dropna()
+    out = dict.fromkeys(("ic", "ic_se", "ic_t", "rank_ic", "rank_ic_t"), math.nan)
+    out["n"] = float(len(data))
+    if len(data) < 20 or data["signal"].std() == 0 or data[column].std() == 0:
+        return out
+    for name, frame in (("ic", data), ("rank_ic", data.rank())):
+        z = (frame - frame.mean()) / frame.std()
+        fit = sm.OLS(z[column].to_numpy(), sm.add_constant(z["signal"].to_numpy())).fit(
+            cov_type="HAC", cov_kwds={"maxlags": int(lags)}
+        )
+        out[name] = float(fit.params[1])
+        out[f"{name}_t"] = float(fit.tvalues[1])
+        if name == "ic":
+            out["ic_se"] = float(fit.bse[1])
+    return out
+
+
+def cross_sectional_ic(
+    pairs: Mapping[str, pd.DataFrame], *, lags: int, column: str = "forward"
+) -> dict[str, float]:
+    """Cross-sectional rank IC per bar, averaged, with its Newey–West t-statistic.
+
+    On each date with at least 3 assets, the Spearman correlation across assets of the
+    signal with the target; then the mean of that series and the HAC t-statistic of the
+    mean (``lags`` lags). The standard in Qlib / DoubleAdapt reports.
+
+    Args:
+        pairs: data name -> DataFrame with ``signal`` and the target column.
+        lags: Newey–West lags (bars, >= horizon).
+        column: the target column. Default "forward".
+
+    Returns:
+        ``{"cs_ic", "cs_ic_t", "cs_dates"}``; NaN with fewer than 20 usable dates.
+    """
+    import statsmodels.api as sm
+
+    out = {"cs_ic": math.nan, "cs_ic_t": math.nan, "cs_dates": 0.0}
+    if len(pairs) < 3:
+        return out
+    signal = pd.DataFrame({k: v["signal"] for k, v in pairs.items()})
+    target = pd.DataFrame({k: v[column] for k, v in pairs.items()})
+    ok = signal.notna() & target.notna()
+    enough = ok.sum(axis=1) >= 3
+    ranks_s = signal.where(ok)[enough].rank(axis=1)
+    ranks_t = target.where(ok)[enough].rank(axis=1)
+    ics = ranks_s.corrwith(ranks_t, axis=1).dropna()
+    out["cs_dates"] = float(len(ics))
+    if len(ics) < 20:
+        return out
+    fit = sm.OLS(ics.to_numpy(), np.ones(len(ics))).fit(
+        cov_type="HAC", cov_kwds={"maxlags": int(lags)}
+    )
+    out["cs_ic"], out["cs_ic_t"] = float(fit.params[0]), float(fit.tvalues[0])
+    return out

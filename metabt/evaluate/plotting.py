@@ -1,0 +1,73 @@
+"""Headless charts of a backtest: backtrader's plot of prices, orders and signal lines, to PNG."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from metabt._util import atomic_path, quiet_third_party
+from metabt.errors import ConfigError
+
+__all__ = ["plot"]
+
+
+def plot(
+    strategy: Any,
+    path: str | os.PathLike[str],
+    *,
+    style: str = "candlestick",
+    size: tuple[float, float] = (16.0, 9.0),
+    dpi: int = 100,
+) -> Path:
+    """Save backtrader's chart of a finished run to a PNG file, with no display needed.
+
+    ``cerebro.plot()`` opens a window (backtrader asks matplotlib for TkAgg), which fails
+    on a server. This draws the same chart (each data's bars and volume, its indicators,
+    the strategy's ``signal`` lines and, when the run had backtrader's ``BuySell``
+    observer, the orders) with matplotlib's non-interactive Agg backend and writes it
+    atomically. pyplot's previous backend is restored afterwards where it can be.
+
+    Args:
+        strategy: a strategy after ``cerebro.run()`` (e.g. ``cerebro.run()[0]``, or
+            ``metabt.experiments.backtest.BacktestResult.strategy``).
+        path: the PNG file to write (parent folders are created).
+        style: backtrader's bar style: "candlestick", "bar" or "line". Default
+            "candlestick".
+        size: figure size in inches (width, height). Default (16, 9).
+        dpi: resolution, dots per inch. Default 100.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ConfigError: a strategy that has not run (no bars), or a bad style.
+
+    References:
+        backtrader docs, "Plotting" (``backtrader.plot.Plot``).
+    """
+    if style not in ("candlestick", "bar", "line"):
+        raise ConfigError(f"plot style must be 'candlestick', 'bar' or 'line', got {style!r}")
+    if not getattr(strategy, "datas", None) or not len(strategy):
+        raise ConfigError("plot needs a strategy after cerebro.run(): it has no bars yet")
+    with quiet_third_party():
+        import matplotlib.pyplot as plt
+        from backtrader import plot as bt_plot  # asks matplotlib for TkAgg on import
+
+        previous = plt.get_backend()
+        plt.switch_backend("Agg")  # after backtrader's request: nothing can open a window
+        figures: list[Any] = []
+        try:
+            figures = bt_plot.Plot(style=style).plot(strategy, iplot=False)
+            figure = figures[0]
+            figure.set_size_inches(*size)
+            with atomic_path(path) as tmp:
+                figure.savefig(tmp, format="png", dpi=dpi)
+        finally:
+            for figure in figures:  # only ours: a user's open figures stay
+                plt.close(figure)
+            try:
+                plt.switch_backend(previous)
+            except ImportError:  # an interactive backend with no display: stay on Agg
+                pass
+    return Path(path)

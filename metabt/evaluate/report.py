@@ -1,0 +1,462 @@
+"""Reports of metabt runs: quantstats tearsheets, diagnostics pages, comparison tables.
+
+Drawing and writing only; the numbers come from :mod:`metabt.evaluate.metrics`. Every file is
+written atomically (:func:`metabt._util.atomic_path`).
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import numbers
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from metabt._util import atomic_path, quiet_third_party, write_text
+from metabt.evaluate.metrics import check_periods, check_returns
+
+__all__ = [
+    "COUNT_METRICS",
+    "PERCENT_METRICS",
+    "context_components",
+    "format_table",
+    "write_comparison",
+    "write_diagnostics",
+    "write_tearsheet",
+]
+
+#: Metrics shown as percentages by :func:`format_table`.
+PERCENT_METRICS = frozenset(
+    {
+        "cagr",
+        "max_drawdown",
+        "volatility",
+        "total_return",
+        "win_rate",
+        "hit_rate",
+        "exposure",
+        "contribution",
+    }
+)
+COUNT_METRICS = frozenset({"bars", "adaptations", "untrained"})
+
+_STYLE = (
+    "body{font-family:sans-serif;margin:2em}td,th{padding:4px 10px;text-align:right}"
+    "td:first-child,th:first-child{text-align:left}tr:nth-child(even){background:#f3f3f3}"
+)
+#: The one template of every HTML page metabt writes itself; jinja2 escapes every value.
+_PAGE = (
+    "<!DOCTYPE html><html><head><meta charset='utf-8'><title>{{ title }}</title>"
+    "<style>{{ style }}</style></head><body><h1>{{ title }}</h1>"
+    "{% if notes %}<ul>{% for n in notes %}<li>{{ n }}</li>{% endfor %}</ul>{% endif %}"
+    "{% for p in paragraphs %}<p>{{ p }}</p>{% endfor %}"
+    "{% for t in tables %}{% if t.heading %}<h2>{{ t.heading }}</h2>{% endif %}"
+    "<table><tr>{% for h in t.header %}<th>{{ h }}</th>{% endfor %}</tr>"
+    "{% for row in t.rows %}<tr>{% for cell in row %}<td>"
+    '{% if cell.href %}<a href="{{ cell.href }}">{{ cell.text }}</a>'
+    "{% else %}{{ cell.text }}{% endif %}</td>{% endfor %}</tr>{% endfor %}</table>"
+    "{% endfor %}"
+    "{% if image %}<img alt='{{ image_alt }}' src='data:image/png;base64,{{ image }}'>"
+    "{% endif %}</body></html>"
+)
+
+
+def _page(
+    title: str,
+    *,
+    notes: Sequence[str] = (),
+    paragraphs: Sequence[str] = (),
+    tables: Sequence[Mapping[str, object]] = (),
+    image: str = "",
+    image_alt: str = "",
+) -> str:
+    """An HTML page from :data:`_PAGE`, rendered by jinja2 with autoescape.
+
+    Every text (titles, notes, data names, cell values, links) is HTML-escaped by
+    construction, so a hostile file name cannot inject markup or script.
+
+    Args:
+        title: the page title and heading.
+        notes: bullet points under the heading.
+        paragraphs: paragraphs after them.
+        tables: each ``{"heading": str, "header": [str], "rows": [[{"text", "href"}]]}``.
+        image: a base64 PNG shown at the end, or "".
+        image_alt: its alt text.
+
+    Returns:
+        The page.
+    """
+    import jinja2
+
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    return env.from_string(_PAGE).render(
+        title=title,
+        style=_STYLE,
+        notes=list(notes),
+        paragraphs=list(paragraphs),
+        tables=list(tables),
+        image=image,
+        image_alt=image_alt,
+    )
+
+
+def _cells(values: Sequence[object], hrefs: Sequence[str | None] = ()) -> list[dict[str, object]]:
+    links = list(hrefs) + [None] * (len(values) - len(hrefs))
+    return [{"text": str(v), "href": h} for v, h in zip(values, links)]
+
+
+def _table_section(
+    df: pd.DataFrame, heading: str = "", links: Mapping[str, str] | None = None
+) -> dict:
+    """A metrics-like table for :func:`_page`: index levels first, values as in the text."""
+    names = [str(n) for n in df.index.names]
+    rows = []
+    for key, row in df.iterrows():
+        keys = [str(k) for k in (key if isinstance(key, tuple) else (key,))]
+        values = [_format_cell(str(c), row[c]) for c in df.columns]
+        rows.append(_cells([*keys, *values], [(links or {}).get(keys[0])]))
+    return {"heading": heading, "header": [*names, *map(str, df.columns)], "rows": rows}
+
+
+def _format_cell(column: str, value: object) -> str:
+    if isinstance(value, numbers.Real):
+        return _format_value(column, float(value))
+    return str(value)
+
+
+def markdown_escape(text: str) -> str:
+    """``text`` safe inside a Markdown table: HTML special characters and pipes escaped."""
+    return html.escape(str(text)).replace("|", "&#124;")
+
+
+def write_tearsheet(
+    returns: pd.Series,
+    benchmark: pd.Series | None,
+    path: str | os.PathLike[str],
+    *,
+    title: str | None = None,
+    periods_per_year: int = 252,
+) -> Path:
+    """Write a quantstats HTML tearsheet of ``returns`` against ``benchmark``, atomically.
+
+    The report is written to a temporary file in the target directory, then moved into
+    place with ``os.replace``, so ``path`` is either the old file or the complete new one.
+    Missing parent directories are created. Around the quantstats call only, matplotlib's
+    "findfont" log records (quantstats asks for Arial, often not installed) and
+    third-party Deprecation/PendingDeprecation/FutureWarnings are silenced; the logging
+    and warning state is restored afterwards.
+
+    Args:
+        returns (pd.Series): simple per-bar strategy returns (fraction), tz-naive
+            DatetimeIndex.
+        benchmark (pd.Series | None): simple per-bar benchmark returns on the same dates;
+            its ``name`` is the benchmark's label in the report. None for no benchmark.
+        path (str | os.PathLike): the HTML file to write.
+        title (str | None): report title. Default None ("metabt tearsheet").
+        periods_per_year (int): bars per year used to annualise. Default 252.
+
+    Returns:
+        pathlib.Path: ``path``.
+
+    Raises:
+        DataError: ``returns`` or ``benchmark`` is not a Series of numbers with a
+            DatetimeIndex and a finite value.
+        ConfigError: bad ``periods_per_year``.
+
+    A run without a single non-zero return (no trades) gets a short page that says so
+    instead of quantstats' charts, which cannot be drawn for a flat series. Titles are
+    HTML-escaped.
+
+    References:
+        quantstats.reports.html (https://github.com/ranaroussi/quantstats).
+    """
+    r = check_returns(returns, "returns")
+    periods = check_periods(periods_per_year)
+    kwargs: dict[str, object] = {}
+    b = None
+    if benchmark is not None:
+        b = check_returns(benchmark, "benchmark")
+        # quantstats puts both titles into its HTML unescaped: escape them here
+        kwargs["benchmark_title"] = html.escape(str(benchmark.name or "Benchmark"))
+    target = Path(path)
+    if not (r.fillna(0.0) != 0.0).any():
+        return write_text(target, _flat_page(r, title or "metabt tearsheet", periods))
+    # quantstats opens the file itself, so it writes to the temporary name
+    with atomic_path(target) as tmp, quiet_third_party():
+        from quantstats import reports as qs_reports  # heavy: imported only where used
+
+        qs_reports.html(
+            r,
+            b,
+            title=html.escape(title or "metabt tearsheet"),
+            output=str(tmp),
+            periods_per_year=periods,
+            **kwargs,
+        )
+    return target
+
+
+def _flat_page(returns: pd.Series, title: str, periods_per_year: int) -> str:
+    """The report of a run whose returns are all zero: no trades, nothing to plot."""
+    first, last = returns.index[0].date(), returns.index[-1].date()
+    return _page(
+        title,
+        paragraphs=[
+            f"no trades: every one of the {len(returns)} bars from {first} to {last} has a "
+            "zero return (the strategy never held a position), so there is no performance "
+            "to chart. Check the signal (NaN or flat), the sizer (a position worth less "
+            "than one share at this cash level) and the data window (enough bars for the "
+            "feature warm-up and the first support set).",
+            f"Annualised with {periods_per_year} bars a year, every return metric is 0 and "
+            "risk-adjusted ratios are not applicable.",
+        ],
+    )
+
+
+def write_comparison(
+    table: pd.DataFrame,
+    tearsheets: Mapping[str, Path],
+    out_dir: str | os.PathLike[str],
+    *,
+    title: str,
+    notes: Sequence[str] = (),
+    assets: pd.DataFrame | None = None,
+) -> dict[str, Path]:
+    """Write a strategy comparison: CSV, Markdown and an HTML index of the tearsheets.
+
+    Args:
+        table: one row per strategy (index named ``strategy``), one column per metric, as
+            from :func:`metrics_table`.
+        tearsheets: strategy name -> its tearsheet file (linked from the index page).
+        out_dir: destination folder (created if missing).
+        title: heading of the Markdown and HTML pages.
+        notes: lines printed above the table (period, costs, training range...).
+        assets: optional per-asset results, indexed by (strategy, asset), columns as
+            ``metabt.evaluate.metrics.asset_results``; written to ``assets.csv`` and
+            ``assets.md`` and shown on the index page.
+
+    Returns:
+        ``{"csv": ..., "markdown": ..., "html": ...}`` paths (plus ``assets_csv`` and
+        ``assets_markdown`` with ``assets``), each written atomically.
+    """
+    out = Path(out_dir)
+    csv = write_text(out / "compare.csv", table.reset_index().to_csv(index=False))
+    shown = table.rename(index=markdown_escape)
+    lines = [
+        f"# {markdown_escape(title)}",
+        "",
+        *(f"- {markdown_escape(n)}" for n in notes),
+        "",
+        format_table(shown, markdown=True),
+    ]
+    markdown = write_text(out / "compare.md", "\n".join(lines) + "\n")
+    links = {str(name): os.path.relpath(link, out) for name, link in tearsheets.items()}
+    sections = [_table_section(table, "", links)]
+    paths: dict[str, Path] = {"csv": csv, "markdown": markdown}
+    if assets is not None:
+        paths["assets_csv"] = write_text(
+            out / "assets.csv", assets.reset_index().to_csv(index=False)
+        )
+        flat = assets.reset_index(level=list(range(1, assets.index.nlevels)))
+        flat = flat.rename(index=markdown_escape)
+        flat[flat.columns[0]] = flat[flat.columns[0]].map(markdown_escape)
+        asset_lines = [
+            f"# {markdown_escape(title)}: per asset",
+            "",
+            format_table(flat, markdown=True),
+        ]
+        paths["assets_markdown"] = write_text(out / "assets.md", "\n".join(asset_lines) + "\n")
+        sections.append(_table_section(assets, "Per asset"))
+    page = _page(
+        title,
+        notes=notes,
+        paragraphs=["Each strategy name links to its quantstats tearsheet."],
+        tables=sections,
+    )
+    paths["html"] = write_text(out / "index.html", page)
+    return paths
+
+
+def write_diagnostics(
+    returns: pd.Series,
+    benchmark: pd.Series | None,
+    adaptations: pd.DataFrame,
+    signals: Mapping[str, pd.DataFrame],
+    path: str | os.PathLike[str],
+    *,
+    title: str,
+    ic_window: int = 63,
+) -> Path:
+    """A companion page to the tearsheet: is the adaptation working?
+
+    Three panels, on the test period: the equity curve (with the benchmark); per
+    adaptation, the support MSE before and after adaptation and the realised query MSE
+    of the predictions that adapted model made (scored once their labels arrived), as
+    ``ic_window``-bar rolling means; and the rolling information coefficient (Pearson
+    correlation of the signal with the realised forward return) of each data.
+
+    Args:
+        returns: simple per-bar strategy returns.
+        benchmark: simple per-bar benchmark returns, or None.
+        adaptations: ``MetaStrategy.adaptation_log()``.
+        signals: data name -> DataFrame with ``signal`` and ``forward`` columns
+            (``metabt.analyzers.signal_frames``).
+        path: the HTML file to write (atomically; the figure is embedded as a PNG).
+        title: page title.
+        ic_window: bars in the rolling means and rolling IC. Default 63 (a quarter).
+
+    Returns:
+        The path written.
+    """
+    import base64
+    import io
+
+    from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
+
+    r = check_returns(returns, "returns")
+    log = adaptations[adaptations["date"] >= r.index[0]].set_index("date").sort_index()
+    pcs = context_components(log)
+    fig = Figure(figsize=(11, 9 if pcs is None else 12.5), dpi=100)
+    if pcs is None:
+        ax_eq, ax_loss, ax_ic = fig.subplots(3, 1, sharex=True)
+    else:
+        grid = fig.add_gridspec(4, 1, height_ratios=(1, 1, 1, 1.3))
+        ax_eq = fig.add_subplot(grid[0])
+        ax_loss = fig.add_subplot(grid[1], sharex=ax_eq)
+        ax_ic = fig.add_subplot(grid[2], sharex=ax_eq)
+        ax_ctx = fig.add_subplot(grid[3])
+        days = pcs.index.map(pd.Timestamp.toordinal).to_numpy(dtype=float)
+        dots = ax_ctx.scatter(pcs["pc1"], pcs["pc2"], c=days, cmap="viridis", s=9)
+        ax_ctx.plot(pcs["pc1"], pcs["pc2"], color="lightgray", linewidth=0.5, zorder=0)
+        bar = fig.colorbar(dots, ax=ax_ctx)
+        ticks = np.linspace(days.min(), days.max(), 5)
+        bar.set_ticks(ticks.tolist())
+        bar.set_ticklabels([str(pd.Timestamp.fromordinal(int(t)).date()) for t in ticks])
+        ax_ctx.set_xlabel("context PC1")
+        ax_ctx.set_ylabel("context PC2")
+        ax_ctx.set_title("task embedding (CAVIA context) after each adaptation, by date")
+    ax_eq.plot((1 + r).cumprod(), label="strategy", color="tab:blue")
+    if benchmark is not None:
+        b = check_returns(benchmark, "benchmark")
+        ax_eq.plot((1 + b).cumprod(), label=str(b.name or "benchmark"), color="tab:gray")
+    ax_eq.set_ylabel("growth of 1")
+    ax_eq.legend(loc="upper left")
+    per = max(1, ic_window // 5)
+    for column, color in (
+        ("loss_before", "tab:orange"),
+        ("loss_after", "tab:green"),
+        ("query_loss", "tab:red"),
+    ):
+        if column in log and log[column].notna().any():
+            series = log[column].rolling(per, min_periods=1).mean()
+            ax_loss.plot(series, label=column.replace("_", " "), color=color)
+    ax_loss.set_ylabel("MSE (label units)")
+    if ax_loss.get_legend_handles_labels()[0]:
+        ax_loss.legend(loc="upper left")
+    for name, pair in signals.items():
+        pair = pair[pair.index >= r.index[0]]
+        if len(pair) > ic_window:
+            ic = pair["signal"].rolling(ic_window).corr(pair["forward"])
+            ax_ic.plot(ic, label=f"{name} rolling IC ({ic_window} bars)")
+    ax_ic.axhline(0.0, color="black", linewidth=0.8)
+    ax_ic.set_ylabel("IC")
+    if ax_ic.get_legend_handles_labels()[0]:  # none when the test period is short
+        ax_ic.legend(loc="upper left", fontsize="small")
+    fig.suptitle(title)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    with quiet_third_party():
+        fig.savefig(buffer, format="png")
+    image = base64.b64encode(buffer.getvalue()).decode("ascii")
+    page = _page(
+        title,
+        paragraphs=[
+            "Support MSE before/after: fit on the bars adapted to (in-sample). Query MSE: "
+            "realised error of the predictions each adapted model then made (out-of-sample). "
+            "A query MSE far above the support MSE after adaptation means the adaptation fits "
+            "noise. Rolling IC: correlation of the signal with the forward return it "
+            "predicts."
+            + (
+                ""
+                if pcs is None
+                else " Task embedding: the context vector each adaptation found, projected on "
+                "its first two principal components; clusters of dates are regimes the model "
+                "told apart."
+            )
+        ],
+        image=image,
+        image_alt="diagnostics",
+    )
+    return write_text(Path(path), page)
+
+
+def context_components(log: pd.DataFrame) -> pd.DataFrame | None:
+    """First two principal components of the adapted context vectors (CAVIA), by date.
+
+    Args:
+        log: an adaptation log indexed by date, with a ``context`` column of (C,) arrays
+            (``MetaStrategy.adaptation_log()``).
+
+    Returns:
+        DataFrame indexed by date with columns ``pc1``, ``pc2`` (projections of the
+        centred contexts on the top two right singular vectors), or None without contexts
+        (or fewer than 3 of them).
+    """
+    if "context" not in log.columns:
+        return None
+    rows = log["context"].dropna()
+    if len(rows) < 3:
+        return None
+    matrix = np.vstack([np.asarray(v, dtype=np.float64).ravel() for v in rows])
+    centred = matrix - matrix.mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    proj = centred @ vt[:2].T
+    if proj.shape[1] < 2:
+        proj = np.column_stack([proj, np.zeros(len(proj))])
+    return pd.DataFrame(proj, index=rows.index, columns=["pc1", "pc2"])
+
+
+def _format_value(column: str, value: float) -> str:
+    if not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if column in PERCENT_METRICS:
+        return f"{value:.2%}"
+    if column in COUNT_METRICS:
+        return f"{value:.0f}"
+    return f"{value:.2f}"
+
+
+def format_table(df: pd.DataFrame, *, markdown: bool = False) -> str:
+    """Render a metrics table as text: percentages for return-like metrics, 2 decimals else.
+
+    ``cagr``, ``max_drawdown``, ``volatility``, ``total_return``, ``win_rate``,
+    ``hit_rate``, ``exposure`` and ``contribution`` are shown as percentages, ``bars``,
+    ``adaptations`` and ``untrained`` (a flag, or a count of seeds) as integers, other
+    numbers with two decimals.
+
+    Args:
+        df (pd.DataFrame): a table such as :func:`metrics_table` returns.
+        markdown (bool): a Markdown (pipe) table instead of plain text. Default False.
+
+    Returns:
+        str: the table, one line per row plus the header (no trailing newline).
+    """
+    shown = pd.DataFrame(
+        {
+            c: [
+                _format_value(str(c), float(v)) if isinstance(v, numbers.Real) else str(v)
+                for v in df[c]
+            ]
+            for c in df.columns
+        },
+        index=df.index,
+    )
+    if markdown:
+        # names (the index) left-aligned, values right-aligned
+        align = ["left"] * max(1, shown.index.nlevels) + ["right"] * len(shown.columns)
+        return shown.to_markdown(colalign=align)
+    return shown.to_string()

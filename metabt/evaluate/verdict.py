@@ -1,0 +1,221 @@
+"""Judging a comparison: the best baseline, block-bootstrap intervals, DSR, HAC ICs, a verdict.
+
+Given the backtests of one run (MetaStrategy and its baselines on the same data, period,
+costs and sizer), :func:`judge` adds to each strategy's metrics the probabilistic and
+deflated Sharpe ratios, its Sharpe difference with the best non-meta baseline (with a
+stationary block-bootstrap interval), and its information coefficients with Newey–West
+t-statistics, and states the verdict in plain words.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+
+from metabt.evaluate.metrics import (
+    block_bootstrap_sharpe_diff,
+    cross_sectional_ic,
+    deflated_sharpe,
+    hac_ic,
+    metrics_table,
+    probabilistic_sharpe,
+)
+
+__all__ = ["META_VARIANTS", "Run", "Verdict", "aggregate_seeds", "judge"]
+
+#: Strategies built on the meta-learned initialisation: never "the best baseline".
+META_VARIANTS = frozenset({"MetaStrategy", "MetaOnline", "MetaDrift", "StaticModel"})
+
+
+class Run(Protocol):
+    """What :func:`judge` reads of a run: ``metabt.experiments.backtest.BacktestResult`` is one."""
+
+    name: str
+    returns: pd.Series
+    metrics: dict[str, float]
+    signals: dict[str, pd.DataFrame] | None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Does the candidate beat the best non-meta baseline after costs, beyond noise?
+
+    Attributes:
+        candidate: the strategy judged (MetaStrategy).
+        baseline: the non-meta baseline with the highest Sharpe in the run.
+        diff, lo, hi: candidate's annualised Sharpe minus the baseline's, and its 95%
+            stationary block-bootstrap interval.
+        block: expected block length of the bootstrap, bars.
+        dsr: the candidate's deflated Sharpe ratio over ``n_trials`` strategies.
+        n_trials: strategies in the run.
+    """
+
+    candidate: str
+    baseline: str
+    diff: float
+    lo: float
+    hi: float
+    block: float
+    dsr: float
+    n_trials: int
+
+    @property
+    def edge(self) -> bool:
+        """True only with both kinds of evidence: interval above 0 and DSR >= 0.95."""
+        return self.lo > 0 and self.dsr >= 0.95
+
+    @property
+    def text(self) -> str:
+        """The verdict in one line, plain words first."""
+        evidence = (
+            f"Sharpe {self.diff:+.2f} vs {self.baseline} (95% block-bootstrap interval "
+            f"{self.lo:+.2f} to {self.hi:+.2f}, mean block {self.block:.0f} bars); deflated "
+            f"Sharpe {self.dsr:.2f} over {self.n_trials} strategies"
+        )
+        if self.edge:
+            head = f"{self.candidate} beats {self.baseline} after costs"
+        elif self.lo > 0:
+            head = (
+                f"{self.candidate} is ahead of {self.baseline}, but the deflated Sharpe does "
+                "not rule out luck: no reliable evidence of an edge"
+            )
+        elif self.hi < 0:
+            head = f"{self.baseline} beats {self.candidate} after costs"
+        elif not math.isfinite(self.diff):
+            head = f"no verdict: {self.candidate} or {self.baseline} has constant returns"
+        else:
+            head = f"no evidence of an edge over {self.baseline}"
+        return f"verdict: {head}: {evidence}"
+
+
+def _best_baseline(results: Sequence[Run]) -> Run:
+    pool = [r for r in results if r.name not in META_VARIANTS]
+    if not pool:
+        raise ValueError("judge needs at least one non-meta baseline")
+    return max(pool, key=lambda r: np.nan_to_num(r.metrics.get("sharpe", math.nan), nan=-np.inf))
+
+
+def judge(
+    results: Sequence[Run],
+    *,
+    horizon: int,
+    candidate: str = "MetaStrategy",
+    seed: int = 0,
+    n_resamples: int = 2000,
+    periods_per_year: int = 252,
+) -> tuple[pd.DataFrame, Verdict]:
+    """Significance columns for every strategy of a run, and the candidate's verdict.
+
+    Added to each row: ``psr`` (probabilistic Sharpe ratio, P[true Sharpe > 0]);
+    ``dsr`` (deflated Sharpe ratio over all strategies of the run, Bailey and López de
+    Prado 2014); ``sharpe_vs_best`` with ``_lo``/``_hi`` (annualised Sharpe minus the
+    best non-meta baseline's, 95% stationary block-bootstrap interval, block length by
+    Politis–White) and ``block``; for strategies with a forecast, ``ic_t`` and
+    ``rank_ic_t`` (Newey–West t-statistics, ``horizon`` lags, mean over assets),
+    ``ic_tradable`` and its ``ic_tradable_t`` (the return from the next bar's open, where
+    orders fill), and with 3 or more assets ``cs_ic`` / ``cs_ic_t`` (cross-sectional rank
+    IC per bar, averaged, HAC t-statistic).
+
+    Args:
+        results: the run's backtests, one per strategy, on the same dates.
+        horizon: the label horizon, bars (the HAC lags).
+        candidate: the strategy the verdict is about. Default "MetaStrategy".
+        seed: seed of the bootstrap. Default 0.
+        n_resamples: bootstrap resamples. Default 2000.
+        periods_per_year: bars per year that annualise the Sharpe differences (the run's
+            ``BacktestResult.frequency.periods``). Default 252 (daily bars).
+
+    Returns:
+        (table indexed by strategy, :class:`Verdict`).
+
+    Raises:
+        ValueError: no non-meta baseline, or no row named ``candidate``.
+    """
+    best = _best_baseline(results)
+    trials = {r.name: r.returns for r in results}
+    rows: dict[str, dict[str, float]] = {}
+    for r in results:
+        row = dict(r.metrics)
+        row["psr"] = probabilistic_sharpe(r.returns, periods_per_year=periods_per_year)
+        row["dsr"] = deflated_sharpe(r.returns, trials)
+        boot = block_bootstrap_sharpe_diff(
+            r.returns,
+            best.returns,
+            seed=seed,
+            n_resamples=n_resamples,
+            periods_per_year=periods_per_year,
+        )
+        row["sharpe_vs_best"] = boot["diff"]
+        row["sharpe_vs_best_lo"] = boot["lo"]
+        row["sharpe_vs_best_hi"] = boot["hi"]
+        row["block"] = boot["block"]
+        row.update(_ic_columns(r.signals, horizon))
+        rows[r.name] = row
+    table = metrics_table(rows)
+    if candidate not in table.index:
+        raise ValueError(f"no strategy named {candidate!r} in the run")
+    c = table.loc[candidate]
+    verdict = Verdict(
+        candidate=candidate,
+        baseline=best.name,
+        diff=float(c["sharpe_vs_best"]),
+        lo=float(c["sharpe_vs_best_lo"]),
+        hi=float(c["sharpe_vs_best_hi"]),
+        block=float(c["block"]),
+        dsr=float(c["dsr"]),
+        n_trials=len(results),
+    )
+    return table, verdict
+
+
+def _ic_columns(pairs: Mapping[str, pd.DataFrame] | None, horizon: int) -> dict[str, float]:
+    """Mean over assets of the HAC IC statistics, close-to-close and tradable."""
+    if not pairs:
+        return {}
+    forward = [hac_ic(p, lags=horizon) for p in pairs.values()]
+    tradable = [hac_ic(p, lags=horizon, column="tradable") for p in pairs.values()]
+
+    def mean(stats: list[dict[str, float]], key: str) -> float:
+        values = [s[key] for s in stats if math.isfinite(s[key])]
+        return float(np.mean(values)) if values else math.nan
+
+    out = {
+        "ic_t": mean(forward, "ic_t"),
+        "rank_ic_t": mean(forward, "rank_ic_t"),
+        "ic_tradable": mean(tradable, "ic"),
+        "ic_tradable_t": mean(tradable, "ic_t"),
+    }
+    if len(pairs) >= 3:
+        cs = cross_sectional_ic(pairs, lags=horizon)
+        out.update({"cs_ic": cs["cs_ic"], "cs_ic_t": cs["cs_ic_t"]})
+    return out
+
+
+def aggregate_seeds(tables: Mapping[int, pd.DataFrame]) -> pd.DataFrame:
+    """Mean and standard deviation across seeds of every metric of every strategy.
+
+    Args:
+        tables: seed -> a run's table (strategies x metrics, as :func:`judge` returns).
+
+    Returns:
+        DataFrame indexed by (strategy, metric) with columns ``mean``, ``sd`` (ddof=1;
+        NaN with one seed), ``n`` (seeds with a finite value) and one column per seed.
+    """
+    stacked = pd.concat(
+        {seed: t.select_dtypes("number").stack(future_stack=True) for seed, t in tables.items()},
+        axis=1,
+    )
+    stacked.index.names = ["strategy", "metric"]
+    out = pd.DataFrame(
+        {
+            "mean": stacked.mean(axis=1),
+            "sd": stacked.std(axis=1, ddof=1),
+            "n": stacked.notna().sum(axis=1).astype(float),
+        }
+    )
+    return pd.concat([out, stacked.add_prefix("seed_")], axis=1)

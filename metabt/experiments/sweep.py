@@ -1,0 +1,819 @@
+"""Hyper-parameter search (grid or TPE) scored on validation folds before a held-out period.
+
+A trial is a :class:`~metabt.config.defaults.RunConfig` (the base one with the trial's values)
+scored on the last ``val_folds`` calendar years before ``test_start``: in each fold the
+learner is trained strictly before the fold (:func:`metabt.experiments.roster.train_learner`) and
+MetaStrategy is backtested on it with costs (:func:`metabt.experiments.backtest.run_backtest`); the
+score is the mean over the folds of the annualised Sharpe ratio after costs. Every trial
+receives frames cut before ``test_start``, so none reads a price of the held-out period.
+
+The search is Optuna's: ``GridSampler`` or ``TPESampler``, the study in ``sweep.db``
+(SQLite) in the output folder. A re-run on the folder runs only the missing trials, and
+again any trial a kill interrupted. Parallel workers (processes or Ray tasks, through
+:mod:`metabt.experiments.executors`) each load the study from that storage and optimise their share
+(Optuna's multi-process pattern). The trials tried (:attr:`SweepResult.n_trials`) and
+the variance of their per-bar Sharpe ratios are kept to deflate the held-out result for
+the search (:func:`metabt.evaluate.metrics.deflated_sharpe_ratio`).
+
+Sources: Akiba, Sano, Yanase, Ohta, Koyama (2019), "Optuna: A Next-generation
+Hyperparameter Optimization Framework", KDD; Bergstra, Bardenet, Bengio, Kégl (2011),
+"Algorithms for Hyper-Parameter Optimization", NeurIPS (TPE); Bailey and López de Prado
+(2014), "The Deflated Sharpe Ratio", J. Portfolio Management 40(5); Optuna docs, "Easy
+Parallelization" and ``GridSampler``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import functools
+import hashlib
+import json
+import math
+import os
+import threading
+import time
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+import tomli_w
+from pydantic import ValidationError
+from tqdm.auto import tqdm
+
+from metabt._checks import as_timestamp, did_you_mean
+from metabt._util import check_output_path, staged_files, write_text
+from metabt.config.defaults import ALGORITHM_NAMES, DEMO, MODEL_TYPES, RunConfig
+from metabt.config.files import Options
+from metabt.errors import ConfigError, DataError, MetabtError
+from metabt.evaluate.metrics import expected_max_sharpe
+from metabt.experiments.backtest import Costs, run_backtest
+from metabt.experiments.executors import Executor, make_executor, run_unit
+from metabt.experiments.roster import check_no_leak, train_learner
+from metabt.experiments.walkforward import walkforward_folds
+from metabt.strategies.meta import MetaStrategy
+
+__all__ = [
+    "DEFAULT_TPE_TRIALS",
+    "Dimension",
+    "SAMPLER_NAMES",
+    "SETTINGS",
+    "SweepResult",
+    "apply_params",
+    "parse_space",
+    "sweep",
+    "validation_folds",
+]
+
+#: The samplers of :func:`sweep`.
+SAMPLER_NAMES = ("grid", "tpe")
+_INTS = ("adapt_every", "batch_size", "horizon", "inner_steps", "query", "steps", "support")
+_FLOATS = ("inner_lr", "meta_lr", "online_meta_lr", "val_years")
+_OTHER = {"algorithm": ALGORITHM_NAMES, "hidden": "widths", "model_type": MODEL_TYPES}
+_KINDS = {**dict.fromkeys(_INTS, "int"), **dict.fromkeys(_FLOATS, "float"), **_OTHER}
+#: Settings a sweep may vary (config-file / flag names) -> kind: "int", "float",
+#: "widths" (a list of positive ints) or the allowed choices.
+SETTINGS: Mapping[str, Any] = dict(sorted(_KINDS.items()))
+#: RunConfig field names accepted for the setting of another name.
+ALIASES = {"meta_steps": "steps"}
+#: Settings only the commands that backtest have (not ``metabt train``).
+STRATEGY_SETTINGS = ("adapt_every", "online_meta_lr")
+#: Trials of a TPE sweep when ``n_trials`` (``--trials``) is not given.
+DEFAULT_TPE_TRIALS = 20
+#: The files of a sweep's folder.
+DB_NAME, LOCK_NAME = "sweep.db", "sweep.lock"
+#: User attribute that marks a trial failed by its configuration (not interrupted).
+ERROR_ATTR = "error"
+HELD_OUT_NOTE = (
+    "the held-out period (test_start on) was never seen: every trial received frames cut "
+    "before test_start and validation folds ending the day before it; keep that period "
+    "for the final evaluation of the best configuration"
+)
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One setting of the search space.
+
+    Attributes:
+        name: the setting (a key of :data:`SETTINGS`).
+        choices: a categorical dimension's values (``hidden`` widths as JSON text such as
+            ``"[8, 8]"``: Optuna stores only str, int, float, bool and None), or ().
+        low, high: bounds of an int or float range (inclusive).
+        log: sample the range on a log scale.
+        step: the range's step (ints: default 1), or None.
+    """
+
+    name: str
+    choices: tuple[Any, ...] = ()
+    low: float = 0.0
+    high: float = 0.0
+    log: bool = False
+    step: float | None = None
+
+    def describe(self) -> Any:
+        """The dimension as written in a space: its values, or its range."""
+        if self.choices:
+            return [_decode(self.name, c) for c in self.choices]
+        return {"low": self.low, "high": self.high, "log": self.log, "step": self.step}
+
+    def suggest(self, trial: optuna.trial.Trial) -> Any:
+        """The trial's value of this setting, drawn by the study's sampler."""
+        if self.choices:
+            return trial.suggest_categorical(self.name, list(self.choices))
+        if SETTINGS[self.name] == "int":
+            return trial.suggest_int(
+                self.name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log
+            )
+        return trial.suggest_float(self.name, self.low, self.high, step=self.step, log=self.log)
+
+
+def _resolve(name: Any) -> str:
+    key = ALIASES.get(str(name), str(name))
+    if key not in SETTINGS:
+        hint = did_you_mean(str(name), [*SETTINGS, *ALIASES])
+        if name in {f.name for f in dataclasses.fields(RunConfig)}:
+            hint += " (a RunConfig field no config file sets, so best.toml could not hold it)"
+        raise ConfigError(
+            f"search space: unknown setting {name!r}{hint}; a sweep can vary {', '.join(SETTINGS)}"
+        )
+    return key
+
+
+def _check_value(name: str, value: Any) -> Any:
+    """One value of ``name``, checked by the config-file schema; returns it normalised."""
+    kind = SETTINGS[name]
+    where = f"search space: {name}"
+    if isinstance(value, bool) or value is None:
+        raise ConfigError(f"{where}: {value!r} is not a valid value; give a number or a name")
+    if isinstance(kind, tuple):
+        user_model = name == "model_type" and isinstance(value, str) and ":" in value
+        if value not in kind and not user_model:
+            hint = did_you_mean(str(value), kind)
+            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(kind)}{hint}")
+        return value
+    if kind == "widths":
+        value = [value] if isinstance(value, int) else value
+    if kind == "int" and isinstance(value, float) and not value.is_integer():
+        raise ConfigError(f"{where}: {value!r} is not a whole number; give e.g. {round(value)}")
+    try:
+        checked = getattr(Options.model_validate({name: value}), name)
+    except ValidationError as exc:
+        msg = exc.errors()[0]["msg"]
+        raise ConfigError(f"{where}: {value!r} is not valid ({msg}); fix the value") from exc
+    if kind == "widths":
+        return json.dumps([int(v) for v in checked])
+    return int(checked) if kind == "int" else float(checked)
+
+
+def _range(name: str, spec: Mapping[str, Any]) -> Dimension:
+    where = f"search space: {name}"
+    kind = SETTINGS[name]
+    if kind not in ("int", "float"):
+        raise ConfigError(f"{where}: a range needs a numeric setting; give a list of values")
+    for bad in sorted(set(spec) - {"low", "high", "log", "step"}):
+        hint = did_you_mean(bad, ["low", "high", "log", "step"])
+        raise ConfigError(
+            f"{where}: unknown key {bad!r}{hint}; a range is {{low, high, log, step}}"
+        )
+    if "low" not in spec or "high" not in spec:
+        raise ConfigError(f"{where}: a range needs low and high, e.g. {{low = 1, high = 8}}")
+    low, high = _check_value(name, spec["low"]), _check_value(name, spec["high"])
+    if low > high:
+        raise ConfigError(f"{where}: low {low!r} is above high {high!r}; swap them")
+    log = spec.get("log", False)
+    if not isinstance(log, bool):
+        raise ConfigError(f"{where}: log must be true or false, got {log!r}")
+    step = spec.get("step")
+    if step is not None:
+        if log:
+            raise ConfigError(f"{where}: a log range takes no step; drop one of them")
+        step = _check_value(name, step)
+    return Dimension(name, low=low, high=high, log=log, step=step)
+
+
+def parse_space(space: Mapping[str, Any], sampler: str) -> tuple[Dimension, ...]:
+    """Check a search space and return its dimensions, sorted by name.
+
+    Args:
+        space: setting (:data:`SETTINGS`; ``meta_steps`` means ``steps``) -> a list of
+            values, e.g. ``{"inner_lr": [0.01, 0.02], "hidden": [[8], [16, 16]]}``, or for
+            TPE a range of an int or float setting: ``{"low": 0.005, "high": 0.1,
+            "log": True}`` (optional ``step``).
+        sampler: "grid" or "tpe".
+
+    Returns:
+        The dimensions.
+
+    Raises:
+        ConfigError: an empty space, an unknown setting (with the closest name), a range
+            in a grid, an empty or duplicated list, or a value the setting does not take.
+    """
+    if sampler not in SAMPLER_NAMES:
+        raise ConfigError(
+            f"unknown sampler {sampler!r}{did_you_mean(str(sampler), SAMPLER_NAMES)}; "
+            f"choose one of {', '.join(SAMPLER_NAMES)}"
+        )
+    if not isinstance(space, Mapping) or not space:
+        raise ConfigError(
+            "search space is empty; give setting -> values, e.g. "
+            '{"inner_lr": [0.01, 0.02], "support": [40, 60]}'
+        )
+    dims: dict[str, Dimension] = {}
+    for raw_name, values in space.items():
+        name = _resolve(raw_name)
+        if name in dims:
+            raise ConfigError(f"search space: {name} is given twice ({raw_name!r}); keep one")
+        if isinstance(values, Mapping):
+            if sampler == "grid":
+                raise ConfigError(
+                    f"search space: {name}: a grid needs a list of values, e.g. "
+                    f"{name} = [1, 2]; ranges are for --sampler tpe"
+                )
+            dims[name] = _range(name, values)
+            continue
+        if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
+            raise ConfigError(f"search space: {name}: give a list of values, got {values!r}")
+        choices = tuple(_check_value(name, v) for v in values)
+        if len(set(choices)) < len(choices):
+            raise ConfigError(f"search space: {name} lists a value twice ({list(values)}); drop it")
+        dims[name] = Dimension(name, choices=choices)
+    return tuple(dims[name] for name in sorted(dims))
+
+
+def _decode(name: str, value: Any) -> Any:
+    return json.loads(value) if SETTINGS[name] == "widths" and value is not None else value
+
+
+def apply_params(cfg: RunConfig, params: Mapping[str, Any]) -> RunConfig:
+    """``cfg`` with a trial's settings (config-file names; ``hidden`` as a list or JSON).
+
+    Raises:
+        ConfigError: an unknown setting (with the closest name).
+    """
+    changes: dict[str, Any] = {}
+    for raw, value in params.items():
+        name = _resolve(raw)
+        value = json.loads(value) if isinstance(value, str) and name == "hidden" else value
+        if name == "hidden":
+            changes["hidden"] = tuple(int(v) for v in value)
+        elif name == "steps":
+            changes["meta_steps"] = int(value)
+        elif name == "horizon":
+            changes["spec"] = dataclasses.replace(cfg.spec, horizon=int(value))
+        else:
+            changes[name] = value
+    return cfg.with_(**changes)
+
+
+def validation_folds(
+    test_start: pd.Timestamp, val_folds: int
+) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+    """The ``val_folds`` one-year validation folds that end the day before ``test_start``.
+
+    Raises:
+        ConfigError: ``val_folds`` is not a positive integer.
+    """
+    if isinstance(val_folds, bool) or not isinstance(val_folds, int) or val_folds < 1:
+        raise ConfigError(
+            f"val_folds must be a positive integer (validation years), got {val_folds!r}"
+        )
+    first = test_start - pd.DateOffset(years=val_folds)
+    return walkforward_folds(first, test_start - pd.Timedelta(days=1), years=1)
+
+
+# --------------------------------------------------------------------------- trials
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One worker's share of the trials (pickled to processes and Ray tasks)."""
+
+    storage: str
+    study_name: str
+    sampler: str
+    dims: tuple[Dimension, ...]
+    seed: int
+    n_trials: int
+    frames: Mapping[str, pd.DataFrame]
+    cfg: RunConfig
+    folds: tuple[tuple[pd.Timestamp, pd.Timestamp], ...]
+    costs: Costs
+    test_start: pd.Timestamp
+
+
+def _score(job: _Job, cfg: RunConfig) -> dict[str, Any]:
+    """Train before each fold, backtest on it; the mean Sharpe after costs and more."""
+    latest = max(f.index[-1] for f in job.frames.values())
+    if latest >= job.test_start:  # the proof obligation of the held-out period
+        raise RuntimeError(f"a trial received a price of {latest.date()}, in the held-out period")
+    sharpes, ics, turnovers, returns = [], [], [], []
+    for fold_start, fold_end in job.folds:
+        trained = train_learner(job.frames, cfg, end=fold_start, progress=False)
+        check_no_leak(trained.learner, fold_start)
+        result = run_backtest(
+            MetaStrategy,
+            job.frames,
+            start=fold_start,
+            end=fold_end,
+            warmup_bars=cfg.warmup_bars,
+            costs=job.costs,
+            strategy_kwargs={"learner": trained.learner, **cfg.strategy_kwargs()},
+            sizer_kwargs=dict(cfg.sizer),
+        )
+        sharpe = float(result.metrics.get("sharpe", math.nan))
+        if not math.isfinite(sharpe):
+            raise DataError(
+                f"the Sharpe ratio of validation fold {fold_start.date()} is undefined (no "
+                "return variance: the strategy never held a position)"
+            )
+        sharpes.append(sharpe)
+        ics.append(float(result.metrics.get("ic", math.nan)))
+        turnovers.append(float(result.metrics.get("turnover_two_way", math.nan)))
+        returns.append(result.returns)
+    pooled = pd.concat(returns).to_numpy(dtype=float)
+    sd = float(np.std(pooled, ddof=1)) if len(pooled) > 1 else math.nan
+    return {
+        "score": float(np.mean(sharpes)),
+        "fold_sharpes": sharpes,
+        "ic": float(np.nanmean(ics)) if np.isfinite(ics).any() else math.nan,
+        "turnover": float(np.mean(turnovers)),
+        "sharpe_per_bar": float(np.mean(pooled)) / sd if sd > 0 else math.nan,
+        "bars": len(pooled),
+    }
+
+
+def _objective(trial: optuna.trial.Trial, job: _Job) -> float:
+    params = {dim.name: dim.suggest(trial) for dim in job.dims}
+    decoded = {name: _decode(name, value) for name, value in params.items()}
+    try:
+        cfg = apply_params(job.cfg, decoded)
+        scores = run_unit(functools.partial(_score, job), cfg)  # one thread, fixed seeds
+    except MetabtError as exc:  # this configuration cannot run on this data
+        trial.set_user_attr(ERROR_ATTR, str(exc))
+        raise
+    for key, value in scores.items():
+        trial.set_user_attr(key, value)
+    return float(scores["score"])
+
+
+def _storage(url: str) -> optuna.storages.RDBStorage:
+    # SQLite serialises writers; wait for the lock rather than failing under contention.
+    return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 120}})
+
+
+def _sampler(job: _Job, worker: int) -> optuna.samplers.BaseSampler:
+    if job.sampler == "grid":  # the same seed in every worker: one shuffled grid order
+        return optuna.samplers.GridSampler(
+            {dim.name: list(dim.choices) for dim in job.dims}, seed=job.seed
+        )
+    return optuna.samplers.TPESampler(seed=job.seed + worker)
+
+
+def _run_job(unit: tuple[_Job, int]) -> int:
+    """A worker: load the study from the shared storage and optimise its share of trials."""
+    job, worker = unit
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(
+        study_name=job.study_name, storage=_storage(job.storage), sampler=_sampler(job, worker)
+    )
+    study.optimize(
+        functools.partial(_objective, job=job), n_trials=job.n_trials, catch=(MetabtError,)
+    )
+    return job.n_trials
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class SweepResult:
+    """What a sweep found, from every trial in its study (this run's and earlier runs').
+
+    Attributes:
+        table: one row per trial: ``number``, the settings, ``score`` (mean validation
+            Sharpe after costs, annualised), ``sharpe_per_bar`` (of the pooled validation
+            returns, not annualised), ``ic`` (mean), ``turnover`` (mean two-way, per
+            year), ``state`` (COMPLETE, FAIL, ...), ``duration_s`` and ``error``.
+        best_params, best_value, best_number: the best trial's settings (``hidden`` a
+            list), score and number.
+        cfg: the base configuration with ``best_params``.
+        test_start: first day of the held-out period.
+        folds: the validation folds, (start, end) dates.
+        settings: sampler, space, seed and the other settings of the sweep.
+    """
+
+    table: pd.DataFrame
+    best_params: dict[str, Any]
+    best_value: float
+    best_number: int
+    cfg: RunConfig
+    test_start: pd.Timestamp
+    folds: list[tuple[pd.Timestamp, pd.Timestamp]]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def _count(self, state: str, error: bool | None = None) -> int:
+        rows = self.table[self.table["state"] == state]
+        if error is not None:
+            rows = rows[rows["error"].astype(bool) == error]
+        return len(rows)
+
+    @property
+    def n_complete(self) -> int:
+        """Trials that gave a score."""
+        return self._count("COMPLETE")
+
+    @property
+    def n_failed(self) -> int:
+        """Trials whose configuration could not run on the data (the error is recorded)."""
+        return self._count("FAIL", error=True)
+
+    @property
+    def n_interrupted(self) -> int:
+        """Trials stopped by a kill or a crash (each was run again)."""
+        return self._count("FAIL", error=False)
+
+    @property
+    def n_trials(self) -> int:
+        """Configurations tried (complete plus failed; interrupted ones are not counted,
+        their re-runs are): N of the deflated Sharpe ratio."""
+        return self.n_complete + self.n_failed
+
+    @property
+    def sharpe_variance(self) -> float:
+        """Variance (ddof=1) of the complete trials' per-bar Sharpe ratios: V of the
+        deflated Sharpe ratio; NaN with fewer than two trials."""
+        values = self.table.loc[self.table["state"] == "COMPLETE", "sharpe_per_bar"].dropna()
+        return float(values.var(ddof=1)) if len(values) > 1 else math.nan
+
+    def expected_max_sharpe(self) -> float:
+        """The per-bar Sharpe the best of :attr:`n_trials` skill-less trials would show
+        (:func:`metabt.evaluate.metrics.expected_max_sharpe`); 0 for one trial, NaN unknown."""
+        if self.n_trials <= 1:
+            return 0.0
+        var = self.sharpe_variance
+        return expected_max_sharpe(self.n_trials, var) if math.isfinite(var) else math.nan
+
+    def summary(self) -> dict[str, Any]:
+        """The contents of ``sweep.json`` (JSON primitives, NaN as null)."""
+        out = {
+            **{f"n_{k}": getattr(self, f"n_{k}") for k in ("trials", "complete", "failed")},
+            "n_interrupted": self.n_interrupted,
+            "best_value": self.best_value,
+            "best_number": self.best_number,
+            "best_params": self.best_params,
+            "sharpe_variance_per_bar": self.sharpe_variance,
+            "expected_max_sharpe_per_bar": self.expected_max_sharpe(),
+            "test_start": str(self.test_start.date()),
+            "validation_folds": [[str(a.date()), str(b.date())] for a, b in self.folds],
+            "held_out": HELD_OUT_NOTE,
+            **self.settings,
+        }
+        return _plain(out)
+
+    def best_toml(self) -> str:
+        """``best.toml``: the best configuration as a metabt config file.
+
+        Learner settings sit at the top level (every command has them); the schedule
+        (``adapt_every``, ``online_meta_lr``) and ``start = test_start`` under
+        ``[backtest]``, ``[compare]`` and ``[walkforward]``; ``train_end = test_start``
+        under ``[train]``. ``metabt backtest --config best.toml`` evaluates it on the
+        held-out period.
+        """
+        cfg = self.cfg
+        special = {
+            "steps": cfg.meta_steps,
+            "horizon": cfg.spec.horizon,
+            "hidden": list(cfg.hidden),
+            "inner_lr": cfg.inner_rate,  # the rate used (None in cfg: the algorithm's default)
+        }
+        value = {name: special.get(name, getattr(cfg, name, None)) for name in SETTINGS}
+        top = {k: v for k, v in value.items() if k not in STRATEGY_SETTINGS} | {"seed": cfg.seed}
+        if cfg.model_kwargs:
+            top["model_kwargs"] = dict(cfg.model_kwargs)
+        start = self.test_start.date()
+        run = {name: value[name] for name in STRATEGY_SETTINGS} | {"start": start}
+        doc = {
+            **top,
+            "train": {"train_end": start},
+            **{command: dict(run) for command in ("backtest", "compare", "walkforward")},
+        }
+        head = (
+            f"# metabt sweep: best of {self.n_trials} trials (trial {self.best_number}, mean "
+            f"validation Sharpe {self.best_value:.4f}).\n# Chosen on validation folds before "
+            f"{start}; that held-out period was never read by any trial.\n"
+        )
+        if cfg.spec.custom:
+            head += "# The sweep used custom features: pass the same --feature flags again.\n"
+        return head + tomli_w.dumps(doc)
+
+    def write(self, out: str | os.PathLike[str]) -> dict[str, Path]:
+        """Write ``trials.csv``, ``trials.md``, ``best.toml`` and ``sweep.json`` into ``out``.
+
+        The four files are staged and moved in together (each move atomic), beside the
+        study's ``sweep.db``.
+
+        Returns:
+            name -> path of each file.
+        """
+        folder = Path(out)
+        shown = self.table.drop(columns=["error"]).copy()
+        with staged_files(folder) as tmp:
+            write_text(tmp / "trials.csv", self.table.to_csv(index=False))
+            write_text(tmp / "trials.md", shown.to_markdown(index=False, floatfmt=".4g") + "\n")
+            write_text(tmp / "best.toml", self.best_toml())
+            write_text(tmp / "sweep.json", json.dumps(self.summary(), indent=2) + "\n")
+        return {
+            name: folder / name for name in ("trials.csv", "trials.md", "best.toml", "sweep.json")
+        }
+
+
+def _plain(value: Any) -> Any:
+    """JSON primitives, with NaN and infinities as None (strict JSON has no NaN)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+def _table(study: optuna.Study, dims: Sequence[Dimension]) -> pd.DataFrame:
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        if t.state == optuna.trial.TrialState.WAITING:
+            continue
+        row: dict[str, Any] = {"number": t.number}
+        row |= {d.name: _decode(d.name, t.params.get(d.name)) for d in dims}
+        row["score"] = t.value if t.value is not None else math.nan
+        row |= {key: t.user_attrs.get(key, math.nan) for key in ("sharpe_per_bar", "ic")}
+        row["turnover"] = t.user_attrs.get("turnover", math.nan)
+        row["state"] = t.state.name
+        row["duration_s"] = t.duration.total_seconds() if t.duration is not None else math.nan
+        row["error"] = t.user_attrs.get(ERROR_ATTR, "")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- the sweep
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """Hold ``sweep.lock`` for the run: one sweep per folder (released even by a kill)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no advisory lock
+        yield
+        return
+    with open(folder / LOCK_NAME, "a+b") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise ConfigError(
+                f"--out {folder}: another sweep is running on this folder; wait for it or "
+                "use another --out"
+            ) from exc
+        yield  # closing the file releases the lock
+
+
+def _fingerprint(frames: Mapping[str, pd.DataFrame]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(frames):
+        digest.update(name.encode() + pd.util.hash_pandas_object(frames[name]).to_numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _recover(study: optuna.Study) -> None:
+    """Fail the trials a kill left running and queue each one (and crashed ones) again.
+
+    No worker runs (the caller holds the lock), so a RUNNING trial's process died; a
+    failed trial without a configuration error crashed. Each is queued once by Optuna's
+    ``RetryHeartbeatStaleTrialCallback``, which copies its parameters and system
+    attributes (a ``GridSampler``'s grid point) into a new waiting trial.
+    """
+    storage = study._storage
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+            storage.set_trial_state_values(t._trial_id, state=optuna.trial.TrialState.FAIL)
+    trials = study.get_trials(deepcopy=True)
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback()
+    for t in trials:
+        interrupted = t.state == optuna.trial.TrialState.FAIL and ERROR_ATTR not in t.user_attrs
+        if interrupted and t.number not in retried:
+            retry(study, t)
+
+
+def _done(study: optuna.Study) -> int:
+    """Trials with a result: complete, or failed by their configuration."""
+    return sum(
+        t.state == optuna.trial.TrialState.COMPLETE
+        or (t.state == optuna.trial.TrialState.FAIL and ERROR_ATTR in t.user_attrs)
+        for t in study.get_trials(deepcopy=False)
+    )
+
+
+@contextlib.contextmanager
+def _progress(url: str, name: str, first: int, total: int, *, enabled: bool) -> Iterator[None]:
+    """A tqdm bar of the trials done (``first`` before the run), polled from the storage."""
+    if not enabled or total <= 0:
+        yield
+        return
+    stop = threading.Event()
+
+    def poll() -> None:
+        study = optuna.load_study(study_name=name, storage=_storage(url))
+        with tqdm(total=total, desc="trials", unit="trial") as bar:
+            while True:
+                finished = stop.wait(0.5)
+                bar.update(min(total, _done(study) - first) - bar.n)
+                if finished:
+                    return
+
+    thread = threading.Thread(target=poll, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _check_settings(study: optuna.Study, settings: dict[str, Any], out: Path) -> None:
+    stored = study.user_attrs.get("settings")
+    if stored is None:
+        study.set_user_attr("settings", settings)
+        return
+    changed = [key for key in settings if stored.get(key) != settings[key]]
+    if changed:
+        raise ConfigError(
+            f"--out {out} holds a sweep with other {', '.join(changed)} (see its sweep.json); "
+            "resume it with the same settings and data, or use another --out"
+        )
+
+
+def _shares(n: int, workers: int) -> list[int]:
+    base, extra = divmod(n, workers)
+    return [base + (i < extra) for i in range(workers) if base + (i < extra) > 0]
+
+
+def sweep(
+    frames: Mapping[str, pd.DataFrame],
+    *,
+    space: Mapping[str, Any],
+    test_start: str | dt.date | pd.Timestamp,
+    out: str | os.PathLike[str],
+    sampler: str = "tpe",
+    n_trials: int | None = None,
+    val_folds: int = 2,
+    cfg: RunConfig = DEMO,
+    costs: Costs | None = None,
+    executor: str | Executor = "serial",
+    workers: int = 1,
+    ray_address: str | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> SweepResult:
+    """Search ``space`` for the configuration with the best validation Sharpe after costs.
+
+    Every trial trains and backtests on ``frames`` cut before ``test_start`` (the
+    held-out period), in ``val_folds`` one-year validation folds ending the day before
+    it (:func:`validation_folds`). The study lives in ``out/sweep.db``: a re-run with the
+    same ``out`` runs only the missing trials, and again those a kill interrupted. The
+    outputs (:meth:`SweepResult.write`) are written at the end.
+
+    Args:
+        frames: name -> validated OHLCV frame; only bars before ``test_start`` are used.
+        space: setting -> values or (TPE) a range, see :func:`parse_space`.
+        test_start: first day of the held-out period.
+        out: the sweep's folder (created): ``sweep.db`` and the outputs.
+        sampler: "tpe" (Optuna's ``TPESampler``; each worker seeded ``seed + i``) or
+            "grid" (``GridSampler``, every combination once, seeded order). Default "tpe".
+        n_trials: trials with a result wanted in the study (complete or failed by their
+            configuration; interrupted trials do not count). Default: the grid's size for
+            "grid", :data:`DEFAULT_TPE_TRIALS` (20) for "tpe".
+        val_folds: one-year validation folds before ``test_start``. Default 2.
+        cfg: the base configuration; each trial changes the settings of ``space``.
+            Default :data:`~metabt.config.defaults.DEMO`.
+        costs: trading costs of the validation backtests; default ``Costs()``.
+        executor: "serial", "process" or "ray": each worker loads the study from
+            ``sweep.db`` and runs its share of the trials on one thread (on a Ray
+            cluster, ``out`` must be on a file system every node sees). Default "serial".
+        workers: parallel workers. Default 1.
+        ray_address: for "ray", the cluster to join; None starts a local Ray.
+        seed: the sampler's seed. Default 0.
+        progress: show a progress bar of the trials done.
+
+    Returns:
+        A :class:`SweepResult` of every trial of the study.
+
+    Raises:
+        ConfigError: a bad space, sampler, ``n_trials``, ``val_folds``, date, executor or
+            ``out``; no data before the first validation fold; ``out`` holds a sweep with
+            other settings or is in use; every trial failed (after writing the outputs).
+    """
+    dims = parse_space(space, sampler)
+    grid_size = math.prod(len(d.choices) for d in dims) if sampler == "grid" else None
+    if n_trials is None:
+        n_trials = grid_size if grid_size is not None else DEFAULT_TPE_TRIALS
+    if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
+        raise ConfigError(
+            f"n_trials must be a positive integer (trials to run), got {n_trials!r}; "
+            "e.g. --trials 20"
+        )
+    if grid_size is not None and n_trials > grid_size:
+        raise ConfigError(
+            f"the grid has {grid_size} combinations, fewer than the {n_trials} trials asked; "
+            f"pass --trials {grid_size} (or omit it) or widen the grid"
+        )
+    test_ts = as_timestamp(test_start, "test_start")
+    assert test_ts is not None
+    folds = validation_folds(test_ts, val_folds)
+    folder = check_output_path(out, "--out", kind="dir")
+    held = {name: f.loc[f.index < test_ts] for name, f in frames.items()}
+    first = max((f.index[0] for f in held.values() if len(f)), default=None)
+    if first is None or any(len(f) == 0 for f in held.values()) or first >= folds[0][0]:
+        raise ConfigError(
+            f"the data before test_start {test_ts.date()} does not reach back before the "
+            f"first validation fold ({folds[0][0].date()}), so no trial could train; use an "
+            "earlier history, fewer --val-folds or a later --test-start"
+        )
+    latest = max(f.index[-1] for f in held.values())
+    empty = [
+        (a, b)
+        for a, b in folds
+        if not any(((f.index >= a) & (f.index <= b)).any() for f in held.values())
+    ]
+    if empty:
+        raise ConfigError(
+            f"test_start {test_ts.date()}: the data ends on {latest.date()}, so validation "
+            f"fold{'s' if len(empty) > 1 else ''} "
+            f"{', '.join(f'{a.date()} to {b.date()}' for a, b in empty)} (the "
+            f"{val_folds} year(s) before test_start) hold no bar; pass a --test-start at "
+            "most a day after the data's last bar, or fewer --val-folds"
+        )
+    pool = make_executor(executor, workers, ray_address)  # checked before any work
+    folder.mkdir(parents=True, exist_ok=True)
+    url = f"sqlite:///{(folder / DB_NAME).resolve()}"
+    settings = {
+        "sampler": sampler,
+        "space": {d.name: d.describe() for d in dims},
+        "seed": seed,
+        "val_folds": val_folds,
+        "test_start": str(test_ts.date()),
+        "config": json.loads(json.dumps(cfg.describe(), default=str)),
+        "costs": dataclasses.asdict(costs or Costs()),
+        "data": _fingerprint(held),
+    }
+    study_name = "metabt-sweep"
+    job = _Job(
+        url, study_name, sampler, dims, seed, 0, held, cfg, tuple(folds), costs or Costs(), test_ts
+    )
+    tic = time.perf_counter()
+    with _locked(folder):
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.create_study(
+            storage=_storage(url), study_name=study_name, direction="maximize", load_if_exists=True
+        )
+        _check_settings(study, json.loads(json.dumps(settings, default=str)), folder)
+        _recover(study)
+        done = _done(study)
+        missing = max(n_trials - done, 0)
+        units = [
+            (dataclasses.replace(job, n_trials=share), i)
+            for i, share in enumerate(_shares(missing, pool.workers))
+        ]
+        with pool, _progress(url, study_name, done, missing, enabled=progress):
+            pool.map(_run_job, units, desc="sweep workers", progress=False)
+        complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        best = max(complete, key=lambda t: (float(t.value or 0.0), -t.number), default=None)
+        params = {k: _decode(k, v) for k, v in (best.params if best else {}).items()}
+        result = SweepResult(
+            _table(study, dims),
+            params,
+            float(best.value or 0.0) if best else math.nan,
+            best.number if best else -1,
+            apply_params(cfg, params),
+            test_ts,
+            folds,
+            {**settings, "seconds_this_run": round(time.perf_counter() - tic, 1)},
+        )
+        result.write(folder)
+    if result.n_complete == 0:
+        errors = result.table.loc[result.table["error"].astype(bool), "error"]
+        raise ConfigError(
+            f"every trial of the sweep failed; the first: {errors.iloc[0] if len(errors) else '?'}"
+        )
+    return result

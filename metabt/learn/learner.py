@@ -1,0 +1,528 @@
+"""MetaLearner: the MAML family, CNP, ProtoNet, CAVIA, and ERM/scratch baselines.
+
+The learner knows nothing of backtrader or finance: it meta-trains an initialisation θ of a
+small regression model on batches of support/query tasks and adapts θ to new support data.
+
+Two engines compute the same meta-gradient:
+
+* ``higher``: one ``higher.innerloop_ctx`` per task, the reference implementation
+  (Grefenstette et al. 2019);
+* ``func``: all tasks of a batch at once with ``torch.func`` (``grad`` inside ``vmap``,
+  parameters passed explicitly), several times faster on small models.
+
+``engine="auto"`` picks ``func`` for any module that ``torch.func.vmap`` can batch (a trial
+call, ``metabt.learn.algorithms.vmap_failure``), else ``higher`` with a warning. Any
+``torch.nn.Module`` mapping (N, F_in) to (N,) or (N, 1) is a model; metabt's own MLP and
+GRU also get fused NumPy inner loops at test time, chosen automatically.
+Outer steps and inner loops live in ``metabt.learn.algorithms``, the NumPy kernels in
+``metabt.learn.kernels.fused``, batched test-time adaptation in
+``metabt.learn.kernels.batched``, the training loop in ``metabt.learn.training``, files in
+``metabt.learn.checkpoint``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from metabt.errors import ConfigError
+from metabt.learn.algorithms import (
+    ALGORITHMS,
+    ENGINES,
+    AdaptedModel,
+    adapt_autograd,
+    adapt_head,
+    mse,
+    outer_step,
+    prediction,
+    query_losses,
+    resolve_engine,
+    support_arrays,
+)
+from metabt.learn.checkpoint import load_learner, save_learner
+from metabt.learn.kernels.batched import (
+    BatchAdapted,
+    batch_support_arrays,
+    head_batch,
+    kernel_batch,
+    stack_adapted,
+    vmap_batch,
+)
+from metabt.learn.kernels.fused import FoldCache, kernel_for
+from metabt.learn.models import MetaModel, check_row_independent, find_head
+from metabt.learn.training import Batch, FitResult, TaskSource, as_batch
+from metabt.learn.training import fit as _fit
+
+if TYPE_CHECKING:
+    from metabt.learn.spec import FeatureSpecLike
+
+__all__ = ["ALGORITHMS", "AdaptedModel", "BatchAdapted", "ENGINES", "FitResult", "MetaLearner"]
+
+_Array = Tensor | np.ndarray  # a tensor or an ndarray (converted to θ's dtype)
+
+
+def _steps(steps: int | None, default: int) -> int:
+    """Inner steps of one adaptation: ``steps``, or ``default`` when None; ConfigError if < 0."""
+    steps = default if steps is None else steps
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ConfigError(f"steps must be an integer >= 0, got {steps!r}")
+    return steps
+
+
+class MetaLearner:
+    """Meta-learns an initialisation θ of a regression model and adapts it to new tasks.
+
+    A task is a support set (xs, ys) and a query set (xq, yq) from the same regime. The
+    inner loop adapts θ to the support set with ``inner_steps`` steps of gradient descent
+    (learning rate ``inner_lr``) on the mean squared error; the outer loop (Adam, learning
+    rate ``meta_lr``) moves θ so that the adapted model does well on the query set.
+
+    Algorithms (``metabt.learn.algorithms.OUTER_STEPS``):
+        ``maml``: second-order MAML (Finn et al. 2017).
+        ``fomaml``: first-order MAML (Finn et al. 2017, section 5.2).
+        ``metasgd``: MAML with a learned per-parameter inner learning rate (Li et al. 2017).
+        ``anil``: only the output head is adapted in the inner loop (Raghu et al. 2020):
+            metabt's models' ``head``, else the module's last ``nn.Linear`` or ``head``.
+        ``reptile``: moves θ towards the task-adapted weights (Nichol et al. 2018).
+        ``erm``: non-meta baseline, ordinary joint training on all tasks' data; the same
+            fine-tuning at test time.
+        ``scratch``: non-meta baseline, no training; fine-tunes a random initialisation.
+        ``cnp``, ``protonet``, ``cavia``: the other families on their own models
+            (``metabt.learn.families``): adapt by encoding, prototypes, or a task context.
+
+    Args:
+        model: a :class:`metabt.learn.models.MetaModel` (MLP or GRU), or any ``nn.Module``
+            mapping (N, F_in) -> (N,) or (N, 1); to be saved, build it with
+            :func:`metabt.learn.models.user_model` (an import path and JSON kwargs).
+        algorithm: one of ``ALGORITHMS``. Default "maml".
+        inner_lr: inner-loop learning rate (initial value for metasgd). Default 0.05.
+        inner_steps: inner-loop gradient steps per adaptation. Default 5.
+        meta_lr: outer-loop Adam learning rate. Default 1e-3.
+        engine: "auto", "higher" or "func". Default "auto" ("func" unless vmap cannot
+            batch the model).
+        seed: seed of the task-sampling generator used by :meth:`fit`. Default 0.
+        feature_spec: the ``FeatureSpec`` the model's inputs come from (saved with it).
+        head: anil only: name of the submodule the inner loop adapts (as in
+            ``named_modules()``); None takes metabt's ``head`` or the last ``nn.Linear``.
+
+    Attributes:
+        model, algorithm, inner_lr, inner_steps, meta_lr, engine (resolved), seed,
+        feature_spec, head: as given. train_range: (first, last) training date or None.
+        train_config: how it was trained (support, query, horizon, validation years,
+            budget, untrained flag), set by ``metabt.experiments.roster.train_learner``; saved.
+        step_count: outer steps taken. inner_lrs: metasgd's learned rates, name -> tensor.
+
+    Raises:
+        ConfigError: unknown algorithm or engine, non-positive rates, negative steps, a
+            model without parameters, with batch norm (``check_row_independent``) or a
+            wrong output shape, "func" for a model vmap cannot batch, ``head`` unknown or
+            given without anil, anil without a head.
+
+    Warns:
+        UserWarning: engine "auto" fell back to "higher" (the model cannot be vmapped).
+
+    References:
+        Finn, Abbeel, Levine 2017, "Model-Agnostic Meta-Learning for Fast Adaptation of
+        Deep Networks"; Li et al. 2017, "Meta-SGD"; Raghu et al. 2020, "Rapid Learning or
+        Feature Reuse?"; Nichol, Achiam, Schulman 2018, "On First-Order Meta-Learning
+        Algorithms"; Grefenstette et al. 2019, "Generalized Inner Loop Meta-Learning"
+        (``higher``); PyTorch docs, "torch.func" (the MAML example).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        algorithm: str = "maml",
+        inner_lr: float = 0.05,
+        inner_steps: int = 5,
+        meta_lr: float = 1e-3,
+        engine: str = "auto",
+        seed: int = 0,
+        feature_spec: FeatureSpecLike | None = None,
+        head: str | None = None,
+    ) -> None:
+        self._step = outer_step(algorithm, engine)
+        if head is not None and not self._step.head_only:
+            raise ConfigError(f"head={head!r} is for algorithm 'anil' only; drop it")
+        if not any(True for _ in model.parameters()):
+            raise ConfigError(f"model {type(model).__name__} has no parameters to learn")
+        check_row_independent(model)
+        for label, rate in (("inner_lr", inner_lr), ("meta_lr", meta_lr)):
+            if not (isinstance(rate, (int, float)) and math.isfinite(rate) and rate > 0):
+                raise ConfigError(f"{label} must be a positive number, got {rate!r}")
+        if isinstance(inner_steps, bool) or not isinstance(inner_steps, int) or inner_steps < 0:
+            raise ConfigError(f"inner_steps must be an integer >= 0, got {inner_steps!r}")
+        self.model = model
+        self.algorithm = algorithm
+        self.inner_lr = float(inner_lr)
+        self.inner_steps = inner_steps
+        self.meta_lr = float(meta_lr)
+        self.seed = int(seed)
+        self.feature_spec = feature_spec
+        self.head = head
+        self.train_range: tuple[str, str] | None = None
+        self.train_config: dict[str, Any] | None = None
+        self.step_count = 0
+        self.engine = resolve_engine(engine, model, self._step)
+        self._named_params = list(model.named_parameters())
+        kernel = kernel_for(model)  # the NumPy inner loop of metabt's models, else None
+        self._fold_cache = None if kernel is None else FoldCache(kernel)
+        self._forward_numpy = None if kernel is None else kernel.forward
+        names = [n for n, _ in self._named_params]
+        if self._step.head_only:
+            prefix = find_head(model, head) + "."
+            self._adapt_names = tuple(n for n in names if n.startswith(prefix))
+        else:
+            self._adapt_names = tuple(names)
+        # ANIL on metabt's own head: the body runs once and the head's gradient is closed-form
+        self._fast_head = (
+            self._step.head_only
+            and isinstance(model, MetaModel)
+            and self._adapt_names == model.head_names
+        )
+        self.inner_lrs: dict[str, nn.Parameter] = {}
+        if self._step.learned_lr:
+            params = dict(model.named_parameters())
+            self.inner_lrs = {
+                n: nn.Parameter(torch.full_like(params[n].detach(), self.inner_lr))
+                for n in self._adapt_names
+            }
+        self._optimizer = torch.optim.Adam(
+            [*model.parameters(), *self.inner_lrs.values()], lr=self.meta_lr
+        )
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def horizon(self) -> int | None:
+        """Label horizon in bars, from the feature spec (None without one)."""
+        return None if self.feature_spec is None else self.feature_spec.horizon
+
+    @property
+    def window(self) -> int:
+        """Consecutive feature rows one model input holds (1 for the MLP)."""
+        return int(getattr(self.model, "window", 1))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """θ's dtype (torch.float32 unless the model was converted)."""
+        return next(self.model.parameters()).dtype
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """The outer-loop Adam optimizer over θ and ``inner_lrs`` (every outer step's update)."""
+        return self._optimizer
+
+    @property
+    def adapt_names(self) -> tuple[str, ...]:
+        """Names of the parameters the inner loop adapts: all of θ, or the head's for anil."""
+        return self._adapt_names
+
+    def forward_with(self, params: Mapping[str, Tensor], x: Tensor) -> Tensor:
+        """The model's prediction with explicit parameters. x: (N, F_in) -> (N,), θ's dtype."""
+        if isinstance(self.model, MetaModel):
+            return self.model.forward_with(params, x)
+        out = torch.func.functional_call(self.model, dict(params), (x,))
+        return prediction(out, x, self.model)
+
+    def _detached_lrs(self) -> dict[str, Tensor | float]:
+        return {
+            n: (self.inner_lrs[n].detach() if self.inner_lrs else self.inner_lr)
+            for n in self._adapt_names
+        }
+
+    def _numpy_lrs(self) -> dict[str, np.ndarray | float]:
+        if self.inner_lrs:
+            return {n: self.inner_lrs[n].detach().numpy() for n in self._adapt_names}
+        return {n: self.inner_lr for n in self._adapt_names}
+
+    def _numpy_theta(self) -> dict[str, np.ndarray]:  # views, no copy: read only
+        return {k: v.detach().numpy() for k, v in self._named_params}
+
+    def _folded(self) -> tuple[np.ndarray, np.ndarray | float]:
+        """θ and the rates in the kernel's flat layout, from the fold cache."""
+        assert self._fold_cache is not None
+        tensors = [p for _, p in self._named_params]  # θ and rates: the fold cache's key
+        tensors += [self.inner_lrs[n] for n in self._adapt_names] if self.inner_lrs else []
+        return self._fold_cache.get(tensors, self.inner_lr, self._numpy_theta, self._numpy_lrs)
+
+    # ----------------------------------------------------------------- outer loop
+    def meta_step(self, xs: _Array, ys: _Array, xq: _Array, yq: _Array) -> float:
+        """One outer-loop update of θ on a batch of tasks (``metabt.learn.algorithms.OUTER_STEPS``).
+
+        Args:
+            xs: support inputs, (B, S, F_in) float (tensor or ndarray; cast to θ's dtype).
+            ys: support labels, (B, S) float.
+            xq: query inputs, (B, Q, F_in) float.
+            yq: query labels, (B, Q) float.
+
+        Returns:
+            Mean over tasks of the query loss (MSE) after inner-loop adaptation, before this
+            update (for ``erm`` and ``scratch`` too, so that curves are comparable).
+
+        Raises:
+            ConfigError: if the shapes do not fit together.
+        """
+        xs, ys, xq, yq = as_batch(xs, ys, xq, yq, self.dtype)
+        loss = self._step(self, xs, ys, xq, yq)
+        self.step_count += 1
+        return loss
+
+    # -------------------------------------------------------------- adaptation
+    def adapt(
+        self,
+        x_support: Tensor | np.ndarray,
+        y_support: Tensor | np.ndarray,
+        steps: int | None = None,
+        *,
+        reference: bool = False,
+    ) -> AdaptedModel:
+        """Adapt θ to one support set; θ itself is left untouched.
+
+        Plain gradient descent on the support MSE (learned per-parameter rates for metasgd,
+        the head only for anil), with no graph kept between steps: this is the test-time
+        inner loop that ``MetaStrategy`` runs inside the backtest. It runs on the cheapest
+        exact path: the model's fused NumPy kernel (``metabt.learn.kernels.fused.kernel_for``), a
+        closed-form gradient of the linear head for ANIL (the body runs once), else
+        ``torch.autograd``. The paths agree to float64 precision (tested).
+
+        Args:
+            x_support: (S, F_in) float inputs (tensor or ndarray).
+            y_support: (S,) float labels.
+            steps: inner steps; None uses the learner's ``inner_steps``.
+            reference: run the ``torch.autograd`` reference inner loop
+                (``metabt.learn.algorithms.adapt_autograd``) instead of the fast path; for tests
+                and benchmarks. Default False.
+
+        Returns:
+            An :class:`AdaptedModel` mapping x (N, F_in) -> predictions (N,), with the
+            support loss before and after adaptation.
+
+        Raises:
+            ConfigError: on mismatched shapes, an empty support set, non-finite values or
+                a negative ``steps``.
+        """
+        steps = _steps(steps, self.inner_steps)
+        if (own := self._step.adapt(self, x_support, y_support, steps)) is not None:
+            return own  # the other families (metabt.learn.families): CNP, ProtoNet, CAVIA
+        xn, yn = support_arrays(x_support, y_support, self._named_params[0][1])
+        cache, model = self._fold_cache, self.model
+        if cache is not None and not self._step.head_only and not reference:
+            assert isinstance(model, MetaModel)  # a kernel is registered for a MetaModel
+            before, after, phi_numpy = cache.kernel.adapt(*self._folded(), xn, yn, steps)
+            return AdaptedModel(
+                model.forward_with,
+                None,
+                loss_before=before,
+                loss_after=after,
+                steps=steps,
+                forward_numpy=self._forward_numpy,
+                numpy_params=phi_numpy,
+                backend="kernel",
+            )
+        x, y = torch.from_numpy(xn), torch.from_numpy(yn)
+        theta = {k: v.detach() for k, v in self._named_params}
+        if not reference and self._fast_head:
+            assert isinstance(model, MetaModel)
+            before, after, phi = adapt_head(model, theta, self._numpy_lrs(), x, y, steps)
+            return AdaptedModel(
+                model.forward_with,
+                phi,
+                loss_before=before,
+                loss_after=after,
+                steps=steps,
+                forward_numpy=self._forward_numpy,
+                backend="head",
+            )
+        lrs = self._detached_lrs()
+        before, after, phi = adapt_autograd(self.forward_with, theta, lrs, x, y, steps)
+        return AdaptedModel(
+            self.forward_with, phi, loss_before=before, loss_after=after, steps=steps
+        )
+
+    def adapt_batch(
+        self,
+        x_support: _Array,
+        y_support: _Array,
+        steps: int | None = None,
+        *,
+        reference: bool = False,
+    ) -> BatchAdapted:
+        """Adapt θ to B support sets of equal length at once (``metabt.learn.kernels.batched``).
+
+        Task b's model equals ``adapt(x_support[b], y_support[b], steps)`` to float
+        precision, on the fused NumPy kernels over a task axis (MLP, GRU), ANIL's
+        closed-form head, ``torch.func.vmap`` of the inner loop (other modules, "func"
+        engine), or separate :meth:`adapt` calls (B = 1, the "higher" engine, ``reference``).
+
+        Args:
+            x_support: (B, S, F_in) float inputs; y_support: (B, S) float labels. Support
+                sets of different lengths go in separate calls, one per length.
+            steps: inner steps; None uses ``inner_steps``.
+            reference: separate reference :meth:`adapt` calls (tests, benchmarks).
+
+        Returns:
+            A :class:`BatchAdapted`: ``predict_rows(x (B, F_in)) -> (B,)``, ``model(i)``,
+            ``loss_before``/``loss_after`` (B,).
+
+        Raises:
+            ConfigError: shapes that do not fit, B or S of 0, non-finite values, bad steps.
+        """
+        steps = _steps(steps, self.inner_steps)
+        xn, yn = batch_support_arrays(x_support, y_support, self._named_params[0][1])
+        model, kernel = self.model, getattr(self._fold_cache, "kernel", None)
+        loop = self._step.adapts_itself or (self.engine == "higher" and kernel is None)
+        if reference or len(xn) == 1 or loop:
+            tasks = [self.adapt(x, y, steps, reference=reference) for x, y in zip(xn, yn)]
+            return stack_adapted(tasks, xn.dtype)
+        detached = {k: v.detach() for k, v in self._named_params}
+        if self._fast_head:
+            assert isinstance(model, MetaModel)
+            return head_batch(model, detached, self._numpy_lrs(), xn, yn, steps, kernel)
+        if kernel is not None and hasattr(kernel, "adapt_many") and not self._step.head_only:
+            assert isinstance(model, MetaModel)
+            return kernel_batch(kernel, model.forward_with, self._folded(), xn, yn, steps)
+        return vmap_batch(self.forward_with, detached, self._detached_lrs(), xn, yn, steps)
+
+    def evaluate(
+        self, xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor, steps: int | None = None
+    ) -> float:
+        """Mean query loss after adapting to each task's support set; θ is not changed.
+
+        Args:
+            xs, ys, xq, yq: a task batch, shapes as in :meth:`meta_step`.
+            steps: inner steps; None uses the learner's ``inner_steps``.
+
+        Returns:
+            Mean over tasks of the query MSE after adaptation.
+
+        Raises:
+            ConfigError: if the shapes do not fit together.
+        """
+        xs, ys, xq, yq = as_batch(xs, ys, xq, yq, self.dtype)
+        steps = self.inner_steps if steps is None else steps
+        if self.engine == "func" and not self._step.adapts_itself:
+            params = {k: v.detach() for k, v in self.model.named_parameters()}
+            lrs, head_only = self._detached_lrs(), self._step.head_only
+            with torch.no_grad():
+                batch_losses = query_losses(
+                    self,
+                    params,
+                    lrs,
+                    steps,
+                    (xs, ys, xq, yq),
+                    first_order=True,
+                    head_only=head_only,
+                )
+                return float(batch_losses.mean())
+        losses = [
+            float(mse(self.adapt(xs[b], ys[b], steps=steps)(xq[b]), yq[b]))
+            for b in range(xs.shape[0])
+        ]
+        return float(np.mean(losses))
+
+    # --------------------------------------------------- training and checkpoints
+    def fit(
+        self,
+        tasks: TaskSource,
+        steps: int,
+        *,
+        batch_size: int = 16,
+        val_tasks: TaskSource | Batch | None = None,
+        val_size: int = 64,
+        val_every: int = 50,
+        patience: int | None = None,
+        checkpoint: str | os.PathLike[str] | None = None,
+        resume: bool = True,
+        progress: bool = True,
+    ) -> FitResult:
+        """Meta-train: ``steps`` outer steps, each on ``batch_size`` tasks from ``tasks``.
+
+        Runs :func:`metabt.learn.training.fit` on this learner: task batches from
+        ``np.random.default_rng([seed, step])`` (a resumed run draws exactly the tasks an
+        uninterrupted run would have drawn), keep-best validation, early stopping.
+
+        Args:
+            tasks: task sampler with ``sample(batch_size, rng)`` (a ``TaskSampler``).
+            steps: total number of outer steps (a resumed run continues up to it).
+            batch_size, val_tasks, val_size, val_every, patience, checkpoint, resume,
+                progress: as in :func:`metabt.learn.training.fit` (validation tasks: a sampler
+                with ``fixed(n, seed)`` or a fixed batch; the θ with the lowest validation
+                loss is kept; ``checkpoint`` is written every ``val_every`` steps).
+
+        Returns:
+            A :class:`FitResult`.
+
+        Raises:
+            ConfigError: bad arguments. CheckpointError: a checkpoint to resume from is
+            corrupt or was written for another configuration.
+        """
+        return _fit(
+            self,
+            tasks,
+            steps,
+            batch_size=batch_size,
+            val_tasks=val_tasks,
+            val_size=val_size,
+            val_every=val_every,
+            patience=patience,
+            checkpoint=checkpoint,
+            resume=resume,
+            progress=progress,
+        )
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write a checkpoint atomically (:func:`metabt.learn.checkpoint.save_learner`).
+
+        The checkpoint holds θ (and learned inner rates), the hyper-parameters, the model
+        config, the feature spec, the training date range and package versions, all as
+        tensors and plain Python values, so it loads with ``weights_only=True``.
+
+        Args:
+            path: destination file (parent folders are created).
+
+        Returns:
+            The path written.
+
+        Raises:
+            CheckpointError: the model is not a metabt model.
+        """
+        return save_learner(self, path)
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        feature_spec: FeatureSpecLike | None = None,
+        engine: str | None = None,
+    ) -> MetaLearner:
+        """Load a checkpoint written by :meth:`save` or :meth:`fit`, without unpickling code.
+
+        Args:
+            path: checkpoint file.
+            feature_spec: if given, must equal the checkpoint's feature spec.
+            engine: override the saved engine ("auto", "higher", "func").
+
+        Returns:
+            A MetaLearner with θ, hyper-parameters, feature spec and training range restored.
+
+        Raises:
+            CheckpointError: missing, corrupt or truncated file; not a metabt checkpoint; a
+                newer format version; a model or feature spec that does not match.
+        """
+        return load_learner(cls, path, feature_spec=feature_spec, engine=engine)
+
+    def __repr__(self) -> str:
+        return (
+            f"MetaLearner(algorithm={self.algorithm!r}, engine={self.engine!r}, "
+            f"inner_lr={self.inner_lr}, inner_steps={self.inner_steps}, "
+            f"meta_lr={self.meta_lr}, model={type(self.model).__name__})"
+        )

@@ -1,0 +1,2 @@
+"""Backtrader strategies: the shared signal trader, MetaStrategy, the cross-sectional
+portfolio and the baseline strategies."""

@@ -1,0 +1,243 @@
+"""Baselines every MetaStrategy result is shown beside: passive, rule-based and model-based."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import backtrader as bt
+
+from metabt.errors import ConfigError, DataError
+from metabt.features.spec import FeatureSpec
+from metabt.learn.linear import RidgeAdapter, RLSAdapter
+from metabt.strategies.meta import MetaStrategy, SignalTrader
+
+__all__ = [
+    "BuyAndHold",
+    "ErmAdapt",
+    "ErmStatic",
+    "RecursiveLeastSquares",
+    "RollingRidge",
+    "ScratchAdapt",
+    "SmaCross",
+    "StaticModel",
+]
+
+
+class BuyAndHold(SignalTrader):
+    """Equal-weight buy-and-hold of every data, bought on the first trading bar, never rebalanced.
+
+    The passive benchmark: it ignores the sizer (no volatility targeting) and pays the same
+    commission and slippage on its single entry as the other strategies.
+
+    Params:
+        invest (float): fraction of portfolio value invested, split equally across the data;
+            a little cash is kept because orders fill at the next bar's open. Default 0.98.
+        trade_start: see :class:`metabt.strategies.meta.SignalTrader`.
+    """
+
+    params: Any = (("invest", 0.98),)
+
+    def __init__(self, **unknown: Any) -> None:
+        super().__init__(**unknown)
+        if not 0 < self.p.invest <= 1:
+            raise ConfigError(f"invest must be in (0, 1], got {self.p.invest!r}")
+        self._bought = [False] * len(self.datas)
+
+    def compute_signal(self, i: int, data: bt.DataBase) -> float:
+        return 1.0
+
+    def rebalance(self, active: list[int], signals: list[float]) -> None:
+        """Buy each data once, on its first trading bar, with an equal share of value."""
+        value = self.broker.getvalue() * self.p.invest / len(self.datas)
+        for i in active:
+            if not self._bought[i]:
+                d = self.datas[i]
+                self.order_target_size(d, int(value / d.close[0]))
+                self._bought[i] = True
+
+
+class SmaCross(SignalTrader):
+    """Simple moving-average crossover, traded through the same sizer as MetaStrategy.
+
+    Signal +1 when the fast SMA of the close is above the slow one, else -1 (0 when
+    ``long_only``); NaN until the slow SMA has ``slow`` bars.
+
+    Params:
+        fast (int): fast SMA period, bars. Default 50.
+        slow (int): slow SMA period, bars. Default 200.
+        long_only (bool): flat instead of short below the slow SMA. Default True.
+        trade_start, gross_leverage: see :class:`metabt.strategies.meta.SignalTrader`.
+    """
+
+    params: Any = (("fast", 50), ("slow", 200), ("long_only", True))
+
+    def __init__(self, **unknown: Any) -> None:
+        super().__init__(**unknown)
+        if not 1 <= self.p.fast < self.p.slow:
+            raise ConfigError(
+                f"SmaCross needs 1 <= fast < slow, got fast={self.p.fast}, slow={self.p.slow}"
+            )
+        for d in self.datas:  # backtrader's SMA fails on a preloaded feed shorter than it
+            if 0 < d.buflen() < self.p.slow:
+                raise DataError(
+                    f"{d._name or 'data'}: {d.buflen()} bars, but SmaCross needs at least "
+                    f"slow={self.p.slow}; feed a longer history or pass a smaller slow="
+                )
+        self._fast = [bt.indicators.SMA(d.close, period=self.p.fast) for d in self.datas]
+        self._slow = [bt.indicators.SMA(d.close, period=self.p.slow) for d in self.datas]
+
+    def compute_signal(self, i: int, data: bt.DataBase) -> float:
+        fast, slow = self._fast[i][0], self._slow[i][0]
+        if math.isnan(fast) or math.isnan(slow):
+            return math.nan
+        if fast > slow:
+            return 1.0
+        return 0.0 if self.p.long_only else -1.0
+
+
+class StaticModel(MetaStrategy):
+    """The meta-init θ, never adapted: MetaStrategy with zero inner steps.
+
+    Same features, support windows, sizer and costs as MetaStrategy; the signal is f_θ(x_t).
+    Beside MetaStrategy, it shows what the rolling adaptation itself adds.
+
+    Params:
+        inner_steps (int): must stay 0. Other params: see :class:`MetaStrategy`.
+
+    Raises:
+        ConfigError: ``inner_steps`` other than 0.
+    """
+
+    params: Any = (("inner_steps", 0),)
+
+    def __init__(self, **unknown: Any) -> None:
+        super().__init__(**unknown)
+        if self.p.inner_steps != 0:
+            raise ConfigError(
+                f"StaticModel never adapts: inner_steps must be 0, got {self.p.inner_steps}"
+            )
+
+
+class ScratchAdapt(MetaStrategy):
+    """The same rolling adaptation, from a random initialisation (a ``scratch`` learner).
+
+    Shows what the meta-learned initialisation adds over fine-tuning from nothing.
+
+    Raises:
+        ConfigError: the learner's algorithm is not ``scratch``.
+    """
+
+    required_algorithm = "scratch"
+
+
+class ErmAdapt(MetaStrategy):
+    """The same rolling adaptation, from a jointly trained model (an ``erm`` learner).
+
+    The baseline that isolates what meta-learning adds: same data, same fine-tuning, but the
+    initialisation is trained by ordinary joint training on all tasks' data.
+
+    Raises:
+        ConfigError: the learner's algorithm is not ``erm``.
+    """
+
+    required_algorithm = "erm"
+
+
+class ErmStatic(StaticModel):
+    """A jointly trained model (an ``erm`` learner), never fine-tuned.
+
+    The plain "trained model" a quant would otherwise deploy: ordinary joint training on
+    all tasks' data for a fixed budget, then f_θ(x_t) with the same features and sizer.
+
+    Raises:
+        ConfigError: the learner's algorithm is not ``erm``; ``inner_steps`` other than 0.
+    """
+
+    required_algorithm = "erm"
+
+
+class RollingRidge(MetaStrategy):
+    """Ridge regression refitted on the same realised support window, on the same schedule.
+
+    MetaStrategy with its learner replaced by :class:`metabt.learn.linear.RidgeAdapter`: the same
+    features, labels (realised ``horizon`` bars later), support window, ``adapt_every``
+    schedule, sizer and costs; each refit is closed-form ridge on the last ``support``
+    realised pairs.
+
+    Params:
+        feature_spec (FeatureSpec | None): the features and label; None uses the default
+            ``FeatureSpec()``. Pass the meta-learner's ``feature_spec`` to compare them.
+        alpha (float): ridge penalty (> 0); choose it on validation tasks only
+            (``metabt.learn.linear.select_by_validation``). Default 10.
+        adapt_every, support, trade_start, gross_leverage: see :class:`MetaStrategy`.
+
+    Raises:
+        ConfigError: a bad ``alpha``; a ``learner`` param (the adapter is built here).
+
+    References:
+        Hoerl and Kennard 1970, "Ridge Regression".
+    """
+
+    params: Any = (("feature_spec", None), ("alpha", 10.0))
+
+    def __init__(self, **unknown: Any) -> None:
+        _own_adapter(self, RidgeAdapter(_spec(self.p.feature_spec), self.p.alpha))
+        super().__init__(**unknown)
+
+
+class RecursiveLeastSquares(MetaStrategy):
+    """Recursive least squares with exponential forgetting, updated every bar.
+
+    MetaStrategy with its learner replaced by :class:`metabt.learn.linear.RLSAdapter` and
+    ``adapt_every=1``: at every bar, the newly realised label enters the recursion, which
+    runs over the last ``support`` realised pairs (default 200 bars; with λ = 0.99 the
+    oldest pair weighs 0.13). Same features, labels, sizer and costs as MetaStrategy.
+
+    Params:
+        feature_spec (FeatureSpec | None): the features and label; None uses
+            ``FeatureSpec()``.
+        forgetting (float): λ in (0, 1], weight of a pair one bar older; choose it on
+            validation tasks only. Default 0.99.
+        delta (float): prior precision of the coefficients. Default 1.0.
+        adapt_every (int): bars between updates. Default 1 (every bar).
+        support (int): realised pairs the recursion runs over, bars. Default 200.
+        trade_start, gross_leverage: see :class:`MetaStrategy`.
+
+    Raises:
+        ConfigError: a bad ``forgetting`` or ``delta``; a ``learner`` param.
+
+    References:
+        Haykin 2002, "Adaptive Filter Theory", ch. 9.
+    """
+
+    params: Any = (
+        ("feature_spec", None),
+        ("forgetting", 0.99),
+        ("delta", 1.0),
+        ("adapt_every", 1),
+        ("support", 200),
+    )
+
+    def __init__(self, **unknown: Any) -> None:
+        adapter = RLSAdapter(_spec(self.p.feature_spec), self.p.forgetting, self.p.delta)
+        _own_adapter(self, adapter)
+        super().__init__(**unknown)
+
+
+def _spec(spec: FeatureSpec | None) -> FeatureSpec:
+    if spec is None:
+        return FeatureSpec()
+    if not isinstance(spec, FeatureSpec):
+        raise ConfigError(f"feature_spec must be a FeatureSpec, got {type(spec).__name__}")
+    return spec
+
+
+def _own_adapter(strategy: MetaStrategy, adapter: Any) -> None:
+    """Install a baseline's own adapter as the strategy's learner (refusing a given one)."""
+    if strategy.p.learner is not None:
+        raise ConfigError(
+            f"{type(strategy).__name__} builds its own model; drop learner= (set its "
+            "feature_spec= to share the meta-learner's features)"
+        )
+    strategy.p.learner = adapter
