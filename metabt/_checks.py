@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import numbers
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -15,10 +16,22 @@ from metabt.errors import ConfigError
 __all__ = [
     "as_date",
     "as_timestamp",
+    "check_int",
     "check_support",
     "did_you_mean",
     "reject_unknown_params",
 ]
+
+
+def check_int(name: str, value: Any, low: int, unit: str = "bars") -> int:
+    """``value`` as an int, if it is an integer (not a bool) of at least ``low``.
+
+    Raises:
+        ConfigError: naming ``name``, the bound and the unit.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ConfigError(f"{name} must be an integer >= {low} ({unit}), got {value!r}")
+    return int(value)
 
 
 def did_you_mean(value: str, options: Iterable[str]) -> str:

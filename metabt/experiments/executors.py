@@ -3,8 +3,8 @@
 An experiment (:func:`metabt.experiments.compare.compare`,
 :func:`metabt.experiments.walkforward.walkforward`) is made of independent units: training
 jobs and backtests, one per strategy × fold × seed. An :class:`Executor` submits one unit
-(:meth:`Executor.submit`, a :class:`concurrent.futures.Future`), so a caller can start a unit as soon as what it
-needs is done, or maps a top-level function over a list of units and returns the
+(:meth:`Executor.submit`, a :class:`concurrent.futures.Future`), so a caller can start a
+unit as soon as what it needs is done, or maps a top-level function over a list of units and returns the
 results in the order of the units, whatever order they finished in; no scheduling is
 written here, existing engines do it:
 

@@ -407,7 +407,7 @@ def factor_spec(spec: FeatureSpec | None = None, *, window: int = 60, mom: int =
         ConfigError: a bad ``window`` or ``mom``, or a spec that already has one of them.
     """
     base = FeatureSpec() if spec is None else spec
-    window, mom = _plain(window), _plain(mom)
+    window, mom = _int_if_integral(window), _int_if_integral(mom)
     w = json.dumps({"window": window})
     return base.with_features(
         f"{__name__}:bench_ret{w}",
@@ -417,7 +417,7 @@ def factor_spec(spec: FeatureSpec | None = None, *, window: int = 60, mom: int =
     )
 
 
-def _plain(value: Any) -> Any:
+def _int_if_integral(value: Any) -> Any:
     """A NumPy integer as an int (for JSON); anything else unchanged (validated later)."""
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         return int(value)

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
+from metabt._checks import check_int
 from metabt._stats import RollingMoments, forward_log_return, tail_stds, window_mask
 from metabt.data.ohlcv import COLUMNS, ohlcv_arrays
 from metabt.errors import ConfigError, DataError
@@ -61,9 +62,7 @@ _ROW_CODE = (
 
 
 def _check_int(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ConfigError(f"FeatureSpec.{name} must be an integer >= {low} (bars), got {value!r}")
-    return int(value)
+    return check_int(f"FeatureSpec.{name}", value, low)
 
 
 def _check_windows(name: str, value: Any) -> tuple[int, ...]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -12,19 +11,13 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from metabt._checks import as_timestamp
+from metabt._checks import as_timestamp, check_int
 from metabt.errors import ConfigError, DataError
 from metabt.features.spec import FeatureSpec, stack_window
 
 __all__ = ["PooledTaskSampler", "TaskSampler"]
 
 Batch = tuple[Tensor, Tensor, Tensor, Tensor]
-
-
-def _check_int(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ConfigError(f"{name} must be an integer >= {low} (bars), got {value!r}")
-    return int(value)
 
 
 def _fmt(ts: pd.Timestamp | None) -> str:
@@ -193,9 +186,9 @@ class TaskSampler:
         hint: str = "",
     ) -> None:
         self._hint = f" {hint}" if hint else ""
-        self.support = _check_int("support", support, 1)
-        self.query = _check_int("query", query, 1)
-        self.horizon = _check_int("horizon", horizon, 1)
+        self.support = check_int("support", support, 1)
+        self.query = check_int("query", query, 1)
+        self.horizon = check_int("horizon", horizon, 1)
         self.names, self._offsets, self._lengths, self._X, self._y, self._dates = _load(
             "TaskSampler", X, y, dates, names
         )
@@ -352,7 +345,7 @@ class TaskSampler:
         Raises:
             ConfigError: ``batch_size`` < 1 or ``rng`` not a numpy Generator.
         """
-        batch_size = _check_int("batch_size", batch_size, 1)
+        batch_size = check_int("batch_size", batch_size, 1)
         if not isinstance(rng, np.random.Generator):
             raise ConfigError(
                 f"rng must be a numpy Generator (np.random.default_rng(seed)), got {rng!r}"
@@ -376,7 +369,7 @@ class TaskSampler:
         Raises:
             ConfigError: ``n`` < 1.
         """
-        n = _check_int("n", n, 1)
+        n = check_int("n", n, 1)
         total = len(self._anchors)
         if n >= total:
             return self._gather(self._anchors)
@@ -495,15 +488,15 @@ class PooledTaskSampler:
         hint: str = "",
     ) -> None:
         self._hint = f" {hint}" if hint else ""
-        self.support = _check_int("support", support, 1)
-        self.query = _check_int("query", query, 1)
-        self.horizon = _check_int("horizon", horizon, 1)
+        self.support = check_int("support", support, 1)
+        self.query = check_int("query", query, 1)
+        self.horizon = check_int("horizon", horizon, 1)
         if support_rows is None:
             support_rows = self.support
         if query_rows is None:
             query_rows = self.query
-        self.support_rows = _check_int("support_rows", support_rows, 1)
-        self.query_rows = _check_int("query_rows", query_rows, 1)
+        self.support_rows = check_int("support_rows", support_rows, 1)
+        self.query_rows = check_int("query_rows", query_rows, 1)
         if not isinstance(demean, (bool, np.bool_)):
             raise ConfigError(f"demean must be True or False, got {demean!r}")
         self.demean = bool(demean)
@@ -724,7 +717,7 @@ class PooledTaskSampler:
         Raises:
             ConfigError: ``batch_size`` < 1 or ``rng`` not a numpy Generator.
         """
-        batch_size = _check_int("batch_size", batch_size, 1)
+        batch_size = check_int("batch_size", batch_size, 1)
         if not isinstance(rng, np.random.Generator):
             raise ConfigError(
                 f"rng must be a numpy Generator (np.random.default_rng(seed)), got {rng!r}"
@@ -748,7 +741,7 @@ class PooledTaskSampler:
         Raises:
             ConfigError: ``n`` < 1.
         """
-        n = _check_int("n", n, 1)
+        n = check_int("n", n, 1)
         total = len(self._anchors)
         rng = np.random.default_rng([int(seed), 0x7A5C, 1])
         if n >= total:
