@@ -27,6 +27,7 @@ __all__ = [
     "ENV_VAR",
     "MOVED_MODULES",
     "UntrustedModuleError",
+    "current_path",
     "import_object",
     "is_trusted",
     "trust",
@@ -148,6 +149,12 @@ def is_trusted(module: str) -> bool:
     parts = module.split(".")
     allowed = set(trusted())
     return any(".".join(parts[:i]) in allowed for i in range(1, len(parts) + 1))
+
+
+def current_path(path: str) -> str:
+    """``path`` (``"module:name"``) with a module that moved renamed (:data:`MOVED_MODULES`)."""
+    module, sep, rest = str(path).partition(":")
+    return f"{MOVED_MODULES.get(module, module)}{sep}{rest}"
 
 
 def import_object(path: str, what: str) -> Any:

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from metabt._checks import did_you_mean
-from metabt._trust import import_object, trust
+from metabt._trust import current_path, import_object, trust
 from metabt.data.ohlcv import COLUMNS
 from metabt.errors import ConfigError, DataError
 
@@ -282,6 +282,7 @@ def registered_features() -> dict[str, FeatureFunction]:
 
 def _lookup(name: str, path: str) -> FeatureFunction:
     """The registered function of a reference, importing its module when a path is given."""
+    path = current_path(path)  # a path recorded before a module moved
     known = _REGISTRY.get(name)
     if known is not None and known.import_path == path:
         return known  # already imported and registered

@@ -244,6 +244,12 @@ class CrossSectionalStrategy(MetaStrategy):
     def __init__(self, **unknown: Any) -> None:
         super().__init__(**unknown)
         p = self.p
+        if p.no_trade_bps:
+            raise ConfigError(
+                "CrossSectionalStrategy trades a cross-section with its own turnover controls "
+                "(min_trade, turnover_budget, rebalance_every); no_trade_bps applies to "
+                "MetaStrategy's per-asset book: set it to 0 here"
+            )
         if p.cross_section not in CROSS_SECTIONS:
             raise ConfigError(
                 f"cross_section must be one of {', '.join(CROSS_SECTIONS)}, got {p.cross_section!r}"

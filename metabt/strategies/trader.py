@@ -9,13 +9,14 @@ differences as orders that fill at the next bar's open.
 from __future__ import annotations
 
 import math
+from collections import deque
 from typing import Any, ClassVar
 
 import backtrader as bt
 import numpy as np
 import pandas as pd
 
-from metabt._checks import as_date, reject_unknown_params
+from metabt._checks import as_date, check_int, reject_unknown_params
 from metabt._stats import RollingMoments
 from metabt.data.bars import BarFrequency, common_frequency, timeframe_frequency
 from metabt.errors import ConfigError
@@ -71,6 +72,26 @@ class SignalTrader(bt.Strategy):
             multiple of portfolio value. Default 0.95: orders fill at the next bar's open,
             so a little cash absorbs overnight gaps and commission; an order the broker
             still rejects is retried at the next bar.
+        smooth (int): bars of signals averaged into the traded signal: each data trades
+            the mean of its last ``smooth`` finite signals, the standard way to combine
+            overlapping h-bar forecasts (a 5-bar forecast made every bar is five
+            overlapping bets). The ``signal`` line keeps the raw signal, so the IC scores
+            the forecast itself. A NaN signal (no view) clears the history and goes flat.
+            Default 1 (no smoothing).
+        no_trade_bps (float): cost of one fill, basis points of traded value (commission
+            plus slippage), for the no-trade region; 0 turns it off. Default 0.
+        forecast_scale (float | None): the forecast in return units: expected return over
+            the signal's horizon per unit of signal, calibrated on validation data. Needed
+            when ``no_trade_bps`` > 0.
+
+    The no-trade region (proportional costs, in the spirit of Davis & Norman 1990, applied
+    to the forecast rather than solved for the optimal band): a position moves from weight
+    w to its target w* only when the move's expected gain over the forecast horizon pays
+    for the fill, ``(w* − w) · μ̂ > |w* − w| · c`` with ``μ̂ = forecast_scale · signal``
+    and ``c = no_trade_bps / 1e4``; in words, only towards the forecast and only when the
+    forecast return exceeds the cost of a fill. Otherwise the position is kept (the gross
+    cap still trims a kept book that exceeds it; a NaN signal still goes flat). It is a
+    one-step rule, not the optimal band of a dynamic program.
 
     A feed that ends before the others (a delisting, a shorter file) is closed one bar
     before its last, so the order fills at its last bar's open; it is listed in ``ended``.
@@ -95,7 +116,13 @@ class SignalTrader(bt.Strategy):
             Cerebro) without one, unless their backtrader timeframe is daily or longer.
     """
 
-    params: Any = (("trade_start", None), ("gross_leverage", 0.95))
+    params: Any = (
+        ("trade_start", None),
+        ("gross_leverage", 0.95),
+        ("smooth", 1),
+        ("no_trade_bps", 0.0),
+        ("forecast_scale", None),
+    )
     horizon: int | None = None
 
     def __init__(self, **unknown: Any) -> None:
@@ -104,6 +131,18 @@ class SignalTrader(bt.Strategy):
         if not (math.isfinite(self.p.gross_leverage) and self.p.gross_leverage > 0):
             raise ConfigError(f"gross_leverage must be > 0, got {self.p.gross_leverage!r}")
         self._trade_start = as_date(self.p.trade_start, "trade_start")
+        self._smooth = check_int("smooth", self.p.smooth, 1)
+        cost = self.p.no_trade_bps
+        if not (isinstance(cost, (int, float)) and math.isfinite(cost) and cost >= 0):
+            raise ConfigError(f"no_trade_bps must be a number >= 0 (basis points), got {cost!r}")
+        scale = self.p.forecast_scale
+        if cost > 0 and not (isinstance(scale, (int, float)) and math.isfinite(scale)):
+            raise ConfigError(
+                f"no_trade_bps={cost!r} needs forecast_scale, the expected return per unit "
+                f"of signal (calibrated on validation), got {scale!r}"
+            )
+        self._no_trade = cost / 1e4 if cost > 0 else 0.0
+        self._history: list[deque[float]] = [deque(maxlen=self._smooth) for _ in self.datas]
         self.signals = [Signal(d) for d in self.datas]
         self._signal_lines: list[Any] = [sig.lines[0] for sig in self.signals]
         # each data's line objects, looked up once (backtrader resolves data.close by
@@ -263,8 +302,8 @@ class SignalTrader(bt.Strategy):
         if fresh:
             last, lines = self._last, self._signal_lines
             for i, signal in zip(fresh, self.compute_signals(fresh)):
-                last[i] = signal
-                lines[i][0] = signal
+                lines[i][0] = signal  # the raw forecast: what the IC scores
+                last[i] = self._traded_signal(i, signal)
         active = []
         closing = self._closing_bar
         for i, n in enumerate(lengths):
@@ -282,6 +321,33 @@ class SignalTrader(bt.Strategy):
             active.append(i)
         if active and self.trading():
             self.rebalance(active, [self._last[i] for i in active])
+
+    def _traded_signal(self, i: int, signal: float) -> float:
+        """The signal data ``i`` trades: the mean of its last ``smooth`` finite signals."""
+        if self._smooth == 1:
+            return signal
+        history = self._history[i]
+        if not math.isfinite(signal):  # no view: go flat, start over
+            history.clear()
+            return signal
+        history.append(signal)
+        return math.fsum(history) / len(history)
+
+    def _keep(
+        self, signals: list[float], weights: list[float], held_weights: list[float]
+    ) -> list[bool]:
+        """Which positions the no-trade region keeps (see the class docstring)."""
+        if not self._no_trade:
+            return [False] * len(signals)
+        scale, cost = float(self.p.forecast_scale), self._no_trade
+        keep = []
+        for s, w, h in zip(signals, weights, held_weights):
+            if not math.isfinite(s):  # no view: go flat
+                keep.append(False)
+                continue
+            move = w - h
+            keep.append(move * scale * s <= abs(move) * cost)
+        return keep
 
     def rebalance(self, active: list[int], signals: list[float]) -> None:
         """Move each active data's position to the sizer's target, with the gross-leverage cap.
@@ -308,7 +374,12 @@ class SignalTrader(bt.Strategy):
         # the close of each data's latest bar, as _step read it
         prices = [closes[i] for i in active]
         held = [position(datas[i]).size for i in active]
-        targets = capped_targets(sizer, weights, prices, held, value, cap=cap, deadband=band)
+        bands: float | list[float] = band
+        if self._no_trade:
+            held_weights = [c * p / value for c, p in zip(held, prices)]
+            keep = self._keep(signals, weights, held_weights)
+            bands = [math.inf if k else band for k in keep]
+        targets = capped_targets(sizer, weights, prices, held, value, cap=cap, deadband=bands)
         plan = [(datas[i], c, t) for i, c, t in zip(active, held, targets)]
         # reductions first: they free cash for the increases
         orders = [(abs(t) >= abs(c), d, t - c) for d, c, t in plan if t != c]
@@ -329,7 +400,7 @@ def capped_targets(
     value: float,
     *,
     cap: float,
-    deadband: float,
+    deadband: float | list[float],
 ) -> list[int]:
     """Target positions (shares) of a book whose weights are already capped, with a deadband.
 
@@ -347,14 +418,17 @@ def capped_targets(
         prices: (N,) share prices (currency units); held: (N,) current positions (shares).
         value: portfolio value (currency units).
         cap: gross leverage cap (sum of |position value| over ``value``).
-        deadband: weight change below which a position is kept (fraction of ``value``).
+        deadband: weight change below which a position is kept (fraction of ``value``);
+            one for all, or (N,) per position (``inf`` keeps it whatever the change).
 
     Returns:
         (N,) target positions, shares.
     """
     shares = sizer.shares_for_weight
+    bands = [deadband] * len(weights) if isinstance(deadband, (int, float)) else deadband
     targets = [
-        shares(w, p, value, current=c, deadband=deadband) for w, p, c in zip(weights, prices, held)
+        shares(w, p, value, current=c, deadband=b)
+        for w, p, c, b in zip(weights, prices, held, bands)
     ]
     book = sum([abs(t) * p for t, p in zip(targets, prices)])
     if book > cap * value:
