@@ -249,6 +249,14 @@ class PortfolioAnalyzer(bt.Analyzer):
     - ``traded_by_data`` (dict[str, float]): the same per data name.
     - ``rejected`` (list[dict]): orders the broker rejected (margin, cash): date, data,
       size, status.
+    - ``ledger`` (pd.DataFrame): per bar (from ``start`` on; bars without fills hold 0):
+      ``traded`` (two-way filled notional), ``commission`` (the broker's commission of the
+      fills, without the borrow it books with a closing fill), ``slippage`` (|fill price −
+      the bar's open| × shares: what the fills paid over the open they filled at) and
+      ``borrow`` (short-borrow interest the broker accrued in the bar, read from its
+      per-data credit and, when a short closes, from the credit its closing fill books),
+      all currency.
+    - ``equity`` (pd.Series): the broker's portfolio value at each close, from ``start`` on.
 
     Raises:
         ConfigError: an unknown or bad parameter.
@@ -263,14 +271,37 @@ class PortfolioAnalyzer(bt.Analyzer):
         self._traded = 0.0
         self._traded_by_data: dict[str, float] = {}
         self._rejected: list[dict[str, Any]] = []
+        self._ledger: dict[dt.datetime, list[float]] = {}  # traded, commission, slippage, borrow
+        self._equity: dict[dt.datetime, float] = {}
+        self._credit_seen: dict[int, float] = {}  # the broker's accrued credit per data
+
+    def _row(self) -> list[float]:
+        when = self.strategy.datetime.datetime(0)
+        row = self._ledger.get(when)
+        if row is None:
+            row = self._ledger[when] = [0.0, 0.0, 0.0, 0.0]
+        return row
 
     def notify_order(self, order: bt.Order) -> None:
         """Count a fill's notional, or record a rejection."""
         if order.status == order.Completed:
-            notional = abs(order.executed.size * order.executed.price)
+            size, price = order.executed.size, order.executed.price
+            notional = abs(size * price)
             self._traded += notional
             name = order.data._name
             self._traded_by_data[name] = self._traded_by_data.get(name, 0.0) + notional
+            comminfo = self.strategy.broker.getcommissioninfo(order.data)
+            commission = float(comminfo.getcommission(size, price))
+            row = self._row()
+            row[0] += notional
+            row[1] += commission
+            row[2] += abs(price - float(order.data.open[0])) * abs(size)
+            # a closing fill books the borrow the broker accrued on the position with its
+            # commission (backtrader's int2pnl): the part accrued since the last bar is new
+            booked = float(order.executed.comm) - commission
+            if booked > 1e-12:
+                row[3] += booked - self._credit_seen.get(id(order.data), 0.0)
+                self._credit_seen[id(order.data)] = 0.0
         elif order.status in (order.Margin, order.Rejected):
             self._rejected.append(
                 {
@@ -281,6 +312,19 @@ class PortfolioAnalyzer(bt.Analyzer):
                 }
             )
 
+    def next(self) -> None:
+        """Record the equity and the borrow the broker accrued in this bar."""
+        broker = self.strategy.broker
+        credit = getattr(broker, "d_credit", {})
+        borrow = 0.0
+        for d in self.strategy.datas:
+            now, last = float(credit.get(d, 0.0)), self._credit_seen.get(id(d), 0.0)
+            borrow += now - last if now >= last else now  # booked at a close: restarts
+            self._credit_seen[id(d)] = now
+        if borrow:
+            self._row()[3] += borrow
+        self._equity[self.strategy.datetime.datetime(0)] = float(broker.getvalue())
+
     def stop(self) -> None:
         """Build the positions frame."""
         names = [d._name for d in self.strategy.datas]
@@ -290,6 +334,17 @@ class PortfolioAnalyzer(bt.Analyzer):
         if self._first_date is not None:
             positions = positions.loc[positions.index >= pd.Timestamp(self._first_date)]
         self.rets["positions"] = positions
+        equity = pd.Series(list(self._equity.values()), bar_index(list(self._equity)), dtype=float)
+        ledger = pd.DataFrame.from_dict(
+            self._ledger, orient="index", columns=["traded", "commission", "slippage", "borrow"]
+        )
+        ledger.index = bar_index(list(self._ledger))
+        ledger = ledger.groupby(level=0).sum().reindex(equity.index, fill_value=0.0)
+        if self._first_date is not None:
+            first = pd.Timestamp(self._first_date)
+            equity, ledger = equity.loc[equity.index >= first], ledger.loc[ledger.index >= first]
+        self.rets["equity"] = equity
+        self.rets["ledger"] = ledger
         self.rets["traded"] = self._traded
         self.rets["traded_by_data"] = dict(self._traded_by_data)
         self.rets["rejected"] = list(self._rejected)

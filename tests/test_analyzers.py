@@ -224,3 +224,52 @@ def test_adaptation_analyzer_needs_a_meta_strategy(sample_frames):
         cerebro.addanalyzer(AdaptationAnalyzer, **kwargs)
         with pytest.raises(ConfigError, match=match):
             cerebro.run()
+
+
+class _LongShort(bt.Strategy):
+    """Buys 50 shares of data0 and shorts 30 of data1 on the first bar; closes both at 60."""
+
+    def next(self) -> None:
+        if len(self) == 1:
+            self.buy(self.datas[0], size=50)
+            self.sell(self.datas[1], size=30)
+        elif len(self) == 60:
+            self.close(self.datas[0])
+            self.close(self.datas[1])
+
+
+def test_the_cost_ledger_books_commission_slippage_and_borrow_as_the_broker_charged():
+    from metabt.analyzers import PortfolioAnalyzer
+    from metabt.experiments.backtest import Costs
+
+    a, b = _frame(seed=1), _frame(seed=2)
+    cerebro = bt.Cerebro(stdstats=False)
+    cerebro.adddata(bt.feeds.PandasData(dataname=a, openinterest=None), name="A")
+    cerebro.adddata(bt.feeds.PandasData(dataname=b, openinterest=None), name="B")
+    cerebro.broker.setcash(100_000.0)
+    Costs(commission_bps=5, slippage_bps=2, borrow_bps=2500).apply(cerebro.broker)
+    cerebro.addstrategy(_LongShort)
+    cerebro.addanalyzer(PortfolioAnalyzer, _name="book")
+    strat = cerebro.run()[0]
+    got = strat.analyzers.book.get_analysis()
+    ledger, equity = got["ledger"], got["equity"]
+    assert list(ledger.columns) == ["traded", "commission", "slippage", "borrow"]
+    assert ledger.index.equals(equity.index) and len(equity) == len(a)
+    assert ledger["traded"].sum() == pytest.approx(got["traded"], rel=1e-12)
+    assert ledger["commission"].sum() == pytest.approx(5e-4 * got["traded"], rel=1e-12)
+    # fills at the open moved 2 bps against the trade: slippage = 2 bps of the open's value
+    fills = ledger[ledger["traded"] > 0]
+    assert len(fills) == 2
+    ratio = (fills["slippage"] / fills["traded"]).to_numpy()  # buys 1.0002x, sells 0.9998x
+    assert ratio == pytest.approx([2e-4, 2e-4], rel=2e-4)
+    # borrow: 25% a year on the short's entry value, per calendar day held (backtrader's rule)
+    entry = b["open"].iloc[1] * (1 - 2e-4)
+    days = (b.index[60] - b.index[1]).days
+    assert ledger["borrow"].sum() == pytest.approx(0.25 * days / 365 * 30 * entry, rel=0.05)
+    assert (ledger["borrow"] >= 0).all() and ledger["borrow"].iloc[:2].sum() == 0
+    # the cash identity: every currency unit of cost the ledger books left the account
+    final = strat.broker.getvalue()
+    pnl = 50 * (a["open"].iloc[60] * (1 - 2e-4) - a["open"].iloc[1] * (1 + 2e-4))
+    pnl += 30 * (entry - b["open"].iloc[60] * (1 + 2e-4))
+    costs = ledger["commission"].sum() + ledger["borrow"].sum()
+    assert final == pytest.approx(100_000.0 + pnl - costs, rel=1e-9)
