@@ -47,3 +47,53 @@ def test_model_baselines_share_data_costs_and_sizer(sample_frames, small_learner
         assert info.p.commission == Costs().commission_bps / 1e4
     with pytest.raises(ConfigError, match="algorithm='erm'"):
         _run(sample_frames, small_learner, strategy=ErmAdapt)  # a maml learner is refused
+
+
+def test_time_series_momentum_is_the_sign_of_the_trailing_return(sample_frames):
+    import backtrader as bt
+    import numpy as np
+
+    from metabt.data import feed
+    from metabt.sizers import SignalSizer
+    from metabt.strategies.baselines import TimeSeriesMomentum
+
+    frame = sample_frames["AAPL"]
+    cerebro = bt.Cerebro(stdstats=False)
+    cerebro.adddata(feed(frame), name="AAPL")
+    cerebro.addsizer(SignalSizer)
+    cerebro.addstrategy(TimeSeriesMomentum, lookback=60, skip=5)
+    strat = cerebro.run()[0]
+    line = strat.signals[0].lines[0]
+    got = np.array([line[-k] for k in range(len(frame) - 1, -1, -1)])
+    close = frame["close"].to_numpy()
+    t = np.arange(len(close))
+    ok = t >= 65
+    trailing = np.full(len(close), np.nan)
+    trailing[ok] = np.log(close[t[ok] - 5] / close[t[ok] - 65])
+    expected = np.where(ok, np.sign(trailing), np.nan)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    np.testing.assert_array_equal(got[ok], expected[ok])
+    assert (got[ok] == -1).any() and (got[ok] == 1).any()  # it does go short
+
+
+def test_constant_long_holds_a_vol_targeted_long_through_the_sizer(sample_frames):
+    from metabt.strategies.baselines import ConstantLong
+
+    result = run_backtest(
+        ConstantLong,
+        {"IBM": sample_frames["IBM"]},
+        start="2009-01-02",
+        costs=Costs(),
+        strategy_kwargs={"level": 1.0},
+        sizer_kwargs={"target_vol": 0.10},
+    )
+    positions = result.assets  # per-asset results table
+    assert result.metrics["turnover_two_way"] > 0.5  # it rebalances as volatility moves
+    assert positions.loc["IBM", "exposure"] > 0.2
+    with pytest.raises(ConfigError, match="level must be a number > 0"):
+        run_backtest(
+            ConstantLong,
+            {"IBM": sample_frames["IBM"]},
+            start="2009-01-02",
+            strategy_kwargs={"level": 0.0},
+        )

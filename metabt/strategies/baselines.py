@@ -7,6 +7,7 @@ from typing import Any
 
 import backtrader as bt
 
+from metabt._checks import check_int
 from metabt.errors import ConfigError, DataError
 from metabt.features.spec import FeatureSpec
 from metabt.learn.linear import RidgeAdapter, RLSAdapter
@@ -14,6 +15,7 @@ from metabt.strategies.meta import MetaStrategy, SignalTrader
 
 __all__ = [
     "BuyAndHold",
+    "ConstantLong",
     "ErmAdapt",
     "ErmStatic",
     "RecursiveLeastSquares",
@@ -21,6 +23,7 @@ __all__ = [
     "ScratchAdapt",
     "SmaCross",
     "StaticModel",
+    "TimeSeriesMomentum",
 ]
 
 
@@ -94,6 +97,79 @@ class SmaCross(SignalTrader):
         if fast > slow:
             return 1.0
         return 0.0 if self.p.long_only else -1.0
+
+
+class ConstantLong(SignalTrader):
+    """A constant long signal through the same sizer, smoothing and costs as MetaStrategy.
+
+    The direct control for a strategy that earns only through a long tilt: each data gets
+    the signal ``level`` on every bar, so its position is the sizer's volatility-targeted
+    long (``level / signal_scale`` of the target, capped), rebalanced as volatility moves.
+    A model strategy that does not beat it has shown no forecasting skill beyond being long.
+
+    Params:
+        level (float): the constant signal, signal units (> 0). Default 1.0 (a full-size
+            long at the sizer's default ``signal_scale`` of 0.25).
+        trade_start, gross_leverage, smooth, no_trade_bps, forecast_scale: see
+            :class:`metabt.strategies.trader.SignalTrader`.
+
+    Raises:
+        ConfigError: ``level`` not a positive number.
+    """
+
+    params: Any = (("level", 1.0),)
+
+    def __init__(self, **unknown: Any) -> None:
+        super().__init__(**unknown)
+        level = self.p.level
+        if not (isinstance(level, (int, float)) and math.isfinite(level) and level > 0):
+            raise ConfigError(f"ConstantLong: level must be a number > 0, got {level!r}")
+
+    def compute_signal(self, i: int, data: bt.DataBase) -> float:
+        return float(self.p.level)
+
+
+class TimeSeriesMomentum(SignalTrader):
+    """Volatility-scaled time-series momentum (Moskowitz, Ooi & Pedersen 2012).
+
+    Each data is long when its own return over the last ``lookback`` bars is positive and
+    short when negative (flat when ``long_only``), sized by the same volatility-targeting
+    SignalSizer as MetaStrategy: the paper's ``sign(r_{t-12m,t}) · 40% / σ_t`` with the
+    sizer's ``target_vol`` in place of 40%. ``skip`` most recent bars are left out of the
+    return (0 in the paper; 21 skips the last month's reversal).
+
+    Params:
+        lookback (int): bars of the trailing return. Default 252 (12 months of daily bars).
+        skip (int): most recent bars left out. Default 0.
+        long_only (bool): flat instead of short. Default False.
+        trade_start, gross_leverage, smooth, no_trade_bps, forecast_scale: see
+            :class:`metabt.strategies.trader.SignalTrader`.
+
+    Raises:
+        ConfigError: ``lookback`` < 1 or ``skip`` < 0.
+
+    References:
+        Moskowitz, Ooi, Pedersen 2012, "Time series momentum", Journal of Financial
+        Economics 104(2).
+    """
+
+    params: Any = (("lookback", 252), ("skip", 0), ("long_only", False))
+
+    def __init__(self, **unknown: Any) -> None:
+        super().__init__(**unknown)
+        check_int("lookback", self.p.lookback, 1)
+        check_int("skip", self.p.skip, 0, unit="bars")
+
+    def compute_signal(self, i: int, data: bt.DataBase) -> float:
+        lookback, skip = int(self.p.lookback), int(self.p.skip)
+        if len(data) <= lookback + skip:
+            return math.nan
+        ret = math.log(data.close[-skip] / data.close[-skip - lookback])
+        if ret > 0:
+            return 1.0
+        if ret < 0:
+            return 0.0 if self.p.long_only else -1.0
+        return 0.0
 
 
 class StaticModel(MetaStrategy):
