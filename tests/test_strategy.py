@@ -15,7 +15,7 @@ from metabt.analyzers import signal_frames
 from metabt.data.ohlcv import feed
 from metabt.errors import ConfigError
 from metabt.experiments.backtest import Costs, run_backtest
-from strategies import BuyAndHold, SmaCross
+from metabt.strategies.baselines import BuyAndHold, SmaCross
 
 START = "2010-03-01"
 

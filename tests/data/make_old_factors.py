@@ -1,3 +1,4 @@
+# ruff: noqa: I001 - kept as run against the flat modules of commit 88f290d
 """Written with metabt before the subpackage move (commit 88f290d): a small checkpoint with
 factor features and its backtest returns, for the compatibility test."""
 import sys
