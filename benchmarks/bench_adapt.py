@@ -16,8 +16,8 @@ import timeit
 import numpy as np
 import torch
 
-from metabt.features.spec import FeatureSpec, OnlineFeatures
-from metabt.learn.algorithms import OUTER_STEPS
+from metabt.features import FeatureSpec, OnlineFeatures
+from metabt.learn.algorithms import OUTER_STEPS, PairedFamily
 from metabt.learn.kernels.fused import MLPKernel
 from metabt.learn.learner import ALGORITHMS, MetaLearner
 from metabt.learn.models import GRU, MLP
@@ -129,7 +129,7 @@ def main() -> None:
     rows = []
     for model_type in ("mlp", "gru"):
         for algorithm in ALGORITHMS:
-            if OUTER_STEPS[algorithm].adapts_itself:  # CNP, ProtoNet, CAVIA: their own models
+            if isinstance(OUTER_STEPS[algorithm], PairedFamily):  # CNP, ProtoNet, CAVIA
                 continue  # (their latency is in bench_learners.py)
             model = MLP(f) if model_type == "mlp" else GRU(f, 32, 10)
             x = torch.randn(SUPPORT, model.n_features, generator=g)

@@ -20,8 +20,8 @@ import pandas as pd
 import torch
 
 from metabt import MetaLearner, MetaStrategy, SignalSizer
-from metabt.data.ohlcv import feed, load_ohlcv, sample_data_dir
-from metabt.features.spec import FeatureSpec
+from metabt.data import feed, load_ohlcv, sample_data_dir
+from metabt.features import FeatureSpec
 from metabt.features.tasks import TaskSampler
 from metabt.learn.models import MLP
 

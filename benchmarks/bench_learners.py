@@ -7,8 +7,8 @@
 2. Regime classification (``metabt.experiments.sinusoid.RegimeTasks``, S=60, Q=20, F=12, 2
    informative dims): ProtoNet's query accuracy beside baselines fitted on each task's own
    support set with no meta-learning: nearest class mean on the raw features, per-task OLS
-   binned into the same classes (``metabt.learn.families.ols_accuracy``), and an oracle, nearest
-   class mean on the informative dims.
+   binned into the same classes (``metabt.learn.algorithms.protonet.ols_accuracy``), and an
+   oracle, nearest class mean on the informative dims.
 3. Adaptation latency per support window (S=60, F=12; adapt + one ``predict_row``, as
    ``MetaStrategy`` does per adaptation), MAML (MLP 2x32, 5 steps, NumPy kernel), CNP
    (H=32), CAVIA (2x32, 5 steps, autograd), ProtoNet (2x32, E=16), interleaved in one
@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from metabt.experiments.sinusoid import RegimeTasks, nearest_mean_accuracy, run_sinusoid
-from metabt.learn.families import ols_accuracy, prototype_accuracy
+from metabt.learn.algorithms.protonet import ols_accuracy, prototype_accuracy
 from metabt.learn.learner import MetaLearner
 from metabt.learn.models import CNP, MLP, CaviaMLP, ProtoNet
 

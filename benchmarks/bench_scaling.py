@@ -31,9 +31,9 @@ import numpy as np
 import torch
 
 from metabt import MetaLearner, MetaStrategy, SignalSizer
-from metabt.data.ohlcv import feed
+from metabt.data import feed
 from metabt.data.synthetic import gbm_market
-from metabt.features.spec import FeatureSpec
+from metabt.features import FeatureSpec
 from metabt.learn.models import MLP
 
 

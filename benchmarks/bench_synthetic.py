@@ -113,7 +113,7 @@ def run_unit(strength_index: int, strength: float, seed: int, meta_steps: int | 
     from metabt.experiments.backtest import Costs
     from metabt.experiments.compare import RunSettings, compare
     from metabt.experiments.roster import DEMO
-    from metabt.features.spec import FeatureSpec
+    from metabt.features import FeatureSpec
 
     tic = time.perf_counter()
 

@@ -60,9 +60,9 @@ import torch
 
 from metabt import MetaLearner, MetaStrategy, SignalSizer
 from metabt.config.defaults import DEMO
-from metabt.data.ohlcv import feed, load_ohlcv
+from metabt.data import feed, load_ohlcv
 from metabt.experiments.backtest import Costs
-from metabt.features.spec import FeatureSpec
+from metabt.features import FeatureSpec
 from metabt.features.tasks import TaskSampler
 from metabt.learn.models import MLP
 

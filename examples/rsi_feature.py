@@ -3,7 +3,7 @@
 Import this module (or name it by import path) and the feature is available offline and
 inside the backtest, with the same values::
 
-    from metabt.features.spec import FeatureSpec
+    from metabt.features import FeatureSpec
 
     spec = FeatureSpec().with_features('examples.rsi_feature:rsi{"window": 21}')
     spec.names[-1]  # 'rsi(window=21)'
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from metabt.features.spec import register_feature
+from metabt.features import register_feature
 
 __all__ = ["rsi"]
 

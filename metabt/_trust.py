@@ -47,7 +47,7 @@ MOVED_MODULES: dict[str, str] = {
     "metabt.meta": "metabt.learn.learner",
     "metabt.models": "metabt.learn.models",
     "metabt.algorithms": "metabt.learn.algorithms",
-    "metabt.learners": "metabt.learn.families",
+    "metabt.learners": "metabt.learn.algorithms",
     "metabt._kernels": "metabt.learn.kernels.fused",
     "metabt._numpy_models": "metabt.learn.kernels.numpy_models",
     "metabt.batched": "metabt.learn.kernels.batched",

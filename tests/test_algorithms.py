@@ -1,4 +1,4 @@
-"""metabt.learn.algorithms: MAML-family meta-gradients vs a hand-computed reference, both engines."""
+"""metabt.learn.algorithms: MAML-family meta-gradients vs a hand-computed reference, 2 engines."""
 
 from __future__ import annotations
 
@@ -9,7 +9,17 @@ import torch
 from synthetic import linear_task_batch as _batch
 
 import metabt.learn.learner as meta
-from metabt.learn.algorithms import ALGORITHMS, ENGINES, OUTER_STEPS, GradientStep
+from metabt.learn.algorithms import (
+    ALGORITHMS,
+    ENGINES,
+    FAMILIES,
+    OUTER_STEPS,
+    AnilFamily,
+    GradientFamily,
+    MamlFamily,
+    MetaSgdFamily,
+    PairedFamily,
+)
 from metabt.learn.learner import MetaLearner
 from metabt.learn.models import GRU, MLP
 
@@ -27,13 +37,16 @@ def _meta_grads(learner, batch):
 
 def test_registry_holds_every_algorithm_and_the_gradient_family_shares_one_step():
     assert ALGORITHMS[:7] == ("maml", "fomaml", "metasgd", "anil", "reptile", "erm", "scratch")
-    assert ALGORITHMS[7:] == ("cnp", "protonet", "cavia")  # metabt.learn.families
+    assert ALGORITHMS[7:] == ("cnp", "protonet", "cavia")  # PairedFamily
     assert tuple(OUTER_STEPS) == ALGORITHMS and ENGINES == ("auto", "higher", "func")
+    assert OUTER_STEPS is FAMILIES  # the registry's former name
     assert meta.ALGORITHMS is ALGORITHMS and meta.ENGINES is ENGINES  # re-exported
     family = {name: OUTER_STEPS[name] for name in ("maml", "fomaml", "metasgd", "anil")}
-    assert all(type(step) is GradientStep for step in family.values())
+    assert all(isinstance(step, MamlFamily) for step in family.values())  # one meta-gradient
     assert [s.second_order for s in family.values()] == [True, False, True, True]
-    assert family["metasgd"].learned_lr and family["anil"].head_only
+    assert isinstance(family["metasgd"], MetaSgdFamily) and isinstance(family["anil"], AnilFamily)
+    assert all(isinstance(FAMILIES[a], GradientFamily) for a in ALGORITHMS[:7])
+    assert all(isinstance(FAMILIES[a], PairedFamily) for a in ALGORITHMS[7:])
     assert not OUTER_STEPS["scratch"].updates_theta
 
 

@@ -1,4 +1,4 @@
-"""metabt.learn.checkpoint: round trips; corrupt, foreign or mismatched files raise CheckpointError."""
+"""metabt.learn.checkpoint: round trips; corrupt, foreign or mismatched files are refused."""
 
 from __future__ import annotations
 

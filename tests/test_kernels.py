@@ -1,4 +1,4 @@
-"""metabt.learn.kernels.fused: the NumPy inner loops equal torch.autograd, and the fold cache follows θ."""
+"""metabt.learn.kernels.fused: NumPy inner loops equal torch.autograd; the fold cache follows θ."""
 
 from __future__ import annotations
 
@@ -127,3 +127,20 @@ def test_batched_kernels_equal_one_adapt_per_task(model, steps):
             np.testing.assert_allclose(phi[name][b], value, rtol=1e-12, atol=1e-14)
         assert rows[b] == pytest.approx(float(kernel.forward(one_phi, x[b, 0])), rel=1e-12)
     assert np.array_equal(flat, kernel.fold(params, lrs)[0])  # θ untouched
+
+
+def test_as_batch_kernel_is_an_isinstance_check_kept_per_class():
+    from metabt.learn.kernels.fused import BatchKernel, FastKernel, as_batch_kernel
+
+    kernel = kernel_for(MLP(4, (6,), seed=0))
+    assert isinstance(kernel, BatchKernel) and as_batch_kernel(kernel) is kernel
+    assert as_batch_kernel(None) is None
+
+    class OneTask:  # a FastKernel without the task axis
+        def fold(self, params, lrs): ...
+        def adapt(self, theta, rate, x, y, steps): ...
+        def forward(self, params, x): ...
+
+    one: FastKernel = OneTask()
+    assert not isinstance(one, BatchKernel)
+    assert as_batch_kernel(one) is None and as_batch_kernel(one) is None  # cached: same answer

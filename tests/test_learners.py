@@ -1,4 +1,4 @@
-"""The other meta-learner families (metabt.learn.families): CNP, ProtoNet, CAVIA, end to end.
+"""The other meta-learner families (metabt.learn.algorithms.cnp, .protonet, .cavia), end to end.
 
 Numbers of the benchmark tests below (seed 0, 100 held-out tasks): sinusoid query MSE,
 ERM (300 steps) 3.72 after 10 fine-tuning steps, CNP (500 steps) 0.93 with no gradient
@@ -22,9 +22,9 @@ from metabt.experiments.sinusoid import (
     nearest_mean_accuracy,
     sinusoid_model,
 )
-from metabt.learn.algorithms import ALGORITHMS, OUTER_STEPS, CaviaStep
-from metabt.learn.families import (
-    context_loop,
+from metabt.learn.algorithms import ALGORITHMS, OUTER_STEPS, CaviaFamily, PairedFamily
+from metabt.learn.algorithms.cavia import context_loop
+from metabt.learn.algorithms.protonet import (
     label_classes,
     ols_accuracy,
     prototype_accuracy,
@@ -51,8 +51,9 @@ def _learner(algorithm, dtype=torch.float64, **kwargs):
 
 def test_registry_and_config_pair_each_family_with_its_model():
     assert ALGORITHMS[-3:] == FAMILIES
-    assert all(OUTER_STEPS[a].adapts_itself and OUTER_STEPS[a].model_type == a for a in FAMILIES)
-    assert not any(OUTER_STEPS[a].adapts_itself for a in ALGORITHMS[:-3])
+    paired = [isinstance(OUTER_STEPS[a], PairedFamily) for a in ALGORITHMS]
+    assert all(OUTER_STEPS[a].model_type == a for a in FAMILIES)
+    assert paired == [a in FAMILIES for a in ALGORITHMS]
     for algorithm in FAMILIES:  # the algorithm implies its model with the default "mlp"
         config = RunConfig(algorithm=algorithm).model_config()
         model = build_model(config)
@@ -198,7 +199,7 @@ def test_cavia_func_and_higher_meta_gradients_agree_in_float64(second_order):
     for engine in ("func", "higher"):
         learner = _learner("cavia", engine=engine, inner_steps=2, inner_lr=0.5)
         learner.optimizer.step = lambda *a, **k: None  # keep the gradient, skip the update
-        loss = CaviaStep(second_order=second_order)(learner, *batch)
+        loss = CaviaFamily(second_order=second_order).meta_step(learner, *batch)
         grads[engine] = (loss, {n: p.grad.clone() for n, p in learner.model.named_parameters()})
     assert grads["func"][0] == pytest.approx(grads["higher"][0], rel=1e-12)
     for name, value in grads["higher"][1].items():
@@ -207,7 +208,7 @@ def test_cavia_func_and_higher_meta_gradients_agree_in_float64(second_order):
     if second_order:
         learner = _learner("cavia", engine="func", inner_steps=2, inner_lr=0.5)
         learner.optimizer.step = lambda *a, **k: None
-        CaviaStep(second_order=False)(learner, *batch)
+        CaviaFamily(second_order=False).meta_step(learner, *batch)
         first = learner.model.layers[0].weight.grad
         assert not torch.allclose(first, grads["func"][1]["layers.0.weight"])
 

@@ -10,7 +10,7 @@ import torch
 from synthetic import linear_task_batch as _batch
 
 from metabt.errors import ConfigError
-from metabt.learn.algorithms import OUTER_STEPS
+from metabt.learn.algorithms import FAMILIES, GradientFamily
 from metabt.learn.learner import ALGORITHMS, MetaLearner
 from metabt.learn.models import GRU, MLP
 
@@ -18,7 +18,7 @@ F = 4
 
 
 # the gradient-based algorithms (the others adapt on their own models: tests/test_learners.py)
-GRADIENT = [a for a in ALGORITHMS if not OUTER_STEPS[a].adapts_itself]
+GRADIENT = [a for a in ALGORITHMS if isinstance(FAMILIES[a], GradientFamily)]
 
 
 @pytest.mark.parametrize("algorithm", GRADIENT)

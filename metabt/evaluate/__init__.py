@@ -1,2 +1,4 @@
 """Judging results: metrics, significance (PSR, DSR, bootstrap, HAC), verdicts, reports and
 plots."""
+
+__all__: list[str] = []

@@ -1,11 +1,13 @@
 """The learning core, torch only: no backtrader, no quantstats, no data or feature module.
 
 :class:`MetaLearner` (:mod:`metabt.learn.learner`) meta-trains and adapts a small PyTorch
-model; the algorithm families (:mod:`metabt.learn.algorithms`, :mod:`metabt.learn.families`),
-the models (:mod:`metabt.learn.models`), the NumPy fast paths (:mod:`metabt.learn.kernels`),
-the fit loop (:mod:`metabt.learn.training`), checkpoints (:mod:`metabt.learn.checkpoint`),
-the linear baselines (:mod:`metabt.learn.linear`) and online meta-updates
-(:mod:`metabt.learn.online`) live beside it.
+model; the learner families (:mod:`metabt.learn.algorithms`, one per module), the task
+losses (:mod:`metabt.learn.losses`), the adapted model (:mod:`metabt.learn.adapted`), the
+adapter protocols (:mod:`metabt.learn.adapter`), the models (:mod:`metabt.learn.models`),
+the NumPy fast paths (:mod:`metabt.learn.kernels`), the fit loop
+(:mod:`metabt.learn.training`), checkpoints (:mod:`metabt.learn.checkpoint`), the linear
+baselines (:mod:`metabt.learn.linear`) and online meta-updates (:mod:`metabt.learn.online`)
+live beside it.
 """
 
 from __future__ import annotations

@@ -226,7 +226,8 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     """
     if not path.is_file():
         raise CheckpointError(
-            f"{path}: checkpoint not found; train one with `metabt train --out {path}`"
+            f"{path}: checkpoint not found; train one and save it there (MetaLearner.save, "
+            "or the fit checkpoint= parameter)"
         )
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -438,8 +439,7 @@ def _check_payload(path: Path, ckpt: Mapping[str, Any]) -> None:
     if bad:
         raise CheckpointError(
             f"{path}: the checkpoint has NaN or infinite weights ({', '.join(sorted(bad)[:3])}): "
-            "its training diverged; re-create it with `metabt train` (a lower --inner-lr or "
-            "meta_lr)"
+            "its training diverged; re-create it with a lower inner_lr or meta_lr"
         )
     config = ckpt.get("train_config")
     if config is not None and not isinstance(config, Mapping):

@@ -1,4 +1,4 @@
-"""MetaLearner: the MAML family, CNP, ProtoNet, CAVIA, and ERM/scratch baselines.
+"""MetaLearner: meta-trains θ with one learner family (MAML, ..., CAVIA) and adapts it.
 
 The learner knows nothing of backtrader or finance: it meta-trains an initialisation θ of a
 small regression model on batches of support/query tasks and adapts θ to new support data.
@@ -11,11 +11,14 @@ Two engines compute the same meta-gradient:
   parameters passed explicitly), several times faster on small models.
 
 ``engine="auto"`` picks ``func`` for any module that ``torch.func.vmap`` can batch (a trial
-call, ``metabt.learn.algorithms.vmap_failure``), else ``higher`` with a warning. Any
+call, ``metabt.learn.algorithms.engines.vmap_failure``), else ``higher`` with a warning. Any
 ``torch.nn.Module`` mapping (N, F_in) to (N,) or (N, 1) is a model; metabt's own MLP and
 GRU also get fused NumPy inner loops at test time, chosen automatically.
-Outer steps and inner loops live in ``metabt.learn.algorithms``, the NumPy kernels in
-``metabt.learn.kernels.fused``, batched test-time adaptation in
+
+What an algorithm does (outer step, test-time adaptation, evaluation, the models it runs
+on) is its learner family's (``metabt.learn.algorithms``, one family per module), which
+the learner delegates to; the inner loops are in ``metabt.learn.algorithms.inner``, the
+NumPy kernels in ``metabt.learn.kernels.fused``, batched test-time adaptation in
 ``metabt.learn.kernels.batched``, the training loop in ``metabt.learn.training``, files in
 ``metabt.learn.checkpoint``.
 """
@@ -33,30 +36,13 @@ import torch
 from torch import Tensor, nn
 
 from metabt.errors import ConfigError
-from metabt.learn.algorithms import (
-    ALGORITHMS,
-    ENGINES,
-    AdaptedModel,
-    adapt_autograd,
-    adapt_head,
-    mse,
-    outer_step,
-    prediction,
-    query_losses,
-    resolve_engine,
-    support_arrays,
-)
+from metabt.learn.adapted import AdaptedModel
+from metabt.learn.algorithms import ALGORITHMS, ENGINES, LearnerFamily, family_for, resolve_engine
+from metabt.learn.algorithms.inner import prediction
 from metabt.learn.checkpoint import load_learner, save_learner
-from metabt.learn.kernels.batched import (
-    BatchAdapted,
-    batch_support_arrays,
-    head_batch,
-    kernel_batch,
-    stack_adapted,
-    vmap_batch,
-)
-from metabt.learn.kernels.fused import FoldCache, kernel_for
-from metabt.learn.models import MetaModel, check_row_independent, find_head
+from metabt.learn.kernels.batched import BatchAdapted, batch_support_arrays
+from metabt.learn.kernels.fused import FoldCache, Folded, kernel_for
+from metabt.learn.models import MetaModel, check_row_independent
 from metabt.learn.training import Batch, FitResult, TaskSource, as_batch
 from metabt.learn.training import fit as _fit
 
@@ -84,7 +70,7 @@ class MetaLearner:
     (learning rate ``inner_lr``) on the mean squared error; the outer loop (Adam, learning
     rate ``meta_lr``) moves θ so that the adapted model does well on the query set.
 
-    Algorithms (``metabt.learn.algorithms.OUTER_STEPS``):
+    Algorithms (``metabt.learn.algorithms.FAMILIES``, one learner family each):
         ``maml``: second-order MAML (Finn et al. 2017).
         ``fomaml``: first-order MAML (Finn et al. 2017, section 5.2).
         ``metasgd``: MAML with a learned per-parameter inner learning rate (Li et al. 2017).
@@ -94,8 +80,9 @@ class MetaLearner:
         ``erm``: non-meta baseline, ordinary joint training on all tasks' data; the same
             fine-tuning at test time.
         ``scratch``: non-meta baseline, no training; fine-tunes a random initialisation.
-        ``cnp``, ``protonet``, ``cavia``: the other families on their own models
-            (``metabt.learn.families``): adapt by encoding, prototypes, or a task context.
+        ``cnp`` (Garnelo et al. 2018), ``protonet`` (Snell et al. 2017), ``cavia``
+            (Zintgraf et al. 2019): the other families on their own models; they adapt by
+            encoding, prototypes, or a task context.
 
     Args:
         model: a :class:`metabt.learn.models.MetaModel` (MLP or GRU), or any ``nn.Module``
@@ -118,6 +105,7 @@ class MetaLearner:
         train_config: how it was trained (support, query, horizon, validation years,
             budget, untrained flag), set by ``metabt.experiments.roster.train_learner``; saved.
         step_count: outer steps taken. inner_lrs: metasgd's learned rates, name -> tensor.
+        family: the algorithm's :class:`metabt.learn.algorithms.LearnerFamily`.
 
     Raises:
         ConfigError: unknown algorithm or engine, non-positive rates, negative steps, a
@@ -149,9 +137,8 @@ class MetaLearner:
         feature_spec: FeatureSpecLike | None = None,
         head: str | None = None,
     ) -> None:
-        self._step = outer_step(algorithm, engine)
-        if head is not None and not self._step.head_only:
-            raise ConfigError(f"head={head!r} is for algorithm 'anil' only; drop it")
+        self._family = family_for(algorithm, engine)
+        self._family.check_head(head)
         if not any(True for _ in model.parameters()):
             raise ConfigError(f"model {type(model).__name__} has no parameters to learn")
         check_row_independent(model)
@@ -171,30 +158,15 @@ class MetaLearner:
         self.train_range: tuple[str, str] | None = None
         self.train_config: dict[str, Any] | None = None
         self.step_count = 0
-        self.engine = resolve_engine(engine, model, self._step)
+        self.engine = resolve_engine(engine, model, self._family)
         self._named_params = list(model.named_parameters())
         kernel = kernel_for(model)  # the NumPy inner loop of metabt's models, else None
         self._fold_cache = None if kernel is None else FoldCache(kernel)
         self._forward_numpy = None if kernel is None else kernel.forward
-        names = [n for n, _ in self._named_params]
-        if self._step.head_only:
-            prefix = find_head(model, head) + "."
-            self._adapt_names = tuple(n for n in names if n.startswith(prefix))
-        else:
-            self._adapt_names = tuple(names)
-        # ANIL on metabt's own head: the body runs once and the head's gradient is closed-form
-        self._fast_head = (
-            self._step.head_only
-            and isinstance(model, MetaModel)
-            and self._adapt_names == model.head_names
+        self._adapt_names = self._family.adapt_names(model, head)
+        self.inner_lrs: dict[str, nn.Parameter] = self._family.inner_rates(
+            model, self._adapt_names, self.inner_lr
         )
-        self.inner_lrs: dict[str, nn.Parameter] = {}
-        if self._step.learned_lr:
-            params = dict(model.named_parameters())
-            self.inner_lrs = {
-                n: nn.Parameter(torch.full_like(params[n].detach(), self.inner_lr))
-                for n in self._adapt_names
-            }
         self._optimizer = torch.optim.Adam(
             [*model.parameters(), *self.inner_lrs.values()], lr=self.meta_lr
         )
@@ -214,6 +186,11 @@ class MetaLearner:
     def dtype(self) -> torch.dtype:
         """θ's dtype (torch.float32 unless the model was converted)."""
         return next(self.model.parameters()).dtype
+
+    @property
+    def family(self) -> LearnerFamily:
+        """The algorithm's learner family (``metabt.learn.algorithms.FAMILIES[algorithm]``)."""
+        return self._family
 
     @property
     def optimizer(self) -> torch.optim.Optimizer:
@@ -246,7 +223,7 @@ class MetaLearner:
     def _numpy_theta(self) -> dict[str, np.ndarray]:  # views, no copy: read only
         return {k: v.detach().numpy() for k, v in self._named_params}
 
-    def _folded(self) -> tuple[np.ndarray, np.ndarray | float]:
+    def _folded(self) -> Folded:
         """θ and the rates in the kernel's flat layout, from the fold cache."""
         assert self._fold_cache is not None
         tensors = [p for _, p in self._named_params]  # θ and rates: the fold cache's key
@@ -255,7 +232,7 @@ class MetaLearner:
 
     # ----------------------------------------------------------------- outer loop
     def meta_step(self, xs: _Array, ys: _Array, xq: _Array, yq: _Array) -> float:
-        """One outer-loop update of θ on a batch of tasks (``metabt.learn.algorithms.OUTER_STEPS``).
+        """One outer-loop update of θ on a batch of tasks (the family's ``meta_step``).
 
         Args:
             xs: support inputs, (B, S, F_in) float (tensor or ndarray; cast to θ's dtype).
@@ -264,14 +241,15 @@ class MetaLearner:
             yq: query labels, (B, Q) float.
 
         Returns:
-            Mean over tasks of the query loss (MSE) after inner-loop adaptation, before this
-            update (for ``erm`` and ``scratch`` too, so that curves are comparable).
+            Mean over tasks of the query loss (the family's task loss, MSE) after inner-loop
+            adaptation, before this update (for ``erm`` and ``scratch`` too, so that curves
+            are comparable).
 
         Raises:
             ConfigError: if the shapes do not fit together.
         """
         xs, ys, xq, yq = as_batch(xs, ys, xq, yq, self.dtype)
-        loss = self._step(self, xs, ys, xq, yq)
+        loss = self._family.meta_step(self, xs, ys, xq, yq)
         self.step_count += 1
         return loss
 
@@ -284,22 +262,24 @@ class MetaLearner:
         *,
         reference: bool = False,
     ) -> AdaptedModel:
-        """Adapt θ to one support set; θ itself is left untouched.
+        """Adapt θ to one support set; θ itself is left untouched (the family's ``adapt``).
 
-        Plain gradient descent on the support MSE (learned per-parameter rates for metasgd,
-        the head only for anil), with no graph kept between steps: this is the test-time
-        inner loop that ``MetaStrategy`` runs inside the backtest. It runs on the cheapest
-        exact path: the model's fused NumPy kernel (``metabt.learn.kernels.fused.kernel_for``), a
-        closed-form gradient of the linear head for ANIL (the body runs once), else
-        ``torch.autograd``. The paths agree to float64 precision (tested).
+        For the gradient families, plain gradient descent on the support MSE (learned
+        per-parameter rates for metasgd, the head only for anil), with no graph kept between
+        steps: this is the test-time inner loop that ``MetaStrategy`` runs inside the
+        backtest. It runs on the cheapest exact path: the model's fused NumPy kernel
+        (``metabt.learn.kernels.fused.kernel_for``), a closed-form gradient of the linear
+        head for ANIL (the body runs once), else ``torch.autograd``. The paths agree to
+        float64 precision (tested). CNP encodes the support set, ProtoNet builds its
+        prototypes, CAVIA adapts its task context.
 
         Args:
             x_support: (S, F_in) float inputs (tensor or ndarray).
             y_support: (S,) float labels.
             steps: inner steps; None uses the learner's ``inner_steps``.
             reference: run the ``torch.autograd`` reference inner loop
-                (``metabt.learn.algorithms.adapt_autograd``) instead of the fast path; for tests
-                and benchmarks. Default False.
+                (``metabt.learn.algorithms.inner.adapt_autograd``) instead of the fast path;
+                for tests and benchmarks. Default False.
 
         Returns:
             An :class:`AdaptedModel` mapping x (N, F_in) -> predictions (N,), with the
@@ -310,42 +290,7 @@ class MetaLearner:
                 a negative ``steps``.
         """
         steps = _steps(steps, self.inner_steps)
-        if (own := self._step.adapt(self, x_support, y_support, steps)) is not None:
-            return own  # the other families (metabt.learn.families): CNP, ProtoNet, CAVIA
-        xn, yn = support_arrays(x_support, y_support, self._named_params[0][1])
-        cache, model = self._fold_cache, self.model
-        if cache is not None and not self._step.head_only and not reference:
-            assert isinstance(model, MetaModel)  # a kernel is registered for a MetaModel
-            before, after, phi_numpy = cache.kernel.adapt(*self._folded(), xn, yn, steps)
-            return AdaptedModel(
-                model.forward_with,
-                None,
-                loss_before=before,
-                loss_after=after,
-                steps=steps,
-                forward_numpy=self._forward_numpy,
-                numpy_params=phi_numpy,
-                backend="kernel",
-            )
-        x, y = torch.from_numpy(xn), torch.from_numpy(yn)
-        theta = {k: v.detach() for k, v in self._named_params}
-        if not reference and self._fast_head:
-            assert isinstance(model, MetaModel)
-            before, after, phi = adapt_head(model, theta, self._numpy_lrs(), x, y, steps)
-            return AdaptedModel(
-                model.forward_with,
-                phi,
-                loss_before=before,
-                loss_after=after,
-                steps=steps,
-                forward_numpy=self._forward_numpy,
-                backend="head",
-            )
-        lrs = self._detached_lrs()
-        before, after, phi = adapt_autograd(self.forward_with, theta, lrs, x, y, steps)
-        return AdaptedModel(
-            self.forward_with, phi, loss_before=before, loss_after=after, steps=steps
-        )
+        return self._family.adapt(self, x_support, y_support, steps, reference=reference)
 
     def adapt_batch(
         self,
@@ -377,19 +322,7 @@ class MetaLearner:
         """
         steps = _steps(steps, self.inner_steps)
         xn, yn = batch_support_arrays(x_support, y_support, self._named_params[0][1])
-        model, kernel = self.model, getattr(self._fold_cache, "kernel", None)
-        loop = self._step.adapts_itself or (self.engine == "higher" and kernel is None)
-        if reference or len(xn) == 1 or loop:
-            tasks = [self.adapt(x, y, steps, reference=reference) for x, y in zip(xn, yn)]
-            return stack_adapted(tasks, xn.dtype)
-        detached = {k: v.detach() for k, v in self._named_params}
-        if self._fast_head:
-            assert isinstance(model, MetaModel)
-            return head_batch(model, detached, self._numpy_lrs(), xn, yn, steps, kernel)
-        if kernel is not None and hasattr(kernel, "adapt_many") and not self._step.head_only:
-            assert isinstance(model, MetaModel)
-            return kernel_batch(kernel, model.forward_with, self._folded(), xn, yn, steps)
-        return vmap_batch(self.forward_with, detached, self._detached_lrs(), xn, yn, steps)
+        return self._family.adapt_batch(self, xn, yn, steps, reference=reference)
 
     def evaluate(
         self, xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor, steps: int | None = None
@@ -401,32 +334,14 @@ class MetaLearner:
             steps: inner steps; None uses the learner's ``inner_steps``.
 
         Returns:
-            Mean over tasks of the query MSE after adaptation.
+            Mean over tasks of the query loss (the family's task loss, MSE) after adaptation.
 
         Raises:
             ConfigError: if the shapes do not fit together.
         """
         xs, ys, xq, yq = as_batch(xs, ys, xq, yq, self.dtype)
         steps = self.inner_steps if steps is None else steps
-        if self.engine == "func" and not self._step.adapts_itself:
-            params = {k: v.detach() for k, v in self.model.named_parameters()}
-            lrs, head_only = self._detached_lrs(), self._step.head_only
-            with torch.no_grad():
-                batch_losses = query_losses(
-                    self,
-                    params,
-                    lrs,
-                    steps,
-                    (xs, ys, xq, yq),
-                    first_order=True,
-                    head_only=head_only,
-                )
-                return float(batch_losses.mean())
-        losses = [
-            float(mse(self.adapt(xs[b], ys[b], steps=steps)(xq[b]), yq[b]))
-            for b in range(xs.shape[0])
-        ]
-        return float(np.mean(losses))
+        return self._family.evaluate(self, xs, ys, xq, yq, steps)
 
     # --------------------------------------------------- training and checkpoints
     def fit(

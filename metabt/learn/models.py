@@ -335,8 +335,9 @@ class ProtoNet(ProtoNetNumpy, MetaModel):
 
     ReLU hidden layers and a linear ``head`` of width ``embed`` (the embedding, not a
     scalar). The class prototypes of a support set and the expected-return signal are in
-    ``metabt.learn.families`` (``ProtoStep``); :meth:`forward_with` reads them from the
-    ``prototypes.*`` entries of the parameter dict, and predicts 0 without them.
+    ``metabt.learn.algorithms.protonet`` (``ProtoNetFamily``); :meth:`forward_with` reads
+    them from the ``prototypes.*`` entries of the parameter dict, and predicts 0 without
+    them.
 
     Args:
         n_features: input width F.
@@ -412,8 +413,8 @@ class CaviaMLP(MLP):
 
     θ (the weights) is shared by every task; φ (``context`` dims) is not a parameter: it is
     0 at the start of every task and only it is adapted in the inner loop
-    (``metabt.learn.families.CaviaStep``). :meth:`forward_with` reads φ from the ``"context"``
-    entry of the parameter dict, else uses φ = 0.
+    (``metabt.learn.algorithms.cavia.CaviaFamily``). :meth:`forward_with` reads φ from the
+    ``"context"`` entry of the parameter dict, else uses φ = 0.
 
     Args:
         n_features: input width F (without the context).
@@ -701,7 +702,7 @@ def build_model(config: Mapping[str, Any]) -> nn.Module:
         raise ConfigError(
             f"model type {kind!r} is unknown{did_you_mean(str(kind), MODEL_TYPES)}; use one "
             f"of {sorted(MODEL_TYPES)} or an import path 'package.module:ClassName' "
-            "(--model-type)"
+            "(model_type)"
         )
     try:
         return _CLASSES[kind](**cfg)

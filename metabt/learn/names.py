@@ -2,7 +2,7 @@
 
 The command line builds its choices from these tuples (so ``metabt --help`` never imports
 torch), and the registries check that they register exactly these names
-(:data:`metabt.learn.algorithms.OUTER_STEPS`, ``metabt.learn.models.build_model``).
+(:data:`metabt.learn.algorithms.FAMILIES`, ``metabt.learn.models.build_model``).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from metabt.errors import ConfigError
-from metabt.learn.algorithms import OUTER_STEPS
+from metabt.learn.algorithms import FAMILIES
 from metabt.learn.checkpoint import (
     Checkpointable,
     learner_state,
@@ -253,7 +253,7 @@ def fit(
     if path is not None and resume and path.exists():
         run = _Run.resume(learner, path)
     start = run.step
-    if not OUTER_STEPS[learner.algorithm].updates_theta:
+    if not FAMILIES[learner.algorithm].updates_theta:
         steps = start  # nothing to train: θ stays the random initialisation
 
     if start == 0 and val_batch is not None and not run.result.val_losses:

@@ -1,2 +1,4 @@
 """Backtrader strategies: the shared signal trader, MetaStrategy, the cross-sectional
 portfolio and the baseline strategies."""
+
+__all__: list[str] = []

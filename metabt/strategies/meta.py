@@ -12,7 +12,7 @@ import os
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, cast
 
 import backtrader as bt
 import numpy as np
@@ -22,47 +22,12 @@ from metabt.data.bars import check_same_bars
 from metabt.errors import ConfigError
 from metabt.features import as_spec
 from metabt.features.spec import FeatureSpec, OnlineComputer, OnlineFeatures
+from metabt.learn.adapter import Adapted, Adapter, BatchAdapter
 from metabt.learn.learner import MetaLearner
 from metabt.learn.online import LOG_COLUMNS, OnlineMeta
-from metabt.learn.spec import FeatureSpecLike
 from metabt.strategies.trader import Signal, SignalTrader
 
 __all__ = ["Adapted", "Adapter", "MetaStrategy", "Signal", "SignalTrader"]
-
-
-@runtime_checkable
-class Adapted(Protocol):
-    """A model adapted to one support window (``learn.learner.AdaptedModel``, ``LinearFit``)."""
-
-    loss_before: float
-    loss_after: float
-    steps: int
-
-    def predict_row(self, x: np.ndarray) -> float: ...
-
-
-@runtime_checkable
-class Adapter(Protocol):
-    """What MetaStrategy adapts on each support window: a MetaLearner, or a baseline's
-    adapter (``metabt.learn.linear.RidgeAdapter``, ``RLSAdapter``).
-
-    Attributes:
-        feature_spec: the features and label the inputs come from.
-        algorithm: its name (``maml``, ``erm``, ``ridge``, ...), checked by baselines.
-        window: feature rows per model input (1 unless a sequence model).
-    """
-
-    feature_spec: FeatureSpecLike | None
-    algorithm: str
-
-    @property
-    def window(self) -> int: ...
-
-    def adapt(
-        self, x_support: np.ndarray, y_support: np.ndarray, steps: int | None = None
-    ) -> Adapted:
-        """Fit on x (S, window * F) and y (S,) realised pairs; leave the adapter unchanged."""
-        ...
 
 
 @dataclass
@@ -181,7 +146,8 @@ class MetaStrategy(SignalTrader):
         batch_adapt (bool): when several data are due to adapt on the same bar, adapt them
             in one ``MetaLearner.adapt_batch`` call and predict their rows in one
             ``predict_rows`` call (equal to the per-data path to float precision). Used
-            only when the learner has ``adapt_batch`` and the signal is MetaStrategy's own
+            only when the learner is a ``metabt.learn.adapter.BatchAdapter`` (has
+            ``adapt_batch``) and the signal is MetaStrategy's own
             (:meth:`_signal_is_per_asset`). Default True.
         seed (int): kept in ``strategy.p.seed`` for the run's record; adaptation is
             deterministic (full-batch gradient descent, no sampling), so equal data,
@@ -247,7 +213,7 @@ class MetaStrategy(SignalTrader):
         if required is not None and learner.algorithm != required:
             raise ConfigError(
                 f"{type(self).__name__} needs a learner trained with algorithm={required!r}, "
-                f"got {learner.algorithm!r}; train one with `metabt train --algorithm {required}`"
+                f"got {learner.algorithm!r}; train one with algorithm={required!r}"
             )
         for name in ("adapt_every", "support"):
             value = getattr(self.p, name)
@@ -292,6 +258,7 @@ class MetaStrategy(SignalTrader):
         self._online = (
             OnlineMeta(learner, rate, self.p.adapt_every, self.horizon) if rate > 0 else None
         )
+        self._batch_check: tuple[Adapter, bool] | None = None  # see _batch_adapter
 
     def start(self) -> None:
         """Set up sizing and the bar frequency; refuse bars of another kind than training's.
@@ -310,6 +277,16 @@ class MetaStrategy(SignalTrader):
     def _adapter(self) -> Adapter:
         """What adapts: the private online copy of θ when online meta-updates are on."""
         return self.learner if self._online is None else self._online.learner
+
+    def _batch_adapter(self) -> BatchAdapter | None:
+        """The adapter when it adapts several windows in one call (a :class:`BatchAdapter`,
+        e.g. a MetaLearner), else None. The ``isinstance`` check of a runtime protocol costs
+        tens of microseconds, so it runs once per adapter, not once per bar."""
+        adapter = self._adapter()
+        check = self._batch_check
+        if check is None or check[0] is not adapter:
+            check = self._batch_check = (adapter, isinstance(adapter, BatchAdapter))
+        return cast(BatchAdapter, adapter) if check[1] else None
 
     # ---- per-bar bookkeeping
     def _record_bar(self, state: _AssetState, data: bt.DataBase) -> int:
@@ -464,7 +441,7 @@ class MetaStrategy(SignalTrader):
             len(indices) > 1
             and self.p.batch_adapt
             and self._signal_is_per_asset()
-            and hasattr(self._adapter(), "adapt_batch")
+            and self._batch_adapter() is not None
         )
         signals = self._signals_batched(indices) if batched else super().compute_signals(indices)
         if self._online is not None:
@@ -494,11 +471,13 @@ class MetaStrategy(SignalTrader):
                 continue
             xs = np.stack([due[0] for _, _, due in group])
             ys = np.stack([due[1] for _, _, due in group])
-            batch = adapter.adapt_batch(xs, ys, steps=self.p.inner_steps)  # type: ignore[attr-defined]
-            lazy = batch.backend in ("kernel", "head")  # models without a task context
+            batcher = self._batch_adapter()
+            assert batcher is not None  # checked by compute_signals
+            adapted = batcher.adapt_batch(xs, ys, steps=self.p.inner_steps)
+            lazy = adapted.backend in ("kernel", "head")  # models without a task context
             for b, (state, k, due) in enumerate(group):
-                model = _Slot(batch, b) if lazy else batch.model(b)
-                self._adopt(state, self.datas[state.index], k, model, due, (batch, b))
+                model = _Slot(adapted, b) if lazy else adapted.model(b)
+                self._adopt(state, self.datas[state.index], k, model, due, (adapted, b))
         out = [math.nan] * len(states)
         live = [
             j

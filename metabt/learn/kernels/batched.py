@@ -2,10 +2,11 @@
 
 ``MetaLearner.adapt_batch`` adapts the same θ to B support sets of equal length S (a
 multi-asset strategy groups its assets by support length) on the cheapest exact path:
-the fused NumPy kernels with a leading task axis (``metabt.learn.kernels.fused``, metabt's MLP and
-GRU), ANIL's closed-form head over batched body features, else ``torch.func.vmap`` of
-the inner loop (any module). Each task's result equals a separate ``MetaLearner.adapt``
-to float precision (tested). The result is a :class:`BatchAdapted`.
+the fused NumPy kernels with a leading task axis (``metabt.learn.kernels.fused``, metabt's
+MLP and GRU), ANIL's closed-form head over batched body features, else ``torch.func.vmap``
+of the inner loop (any module: ``metabt.learn.algorithms.inner.vmap_batch``). Each task's
+result equals a separate ``MetaLearner.adapt`` to float precision (tested). The result is
+a :class:`BatchAdapted`.
 """
 
 from __future__ import annotations
@@ -17,19 +18,17 @@ import torch
 from torch import Tensor
 
 from metabt.errors import ConfigError
-from metabt.learn.algorithms import AdaptedModel, Forward, Params, inner_loop, mse
-from metabt.learn.kernels.fused import BatchKernel
+from metabt.learn.adapted import AdaptedModel, Forward
+from metabt.learn.kernels.fused import BatchKernel, FastKernel, as_batch_kernel
 from metabt.learn.models import MetaModel
 
 __all__ = [
     "BatchAdapted",
     "adapt_head_many",
-    "adapt_vmap",
     "batch_support_arrays",
     "head_batch",
     "kernel_batch",
     "stack_adapted",
-    "vmap_batch",
 ]
 
 
@@ -77,7 +76,7 @@ class BatchAdapted:
     Args:
         forward_rows: x (B, F_in) ndarray of θ's dtype -> (B,) predictions, task b's model
             on row b.
-        make_model: i -> task i's :class:`metabt.learn.algorithms.AdaptedModel`.
+        make_model: i -> task i's :class:`metabt.learn.adapted.AdaptedModel`.
         loss_before, loss_after: (B,) support MSE at θ and at each φ_b.
         steps: inner-loop steps taken.
         backend: "kernel", "head", "vmap" or "loop" (separate ``adapt`` calls).
@@ -199,7 +198,7 @@ def adapt_head_many(
     y: np.ndarray,
     steps: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """ANIL's closed-form head inner loop (``metabt.learn.algorithms.adapt_head``) for B tasks.
+    """ANIL's closed-form head inner loop (``metabt.learn.algorithms.inner.adapt_head``), B tasks.
 
     The body runs once on all B support sets; each task's linear head then takes
     ``steps`` gradient steps, ``2/S hᵀr`` (weight) and ``2/S Σr`` (bias) for residuals r.
@@ -241,19 +240,21 @@ def head_batch(
     x: np.ndarray,
     y: np.ndarray,
     steps: int,
-    kernel: BatchKernel | None,
+    kernel: FastKernel | None,
 ) -> BatchAdapted:
     """Adapt ANIL's head on B tasks (:func:`adapt_head_many`); backend "head".
 
     Args:
         model, theta, lrs, x, y, steps: as :func:`adapt_head_many` takes them.
-        kernel: the model's NumPy kernel (its ``forward_many`` predicts), or None (torch).
+        kernel: the model's NumPy kernel (a :class:`BatchKernel`'s ``forward_many``
+            predicts), or None (torch).
 
     Returns:
         A :class:`BatchAdapted`.
     """
     before, after, weight, bias = adapt_head_many(model, theta, lrs, x, y, steps)
     n_tasks = len(before)
+    many = as_batch_kernel(kernel)  # checked once, not per row
     body = {k: v.numpy() for k, v in theta.items() if k not in model.head_names}
 
     def make_model(i: int) -> AdaptedModel:
@@ -274,9 +275,9 @@ def head_batch(
         )
 
     def forward_rows(rows: np.ndarray) -> np.ndarray:
-        if kernel is not None and hasattr(kernel, "forward_many"):
+        if many is not None:
             shared = {k: np.broadcast_to(v, (n_tasks, *v.shape)) for k, v in body.items()}
-            return kernel.forward_many({**shared, "head.weight": weight, "head.bias": bias}, rows)
+            return many.forward_many({**shared, "head.weight": weight, "head.bias": bias}, rows)
         with torch.no_grad():
             h = model.body_with(theta, torch.from_numpy(rows)).numpy()  # θ's body, (B, H)
         return np.einsum("bh,bh->b", h, weight[:, 0]) + bias[:, 0]
@@ -288,108 +289,6 @@ def head_batch(
         loss_after=after,
         steps=steps,
         backend="head",
-        dtype=x.dtype,
-    )
-
-
-def adapt_vmap(
-    forward: Forward,
-    theta: Mapping[str, Tensor],
-    lrs: Mapping[str, Tensor | float],
-    x: Tensor,
-    y: Tensor,
-    steps: int,
-) -> tuple[Tensor, Tensor, Params]:
-    """:func:`adapt_autograd` for B support sets at once: ``torch.func.vmap`` of the inner loop.
-
-    The batched test-time inner loop of any module (``MetaLearner.adapt_batch``): each
-    task gets its own φ_b from the same θ; no graph is kept.
-
-    Args:
-        forward: (params, x) -> predictions (N,) (vmappable: ``functional_call`` of a module).
-        theta: θ, name -> tensor without autograd history.
-        lrs: name -> inner rate; its keys are the parameters adapted.
-        x: (B, S, F_in) support inputs; y: (B, S) support labels, θ's dtype.
-        steps: inner steps (>= 0).
-
-    Returns:
-        (loss_before (B,), loss_after (B,), φ name -> (B, *shape) tensor for every
-        parameter of θ; the ones not adapted are θ expanded, without a copy).
-
-    References:
-        Finn et al. 2017, eq. 1; PyTorch docs, "torch.func.vmap" and "torch.func.grad".
-    """
-    names = list(lrs)
-    start = {n: theta[n] for n in names}
-    rest = {k: v for k, v in theta.items() if k not in start}
-
-    def predict(p: Mapping[str, Tensor], xb: Tensor) -> Tensor:
-        return forward({**rest, **p}, xb)
-
-    def one(xb: Tensor, yb: Tensor) -> tuple[Tensor, Tensor, Params]:
-        phi = inner_loop(start, predict, xb, yb, steps, lrs, first_order=True)
-        return mse(predict(start, xb), yb), mse(predict(phi, xb), yb), phi
-
-    with torch.no_grad():
-        before, after, phi = torch.func.vmap(one)(x, y)
-    batch = x.shape[0]
-    return (
-        before,
-        after,
-        {
-            **{k: v.expand(batch, *v.shape) for k, v in rest.items()},
-            **phi,
-        },
-    )
-
-
-def vmap_batch(
-    forward: Forward,
-    theta: Mapping[str, Tensor],
-    lrs: Mapping[str, Tensor | float],
-    x: np.ndarray,
-    y: np.ndarray,
-    steps: int,
-) -> BatchAdapted:
-    """Adapt any module on B tasks with :func:`adapt_vmap`; backend "vmap".
-
-    Args:
-        forward: the learner's ``forward_with`` (``functional_call`` of the module).
-        theta, lrs, steps: as :func:`adapt_vmap` takes them; x (B, S, F_in), y (B, S)
-            ndarrays of θ's dtype.
-
-    Returns:
-        A :class:`BatchAdapted` (predictions through ``vmap`` of ``forward``).
-    """
-    before_t, after_t, phi = adapt_vmap(
-        forward, theta, lrs, torch.from_numpy(x), torch.from_numpy(y), steps
-    )
-    before, after = before_t.numpy(), after_t.numpy()
-
-    def one_row(p: Params, row: Tensor) -> Tensor:
-        return forward(p, row[None])[0]
-
-    def forward_rows(rows: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return torch.func.vmap(one_row)(phi, torch.from_numpy(rows)).numpy()
-
-    def make_model(i: int) -> AdaptedModel:
-        return AdaptedModel(
-            forward,
-            {k: v[i] for k, v in phi.items()},
-            loss_before=float(before[i]),
-            loss_after=float(after[i]),
-            steps=steps,
-            backend="vmap",
-        )
-
-    return BatchAdapted(
-        forward_rows,
-        make_model,
-        loss_before=before,
-        loss_after=after,
-        steps=steps,
-        backend="vmap",
         dtype=x.dtype,
     )
 

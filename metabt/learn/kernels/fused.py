@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
 import numpy as np
 
@@ -27,6 +27,7 @@ __all__ = [
     "FoldCache",
     "GRUKernel",
     "MLPKernel",
+    "as_batch_kernel",
     "kernel_for",
     "register_kernel",
 ]
@@ -77,11 +78,13 @@ class FastKernel(Protocol):
         ...
 
 
+@runtime_checkable
 class BatchKernel(FastKernel, Protocol):
     """A :class:`FastKernel` that also adapts B support sets at once (a leading task axis).
 
-    ``MetaLearner.adapt_batch`` uses it when the kernel has these methods, else
-    ``torch.func.vmap``. Each task's result equals a separate :meth:`FastKernel.adapt`.
+    ``MetaLearner.adapt_batch`` uses it when ``isinstance(kernel, BatchKernel)`` (the
+    methods exist; :func:`as_batch_kernel`), else ``torch.func.vmap``. Each task's result
+    equals a separate :meth:`FastKernel.adapt`.
     """
 
     def adapt_many(
@@ -102,6 +105,30 @@ class BatchKernel(FastKernel, Protocol):
     def forward_many(self, params: ArrayParams, x: np.ndarray) -> np.ndarray:
         """Task b's model on row b. params: name -> (B, *shape); x: (B, F_in) -> (B,)."""
         ...
+
+
+_BATCH_CLASSES: dict[type, bool] = {}  # kernel class -> isinstance(kernel, BatchKernel)
+
+
+def as_batch_kernel(kernel: FastKernel | None) -> BatchKernel | None:
+    """``kernel`` when it is a :class:`BatchKernel` (``isinstance``), else None.
+
+    The check of a runtime protocol costs tens of microseconds, a test-time budget of its
+    own, so its result is kept per kernel class (a kernel's methods are its class's).
+
+    Args:
+        kernel: a kernel (:func:`kernel_for`), or None.
+
+    Returns:
+        The same object typed as a :class:`BatchKernel`, or None.
+    """
+    if kernel is None:
+        return None
+    cls = type(kernel)
+    many = _BATCH_CLASSES.get(cls)
+    if many is None:
+        many = _BATCH_CLASSES[cls] = isinstance(kernel, BatchKernel)
+    return cast(BatchKernel, kernel) if many else None
 
 
 def _fold(

@@ -1,0 +1,277 @@
+"""The base of every learner family: what a family does for ``MetaLearner``, and what it reads.
+
+A learner family is one meta-learning algorithm: its outer update (:meth:`meta_step`), its
+test-time adaptation to one support set (:meth:`adapt`) and to B at once
+(:meth:`adapt_batch`), its evaluation (:meth:`evaluate`) and the models it runs on
+(:meth:`check_model`). ``metabt.learn.learner.MetaLearner`` holds one family, from the
+registry ``metabt.learn.algorithms.FAMILIES``, and delegates to it.
+
+Two branches derive from :class:`LearnerFamily`:
+
+* ``metabt.learn.algorithms.gradient.GradientFamily``: test-time adaptation is gradient
+  descent on θ (MAML, FOMAML, Meta-SGD, ANIL, Reptile, ERM, scratch), on any model whose
+  ``paired_algorithm`` is None;
+* :class:`PairedFamily`: a family with its own model and its own adaptation (CNP,
+  ProtoNet, CAVIA).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import ClassVar, Protocol, TypeVar
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from metabt.errors import ConfigError
+from metabt.learn.adapted import AdaptedModel, Params
+from metabt.learn.kernels.batched import BatchAdapted, stack_adapted
+from metabt.learn.kernels.fused import FoldCache, Folded
+from metabt.learn.losses import MSE, TaskLoss
+from metabt.learn.models import MetaModel
+
+__all__ = ["Learner", "LearnerFamily", "PairedFamily", "theta_of", "update_theta"]
+
+M = TypeVar("M", bound=MetaModel)
+
+
+class Learner(Protocol):
+    """What a family reads from its learner (``metabt.learn.learner.MetaLearner`` is one).
+
+    Attributes:
+        model: the module holding θ; its parameters are what the optimizer updates.
+        engine: "higher" or "func" (resolved, never "auto").
+        inner_lr: scalar inner learning rate; inner_steps: inner steps per adaptation.
+        inner_lrs: learned per-parameter inner rates (Meta-SGD), else empty.
+        optimizer: the outer-loop optimizer over θ and ``inner_lrs``.
+        adapt_names: names of the parameters the inner loop adapts.
+
+    The underscored members are ``MetaLearner``'s test-time caches, shared with its
+    families (not public API): θ's (name, parameter) pairs, the fold cache of the model's
+    fused NumPy kernel (``metabt.learn.kernels.fused``; None without a kernel), the
+    kernel's NumPy forward pass, and the inner rates detached or as ndarrays.
+    """
+
+    @property
+    def model(self) -> nn.Module: ...
+    @property
+    def engine(self) -> str: ...
+    @property
+    def inner_lr(self) -> float: ...
+    @property
+    def inner_steps(self) -> int: ...
+    @property
+    def inner_lrs(self) -> Mapping[str, nn.Parameter]: ...
+    @property
+    def optimizer(self) -> torch.optim.Optimizer: ...
+    @property
+    def adapt_names(self) -> tuple[str, ...]: ...
+    @property
+    def _named_params(self) -> list[tuple[str, nn.Parameter]]: ...
+    @property
+    def _fold_cache(self) -> FoldCache | None: ...
+    @property
+    def _forward_numpy(
+        self,
+    ) -> Callable[[Mapping[str, np.ndarray], np.ndarray], np.ndarray] | None: ...
+
+    def forward_with(self, params: Mapping[str, Tensor], x: Tensor) -> Tensor:
+        """Prediction with explicit parameters. x: (N, F_in) -> (N,)."""
+        ...
+
+    def adapt(
+        self,
+        x_support: Tensor | np.ndarray,
+        y_support: Tensor | np.ndarray,
+        steps: int | None = None,
+        *,
+        reference: bool = False,
+    ) -> AdaptedModel:
+        """Test-time adaptation to one support set."""
+        ...
+
+    def evaluate(
+        self, xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor, steps: int | None = None
+    ) -> float:
+        """Mean query loss after adaptation."""
+        ...
+
+    def _detached_lrs(self) -> dict[str, Tensor | float]: ...
+    def _numpy_lrs(self) -> dict[str, np.ndarray | float]: ...
+    def _folded(self) -> Folded: ...
+
+
+def theta_of(model: nn.Module) -> Params:
+    """θ without autograd history: name -> detached parameter (no copy)."""
+    return {k: v.detach() for k, v in model.named_parameters()}
+
+
+def update_theta(learner: Learner, loss: Tensor) -> float:
+    """One step of the learner's outer optimizer on ``loss`` (a () tensor); returns its value."""
+    learner.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    learner.optimizer.step()
+    return float(loss.detach())
+
+
+@dataclass(frozen=True, kw_only=True)
+class LearnerFamily(abc.ABC):
+    """One meta-learning algorithm: outer update, test-time adaptation, evaluation, models.
+
+    A family holds no learner state (θ, optimizer and caches live in the learner it is
+    handed), so one instance serves every learner of its algorithm. Task batches are xs
+    (B, S, F_in), ys (B, S), xq (B, Q, F_in), yq (B, Q) in θ's dtype; one support set is
+    x (S, F_in), y (S,).
+
+    Subclasses implement :meth:`meta_step` and :meth:`adapt`; :meth:`adapt_batch` and
+    :meth:`evaluate` default to one :meth:`adapt` per task.
+
+    Args:
+        loss: the query loss the outer loop minimises and :meth:`evaluate` reports
+            (:class:`metabt.learn.losses.TaskLoss`). Default MSE.
+
+    Attributes:
+        model_type: the metabt model type the family runs on (``"cnp"``, ...), or None:
+            any model whose ``paired_algorithm`` is None.
+        updates_theta: False when the outer loop never changes θ (scratch): ``fit`` then
+            runs no step.
+    """
+
+    loss: TaskLoss = MSE
+    model_type: ClassVar[str | None] = None
+    updates_theta: ClassVar[bool] = True
+
+    # ---------------------------------------------------------------- set-up hooks
+    def check_model(self, model: nn.Module) -> None:
+        """Refuse a model of another family: a model paired with an algorithm ("cnp",
+        "protonet", "cavia") runs only with it.
+
+        Raises:
+            ConfigError: the model does not fit the algorithm (with the fix).
+        """
+        paired = getattr(model, "paired_algorithm", None) if isinstance(model, MetaModel) else None
+        if paired is not None:
+            raise ConfigError(
+                f"model {type(model).__name__} is meta-trained only by algorithm {paired!r}; "
+                f"pass algorithm={paired!r}, or an 'mlp' or 'gru' model for a gradient-based "
+                "algorithm"
+            )
+
+    def check_head(self, head: str | None) -> None:
+        """Refuse a ``head`` name: only ANIL adapts a named submodule.
+
+        Raises:
+            ConfigError: ``head`` is not None.
+        """
+        if head is not None:
+            raise ConfigError(f"head={head!r} is for algorithm 'anil' only; drop it")
+
+    def adapt_names(self, model: nn.Module, head: str | None) -> tuple[str, ...]:
+        """Names of the parameters the inner loop adapts: all of θ (``named_parameters``)."""
+        return tuple(n for n, _ in model.named_parameters())
+
+    def inner_rates(
+        self, model: nn.Module, names: tuple[str, ...], inner_lr: float
+    ) -> dict[str, nn.Parameter]:
+        """Meta-learned inner rates, name -> parameter of its parameter's shape: none here."""
+        return {}
+
+    # ------------------------------------------------------------------ the algorithm
+    @abc.abstractmethod
+    def meta_step(self, learner: Learner, xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor) -> float:
+        """One outer-loop update of θ with ``learner.optimizer`` on a task batch.
+
+        Returns:
+            The mean query loss after inner-loop adaptation, measured before the update.
+        """
+
+    @abc.abstractmethod
+    def adapt(
+        self,
+        learner: Learner,
+        x: Tensor | np.ndarray,
+        y: Tensor | np.ndarray,
+        steps: int,
+        *,
+        reference: bool = False,
+    ) -> AdaptedModel:
+        """Test-time adaptation to one support set; θ is left untouched.
+
+        Args:
+            learner: the learner. x: (S, F_in) support inputs; y: (S,) labels (tensor or
+                ndarray, converted to θ's dtype). steps: checked inner steps (>= 0).
+            reference: run the reference implementation instead of a fast path.
+
+        Returns:
+            An :class:`metabt.learn.adapted.AdaptedModel`.
+
+        Raises:
+            ConfigError: mismatched shapes, an empty support set or non-finite values.
+        """
+
+    def adapt_batch(
+        self,
+        learner: Learner,
+        x: np.ndarray,
+        y: np.ndarray,
+        steps: int,
+        *,
+        reference: bool = False,
+    ) -> BatchAdapted:
+        """Adapt to B support sets, x (B, S, F_in) and y (B, S) ndarrays of θ's dtype
+        (checked); here one ``learner.adapt`` per task (backend "loop").
+
+        Returns:
+            A :class:`metabt.learn.kernels.batched.BatchAdapted`.
+        """
+        tasks = [learner.adapt(xb, yb, steps, reference=reference) for xb, yb in zip(x, y)]
+        return stack_adapted(tasks, x.dtype)
+
+    def evaluate(
+        self, learner: Learner, xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor, steps: int
+    ) -> float:
+        """Mean over tasks of the query loss after adapting to each support set (θ unchanged);
+        here one ``learner.adapt`` per task."""
+        losses = [
+            float(self.loss(learner.adapt(xs[b], ys[b], steps=steps)(xq[b]), yq[b]))
+            for b in range(xs.shape[0])
+        ]
+        return float(np.mean(losses))
+
+
+@dataclass(frozen=True, kw_only=True)
+class PairedFamily(LearnerFamily):
+    """A family with its own model type and its own test-time adaptation (CNP, ProtoNet,
+    CAVIA): it runs only on the model of its name, and that model only with it.
+
+    Attributes:
+        model_type: the model type (``metabt.learn.models.build_model``) of the family.
+    """
+
+    def check_model(self, model: nn.Module) -> None:
+        """Refuse any model but the family's own.
+
+        Raises:
+            ConfigError: the model is of another type (with the fix).
+        """
+        paired = getattr(model, "paired_algorithm", None) if isinstance(model, MetaModel) else None
+        kind = self.model_type
+        if paired != kind:
+            raise ConfigError(
+                f"algorithm {kind!r} needs the {kind!r} model, got {type(model).__name__}; "
+                f"build it with build_model({{'type': {kind!r}, 'n_features': F}}) "
+                f"(model_type={kind!r}; it replaces the default model_type='mlp')"
+            )
+
+    @staticmethod
+    def _model(learner: Learner, cls: type[M]) -> M:
+        """The learner's model, checked to be a ``cls``."""
+        model = learner.model
+        if not isinstance(model, cls):
+            raise ConfigError(
+                f"this algorithm needs a {cls.__name__} model, got {type(model).__name__}"
+            )
+        return model

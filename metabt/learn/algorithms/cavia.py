@@ -1,0 +1,171 @@
+"""CAVIA: only a task context φ is adapted in the inner loop; the network θ is shared."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from metabt.learn.adapted import AdaptedModel, support_arrays
+from metabt.learn.algorithms.base import Learner, PairedFamily, theta_of, update_theta
+from metabt.learn.losses import mse
+from metabt.learn.models import CaviaMLP
+
+__all__ = ["CaviaFamily", "context_loop"]
+
+
+def context_loop(
+    model: CaviaMLP,
+    params: Mapping[str, Tensor],
+    x: Tensor,
+    y: Tensor,
+    steps: int,
+    lr: float,
+    *,
+    first_order: bool = False,
+) -> Tensor:
+    """CAVIA's inner loop: φ ← φ − α ∇_φ mse(f_θ(x, φ), y), ``steps`` times from φ = 0.
+
+    Written with ``torch.func.grad``, so it runs under ``vmap`` (one task per call) and is
+    differentiable with respect to θ (second order) unless ``first_order``.
+
+    Args:
+        model: the CAVIA MLP. params: θ (with autograd history for a meta-gradient).
+        x: (S, F) support inputs; y: (S,) labels. steps: inner steps (>= 0). lr: α.
+        first_order: treat the inner gradients as constants.
+
+    Returns:
+        φ, (C,) tensor of θ's dtype.
+
+    References:
+        Zintgraf et al. 2019, "Fast Context Adaptation via Meta-Learning", algorithm 1.
+    """
+    key = CaviaMLP.CONTEXT_KEY
+
+    def support_loss(context: Tensor) -> Tensor:
+        return mse(model.forward_with({**params, key: context}, x), y)
+
+    grad_fn = torch.func.grad(support_loss)
+    context = x.new_zeros(model.context_size)
+    for _ in range(steps):
+        grad = grad_fn(context)
+        context = context - lr * (grad.detach() if first_order else grad)
+    return context
+
+
+@dataclass(frozen=True, kw_only=True)
+class CaviaFamily(PairedFamily):
+    """CAVIA (``cavia``): only a task context φ is adapted in the inner loop; θ is shared.
+
+    φ (``CaviaMLP.context_size`` dims, concatenated to the input) starts at 0 for every
+    task and is not meta-learned; ``inner_steps`` steps of gradient descent at ``inner_lr``
+    adapt it to the support set (the paper uses a large rate, ~1, since only φ moves), and
+    θ is updated by the meta-gradient of the query loss (MSE by default) at the adapted φ.
+    Engines: ``func`` (:func:`context_loop` inside ``vmap``, all tasks at once) and
+    ``higher`` (one task at a time with ``torch.autograd.grad(create_graph=...)``, the
+    reference) compute the same meta-gradient. At test time φ is adapted by
+    ``torch.autograd`` (no graph kept) and is exposed as ``AdaptedModel.context``, a task
+    embedding.
+
+    Args:
+        second_order: differentiate through the inner loop (default); False treats the
+            inner gradients as constants (first-order CAVIA).
+        loss: the query loss (:class:`metabt.learn.losses.TaskLoss`). Default MSE.
+
+    References:
+        Zintgraf, Shiarlis, Kurin, Hofmann, Whiteson 2019, "Fast Context Adaptation via
+        Meta-Learning".
+    """
+
+    second_order: bool = True
+    model_type: ClassVar[str | None] = "cavia"
+
+    def meta_step(self, learner: Learner, xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor) -> float:
+        """Update θ by the meta-gradient; returns the mean query loss (before the update)."""
+        model = self._model(learner, CaviaMLP)
+        params = dict(model.named_parameters())
+        key = CaviaMLP.CONTEXT_KEY
+        if learner.engine == "func":
+
+            def task_loss(xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor) -> Tensor:
+                context = context_loop(
+                    model,
+                    params,
+                    xs,
+                    ys,
+                    learner.inner_steps,
+                    learner.inner_lr,
+                    first_order=not self.second_order,
+                )
+                return self.loss(model.forward_with({**params, key: context}, xq), yq)
+
+            return update_theta(learner, torch.func.vmap(task_loss)(xs, ys, xq, yq).mean())
+        learner.optimizer.zero_grad(set_to_none=True)
+        total, batch = 0.0, xs.shape[0]
+        for b in range(batch):
+            loss = self._task_loss(learner, model, params, xs[b], ys[b], xq[b], yq[b])
+            (loss / batch).backward()
+            total += float(loss.detach())
+        learner.optimizer.step()
+        return total / batch
+
+    def _task_loss(
+        self,
+        learner: Learner,
+        model: CaviaMLP,
+        params: Mapping[str, Tensor],
+        xs: Tensor,
+        ys: Tensor,
+        xq: Tensor,
+        yq: Tensor,
+    ) -> Tensor:
+        """One task's query loss, inner loop by ``torch.autograd`` (the reference engine)."""
+        key = CaviaMLP.CONTEXT_KEY
+        context = xs.new_zeros(model.context_size, requires_grad=True)
+        for _ in range(learner.inner_steps):
+            loss = mse(model.forward_with({**params, key: context}, xs), ys)
+            (grad,) = torch.autograd.grad(loss, context, create_graph=self.second_order)
+            context = context - learner.inner_lr * grad
+            if not self.second_order:
+                context = context.detach().requires_grad_()
+        return self.loss(model.forward_with({**params, key: context}, xq), yq)
+
+    def adapt(
+        self,
+        learner: Learner,
+        x: Tensor | np.ndarray,
+        y: Tensor | np.ndarray,
+        steps: int,
+        *,
+        reference: bool = False,
+    ) -> AdaptedModel:
+        """Adapt φ to one support set (x (S, F), y (S,)) with ``steps`` gradient steps
+        (``torch.autograd``, the only path: ``reference`` changes nothing)."""
+        model = self._model(learner, CaviaMLP)
+        theta = theta_of(model)
+        xn, yn = support_arrays(x, y, next(iter(theta.values())))
+        xt, yt = torch.from_numpy(xn), torch.from_numpy(yn)
+        key, context = CaviaMLP.CONTEXT_KEY, xt.new_zeros(model.context_size)
+        before = math.nan
+        with torch.enable_grad():
+            for i in range(steps):
+                leaf = context.detach().requires_grad_()
+                loss = mse(model.forward_with({**theta, key: leaf}, xt), yt)
+                before = float(loss.detach()) if i == 0 else before
+                (grad,) = torch.autograd.grad(loss, leaf)
+                context = (leaf - learner.inner_lr * grad).detach()
+        with torch.no_grad():
+            after = float(mse(model.forward_with({**theta, key: context}, xt), yt))
+        return AdaptedModel(
+            model.forward_with,
+            {**theta, key: context},
+            loss_before=after if steps == 0 else before,
+            loss_after=after,
+            steps=steps,
+            backend="context",
+        )

@@ -1,0 +1,429 @@
+"""The inner loops of the gradient families, as pure functions of explicit parameters.
+
+The meta-training inner loop (:func:`inner_loop`, written with ``torch.func.grad`` so that
+it runs under ``vmap`` and is differentiable through), the query losses after it (one task:
+:func:`query_loss`, :func:`head_query_loss`, :func:`partial_query_loss`; all tasks:
+:func:`query_losses`), and the test-time inner loops (:func:`adapt_autograd`, the reference;
+:func:`adapt_head`, ANIL's closed form; :func:`adapt_vmap` and :func:`vmap_batch`, B tasks at
+once). Every inner loop descends the support MSE (:func:`metabt.learn.losses.mse`); the
+query loss is the family's :class:`metabt.learn.losses.TaskLoss`.
+
+Every function runs on any ``torch.nn.Module`` mapping (N, F_in) to (N,) or (N, 1), through
+its ``forward_with`` (``torch.func.functional_call``; PyTorch docs, "torch.func").
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from metabt.errors import ConfigError
+from metabt.learn.adapted import AdaptedModel, Forward, Params
+from metabt.learn.kernels.batched import BatchAdapted
+from metabt.learn.losses import MSE, TaskLoss, mse
+from metabt.learn.models import MetaModel
+
+__all__ = [
+    "Forward",
+    "Params",
+    "TaskFn",
+    "adapt_autograd",
+    "adapt_head",
+    "adapt_vmap",
+    "head_query_loss",
+    "inner_loop",
+    "partial_query_loss",
+    "prediction",
+    "query_loss",
+    "query_losses",
+    "vmap_batch",
+]
+
+#: One task's query loss: (xs (S, F_in), ys (S,), xq (Q, F_in), yq (Q,)) -> ().
+TaskFn = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
+
+
+def prediction(out: Tensor, x: Tensor, model: nn.Module) -> Tensor:
+    """A model's output as one prediction per input row: (N,) or (N, 1) -> (N,).
+
+    Every loss is ``mse(prediction, labels)`` on (N,) labels: an (N, 1) output, what an
+    ``nn.Linear(h, 1)`` head returns, would otherwise broadcast into an (N, N) loss and
+    train on nonsense without a word.
+
+    Args:
+        out: the model's output for ``x``.
+        x: its input, (N, F_in).
+        model: the module (named in the error).
+
+    Returns:
+        (N,) tensor.
+
+    Raises:
+        ConfigError: any other output shape.
+    """
+    rows = x.shape[0]
+    if out.shape == (rows,):
+        return out
+    if out.shape == (rows, 1):
+        return out.squeeze(-1)
+    raise ConfigError(
+        f"{type(model).__name__} returned shape {tuple(out.shape)} for {rows} input rows; "
+        f"a metabt model must map (N, F) to (N,) or (N, 1), here ({rows},) or ({rows}, 1)"
+    )
+
+
+def inner_loop(
+    fast: Params,
+    predict: Forward,
+    x: Tensor,
+    y: Tensor,
+    steps: int,
+    lrs: Mapping[str, Tensor | float],
+    first_order: bool,
+) -> Params:
+    """``steps`` steps of gradient descent on the support MSE, written with ``torch.func.grad``.
+
+    ``φ ← φ − α ⊙ ∇_φ mse(predict(φ, x), y)`` (Finn et al. 2017, eq. 1; per-parameter α
+    for Meta-SGD, Li et al. 2017). Differentiable with respect to the starting point (and
+    learned rates) unless ``first_order`` (FOMAML), in which case the inner gradients are
+    treated as constants. Runs under ``torch.func.vmap`` (one task per call).
+
+    Args:
+        fast: starting parameters, name -> tensor (the adapted subset of θ).
+        predict: (params, x) -> predictions.
+        x: (S, F_in) support inputs; y: (S,) support labels.
+        steps: inner steps (>= 0).
+        lrs: name -> inner rate (float or tensor of the parameter's shape) for each of fast.
+        first_order: treat the inner gradients as constants.
+
+    Returns:
+        The adapted parameters φ, name -> tensor.
+    """
+
+    def support_loss(p: Params) -> Tensor:
+        return mse(predict(p, x), y)
+
+    grad_fn = torch.func.grad(support_loss)
+    for _ in range(steps):
+        grads = grad_fn(fast)
+        if first_order:
+            grads = {k: g.detach() for k, g in grads.items()}
+        fast = {k: fast[k] - lrs[k] * grads[k] for k in fast}
+    return fast
+
+
+def query_loss(
+    predict: Forward,
+    params: Mapping[str, Tensor],
+    lrs: Mapping[str, Tensor | float],
+    steps: int,
+    task: tuple[Tensor, Tensor, Tensor, Tensor],
+    *,
+    first_order: bool,
+    loss: TaskLoss = MSE,
+) -> Tensor:
+    """One task's query loss after :func:`inner_loop` adapts every parameter (MAML, Meta-SGD).
+
+    Args:
+        predict: (params, x) -> predictions (N,), the learner's ``forward_with``.
+        params: θ, name -> tensor (with autograd history for a meta-gradient).
+        lrs: inner rate of every parameter of ``params``.
+        steps: inner steps (>= 0).
+        task: xs (S, F_in), ys (S,), xq (Q, F_in), yq (Q,), θ's dtype.
+        first_order: treat the inner gradients as constants (FOMAML).
+        loss: the query loss. Default MSE.
+
+    Returns:
+        () tensor.
+
+    References:
+        Finn, Abbeel, Levine 2017, "Model-Agnostic Meta-Learning for Fast Adaptation of
+        Deep Networks"; Li et al. 2017, "Meta-SGD".
+    """
+    xs, ys, xq, yq = task
+    fast = inner_loop(dict(params), predict, xs, ys, steps, lrs, first_order)
+    return loss(predict(fast, xq), yq)
+
+
+def head_query_loss(
+    model: MetaModel,
+    params: Mapping[str, Tensor],
+    lrs: Mapping[str, Tensor | float],
+    steps: int,
+    task: tuple[Tensor, Tensor, Tensor, Tensor],
+    *,
+    first_order: bool,
+    loss: TaskLoss = MSE,
+) -> Tensor:
+    """One task's query loss after adapting only the head of a metabt model (ANIL).
+
+    The body runs once on the support and query inputs; the inner loop adapts
+    ``model.head_names`` on the body features.
+
+    Args:
+        model: a :class:`metabt.learn.models.MetaModel`.
+        params: θ, name -> tensor; lrs: inner rate of each head parameter.
+        steps, task, first_order, loss: as :func:`query_loss` takes them.
+
+    Returns:
+        () tensor.
+
+    References:
+        Raghu, Raghu, Bengio, Vinyals 2020, "Rapid Learning or Feature Reuse? Towards
+        Understanding the Effectiveness of MAML".
+    """
+    xs, ys, xq, yq = task
+    head = {k: params[k] for k in model.head_names}
+    hs, hq = model.body_with(params, xs), model.body_with(params, xq)  # body once
+    head = inner_loop(head, model.head_with, hs, ys, steps, lrs, first_order)
+    return loss(model.head_with(head, hq), yq)
+
+
+def partial_query_loss(
+    predict: Forward,
+    params: Mapping[str, Tensor],
+    names: tuple[str, ...],
+    lrs: Mapping[str, Tensor | float],
+    steps: int,
+    task: tuple[Tensor, Tensor, Tensor, Tensor],
+    *,
+    first_order: bool,
+    loss: TaskLoss = MSE,
+) -> Tensor:
+    """One task's query loss after adapting only ``names`` through the whole forward pass
+    (ANIL on a module that is not a metabt model).
+
+    Args:
+        predict: (params, x) -> predictions (N,), the learner's ``forward_with``.
+        params: θ, name -> tensor; names: the parameters adapted; lrs: their rates.
+        steps, task, first_order, loss: as :func:`query_loss` takes them.
+
+    Returns:
+        () tensor.
+    """
+    xs, ys, xq, yq = task
+    head = {k: params[k] for k in names}
+    rest = {k: v for k, v in params.items() if k not in head}
+
+    def predict_head(p: Mapping[str, Tensor], x: Tensor) -> Tensor:
+        return predict({**rest, **p}, x)
+
+    head = inner_loop(head, predict_head, xs, ys, steps, lrs, first_order)
+    return loss(predict_head(head, xq), yq)
+
+
+def query_losses(task_loss: TaskFn, batch: tuple[Tensor, Tensor, Tensor, Tensor]) -> Tensor:
+    """One task's query loss for every task of a batch at once (``torch.func.vmap``).
+
+    Args:
+        task_loss: (xs, ys, xq, yq) of one task -> () (e.g. :func:`query_loss` with its
+            other arguments bound).
+        batch: xs (B, S, F_in), ys (B, S), xq (B, Q, F_in), yq (B, Q), θ's dtype.
+
+    Returns:
+        (B,) tensor of query losses.
+    """
+    return torch.func.vmap(task_loss)(*batch)
+
+
+def adapt_autograd(
+    forward: Forward,
+    theta: Mapping[str, Tensor],
+    lrs: Mapping[str, Tensor | float],
+    x: Tensor,
+    y: Tensor,
+    steps: int,
+) -> tuple[float, float, Params]:
+    """The reference test-time inner loop, with ``torch.autograd`` (any model).
+
+    A pure update function: ``steps`` steps of ``φ ← φ − α ⊙ ∇_φ mse(forward(φ, x), y)``
+    on the parameters named in ``lrs`` (the rest of θ stays fixed), no graph kept between
+    steps. The fast paths (``metabt.learn.kernels.fused``, :func:`adapt_head`) are tested
+    against it.
+
+    Args:
+        forward: (params, x) -> predictions (N,).
+        theta: θ, name -> tensor without autograd history.
+        lrs: name -> inner rate (float or tensor of the parameter's shape); its keys are the
+            parameters adapted.
+        x: (S, F_in) support inputs; y: (S,) support labels, θ's dtype.
+        steps: inner steps (>= 0).
+
+    Returns:
+        (loss_before, loss_after, φ): support MSE at θ and at φ (equal when ``steps`` is 0)
+        and φ, name -> tensor for every parameter of θ.
+
+    References:
+        Finn, Abbeel, Levine 2017, "Model-Agnostic Meta-Learning for Fast Adaptation of
+        Deep Networks", eq. 1; Li et al. 2017, "Meta-SGD".
+    """
+    names = list(lrs)
+    fast = {n: theta[n] for n in names}
+    rest = {k: v for k, v in theta.items() if k not in fast}
+    loss_before = math.nan
+    with torch.enable_grad():
+        for i in range(steps):
+            leaves = [fast[n].detach().requires_grad_() for n in names]
+            loss = mse(forward({**rest, **dict(zip(names, leaves))}, x), y)
+            if i == 0:
+                loss_before = float(loss.detach())
+            grads = torch.autograd.grad(loss, leaves)
+            fast = {n: (p - lrs[n] * g).detach() for n, p, g in zip(names, leaves, grads)}
+    with torch.no_grad():
+        loss_after = float(mse(forward({**rest, **fast}, x), y))
+    return (loss_after if steps == 0 else loss_before), loss_after, {**rest, **fast}
+
+
+def adapt_head(
+    model: MetaModel,
+    theta: Mapping[str, Tensor],
+    lrs: Mapping[str, np.ndarray | float],
+    x: Tensor,
+    y: Tensor,
+    steps: int,
+) -> tuple[float, float, Params]:
+    """ANIL's test-time inner loop: the body runs once; the linear head's gradient is closed-form.
+
+    With body features h (S, H), the head's MSE gradient is ``2/S hᵀr`` (weight) and
+    ``2/S Σr`` (bias) for residuals r; only the head is adapted (Raghu et al. 2020).
+
+    Args:
+        model: a :class:`metabt.learn.models.MetaModel`.
+        theta: θ, name -> tensor without autograd history.
+        lrs: inner rate of ``head.weight`` and ``head.bias`` (float or ndarray).
+        x: (S, F_in) support inputs; y: (S,) support labels, θ's dtype.
+        steps: inner steps (>= 0).
+
+    Returns:
+        (loss_before, loss_after, φ) as :func:`adapt_autograd` returns them.
+
+    References:
+        Raghu, Raghu, Bengio, Vinyals 2020, "Rapid Learning or Feature Reuse? Towards
+        Understanding the Effectiveness of MAML".
+    """
+    with torch.no_grad():
+        h = model.body_with(theta, x).numpy()
+    weight, bias = theta["head.weight"].numpy(), theta["head.bias"].numpy()
+    yn = y.numpy()
+    loss_before = math.nan
+    for i in range(steps):
+        residual = h @ weight[0] + bias[0] - yn
+        if i == 0:
+            loss_before = float(residual @ residual) / len(yn)
+        d_out = (2.0 / len(yn)) * residual
+        weight = weight - lrs["head.weight"] * (d_out @ h)[None, :]
+        bias = bias - lrs["head.bias"] * np.atleast_1d(d_out.sum())
+    residual = h @ weight[0] + bias[0] - yn
+    loss_after = float(residual @ residual) / len(yn)
+    params = {
+        **theta,
+        "head.weight": torch.from_numpy(weight),
+        "head.bias": torch.from_numpy(bias),
+    }
+    return (loss_after if steps == 0 else loss_before), loss_after, params
+
+
+def adapt_vmap(
+    forward: Forward,
+    theta: Mapping[str, Tensor],
+    lrs: Mapping[str, Tensor | float],
+    x: Tensor,
+    y: Tensor,
+    steps: int,
+) -> tuple[Tensor, Tensor, Params]:
+    """:func:`adapt_autograd` for B support sets at once: ``torch.func.vmap`` of the inner loop.
+
+    The batched test-time inner loop of any module (``MetaLearner.adapt_batch``): each
+    task gets its own φ_b from the same θ; no graph is kept.
+
+    Args:
+        forward: (params, x) -> predictions (N,) (vmappable: ``functional_call`` of a module).
+        theta: θ, name -> tensor without autograd history.
+        lrs: name -> inner rate; its keys are the parameters adapted.
+        x: (B, S, F_in) support inputs; y: (B, S) support labels, θ's dtype.
+        steps: inner steps (>= 0).
+
+    Returns:
+        (loss_before (B,), loss_after (B,), φ name -> (B, *shape) tensor for every
+        parameter of θ; the ones not adapted are θ expanded, without a copy).
+
+    References:
+        Finn et al. 2017, eq. 1; PyTorch docs, "torch.func.vmap" and "torch.func.grad".
+    """
+    names = list(lrs)
+    start = {n: theta[n] for n in names}
+    rest = {k: v for k, v in theta.items() if k not in start}
+
+    def predict(p: Mapping[str, Tensor], xb: Tensor) -> Tensor:
+        return forward({**rest, **p}, xb)
+
+    def one(xb: Tensor, yb: Tensor) -> tuple[Tensor, Tensor, Params]:
+        phi = inner_loop(start, predict, xb, yb, steps, lrs, first_order=True)
+        return mse(predict(start, xb), yb), mse(predict(phi, xb), yb), phi
+
+    with torch.no_grad():
+        before, after, phi = torch.func.vmap(one)(x, y)
+    batch = x.shape[0]
+    return (
+        before,
+        after,
+        {
+            **{k: v.expand(batch, *v.shape) for k, v in rest.items()},
+            **phi,
+        },
+    )
+
+
+def vmap_batch(
+    forward: Forward,
+    theta: Mapping[str, Tensor],
+    lrs: Mapping[str, Tensor | float],
+    x: np.ndarray,
+    y: np.ndarray,
+    steps: int,
+) -> BatchAdapted:
+    """Adapt any module on B tasks with :func:`adapt_vmap`; backend "vmap".
+
+    Args:
+        forward: the learner's ``forward_with`` (``functional_call`` of the module).
+        theta, lrs, steps: as :func:`adapt_vmap` takes them; x (B, S, F_in), y (B, S)
+            ndarrays of θ's dtype.
+
+    Returns:
+        A :class:`BatchAdapted` (predictions through ``vmap`` of ``forward``).
+    """
+    before_t, after_t, phi = adapt_vmap(
+        forward, theta, lrs, torch.from_numpy(x), torch.from_numpy(y), steps
+    )
+    before, after = before_t.numpy(), after_t.numpy()
+
+    def one_row(p: Params, row: Tensor) -> Tensor:
+        return forward(p, row[None])[0]
+
+    def forward_rows(rows: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return torch.func.vmap(one_row)(phi, torch.from_numpy(rows)).numpy()
+
+    def make_model(i: int) -> AdaptedModel:
+        return AdaptedModel(
+            forward,
+            {k: v[i] for k, v in phi.items()},
+            loss_before=float(before[i]),
+            loss_after=float(after[i]),
+            steps=steps,
+            backend="vmap",
+        )
+
+    return BatchAdapted(
+        forward_rows,
+        make_model,
+        loss_before=before,
+        loss_after=after,
+        steps=steps,
+        backend="vmap",
+        dtype=x.dtype,
+    )

@@ -1,0 +1,241 @@
+"""MAML and its variants: FOMAML, Meta-SGD (learned inner rates) and ANIL (head only).
+
+One meta-gradient, computed by two engines: ``func`` (all tasks at once with
+``torch.func``: ``grad`` inside ``vmap``; PyTorch docs, "torch.func", the MAML example) and
+``higher`` (one ``higher.innerloop_ctx`` per task, the reference; Grefenstette et al.
+2019). :class:`MamlFamily` is MAML (``second_order=True``) and FOMAML (False);
+:class:`MetaSgdFamily` adds meta-learned inner rates, :class:`AnilFamily` adapts only the
+head.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from metabt.learn.adapted import AdaptedModel
+from metabt.learn.algorithms.base import Learner
+from metabt.learn.algorithms.gradient import GradientFamily
+from metabt.learn.algorithms.inner import (
+    TaskFn,
+    adapt_head,
+    head_query_loss,
+    partial_query_loss,
+    prediction,
+    query_losses,
+    vmap_batch,
+)
+from metabt.learn.kernels.batched import BatchAdapted, head_batch
+from metabt.learn.kernels.fused import FastKernel
+from metabt.learn.losses import mse
+from metabt.learn.models import MetaModel, find_head
+
+__all__ = ["AnilFamily", "MamlFamily", "MetaSgdFamily"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class MamlFamily(GradientFamily):
+    """MAML (``maml``) and first-order MAML (``fomaml``): the meta-gradient of the query loss
+    after ``inner_steps`` steps of gradient descent on the support MSE.
+
+    Args:
+        second_order: differentiate through the inner loop (MAML); False treats the inner
+            gradients as constants (FOMAML, Finn et al. 2017, section 5.2). Default True.
+        loss: the query loss (:class:`metabt.learn.losses.TaskLoss`). Default MSE.
+
+    References:
+        Finn, Abbeel, Levine 2017, "Model-Agnostic Meta-Learning for Fast Adaptation of
+        Deep Networks"; Grefenstette et al. 2019, "Generalized Inner Loop Meta-Learning"
+        (``higher``); PyTorch docs, "torch.func" (the MAML example).
+    """
+
+    second_order: bool = True
+
+    def meta_step(self, learner: Learner, xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor) -> float:
+        """Update θ (and learned rates) by the meta-gradient; returns the mean query loss."""
+        if learner.engine == "func":
+            return self._func(learner, xs, ys, xq, yq)
+        return self._higher(learner, xs, ys, xq, yq)
+
+    def _func(self, learner: Learner, xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor) -> float:
+        params = dict(learner.model.named_parameters())
+        lrs: dict[str, Tensor | float] = {
+            n: (learner.inner_lrs[n] if learner.inner_lrs else learner.inner_lr)
+            for n in learner.adapt_names
+        }
+        task_loss = self._task_loss(
+            learner, params, lrs, learner.inner_steps, first_order=not self.second_order
+        )
+        loss = query_losses(task_loss, (xs, ys, xq, yq)).mean()
+        learner.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        learner.optimizer.step()
+        return float(loss.detach())
+
+    @staticmethod
+    def _inner_optimizer(learner: Learner) -> tuple[torch.optim.Optimizer, dict[str, Any]]:
+        params = dict(learner.model.named_parameters())
+        groups = [{"params": [params[n]]} for n in learner.adapt_names]
+        override: dict[str, Any] = {}
+        if learner.inner_lrs:
+            override = {"lr": [learner.inner_lrs[n] for n in learner.adapt_names]}
+        return torch.optim.SGD(groups, lr=learner.inner_lr), override
+
+    def _higher(self, learner: Learner, xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor) -> float:
+        import higher
+
+        batch = xs.shape[0]
+        second_order = self.second_order
+        inner_opt, override = self._inner_optimizer(learner)
+        theta = list(learner.model.parameters())
+        learner.optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for b in range(batch):
+            with higher.innerloop_ctx(
+                learner.model,
+                inner_opt,
+                copy_initial_weights=False,
+                track_higher_grads=second_order,
+                override=override or None,
+            ) as (fmodel, diffopt):
+                model = learner.model
+                for _ in range(learner.inner_steps):
+                    diffopt.step(mse(prediction(fmodel(xs[b]), xs[b], model), ys[b]))
+                query_loss = self.loss(prediction(fmodel(xq[b]), xq[b], model), yq[b])
+                if second_order:
+                    (query_loss / batch).backward()
+                else:
+                    grads = torch.autograd.grad(query_loss, list(fmodel.parameters()))
+                    for p, g in zip(theta, grads):
+                        p.grad = g / batch if p.grad is None else p.grad + g / batch
+                total += float(query_loss.detach())
+        learner.optimizer.step()
+        return total / batch
+
+
+@dataclass(frozen=True, kw_only=True)
+class MetaSgdFamily(MamlFamily):
+    """Meta-SGD (``metasgd``): MAML with a meta-learned inner rate per parameter entry.
+
+    The rates start at ``inner_lr`` (``MetaLearner.inner_lrs``) and are updated by the
+    outer optimizer with θ; the inner loop multiplies each gradient entry by its rate.
+
+    References:
+        Li, Zhou, Chen, Li 2017, "Meta-SGD: Learning to Learn Quickly for Few-Shot
+        Learning".
+    """
+
+    def inner_rates(
+        self, model: nn.Module, names: tuple[str, ...], inner_lr: float
+    ) -> dict[str, nn.Parameter]:
+        """One rate per entry of each adapted parameter, all ``inner_lr`` at the start."""
+        params = dict(model.named_parameters())
+        return {n: nn.Parameter(torch.full_like(params[n].detach(), inner_lr)) for n in names}
+
+
+@dataclass(frozen=True, kw_only=True)
+class AnilFamily(MamlFamily):
+    """ANIL (``anil``): MAML whose inner loop adapts only the output head.
+
+    The head is metabt's models' ``head``, else the module's last ``nn.Linear`` or
+    ``head``, or the submodule named by ``MetaLearner(head=...)``. On metabt's models the
+    body runs once per task and the test-time head gradient is closed-form
+    (``metabt.learn.algorithms.inner.adapt_head``); on any other module the whole forward
+    pass runs with only the head adapted. The body is meta-learned through the adapted
+    head.
+
+    References:
+        Raghu, Raghu, Bengio, Vinyals 2020, "Rapid Learning or Feature Reuse? Towards
+        Understanding the Effectiveness of MAML".
+    """
+
+    def check_head(self, head: str | None) -> None:
+        """Any ``head`` name is accepted here (checked by :meth:`adapt_names`)."""
+
+    def adapt_names(self, model: nn.Module, head: str | None) -> tuple[str, ...]:
+        """The parameters of the head submodule (``metabt.learn.models.find_head``).
+
+        Raises:
+            ConfigError: ``head`` names no submodule, or the model has no head.
+        """
+        prefix = find_head(model, head) + "."
+        return tuple(n for n, _ in model.named_parameters() if n.startswith(prefix))
+
+    @staticmethod
+    def _fast_head(learner: Learner) -> MetaModel | None:
+        """The model, when it is a metabt model adapted at its own head (the fast paths)."""
+        model = learner.model
+        if isinstance(model, MetaModel) and learner.adapt_names == model.head_names:
+            return model
+        return None
+
+    def _adapt(
+        self, learner: Learner, x: np.ndarray, y: np.ndarray, steps: int, reference: bool
+    ) -> AdaptedModel:
+        """ANIL's closed-form head (the body once) on metabt's own head, else autograd."""
+        model = None if reference else self._fast_head(learner)
+        if model is None:
+            return self._adapt_autograd(learner, x, y, steps)
+        theta = {k: v.detach() for k, v in learner._named_params}
+        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+        before, after, phi = adapt_head(model, theta, learner._numpy_lrs(), xt, yt, steps)
+        return AdaptedModel(
+            model.forward_with,
+            phi,
+            loss_before=before,
+            loss_after=after,
+            steps=steps,
+            forward_numpy=learner._forward_numpy,
+            backend="head",
+        )
+
+    def _adapt_many(
+        self,
+        learner: Learner,
+        x: np.ndarray,
+        y: np.ndarray,
+        steps: int,
+        kernel: FastKernel | None,
+    ) -> BatchAdapted:
+        """The closed-form head over batched body features, else ``torch.func.vmap``."""
+        detached = {k: v.detach() for k, v in learner._named_params}
+        model = self._fast_head(learner)
+        if model is not None:
+            return head_batch(model, detached, learner._numpy_lrs(), x, y, steps, kernel)
+        return vmap_batch(learner.forward_with, detached, learner._detached_lrs(), x, y, steps)
+
+    def _task_loss(
+        self,
+        learner: Learner,
+        params: Mapping[str, Tensor],
+        lrs: Mapping[str, Tensor | float],
+        steps: int,
+        *,
+        first_order: bool,
+    ) -> TaskFn:
+        """One task's query loss after adapting the head only."""
+        model, loss = self._fast_head(learner), self.loss
+        if model is not None:
+            head_model = model
+
+            def head_task(xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor) -> Tensor:
+                task = (xs, ys, xq, yq)
+                return head_query_loss(
+                    head_model, params, lrs, steps, task, first_order=first_order, loss=loss
+                )
+
+            return head_task
+        forward, names = learner.forward_with, learner.adapt_names
+
+        def partial_task(xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor) -> Tensor:
+            task = (xs, ys, xq, yq)
+            return partial_query_loss(
+                forward, params, names, lrs, steps, task, first_order=first_order, loss=loss
+            )
+
+        return partial_task
