@@ -357,6 +357,7 @@ class MetaLearner:
         checkpoint: str | os.PathLike[str] | None = None,
         resume: bool = True,
         progress: bool = True,
+        val_steps: int | None = None,
     ) -> FitResult:
         """Meta-train: ``steps`` outer steps, each on ``batch_size`` tasks from ``tasks``.
 
@@ -368,9 +369,10 @@ class MetaLearner:
             tasks: task sampler with ``sample(batch_size, rng)`` (a ``TaskSampler``).
             steps: total number of outer steps (a resumed run continues up to it).
             batch_size, val_tasks, val_size, val_every, patience, checkpoint, resume,
-                progress: as in :func:`metabt.learn.training.fit` (validation tasks: a sampler
-                with ``fixed(n, seed)`` or a fixed batch; the θ with the lowest validation
-                loss is kept; ``checkpoint`` is written every ``val_every`` steps).
+                progress, val_steps: as in :func:`metabt.learn.training.fit` (validation
+                tasks: a sampler with ``fixed(n, seed)`` or a fixed batch; the θ with the
+                lowest validation loss is kept, scored after ``val_steps`` inner steps;
+                ``checkpoint`` is written every ``val_every`` steps).
 
         Returns:
             A :class:`FitResult`.
@@ -391,6 +393,7 @@ class MetaLearner:
             checkpoint=checkpoint,
             resume=resume,
             progress=progress,
+            val_steps=val_steps,
         )
 
     def save(self, path: str | os.PathLike[str]) -> Path:

@@ -155,12 +155,18 @@ def _snapshot(learner: Trainable) -> dict[str, Tensor]:
     return {k: v.detach().clone() for k, v in learner_state(learner).items()}
 
 
-def _validate(learner: Trainable, run: _Run, val_batch: Batch | None, patience: int | None) -> bool:
+def _validate(
+    learner: Trainable,
+    run: _Run,
+    val_batch: Batch | None,
+    patience: int | None,
+    val_steps: int | None = None,
+) -> bool:
     """Evaluate on the validation tasks, keep θ if best; True when patience ran out."""
     if val_batch is None:
         return False
     result = run.result
-    loss = learner.evaluate(*val_batch)
+    loss = learner.evaluate(*val_batch, steps=val_steps)
     # never a "best": NaN compares false with everything, so it would be kept; +inf after a
     # finite best is merely worse (it counts towards patience), with no best it is an error
     if math.isnan(loss) or (math.isinf(loss) and not math.isfinite(result.best_val_loss)):
@@ -205,6 +211,7 @@ def fit(
     checkpoint: str | os.PathLike[str] | None = None,
     resume: bool = True,
     progress: bool = True,
+    val_steps: int | None = None,
 ) -> FitResult:
     """Meta-train: ``steps`` outer steps, each on ``batch_size`` tasks from ``tasks``.
 
@@ -228,6 +235,11 @@ def fit(
         checkpoint: path written atomically every ``val_every`` steps and at the end.
         resume: continue from ``checkpoint`` if it holds an unfinished run. Default True.
         progress: show a tqdm progress bar. Default True.
+        val_steps: inner steps before a validation task's query is scored: None for the
+            learner's own (a learner that adapts in the backtest), 0 to score θ unadapted
+            (a learner traded as it is, e.g. ErmStatic). Default None. Every learner of a
+            comparison is selected by this one rule: keep the θ with the lowest
+            validation loss, scored as it will be traded.
 
     Returns:
         A :class:`FitResult`.
@@ -240,6 +252,10 @@ def fit(
     from tqdm.auto import tqdm
 
     _check_args(steps, batch_size, val_every, val_size, patience)
+    if val_steps is not None and (
+        isinstance(val_steps, bool) or not isinstance(val_steps, int) or val_steps < 0
+    ):
+        raise ConfigError(f"val_steps must be an integer >= 0 or None, got {val_steps!r}")
     val_batch: Batch | None = None
     if val_tasks is not None:
         fixed = getattr(val_tasks, "fixed", None)
@@ -257,7 +273,7 @@ def fit(
         steps = start  # nothing to train: θ stays the random initialisation
 
     if start == 0 and val_batch is not None and not run.result.val_losses:
-        _validate(learner, run, val_batch, patience)
+        _validate(learner, run, val_batch, patience, val_steps)
     bar = tqdm(
         total=steps,
         initial=start,
@@ -280,7 +296,7 @@ def fit(
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}")
             if run.step % val_every == 0 or run.step == steps:
-                stop = _validate(learner, run, val_batch, patience)
+                stop = _validate(learner, run, val_batch, patience, val_steps)
                 run.result.steps = run.step
                 if path is not None:
                     save_learner(learner, path, fit_state=run.fit_state(learner))
