@@ -13,7 +13,7 @@ to equal serial's, bit for bit.
 The (fastest) serial run also times each unit (every training part and backtest), from
 which the lower bound on the wall time with ``--workers`` workers is printed: the
 longest chain of units that must follow one another (a training part, then a backtest
-that needs it, :data:`metabt.experiments.compare.STRATEGY_NEEDS`) or the total work spread
+that needs it, :data:`metabt.experiments.roster.STRATEGY_NEEDS`) or the total work spread
 evenly over the workers, whichever is longer, plus the workers' start-up; and the same
 plus the main process's own work (judging), which runs after the last backtest. It is
 a bound: each worker also pays the imports of its first backtest (quantstats, about a
@@ -49,8 +49,10 @@ import torch
 
 from metabt.config.defaults import DEMO
 from metabt.data.ohlcv import load_ohlcv, sample_files
-from metabt.experiments.compare import STRATEGY_NEEDS, RunSettings, compare
-from metabt.experiments.executors import RayExecutor, SerialExecutor, make_executor
+from metabt.experiments.compare import compare
+from metabt.experiments.executors import ExecutorSpec, RayExecutor, SerialExecutor, make_executor
+from metabt.experiments.roster import STRATEGY_NEEDS
+from metabt.experiments.settings import RunSettings
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -116,11 +118,11 @@ def child(args: argparse.Namespace, settings: RunSettings) -> dict[str, Any]:
             out["ray"] = time.perf_counter() - mid
         out["ray with start-up"] = time.perf_counter() - tic
     else:
-        executor: Any = TimedSerial() if args.child == "serial" else "process"
-        tic = time.perf_counter()
-        run = compare(
-            settings, progress=False, executor=executor, workers=args.workers, seeds=seeds(args)
+        executor: Any = (
+            TimedSerial() if args.child == "serial" else ExecutorSpec("process", args.workers)
         )
+        tic = time.perf_counter()
+        run = compare(settings, progress=False, executor=executor, seeds=seeds(args))
         out[args.child] = time.perf_counter() - tic
         if args.child == "serial":
             out["units"] = executor.seconds

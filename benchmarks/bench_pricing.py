@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
 
 import torch
 
-from metabt.experiments.pricing import pricing_study
+from metabt.experiments.pricing import PricingSettings, pricing_study
 
 OUT = Path(__file__).resolve().parent / "results"
 
@@ -34,11 +35,9 @@ def main() -> None:
     torch.set_num_threads(1)
     tic = time.perf_counter()
     study = pricing_study(
-        seed=args.seeds,
-        steps=args.steps,
-        train_end=args.train_end,
-        nonlinear=args.nonlinear,
-        progress=True,
+        PricingSettings(steps=args.steps, train_end=args.train_end, nonlinear=args.nonlinear),
+        seeds=args.seeds,
+        log=lambda line: print(f"[pricing] {line}", file=sys.stderr, flush=True),
     )
     load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
     study.config["note"] = (

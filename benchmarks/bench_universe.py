@@ -47,7 +47,8 @@ def main() -> int:
     from metabt.data.ohlcv import load_many
     from metabt.evaluate.report import format_table
     from metabt.experiments.backtest import Costs
-    from metabt.experiments.compare import RunSettings
+    from metabt.experiments.executors import ExecutorSpec
+    from metabt.experiments.settings import RunSettings
     from metabt.experiments.walkforward import walkforward
 
     files = sorted(UNIVERSE.glob("*/*.csv.gz"))
@@ -66,8 +67,7 @@ def main() -> int:
     result = walkforward(
         settings,
         fold_years=args.fold_years,
-        executor=args.executor,
-        workers=args.workers,
+        executor=ExecutorSpec(args.executor, args.workers),
         progress=False,
         log=print,
     )

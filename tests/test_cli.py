@@ -107,6 +107,11 @@ def test_train_then_backtest_with_model(tmp_path, capsys):
         ),
         (["backtest", "--algorithm", "mamll"], "mamll"),
         (["backtest", "--start", "2030-01-01"], "2030-01-01"),
+        (["backtest", "--start", "NaT"], "not a date"),
+        (  # the library names parameters, the command line reads its flags
+            ["walkforward", "--start", "2012-01-01", "--end", "2011-01-01"],
+            "walkforward: error: --end 2011-01-01 is before --start 2012-01-01; swap them",
+        ),
     ],
 )
 def test_bad_input_exits_2_with_one_line(capsys, argv, needle):
@@ -116,6 +121,37 @@ def test_bad_input_exits_2_with_one_line(capsys, argv, needle):
     assert len(lines) == 1, err
     assert needle in lines[0]
     assert "Traceback" not in err
+
+
+def test_dates_are_checked_as_the_library_checks_them():
+    import argparse
+
+    import pandas as pd
+
+    from metabt.cli.parser import _date
+
+    assert _date("2010-01-04") == pd.Timestamp("2010-01-04")
+    assert _date("2010-01-04T10:00+05:00") == pd.Timestamp("2010-01-04 10:00")  # tz dropped
+    for bad in ("NaT", "nat", "", "2011-13-45", "someday"):
+        with pytest.raises(argparse.ArgumentTypeError, match="is not a date; use YYYY-MM-DD"):
+            _date(bad)
+
+
+def test_library_parameters_read_as_the_flags_of_the_command():
+    from metabt.cli.parser import _build_parser, flag_message
+    from metabt.config.files import EVERY_SETTING
+
+    commands = _build_parser().parse_args(["config"]).subparsers
+    message = "`end` 2011 is before `start` 2012: pass `n_trials` 2, `sampler` tpe or `other`"
+    assert flag_message(message, commands["sweep"]) == (
+        "--end 2011 is before --start 2012: pass --trials 2, --sampler tpe or `other`"
+    )
+    assert flag_message(message, commands["backtest"]) == (  # not options of backtest
+        "--end 2011 is before --start 2012: pass `n_trials` 2, `sampler` tpe or `other`"
+    )
+    assert flag_message(f"x.toml: unknown setting 'a'; {EVERY_SETTING}", commands["train"]) == (
+        "x.toml: unknown setting 'a'; `metabt config --example` lists every setting"
+    )
 
 
 def test_corrupt_checkpoint_exits_2(tmp_path, capsys):

@@ -16,9 +16,12 @@ from threadpoolctl import threadpool_info
 from metabt.errors import ConfigError
 from metabt.experiments.executors import (
     EXECUTOR_NAMES,
+    SERIAL,
+    ExecutorSpec,
     ProcessExecutor,
     RayExecutor,
     SerialExecutor,
+    executor_scope,
     make_executor,
     run_unit,
 )
@@ -44,6 +47,28 @@ def test_make_executor_refuses_bad_choices_and_names_the_fix(monkeypatch):
     given = ProcessExecutor(2)
     assert make_executor(given) is given
     assert isinstance(make_executor(), SerialExecutor) and EXECUTOR_NAMES[0] == "serial"
+
+
+def test_an_executor_spec_is_checked_when_made_and_its_executor_closed_after(monkeypatch):
+    with pytest.raises(ConfigError, match=r"unknown executor 'proces' \(did you mean 'process'"):
+        ExecutorSpec("proces")
+    with pytest.raises(ConfigError, match="workers must be a positive integer"):
+        ExecutorSpec("process", 0)
+    with pytest.raises(ConfigError, match="only used by executor 'ray'"):
+        ExecutorSpec("serial", ray_address="auto")
+    monkeypatch.setitem(sys.modules, "ray", None)  # Ray's presence: when the executor is made
+    spec = ExecutorSpec("ray", 2)
+    with pytest.raises(ConfigError, match=r"pip install metabt\[ray\]"):
+        spec.make()
+    assert SERIAL == ExecutorSpec() and ExecutorSpec("process", 2).make().workers == 2
+    closed: list[bool] = []
+    monkeypatch.setattr(ProcessExecutor, "close", lambda self: closed.append(True))
+    with executor_scope(ExecutorSpec("process", 2)) as made:  # made here: closed after
+        assert isinstance(made, ProcessExecutor)
+    given = ProcessExecutor(2)
+    with executor_scope(given) as same:  # given open: left open
+        assert same is given
+    assert closed == [True]
 
 
 def test_run_unit_limits_threads_and_seeds_then_restores_the_caller():

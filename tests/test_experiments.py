@@ -1,4 +1,8 @@
-"""experiments: settings refuse short histories before any work; results equal on every executor."""
+"""experiments: settings refuse short histories before any work; results equal on every executor.
+
+The roster is declared once (metabt.experiments.roster.ROSTER); the scheduler
+(metabt.experiments.scheduler) starts each backtest as soon as the parts it needs are done.
+"""
 
 from __future__ import annotations
 
@@ -13,19 +17,21 @@ import pandas as pd
 import pytest
 import torch
 
-import metabt.experiments.compare as experiments
+import metabt.experiments.scheduler as scheduler
 from metabt.config.defaults import DEMO
 from metabt.errors import ConfigError, DataError
-from metabt.experiments.compare import (
+from metabt.experiments.compare import Comparison, compare, rejection_warnings
+from metabt.experiments.executors import Executor, ExecutorSpec, run_unit
+from metabt.experiments.roster import (
+    ROSTER,
     ROSTER_PARTS,
     STRATEGY_NEEDS,
-    Comparison,
-    RunSettings,
-    compare,
-    rejection_warnings,
+    roster,
+    roster_entries,
+    train_roster,
+    untrained,
 )
-from metabt.experiments.executors import Executor, run_unit
-from metabt.experiments.roster import roster, train_roster
+from metabt.experiments.settings import RunSettings
 
 
 def test_run_settings_refuse_a_history_too_short_before_any_work(sample_frames):
@@ -115,7 +121,7 @@ def test_compare_trains_the_roster_part_by_part_exactly_as_train_roster(small_se
 def test_compare_on_local_processes_equals_serial_bit_for_bit(small_settings, serial_run, tmp_path):
     lines: list[str] = []
     processes = compare(
-        small_settings, progress=False, log=lines.append, executor="process", workers=2
+        small_settings, progress=False, log=lines.append, executor=ExecutorSpec("process", 2)
     )
     _assert_identical(serial_run[0], processes)
     assert _timeless(lines) == _timeless(serial_run[1])
@@ -127,16 +133,18 @@ def test_compare_on_local_processes_equals_serial_bit_for_bit(small_settings, se
 
 @pytest.mark.slow
 def test_compare_on_a_local_ray_equals_serial_bit_for_bit(small_settings, serial_run, ray):
-    on_ray = compare(small_settings, progress=False, executor="ray", workers=2)
+    on_ray = compare(small_settings, progress=False, executor=ExecutorSpec("ray", 2))
     _assert_identical(serial_run[0], on_ray)
     assert not ray.is_initialized()  # the Ray it started is shut down
 
 
-def test_compare_refuses_a_bad_executor_before_any_work(small_settings):
+def test_an_executor_spec_refuses_a_bad_choice_before_any_work():
     with pytest.raises(ConfigError, match="did you mean 'serial'"):
-        compare(small_settings, progress=False, executor="serail")
+        ExecutorSpec("serail")
     with pytest.raises(ConfigError, match="workers must be a positive integer"):
-        compare(small_settings, progress=False, executor="process", workers=0)
+        ExecutorSpec("process", 0)
+    with pytest.raises(ConfigError, match="only used by executor 'ray'"):
+        ExecutorSpec("process", 2, "auto")
 
 
 # ---- each backtest starts as soon as the training parts it needs are done
@@ -144,19 +152,39 @@ def test_compare_refuses_a_bad_executor_before_any_work(small_settings):
 
 def test_every_roster_strategy_declares_exactly_the_training_parts_it_uses():
     for cfg in (DEMO, DEMO.with_(online_meta_lr=0.01)):  # MetaOnline too
-        names = [name for name, _, _ in roster(experiments._partial_models({}), cfg)]
+        names = [name for name, _, _ in roster(scheduler._partial_models({}), cfg)]
         assert "MetaOnline" in names or cfg.online_meta_lr == 0
-        for j, name in enumerate(names):
-            needs = STRATEGY_NEEDS[name]  # every roster name has an entry
-            assert set(needs) <= set(ROSTER_PARTS)
+        assert names == [entry.name for entry in roster_entries(cfg)]
+        for entry in roster_entries(cfg):
+            assert set(entry.needs) <= set(ROSTER_PARTS)
+            assert STRATEGY_NEEDS[entry.name] == entry.needs  # derived, one declaration
             done: dict[str, Any] = {  # stand-ins of the shape of each part's result
                 part: (1.0, 0.99, {}) if part == "linear" else SimpleNamespace(learner=object())
-                for part in needs
+                for part in entry.needs
             }
-            experiments._roster_entry(done, cfg, j)  # nothing it uses is missing
-            for part in needs:  # and it uses every part it declares
+            scheduler._roster_entry(entry, done, cfg)  # nothing it uses is missing
+            for part in entry.needs:  # and it uses every part it declares
                 with pytest.raises(RuntimeError, match=f"uses the training part.*{part}"):
-                    experiments._roster_entry({p: done[p] for p in needs if p != part}, cfg, j)
+                    scheduler._roster_entry(
+                        entry, {p: done[p] for p in entry.needs if p != part}, cfg
+                    )
+
+
+def test_the_untrained_column_follows_the_declared_learner():
+    def learner(flag: bool) -> SimpleNamespace:
+        return SimpleNamespace(untrained=flag, learner=object())
+
+    models = SimpleNamespace(meta=learner(True), erm=learner(False), scratch=learner(True))
+    flags = untrained(models)  # type: ignore[arg-type]
+    assert set(flags) == {entry.name for entry in ROSTER}
+    assert {name for name, flag in flags.items() if flag} == {
+        "MetaStrategy",
+        "MetaOnline",
+        "MetaDrift",
+        "StaticModel",
+    }  # ScratchAdapt trades a random initialisation on purpose: never "untrained"
+    models.erm = learner(True)
+    assert flags["ErmAdapt"] is False and untrained(models)["ErmAdapt"] is True  # type: ignore[arg-type]
 
 
 def _label(fn: Callable[[Any], Any], unit: Any) -> str:
@@ -226,14 +254,14 @@ def test_compare_backtests_what_needs_no_meta_learner_while_it_trains(small_sett
 
 @pytest.mark.slow
 def test_a_failing_unit_propagates_and_cancels_the_units_not_started(small_settings, monkeypatch):
-    backtest = experiments._backtest
+    backtest = scheduler._backtest
 
     def failing(job: Any) -> Any:
         if job[1] == "BuyAndHold":
             raise ValueError("BuyAndHold broke")
         return backtest(job)
 
-    monkeypatch.setattr(experiments, "_backtest", failing)
+    monkeypatch.setattr(scheduler, "_backtest", failing)
     with _TwoThreads() as ex, pytest.raises(ValueError, match="BuyAndHold broke"):
         compare(small_settings, progress=False, executor=ex)
     ran = {label for kind, label in ex.events if kind == "start"}
@@ -243,7 +271,7 @@ def test_a_failing_unit_propagates_and_cancels_the_units_not_started(small_setti
 
     # the serial executor stops at the failing unit: nothing after it runs
     trained: list[str] = []
-    train_part = experiments._train_part
+    train_part = scheduler._train_part
 
     def failing_erm(job: Any) -> Any:
         trained.append(job[3])
@@ -251,7 +279,7 @@ def test_a_failing_unit_propagates_and_cancels_the_units_not_started(small_setti
             raise ValueError("erm broke")
         return train_part(job)
 
-    monkeypatch.setattr(experiments, "_train_part", failing_erm)
+    monkeypatch.setattr(scheduler, "_train_part", failing_erm)
     with pytest.raises(ValueError, match="erm broke"):
         compare(small_settings, progress=False)
     assert trained == ["meta", "erm"]

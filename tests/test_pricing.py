@@ -1,4 +1,4 @@
-"""Fast adaptation of factor models on Ken French's data (metabt.experiments.pricing): protocol checks.
+"""Factor models adapted on Ken French's data (metabt.experiments.pricing): protocol checks.
 
 A slice: three portfolios, two support lengths, a few meta-steps. The properties checked are
 the ones the study's numbers rest on: the OLS baselines equal statsmodels/NumPy fits done
@@ -35,10 +35,14 @@ def setup(data):
 
 @pytest.fixture(scope="module")
 def study(data) -> pricing.PricingStudy:
-    return pricing.pricing_study(
+    settings = pricing.PricingSettings(
         ks=KS, train_end="1989-12", test_end="1993-12", steps=10, portfolios=PORTS,
-        lr_grid=(0.1,), data=data,
+        lr_grid=(0.1,),
     )  # fmt: skip
+    lines: list[str] = []
+    study = pricing.pricing_study(settings, data=data, log=lines.append)
+    assert lines == ["baselines done; pooled OLS + fine-tuning", "maml seed 0: meta-training"]
+    return study
 
 
 def _learner(setup, seed=0):
@@ -166,12 +170,14 @@ def test_study_tables_and_files(study, tmp_path):
         ({"test_end": "1985-01"}, "no test months"),
         ({"portfolios": ["Gold"]}, "unknown"),
         ({"steps": 0}, "steps"),
-        ({"seed": "x"}, "seed"),
+        ({"seeds": "x"}, "seeds"),
+        ({"seeds": ()}, "seeds"),
     ],
 )
 def test_bad_settings_raise_config_error(data, kwargs, match):
+    settings = pricing.PricingSettings(**{k: v for k, v in kwargs.items() if k != "seeds"})
     with pytest.raises(ConfigError, match=match):
-        pricing.pricing_study(data=data, **kwargs)
+        pricing.pricing_study(settings, seeds=kwargs.get("seeds", (0,)), data=data)
 
 
 def test_missing_linearmodels_names_the_install(monkeypatch):

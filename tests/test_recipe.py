@@ -81,7 +81,7 @@ def test_untrained_learner_is_flagged_in_the_summary(models):
 def test_a_backtest_with_another_support_is_refused(models):
     cfg, m = models
     check_train_config(m.meta.learner, cfg)  # the same: fine
-    with pytest.raises(ConfigError, match="--support 60"):
+    with pytest.raises(ConfigError, match="`support` 60"):
         check_train_config(m.meta.learner, cfg.with_(support=120))
 
 

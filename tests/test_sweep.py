@@ -19,7 +19,10 @@ from metabt.config.defaults import DEMO
 from metabt.config.files import load_config, options_for
 from metabt.data.ohlcv import load_ohlcv, sample_files
 from metabt.errors import ConfigError
-from metabt.experiments.sweep import DB_NAME, apply_params, parse_space, sweep, validation_folds
+from metabt.experiments.executors import ExecutorSpec
+from metabt.experiments.settings import RunSettings
+from metabt.experiments.space import apply_params, parse_space
+from metabt.experiments.sweep import DB_NAME, sweep, validation_folds
 
 TEST_START = pd.Timestamp("2010-01-01")
 CFG = DEMO.with_(
@@ -44,17 +47,12 @@ def frames() -> dict[str, pd.DataFrame]:
     return {"AAPL": load_ohlcv(files["AAPL"]).loc["2006-01-01":"2010-12-31"]}
 
 
-def run(frames, out, **kwargs):
-    options = {
-        "space": GRID,
-        "sampler": "grid",
-        "test_start": TEST_START,
-        "val_folds": 1,
-        "cfg": CFG,
-        "out": out,
-        "progress": False,
-    }
-    return sweep(frames, **{**options, **kwargs})
+def run(frames, out, *, test_start=TEST_START, **kwargs):
+    settings = RunSettings(
+        frames=frames, train_frames=frames, start=pd.Timestamp(test_start), cfg=CFG
+    )
+    options = {"space": GRID, "sampler": "grid", "val_folds": 1, "out": out, "progress": False}
+    return sweep(settings, **{**options, **kwargs})
 
 
 def trials(result) -> set[tuple]:
@@ -173,7 +171,7 @@ def _complete(study) -> int:
 @pytest.mark.slow
 def test_process_workers_give_the_serial_results(grid_run, frames, tmp_path):
     serial, _, _ = grid_run
-    parallel = run(frames, tmp_path / "proc", executor="process", workers=2)
+    parallel = run(frames, tmp_path / "proc", executor=ExecutorSpec("process", 2))
     assert parallel.n_complete == 4
     assert trials(parallel) == trials(serial)
 
@@ -182,7 +180,7 @@ def test_process_workers_give_the_serial_results(grid_run, frames, tmp_path):
 def test_a_local_ray_gives_the_serial_results(grid_run, frames, tmp_path, ray):
     serial, _, _ = grid_run  # two trials, one per worker: the support of the base config
     space = {"inner_lr": GRID["inner_lr"]}
-    parallel = run(frames, tmp_path / "ray", space=space, executor="ray", workers=2)
+    parallel = run(frames, tmp_path / "ray", space=space, executor=ExecutorSpec("ray", 2))
     assert parallel.n_complete == 2
     expected = {t for t in trials(serial) if t[1] == CFG.support}
     assert trials(parallel) == expected
@@ -193,7 +191,7 @@ def test_space_is_checked_with_the_closest_name():
         parse_space({"inner_l": [0.1]}, "grid")
     with pytest.raises(ConfigError, match="no config file sets"):
         parse_space({"gru_window": [5]}, "grid")
-    with pytest.raises(ConfigError, match="ranges are for --sampler tpe"):
+    with pytest.raises(ConfigError, match="ranges are for `sampler` tpe"):
         parse_space({"inner_lr": {"low": 0.01, "high": 0.1}}, "grid")
     with pytest.raises(ConfigError, match=r"inner_lr: -0\.1 is not valid"):
         parse_space({"inner_lr": [-0.1]}, "grid")
@@ -243,7 +241,7 @@ def test_bad_requests_fail_before_any_work(frames, tmp_path):
     with pytest.raises(ConfigError, match="does not reach back"):
         run(frames, tmp_path / "a", test_start="2006-06-01")
     with pytest.raises(ConfigError, match="unknown executor"):
-        run(frames, tmp_path / "a", executor="threads")
+        run(frames, tmp_path / "a", executor=ExecutorSpec("threads"))
     assert not (tmp_path / "a").exists()
 
 

@@ -10,8 +10,8 @@ import pytest
 
 from metabt.config.defaults import DEMO
 from metabt.errors import ConfigError
-from metabt.experiments.compare import RunSettings
-from metabt.experiments.executors import ProcessExecutor
+from metabt.experiments.executors import SERIAL, ProcessExecutor
+from metabt.experiments.settings import RunSettings
 from metabt.experiments.walkforward import walkforward, walkforward_folds
 
 
@@ -39,7 +39,7 @@ def test_walkforward_on_local_processes_equals_serial_bit_for_bit(sample_frames)
     )
     runs, logs = {}, {}
     with ProcessExecutor(2) as pool:
-        for name, executor in (("serial", "serial"), ("process", pool)):
+        for name, executor in (("serial", SERIAL), ("process", pool)):
             lines: list[str] = []
             runs[name] = walkforward(
                 settings,

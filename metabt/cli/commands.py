@@ -17,8 +17,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from metabt.config.defaults import RunConfig
-    from metabt.experiments.compare import RunSettings
+    from metabt.experiments.executors import ExecutorSpec
     from metabt.experiments.record import RunRecord
+    from metabt.experiments.settings import RunSettings
 
 __all__ = ["COMMANDS", "config_of", "run"]
 
@@ -47,7 +48,14 @@ def _load_frames(
 
 
 def config_of(args: argparse.Namespace) -> RunConfig:
-    """The run configuration: the demo's, with the flags (and config file) given."""
+    """The run configuration: the demo's, with the flags (and config file) given.
+
+    Args:
+        args: the parsed options of a command.
+
+    Returns:
+        The :class:`~metabt.config.defaults.RunConfig`.
+    """
     import dataclasses
 
     from metabt.config.defaults import DEMO
@@ -99,7 +107,7 @@ def _settings(args: argparse.Namespace) -> RunSettings:
     frames = _load_frames(args.data, args.benchmark)
     train_frames = _load_frames(args.train_data, args.benchmark) if args.train_data else frames
     from metabt.experiments.backtest import Costs
-    from metabt.experiments.compare import RunSettings
+    from metabt.experiments.settings import RunSettings
 
     costs = Costs(
         commission_bps=args.commission, slippage_bps=args.slippage, borrow_bps=args.borrow
@@ -113,6 +121,13 @@ def _settings(args: argparse.Namespace) -> RunSettings:
         costs=costs,
         cfg=config_of(args),
     )
+
+
+def _executor(args: argparse.Namespace) -> ExecutorSpec:
+    """Where the units run: ``--executor``, ``--workers``, ``--ray-address``."""
+    from metabt.experiments.executors import ExecutorSpec
+
+    return ExecutorSpec(args.executor, args.workers, args.ray_address)
 
 
 def _record(args: argparse.Namespace, cfg: RunConfig | None = None) -> RunRecord:
@@ -273,11 +288,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     result = compare(
         settings,
         seeds=args.seeds,
+        executor=_executor(args),
         progress=not args.quiet,
         log=print,
-        executor=args.executor,
-        workers=args.workers,
-        ray_address=args.ray_address,
     )
     paths = result.write(Path(args.out), force=args.force)
     print()
@@ -308,11 +321,9 @@ def cmd_walkforward(args: argparse.Namespace) -> int:
         fold_years=args.fold_years,
         train_years=args.train_years,
         seeds=args.seeds,
+        executor=_executor(args),
         progress=not args.quiet,
         log=print,
-        executor=args.executor,
-        workers=args.workers,
-        ray_address=args.ray_address,
     )
     paths = result.write(Path(args.out), force=args.force)
     overall = result.metrics()
@@ -372,19 +383,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     record = _record(args, settings.cfg)
     result = sweep(
-        settings.frames,
+        settings,
         space=space,
-        test_start=settings.start,
         out=Path(args.out),
         sampler=args.sampler,
         n_trials=args.trials,
         val_folds=args.val_folds,
-        cfg=settings.cfg,
-        costs=settings.costs,
-        executor=args.executor,
-        workers=args.workers,
-        ray_address=args.ray_address,
-        seed=args.seed,
+        executor=_executor(args),
         progress=not args.quiet,
     )
     out = Path(args.out)
@@ -408,22 +413,31 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _progress_line(line: str) -> None:
+    """A progress line of the pricing study, on stderr."""
+    import sys
+
+    print(f"[pricing] {line}", file=sys.stderr, flush=True)
+
+
 def cmd_pricing(args: argparse.Namespace) -> int:
     out = Path(args.out)
     _check_output(out, "--out", kind="dir")
-    from metabt.experiments.pricing import pricing_study
+    from metabt.experiments.log import silent
+    from metabt.experiments.pricing import PricingSettings, pricing_study
 
     record = _record(args)
-    study = pricing_study(
+    settings = PricingSettings(
         ks=tuple(args.ks),
         train_end=args.train_end,
         test_end=args.test_end,
         algorithm=args.algorithm,
         steps=args.steps,
-        seed=list(args.seeds),
         portfolios=args.portfolios,
         nonlinear=args.nonlinear,
-        progress=not args.quiet,
+    )
+    study = pricing_study(
+        settings, seeds=list(args.seeds), log=silent if args.quiet else _progress_line
     )
     paths = study.write(out)
     print()
@@ -453,6 +467,12 @@ COMMANDS = {
 
 def run(args: argparse.Namespace) -> int:
     """Run the sub-command ``args.command`` with its resolved arguments.
+
+    Args:
+        args: the parsed options, merged with ``--config``.
+
+    Returns:
+        The exit code (0).
 
     Raises:
         MetabtError: bad input (the CLI turns it into exit code 2).

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
-__all__ = ["main"]
+__all__ = ["flag_message", "main"]
 
 THREADS_ENV = "METABT_THREADS"
 DEFAULT_REPORT = Path("reports") / "metabt_backtest.html"
@@ -36,12 +36,59 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _date(value: str) -> pd.Timestamp:
-    import pandas as pd
+    """A date option (``metabt._checks.as_timestamp``): NaT and non-dates are refused."""
+    from metabt._checks import as_timestamp
+    from metabt.errors import ConfigError
 
     try:
-        return pd.Timestamp(value)
-    except (ValueError, TypeError) as exc:
+        stamp = as_timestamp(value, "date")
+    except ConfigError as exc:
         raise argparse.ArgumentTypeError(f"{value!r} is not a date; use YYYY-MM-DD") from exc
+    assert stamp is not None  # argparse passes a string
+    return stamp
+
+
+#: Library parameters whose option has another name (its ``dest``): parameter -> dest.
+OPTION_OF_PARAMETER = {"n_trials": "trials"}
+#: Library phrases the command line says in its own words.
+CLI_PHRASES = {
+    "the config template (metabt.config.files.example) lists every setting": (
+        "`metabt config --example` lists every setting"
+    ),
+}
+
+
+def flag_message(message: str, parser: argparse.ArgumentParser) -> str:
+    """A library message in the command line's words: parameters become flags.
+
+    The library names parameters in backticks, as in "`end` is before `start`"; each that
+    is an option of ``parser``'s command (directly, or through :data:`OPTION_OF_PARAMETER`)
+    becomes its flag ("--end is before --start"); other backticked names stay as they are.
+    The phrases of :data:`CLI_PHRASES` are replaced too. This is the one place the CLI
+    maps the library's parameter names to its flags.
+
+    Args:
+        message: the library's message (e.g. a :class:`~metabt.errors.MetabtError`'s).
+        parser: the sub-command's parser (its options are the ones mapped).
+
+    Returns:
+        The message with flags.
+    """
+    import re
+
+    flags = {}
+    for action in parser._actions:
+        long = [o for o in action.option_strings if o.startswith("--")]
+        if long:
+            flags[action.dest] = long[0]
+    for phrase, words in CLI_PHRASES.items():
+        message = message.replace(phrase, words)
+
+    def flag(match: re.Match[str]) -> str:
+        name = match.group(1)
+        return flags.get(OPTION_OF_PARAMETER.get(name, name), match.group(0))
+
+    return re.sub(r"`([a-z][a-z0-9_]*)`", flag, message)
 
 
 def _positive_int(value: str) -> int:
@@ -804,6 +851,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0) if not isinstance(exc.code, str) else 2
     except MetabtError as exc:
         message = " ".join(str(exc).split())  # one line, whatever a library put in it
+        message = flag_message(message, args.subparsers[args.command])
         from metabt._trust import UntrustedModuleError
 
         cause: BaseException | None = exc

@@ -175,7 +175,14 @@ INNER_LR = 0.02
 
 
 def default_inner_lr(algorithm: str) -> float:
-    """The inner-loop learning rate ``algorithm`` uses when none is given (1.0 for cavia)."""
+    """The inner-loop learning rate ``algorithm`` uses when none is given (1.0 for cavia).
+
+    Args:
+        algorithm: the algorithm's name.
+
+    Returns:
+        The rate.
+    """
     return INNER_LR_BY_ALGORITHM.get(algorithm, INNER_LR)
 
 

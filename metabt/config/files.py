@@ -27,10 +27,21 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from metabt._checks import did_you_mean
 from metabt.errors import ConfigError
 
-__all__ = ["COMMANDS", "ConfigFile", "Options", "example", "load_config", "options_for"]
+__all__ = [
+    "COMMANDS",
+    "ConfigFile",
+    "EVERY_SETTING",
+    "Options",
+    "example",
+    "load_config",
+    "options_for",
+]
 
 #: Commands that read a config file (a table of that name holds settings for it only).
 COMMANDS = ("train", "backtest", "compare", "walkforward", "sweep", "pricing")
+#: Where an unknown-key message sends the reader for the valid settings (the command line
+#: names its own command for the template, ``metabt.cli.parser.flag_message``).
+EVERY_SETTING = "the config template (metabt.config.files.example) lists every setting"
 
 PosInt = Annotated[int, Field(ge=1)]
 PosFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -146,14 +157,13 @@ def _check_keys(raw: Mapping[str, Any], label: str) -> None:
                 if inner not in Options.model_fields:
                     hint = did_you_mean(str(inner), Options.model_fields)
                     raise ConfigError(
-                        f"{where}: [{key}] has no setting {inner!r}{hint}; "
-                        "`metabt config --example` lists every setting"
+                        f"{where}: [{key}] has no setting {inner!r}{hint}; {EVERY_SETTING}"
                     )
             continue
         if key not in Options.model_fields:
             raise ConfigError(
                 f"{where}: unknown setting {key!r}{did_you_mean(str(key), _known())}; "
-                "`metabt config --example` lists every setting"
+                f"{EVERY_SETTING}"
             )
 
 
@@ -182,15 +192,15 @@ def load_config(path: str | os.PathLike[str]) -> ConfigFile:
     file = Path(path)
     label = str(file)
     if file.suffix.lower() not in (".toml", ""):
-        raise ConfigError(f"--config {label}: config files are TOML; use a .toml file")
+        raise ConfigError(f"config file {label}: config files are TOML; use a .toml file")
     try:
         raw = tomllib.loads(file.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
-        raise ConfigError(f"--config {label}: no such file; check the path") from exc
+        raise ConfigError(f"config file {label}: no such file; check the path") from exc
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"--config {label}: cannot read it ({exc})") from exc
+        raise ConfigError(f"config file {label}: cannot read it ({exc})") from exc
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"--config {label}: not valid TOML: {exc}") from exc
+        raise ConfigError(f"config file {label}: not valid TOML: {exc}") from exc
     _check_keys(raw, label)
     try:
         return ConfigFile.model_validate(raw)

@@ -157,7 +157,7 @@ def warmup_start(
         if not (frame.index >= start).any():
             raise DataError(
                 f"{name}: no bars on or after the start date {start.date()} (data ends "
-                f"{frame.index[-1].date()}); pick an earlier --start"
+                f"{frame.index[-1].date()}); pick an earlier `start`"
             )
         before = frame.index[frame.index < start]
         if len(before):

@@ -4,15 +4,19 @@ An experiment (:func:`metabt.experiments.compare.compare`,
 :func:`metabt.experiments.walkforward.walkforward`) is made of independent units: training
 jobs and backtests, one per strategy × fold × seed. An :class:`Executor` submits one unit
 (:meth:`Executor.submit`, a :class:`concurrent.futures.Future`), so a caller can start a
-unit as soon as what it needs is done, or maps a top-level function over a list of units and returns the
-results in the order of the units, whatever order they finished in; no scheduling is
-written here, existing engines do it:
+unit as soon as what it needs is done, or maps a top-level function over a list of units
+and returns the results in the order of the units, whatever order they finished in; no
+scheduling is written here, existing engines do it:
 
 - ``serial``: in this process, one unit after the other (:class:`SerialExecutor`);
 - ``process``: the standard library's :class:`concurrent.futures.ProcessPoolExecutor`
   with the ``spawn`` start method (:class:`ProcessExecutor`);
 - ``ray``: Ray tasks on a local Ray started for the run, or on a cluster joined at
   ``ray_address`` (:class:`RayExecutor`, ``pip install metabt[ray]``).
+
+An experiment is told where to run by an :class:`ExecutorSpec` (which executor, how many
+workers, which Ray cluster), checked when it is made, or by an :class:`Executor` already
+open; :func:`executor_scope` opens the one of a spec for the run and closes it after.
 
 Every unit runs the same way in all three (:func:`run_unit`): torch, BLAS and OpenMP
 limited to one thread (two workers on two cores do not oversubscribe, and a reduction
@@ -35,6 +39,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -49,14 +54,17 @@ from metabt.errors import ConfigError
 __all__ = [
     "EXECUTOR_NAMES",
     "Executor",
+    "ExecutorSpec",
     "ProcessExecutor",
     "RayExecutor",
+    "SERIAL",
     "SerialExecutor",
+    "executor_scope",
     "make_executor",
     "run_unit",
 ]
 
-#: The executors a run can use (``--executor``).
+#: The executors a run can use.
 EXECUTOR_NAMES = ("serial", "process", "ray")
 #: The seed of the global random generators (``random``, NumPy, torch) before each unit;
 #: metabt draws from explicit generators only, this makes any stray draw reproducible.
@@ -328,7 +336,7 @@ class ProcessExecutor(Executor):
         return RuntimeError(
             "a worker process of executor 'process' died (out of memory, killed, or it "
             "could not import metabt: check that `python -c 'import metabt'` works); "
-            "rerun, with fewer --workers or --executor serial"
+            "rerun, with fewer `workers` or `executor` serial"
         )
 
     def close(self) -> None:
@@ -423,7 +431,7 @@ def _check_workers(workers: Any) -> int:
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(
             f"workers must be a positive integer (units run at once), got {workers!r}; "
-            "use --workers 2 for two processes"
+            "use `workers` 2 for two processes"
         )
     return workers
 
@@ -434,9 +442,24 @@ def _import_ray() -> Any:
     except ImportError as exc:
         raise ConfigError(
             "executor 'ray' needs Ray, which is not installed; pip install metabt[ray] "
-            "(or use --executor process)"
+            "(or use `executor` process)"
         ) from exc
     return ray
+
+
+def _check_choice(executor: str, workers: Any, ray_address: str | None) -> None:
+    """Refuse an unknown executor, ``workers`` < 1, or a ``ray_address`` for another executor."""
+    if executor not in EXECUTOR_NAMES:
+        raise ConfigError(
+            f"unknown executor {executor!r}{did_you_mean(str(executor), EXECUTOR_NAMES)}; "
+            f"choose one of {', '.join(EXECUTOR_NAMES)}"
+        )
+    _check_workers(workers)
+    if ray_address is not None and executor != "ray":
+        raise ConfigError(
+            f"ray_address {ray_address!r} is only used by executor 'ray', not {executor!r}; "
+            "pass `executor` ray or drop `ray_address`"
+        )
 
 
 def make_executor(
@@ -460,19 +483,68 @@ def make_executor(
     """
     if isinstance(executor, Executor):
         return executor
-    if executor not in EXECUTOR_NAMES:
-        raise ConfigError(
-            f"unknown executor {executor!r}{did_you_mean(str(executor), EXECUTOR_NAMES)}; "
-            f"choose one of {', '.join(EXECUTOR_NAMES)}"
-        )
-    _check_workers(workers)
-    if ray_address is not None and executor != "ray":
-        raise ConfigError(
-            f"ray_address {ray_address!r} is only used by executor 'ray', not {executor!r}; "
-            "pass --executor ray or drop --ray-address"
-        )
+    _check_choice(executor, workers, ray_address)
     if executor == "ray":
         return RayExecutor(workers, ray_address)
     if executor == "process":
         return ProcessExecutor(workers)
     return SerialExecutor(workers)
+
+
+@dataclass(frozen=True)
+class ExecutorSpec:
+    """Where an experiment's units run: the executor, its workers, the Ray cluster.
+
+    Checked when it is made (Ray's presence only when the executor is made, by
+    :meth:`make`), so a bad choice is refused before any work.
+
+    Attributes:
+        kind: "serial" (this process), "process" (local worker processes) or "ray"
+            (:data:`EXECUTOR_NAMES`). Default "serial".
+        workers: units run at once (processes, or the CPUs of a local Ray). Default 1.
+        ray_address: for "ray", the cluster to join; None starts a local Ray for the run
+            and shuts it down after.
+
+    Raises:
+        ConfigError: an unknown ``kind``, ``workers`` < 1, or a ``ray_address`` for
+            another executor.
+    """
+
+    kind: str = "serial"
+    workers: int = 1
+    ray_address: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_choice(self.kind, self.workers, self.ray_address)
+
+    def make(self) -> Executor:
+        """A new executor of this spec (:func:`make_executor`); close it after the run.
+
+        Raises:
+            ConfigError: ``kind`` is "ray" and Ray is not installed.
+        """
+        return make_executor(self.kind, self.workers, self.ray_address)
+
+
+#: The default executor spec of the experiments: every unit here, one after the other.
+SERIAL = ExecutorSpec()
+
+
+def executor_scope(
+    executor: ExecutorSpec | Executor,
+) -> contextlib.AbstractContextManager[Executor]:
+    """The executor to run on, as a context: one made from a spec is closed after the run,
+    one given open is left open.
+
+    Args:
+        executor: an :class:`ExecutorSpec`, or an :class:`Executor` (used as it is).
+
+    Returns:
+        A context manager that gives the :class:`Executor`.
+
+    Raises:
+        ConfigError: a spec of executor "ray" without Ray installed.
+    """
+    if isinstance(executor, Executor):
+        return contextlib.nullcontext(executor)
+    return executor.make()

@@ -44,7 +44,6 @@ from __future__ import annotations
 import copy
 import math
 import os
-import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -56,6 +55,7 @@ import torch
 
 from metabt._util import staged_files
 from metabt.errors import ConfigError, DataError
+from metabt.experiments.log import Log, silent
 from metabt.learn.learner import MetaLearner
 from metabt.learn.models import MLP
 
@@ -64,6 +64,7 @@ __all__ = [
     "FrenchData",
     "LR_GRID",
     "MODELS",
+    "PricingSettings",
     "PricingStudy",
     "PricingTasks",
     "adapted_forecasts",
@@ -305,7 +306,14 @@ def adapted_forecasts(
 
 # --------------------------------------------------------------------------- metrics
 def newey_west_lags(n: int) -> int:
-    """HAC lag rule of thumb floor(4 (n/100)^(2/9)) (Newey & West 1994); at least 1."""
+    """HAC lag rule of thumb floor(4 (n/100)^(2/9)) (Newey & West 1994); at least 1.
+
+    Args:
+        n: observations.
+
+    Returns:
+        The lag.
+    """
     return max(1, math.floor(4.0 * (n / 100.0) ** (2.0 / 9.0)))
 
 
@@ -643,34 +651,15 @@ def _setup(
     )
 
 
-def _progress(on: bool, message: str) -> None:
-    if on:
-        print(f"[pricing] {message}", file=sys.stderr, flush=True)
+@dataclass(frozen=True)
+class PricingSettings:
+    """What the pricing study is run with: periods, portfolios, the meta-learner's budget.
 
+    The study's counterpart of :class:`~metabt.experiments.settings.RunSettings` (it reads
+    no price files: the data is Ken French's monthly factors, :func:`load_french`).
+    Checked by :func:`pricing_study`, before any work.
 
-def pricing_study(
-    *,
-    ks: Sequence[int] = (6, 12, 24, 36),
-    train_end: str = "1989-12",
-    test_end: str | None = None,
-    algorithm: str = "maml",
-    steps: int = 1500,
-    batch_size: int = 256,
-    inner_steps: int = 5,
-    meta_lr: float = 3e-2,
-    val_years: int = 10,
-    seed: int | Sequence[int] = 0,
-    portfolios: Sequence[str] | None = None,
-    nonlinear: bool = False,
-    lr_grid: Sequence[float] = LR_GRID,
-    data: FrenchData | None = None,
-    progress: bool = False,
-) -> PricingStudy:
-    """Meta-learned vs classical factor models, out of sample on French portfolios.
-
-    See the module docstring for the protocol and metric definitions.
-
-    Args:
+    Attributes:
         ks: support lengths k in months (each >= 6). Default (6, 12, 24, 36).
         train_end: last training month, "YYYY-MM". Default "1989-12".
         test_end: last test month; None = the last month of the data (2017-03).
@@ -681,13 +670,44 @@ def pricing_study(
         inner_steps: inner gradient steps in training and at test time. Default 5.
         meta_lr: outer Adam learning rate. Default 3e-2.
         val_years: years before train_end used for validation. Default 10.
-        seed: one seed or several (meta models are trained per seed and averaged).
         portfolios: portfolio names (default all 30).
         nonlinear: also meta-learn an MLP 4→16→1 (ReLU) ("maml_mlp"); experimental: it
             diverges with the default rates (ConfigError), try meta_lr=3e-3.
         lr_grid: inner learning rates to choose from on validation.
+    """
+
+    ks: Sequence[int] = (6, 12, 24, 36)
+    train_end: str = "1989-12"
+    test_end: str | None = None
+    algorithm: str = "maml"
+    steps: int = 1500
+    batch_size: int = 256
+    inner_steps: int = 5
+    meta_lr: float = 3e-2
+    val_years: int = 10
+    portfolios: Sequence[str] | None = None
+    nonlinear: bool = False
+    lr_grid: Sequence[float] = LR_GRID
+
+
+def pricing_study(
+    settings: PricingSettings,
+    *,
+    seeds: Sequence[int] = (0,),
+    data: FrenchData | None = None,
+    log: Log = silent,
+) -> PricingStudy:
+    """Meta-learned vs classical factor models, out of sample on French portfolios.
+
+    See the module docstring for the protocol and metric definitions.
+
+    Args:
+        settings: periods, portfolios and the meta-learner's budget
+            (:class:`PricingSettings`; ``PricingSettings()`` for the defaults).
+        seeds: seeds to repeat the meta-learned models with (trained per seed and
+            averaged). Default (0,).
         data: a :class:`FrenchData` (default :func:`load_french`); tests perturb it.
-        progress: print progress to stderr.
+        log: receives a progress line as each stage starts.
 
     Returns:
         A :class:`PricingStudy`.
@@ -697,16 +717,25 @@ def pricing_study(
         DataError: linearmodels missing.
     """
     tic = time.perf_counter()
-    ks = _check_ks(ks)
-    seeds = (seed,) if isinstance(seed, int) else tuple(seed)
+    ks = _check_ks(settings.ks)
+    seeds = (seeds,) if isinstance(seeds, int) else tuple(seeds)
     if not seeds or any(isinstance(s, bool) or not isinstance(s, int) for s in seeds):
-        raise ConfigError(f"seed must be an integer or a list of integers, got {seed!r}")
+        raise ConfigError(f"seeds must be a list of integers, got {seeds!r}")
+    algorithm, steps, batch_size = settings.algorithm, settings.steps, settings.batch_size
+    inner_steps, meta_lr, lr_grid = settings.inner_steps, settings.meta_lr, settings.lr_grid
     for label, value in (("steps", steps), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{label} must be an integer >= 1, got {value!r}")
     if not lr_grid or any(not (isinstance(r, (int, float)) and r > 0) for r in lr_grid):
         raise ConfigError(f"lr_grid must hold positive rates, got {lr_grid!r}")
-    setup = _setup(data or load_french(), ks, train_end, test_end, val_years, portfolios)
+    setup = _setup(
+        data or load_french(),
+        ks,
+        settings.train_end,
+        settings.test_end,
+        settings.val_years,
+        settings.portfolios,
+    )
     x, y, test = setup.x, setup.y, setup.test
     y_test = y[:, test].astype(np.float64)
     csum = np.cumsum(y.astype(np.float64), axis=1)
@@ -717,17 +746,17 @@ def pricing_study(
         preds["capm_rolling", k, -1] = rolling_ols_forecasts(setup.raw_x[:, :1], y, k, test)
     expanding = ols_forecasts(setup.raw_x, y.astype(np.float64), test)
     chosen: dict[str, object] = {}
-    _progress(progress, "baselines done; pooled OLS + fine-tuning")
+    log("baselines done; pooled OLS + fine-tuning")
     erm, chosen["erm_ft"] = _erm_fit(setup, ks, inner_steps, lr_grid)
     pooled = adapted_forecasts(erm, x, y, 0, test, steps=0)
     for k in ks:
         preds["expanding_ols", k, -1] = expanding
         preds["pooled_ols", k, -1] = pooled
         preds["erm_ft", k, -1] = adapted_forecasts(erm, x, y, k, test)
-    variants = [("maml", ())] + ([("maml_mlp", (16,))] if nonlinear else [])
+    variants = [("maml", ())] + ([("maml_mlp", (16,))] if settings.nonlinear else [])
     for name, hidden in variants:
         for s in seeds:
-            _progress(progress, f"{name} seed {s}: meta-training")
+            log(f"{name} seed {s}: meta-training")
             learner, info = _meta_fit(
                 setup, hidden, ks=ks, algorithm=algorithm, steps=steps, batch_size=batch_size,
                 inner_steps=inner_steps, meta_lr=meta_lr, seed=s, lr_grid=lr_grid,

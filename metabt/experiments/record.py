@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import math
 import os
 import platform
 import subprocess
@@ -24,7 +25,7 @@ from typing import Any
 from metabt._util import write_text
 from metabt._version import __version__
 
-__all__ = ["PACKAGES", "RunRecord", "file_sha256", "git_commit", "package_versions"]
+__all__ = ["PACKAGES", "RunRecord", "file_sha256", "git_commit", "package_versions", "plain"]
 
 #: Packages whose versions can change a result (recorded in every run.json).
 PACKAGES = (
@@ -44,6 +45,12 @@ _CHUNK = 1 << 20
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
     """SHA-256 of a file's bytes, hex.
+
+    Args:
+        path: the file.
+
+    Returns:
+        The hex digest.
 
     Raises:
         OSError: the file cannot be read.
@@ -88,7 +95,14 @@ def git_commit(where: str | os.PathLike[str] | None = None) -> str | None:
 
 
 def package_versions(names: Iterable[str] = PACKAGES) -> dict[str, str | None]:
-    """Installed version of each package (None if it is not installed)."""
+    """Installed version of each package (None if it is not installed).
+
+    Args:
+        names: the packages. Default :data:`PACKAGES`.
+
+    Returns:
+        name -> version or None.
+    """
     out: dict[str, str | None] = {}
     for name in names:
         try:
@@ -102,12 +116,28 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
-def _plain(value: Any) -> Any:
-    """JSON primitives of a config value (dates, paths, tuples, numpy scalars)."""
+def plain(value: Any, *, nan_as_null: bool = False) -> Any:
+    """JSON primitives of a value (dates, paths, tuples, numpy scalars): what ``json`` writes.
+
+    Mappings become dicts with str keys, lists and tuples lists; None, bools, ints, floats
+    and strs stay; a date or time becomes its ISO text, a numpy scalar its Python value,
+    anything else its ``str``.
+
+    Args:
+        value: the value, nested or not.
+        nan_as_null: write NaN and infinities as None (strict JSON has no NaN), as the
+            sweep's summary does; False keeps them (``json`` writes ``NaN``), as the run
+            record does.
+
+    Returns:
+        The value as JSON primitives.
+    """
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v, nan_as_null=nan_as_null) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v, nan_as_null=nan_as_null) for v in value]
+    if nan_as_null and isinstance(value, float) and not math.isfinite(value):
+        return None
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if hasattr(value, "isoformat"):
@@ -168,8 +198,8 @@ class RunRecord:
             "python": sys.version.split()[0],
             "platform": platform.platform(),
             "packages": package_versions(),
-            "seeds": _plain(seeds),
-            "config": _plain(self.config),
+            "seeds": plain(seeds),
+            "config": plain(self.config),
             "data": self.data,
             "checkpoints": self.checkpoints,
             "outputs": self.outputs,

@@ -5,6 +5,11 @@ sizer); :func:`train_learner` meta-trains strictly before a date; :func:`train_r
 trains everything a comparison needs (the meta-learner, a jointly trained ERM model, a
 scratch model, and the linear baselines' penalties chosen on validation tasks) and
 :func:`roster` lists the strategies, each with the same schedule, support and label.
+
+The roster is declared once, in :data:`ROSTER`: per strategy its name, class, keyword
+arguments, the training parts it needs and whether it trades a trained learner; the
+strategy list (:func:`roster`), the parts each backtest waits for (:data:`STRATEGY_NEEDS`)
+and the ``untrained`` column (:func:`untrained`) are derived from it.
 """
 
 from __future__ import annotations
@@ -12,8 +17,9 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import pandas as pd
@@ -22,6 +28,7 @@ import torch
 from metabt.config.defaults import DEMO, RunConfig
 from metabt.data.bars import check_same_bars, common_frequency
 from metabt.errors import ConfigError
+from metabt.experiments.log import Log, silent
 from metabt.features.tasks import TaskSampler
 from metabt.learn.learner import FitResult, MetaLearner
 from metabt.learn.linear import RidgeAdapter, RLSAdapter, select_by_validation
@@ -43,14 +50,20 @@ __all__ = [
     "RLS_DEFAULT",
     "RLS_GRID",
     "RLS_SUPPORT",
+    "ROSTER",
+    "ROSTER_PARTS",
+    "RosterEntry",
     "RosterModels",
+    "STRATEGY_NEEDS",
     "TrainedLearner",
     "check_no_leak",
     "check_train_config",
     "roster",
+    "roster_entries",
     "select_linear",
     "train_learner",
     "train_roster",
+    "untrained",
 ]
 
 #: Ridge penalties tried on the validation tasks (fixed before any run).
@@ -161,7 +174,7 @@ def _tasks(
     if first >= end:
         raise ConfigError(
             f"no training data before {end.date()} (data starts {first.date()}); "
-            "pick a later cut-off date or give earlier --train-data"
+            "pick a later cut-off date or give earlier training data"
         )
     split = end - pd.DateOffset(days=round(365.25 * cfg.val_years))
     tasks = TaskSampler.from_frames(
@@ -175,10 +188,10 @@ def _tasks(
             f"holding out the last {cfg.val_years:g} years before {end.date()} for validation "
             f"(split at {split.date()}) leaves no {part} task in data from {first.date()}: "
             + (
-                "pass a smaller --val-years (e.g. 0.25 for a year of hourly bars) or give a "
+                "pass a smaller `val_years` (e.g. 0.25 for a year of hourly bars) or give a "
                 "longer history"
                 if part == "training"
-                else "pass a larger --val-years, or a smaller --support/--query"
+                else "pass a larger `val_years`, or a smaller `support`/`query`"
             )
             + f". Details: {exc}"
         ) from exc
@@ -307,8 +320,8 @@ def check_train_config(
     if trained is not None and int(trained) != cfg.support:
         raise ConfigError(
             f"the model was trained on support windows of {trained} bars but the backtest "
-            f"adapts on {cfg.support}; pass --support {trained} or retrain with "
-            f"--support {cfg.support}"
+            f"adapts on {cfg.support}; pass `support` {trained} or retrain with "
+            f"`support` {cfg.support}"
         )
     if frames is None:
         return
@@ -319,6 +332,10 @@ def check_train_config(
 def check_no_leak(learner: MetaLearner, start: pd.Timestamp) -> None:
     """Refuse a learner whose training range reaches the test period (honesty rule 2).
 
+    Args:
+        learner: the trained learner (its ``train_range``).
+        start: the first test date.
+
     Raises:
         ConfigError: the last training date is on or after ``start``.
     """
@@ -326,7 +343,7 @@ def check_no_leak(learner: MetaLearner, start: pd.Timestamp) -> None:
         raise ConfigError(
             f"the model was trained on data up to {learner.train_range[1]}, on or after the "
             f"backtest start {start.date()}; that would leak the test period into training. "
-            "Use a later --start or a model trained before it"
+            "Use a later `start` or a model trained before it"
         )
 
 
@@ -372,6 +389,11 @@ def select_linear(
     :data:`RLS_GRID` on validation tasks with RLS's longer support (:data:`RLS_SUPPORT`),
     or :data:`RLS_DEFAULT` when the validation window is too short for them.
 
+    Args:
+        frames: name -> validated OHLCV frame to train on.
+        cfg: the configuration (features, support, query, ``val_years``, seed).
+        end: cut-off date (the test period's first day).
+
     Returns:
         (ridge alpha, RLS forgetting, {"ridge_alpha": scores, "rls_forgetting": scores},
         note lines).
@@ -410,7 +432,7 @@ def train_roster(
     end: pd.Timestamp,
     *,
     progress: bool = True,
-    log: Any = None,
+    log: Log = silent,
 ) -> RosterModels:
     """Train the meta-learner, ERM and scratch, and choose the linear baselines' settings.
 
@@ -424,7 +446,7 @@ def train_roster(
         cfg: the configuration (``cfg.algorithm`` is the meta-learner's).
         end: cut-off date (the test period's first day).
         progress: show training progress bars.
-        log: a callable receiving the summary lines, or None.
+        log: receives the summary lines.
 
     Returns:
         :class:`RosterModels`.
@@ -440,12 +462,10 @@ def train_roster(
         trained[key] = train_learner(frames, algo_cfg, end=end, progress=progress)
         check_no_leak(trained[key].learner, end)
         for line in trained[key].summary(algo_cfg, names):
-            if log is not None:
-                log(line)
+            log(line)
     alpha, lam, scores, lines = select_linear(frames, cfg, end)
     for line in lines:
-        if log is not None:
-            log(line)
+        log(line)
     models = RosterModels(
         trained["meta"],
         trained["erm"],
@@ -454,53 +474,160 @@ def train_roster(
         lam,
         scores,
     )
-    if log is not None:
-        log(models.summary())
+    log(models.summary())
     return models
+
+
+def _schedule(cfg: RunConfig) -> dict[str, Any]:
+    """The schedule every adapting strategy shares."""
+    return {"adapt_every": cfg.adapt_every, "support": cfg.support, "seed": cfg.seed}
+
+
+def _meta(models: RosterModels, cfg: RunConfig) -> dict[str, Any]:
+    return {"learner": models.meta.learner, **_schedule(cfg)}
+
+
+def _erm(models: RosterModels, cfg: RunConfig) -> dict[str, Any]:
+    return {"learner": models.erm.learner, **_schedule(cfg)}
+
+
+def _nothing(models: RosterModels, cfg: RunConfig) -> dict[str, Any]:
+    return {}
+
+
+def _always(cfg: RunConfig) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class RosterEntry:
+    """One strategy of the roster: everything the experiments need to know about it.
+
+    Attributes:
+        name: its label in tables.
+        strategy: the backtrader strategy class.
+        kwargs: (models, cfg) -> the strategy's keyword arguments.
+        needs: the training parts (:data:`ROSTER_PARTS`) ``kwargs`` reads; its backtest
+            can start as soon as these are done.
+        trained: True if it trades a learner kept by validation (its first part's), so
+            that its ``untrained`` flag is that learner's
+            (:attr:`TrainedLearner.untrained`).
+        enabled: cfg -> whether the roster of ``cfg`` has it. Default: always.
+    """
+
+    name: str
+    strategy: type[Any]
+    kwargs: Callable[[RosterModels, RunConfig], dict[str, Any]] = _nothing
+    needs: tuple[str, ...] = ()
+    trained: bool = False
+    enabled: Callable[[RunConfig], bool] = _always
+
+    def untrained(self, models: RosterModels) -> bool:
+        """True if its learner's kept θ is the initialisation (only for ``trained``)."""
+        return self.trained and bool(getattr(models, self.needs[0]).untrained)
+
+
+#: The training jobs of one roster, each a unit of its own when the roster is scheduled:
+#: the three learners of :func:`train_roster` and the linear baselines' selection.
+ROSTER_PARTS = ("meta", "erm", "scratch", "linear")
+
+#: The roster, in table order: one declaration per strategy, from which :func:`roster`,
+#: :data:`STRATEGY_NEEDS` and :func:`untrained` are derived. MetaStrategy; MetaOnline
+#: (with ``cfg.online_meta_lr > 0``: its θ takes online meta-updates during the backtest);
+#: MetaDrift (the market observer, ``drift_threshold=2.0``); StaticModel (the meta-init,
+#: never adapted); ErmStatic and ErmAdapt (the jointly trained model, never / likewise
+#: fine-tuned); ScratchAdapt (the same fine-tuning from a random initialisation);
+#: RollingRidge and RecursiveLeastSquares (classical adaptive linear models on the same
+#: features and labels); BuyAndHold (the equal-weight basket); SmaCross.
+ROSTER: tuple[RosterEntry, ...] = (
+    RosterEntry("MetaStrategy", MetaStrategy, _meta, ("meta",), trained=True),
+    RosterEntry(
+        "MetaOnline",
+        MetaStrategy,
+        lambda m, cfg: {**_meta(m, cfg), "online_meta_lr": cfg.online_meta_lr},
+        ("meta",),
+        trained=True,
+        enabled=lambda cfg: cfg.online_meta_lr > 0,
+    ),
+    RosterEntry(
+        "MetaDrift",
+        MetaStrategy,
+        lambda m, cfg: {**_meta(m, cfg), "drift_threshold": 2.0},
+        ("meta",),
+        trained=True,
+    ),
+    RosterEntry("StaticModel", StaticModel, _meta, ("meta",), trained=True),
+    RosterEntry("ErmStatic", ErmStatic, _erm, ("erm",), trained=True),
+    RosterEntry("ErmAdapt", ErmAdapt, _erm, ("erm",), trained=True),
+    RosterEntry(
+        "ScratchAdapt",
+        ScratchAdapt,
+        lambda m, cfg: {"learner": m.scratch.learner, **_schedule(cfg)},
+        ("scratch",),
+    ),
+    RosterEntry(
+        "RollingRidge",
+        RollingRidge,
+        lambda m, cfg: {"feature_spec": cfg.spec, "alpha": m.ridge_alpha, **_schedule(cfg)},
+        ("linear",),
+    ),
+    RosterEntry(
+        "RecursiveLeastSquares",
+        RecursiveLeastSquares,
+        lambda m, cfg: {
+            "feature_spec": cfg.spec,
+            "forgetting": m.rls_forgetting,
+            "support": RLS_SUPPORT,
+            "seed": cfg.seed,
+        },
+        ("linear",),
+    ),
+    RosterEntry("BuyAndHold", BuyAndHold),
+    RosterEntry("SmaCross", SmaCross),
+)
+
+#: The training parts each strategy of :data:`ROSTER` needs (from its declaration): its
+#: backtest starts as soon as these are done.
+STRATEGY_NEEDS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {entry.name: entry.needs for entry in ROSTER}
+)
+
+
+def roster_entries(cfg: RunConfig) -> list[RosterEntry]:
+    """The entries of :data:`ROSTER` the roster of ``cfg`` has, in table order.
+
+    Args:
+        cfg: the configuration (MetaOnline needs ``online_meta_lr > 0``).
+
+    Returns:
+        The enabled entries.
+    """
+    return [entry for entry in ROSTER if entry.enabled(cfg)]
 
 
 def roster(models: RosterModels, cfg: RunConfig) -> list[tuple[str, type[Any], dict[str, Any]]]:
     """The strategies of a comparison: (name, class, params), the same schedule for all.
 
-    MetaStrategy; MetaDrift (the same with the market observer, ``drift_threshold=2.0``);
-    StaticModel (the meta-init, never adapted); ErmStatic and ErmAdapt (the jointly
-    trained model, never / likewise fine-tuned); ScratchAdapt (the same fine-tuning from
-    a random initialisation); RollingRidge and RecursiveLeastSquares (classical adaptive
-    linear models on the same features and labels); BuyAndHold (the equal-weight basket);
-    SmaCross. With ``cfg.online_meta_lr > 0``, also MetaOnline: MetaStrategy whose θ takes
-    online meta-updates during the backtest, beside MetaStrategy's fixed θ.
+    The entries of :data:`ROSTER` that ``cfg`` enables, each with its keyword arguments
+    built from ``models`` and ``cfg``.
+
+    Args:
+        models: what was trained before the test period.
+        cfg: the configuration (schedule, features, ``online_meta_lr``).
+
+    Returns:
+        [(name, strategy class, keyword arguments), ...] in table order.
     """
-    schedule = {"adapt_every": cfg.adapt_every, "support": cfg.support, "seed": cfg.seed}
-    meta = {"learner": models.meta.learner, **schedule}
-    erm = {"learner": models.erm.learner, **schedule}
-    online = (
-        [("MetaOnline", MetaStrategy, {**meta, "online_meta_lr": cfg.online_meta_lr})]
-        if cfg.online_meta_lr > 0
-        else []
-    )
-    return [
-        ("MetaStrategy", MetaStrategy, meta),
-        *online,
-        ("MetaDrift", MetaStrategy, {**meta, "drift_threshold": 2.0}),
-        ("StaticModel", StaticModel, meta),
-        ("ErmStatic", ErmStatic, erm),
-        ("ErmAdapt", ErmAdapt, erm),
-        ("ScratchAdapt", ScratchAdapt, {"learner": models.scratch.learner, **schedule}),
-        (
-            "RollingRidge",
-            RollingRidge,
-            {"feature_spec": cfg.spec, "alpha": models.ridge_alpha, **schedule},
-        ),
-        (
-            "RecursiveLeastSquares",
-            RecursiveLeastSquares,
-            {
-                "feature_spec": cfg.spec,
-                "forgetting": models.rls_forgetting,
-                "support": RLS_SUPPORT,
-                "seed": cfg.seed,
-            },
-        ),
-        ("BuyAndHold", BuyAndHold, {}),
-        ("SmaCross", SmaCross, {}),
-    ]
+    return [(e.name, e.strategy, e.kwargs(models, cfg)) for e in roster_entries(cfg)]
+
+
+def untrained(models: RosterModels) -> dict[str, bool]:
+    """Strategy name -> True if it trades a learner whose kept θ is its initialisation.
+
+    Args:
+        models: what was trained (every part done).
+
+    Returns:
+        One flag per entry of :data:`ROSTER`.
+    """
+    return {entry.name: entry.untrained(models) for entry in ROSTER}

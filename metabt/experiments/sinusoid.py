@@ -158,7 +158,7 @@ class RegimeTasks:
     features, uniform angle); inputs are x ~ N(0, I) in the first ``signal`` dims and
     N(0, ``nuisance_scale``²) in the other ``features − signal`` dims (common to all
     tasks, irrelevant); the label (a forward return) is y = w·x + ``noise``·ε. Its class
-    (down/flat/up at the support's terciles, ``metabt.learn.families.label_classes``) depends on
+    (down/flat/up at the support's terciles, ``metabt.learn.algorithms.protonet.label_classes``) depends on
     a task-specific linear rule of x. A learned embedding can discard the nuisance dims;
     a nearest-class-mean rule on raw features (:func:`nearest_mean_accuracy`) cannot.
 
@@ -209,7 +209,7 @@ def nearest_mean_accuracy(xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor) -> flo
     """Accuracy of the nearest-class-mean rule on raw features (a non-learned baseline).
 
     The class means of each task's support inputs (classes as in
-    ``metabt.learn.families.label_classes``) classify each query row by the nearest mean in
+    ``metabt.learn.algorithms.protonet.label_classes``) classify each query row by the nearest mean in
     Euclidean distance; empty classes are never chosen.
 
     Args:
@@ -218,7 +218,7 @@ def nearest_mean_accuracy(xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor) -> flo
     Returns:
         Share of the B·Q query rows classified correctly.
     """
-    from metabt.learn.families import label_classes
+    from metabt.learn.algorithms.protonet import label_classes
 
     xs, ys, xq, yq = (t.double() for t in (xs, ys, xq, yq))
     cs, mask, cq = label_classes(ys, yq)

@@ -1,17 +1,22 @@
 """Hyper-parameter search (grid or TPE) scored on validation folds before a held-out period.
 
-A trial is a :class:`~metabt.config.defaults.RunConfig` (the base one with the trial's values)
-scored on the last ``val_folds`` calendar years before ``test_start``: in each fold the
-learner is trained strictly before the fold (:func:`metabt.experiments.roster.train_learner`) and
-MetaStrategy is backtested on it with costs (:func:`metabt.experiments.backtest.run_backtest`); the
-score is the mean over the folds of the annualised Sharpe ratio after costs. Every trial
-receives frames cut before ``test_start``, so none reads a price of the held-out period.
+A sweep takes the settings of every experiment
+(:class:`~metabt.experiments.settings.RunSettings`): its ``start`` is the first day of the
+held-out period (``test_start`` in the outputs), its ``cfg`` the base configuration. A
+trial is that :class:`~metabt.config.defaults.RunConfig` with the trial's values
+(:func:`metabt.experiments.space.apply_params`) scored on the last ``val_folds`` calendar
+years before ``test_start``: in each fold the learner is trained strictly before the fold
+(:func:`metabt.experiments.roster.train_learner`) and MetaStrategy is backtested on it with
+costs (:func:`metabt.experiments.backtest.run_backtest`); the score is the mean over the
+folds of the annualised Sharpe ratio after costs. Every trial receives frames cut before
+``test_start``, so none reads a price of the held-out period. The search space is checked
+and applied by :mod:`metabt.experiments.space`.
 
 The search is Optuna's: ``GridSampler`` or ``TPESampler``, the study in ``sweep.db``
 (SQLite) in the output folder. A re-run on the folder runs only the missing trials, and
 again any trial a kill interrupted. Parallel workers (processes or Ray tasks, through
-:mod:`metabt.experiments.executors`) each load the study from that storage and optimise their share
-(Optuna's multi-process pattern). The trials tried (:attr:`SweepResult.n_trials`) and
+:mod:`metabt.experiments.executors`) each load the study from that storage and optimise
+their share (Optuna's multi-process pattern). The trials tried (:attr:`SweepResult.n_trials`) and
 the variance of their per-bar Sharpe ratios are kept to deflate the held-out result for
 the search (:func:`metabt.evaluate.metrics.deflated_sharpe_ratio`).
 
@@ -26,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime as dt
 import functools
 import hashlib
 import json
@@ -44,47 +48,34 @@ import numpy as np
 import optuna
 import pandas as pd
 import tomli_w
-from pydantic import ValidationError
 from tqdm.auto import tqdm
 
-from metabt._checks import as_timestamp, did_you_mean
+from metabt._checks import as_timestamp
 from metabt._util import check_output_path, staged_files, write_text
-from metabt.config.defaults import ALGORITHM_NAMES, DEMO, MODEL_TYPES, RunConfig
-from metabt.config.files import Options
+from metabt.config.defaults import RunConfig
 from metabt.errors import ConfigError, DataError, MetabtError
 from metabt.evaluate.metrics import expected_max_sharpe
 from metabt.experiments.backtest import Costs, run_backtest
-from metabt.experiments.executors import Executor, make_executor, run_unit
+from metabt.experiments.executors import SERIAL, Executor, ExecutorSpec, executor_scope, run_unit
+from metabt.experiments.record import plain
 from metabt.experiments.roster import check_no_leak, train_learner
+from metabt.experiments.settings import RunSettings
+from metabt.experiments.space import SETTINGS, Dimension, apply_params, decode, parse_space
 from metabt.experiments.walkforward import walkforward_folds
 from metabt.strategies.meta import MetaStrategy
 
 __all__ = [
+    "DB_NAME",
     "DEFAULT_TPE_TRIALS",
-    "Dimension",
-    "SAMPLER_NAMES",
-    "SETTINGS",
+    "ERROR_ATTR",
     "SweepResult",
-    "apply_params",
-    "parse_space",
     "sweep",
     "validation_folds",
 ]
 
-#: The samplers of :func:`sweep`.
-SAMPLER_NAMES = ("grid", "tpe")
-_INTS = ("adapt_every", "batch_size", "horizon", "inner_steps", "query", "steps", "support")
-_FLOATS = ("inner_lr", "meta_lr", "online_meta_lr", "val_years")
-_OTHER = {"algorithm": ALGORITHM_NAMES, "hidden": "widths", "model_type": MODEL_TYPES}
-_KINDS = {**dict.fromkeys(_INTS, "int"), **dict.fromkeys(_FLOATS, "float"), **_OTHER}
-#: Settings a sweep may vary (config-file / flag names) -> kind: "int", "float",
-#: "widths" (a list of positive ints) or the allowed choices.
-SETTINGS: Mapping[str, Any] = dict(sorted(_KINDS.items()))
-#: RunConfig field names accepted for the setting of another name.
-ALIASES = {"meta_steps": "steps"}
 #: Settings only the commands that backtest have (not ``metabt train``).
 STRATEGY_SETTINGS = ("adapt_every", "online_meta_lr")
-#: Trials of a TPE sweep when ``n_trials`` (``--trials``) is not given.
+#: Trials of a TPE sweep when ``n_trials`` is not given.
 DEFAULT_TPE_TRIALS = 20
 #: The files of a sweep's folder.
 DB_NAME, LOCK_NAME = "sweep.db", "sweep.lock"
@@ -97,185 +88,18 @@ HELD_OUT_NOTE = (
 )
 
 
-@dataclass(frozen=True)
-class Dimension:
-    """One setting of the search space.
-
-    Attributes:
-        name: the setting (a key of :data:`SETTINGS`).
-        choices: a categorical dimension's values (``hidden`` widths as JSON text such as
-            ``"[8, 8]"``: Optuna stores only str, int, float, bool and None), or ().
-        low, high: bounds of an int or float range (inclusive).
-        log: sample the range on a log scale.
-        step: the range's step (ints: default 1), or None.
-    """
-
-    name: str
-    choices: tuple[Any, ...] = ()
-    low: float = 0.0
-    high: float = 0.0
-    log: bool = False
-    step: float | None = None
-
-    def describe(self) -> Any:
-        """The dimension as written in a space: its values, or its range."""
-        if self.choices:
-            return [_decode(self.name, c) for c in self.choices]
-        return {"low": self.low, "high": self.high, "log": self.log, "step": self.step}
-
-    def suggest(self, trial: optuna.trial.Trial) -> Any:
-        """The trial's value of this setting, drawn by the study's sampler."""
-        if self.choices:
-            return trial.suggest_categorical(self.name, list(self.choices))
-        if SETTINGS[self.name] == "int":
-            return trial.suggest_int(
-                self.name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log
-            )
-        return trial.suggest_float(self.name, self.low, self.high, step=self.step, log=self.log)
-
-
-def _resolve(name: Any) -> str:
-    key = ALIASES.get(str(name), str(name))
-    if key not in SETTINGS:
-        hint = did_you_mean(str(name), [*SETTINGS, *ALIASES])
-        if name in {f.name for f in dataclasses.fields(RunConfig)}:
-            hint += " (a RunConfig field no config file sets, so best.toml could not hold it)"
-        raise ConfigError(
-            f"search space: unknown setting {name!r}{hint}; a sweep can vary {', '.join(SETTINGS)}"
-        )
-    return key
-
-
-def _check_value(name: str, value: Any) -> Any:
-    """One value of ``name``, checked by the config-file schema; returns it normalised."""
-    kind = SETTINGS[name]
-    where = f"search space: {name}"
-    if isinstance(value, bool) or value is None:
-        raise ConfigError(f"{where}: {value!r} is not a valid value; give a number or a name")
-    if isinstance(kind, tuple):
-        user_model = name == "model_type" and isinstance(value, str) and ":" in value
-        if value not in kind and not user_model:
-            hint = did_you_mean(str(value), kind)
-            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(kind)}{hint}")
-        return value
-    if kind == "widths":
-        value = [value] if isinstance(value, int) else value
-    if kind == "int" and isinstance(value, float) and not value.is_integer():
-        raise ConfigError(f"{where}: {value!r} is not a whole number; give e.g. {round(value)}")
-    try:
-        checked = getattr(Options.model_validate({name: value}), name)
-    except ValidationError as exc:
-        msg = exc.errors()[0]["msg"]
-        raise ConfigError(f"{where}: {value!r} is not valid ({msg}); fix the value") from exc
-    if kind == "widths":
-        return json.dumps([int(v) for v in checked])
-    return int(checked) if kind == "int" else float(checked)
-
-
-def _range(name: str, spec: Mapping[str, Any]) -> Dimension:
-    where = f"search space: {name}"
-    kind = SETTINGS[name]
-    if kind not in ("int", "float"):
-        raise ConfigError(f"{where}: a range needs a numeric setting; give a list of values")
-    for bad in sorted(set(spec) - {"low", "high", "log", "step"}):
-        hint = did_you_mean(bad, ["low", "high", "log", "step"])
-        raise ConfigError(
-            f"{where}: unknown key {bad!r}{hint}; a range is {{low, high, log, step}}"
-        )
-    if "low" not in spec or "high" not in spec:
-        raise ConfigError(f"{where}: a range needs low and high, e.g. {{low = 1, high = 8}}")
-    low, high = _check_value(name, spec["low"]), _check_value(name, spec["high"])
-    if low > high:
-        raise ConfigError(f"{where}: low {low!r} is above high {high!r}; swap them")
-    log = spec.get("log", False)
-    if not isinstance(log, bool):
-        raise ConfigError(f"{where}: log must be true or false, got {log!r}")
-    step = spec.get("step")
-    if step is not None:
-        if log:
-            raise ConfigError(f"{where}: a log range takes no step; drop one of them")
-        step = _check_value(name, step)
-    return Dimension(name, low=low, high=high, log=log, step=step)
-
-
-def parse_space(space: Mapping[str, Any], sampler: str) -> tuple[Dimension, ...]:
-    """Check a search space and return its dimensions, sorted by name.
-
-    Args:
-        space: setting (:data:`SETTINGS`; ``meta_steps`` means ``steps``) -> a list of
-            values, e.g. ``{"inner_lr": [0.01, 0.02], "hidden": [[8], [16, 16]]}``, or for
-            TPE a range of an int or float setting: ``{"low": 0.005, "high": 0.1,
-            "log": True}`` (optional ``step``).
-        sampler: "grid" or "tpe".
-
-    Returns:
-        The dimensions.
-
-    Raises:
-        ConfigError: an empty space, an unknown setting (with the closest name), a range
-            in a grid, an empty or duplicated list, or a value the setting does not take.
-    """
-    if sampler not in SAMPLER_NAMES:
-        raise ConfigError(
-            f"unknown sampler {sampler!r}{did_you_mean(str(sampler), SAMPLER_NAMES)}; "
-            f"choose one of {', '.join(SAMPLER_NAMES)}"
-        )
-    if not isinstance(space, Mapping) or not space:
-        raise ConfigError(
-            "search space is empty; give setting -> values, e.g. "
-            '{"inner_lr": [0.01, 0.02], "support": [40, 60]}'
-        )
-    dims: dict[str, Dimension] = {}
-    for raw_name, values in space.items():
-        name = _resolve(raw_name)
-        if name in dims:
-            raise ConfigError(f"search space: {name} is given twice ({raw_name!r}); keep one")
-        if isinstance(values, Mapping):
-            if sampler == "grid":
-                raise ConfigError(
-                    f"search space: {name}: a grid needs a list of values, e.g. "
-                    f"{name} = [1, 2]; ranges are for --sampler tpe"
-                )
-            dims[name] = _range(name, values)
-            continue
-        if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
-            raise ConfigError(f"search space: {name}: give a list of values, got {values!r}")
-        choices = tuple(_check_value(name, v) for v in values)
-        if len(set(choices)) < len(choices):
-            raise ConfigError(f"search space: {name} lists a value twice ({list(values)}); drop it")
-        dims[name] = Dimension(name, choices=choices)
-    return tuple(dims[name] for name in sorted(dims))
-
-
-def _decode(name: str, value: Any) -> Any:
-    return json.loads(value) if SETTINGS[name] == "widths" and value is not None else value
-
-
-def apply_params(cfg: RunConfig, params: Mapping[str, Any]) -> RunConfig:
-    """``cfg`` with a trial's settings (config-file names; ``hidden`` as a list or JSON).
-
-    Raises:
-        ConfigError: an unknown setting (with the closest name).
-    """
-    changes: dict[str, Any] = {}
-    for raw, value in params.items():
-        name = _resolve(raw)
-        value = json.loads(value) if isinstance(value, str) and name == "hidden" else value
-        if name == "hidden":
-            changes["hidden"] = tuple(int(v) for v in value)
-        elif name == "steps":
-            changes["meta_steps"] = int(value)
-        elif name == "horizon":
-            changes["spec"] = dataclasses.replace(cfg.spec, horizon=int(value))
-        else:
-            changes[name] = value
-    return cfg.with_(**changes)
-
-
 def validation_folds(
     test_start: pd.Timestamp, val_folds: int
 ) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
     """The ``val_folds`` one-year validation folds that end the day before ``test_start``.
+
+    Args:
+        test_start: first day of the held-out period.
+        val_folds: one-year folds before it.
+
+    Returns:
+        [(fold start, fold end), ...], oldest first, the last ending the day before
+        ``test_start``.
 
     Raises:
         ConfigError: ``val_folds`` is not a positive integer.
@@ -351,7 +175,7 @@ def _score(job: _Job, cfg: RunConfig) -> dict[str, Any]:
 
 def _objective(trial: optuna.trial.Trial, job: _Job) -> float:
     params = {dim.name: dim.suggest(trial) for dim in job.dims}
-    decoded = {name: _decode(name, value) for name, value in params.items()}
+    decoded = {name: decode(name, value) for name, value in params.items()}
     try:
         cfg = apply_params(job.cfg, decoded)
         scores = run_unit(functools.partial(_score, job), cfg)  # one thread, fixed seeds
@@ -475,7 +299,7 @@ class SweepResult:
             "held_out": HELD_OUT_NOTE,
             **self.settings,
         }
-        return _plain(out)
+        return plain(out, nan_as_null=True)
 
     def best_toml(self) -> str:
         """``best.toml``: the best configuration as a metabt config file.
@@ -534,26 +358,13 @@ class SweepResult:
         }
 
 
-def _plain(value: Any) -> Any:
-    """JSON primitives, with NaN and infinities as None (strict JSON has no NaN)."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    return str(value)
-
-
 def _table(study: optuna.Study, dims: Sequence[Dimension]) -> pd.DataFrame:
     rows = []
     for t in study.get_trials(deepcopy=False):
         if t.state == optuna.trial.TrialState.WAITING:
             continue
         row: dict[str, Any] = {"number": t.number}
-        row |= {d.name: _decode(d.name, t.params.get(d.name)) for d in dims}
+        row |= {d.name: decode(d.name, t.params.get(d.name)) for d in dims}
         row["score"] = t.value if t.value is not None else math.nan
         row |= {key: t.user_attrs.get(key, math.nan) for key in ("sharpe_per_bar", "ic")}
         row["turnover"] = t.user_attrs.get("turnover", math.nan)
@@ -580,8 +391,8 @@ def _locked(folder: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
             raise ConfigError(
-                f"--out {folder}: another sweep is running on this folder; wait for it or "
-                "use another --out"
+                f"`out` {folder}: another sweep is running on this folder; wait for it or "
+                "use another `out`"
             ) from exc
         yield  # closing the file releases the lock
 
@@ -659,8 +470,8 @@ def _check_settings(study: optuna.Study, settings: dict[str, Any], out: Path) ->
     changed = [key for key in settings if stored.get(key) != settings[key]]
     if changed:
         raise ConfigError(
-            f"--out {out} holds a sweep with other {', '.join(changed)} (see its sweep.json); "
-            "resume it with the same settings and data, or use another --out"
+            f"`out` {out} holds a sweep with other {', '.join(changed)} (see its sweep.json); "
+            "resume it with the same settings and data, or use another `out`"
         )
 
 
@@ -670,60 +481,61 @@ def _shares(n: int, workers: int) -> list[int]:
 
 
 def sweep(
-    frames: Mapping[str, pd.DataFrame],
+    settings: RunSettings,
     *,
     space: Mapping[str, Any],
-    test_start: str | dt.date | pd.Timestamp,
     out: str | os.PathLike[str],
     sampler: str = "tpe",
     n_trials: int | None = None,
     val_folds: int = 2,
-    cfg: RunConfig = DEMO,
-    costs: Costs | None = None,
-    executor: str | Executor = "serial",
-    workers: int = 1,
-    ray_address: str | None = None,
-    seed: int = 0,
+    seed: int | None = None,
+    executor: ExecutorSpec | Executor = SERIAL,
     progress: bool = True,
 ) -> SweepResult:
     """Search ``space`` for the configuration with the best validation Sharpe after costs.
 
-    Every trial trains and backtests on ``frames`` cut before ``test_start`` (the
-    held-out period), in ``val_folds`` one-year validation folds ending the day before
-    it (:func:`validation_folds`). The study lives in ``out/sweep.db``: a re-run with the
-    same ``out`` runs only the missing trials, and again those a kill interrupted. The
-    outputs (:meth:`SweepResult.write`) are written at the end.
+    Every trial trains and backtests on ``settings.frames`` cut before ``settings.start``
+    (``test_start``, the first day of the held-out period), in ``val_folds`` one-year
+    validation folds ending the day before it (:func:`validation_folds`), with
+    ``settings.costs``; ``settings.cfg`` is the base configuration each trial changes.
+    ``settings.train_frames``, ``end`` and ``cash`` are not used (the validation backtests
+    start from :func:`metabt.experiments.backtest.run_backtest`'s default cash). The study
+    lives in ``out/sweep.db``: a re-run with the same ``out`` runs only the missing trials,
+    and again those a kill interrupted. The outputs (:meth:`SweepResult.write`) are written
+    at the end.
 
     Args:
-        frames: name -> validated OHLCV frame; only bars before ``test_start`` are used.
-        space: setting -> values or (TPE) a range, see :func:`parse_space`.
-        test_start: first day of the held-out period.
+        settings: data (``frames``; only bars before ``start`` are used), the held-out
+            period's first day (``start``), costs and the base configuration (``cfg``).
+        space: setting -> values or (TPE) a range, see
+            :func:`metabt.experiments.space.parse_space`.
         out: the sweep's folder (created): ``sweep.db`` and the outputs.
         sampler: "tpe" (Optuna's ``TPESampler``; each worker seeded ``seed + i``) or
             "grid" (``GridSampler``, every combination once, seeded order). Default "tpe".
         n_trials: trials with a result wanted in the study (complete or failed by their
             configuration; interrupted trials do not count). Default: the grid's size for
             "grid", :data:`DEFAULT_TPE_TRIALS` (20) for "tpe".
-        val_folds: one-year validation folds before ``test_start``. Default 2.
-        cfg: the base configuration; each trial changes the settings of ``space``.
-            Default :data:`~metabt.config.defaults.DEMO`.
-        costs: trading costs of the validation backtests; default ``Costs()``.
-        executor: "serial", "process" or "ray": each worker loads the study from
-            ``sweep.db`` and runs its share of the trials on one thread (on a Ray
-            cluster, ``out`` must be on a file system every node sees). Default "serial".
-        workers: parallel workers. Default 1.
-        ray_address: for "ray", the cluster to join; None starts a local Ray.
-        seed: the sampler's seed. Default 0.
+        val_folds: one-year validation folds before ``settings.start``. Default 2.
+        seed: the sampler's seed; None uses ``settings.cfg.seed``.
+        executor: where the workers run, an
+            :class:`~metabt.experiments.executors.ExecutorSpec` (made for the run and
+            closed after) or an open :class:`~metabt.experiments.executors.Executor` (left
+            open): each worker loads the study from ``sweep.db`` and runs its share of the
+            trials on one thread (on a Ray cluster, ``out`` must be on a file system every
+            node sees). Default: serial, here.
         progress: show a progress bar of the trials done.
 
     Returns:
         A :class:`SweepResult` of every trial of the study.
 
     Raises:
-        ConfigError: a bad space, sampler, ``n_trials``, ``val_folds``, date, executor or
-            ``out``; no data before the first validation fold; ``out`` holds a sweep with
-            other settings or is in use; every trial failed (after writing the outputs).
+        ConfigError: a bad space, sampler, ``n_trials``, ``val_folds``, date or ``out``;
+            Ray not installed for a "ray" spec; no data before the first validation fold;
+            ``out`` holds a sweep with other settings or is in use; every trial failed
+            (after writing the outputs).
     """
+    frames, cfg, costs = settings.frames, settings.cfg, settings.costs
+    seed = cfg.seed if seed is None else seed
     dims = parse_space(space, sampler)
     grid_size = math.prod(len(d.choices) for d in dims) if sampler == "grid" else None
     if n_trials is None:
@@ -731,24 +543,24 @@ def sweep(
     if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
         raise ConfigError(
             f"n_trials must be a positive integer (trials to run), got {n_trials!r}; "
-            "e.g. --trials 20"
+            "e.g. `n_trials` 20"
         )
     if grid_size is not None and n_trials > grid_size:
         raise ConfigError(
             f"the grid has {grid_size} combinations, fewer than the {n_trials} trials asked; "
-            f"pass --trials {grid_size} (or omit it) or widen the grid"
+            f"pass `n_trials` {grid_size} (or omit it) or widen the grid"
         )
-    test_ts = as_timestamp(test_start, "test_start")
+    test_ts = as_timestamp(settings.start, "start")
     assert test_ts is not None
     folds = validation_folds(test_ts, val_folds)
-    folder = check_output_path(out, "--out", kind="dir")
+    folder = check_output_path(out, "`out`", kind="dir")
     held = {name: f.loc[f.index < test_ts] for name, f in frames.items()}
     first = max((f.index[0] for f in held.values() if len(f)), default=None)
     if first is None or any(len(f) == 0 for f in held.values()) or first >= folds[0][0]:
         raise ConfigError(
-            f"the data before test_start {test_ts.date()} does not reach back before the "
+            f"the data before `start` {test_ts.date()} does not reach back before the "
             f"first validation fold ({folds[0][0].date()}), so no trial could train; use an "
-            "earlier history, fewer --val-folds or a later --test-start"
+            "earlier history, fewer `val_folds` or a later `start`"
         )
     latest = max(f.index[-1] for f in held.values())
     empty = [
@@ -758,48 +570,47 @@ def sweep(
     ]
     if empty:
         raise ConfigError(
-            f"test_start {test_ts.date()}: the data ends on {latest.date()}, so validation "
+            f"`start` {test_ts.date()}: the data ends on {latest.date()}, so validation "
             f"fold{'s' if len(empty) > 1 else ''} "
             f"{', '.join(f'{a.date()} to {b.date()}' for a, b in empty)} (the "
-            f"{val_folds} year(s) before test_start) hold no bar; pass a --test-start at "
-            "most a day after the data's last bar, or fewer --val-folds"
+            f"{val_folds} year(s) before `start`) hold no bar; pass a `start` at "
+            "most a day after the data's last bar, or fewer `val_folds`"
         )
-    pool = make_executor(executor, workers, ray_address)  # checked before any work
+    pool_scope = executor_scope(executor)  # made (Ray checked) before any work
     folder.mkdir(parents=True, exist_ok=True)
     url = f"sqlite:///{(folder / DB_NAME).resolve()}"
-    settings = {
+    stored = {
         "sampler": sampler,
         "space": {d.name: d.describe() for d in dims},
         "seed": seed,
         "val_folds": val_folds,
         "test_start": str(test_ts.date()),
         "config": json.loads(json.dumps(cfg.describe(), default=str)),
-        "costs": dataclasses.asdict(costs or Costs()),
+        "costs": dataclasses.asdict(costs),
         "data": _fingerprint(held),
     }
     study_name = "metabt-sweep"
-    job = _Job(
-        url, study_name, sampler, dims, seed, 0, held, cfg, tuple(folds), costs or Costs(), test_ts
-    )
+    job = _Job(url, study_name, sampler, dims, seed, 0, held, cfg, tuple(folds), costs, test_ts)
     tic = time.perf_counter()
     with _locked(folder):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study = optuna.create_study(
             storage=_storage(url), study_name=study_name, direction="maximize", load_if_exists=True
         )
-        _check_settings(study, json.loads(json.dumps(settings, default=str)), folder)
+        _check_settings(study, json.loads(json.dumps(stored, default=str)), folder)
         _recover(study)
         done = _done(study)
         missing = max(n_trials - done, 0)
-        units = [
-            (dataclasses.replace(job, n_trials=share), i)
-            for i, share in enumerate(_shares(missing, pool.workers))
-        ]
-        with pool, _progress(url, study_name, done, missing, enabled=progress):
-            pool.map(_run_job, units, desc="sweep workers", progress=False)
+        with pool_scope as pool:
+            units = [
+                (dataclasses.replace(job, n_trials=share), i)
+                for i, share in enumerate(_shares(missing, pool.workers))
+            ]
+            with _progress(url, study_name, done, missing, enabled=progress):
+                pool.map(_run_job, units, desc="sweep workers", progress=False)
         complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         best = max(complete, key=lambda t: (float(t.value or 0.0), -t.number), default=None)
-        params = {k: _decode(k, v) for k, v in (best.params if best else {}).items()}
+        params = {k: decode(k, v) for k, v in (best.params if best else {}).items()}
         result = SweepResult(
             _table(study, dims),
             params,
@@ -808,7 +619,7 @@ def sweep(
             apply_params(cfg, params),
             test_ts,
             folds,
-            {**settings, "seconds_this_run": round(time.perf_counter() - tic, 1)},
+            {**stored, "seconds_this_run": round(time.perf_counter() - tic, 1)},
         )
         result.write(folder)
     if result.n_complete == 0:

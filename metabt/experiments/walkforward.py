@@ -1,8 +1,9 @@
 """Walk-forward evaluation: every fold trained strictly before it, the whole roster judged.
 
-Yearly (or ``fold_years``) test folds; in each, :func:`metabt.experiments.compare.compare`'s roster
-is trained on prices strictly before the fold and backtested on it; each strategy's folds
-are stitched into one out-of-sample run and judged with :func:`metabt.evaluate.verdict.judge`.
+Yearly (or ``fold_years``) test folds; in each, :func:`metabt.experiments.compare.compare`'s
+roster is trained on prices strictly before the fold and backtested on it (every (fold,
+seed) a unit of :func:`metabt.experiments.scheduler.run_units`); each strategy's folds are
+stitched into one out-of-sample run and judged with :func:`metabt.evaluate.verdict.judge`.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ from metabt.evaluate.metrics import compute_metrics, mean_ic
 from metabt.evaluate.report import write_diagnostics, write_tearsheet
 from metabt.evaluate.verdict import Verdict, aggregate_seeds, judge
 from metabt.experiments.backtest import BacktestResult, Costs
-from metabt.experiments.compare import Log, RunSettings, Unit, _executor, _silent, run_units
-from metabt.experiments.executors import Executor
+from metabt.experiments.executors import SERIAL, Executor, ExecutorSpec, executor_scope
+from metabt.experiments.log import Log, silent
+from metabt.experiments.scheduler import Unit, run_units
+from metabt.experiments.settings import RunSettings
 
 __all__ = ["FOLD_METRICS", "Stitched", "WalkForward", "walkforward", "walkforward_folds"]
 
@@ -170,11 +173,9 @@ def walkforward(
     fold_years: int = 1,
     train_years: int | None = None,
     seeds: Sequence[int] | None = None,
+    executor: ExecutorSpec | Executor = SERIAL,
     progress: bool = True,
-    log: Log = _silent,
-    executor: str | Executor = "serial",
-    workers: int = 1,
-    ray_address: str | None = None,
+    log: Log = silent,
 ) -> WalkForward:
     """Walk-forward evaluation of the whole roster: each fold trained strictly before it.
 
@@ -186,36 +187,36 @@ def walkforward(
         seeds: seeds to repeat the whole walk-forward with (training included); None
             runs ``settings.cfg.seed`` only. Reports and the stitched runs are the first
             seed's; ``summary`` is the mean over seeds (with ``_sd`` columns).
-        progress: show progress bars (the units done).
-        log: receives one line per fold and the training summaries.
         executor: where the units (the training jobs of every fold and seed, and one
             backtest per fold, seed and strategy as soon as what it needs is trained,
-            :func:`metabt.experiments.compare.run_units`) run: "serial" (here), "process"
-            (local processes), "ray", or an :class:`~metabt.experiments.executors.Executor` (left
-            open). The results are the same whatever the executor. Default "serial".
-        workers: units run at once (processes, or the CPUs of a local Ray). Default 1.
-        ray_address: for "ray", the cluster to join; None starts a local Ray for the
-            run and shuts it down after.
+            :func:`metabt.experiments.scheduler.run_units`) run: an
+            :class:`~metabt.experiments.executors.ExecutorSpec` (its executor is made for
+            the run and closed after), or an open
+            :class:`~metabt.experiments.executors.Executor` (left open). The results are
+            the same whatever the executor. Default: serial, here.
+        progress: show progress bars (the units done).
+        log: receives one line per fold and the training summaries.
 
     Returns:
         A :class:`WalkForward`.
 
     Raises:
-        ConfigError: bad settings, no seed, too little training data for a fold, an
-            unknown executor, ``workers`` < 1, or Ray not installed.
+        ConfigError: bad settings, no seed, too little training data for a fold, or Ray
+            not installed for a "ray" spec.
+        DataError: ``settings.end`` after the last bar of the data.
     """
     seeds = [settings.cfg.seed] if seeds is None else list(seeds)
     if not seeds:
-        raise ConfigError("walkforward needs at least one seed, e.g. --seeds 0 1 2")
+        raise ConfigError("walkforward needs at least one seed, e.g. `seeds` 0 1 2")
     end = settings.end
     if end is None:
         end = max(f.index[-1] for f in settings.frames.values())
     last_bar = min(f.index[-1] for f in settings.frames.values())
     if settings.end is not None and settings.end > last_bar:
         raise DataError(
-            f"--end {settings.end.date()} is after the last bar of the data "
-            f"({last_bar.date()}); folds there would have nothing to test: use --end "
-            f"{last_bar.date()} or omit --end"
+            f"`end` {settings.end.date()} is after the last bar of the data "
+            f"({last_bar.date()}); folds there would have nothing to test: use `end` "
+            f"{last_bar.date()} or omit `end`"
         )
     folds = walkforward_folds(settings.start, end, years=fold_years)
     for fold_start, fold_end in folds:  # every fold must be testable, checked before training
@@ -233,7 +234,7 @@ def walkforward(
                 f" (seed {seed})" if len(seeds) > 1 else ""
             )
             units.append(Unit(fold, seed, test_start, test_end, label))
-    with _executor(executor, workers, ray_address) as ex:
+    with executor_scope(executor) as ex:
         seed_runs = iter(run_units(units, executor=ex, progress=progress, log=log))
     rows: list[dict[str, Any]] = []
     per_seed: list[tuple[int, dict[str, list[BacktestResult]], pd.DataFrame, Verdict]] = []

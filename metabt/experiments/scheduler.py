@@ -1,0 +1,411 @@
+"""The scheduler of the roster's units: training parts and backtests, each as soon as it can.
+
+An experiment on the roster (:func:`metabt.experiments.compare.compare`,
+:func:`metabt.experiments.walkforward.walkforward`) is made of (fold, seed) units
+(:class:`Unit`), each of independent jobs run on an executor
+(:mod:`metabt.experiments.executors`: this process, local processes or Ray) and scheduled
+by what they need (:func:`run_units`): the training parts of every unit (the meta-learner,
+ERM, scratch and the linear baselines' selection,
+:data:`~metabt.experiments.roster.ROSTER_PARTS`) start at once, and the backtest of every
+(unit, strategy) as soon as the parts it needs are done
+(:data:`~metabt.experiments.roster.STRATEGY_NEEDS`; BuyAndHold and SmaCross need none);
+the judging runs here. The results are the same, bit for bit, whatever the executor and
+the order the units finish in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, cast
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from metabt.analyzers import QuantStatsAnalyzer
+from metabt.config.defaults import RunConfig
+from metabt.evaluate.verdict import Verdict, judge
+from metabt.experiments.backtest import BacktestResult
+from metabt.experiments.executors import Executor, SerialExecutor
+from metabt.experiments.log import Log, silent
+from metabt.experiments.roster import (
+    ROSTER_PARTS,
+    RosterEntry,
+    RosterModels,
+    check_no_leak,
+    roster_entries,
+    select_linear,
+    train_learner,
+    untrained,
+)
+from metabt.experiments.settings import RunSettings
+from metabt.strategies.meta import SignalTrader
+
+__all__ = [
+    "FinishedStrategy",
+    "JUDGING_IMPORTS",
+    "SeedRun",
+    "TRAIN_ORDER",
+    "Unit",
+    "run_seed",
+    "run_units",
+]
+
+#: The order the training parts are submitted in: the longest first (on the sample data
+#: with 600 meta steps, meta ~10 s, erm ~4 s, linear and scratch under 0.2 s; a backtest
+#: ~0.5 s).
+TRAIN_ORDER = ("meta", "erm", "linear", "scratch")
+#: Modules :func:`metabt.evaluate.verdict.judge` imports on first use (the bootstrap, the
+#: PSR's normal law, the Newey-West regressions, the metrics): about 2 s, imported in this
+#: process while the last units run elsewhere rather than after them.
+JUDGING_IMPORTS = ("arch.bootstrap", "scipy.stats", "statsmodels.api", "quantstats")
+
+
+@dataclass
+class SeedRun:
+    """One (fold, seed) unit done: the models trained, the backtests, the judged table.
+
+    Attributes:
+        seed: the seed of training and of the bootstrap.
+        models: what was trained before the test period.
+        results: one backtest per strategy of the roster.
+        table: one row per strategy, metrics plus :func:`metabt.evaluate.verdict.judge`'s
+            columns and ``untrained``.
+        verdict: MetaStrategy against the best non-meta baseline.
+    """
+
+    seed: int
+    models: RosterModels
+    results: list[BacktestResult]
+    table: pd.DataFrame
+    verdict: Verdict
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One (fold, seed) of an experiment: its roster trained strictly before ``start``.
+
+    Attributes:
+        settings: the shared data, costs and configuration (its ``train_frames`` are
+            the ones trained on).
+        seed: the seed of training and of the bootstrap (replaces ``cfg.seed``).
+        start, end: the test period (default: ``settings.start`` / ``settings.end``).
+        label: a line logged before the unit's training summary, or None.
+    """
+
+    settings: RunSettings
+    seed: int
+    start: pd.Timestamp | None = None
+    end: pd.Timestamp | None = None
+    label: str | None = None
+
+    @property
+    def cfg(self) -> RunConfig:
+        """The configuration with this unit's seed."""
+        return self.settings.cfg.with_(seed=self.seed)
+
+    @property
+    def first(self) -> pd.Timestamp:
+        """The first test day: everything is trained strictly before it."""
+        return self.settings.start if self.start is None else self.start
+
+
+TrainJob = tuple[Mapping[str, pd.DataFrame], RunConfig, pd.Timestamp, str, bool]
+BacktestJob = tuple[
+    RunSettings, str, type[Any], dict[str, Any], pd.Timestamp | None, pd.Timestamp | None
+]
+
+
+def _train_part(job: TrainJob) -> tuple[Any, list[str]]:
+    """One training job of a roster (:data:`ROSTER_PARTS`) and its summary lines.
+
+    The same steps as :func:`metabt.experiments.roster.train_roster`, one part at a time:
+    a learner (``meta``/``erm``/``scratch``) returns a :class:`TrainedLearner`;
+    ``linear`` returns (ridge alpha, RLS forgetting, the selection scores).
+    """
+    frames, cfg, end, part, progress = job
+    if part != "linear":
+        algo_cfg = cfg.with_(algorithm={"meta": cfg.algorithm}.get(part, part))
+        trained = train_learner(frames, algo_cfg, end=end, progress=progress)
+        check_no_leak(trained.learner, end)
+        return trained, trained.summary(algo_cfg, list(frames))
+    alpha, lam, scores, lines = select_linear(frames, cfg, end)
+    return (alpha, lam, scores), lines
+
+
+class FinishedStrategy:
+    """What is kept of a backtrader strategy after its run: the feeds that ended early.
+
+    Args:
+        strategy: the strategy after its run.
+
+    Attributes:
+        name: the strategy's class name.
+        ended: data name -> the day its feed ended, before the others (a SignalTrader's).
+    """
+
+    def __init__(self, strategy: Any) -> None:
+        self.name = type(strategy).__name__
+        self.ended: dict[str, Any] = (
+            dict(strategy.ended) if isinstance(strategy, SignalTrader) else {}
+        )
+
+    def __repr__(self) -> str:
+        return f"<finished {self.name}>"
+
+
+class _Rets:
+    """What is kept of the QuantStatsAnalyzer after its run: its results, its tearsheet."""
+
+    def __init__(self, analyzer: Any) -> None:
+        self.rets = dict(analyzer.get_analysis())
+
+    def get_analysis(self) -> dict[str, Any]:
+        """The analyzer's results (returns, benchmark, frequency, metrics)."""
+        return self.rets
+
+    def tearsheet(self, path: str | Path, title: str | None = None) -> Path:
+        """The analyzer's tearsheet (``QuantStatsAnalyzer.tearsheet`` reads ``rets`` only)."""
+        return QuantStatsAnalyzer.tearsheet(cast(Any, self), path, title=title)
+
+
+def _detach(result: BacktestResult) -> BacktestResult:
+    """The result without the backtrader run (cerebro, feeds, lines): small, and it pickles.
+
+    ``strategy`` keeps the feeds that ended early (``ended``) and ``analyzer`` its
+    results and :meth:`tearsheet`; every table, series and log is kept as it is.
+    """
+    return replace(
+        result,
+        strategy=FinishedStrategy(result.strategy),
+        analyzer=cast(Any, _Rets(result.analyzer)),
+    )
+
+
+def _backtest(job: BacktestJob) -> BacktestResult:
+    """One strategy of a roster backtested on its unit's test period, detached from its run."""
+    settings, name, cls, kwargs, start, end = job
+    return _detach(settings.run(cls, name, kwargs, start=start, end=end))
+
+
+class _Pending:
+    """Stands for a training part not done yet in a roster built before it is."""
+
+    def __init__(self, part: str) -> None:
+        self.part = part
+
+    @property
+    def learner(self) -> _Pending:
+        """Itself: a roster entry reads ``models.<part>.learner``."""
+        return self
+
+    def __repr__(self) -> str:
+        return f"<pending {self.part}>"
+
+
+def _partial_models(done: Mapping[str, Any]) -> RosterModels:
+    """The roster's models with the parts not in ``done`` (part -> result) left pending."""
+    meta, erm, scratch = (done.get(part, _Pending(part)) for part in ("meta", "erm", "scratch"))
+    alpha, lam, selection = (
+        done["linear"] if "linear" in done else (_Pending("linear"), _Pending("linear"), {})
+    )
+    return RosterModels(meta, erm, scratch, alpha, lam, selection)
+
+
+def _roster_entry(
+    entry: RosterEntry, done: Mapping[str, Any], cfg: RunConfig
+) -> tuple[str, type[Any], dict[str, Any]]:
+    """``entry`` built from the parts ``done``; refused if it reads a part it does not need."""
+    kwargs = entry.kwargs(_partial_models(done), cfg)
+    pending = sorted({v.part for v in kwargs.values() if isinstance(v, _Pending)})
+    if pending:
+        raise RuntimeError(
+            f"roster strategy {entry.name!r} uses the training part(s) {', '.join(pending)}, "
+            f"not in its needs {entry.needs} (metabt.experiments.roster.ROSTER); fix it"
+        )
+    return entry.name, entry.strategy, kwargs
+
+
+def _import_judging() -> None:
+    for name in JUDGING_IMPORTS:
+        with contextlib.suppress(ImportError):  # judge then says what is missing
+            importlib.import_module(name)
+
+
+def _raise_if_failed(future: Future[Any]) -> None:
+    """Raise the unit's exception now if it already failed (the serial executor)."""
+    if future.done() and not future.cancelled() and future.exception() is not None:
+        future.result()
+
+
+def _untrained_column(table: pd.DataFrame, models: RosterModels) -> pd.DataFrame:
+    """``table`` with the ``untrained`` column (:func:`metabt.experiments.roster.untrained`)."""
+    flags = untrained(models)
+    out = table.copy()
+    out["untrained"] = [bool(flags.get(str(name), False)) for name in out.index]
+    return out
+
+
+def run_units(
+    units: Sequence[Unit],
+    *,
+    executor: Executor | None = None,
+    progress: bool = True,
+    log: Log = silent,
+) -> list[SeedRun]:
+    """Train the roster of every unit, backtest every strategy, judge each unit.
+
+    Every training job of every unit (:data:`~metabt.experiments.roster.ROSTER_PARTS`) is
+    submitted to ``executor`` at once, the longest first (:data:`TRAIN_ORDER`: every
+    unit's meta-learner, then every unit's ERM, ...), then the backtests that need no
+    training (BuyAndHold, SmaCross); each other (unit, strategy) backtest of
+    :data:`~metabt.experiments.roster.ROSTER` is submitted as soon as the training parts it
+    needs are done, so that backtests run while the meta-learner trains. Each unit is
+    judged here once all is done (when the units run elsewhere, the modules the judging
+    imports, :data:`JUDGING_IMPORTS`, are imported here in a thread while the last
+    backtests run). The results are stored by (unit, strategy) and the training summaries
+    logged unit by unit, in order (a unit's once its training and that of the units before
+    it are done), so neither depends on the executor or on the order the units finish in.
+
+    Args:
+        units: the (fold, seed) units.
+        executor: where the units run (:class:`~metabt.experiments.executors.Executor`);
+            None runs them here, one after the other.
+        progress: show the units done (and, run here, the training progress bars).
+        log: receives each unit's label and training summary lines.
+
+    Returns:
+        One :class:`SeedRun` per unit, in order.
+
+    Raises:
+        ConfigError: too little data to train before a unit's test period.
+        Exception: the first exception a unit raised; the units not started yet are
+            cancelled.
+    """
+    executor = executor or SerialExecutor()
+    remote = not isinstance(executor, SerialExecutor)  # the units run elsewhere
+    inner = progress and not remote  # the training progress bars, run here only
+    cfgs = [u.cfg for u in units]
+    entries = [roster_entries(cfg) for cfg in cfgs]
+    trained: list[dict[str, Any]] = [{} for _ in units]  # part -> result, per unit
+    train_logs: list[dict[str, list[str]]] = [{} for _ in units]
+    done: dict[tuple[int, int], BacktestResult] = {}
+    started: set[tuple[int, int]] = set()
+    keys: dict[Future[Any], tuple[int, str | int]] = {}  # -> (unit, part or strategy)
+    order: dict[Future[Any], int] = {}  # -> submission number
+    logged = 0
+    preload: threading.Thread | None = None
+
+    def submit(key: tuple[int, str | int], fn: Callable[[Any], Any], job: Any) -> None:
+        future = executor.submit(fn, job)
+        keys[future], order[future] = key, len(order)
+        _raise_if_failed(future)
+
+    def submit_ready(k: int) -> None:
+        for j, entry in enumerate(entries[k]):
+            if (k, j) not in started and all(part in trained[k] for part in entry.needs):
+                started.add((k, j))
+                name, cls, kwargs = _roster_entry(entry, trained[k], cfgs[k])
+                u = units[k]
+                job = (replace(u.settings, train_frames={}), name, cls, kwargs, u.start, u.end)
+                submit((k, j), _backtest, job)
+
+    total = len(units) * len(ROSTER_PARTS) + sum(map(len, entries))
+    with tqdm(total=total, desc="units", unit="unit", disable=not progress) as bar:
+        try:
+            for part in TRAIN_ORDER:
+                for k, u in enumerate(units):
+                    submit(
+                        (k, part),
+                        _train_part,
+                        (u.settings.train_frames, cfgs[k], u.first, part, inner),
+                    )
+            for k in range(len(units)):
+                submit_ready(k)  # the backtests that need no training
+            while keys:
+                if (
+                    preload is None
+                    and remote
+                    and (len(keys) < executor.workers or logged == len(units))
+                ):  # a worker is idle, or only backtests are left: import what the
+                    # judging needs now rather than after the last of them
+                    preload = threading.Thread(target=_import_judging, daemon=True)
+                    preload.start()
+                for future in sorted(executor.wait(list(keys)), key=order.__getitem__):
+                    k, what = keys.pop(future)
+                    value = future.result()  # raises the unit's exception at once
+                    bar.update(1)
+                    if isinstance(what, int):
+                        done[k, what] = value
+                        continue
+                    trained[k][what], train_logs[k][what] = value
+                    submit_ready(k)
+                    while logged < len(units) and len(trained[logged]) == len(ROSTER_PARTS):
+                        _log_unit(units[logged], trained[logged], train_logs[logged], log)
+                        logged += 1
+        except BaseException:
+            executor.cancel(list(keys))
+            raise
+    if preload is not None:
+        preload.join()
+    runs = []
+    for k, unit in enumerate(units):
+        models = _partial_models(trained[k])
+        results = [done[k, j] for j in range(len(entries[k]))]
+        table, verdict = judge(
+            results,
+            horizon=unit.cfg.spec.horizon,
+            seed=unit.seed,
+            periods_per_year=results[0].frequency.periods,
+        )
+        runs.append(SeedRun(unit.seed, models, results, _untrained_column(table, models), verdict))
+    return runs
+
+
+def _log_unit(
+    unit: Unit, trained: Mapping[str, Any], lines: Mapping[str, list[str]], log: Log
+) -> None:
+    """A unit's label and training summary: the parts in ``ROSTER_PARTS`` order."""
+    if unit.label is not None:
+        log(unit.label)
+    for part in ROSTER_PARTS:
+        for line in lines[part]:
+            log(line)
+    log(_partial_models(trained).summary())
+
+
+def run_seed(
+    settings: RunSettings,
+    seed: int,
+    *,
+    start: pd.Timestamp | None = None,
+    end: pd.Timestamp | None = None,
+    progress: bool,
+    log: Log,
+    executor: Executor | None = None,
+) -> SeedRun:
+    """Train the roster strictly before the test period, backtest and judge every strategy.
+
+    Args:
+        settings: the shared data, costs and configuration.
+        seed: the seed of training and of the bootstrap (replaces ``cfg.seed``).
+        start, end: the test period (default: ``settings.start`` / ``settings.end``);
+            everything is trained strictly before ``start``.
+        progress: show progress bars.
+        log: receives the training summary lines.
+        executor: where the training jobs and backtests run (:func:`run_units`); None
+            runs them here.
+
+    Returns:
+        A :class:`SeedRun`.
+
+    Raises:
+        ConfigError: too little data to train before ``start``.
+    """
+    unit = Unit(settings, seed, start, end)
+    return run_units([unit], executor=executor, progress=progress, log=log)[0]

@@ -1,0 +1,177 @@
+"""The settings every strategy of an experiment shares: data, period, cash, costs, config.
+
+:class:`RunSettings` is the one settings object of the experiments on price data
+(:func:`metabt.experiments.compare.main_backtest`, :func:`~metabt.experiments.compare.compare`,
+:func:`~metabt.experiments.walkforward.walkforward`, :func:`~metabt.experiments.sweep.sweep`):
+what each strategy is given is the same, and it backtests (:meth:`RunSettings.run`) and
+trains (:meth:`RunSettings.train`) with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from metabt.config.defaults import DEMO, RunConfig
+from metabt.errors import ConfigError, DataError
+from metabt.experiments.backtest import BacktestResult, Costs, run_backtest
+from metabt.experiments.log import Log
+from metabt.experiments.roster import RLS_SUPPORT, check_no_leak, train_learner
+from metabt.learn.learner import MetaLearner
+from metabt.strategies.baselines import SmaCross
+
+__all__ = ["RunSettings"]
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What every strategy of an experiment shares: data, period, cash, costs, sizer.
+
+    Attributes:
+        frames: name -> validated OHLCV frame to trade.
+        train_frames: name -> frame to meta-train on (other assets for transfer).
+        start: first test date; training uses data strictly before it.
+        end: last test date (inclusive); None for all data.
+        cash: starting cash, currency units.
+        costs: commission, slippage and short borrow.
+        cfg: the learner, schedule and sizer configuration.
+
+    Raises:
+        ConfigError: ``end`` before ``start``.
+    """
+
+    frames: Mapping[str, pd.DataFrame]
+    train_frames: Mapping[str, pd.DataFrame]
+    start: pd.Timestamp
+    end: pd.Timestamp | None = None
+    cash: float = 100_000.0
+    costs: Costs = field(default_factory=Costs)
+    cfg: RunConfig = DEMO
+
+    def __post_init__(self) -> None:
+        if self.end is not None and self.end < self.start:
+            raise ConfigError(
+                f"`end` {self.end.date()} is before `start` {self.start.date()}; swap them"
+            )
+
+    def run(
+        self,
+        strategy: type[Any],
+        name: str,
+        strategy_kwargs: Mapping[str, Any] | None = None,
+        *,
+        start: pd.Timestamp | None = None,
+        end: pd.Timestamp | None = None,
+    ) -> BacktestResult:
+        """One backtest with the shared settings (``start``/``end`` override the period).
+
+        Args:
+            strategy: the backtrader strategy class.
+            name: its label in tables.
+            strategy_kwargs: its keyword arguments.
+            start, end: the test period; default ``self.start`` / ``self.end``.
+
+        Returns:
+            The :class:`~metabt.experiments.backtest.BacktestResult`.
+        """
+        return run_backtest(
+            strategy,
+            self.frames,
+            name=name,
+            strategy_kwargs=strategy_kwargs,
+            start=self.start if start is None else start,
+            end=self.end if end is None else end,
+            cash=self.cash,
+            costs=self.costs,
+            warmup_bars=self.cfg.warmup_bars,
+            sizer_kwargs=dict(self.cfg.sizer),
+        )
+
+    def train(self, end: pd.Timestamp, *, progress: bool, log: Log) -> MetaLearner:
+        """Meta-train on ``train_frames`` strictly before ``end``; log the summary.
+
+        Args:
+            end: the cut-off: no price on or after it is used.
+            progress: show the training progress bar.
+            log: receives the training summary lines.
+
+        Returns:
+            The trained learner.
+
+        Raises:
+            ConfigError: too little data before ``end``; a training range that reaches it.
+        """
+        trained = train_learner(self.train_frames, self.cfg, end=end, progress=progress)
+        for line in trained.summary(self.cfg, list(self.train_frames)):
+            log(line)
+        check_no_leak(trained.learner, end)
+        return trained.learner
+
+    def check_history(self, *, roster: bool) -> None:
+        """Refuse, before any work, data too short for every strategy of the run to trade.
+
+        Each traded feed gets up to ``cfg.warmup_bars`` bars before ``start`` plus the test
+        period. It needs the feature look-back, one support window and the horizon before
+        MetaStrategy's first adaptation, and the SMA crossover's slow window (and, for a
+        comparison, RecursiveLeastSquares' longer support).
+
+        Args:
+            roster: True for a comparison (every baseline), False for the main backtest.
+
+        Raises:
+            DataError: a feed with fewer bars than needed; the message gives the count
+                needed and what each part is for.
+        """
+        spec, cfg = self.cfg.spec, self.cfg
+        slow = int(dict(SmaCross.params._getitems())["slow"])
+        needs = {
+            f"feature look-back {spec.lookback} + support {cfg.support} + horizon "
+            f"{spec.horizon} (MetaStrategy's first adaptation)": spec.lookback
+            + cfg.support
+            + spec.horizon,
+            f"the SMA crossover's {slow}-bar window": slow,
+        }
+        if roster:
+            needs[f"RecursiveLeastSquares' {RLS_SUPPORT}-bar support + look-back + horizon"] = (
+                spec.lookback + RLS_SUPPORT + spec.horizon
+            )
+        needed = max(needs.values())
+        why = "; ".join(f"{v} for {k}" for k, v in needs.items())
+        for name, frame in self.frames.items():
+            index = frame.index
+            before = int((index < self.start).sum())
+            test = index[index >= self.start]
+            if self.end is not None:
+                test = test[test <= self.end]
+            fed = min(before, cfg.warmup_bars) + len(test)
+            if fed < needed:
+                raise DataError(
+                    f"{name}: {fed} bars to feed ({min(before, cfg.warmup_bars)} of warm-up "
+                    f"before {self.start.date()} and {len(test)} in the test period), but this "
+                    f"run needs at least {needed} ({why}); give a longer history or a later "
+                    "`start`"
+                )
+
+    def header(self, result: BacktestResult) -> str:
+        """The period, assets, costs and cash of a run, in one line.
+
+        Args:
+            result: one backtest of the run (its period and bar frequency).
+
+        Returns:
+            The line.
+        """
+        period, freq = result.returns.index, result.frequency
+        first, last = (
+            (period[0].date(), period[-1].date())
+            if freq.timeframe is None or freq.timeframe[0] not in ("Minutes", "Seconds")
+            else (period[0], period[-1])
+        )
+        return (
+            f"backtest {first} to {last} ({len(period):,} {freq.name} bars, "
+            f"{freq.bars_per_year:,.0f} a year) on {', '.join(self.frames)}; "
+            f"{self.costs.describe()}; cash {self.cash:,.0f}"
+        )
