@@ -6,6 +6,7 @@ import importlib
 
 import pytest
 
+
 def _all_modules() -> list[str]:
     """Every module of the package, found on disk (a new module is covered without a list)."""
     import pkgutil
@@ -59,8 +60,8 @@ def test_core_modules_do_not_import_backtrader():
     import sys
 
     code = (
-        "import sys; import metabt.learn.learner, metabt.learn.models, metabt.features.spec, metabt.features.tasks; "
-        "print('backtrader' in sys.modules)"
+        "import sys; import metabt.learn.learner, metabt.learn.models, metabt.features.spec, "
+        "metabt.features.tasks; print('backtrader' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -1,4 +1,4 @@
-"""Tests of metabt.data.ohlcv: validation messages, accepted input forms, sample data, backtrader feed."""
+"""Tests of metabt.data: validation messages, accepted input forms, sample data, the feed."""
 
 from __future__ import annotations
 

@@ -158,8 +158,9 @@ class RegimeTasks:
     features, uniform angle); inputs are x ~ N(0, I) in the first ``signal`` dims and
     N(0, ``nuisance_scale``²) in the other ``features − signal`` dims (common to all
     tasks, irrelevant); the label (a forward return) is y = w·x + ``noise``·ε. Its class
-    (down/flat/up at the support's terciles, ``metabt.learn.algorithms.protonet.label_classes``) depends on
-    a task-specific linear rule of x. A learned embedding can discard the nuisance dims;
+    (down/flat/up at the support's terciles,
+    ``metabt.learn.algorithms.protonet.label_classes``) depends on a task-specific linear
+    rule of x. A learned embedding can discard the nuisance dims;
     a nearest-class-mean rule on raw features (:func:`nearest_mean_accuracy`) cannot.
 
     Args:
@@ -209,8 +210,8 @@ def nearest_mean_accuracy(xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor) -> flo
     """Accuracy of the nearest-class-mean rule on raw features (a non-learned baseline).
 
     The class means of each task's support inputs (classes as in
-    ``metabt.learn.algorithms.protonet.label_classes``) classify each query row by the nearest mean in
-    Euclidean distance; empty classes are never chosen.
+    ``metabt.learn.algorithms.protonet.label_classes``) classify each query row by the
+    nearest mean in Euclidean distance; empty classes are never chosen.
 
     Args:
         xs (B, S, F), ys (B, S), xq (B, Q, F), yq (B, Q): a task batch.
