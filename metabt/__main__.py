@@ -10,6 +10,6 @@ _cwd = os.getcwd()
 _front = [p for p in sys.path if p in ("", _cwd)]
 sys.path[:] = [p for p in sys.path if p not in ("", _cwd)] + _front[:1]
 
-from metabt.cli.parser import main  # noqa: E402
+from metabt.cli.main import main  # noqa: E402
 
 sys.exit(main())

@@ -79,7 +79,7 @@ MOVED_MODULES: dict[str, str] = {
     "metabt.records": "metabt.experiments.record",
     "metabt.pricing": "metabt.experiments.pricing",
     "metabt.sinusoid": "metabt.experiments.sinusoid",
-    "metabt.cli": "metabt.cli.parser",
+    "metabt.cli": "metabt.cli.main",
     "metabt.commands": "metabt.cli.commands",
 }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 
 import pytest
 
@@ -51,7 +52,7 @@ def test_every_public_name_exists_and_is_documented(name):
     assert list(public) == sorted(public), f"{name}.__all__ is not sorted"
     for attr in public:
         obj = getattr(module, attr)
-        if callable(obj) and not attr.isupper():
+        if (inspect.isclass(obj) or inspect.isfunction(obj)) and not attr.isupper():
             assert obj.__doc__, f"{name}.{attr} has no docstring"
 
 

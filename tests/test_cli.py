@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from metabt.cli.parser import main
+from metabt.cli.main import main
 from metabt.data.ohlcv import sample_files
 from metabt.learn.learner import MetaLearner
 
@@ -138,7 +138,8 @@ def test_dates_are_checked_as_the_library_checks_them():
 
 
 def test_library_parameters_read_as_the_flags_of_the_command():
-    from metabt.cli.parser import _build_parser, flag_message
+    from metabt.cli.main import flag_message
+    from metabt.cli.parser import _build_parser
     from metabt.config.files import EVERY_SETTING
 
     commands = _build_parser().parse_args(["config"]).subparsers
@@ -512,7 +513,7 @@ def test_help_and_usage_errors_never_import_torch():
     """`metabt --help` and a usage error answer at once: no torch, no backtrader."""
     code = (
         "import sys\n"
-        "from metabt.cli.parser import main\n"
+        "from metabt.cli.main import main\n"
         "codes = [main(['--help']), main(['backtest', '--seed', 'x']), main([])]\n"
         "print(codes, 'torch' in sys.modules, 'backtrader' in sys.modules)\n"
     )

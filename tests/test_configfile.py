@@ -8,7 +8,8 @@ import tomllib
 import pytest
 
 from metabt.cli.commands import config_of as _config
-from metabt.cli.parser import _apply_config, _build_parser, _example_config
+from metabt.cli.main import _apply_config, _example_config
+from metabt.cli.parser import _build_parser
 from metabt.config.files import COMMANDS, Options, load_config, options_for
 from metabt.errors import ConfigError
 

@@ -23,7 +23,7 @@ import optuna
 import pandas as pd
 import pytest
 
-from metabt.cli.parser import main
+from metabt.cli.main import main
 from metabt.config.files import load_config, options_for
 from metabt.data.ohlcv import sample_files
 from metabt.experiments.sweep import DB_NAME, ERROR_ATTR

@@ -1,6 +1,6 @@
 """The work of each ``metabt`` sub-command: load, run, print, write the record.
 
-``metabt.cli.parser`` parses the command line (and ``--config``) and calls one of the
+``metabt.cli.main`` parses the command line (and ``--config``) and calls one of the
 ``cmd_*`` functions here with the resolved arguments. Heavy packages (torch, backtrader)
 are imported inside the functions, so ``metabt --help`` stays light.
 """

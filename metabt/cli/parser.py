@@ -7,18 +7,22 @@ Exit codes: 0 success; 2 bad input or usage (one line on stderr, no traceback);
 from __future__ import annotations
 
 import argparse
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
-
-from metabt.errors import MetabtError
 
 if TYPE_CHECKING:
     import pandas as pd
 
 
-__all__ = ["flag_message", "main"]
+__all__ = [
+    "add_backtest_parser",
+    "add_compare_parser",
+    "add_config_parser",
+    "add_pricing_parser",
+    "add_sweep_parser",
+    "add_train_parser",
+    "add_walkforward_parser",
+]
 
 THREADS_ENV = "METABT_THREADS"
 DEFAULT_REPORT = Path("reports") / "metabt_backtest.html"
@@ -46,49 +50,6 @@ def _date(value: str) -> pd.Timestamp:
         raise argparse.ArgumentTypeError(f"{value!r} is not a date; use YYYY-MM-DD") from exc
     assert stamp is not None  # argparse passes a string
     return stamp
-
-
-#: Library parameters whose option has another name (its ``dest``): parameter -> dest.
-OPTION_OF_PARAMETER = {"n_trials": "trials"}
-#: Library phrases the command line says in its own words.
-CLI_PHRASES = {
-    "the config template (metabt.config.files.example) lists every setting": (
-        "`metabt config --example` lists every setting"
-    ),
-}
-
-
-def flag_message(message: str, parser: argparse.ArgumentParser) -> str:
-    """A library message in the command line's words: parameters become flags.
-
-    The library names parameters in backticks, as in "`end` is before `start`"; each that
-    is an option of ``parser``'s command (directly, or through :data:`OPTION_OF_PARAMETER`)
-    becomes its flag ("--end is before --start"); other backticked names stay as they are.
-    The phrases of :data:`CLI_PHRASES` are replaced too. This is the one place the CLI
-    maps the library's parameter names to its flags.
-
-    Args:
-        message: the library's message (e.g. a :class:`~metabt.errors.MetabtError`'s).
-        parser: the sub-command's parser (its options are the ones mapped).
-
-    Returns:
-        The message with flags.
-    """
-    import re
-
-    flags = {}
-    for action in parser._actions:
-        long = [o for o in action.option_strings if o.startswith("--")]
-        if long:
-            flags[action.dest] = long[0]
-    for phrase, words in CLI_PHRASES.items():
-        message = message.replace(phrase, words)
-
-    def flag(match: re.Match[str]) -> str:
-        name = match.group(1)
-        return flags.get(OPTION_OF_PARAMETER.get(name, name), match.group(0))
-
-    return re.sub(r"`([a-z][a-z0-9_]*)`", flag, message)
 
 
 def _positive_int(value: str) -> int:
@@ -135,23 +96,6 @@ def _default_threads() -> int:
             f"metabt: error: {THREADS_ENV}={raw!r} must be a positive integer (threads)"
         )
     return value
-
-
-def _limit_threads(n: int) -> Any:
-    """Use ``n`` threads in torch and in every BLAS/OpenMP pool; returns the BLAS limiter.
-
-    torch's default of one thread per core oversubscribes a busy machine for models this
-    small; NumPy's BLAS (OpenBLAS) is limited through ``threadpoolctl``.
-    """
-    import os
-
-    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[name] = str(n)  # read by torch's thread pools when it is imported
-    if "torch" in sys.modules:  # already imported (metabt.cli.parser.main called from Python)
-        sys.modules["torch"].set_num_threads(n)
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(limits=n)
 
 
 def _positive(value: str) -> float:
@@ -415,7 +359,292 @@ def _command(
     return p
 
 
+def _experiment_options(p: argparse.ArgumentParser) -> None:
+    """Executor and seeds: the options every experiment (compare, walkforward, sweep) shares."""
+    p.add_argument(
+        "--executor",
+        choices=("serial", "process", "ray"),
+        default="process",
+        help="where independent units (strategy x fold x seed) run: serial (this "
+        "process), process (local worker processes) or ray (pip install metabt[ray]) "
+        "(default process)",
+    )
+    p.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=2,
+        metavar="N",
+        help="parallel workers (default 2; each unit runs on one thread, so results are "
+        "identical whatever the executor)",
+    )
+    p.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="join this Ray cluster (e.g. auto or ray://host:10001); default: start a local Ray",
+    )
+    p.add_argument(
+        "--seeds",
+        type=_seed,
+        nargs="+",
+        metavar="S",
+        help="repeat the whole pipeline (training included) per seed; report mean and "
+        "sd (default: --seed)",
+    )
+
+
+def add_train_parser(sub: Any) -> argparse.ArgumentParser:
+    """`metabt train`: meta-train on data strictly before a cut-off."""
+    p = _command(sub, "train", "meta-train on data strictly before --train-end", run=False)
+    # required, from the flags or the config file (checked after merging them)
+    p.add_argument(
+        "--data", nargs="+", metavar="FILE", help="OHLCV files (CSV, .csv.gz, Parquet); required"
+    )
+    p.add_argument(
+        "--train-end",
+        type=_date,
+        metavar="DATE",
+        help="cut-off: no price on or after this date is used; required",
+    )
+    p.add_argument("--out", metavar="CKPT", help="checkpoint to write; required")
+    p.add_argument(
+        "--bars-per-year",
+        type=_positive,
+        metavar="N",
+        help="bars in a year (default: detected from the dates)",
+    )
+    p.add_argument(
+        "--checkpoint-every",
+        type=_positive_int,
+        default=50,
+        metavar="N",
+        help="save the unfinished run to CKPT.partial every N steps (default 50; also the "
+        "validation interval)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run saved in CKPT.partial (e.g. after a crash or kill)",
+    )
+    _training_options(p)
+    return p
+
+
+def add_backtest_parser(sub: Any) -> argparse.ArgumentParser:
+    """`metabt backtest`: MetaStrategy beside buy-and-hold and the SMA crossover."""
+    p = _command(
+        sub,
+        "backtest",
+        "backtest MetaStrategy beside buy-and-hold and SMA crossover "
+        "(no arguments: the main job on the sample data)",
+    )
+    p.add_argument("--model", metavar="CKPT", help="a trained checkpoint (default: train first)")
+    p.add_argument(
+        "--portfolio",
+        choices=("per-asset", "cross-sectional"),
+        default="per-asset",
+        help="per-asset: each asset's own signal sets its position (MetaStrategy); "
+        "cross-sectional: signals ranked or z-scored across the universe into one book "
+        "(CrossSectionalStrategy) (default per-asset)",
+    )
+    p.add_argument(
+        "--cross-section", choices=("rank", "zscore"), default="rank", help="(cross-sectional)"
+    )
+    p.add_argument(
+        "--book",
+        choices=("dollar-neutral", "long-only"),
+        default="dollar-neutral",
+        help="(cross-sectional) book (default dollar-neutral)",
+    )
+    for flag, default, what in (
+        ("--name-cap", 0.25, "largest |weight| of one name, fraction of portfolio value"),
+        ("--net-leverage", 1.0, "cap on |sum of weights|"),
+        ("--min-trade", 0.0, "smaller weight changes do not trade, fraction of value"),
+    ):
+        p.add_argument(
+            flag,
+            type=_non_negative,
+            default=default,
+            metavar="FRAC",
+            help=f"(cross-sectional) {what} (default {default:g})",
+        )
+    p.add_argument(
+        "--turnover-budget",
+        type=_positive,
+        metavar="FRAC",
+        help="(cross-sectional) most value traded per rebalance, fraction (default: none)",
+    )
+    p.add_argument(
+        "--rebalance-every",
+        type=_positive_int,
+        default=1,
+        metavar="BARS",
+        help="(cross-sectional) bars between rebalances (default 1)",
+    )
+    p.add_argument(
+        "--report",
+        default=str(DEFAULT_REPORT),
+        metavar="HTML",
+        help=f"tearsheet path (default {DEFAULT_REPORT})",
+    )
+    _training_options(p)
+    return p
+
+
+def add_compare_parser(sub: Any) -> argparse.ArgumentParser:
+    """`metabt compare`: MetaStrategy beside every baseline."""
+    p = _command(
+        sub,
+        "compare",
+        "MetaStrategy beside every baseline (trained ERM, rolling ridge, RLS, ...) on the same "
+        "data, period, costs and sizer, with block-bootstrap intervals, deflated Sharpe and a "
+        "verdict",
+        out=(
+            str(DEFAULT_COMPARE),
+            "folder for compare.csv, compare.md, index.html and tearsheets/ "
+            f"(default {DEFAULT_COMPARE})",
+        ),
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace --out even when it holds files metabt did not write (never the working "
+        "directory or its parents)",
+    )
+    _training_options(p)
+    _experiment_options(p)
+    return p
+
+
+def add_walkforward_parser(sub: Any) -> argparse.ArgumentParser:
+    """`metabt walkforward`: folds, each trained strictly before it."""
+    p = _command(
+        sub,
+        "walkforward",
+        "yearly folds, each meta-trained strictly before it; stitched out-of-sample report",
+        out=(
+            str(DEFAULT_WALKFORWARD),
+            f"folder for folds.csv and walkforward.html (default {DEFAULT_WALKFORWARD})",
+        ),
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace --out even when it holds files metabt did not write (never the working "
+        "directory or its parents)",
+    )
+    p.add_argument(
+        "--fold-years",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="calendar years per test fold (default 1)",
+    )
+    p.add_argument(
+        "--train-years",
+        type=_positive_int,
+        metavar="N",
+        help="rolling training window in years (default: expanding, all history)",
+    )
+    _training_options(p)
+    _experiment_options(p)
+    return p
+
+
+def add_sweep_parser(sub: Any) -> argparse.ArgumentParser:
+    """`metabt sweep`: hyper-parameter search on validation folds."""
+    p = _command(
+        sub,
+        "sweep",
+        "hyperparameter search (grid or Optuna TPE), each trial scored on walk-forward "
+        "validation folds strictly before a held-out test period no trial sees; resumable",
+        out=(
+            str(DEFAULT_SWEEP),
+            f"folder for sweep.db, trials.csv, best.toml (default {DEFAULT_SWEEP})",
+        ),
+    )
+    p.add_argument(
+        "--space",
+        metavar="TOML",
+        help="the search space: a TOML file of setting = [values] (grid) or setting = "
+        "{low = .., high = .., log = true} (tpe); or the `space` table of --config",
+    )
+    p.add_argument("--sampler", choices=("tpe", "grid"), default="tpe", help="search (default tpe)")
+    p.add_argument(
+        "--trials",
+        type=_positive_int,
+        metavar="N",
+        help="trials in all, resumed ones included (default: the grid's size; 20 for tpe)",
+    )
+    p.add_argument(
+        "--val-folds",
+        type=_positive_int,
+        default=2,
+        metavar="N",
+        help="one-year validation folds before --start (default 2)",
+    )
+    _training_options(p)
+    _experiment_options(p)
+    return p
+
+
+def add_pricing_parser(sub: Any) -> argparse.ArgumentParser:
+    """`metabt pricing`: factor-model loadings on Ken French's portfolios."""
+    p = sub.add_parser(
+        "pricing",
+        help="fast adaptation of factor-model loadings on Ken French's monthly portfolios, "
+        "against rolling OLS, expanding OLS and CAPM, out of sample",
+    )
+    p.add_argument("--config", metavar="TOML", help="read settings from a TOML file")
+    p.add_argument(
+        "--ks",
+        type=_positive_int,
+        nargs="+",
+        default=[6, 12, 24, 36],
+        metavar="MONTHS",
+        help="months of history each model adapts or fits on (default 6 12 24 36)",
+    )
+    p.add_argument(
+        "--train-end",
+        default="1989-12",
+        metavar="YYYY-MM",
+        help="last month of meta-training; the test starts the month after (default 1989-12)",
+    )
+    p.add_argument("--test-end", metavar="YYYY-MM", help="last test month (default: all)")
+    p.add_argument(
+        "--algorithm", default="maml", help="meta-learning algorithm of the loadings (default maml)"
+    )
+    p.add_argument("--steps", type=_positive_int, default=1500, help="outer steps (default 1500)")
+    p.add_argument(
+        "--seeds", type=_seed, nargs="+", default=[0], metavar="S", help="seeds (default 0)"
+    )
+    p.add_argument("--portfolios", nargs="+", metavar="NAME", help="portfolios (default: all 30)")
+    p.add_argument(
+        "--nonlinear", action="store_true", help="a small MLP instead of the linear model"
+    )
+    p.add_argument(
+        "--out",
+        default=str(DEFAULT_PRICING),
+        metavar="DIR",
+        help=f"folder for pricing.csv/.md and the RMSE-vs-k plot (default {DEFAULT_PRICING})",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--threads", type=_positive_int, default=_default_threads(), metavar="N", help="threads"
+    )
+    return p
+
+
+def add_config_parser(sub: Any) -> argparse.ArgumentParser:
+    """`metabt config`: the documented config-file template."""
+    p = sub.add_parser("config", help="print a documented config-file template")
+    p.add_argument(
+        "--example", action="store_true", help="print every setting with its default, as TOML"
+    )
+    return p
+
+
 def _build_parser() -> argparse.ArgumentParser:
+    """The ``metabt`` parser: one sub-parser per command (``add_<command>_parser``)."""
     from metabt._version import __version__
 
     parser = _Parser(
@@ -429,442 +658,14 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="{train,backtest,compare,walkforward,sweep,pricing,config}",
         parser_class=_Parser,
     )
-    train = _command(sub, "train", "meta-train on data strictly before --train-end", run=False)
-    # required, from the flags or the config file (checked after merging them)
-    train.add_argument(
-        "--data", nargs="+", metavar="FILE", help="OHLCV files (CSV, .csv.gz, Parquet); required"
-    )
-    train.add_argument(
-        "--train-end",
-        type=_date,
-        metavar="DATE",
-        help="cut-off: no price on or after this date is used; required",
-    )
-    train.add_argument("--out", metavar="CKPT", help="checkpoint to write; required")
-    train.add_argument(
-        "--bars-per-year",
-        type=_positive,
-        metavar="N",
-        help="bars in a year (default: detected from the dates)",
-    )
-    train.add_argument(
-        "--checkpoint-every",
-        type=_positive_int,
-        default=50,
-        metavar="N",
-        help="save the unfinished run to CKPT.partial every N steps (default 50; also the "
-        "validation interval)",
-    )
-    train.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue the run saved in CKPT.partial (e.g. after a crash or kill)",
-    )
-    backtest = _command(
-        sub,
-        "backtest",
-        "backtest MetaStrategy beside buy-and-hold and SMA crossover "
-        "(no arguments: the main job on the sample data)",
-    )
-    backtest.add_argument(
-        "--model", metavar="CKPT", help="a trained checkpoint (default: train first)"
-    )
-    backtest.add_argument(
-        "--portfolio",
-        choices=("per-asset", "cross-sectional"),
-        default="per-asset",
-        help="per-asset: each asset's own signal sets its position (MetaStrategy); "
-        "cross-sectional: signals ranked or z-scored across the universe into one book "
-        "(CrossSectionalStrategy) (default per-asset)",
-    )
-    backtest.add_argument(
-        "--cross-section", choices=("rank", "zscore"), default="rank", help="(cross-sectional)"
-    )
-    backtest.add_argument(
-        "--book",
-        choices=("dollar-neutral", "long-only"),
-        default="dollar-neutral",
-        help="(cross-sectional) book (default dollar-neutral)",
-    )
-    for flag, default, what in (
-        ("--name-cap", 0.25, "largest |weight| of one name, fraction of portfolio value"),
-        ("--net-leverage", 1.0, "cap on |sum of weights|"),
-        ("--min-trade", 0.0, "smaller weight changes do not trade, fraction of value"),
-    ):
-        backtest.add_argument(
-            flag,
-            type=_non_negative,
-            default=default,
-            metavar="FRAC",
-            help=f"(cross-sectional) {what} (default {default:g})",
-        )
-    backtest.add_argument(
-        "--turnover-budget",
-        type=_positive,
-        metavar="FRAC",
-        help="(cross-sectional) most value traded per rebalance, fraction (default: none)",
-    )
-    backtest.add_argument(
-        "--rebalance-every",
-        type=_positive_int,
-        default=1,
-        metavar="BARS",
-        help="(cross-sectional) bars between rebalances (default 1)",
-    )
-    backtest.add_argument(
-        "--report",
-        default=str(DEFAULT_REPORT),
-        metavar="HTML",
-        help=f"tearsheet path (default {DEFAULT_REPORT})",
-    )
-    cmp_ = _command(
-        sub,
-        "compare",
-        "MetaStrategy beside every baseline (trained ERM, rolling ridge, RLS, ...) on the same "
-        "data, period, costs and sizer, with block-bootstrap intervals, deflated Sharpe and a "
-        "verdict",
-        out=(
-            str(DEFAULT_COMPARE),
-            "folder for compare.csv, compare.md, index.html and tearsheets/ "
-            f"(default {DEFAULT_COMPARE})",
-        ),
-    )
-    cmp_.add_argument(
-        "--force",
-        action="store_true",
-        help="replace --out even when it holds files metabt did not write (never the working "
-        "directory or its parents)",
-    )
-    walk = _command(
-        sub,
-        "walkforward",
-        "yearly folds, each meta-trained strictly before it; stitched out-of-sample report",
-        out=(
-            str(DEFAULT_WALKFORWARD),
-            f"folder for folds.csv and walkforward.html (default {DEFAULT_WALKFORWARD})",
-        ),
-    )
-    walk.add_argument(
-        "--force",
-        action="store_true",
-        help="replace --out even when it holds files metabt did not write (never the working "
-        "directory or its parents)",
-    )
-    walk.add_argument(
-        "--fold-years",
-        type=_positive_int,
-        default=1,
-        metavar="N",
-        help="calendar years per test fold (default 1)",
-    )
-    walk.add_argument(
-        "--train-years",
-        type=_positive_int,
-        metavar="N",
-        help="rolling training window in years (default: expanding, all history)",
-    )
-    swp = _command(
-        sub,
-        "sweep",
-        "hyperparameter search (grid or Optuna TPE), each trial scored on walk-forward "
-        "validation folds strictly before a held-out test period no trial sees; resumable",
-        out=(
-            str(DEFAULT_SWEEP),
-            f"folder for sweep.db, trials.csv, best.toml (default {DEFAULT_SWEEP})",
-        ),
-    )
-    swp.add_argument(
-        "--space",
-        metavar="TOML",
-        help="the search space: a TOML file of setting = [values] (grid) or setting = "
-        "{low = .., high = .., log = true} (tpe); or the `space` table of --config",
-    )
-    swp.add_argument(
-        "--sampler", choices=("tpe", "grid"), default="tpe", help="search (default tpe)"
-    )
-    swp.add_argument(
-        "--trials",
-        type=_positive_int,
-        metavar="N",
-        help="trials in all, resumed ones included (default: the grid's size; 20 for tpe)",
-    )
-    swp.add_argument(
-        "--val-folds",
-        type=_positive_int,
-        default=2,
-        metavar="N",
-        help="one-year validation folds before --start (default 2)",
-    )
-    for p in (train, backtest, cmp_, walk, swp):
-        _training_options(p)
-    pricing = sub.add_parser(
-        "pricing",
-        help="fast adaptation of factor-model loadings on Ken French's monthly portfolios, "
-        "against rolling OLS, expanding OLS and CAPM, out of sample",
-    )
-    pricing.add_argument("--config", metavar="TOML", help="read settings from a TOML file")
-    pricing.add_argument(
-        "--ks",
-        type=_positive_int,
-        nargs="+",
-        default=[6, 12, 24, 36],
-        metavar="MONTHS",
-        help="months of history each model adapts or fits on (default 6 12 24 36)",
-    )
-    pricing.add_argument(
-        "--train-end",
-        default="1989-12",
-        metavar="YYYY-MM",
-        help="last month of meta-training; the test starts the month after (default 1989-12)",
-    )
-    pricing.add_argument("--test-end", metavar="YYYY-MM", help="last test month (default: all)")
-    pricing.add_argument(
-        "--algorithm", default="maml", help="meta-learning algorithm of the loadings (default maml)"
-    )
-    pricing.add_argument(
-        "--steps", type=_positive_int, default=1500, help="outer steps (default 1500)"
-    )
-    pricing.add_argument(
-        "--seeds", type=_seed, nargs="+", default=[0], metavar="S", help="seeds (default 0)"
-    )
-    pricing.add_argument(
-        "--portfolios", nargs="+", metavar="NAME", help="portfolios (default: all 30)"
-    )
-    pricing.add_argument(
-        "--nonlinear", action="store_true", help="a small MLP instead of the linear model"
-    )
-    pricing.add_argument(
-        "--out",
-        default=str(DEFAULT_PRICING),
-        metavar="DIR",
-        help=f"folder for pricing.csv/.md and the RMSE-vs-k plot (default {DEFAULT_PRICING})",
-    )
-    pricing.add_argument("--quiet", action="store_true", help="no progress bar")
-    pricing.add_argument(
-        "--threads", type=_positive_int, default=_default_threads(), metavar="N", help="threads"
-    )
-    config = sub.add_parser("config", help="print a documented config-file template")
-    config.add_argument(
-        "--example", action="store_true", help="print every setting with its default, as TOML"
-    )
-    parser.set_defaults(
-        subparsers={
-            "train": train,
-            "backtest": backtest,
-            "compare": cmp_,
-            "walkforward": walk,
-            "sweep": swp,
-            "pricing": pricing,
-        }
-    )
-    for p in (cmp_, walk, swp):
-        p.add_argument(
-            "--executor",
-            choices=("serial", "process", "ray"),
-            default="process",
-            help="where independent units (strategy x fold x seed) run: serial (this "
-            "process), process (local worker processes) or ray (pip install metabt[ray]) "
-            "(default process)",
-        )
-        p.add_argument(
-            "--workers",
-            type=_positive_int,
-            default=2,
-            metavar="N",
-            help="parallel workers (default 2; each unit runs on one thread, so results are "
-            "identical whatever the executor)",
-        )
-        p.add_argument(
-            "--ray-address",
-            metavar="ADDR",
-            help="join this Ray cluster (e.g. auto or ray://host:10001); default: start a "
-            "local Ray",
-        )
-        p.add_argument(
-            "--seeds",
-            type=_seed,
-            nargs="+",
-            metavar="S",
-            help="repeat the whole pipeline (training included) per seed; report mean and "
-            "sd (default: --seed)",
-        )
+    commands = {
+        "train": add_train_parser(sub),
+        "backtest": add_backtest_parser(sub),
+        "compare": add_compare_parser(sub),
+        "walkforward": add_walkforward_parser(sub),
+        "sweep": add_sweep_parser(sub),
+        "pricing": add_pricing_parser(sub),
+    }
+    add_config_parser(sub)
+    parser.set_defaults(subparsers=commands)
     return parser
-
-
-#: Options that must be given, by flag or config file, per command.
-REQUIRED = {"train": ("data", "train_end", "out")}
-
-
-def _convert(action: argparse.Action, key: str, value: Any, path: str) -> Any:
-    """A config-file value through the flag's own converter and choices."""
-    import json
-
-    from metabt._checks import did_you_mean
-    from metabt.errors import ConfigError
-
-    where = f"--config {path}: {key}"
-    if action.nargs == 0:  # a switch such as --quiet
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: must be true or false, got {value!r}")
-        return value
-    many = action.nargs in ("+", "*") or isinstance(action, argparse._AppendAction)
-    items = value if isinstance(value, list) else [value]
-    if isinstance(value, list) and not many:
-        raise ConfigError(f"{where}: takes one value, got the list {value!r}")
-    out = []
-    for item in items:
-        text = json.dumps(item) if isinstance(item, dict) else str(item)
-        try:
-            converted = action.type(text) if callable(action.type) else text
-        except argparse.ArgumentTypeError as exc:
-            raise ConfigError(f"{where}: {exc}") from exc
-        if action.choices is not None and converted not in action.choices:
-            raise ConfigError(
-                f"{where}: {converted!r} is not one of {', '.join(map(str, action.choices))}"
-                f"{did_you_mean(str(converted), map(str, action.choices))}"
-            )
-        out.append(converted)
-    return out if many else out[0]
-
-
-def _apply_config(
-    parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]
-) -> argparse.Namespace:
-    """Merge ``--config``: the file's settings become the defaults, flags win; re-parse.
-
-    Raises:
-        ConfigError: a bad file, a setting the command does not have, or a bad value
-            (checked by the same converters as the flags).
-    """
-    sub: argparse.ArgumentParser = args.subparsers[args.command]
-    if args.config:
-        from metabt.config.files import load_config, options_for
-        from metabt.errors import ConfigError
-
-        values = options_for(load_config(args.config), args.command)
-        actions = {a.dest: a for a in sub._actions}
-        defaults: dict[str, Any] = {}
-        for key, value in values.items():
-            action = actions.get(key)
-            if action is None:
-                raise ConfigError(
-                    f"--config {args.config}: `metabt {args.command}` has no setting {key!r}; "
-                    "put it under the [table] of a command that has it"
-                )
-            if key == "space" and isinstance(value, dict):  # an inline search space
-                defaults[key] = value
-                continue
-            defaults[key] = _convert(action, key, value, args.config)
-        sub.set_defaults(**defaults)
-        args = parser.parse_args(argv)  # flags on the command line override the file
-    for key in REQUIRED.get(args.command, ()):
-        if getattr(args, key) is None:
-            flag = "--" + key.replace("_", "-")
-            sub.error(f"{flag} is required (give the flag, or {key} in the --config file)")
-    return args
-
-
-def _trust_command_line(args: argparse.Namespace) -> None:
-    """Trust ``--trust`` modules and the modules the user named on the command line.
-
-    Called before the config file is merged, so a module named only in a config file is not
-    trusted. The working directory, where a user's own model or feature module often lives,
-    goes at the *end* of ``sys.path``: an installed package is never shadowed by a file there.
-    """
-    import os
-
-    from metabt._trust import trust
-
-    named = list(getattr(args, "trust", []) or [])
-    model_type = getattr(args, "model_type", None)
-    if isinstance(model_type, str) and ":" in model_type:
-        named.append(model_type.partition(":")[0])
-    for feature in getattr(args, "features", []) or []:
-        path = str(feature).split("{", 1)[0]
-        if ":" in path:
-            named.append(path.partition(":")[0].strip())
-    if named:
-        trust(*named)
-    cwd = os.getcwd()
-    if cwd not in sys.path and "" not in sys.path:
-        sys.path.append(cwd)
-
-
-def _example_config() -> str:
-    """The template of ``metabt config --example``, from the flags' own defaults."""
-    from metabt.config.files import Options, example
-
-    parser = _build_parser()
-    subparsers = parser.parse_args(["config"]).subparsers
-    skip = {"help", "config", "version"}
-    defaults: dict[str, dict[str, Any]] = {}
-    for name, sub in subparsers.items():
-        values: dict[str, Any] = {}
-        for action in sub._actions:
-            if action.dest in skip or action.dest not in Options.model_fields:
-                continue
-            default = action.default
-            if hasattr(default, "date"):  # a pd.Timestamp
-                default = str(default.date())
-            values[action.dest] = default
-        defaults[name] = values
-    return example(defaults)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``metabt`` console script.
-
-    Args:
-        argv: arguments without the program name; None reads ``sys.argv``.
-
-    Returns:
-        The exit code: 0 success, 2 bad input, 1 unexpected failure.
-    """
-    try:
-        parser = _build_parser()
-        args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    except SystemExit as exc:  # usage errors (2), --help and --version (0)
-        if isinstance(exc.code, str):  # e.g. a bad METABT_THREADS
-            print(exc.code, file=sys.stderr)
-            return 2
-        return int(exc.code or 0)
-    except KeyboardInterrupt:
-        print("metabt: interrupted", file=sys.stderr)
-        return 130
-    if args.command is None:
-        parser.print_help()
-        return 2
-    if args.command == "config":
-        if not args.example:
-            print("metabt config: use --example to print a template", file=sys.stderr)
-            return 2
-        print(_example_config(), end="")
-        return 0
-    _trust_command_line(args)
-    try:
-        args = _apply_config(parser, args, list(sys.argv[1:] if argv is None else argv))
-        with _limit_threads(args.threads):
-            from metabt.cli.commands import run
-
-            return run(args)
-    except SystemExit as exc:  # a required option missing after merging the config file
-        return int(exc.code or 0) if not isinstance(exc.code, str) else 2
-    except MetabtError as exc:
-        message = " ".join(str(exc).split())  # one line, whatever a library put in it
-        message = flag_message(message, args.subparsers[args.command])
-        from metabt._trust import UntrustedModuleError
-
-        cause: BaseException | None = exc
-        while cause is not None and not isinstance(cause, UntrustedModuleError):
-            cause = cause.__cause__
-        if isinstance(cause, UntrustedModuleError):
-            message += f", or on the command line: --trust {cause.module.split('.')[0]}"
-        print(f"metabt {args.command}: error: {message}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("metabt: interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -40,7 +40,7 @@ __all__ = [
 #: Commands that read a config file (a table of that name holds settings for it only).
 COMMANDS = ("train", "backtest", "compare", "walkforward", "sweep", "pricing")
 #: Where an unknown-key message sends the reader for the valid settings (the command line
-#: names its own command for the template, ``metabt.cli.parser.flag_message``).
+#: names its own command for the template, ``metabt.cli.main.flag_message``).
 EVERY_SETTING = "the config template (metabt.config.files.example) lists every setting"
 
 PosInt = Annotated[int, Field(ge=1)]
