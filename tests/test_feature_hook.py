@@ -142,9 +142,11 @@ class WideRowsSpec(FeatureSpec):
 
 # ---------------------------------------------------------------- fixtures and helpers
 @pytest.fixture(autouse=True)
-def examples_importable(monkeypatch):
-    """The repository root on sys.path, so ``examples.rsi_feature`` imports."""
+def examples_importable(monkeypatch, trusting):
+    """The repository root on sys.path, so ``examples.rsi_feature`` imports; these tests
+    name it by path, so they trust it (as a user passing --trust examples would)."""
     monkeypatch.syspath_prepend(str(ROOT))
+    trusting("examples")
     importlib.import_module("examples.rsi_feature")
 
 
