@@ -226,3 +226,34 @@ def test_cross_sectional_ic_by_hand():
     flipped = {k: v.assign(forward=-v["forward"]) for k, v in pairs.items()}
     assert cross_sectional_ic(flipped, lags=2)["cs_ic"] == pytest.approx(-1.0)
     assert math.isnan(cross_sectional_ic(dict(list(pairs.items())[:2]), lags=2)["cs_ic"])
+
+
+def test_basket_returns_by_hand():
+    from metabt.evaluate.metrics import basket_returns
+
+    days = pd.bdate_range("2021-01-04", periods=4)  # Mon..Thu
+    a = pd.DataFrame({"close": [100.0, 110.0, 99.0, 99.0]}, index=days)
+    # B has no bar on Tuesday: Wednesday's return is from Monday's close
+    b = pd.DataFrame({"close": [50.0, 55.0, 44.0]}, index=days[[0, 2, 3]])
+    out = basket_returns({"A": a, "B": b}, days[1:])
+    # Tue: A +10%, B no bar (0); Wed: A -10%, B +10%; Thu: A 0, B -20%
+    expected = [(0.10 + 0.0) / 2, (-0.10 + 0.10) / 2, (0.0 - 0.20) / 2]
+    assert out.index.equals(days[1:]) and out.name == "basket"
+    assert out.to_numpy() == pytest.approx(expected, abs=1e-15)
+    # Series of closes work too; a date before an asset's first bar counts as 0
+    first = basket_returns({"A": a["close"], "B": b["close"]}, days[:1])
+    assert first.tolist() == [0.0]
+    with pytest.raises(DataError, match="no assets"):
+        basket_returns({}, days)
+
+
+def test_metrics_table_puts_the_cost_columns_last():
+    from metabt.evaluate.metrics import COST_COLUMNS, metrics_table
+
+    cost = dict.fromkeys(COST_COLUMNS, 1.0)
+    rows = {
+        "A": {"sharpe": 1.0, **cost, "ic": 0.1},
+        "B": {"sharpe": 0.5, "psr": 0.9, **cost},
+    }
+    table = metrics_table(rows)
+    assert list(table.columns) == ["sharpe", "ic", "psr", *COST_COLUMNS]

@@ -108,6 +108,11 @@ def test_every_report_escapes_a_hostile_name(tmp_path):
     )
     for key in ("html", "markdown", "assets_markdown"):
         _assert_escaped(paths[key].read_text(encoding="utf-8"))
+    curve = pd.Series([1.0, 0.5], index=pd.Index([0.0, 10.0], name="cost_bps"))
+    paths = write_comparison(
+        table, {HOSTILE: sheet}, tmp_path / "cmp2", title=HOSTILE, cost_curves={HOSTILE: curve}
+    )
+    _assert_escaped(paths["html"].read_text(encoding="utf-8").replace("<img alt='net", ""))
     log = pd.DataFrame(
         {"date": returns.index[:3], "data": [HOSTILE] * 3, "loss_before": 1.0, "loss_after": 0.5}
     )
@@ -169,3 +174,58 @@ def test_context_trajectory_is_the_pca_of_the_contexts_and_is_drawn(tmp_path):
         returns, None, log.drop(columns="context"), signals, tmp_path / "b.html", title="t"
     )
     assert "Task embedding" in with_ctx.read_text() and "Task embedding" not in without.read_text()
+
+
+def test_cost_columns_are_formatted_for_a_desk():
+    row = {
+        "sharpe": 1.234,
+        "gross_sharpe": 1.3456,
+        "cost_drag": 0.1116,
+        "break_even_bps": 12.345,
+        "holding_bars": 40.04,
+        "long_share": 0.75,
+        "alpha": 0.0312,
+        "alpha_t": 2.345,
+        "beta": 0.876,
+        "beta_t": 10.5,
+    }
+    table = metrics_table({"S": row})
+    text = format_table(table)
+    for shown in ("1.35", "0.11", "12.3", "40.0", "75.00%", "3.12%", "2.35", "0.88", "10.50"):
+        assert shown in text, shown
+    assert "12.35" not in text and "40.04" not in text  # one decimal for bps and bars
+
+
+def test_cost_curve_is_drawn_and_embedded(tmp_path):
+    from metabt.evaluate.costs import COST_GRID_BPS
+    from metabt.evaluate.report import write_comparison, write_cost_curve
+
+    grid = pd.Index(COST_GRID_BPS, name="cost_bps")
+    curves = {
+        "MetaStrategy": pd.Series(1.0 - 0.05 * grid.to_numpy(), index=grid),
+        "$BuyAndHold_": pd.Series(0.8 - 0.001 * grid.to_numpy(), index=grid),
+        "_flat": pd.Series(np.nan, index=grid),
+    }
+    png = write_cost_curve(curves, tmp_path / "sub" / "curve.png", 7.0)
+    data = png.read_bytes()
+    assert data.startswith(b"\x89PNG") and len(data) > 5_000
+    assert list(png.parent.iterdir()) == [png]  # no temporary file left
+
+    class Result:  # what a BacktestResult offers
+        name = "MetaStrategy"
+        cost_sensitivity = curves["MetaStrategy"]
+
+    assert write_cost_curve([Result()], tmp_path / "r.png", None).stat().st_size > 5_000
+    with pytest.raises(DataError, match="no strategy"):
+        write_cost_curve({}, tmp_path / "none.png", 7.0)
+
+    table = metrics_table({"MetaStrategy": {"sharpe": 1.0}, "$BuyAndHold_": {"sharpe": 0.8}})
+    paths = write_comparison(
+        table, {}, tmp_path / "cmp", title="t", cost_curves=curves, run_cost_bps=7.0
+    )
+    assert paths["cost_curve"] == tmp_path / "cmp" / "cost_sensitivity.png"
+    assert paths["cost_curve"].stat().st_size > 5_000
+    page = paths["html"].read_text(encoding="utf-8")
+    assert "data:image/png;base64," in page and "Cost sensitivity" in page
+    plain = write_comparison(table, {}, tmp_path / "plain", title="t")
+    assert "cost_curve" not in plain and "<img" not in plain["html"].read_text(encoding="utf-8")

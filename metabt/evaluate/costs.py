@@ -134,8 +134,8 @@ def long_share(exposure: pd.DataFrame) -> float:
     over every (bar, asset); NaN when nothing is ever held. 1.0 is a long-only book; a book
     that earns only through a long tilt shows it here and in the beta."""
     values = exposure.to_numpy(dtype=np.float64)
-    total = float(np.abs(values).sum())
-    return math.nan if total == 0 else float(values[values > 0].sum() / total)
+    long, short = float(values[values > 0].sum()), float(-values[values < 0].sum())
+    return math.nan if long + short == 0 else long / (long + short)  # exactly 1.0 if long only
 
 
 def alpha_beta(

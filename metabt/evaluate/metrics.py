@@ -19,9 +19,11 @@ from metabt.errors import ConfigError, DataError
 
 __all__ = [
     "ASSET_COLUMNS",
+    "COST_COLUMNS",
     "EULER_GAMMA",
     "PERIODS_PER_YEAR",
     "asset_results",
+    "basket_returns",
     "block_bootstrap_sharpe_diff",
     "check_periods",
     "check_returns",
@@ -38,6 +40,21 @@ __all__ = [
 ]
 
 PERIODS_PER_YEAR = 252  # daily bars
+
+#: The cost columns of a backtest (``metabt.evaluate.costs.CostReport.columns`` without
+#: ``net_sharpe``, which is ``sharpe``); :func:`metrics_table` puts them after every other
+#: column.
+COST_COLUMNS: tuple[str, ...] = (
+    "gross_sharpe",
+    "cost_drag",
+    "break_even_bps",
+    "holding_bars",
+    "long_share",
+    "alpha",
+    "alpha_t",
+    "beta",
+    "beta_t",
+)
 
 
 def check_returns(returns: object, name: str) -> pd.Series:
@@ -173,8 +190,9 @@ def metrics_table(rows: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
 
     Args:
         rows (Mapping[str, Mapping[str, float]]): strategy name -> metrics (e.g. from
-            :func:`compute_metrics`). Columns follow the first row's key order; a metric
-            a strategy lacks is NaN.
+            :func:`compute_metrics`). Columns follow the first row's key order, except the
+            cost columns (:data:`COST_COLUMNS`), which come last in their own order; a
+            metric a strategy lacks is NaN.
 
     Returns:
         pd.DataFrame: (n_strategies, n_metrics) float64, index named ``strategy`` in the
@@ -183,6 +201,8 @@ def metrics_table(rows: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
     columns: list[str] = []
     for metrics in rows.values():
         columns.extend(k for k in metrics if k not in columns)
+    costs = [c for c in COST_COLUMNS if c in columns]
+    columns = [c for c in columns if c not in costs] + costs
     table = pd.DataFrame(
         [[float(m.get(c, math.nan)) for c in columns] for m in rows.values()],
         index=pd.Index(list(rows), name="strategy", dtype=object),
@@ -228,6 +248,42 @@ def mean_ic(pairs: Mapping[str, pd.DataFrame]) -> dict[str, float]:
         "ic": float(np.mean([ic for ic, _ in ics])) if ics else math.nan,
         "rank_ic": float(np.mean([rank for _, rank in ics])) if ics else math.nan,
     }
+
+
+def basket_returns(
+    frames: Mapping[str, pd.DataFrame | pd.Series], index: pd.DatetimeIndex
+) -> pd.Series:
+    """Per-bar returns of the equal-weight basket of every asset, on ``index``.
+
+    Each asset's close-to-close simple return ``C_t / C_{t-1} - 1`` over its own bars (its
+    bar before ``index[0]`` gives the first return), 0 on a date of ``index`` where it has
+    no bar (or no previous one); the basket's return is their mean over all assets (an
+    equal-weight book rebalanced every bar): what the alpha and beta of
+    :func:`metabt.evaluate.costs.cost_report` are measured against.
+
+    Args:
+        frames: asset -> OHLCV frame (its ``close`` column) or a Series of closes, tz-naive
+            DatetimeIndex.
+        index: the dates to return (a run's bars).
+
+    Returns:
+        pd.Series (float64) on ``index``, name ``basket``.
+
+    Raises:
+        DataError: no assets.
+    """
+    if not frames:
+        raise DataError("basket_returns: no assets; pass at least one frame of closes")
+    columns = []
+    for name, frame in frames.items():
+        close = frame["close"] if isinstance(frame, pd.DataFrame) else frame
+        close = close.astype("float64")
+        if isinstance(close.index, pd.DatetimeIndex) and close.index.tz is not None:
+            close = close.tz_localize(None)
+        change = close.pct_change(fill_method=None)
+        columns.append(change.reindex(index).fillna(0.0).rename(str(name)))
+    basket = pd.concat(columns, axis=1).mean(axis=1)
+    return basket.astype("float64").rename("basket")
 
 
 ASSET_COLUMNS = [

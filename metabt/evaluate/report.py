@@ -17,14 +17,17 @@ import numpy as np
 import pandas as pd
 
 from metabt._util import atomic_path, quiet_third_party, write_text
+from metabt.errors import DataError
 from metabt.evaluate.metrics import check_periods, check_returns
 
 __all__ = [
     "COUNT_METRICS",
+    "ONE_DECIMAL_METRICS",
     "PERCENT_METRICS",
     "context_components",
     "format_table",
     "write_comparison",
+    "write_cost_curve",
     "write_diagnostics",
     "write_tearsheet",
 ]
@@ -40,9 +43,13 @@ PERCENT_METRICS = frozenset(
         "hit_rate",
         "exposure",
         "contribution",
+        "long_share",
+        "alpha",
     }
 )
 COUNT_METRICS = frozenset({"bars", "adaptations", "untrained"})
+#: Metrics shown with one decimal: basis points and bars.
+ONE_DECIMAL_METRICS = frozenset({"break_even_bps", "holding_bars"})
 
 _STYLE = (
     "body{font-family:sans-serif;margin:2em}td,th{padding:4px 10px;text-align:right}"
@@ -225,6 +232,8 @@ def write_comparison(
     title: str,
     notes: Sequence[str] = (),
     assets: pd.DataFrame | None = None,
+    cost_curves: Mapping[str, pd.Series] | None = None,
+    run_cost_bps: float | None = None,
 ) -> dict[str, Path]:
     """Write a strategy comparison: CSV, Markdown and an HTML index of the tearsheets.
 
@@ -238,10 +247,16 @@ def write_comparison(
         assets: optional per-asset results, indexed by (strategy, asset), columns as
             ``metabt.evaluate.metrics.asset_results``; written to ``assets.csv`` and
             ``assets.md`` and shown on the index page.
+        cost_curves: optional strategy name -> net Sharpe by cost per fill in bps
+            (``BacktestResult.cost_sensitivity``); drawn by :func:`write_cost_curve` into
+            ``cost_sensitivity.png`` and shown at the end of the index page.
+        run_cost_bps: the run's own cost per fill (``BacktestResult.cost_per_fill_bps``),
+            marked on that chart; None for no mark.
 
     Returns:
         ``{"csv": ..., "markdown": ..., "html": ...}`` paths (plus ``assets_csv`` and
-        ``assets_markdown`` with ``assets``), each written atomically.
+        ``assets_markdown`` with ``assets``, ``cost_curve`` with ``cost_curves``), each
+        written atomically.
     """
     out = Path(out_dir)
     csv = write_text(out / "compare.csv", table.reset_index().to_csv(index=False))
@@ -271,14 +286,107 @@ def write_comparison(
         ]
         paths["assets_markdown"] = write_text(out / "assets.md", "\n".join(asset_lines) + "\n")
         sections.append(_table_section(assets, "Per asset"))
+    paragraphs = ["Each strategy name links to its quantstats tearsheet."]
+    image = ""
+    if cost_curves:
+        import base64
+
+        paths["cost_curve"] = write_cost_curve(
+            cost_curves, out / "cost_sensitivity.png", run_cost_bps
+        )
+        image = base64.b64encode(paths["cost_curve"].read_bytes()).decode("ascii")
+        paragraphs.append(_COST_CURVE_NOTE)
     page = _page(
         title,
         notes=notes,
-        paragraphs=["Each strategy name links to its quantstats tearsheet."],
+        paragraphs=paragraphs,
         tables=sections,
+        image=image,
+        image_alt="net Sharpe against the cost per fill",
     )
     paths["html"] = write_text(out / "index.html", page)
     return paths
+
+
+_COST_CURVE_NOTE = (
+    "Cost sensitivity (chart below, cost_sensitivity.png): each strategy's net Sharpe had "
+    "every fill cost 0 to 20 bps of its value (commission plus slippage, short borrow as "
+    "paid), its positions held as they were; the dashed line is this run's cost per fill. "
+    "break_even_bps is where the mean net return reaches 0."
+)
+
+
+def write_cost_curve(
+    curves: Mapping[str, pd.Series] | Sequence[object],
+    path: str | os.PathLike[str],
+    run_cost_bps: float | None = None,
+    *,
+    title: str = "Net Sharpe against the cost per fill",
+) -> Path:
+    """Draw each strategy's net Sharpe against the cost per fill as a PNG, atomically.
+
+    One line per strategy (x: cost per fill, bps of the traded value; y: annualised net
+    Sharpe, :func:`metabt.evaluate.costs.cost_sensitivity`), a horizontal line at 0 and a
+    dashed vertical line at the run's own cost per fill.
+
+    Args:
+        curves: strategy name -> Sharpe indexed by cost in bps, or backtest results (each
+            with ``name`` and ``cost_sensitivity``, e.g. ``BacktestResult``).
+        path: the PNG to write (parent folders are created).
+        run_cost_bps: the run's cost per fill, bps (commission plus slippage,
+            ``BacktestResult.cost_per_fill_bps``); None or NaN for no line.
+        title: the chart's title.
+
+    Returns:
+        Path: ``path``.
+
+    Raises:
+        DataError: no curve, or a curve that is not a Series.
+    """
+    from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
+
+    if isinstance(curves, Mapping):
+        named = [(str(k), v) for k, v in curves.items()]
+    else:
+        named = [
+            (str(getattr(r, "name", "")), getattr(r, "cost_sensitivity", None)) for r in curves
+        ]
+    if not named:
+        raise DataError("write_cost_curve: no strategy to draw; pass name -> cost_sensitivity")
+    for name, curve in named:
+        if not isinstance(curve, pd.Series):
+            raise DataError(
+                f"write_cost_curve: the curve of {name!r} is a {type(curve).__name__}, not a "
+                "pandas Series of Sharpe ratios indexed by cost in bps "
+                "(BacktestResult.cost_sensitivity)"
+            )
+    fig = Figure(figsize=(8, 5), dpi=100)
+    ax = fig.subplots()
+    for name, curve in named:
+        # matplotlib reads "$...$" as mathtext and hides labels that start with "_"
+        label = name.replace("$", r"\$")
+        label = f" {label}" if label.startswith("_") else label
+        x = curve.index.to_numpy(dtype=np.float64)
+        ax.plot(x, curve.to_numpy(dtype=np.float64), marker="o", markersize=3, label=label)
+    ax.axhline(0.0, color="black", linewidth=0.8)
+    if run_cost_bps is not None and math.isfinite(run_cost_bps):
+        ax.axvline(
+            run_cost_bps,
+            color="gray",
+            linestyle="--",
+            linewidth=1.0,
+            label=f"this run: {run_cost_bps:g} bps per fill",
+        )
+    ax.set_xlabel("cost per fill (commission + slippage), bps of traded value")
+    ax.set_ylabel("net Sharpe (annualised)")
+    ax.set_title(title.replace("$", r"\$"))
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="best", fontsize="small")
+    fig.tight_layout()
+    target = Path(path)
+    with atomic_path(target) as tmp, quiet_third_party():
+        fig.savefig(tmp, format="png")
+    return target
 
 
 def write_diagnostics(
@@ -427,6 +535,8 @@ def _format_value(column: str, value: float) -> str:
         return f"{value:.2%}"
     if column in COUNT_METRICS:
         return f"{value:.0f}"
+    if column in ONE_DECIMAL_METRICS:
+        return f"{value:.1f}"
     return f"{value:.2f}"
 
 
@@ -434,9 +544,10 @@ def format_table(df: pd.DataFrame, *, markdown: bool = False) -> str:
     """Render a metrics table as text: percentages for return-like metrics, 2 decimals else.
 
     ``cagr``, ``max_drawdown``, ``volatility``, ``total_return``, ``win_rate``,
-    ``hit_rate``, ``exposure`` and ``contribution`` are shown as percentages, ``bars``,
-    ``adaptations`` and ``untrained`` (a flag, or a count of seeds) as integers, other
-    numbers with two decimals.
+    ``hit_rate``, ``exposure``, ``contribution``, ``long_share`` and ``alpha`` are shown as
+    percentages, ``bars``, ``adaptations`` and ``untrained`` (a flag, or a count of seeds)
+    as integers, ``break_even_bps`` and ``holding_bars`` with one decimal, other numbers
+    (ratios, t-statistics, beta) with two decimals.
 
     Args:
         df (pd.DataFrame): a table such as :func:`metrics_table` returns.

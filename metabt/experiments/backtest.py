@@ -22,7 +22,8 @@ from metabt.analyzers import (
 from metabt.data.bars import BarFrequency
 from metabt.data.ohlcv import feed
 from metabt.errors import ConfigError, DataError
-from metabt.evaluate.metrics import asset_results, mean_ic
+from metabt.evaluate.costs import cost_report
+from metabt.evaluate.metrics import asset_results, basket_returns, mean_ic
 from metabt.evaluate.report import write_diagnostics
 from metabt.sizers import SignalSizer
 from metabt.strategies.meta import MetaStrategy, SignalTrader
@@ -79,6 +80,12 @@ class Costs:
             f"trade, short borrow {self.borrow_bps:g} bps a year"
         )
 
+    @property
+    def per_fill_bps(self) -> float:
+        """Commission plus slippage, basis points of a fill's value: the x of the run on
+        the cost-sensitivity curve (``BacktestResult.cost_sensitivity``)."""
+        return float(self.commission_bps + self.slippage_bps)
+
 
 @dataclass
 class BacktestResult:
@@ -92,7 +99,15 @@ class BacktestResult:
             plus ``hit_rate`` (the portfolio row of ``assets``: share of bars with a
             position whose P&L was positive), ``turnover_two_way`` (filled notional, buys
             plus sells, per year as a multiple of average equity), ``turnover_one_way``
-            (half of it) and, for model strategies, ``ic``/``rank_ic``.
+            (half of it), for model strategies ``ic``/``rank_ic``, and last the cost
+            columns (:func:`metabt.evaluate.costs.cost_report`, every one from the run's
+            per-bar ledger): ``gross_sharpe`` (Sharpe before commission, slippage and
+            borrow; ``sharpe`` is the net one), ``cost_drag`` (gross minus net Sharpe),
+            ``break_even_bps`` (cost per fill, bps of traded value, at which the mean net
+            return is 0), ``holding_bars`` (average holding period, bars),
+            ``long_share`` (share of gross exposure held long), ``alpha`` (annualised),
+            ``alpha_t``, ``beta``, ``beta_t`` (OLS on the equal-weight basket of the run's
+            assets, :func:`metabt.evaluate.metrics.basket_returns`; HAC t-statistics).
         strategy: the backtrader strategy instance after the run (adaptation log, signals).
         analyzer: the QuantStatsAnalyzer, for ``tearsheet``.
         rejected_orders: orders the broker rejected.
@@ -103,6 +118,11 @@ class BacktestResult:
             otherwise.
         frequency: the bar frequency that annualised the metrics and turnover
             (:mod:`metabt.data.bars`).
+        cost_sensitivity: net Sharpe had every fill cost 0, 2, ..., 20 bps (index
+            ``cost_bps``), the positions held as they were
+            (:func:`metabt.evaluate.costs.cost_sensitivity`).
+        cost_per_fill_bps: the run's own cost per fill, commission plus slippage, bps
+            (:attr:`Costs.per_fill_bps`): where it sits on that curve.
     """
 
     name: str
@@ -116,6 +136,10 @@ class BacktestResult:
     signals: dict[str, pd.DataFrame] | None = None
     adaptations: pd.DataFrame | None = None
     frequency: BarFrequency = field(default_factory=lambda: BarFrequency("daily", 252.0))
+    cost_sensitivity: pd.Series = field(
+        default_factory=lambda: pd.Series(dtype="float64", name="net_sharpe")
+    )
+    cost_per_fill_bps: float = math.nan
 
     def tearsheet(self, path: str | Path, title: str | None = None) -> Path:
         """Write the quantstats HTML tearsheet (with the benchmark) to ``path``."""
@@ -271,6 +295,20 @@ def run_backtest(
         if key == "win_rate":
             ordered["hit_rate"] = hit_rate
     ordered.setdefault("hit_rate", hit_rate)
+    ledger = portfolio["ledger"]
+    report = cost_report(
+        returns,
+        equity=portfolio["equity"],
+        trading_costs=ledger["commission"] + ledger["slippage"],
+        borrow_costs=ledger["borrow"],
+        traded=ledger["traded"],
+        exposure=portfolio["positions"],
+        # the equal-weight basket of every feed, on the run's bars (alpha and beta)
+        basket=basket_returns(frames, returns.index),
+        periods=frequency.periods,
+    )
+    # "sharpe" is already the net Sharpe (quantstats'); the cost columns come last
+    ordered.update({k: v for k, v in report.columns().items() if k != "net_sharpe"})
     return BacktestResult(
         name=name or strategy.__name__,
         returns=returns,
@@ -283,4 +321,6 @@ def run_backtest(
         signals=pairs,
         adaptations=log,
         frequency=frequency,
+        cost_sensitivity=report.sensitivity,
+        cost_per_fill_bps=costs.per_fill_bps,
     )

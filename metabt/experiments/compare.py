@@ -307,6 +307,8 @@ class Comparison:
             title="metabt compare",
             notes=[*self.notes, *self.verdicts],
             assets=self.assets,
+            cost_curves={r.name: r.cost_sensitivity for r in self.results},
+            run_cost_bps=self.results[0].cost_per_fill_bps,
         )
         if len(self.runs) > 1:
             stats = aggregate_seeds({r.seed: r.table for r in self.runs})

@@ -72,6 +72,13 @@ FOLD_METRICS = (
     "turnover_two_way",
     "ic",
     "rank_ic",
+    "gross_sharpe",
+    "cost_drag",
+    "break_even_bps",
+    "holding_bars",
+    "long_share",
+    "alpha_t",
+    "beta",
 )
 
 
