@@ -108,7 +108,10 @@ def test_compare_trains_the_roster_part_by_part_exactly_as_train_roster(small_se
     )
     assert (models.ridge_alpha, models.rls_forgetting) == (again.ridge_alpha, again.rls_forgetting)
     assert models.selection == again.selection
-    for part in ("meta", "erm", "scratch"):
+    assert models.gbm.learner.booster.model_to_string() == (
+        again.gbm.learner.booster.model_to_string()
+    )
+    for part in ("meta", "erm", "erm_static", "scratch"):
         ours, theirs = getattr(models, part), getattr(again, part)
         assert ours.fit == theirs.fit and ours.val_loss == theirs.val_loss
         for key, value in theirs.learner.model.state_dict().items():
@@ -174,7 +177,13 @@ def test_the_untrained_column_follows_the_declared_learner():
     def learner(flag: bool) -> SimpleNamespace:
         return SimpleNamespace(untrained=flag, learner=object())
 
-    models = SimpleNamespace(meta=learner(True), erm=learner(False), scratch=learner(True))
+    models = SimpleNamespace(
+        meta=learner(True),
+        erm=learner(False),
+        erm_static=learner(False),
+        scratch=learner(True),
+        gbm=SimpleNamespace(learner=object()),
+    )
     flags = untrained(models)  # type: ignore[arg-type]
     assert set(flags) == {entry.name for entry in ROSTER}
     assert {name for name, flag in flags.items() if flag} == {
@@ -185,6 +194,28 @@ def test_the_untrained_column_follows_the_declared_learner():
     }  # ScratchAdapt trades a random initialisation on purpose: never "untrained"
     models.erm = learner(True)
     assert flags["ErmAdapt"] is False and untrained(models)["ErmAdapt"] is True  # type: ignore[arg-type]
+    assert untrained(models)["ErmStatic"] is False  # type: ignore[arg-type]  # its own part
+    models.erm_static = learner(True)
+    assert untrained(models)["ErmStatic"] is True  # type: ignore[arg-type]
+
+
+def test_the_roster_has_the_controls_lightgbm_and_erm_selected_twice():
+    names = [entry.name for entry in roster_entries(DEMO)]
+    assert names[-5:] == [
+        "LightGBM",
+        "TimeSeriesMomentum",
+        "ConstantLong",
+        "BuyAndHold",
+        "SmaCross",
+    ]
+    assert set(ROSTER_PARTS) == {"meta", "erm", "erm_static", "scratch", "linear", "gbm"}
+    assert set(scheduler.TRAIN_ORDER) == set(ROSTER_PARTS)
+    assert STRATEGY_NEEDS["ErmStatic"] == ("erm_static",) and STRATEGY_NEEDS["ErmAdapt"] == ("erm",)
+    assert STRATEGY_NEEDS["LightGBM"] == ("gbm",)
+    for control in ("TimeSeriesMomentum", "ConstantLong", "BuyAndHold", "SmaCross"):
+        assert STRATEGY_NEEDS[control] == ()  # no training: backtested at once
+    every = {part for needs in STRATEGY_NEEDS.values() for part in needs}
+    assert every == set(ROSTER_PARTS)  # every part trained is traded by some strategy
 
 
 def _label(fn: Callable[[Any], Any], unit: Any) -> str:

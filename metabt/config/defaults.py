@@ -47,6 +47,9 @@ class RunConfig:
         meta_steps: outer steps; batch_size: tasks per step.
         support, query: bars per support / query window (tasks and the strategy's support).
         adapt_every: bars between adaptations in the backtest.
+        smooth: bars of signals averaged into the traded signal (SignalTrader's ``smooth``),
+            given to every signal-trading strategy of a run alike (not BuyAndHold).
+            Default 1 (no smoothing).
         online_meta_lr: outer-loop rate of MetaStrategy's online meta-updates of θ
             during the backtest (0: off).
         portfolio: None trades each asset's own signal (MetaStrategy); a dict of
@@ -75,6 +78,7 @@ class RunConfig:
     support: int = 60
     query: int = 20
     adapt_every: int = 5
+    smooth: int = 1
     online_meta_lr: float = 0.0
     portfolio: Mapping[str, Any] | None = None
     val_years: float = 2.0
@@ -100,6 +104,8 @@ class RunConfig:
             "support": self.support,
             "seed": self.seed,
         }
+        if self.smooth != 1:
+            out["smooth"] = self.smooth
         if self.online_meta_lr:
             out["online_meta_lr"] = self.online_meta_lr
         if self.portfolio is not None:

@@ -2,9 +2,14 @@
 
 :class:`RunConfig` holds every setting of a run (features, model, learner, schedule,
 sizer); :func:`train_learner` meta-trains strictly before a date; :func:`train_roster`
-trains everything a comparison needs (the meta-learner, a jointly trained ERM model, a
-scratch model, and the linear baselines' penalties chosen on validation tasks) and
-:func:`roster` lists the strategies, each with the same schedule, support and label.
+trains everything a comparison needs (the meta-learner, a jointly trained ERM model selected
+twice, once as it is traded unadapted and once after adaptation, a scratch model, the linear
+baselines' settings and a LightGBM model) and :func:`roster` lists the strategies, each with
+the same schedule, support, label, sizer and ``smooth``.
+
+One selection rule for every learned strategy: keep what scores the lowest query MSE on the
+same validation tasks (the last ``val_years`` before the test period), scored as it is
+traded (adapted, or unadapted for a static model); grids and budgets are fixed in code.
 
 The roster is declared once, in :data:`ROSTER`: per strategy its name, class, keyword
 arguments, the training parts it needs and whether it trades a trained learner; the
@@ -20,8 +25,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -31,22 +37,25 @@ from metabt.errors import ConfigError
 from metabt.experiments.log import Log, silent
 from metabt.features.tasks import TaskSampler
 from metabt.learn.learner import FitResult, MetaLearner
-from metabt.learn.linear import RidgeAdapter, RLSAdapter, select_by_validation
+from metabt.learn.linear import LinearFit, RidgeAdapter, RLSAdapter, select_by_validation
 from metabt.learn.models import build_model
+from metabt.learn.trees import GBM_ROUNDS, GBM_STOPPING, GbmAdapter
 from metabt.strategies.baselines import (
     BuyAndHold,
+    ConstantLong,
     ErmAdapt,
     ErmStatic,
     RecursiveLeastSquares,
-    RollingRidge,
     ScratchAdapt,
     SmaCross,
     StaticModel,
+    TimeSeriesMomentum,
 )
 from metabt.strategies.meta import MetaStrategy
 
 __all__ = [
     "RIDGE_GRID",
+    "RIDGE_ZERO",
     "RLS_DEFAULT",
     "RLS_GRID",
     "RLS_SUPPORT",
@@ -55,27 +64,88 @@ __all__ = [
     "RosterEntry",
     "RosterModels",
     "STRATEGY_NEEDS",
+    "TSMOM_LOOKBACK",
+    "TrainedGbm",
     "TrainedLearner",
+    "ZeroForecast",
     "check_no_leak",
     "check_train_config",
     "roster",
     "roster_entries",
     "select_linear",
+    "train_gbm",
     "train_learner",
     "train_roster",
     "untrained",
 ]
 
-#: Ridge penalties tried on the validation tasks (fixed before any run).
-RIDGE_GRID = (0.1, 1.0, 10.0, 100.0, 1000.0)
-#: RLS forgetting factors tried on the validation tasks (fixed before any run).
-RLS_GRID = (0.95, 0.98, 0.99, 0.995, 1.0)
+#: The ridge "penalty" of the zero forecast (no view): α → ∞ with the intercept shrunk too
+#: (RidgeAdapter leaves its intercept unpenalised, so its own α → ∞ limit, reached by 1e6,
+#: is the support window's mean label, not zero).
+RIDGE_ZERO = math.inf
+#: Ridge penalties tried on the validation tasks (fixed before any run), up to both limits
+#: of large α: the support-mean forecast (1e6) and the zero forecast (:data:`RIDGE_ZERO`).
+RIDGE_GRID = (0.1, 1.0, 10.0, 100.0, 1000.0, 1e4, 1e6, RIDGE_ZERO)
+#: RLS forgetting factors tried on the validation tasks (fixed before any run), from a
+#: memory of about 10 bars (0.9) to none forgotten (1.0).
+RLS_GRID = (0.9, 0.95, 0.98, 0.99, 0.995, 1.0)
 #: Realised pairs the RLS recursion runs over, bars.
 RLS_SUPPORT = 200
 #: RLS forgetting used when the validation window is too short to choose one.
 RLS_DEFAULT = 0.99
 #: Validation tasks drawn to select hyper-parameters and report validation losses.
 VAL_TASKS = 64
+#: TimeSeriesMomentum's look-back, bars (12 months of daily bars).
+TSMOM_LOOKBACK = 252
+
+
+class ZeroForecast(RidgeAdapter):
+    """The zero forecast (no view) as an adapter: ridge at α = ∞, its intercept shrunk too.
+
+    The edge of :data:`RIDGE_GRID` a model with no information should choose; traded by
+    the RollingRidge entry when chosen (its signal is 0: flat).
+    """
+
+    algorithm = "zero"
+
+    def __init__(self, feature_spec: Any) -> None:
+        super().__init__(feature_spec, 1.0)
+        self.alpha = RIDGE_ZERO
+
+    def adapt(
+        self, x_support: np.ndarray, y_support: np.ndarray, steps: int | None = None
+    ) -> LinearFit:
+        """The zero forecast, scored on the support window. x: (S, F), y: (S,)."""
+        x = np.asarray(x_support, dtype=np.float64)
+        y = np.asarray(y_support, dtype=np.float64)
+        mse = float(y @ y) / max(len(y), 1)
+        return LinearFit(np.zeros(x.shape[-1]), 0.0, mse, mse)
+
+    def __repr__(self) -> str:
+        return "ZeroForecast()"
+
+
+def _ridge(spec: Any, alpha: float) -> RidgeAdapter:
+    """RollingRidge's adapter: ridge with penalty ``alpha``, or the zero forecast at ∞.
+
+    An ``alpha`` that is not a number (the scheduler's stand-in for a part not trained yet)
+    is passed through, so that the scheduler sees which part the entry reads.
+    """
+    if not isinstance(alpha, (int, float)):
+        return cast(RidgeAdapter, alpha)
+    return ZeroForecast(spec) if alpha == RIDGE_ZERO else RidgeAdapter(spec, alpha)
+
+
+def _edge(value: float, grid: Sequence[float]) -> str:
+    """ " (at the edge of its grid)" when ``value`` is the grid's first or last value."""
+    return " (at the edge of its grid)" if value in (min(grid), max(grid)) else ""
+
+
+def _rule(val_steps: int | None, inner_steps: int) -> str:
+    """How a learner's θ is scored on the validation tasks: adapted, or as it is."""
+    if val_steps == 0:
+        return "unadapted (0 inner steps, as it is traded)"
+    return f"after {inner_steps if val_steps is None else val_steps} inner steps"
 
 
 @dataclass
@@ -84,13 +154,15 @@ class TrainedLearner:
 
     Attributes:
         learner: the trained learner.
-        fit: what ``MetaLearner.fit`` did.
-        val_loss: validation query MSE after adaptation of the kept θ.
+        fit: what ``MetaLearner.fit`` did (``best_step``: the kept step).
+        val_loss: validation query MSE of the kept θ, scored by the selection rule.
         val_init_loss: the same at the initialisation (before any training).
         val_zero_mse: validation query MSE of always predicting 0 (no view), the
             baseline a useful model must beat.
-        fixed_budget: True for joint training (``erm``): ``steps`` outer steps, last θ
-            kept, no validation keep-best.
+        val_steps: the selection rule: the θ with the lowest validation query MSE is kept,
+            scored after this many inner steps (None: the learner's own, for a learner
+            adapted in the backtest; 0: unadapted, for one traded as it is).
+        val_every: outer steps between validations.
         seconds: wall time of the training, seconds.
     """
 
@@ -99,13 +171,22 @@ class TrainedLearner:
     val_loss: float
     val_init_loss: float
     val_zero_mse: float
-    fixed_budget: bool = False
+    val_steps: int | None = None
+    val_every: int = 50
     seconds: float = 0.0
 
     @property
     def untrained(self) -> bool:
         """True when keep-best kept the initialisation: the result is not a trained model."""
-        return not self.fixed_budget and self.fit.steps > 0 and self.fit.best_step == 0
+        return self.fit.steps > 0 and self.fit.best_step == 0
+
+    @property
+    def parameters(self) -> int:
+        """Number of trainable parameters of θ."""
+        model = getattr(self.learner, "model", None)
+        if model is None:
+            return 0
+        return sum(int(p.numel()) for p in model.parameters() if p.requires_grad)
 
     def bars(self) -> str:
         """The training bars' frequency, e.g. ``"daily bars, 252 a year"``."""
@@ -116,27 +197,22 @@ class TrainedLearner:
         return f"{name} bars, {float(count):,.0f} a year"
 
     def summary(self, cfg: RunConfig, names: Sequence[str]) -> list[str]:
-        """Lines that say what was trained, on what, and how well it validated."""
+        """Lines that say what was trained, on what, by which rule, and how well it validated."""
         learner, fit = self.learner, self.fit
         assert learner.train_range is not None
-        if self.fixed_budget:
-            how = (
-                f"trained {learner.algorithm} ({cfg.model_config()['type']}, "
-                f"engine {learner.engine}) "
-                f"jointly on {_assets(names)} ({self.bars()}) from {learner.train_range[0]} to "
-                f"{learner.train_range[1]}: {fit.steps} steps (a fixed budget, last θ kept) "
-                f"in {self.seconds:.1f}s; validation query MSE after adaptation "
-                f"{self.val_loss:.4f} (initialisation {self.val_init_loss:.4f})"
-            )
-        else:
-            how = (
-                f"meta-trained {learner.algorithm} ({cfg.model_config()['type']}, "
-                f"engine {learner.engine}) "
-                f"on {_assets(names)} ({self.bars()}) from {learner.train_range[0]} to "
-                f"{learner.train_range[1]}: {fit.steps} steps in {self.seconds:.1f}s; "
-                f"validation query MSE after adaptation {fit.best_val_loss:.4f} (step "
-                f"{fit.best_step})"
-            )
+        joint = learner.algorithm == "erm"
+        verb = "trained" if joint else "meta-trained"
+        scored = _rule(self.val_steps, learner.inner_steps)
+        how = (
+            f"{verb} {learner.algorithm} ({cfg.model_config()['type']}, engine "
+            f"{learner.engine}){' jointly' if joint else ''} on {_assets(names)} "
+            f"({self.bars()}) from {learner.train_range[0]} to {learner.train_range[1]}: "
+            f"{fit.steps} outer steps of {cfg.batch_size} tasks, {learner.inner_steps} inner "
+            f"steps, {self.parameters:,} parameters, {self.seconds:.1f}s; kept θ of step "
+            f"{fit.best_step} (keep-best on the validation query MSE {scored}, checked every "
+            f"{self.val_every} steps): {self.val_loss:.4f} (initialisation "
+            f"{self.val_init_loss:.4f})"
+        )
         lines = [f"{how} vs {self.val_zero_mse:.4f} for always predicting zero"]
         if self.untrained:
             lines.append(
@@ -147,7 +223,7 @@ class TrainedLearner:
             )
         if fit.steps > 0 and not self.val_loss < self.val_zero_mse:
             lines.append(
-                f"note: on validation, {learner.algorithm} after adaptation does not beat "
+                f"note: on validation, {learner.algorithm} {scored} does not beat "
                 f"predicting zero ({self.val_loss:.4f} vs {self.val_zero_mse:.4f}): expect "
                 "no information in its signal"
             )
@@ -208,15 +284,18 @@ def train_learner(
     resume: bool = False,
     checkpoint_every: int = 50,
     progress: bool = True,
+    val_steps: int | None = None,
 ) -> TrainedLearner:
     """Train a learner on ``frames`` strictly before ``end`` (default ``cfg.start``).
 
     The last ``cfg.val_years`` years before ``end`` give the validation tasks, the rest
     the training tasks; every task's labels are realised before the split or before
-    ``end`` respectively. Meta-learners (and ``scratch``) keep θ with the best validation
-    loss; ``erm`` is ordinary joint training for a fixed, stated budget of
-    ``cfg.meta_steps`` steps, its last θ kept (a keep-best at step 0 would silently make
-    it the random initialisation).
+    ``end`` respectively. Every algorithm (meta-learners, ``erm``, ``scratch``) runs
+    ``cfg.meta_steps`` outer steps and keeps the θ with the lowest validation query MSE,
+    checked every ``checkpoint_every`` steps and scored as the learner is traded: after
+    ``val_steps`` inner steps (None: the learner's own, for a learner adapted in the
+    backtest; 0: unadapted, for one traded as it is, e.g. ErmStatic). A kept step 0 is
+    flagged as untrained (:attr:`TrainedLearner.untrained`).
 
     Args:
         frames: name -> validated OHLCV frame.
@@ -228,6 +307,8 @@ def train_learner(
             uninterrupted run's). Default False (start afresh).
         checkpoint_every: outer steps between saves and validations. Default 50.
         progress: show a progress bar.
+        val_steps: inner steps before a validation query is scored (the selection rule):
+            None for the learner's own, 0 for a learner traded unadapted. Default None.
 
     Returns:
         A :class:`TrainedLearner`.
@@ -256,28 +337,31 @@ def train_learner(
         seed=cfg.seed,
         feature_spec=cfg.spec,
     )
-    fixed = cfg.algorithm == "erm"
     val_batch = val.fixed(VAL_TASKS, cfg.seed)
-    init_loss = learner.evaluate(*val_batch) if fixed else math.nan
     result = learner.fit(
         train,
         cfg.meta_steps,
         batch_size=cfg.batch_size,
-        val_tasks=None if fixed else val,
+        val_tasks=val_batch,
         val_every=checkpoint_every,
         checkpoint=checkpoint,
         resume=resume,
         progress=progress,
+        val_steps=val_steps,
     )
     learner.train_range = date_range
-    if fixed:
-        val_loss = learner.evaluate(*val_batch)
-    else:
-        val_loss = result.best_val_loss
-        init_loss = result.val_losses[0][1] if result.val_losses else math.nan
+    val_loss = result.best_val_loss
+    init_loss = result.val_losses[0][1] if result.val_losses else math.nan
     zero = float((val_batch[3].double() ** 2).mean())
     trained = TrainedLearner(
-        learner, result, val_loss, init_loss, zero, fixed, time.perf_counter() - tic
+        learner,
+        result,
+        val_loss,
+        init_loss,
+        zero,
+        val_steps,
+        checkpoint_every,
+        time.perf_counter() - tic,
     )
     learner.train_config = {
         "support": cfg.support,
@@ -285,7 +369,8 @@ def train_learner(
         "horizon": cfg.spec.horizon,
         "val_years": cfg.val_years,
         "steps": result.steps,
-        "fixed_budget": fixed,
+        "kept_step": result.best_step,
+        "val_steps": val_steps,
         "untrained": trained.untrained,
         "val_loss": val_loss,
         "val_zero_mse": zero,
@@ -348,35 +433,95 @@ def check_no_leak(learner: MetaLearner, start: pd.Timestamp) -> None:
 
 
 @dataclass
+class TrainedGbm:
+    """The outcome of :func:`train_gbm`: the LightGBM baseline, trained once.
+
+    Attributes:
+        learner: the :class:`~metabt.learn.trees.GbmAdapter` (its kept round count and
+            validation curve).
+        val_zero_mse: validation query MSE of always predicting 0.
+        train_range: (first, last) date of the prices its training and validation rows use
+            (as a learner's ``train_range``).
+        seconds: wall time of the training, seconds.
+    """
+
+    learner: GbmAdapter
+    val_zero_mse: float
+    train_range: tuple[str, str]
+    seconds: float = 0.0
+
+    def summary(self, names: Sequence[str]) -> list[str]:
+        """The training line: the rule and the budget, the kept round count."""
+        gbm = self.learner
+        params = gbm.params
+        line = (
+            f"trained LightGBM (leaves {params.get('num_leaves')}, rate "
+            f"{params.get('learning_rate')}) jointly on {_assets(names)} from "
+            f"{self.train_range[0]} to {self.train_range[1]}: {gbm.train_rows:,} pooled "
+            f"training rows, up to {GBM_ROUNDS} rounds, no inner steps (static), "
+            f"{self.seconds:.1f}s; kept round {gbm.rounds} of {len(gbm.val_curve)} run "
+            f"(keep-best on the validation query MSE, unadapted, as it is traded; early "
+            f"stopping after {GBM_STOPPING} rounds without improvement): "
+            f"{gbm.val_loss:.4f} vs {self.val_zero_mse:.4f} for always predicting zero"
+        )
+        lines = [line]
+        if not gbm.val_loss < self.val_zero_mse:
+            lines.append(
+                f"note: on validation, LightGBM does not beat predicting zero "
+                f"({gbm.val_loss:.4f} vs {self.val_zero_mse:.4f}): expect no information "
+                "in its signal"
+            )
+        return lines
+
+
+@dataclass
 class RosterModels:
     """Everything a comparison trains strictly before its test period.
 
     Attributes:
         meta: the meta-learner (``cfg.algorithm``).
-        erm: the jointly trained model (fixed budget).
+        erm: the jointly trained model, θ kept by validation after adaptation (ErmAdapt).
+        erm_static: the same training (seed, budget), θ kept by validation unadapted
+            (ErmStatic).
         scratch: the random initialisation (no training).
-        ridge_alpha: RollingRidge's penalty, chosen on the validation tasks.
+        gbm: the LightGBM baseline.
+        ridge_alpha: RollingRidge's penalty, chosen on the validation tasks
+            (:data:`RIDGE_ZERO`: the zero forecast).
         rls_forgetting: RecursiveLeastSquares' λ, chosen on the validation tasks.
         selection: hyper-parameter -> {value: validation query MSE} of both choices.
     """
 
     meta: TrainedLearner
     erm: TrainedLearner
+    erm_static: TrainedLearner
     scratch: TrainedLearner
+    gbm: TrainedGbm
     ridge_alpha: float
     rls_forgetting: float
     selection: dict[str, dict[float, float]] = field(default_factory=dict)
 
     def summary(self) -> str:
-        """The linear baselines' choices in one line."""
+        """The linear baselines' choices in one line (an edge choice is said so)."""
         ridge = self.selection.get("ridge_alpha", {})
         rls = self.selection.get("rls_forgetting", {})
-        return (
-            f"chosen on the validation tasks: RollingRidge alpha {self.ridge_alpha:g} "
-            f"(query MSE {ridge.get(self.ridge_alpha, math.nan):.4f}), RecursiveLeastSquares "
-            f"forgetting {self.rls_forgetting:g} (query MSE "
-            f"{rls.get(self.rls_forgetting, math.nan):.4f}, over {RLS_SUPPORT} bars)"
+        alpha = (
+            "the zero forecast (α = ∞)"
+            if self.ridge_alpha == RIDGE_ZERO
+            else f"alpha {self.ridge_alpha:g}"
         )
+        return (
+            f"chosen on the validation tasks: RollingRidge {alpha}"
+            f"{_edge(self.ridge_alpha, RIDGE_GRID)} "
+            f"(query MSE {ridge.get(self.ridge_alpha, math.nan):.4f}; grid "
+            f"{_grid(RIDGE_GRID)}), RecursiveLeastSquares forgetting {self.rls_forgetting:g}"
+            f"{_edge(self.rls_forgetting, RLS_GRID) if rls else ''} (query MSE "
+            f"{rls.get(self.rls_forgetting, math.nan):.4f}, over {RLS_SUPPORT} bars; grid "
+            f"{_grid(RLS_GRID)})"
+        )
+
+
+def _grid(grid: Sequence[float]) -> str:
+    return ", ".join("∞ (zero forecast)" if v == RIDGE_ZERO else f"{v:g}" for v in grid)
 
 
 def select_linear(
@@ -384,10 +529,11 @@ def select_linear(
 ) -> tuple[float, float, dict[str, dict[float, float]], list[str]]:
     """Choose the linear baselines' settings on validation tasks strictly before ``end``.
 
-    The ridge penalty from :data:`RIDGE_GRID` on the validation tasks of the learners
-    (the last ``cfg.val_years`` before ``end``); the RLS forgetting factor from
-    :data:`RLS_GRID` on validation tasks with RLS's longer support (:data:`RLS_SUPPORT`),
-    or :data:`RLS_DEFAULT` when the validation window is too short for them.
+    The ridge penalty from :data:`RIDGE_GRID` (up to the zero forecast) on the validation
+    tasks of the learners (the last ``cfg.val_years`` before ``end``); the RLS forgetting
+    factor from :data:`RLS_GRID` on validation tasks with RLS's longer support
+    (:data:`RLS_SUPPORT`), or :data:`RLS_DEFAULT` when the validation window is too short
+    for them.
 
     Args:
         frames: name -> validated OHLCV frame to train on.
@@ -405,7 +551,7 @@ def select_linear(
     lines: list[str] = []
     _, val, _ = _tasks(frames, cfg, end, support=cfg.support)
     alpha, ridge_scores = select_by_validation(
-        lambda a: RidgeAdapter(spec, a), RIDGE_GRID, val.fixed(VAL_TASKS, cfg.seed)
+        lambda a: _ridge(spec, a), RIDGE_GRID, val.fixed(VAL_TASKS, cfg.seed)
     )
     lam = RLS_DEFAULT
     rls_scores: dict[float, float] = {}
@@ -426,6 +572,46 @@ def select_linear(
     return alpha, lam, {"ridge_alpha": ridge_scores, "rls_forgetting": rls_scores}, lines
 
 
+def _pooled_rows(tasks: TaskSampler) -> tuple[np.ndarray, np.ndarray]:
+    """Every row a task of ``tasks`` uses (support or query), once, in asset and date order.
+
+    Reads the sampler's row arrays and anchors (``TaskSampler`` has no public accessor).
+    """
+    offsets = np.concatenate([tasks._support_idx, tasks._query_idx])
+    rows = np.unique((tasks._anchors[:, None] + offsets[None, :]).ravel())
+    return tasks._X[rows], tasks._y[rows]
+
+
+def train_gbm(frames: Mapping[str, pd.DataFrame], cfg: RunConfig, end: pd.Timestamp) -> TrainedGbm:
+    """Train the LightGBM baseline on the training tasks' pooled rows, strictly before ``end``.
+
+    The rows are those of the learners' training tasks (labels realised before the
+    validation split); the round count is kept by the lowest query MSE on the same
+    validation tasks (:data:`VAL_TASKS` of the last ``cfg.val_years``, their query rows),
+    unadapted, as it is traded.
+
+    Args:
+        frames: name -> validated OHLCV frame to train on.
+        cfg: the configuration (features, support, query, ``val_years``, seed).
+        end: cut-off date (the test period's first day).
+
+    Returns:
+        :class:`TrainedGbm`.
+
+    Raises:
+        ConfigError: too little data before ``end``.
+    """
+    tic = time.perf_counter()
+    train, val, dates = _tasks(frames, cfg, end, support=cfg.support)
+    x, y = _pooled_rows(train)
+    _, _, xq, yq = val.fixed(VAL_TASKS, cfg.seed)
+    xv = xq.numpy().reshape(-1, xq.shape[-1])
+    yv = yq.numpy().reshape(-1)
+    gbm = GbmAdapter.train(cfg.spec, x, y, xv, yv, seed=cfg.seed)
+    zero = float((yq.double() ** 2).mean())
+    return TrainedGbm(gbm, zero, dates, time.perf_counter() - tic)
+
+
 def train_roster(
     frames: Mapping[str, pd.DataFrame],
     cfg: RunConfig,
@@ -434,12 +620,13 @@ def train_roster(
     progress: bool = True,
     log: Log = silent,
 ) -> RosterModels:
-    """Train the meta-learner, ERM and scratch, and choose the linear baselines' settings.
+    """Train every part of the roster (:data:`ROSTER_PARTS`) strictly before ``end``.
 
-    Everything uses only ``frames`` strictly before ``end``; the linear baselines'
-    ridge penalty and RLS forgetting factor are chosen by validation query MSE on the same
-    validation tasks (the last ``cfg.val_years`` before ``end``) from grids fixed in code
-    (:data:`RIDGE_GRID`, :data:`RLS_GRID`).
+    The meta-learner, ERM twice (the same seed and budget; θ kept after adaptation for
+    ErmAdapt, unadapted for ErmStatic), scratch, the linear baselines' settings and the
+    LightGBM model, every one selected by its query MSE on the same validation tasks (the
+    last ``cfg.val_years`` before ``end``) from grids and budgets fixed in code
+    (:data:`RIDGE_GRID`, :data:`RLS_GRID`, ``metabt.learn.trees.GBM_ROUNDS``).
 
     Args:
         frames: name -> validated OHLCV frame to train on.
@@ -455,32 +642,84 @@ def train_roster(
         ConfigError: too little data before ``end``; a learner whose training range
             reaches ``end``.
     """
-    names = list(frames)
-    trained = {}
-    for key, algorithm in (("meta", cfg.algorithm), ("erm", "erm"), ("scratch", "scratch")):
-        algo_cfg = cfg.with_(algorithm=algorithm)
-        trained[key] = train_learner(frames, algo_cfg, end=end, progress=progress)
-        check_no_leak(trained[key].learner, end)
-        for line in trained[key].summary(algo_cfg, names):
+    done = {part: train_part(frames, cfg, end, part, progress=progress) for part in ROSTER_PARTS}
+    for part in ROSTER_PARTS:
+        for line in done[part][1]:
             log(line)
-    alpha, lam, scores, lines = select_linear(frames, cfg, end)
-    for line in lines:
-        log(line)
-    models = RosterModels(
-        trained["meta"],
-        trained["erm"],
-        trained["scratch"],
-        alpha,
-        lam,
-        scores,
+    meta, erm, erm_static, scratch, gbm = (
+        done[part][0] for part in ("meta", "erm", "erm_static", "scratch", "gbm")
     )
+    alpha, lam, scores = done["linear"][0]
+    models = RosterModels(meta, erm, erm_static, scratch, gbm, alpha, lam, scores)
     log(models.summary())
     return models
 
 
+#: The learner parts of :data:`ROSTER_PARTS`: part -> (algorithm or None for
+#: ``cfg.algorithm``, ``val_steps`` of the selection rule).
+LEARNER_PARTS: Mapping[str, tuple[str | None, int | None]] = MappingProxyType(
+    {
+        "meta": (None, None),
+        "erm": ("erm", None),
+        "erm_static": ("erm", 0),
+        "scratch": ("scratch", None),
+    }
+)
+
+
+def train_part(
+    frames: Mapping[str, pd.DataFrame],
+    cfg: RunConfig,
+    end: pd.Timestamp,
+    part: str,
+    *,
+    progress: bool = True,
+) -> tuple[Any, list[str]]:
+    """One training part of the roster (:data:`ROSTER_PARTS`) and its summary lines.
+
+    A learner part (:data:`LEARNER_PARTS`) returns a :class:`TrainedLearner`; ``linear``
+    returns (ridge alpha, RLS forgetting, the selection scores); ``gbm`` a
+    :class:`TrainedGbm`.
+
+    Args:
+        frames: name -> validated OHLCV frame to train on.
+        cfg: the configuration.
+        end: cut-off date (the test period's first day).
+        part: one of :data:`ROSTER_PARTS`.
+        progress: show the training progress bar.
+
+    Returns:
+        (the part's result, its summary lines).
+
+    Raises:
+        ConfigError: too little data before ``end``; a training range that reaches it;
+            an unknown part.
+    """
+    if part in LEARNER_PARTS:
+        algorithm, val_steps = LEARNER_PARTS[part]
+        algo_cfg = cfg.with_(algorithm=algorithm or cfg.algorithm)
+        trained = train_learner(frames, algo_cfg, end=end, progress=progress, val_steps=val_steps)
+        check_no_leak(trained.learner, end)
+        return trained, trained.summary(algo_cfg, list(frames))
+    if part == "linear":
+        alpha, lam, scores, lines = select_linear(frames, cfg, end)
+        return (alpha, lam, scores), lines
+    if part == "gbm":
+        gbm = train_gbm(frames, cfg, end)
+        if pd.Timestamp(gbm.train_range[1]) >= end:  # honesty rule 2, as check_no_leak
+            raise ConfigError(f"LightGBM's training rows reach {gbm.train_range[1]}, past {end}")
+        return gbm, gbm.summary(list(frames))
+    raise ConfigError(f"unknown roster part {part!r}; one of {', '.join(ROSTER_PARTS)}")
+
+
 def _schedule(cfg: RunConfig) -> dict[str, Any]:
-    """The schedule every adapting strategy shares."""
-    return {"adapt_every": cfg.adapt_every, "support": cfg.support, "seed": cfg.seed}
+    """The schedule every adapting strategy shares (and the traded signal's ``smooth``)."""
+    return {
+        "adapt_every": cfg.adapt_every,
+        "support": cfg.support,
+        "seed": cfg.seed,
+        "smooth": cfg.smooth,
+    }
 
 
 def _meta(models: RosterModels, cfg: RunConfig) -> dict[str, Any]:
@@ -489,6 +728,14 @@ def _meta(models: RosterModels, cfg: RunConfig) -> dict[str, Any]:
 
 def _erm(models: RosterModels, cfg: RunConfig) -> dict[str, Any]:
     return {"learner": models.erm.learner, **_schedule(cfg)}
+
+
+def _erm_static(models: RosterModels, cfg: RunConfig) -> dict[str, Any]:
+    return {"learner": models.erm_static.learner, **_schedule(cfg)}
+
+
+def _smooth(models: RosterModels, cfg: RunConfig) -> dict[str, Any]:
+    return {"smooth": cfg.smooth}
 
 
 def _nothing(models: RosterModels, cfg: RunConfig) -> dict[str, Any]:
@@ -527,20 +774,19 @@ class RosterEntry:
         return self.trained and bool(getattr(models, self.needs[0]).untrained)
 
 
-#: The training jobs of one roster, each a unit of its own when the roster is scheduled:
-#: the three learners of :func:`train_roster` and the linear baselines' selection.
-ROSTER_PARTS = ("meta", "erm", "scratch", "linear")
+#: The training jobs of one roster, each a unit of its own when the roster is scheduled
+#: (:func:`train_part`): the meta-learner, ERM selected after adaptation (``erm``) and
+#: unadapted (``erm_static``), scratch, the linear baselines' selection and LightGBM.
+ROSTER_PARTS = ("meta", "erm", "erm_static", "scratch", "linear", "gbm")
 
 #: The roster, in table order: one declaration per strategy, from which :func:`roster`,
-#: :data:`STRATEGY_NEEDS` and :func:`untrained` are derived. MetaStrategy; MetaOnline
-#: (with ``cfg.online_meta_lr > 0``: its θ takes online meta-updates during the backtest);
-#: MetaDrift (the market observer, ``drift_threshold=2.0``); StaticModel (the meta-init,
-#: never adapted); ErmStatic and ErmAdapt (the jointly trained model, never / likewise
-#: fine-tuned); ScratchAdapt (the same fine-tuning from a random initialisation);
-#: RollingRidge and RecursiveLeastSquares (classical adaptive linear models on the same
-#: features and labels); BuyAndHold (the equal-weight basket); SmaCross.
+#: :data:`STRATEGY_NEEDS` and :func:`untrained` are derived. Every signal-trading entry
+#: gets ``cfg.smooth``; every learned one is selected by its validation query MSE on the
+#: same validation tasks, scored as it is traded.
 ROSTER: tuple[RosterEntry, ...] = (
+    # the meta-learner, re-adapted every adapt_every bars
     RosterEntry("MetaStrategy", MetaStrategy, _meta, ("meta",), trained=True),
+    # with cfg.online_meta_lr > 0: its θ takes online meta-updates during the backtest
     RosterEntry(
         "MetaOnline",
         MetaStrategy,
@@ -549,6 +795,7 @@ ROSTER: tuple[RosterEntry, ...] = (
         trained=True,
         enabled=lambda cfg: cfg.online_meta_lr > 0,
     ),
+    # the market observer: also adapts when its realised error jumps
     RosterEntry(
         "MetaDrift",
         MetaStrategy,
@@ -556,21 +803,29 @@ ROSTER: tuple[RosterEntry, ...] = (
         ("meta",),
         trained=True,
     ),
+    # the meta-learner's own kept θ, never adapted: an ablation of adaptation (what the
+    # rolling adaptation adds), not a separately selected static model (that is ErmStatic)
     RosterEntry("StaticModel", StaticModel, _meta, ("meta",), trained=True),
-    RosterEntry("ErmStatic", ErmStatic, _erm, ("erm",), trained=True),
+    # ERM's θ kept by its validation MSE unadapted, as it is traded
+    RosterEntry("ErmStatic", ErmStatic, _erm_static, ("erm_static",), trained=True),
+    # ERM's θ kept by its validation MSE after adaptation, fine-tuned like MetaStrategy
     RosterEntry("ErmAdapt", ErmAdapt, _erm, ("erm",), trained=True),
+    # the same fine-tuning from a random initialisation
     RosterEntry(
         "ScratchAdapt",
         ScratchAdapt,
         lambda m, cfg: {"learner": m.scratch.learner, **_schedule(cfg)},
         ("scratch",),
     ),
+    # ridge refitted on each support window (α from RIDGE_GRID; ∞: the zero forecast),
+    # through MetaStrategy's adapter path like RollingRidge
     RosterEntry(
         "RollingRidge",
-        RollingRidge,
-        lambda m, cfg: {"feature_spec": cfg.spec, "alpha": m.ridge_alpha, **_schedule(cfg)},
+        MetaStrategy,
+        lambda m, cfg: {"learner": _ridge(cfg.spec, m.ridge_alpha), **_schedule(cfg)},
         ("linear",),
     ),
+    # recursive least squares with forgetting, updated every bar over RLS_SUPPORT bars
     RosterEntry(
         "RecursiveLeastSquares",
         RecursiveLeastSquares,
@@ -579,11 +834,27 @@ ROSTER: tuple[RosterEntry, ...] = (
             "forgetting": m.rls_forgetting,
             "support": RLS_SUPPORT,
             "seed": cfg.seed,
+            "smooth": cfg.smooth,
         },
         ("linear",),
     ),
+    # gradient-boosted trees trained once on the training tasks' rows (static)
+    RosterEntry(
+        "LightGBM",
+        MetaStrategy,
+        lambda m, cfg: {"learner": m.gbm.learner, **_schedule(cfg)},
+        ("gbm",),
+    ),
+    # controls, no training: 12-month time-series momentum and a constant long
+    RosterEntry(
+        "TimeSeriesMomentum",
+        TimeSeriesMomentum,
+        lambda m, cfg: {"lookback": TSMOM_LOOKBACK, "smooth": cfg.smooth},
+    ),
+    RosterEntry("ConstantLong", ConstantLong, _smooth),
+    # the equal-weight basket (no signal to smooth) and the SMA crossover
     RosterEntry("BuyAndHold", BuyAndHold),
-    RosterEntry("SmaCross", SmaCross),
+    RosterEntry("SmaCross", SmaCross, _smooth),
 )
 
 #: The training parts each strategy of :data:`ROSTER` needs (from its declaration): its

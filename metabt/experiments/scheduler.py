@@ -5,10 +5,10 @@ An experiment on the roster (:func:`metabt.experiments.compare.compare`,
 (:class:`Unit`), each of independent jobs run on an executor
 (:mod:`metabt.experiments.executors`: this process, local processes or Ray) and scheduled
 by what they need (:func:`run_units`): the training parts of every unit (the meta-learner,
-ERM, scratch and the linear baselines' selection,
-:data:`~metabt.experiments.roster.ROSTER_PARTS`) start at once, and the backtest of every
-(unit, strategy) as soon as the parts it needs are done
-(:data:`~metabt.experiments.roster.STRATEGY_NEEDS`; BuyAndHold and SmaCross need none);
+ERM selected after adaptation and unadapted, scratch, the linear baselines' selection and
+LightGBM, :data:`~metabt.experiments.roster.ROSTER_PARTS`) start at once, and the backtest
+of every (unit, strategy) as soon as the parts it needs are done
+(:data:`~metabt.experiments.roster.STRATEGY_NEEDS`; the controls need none);
 the judging runs here. The results are the same, bit for bit, whatever the executor and
 the order the units finish in.
 """
@@ -37,10 +37,8 @@ from metabt.experiments.roster import (
     ROSTER_PARTS,
     RosterEntry,
     RosterModels,
-    check_no_leak,
     roster_entries,
-    select_linear,
-    train_learner,
+    train_part,
     untrained,
 )
 from metabt.experiments.settings import RunSettings
@@ -57,9 +55,9 @@ __all__ = [
 ]
 
 #: The order the training parts are submitted in: the longest first (on the sample data
-#: with 600 meta steps, meta ~10 s, erm ~4 s, linear and scratch under 0.2 s; a backtest
-#: ~0.5 s).
-TRAIN_ORDER = ("meta", "erm", "linear", "scratch")
+#: with 600 meta steps, meta ~10 s, each erm ~4 s, gbm ~1 s, linear and scratch under
+#: 0.5 s; a backtest ~0.5 s).
+TRAIN_ORDER = ("meta", "erm", "erm_static", "gbm", "linear", "scratch")
 #: Modules :func:`metabt.evaluate.verdict.judge` imports on first use (the bootstrap, the
 #: PSR's normal law, the Newey-West regressions, the metrics): about 2 s, imported in this
 #: process while the last units run elsewhere rather than after them.
@@ -124,18 +122,11 @@ BacktestJob = tuple[
 def _train_part(job: TrainJob) -> tuple[Any, list[str]]:
     """One training job of a roster (:data:`ROSTER_PARTS`) and its summary lines.
 
-    The same steps as :func:`metabt.experiments.roster.train_roster`, one part at a time:
-    a learner (``meta``/``erm``/``scratch``) returns a :class:`TrainedLearner`;
-    ``linear`` returns (ridge alpha, RLS forgetting, the selection scores).
+    :func:`metabt.experiments.roster.train_part`, the step
+    :func:`metabt.experiments.roster.train_roster` takes for each part.
     """
     frames, cfg, end, part, progress = job
-    if part != "linear":
-        algo_cfg = cfg.with_(algorithm={"meta": cfg.algorithm}.get(part, part))
-        trained = train_learner(frames, algo_cfg, end=end, progress=progress)
-        check_no_leak(trained.learner, end)
-        return trained, trained.summary(algo_cfg, list(frames))
-    alpha, lam, scores, lines = select_linear(frames, cfg, end)
-    return (alpha, lam, scores), lines
+    return train_part(frames, cfg, end, part, progress=progress)
 
 
 class FinishedStrategy:
@@ -210,11 +201,13 @@ class _Pending:
 
 def _partial_models(done: Mapping[str, Any]) -> RosterModels:
     """The roster's models with the parts not in ``done`` (part -> result) left pending."""
-    meta, erm, scratch = (done.get(part, _Pending(part)) for part in ("meta", "erm", "scratch"))
+    meta, erm, erm_static, scratch, gbm = (
+        done.get(part, _Pending(part)) for part in ("meta", "erm", "erm_static", "scratch", "gbm")
+    )
     alpha, lam, selection = (
         done["linear"] if "linear" in done else (_Pending("linear"), _Pending("linear"), {})
     )
-    return RosterModels(meta, erm, scratch, alpha, lam, selection)
+    return RosterModels(meta, erm, erm_static, scratch, gbm, alpha, lam, selection)
 
 
 def _roster_entry(

@@ -19,7 +19,7 @@ from metabt.config.defaults import DEMO, RunConfig
 from metabt.errors import ConfigError, DataError
 from metabt.experiments.backtest import BacktestResult, Costs, run_backtest
 from metabt.experiments.log import Log
-from metabt.experiments.roster import RLS_SUPPORT, check_no_leak, train_learner
+from metabt.experiments.roster import RLS_SUPPORT, TSMOM_LOOKBACK, check_no_leak, train_learner
 from metabt.learn.learner import MetaLearner
 from metabt.strategies.baselines import SmaCross
 
@@ -116,7 +116,8 @@ class RunSettings:
         Each traded feed gets up to ``cfg.warmup_bars`` bars before ``start`` plus the test
         period. It needs the feature look-back, one support window and the horizon before
         MetaStrategy's first adaptation, and the SMA crossover's slow window (and, for a
-        comparison, RecursiveLeastSquares' longer support).
+        comparison, RecursiveLeastSquares' longer support and TimeSeriesMomentum's
+        look-back).
 
         Args:
             roster: True for a comparison (every baseline), False for the main backtest.
@@ -138,6 +139,7 @@ class RunSettings:
             needs[f"RecursiveLeastSquares' {RLS_SUPPORT}-bar support + look-back + horizon"] = (
                 spec.lookback + RLS_SUPPORT + spec.horizon
             )
+            needs[f"TimeSeriesMomentum's {TSMOM_LOOKBACK}-bar look-back"] = TSMOM_LOOKBACK + 1
         needed = max(needs.values())
         why = "; ".join(f"{v} for {k}" for k, v in needs.items())
         for name, frame in self.frames.items():
