@@ -252,6 +252,9 @@ def test_compare_writes_table_tearsheets_and_index(tmp_path, capsys):
         "ScratchAdapt",
         "RollingRidge",
         "RecursiveLeastSquares",
+        "LightGBM",
+        "TimeSeriesMomentum",
+        "ConstantLong",
         "BuyAndHold",
         "SmaCross",
     ]

@@ -38,6 +38,9 @@ ROSTER = [
     "ScratchAdapt",
     "RollingRidge",
     "RecursiveLeastSquares",
+    "LightGBM",
+    "TimeSeriesMomentum",
+    "ConstantLong",
     "BuyAndHold",
     "SmaCross",
 ]

@@ -84,7 +84,9 @@ def config_of(args: argparse.Namespace) -> RunConfig:
         "seed": args.seed,
     }
     if hasattr(args, "adapt_every"):
-        changes.update(adapt_every=args.adapt_every, online_meta_lr=args.online_meta_lr)
+        changes.update(
+            adapt_every=args.adapt_every, online_meta_lr=args.online_meta_lr, smooth=args.smooth
+        )
     if getattr(args, "portfolio", "per-asset") == "cross-sectional":
         changes["portfolio"] = {
             "cross_section": args.cross_section,

@@ -303,6 +303,14 @@ def _run_options(p: argparse.ArgumentParser) -> None:
         help=f"bars between adaptations (default {DEMO.adapt_every})",
     )
     p.add_argument(
+        "--smooth",
+        type=_positive_int,
+        default=DEMO.smooth,
+        metavar="BARS",
+        help="trade the mean of each asset's last BARS forecasts (overlapping h-bar "
+        f"forecasts combined; default {DEMO.smooth}: no smoothing)",
+    )
+    p.add_argument(
         "--bars-per-year",
         type=_positive,
         metavar="N",

@@ -77,6 +77,7 @@ class Options(BaseModel):
     borrow: NonNegFloat | None = Field(None, description="short-borrow fee, bps a year")
     # schedule
     adapt_every: PosInt | None = Field(None, description="bars between adaptations")
+    smooth: PosInt | None = Field(None, description="forecasts averaged into the traded one")
     support: PosInt | None = Field(None, description="realised bars per support set")
     query: PosInt | None = Field(None, description="bars per training query set")
     horizon: PosInt | None = Field(None, description="label horizon, bars")

@@ -34,7 +34,16 @@ __all__ = [
 
 #: The samplers of :func:`metabt.experiments.sweep.sweep`.
 SAMPLER_NAMES = ("grid", "tpe")
-_INTS = ("adapt_every", "batch_size", "horizon", "inner_steps", "query", "steps", "support")
+_INTS = (
+    "adapt_every",
+    "batch_size",
+    "horizon",
+    "inner_steps",
+    "query",
+    "smooth",
+    "steps",
+    "support",
+)
 _FLOATS = ("inner_lr", "meta_lr", "online_meta_lr", "val_years")
 _OTHER = {"algorithm": ALGORITHM_NAMES, "hidden": "widths", "model_type": MODEL_TYPES}
 _KINDS = {**dict.fromkeys(_INTS, "int"), **dict.fromkeys(_FLOATS, "float"), **_OTHER}

@@ -74,7 +74,7 @@ __all__ = [
 ]
 
 #: Settings only the commands that backtest have (not ``metabt train``).
-STRATEGY_SETTINGS = ("adapt_every", "online_meta_lr")
+STRATEGY_SETTINGS = ("adapt_every", "online_meta_lr", "smooth")
 #: Trials of a TPE sweep when ``n_trials`` is not given.
 DEFAULT_TPE_TRIALS = 20
 #: The files of a sweep's folder.
