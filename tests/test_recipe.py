@@ -99,14 +99,16 @@ def test_linear_grids_reach_their_limits_and_choices_come_from_them(models):
     assert min(RLS_GRID) == 0.9 and max(RLS_GRID) == 1.0
     assert m.ridge_alpha in RIDGE_GRID and m.rls_forgetting in RLS_GRID
     ridge = m.selection["ridge_alpha"]
-    assert set(ridge) == set(RIDGE_GRID) and ridge[m.ridge_alpha] == min(ridge.values())
+    finite = {a: v for a, v in ridge.items() if a != RIDGE_ZERO}
+    assert set(ridge) == set(RIDGE_GRID) and ridge[m.ridge_alpha] == min(finite.values())
+    assert m.ridge_alpha != RIDGE_ZERO  # RollingRidge trades a ridge, never a flat book
     # the zero forecast scores the validation tasks' mean squared label
     assert ridge[RIDGE_ZERO] == pytest.approx(m.meta.val_zero_mse, rel=1e-6)
     rls = m.selection["rls_forgetting"]
     assert set(rls) == set(RLS_GRID) and rls[m.rls_forgetting] == min(rls.values())
 
 
-def test_an_edge_choice_is_flagged_and_the_zero_forecast_is_traded(models):
+def test_an_edge_choice_is_flagged_and_the_zero_forecast_is_scored_not_traded(models):
     from dataclasses import replace
 
     cfg, m = models
@@ -117,19 +119,19 @@ def test_an_edge_choice_is_flagged_and_the_zero_forecast_is_traded(models):
         selection={"ridge_alpha": {100.0: 1.0}, "rls_forgetting": {0.99: 1.0}},
     )
     assert "edge" not in middle.summary()
-    zero = replace(
+    edge = replace(
         m,
-        ridge_alpha=RIDGE_ZERO,
+        ridge_alpha=1e6,
         rls_forgetting=0.9,
-        selection={"ridge_alpha": {RIDGE_ZERO: 1.0}, "rls_forgetting": {0.9: 1.0}},
+        selection={"ridge_alpha": {1e6: 1.1, RIDGE_ZERO: 1.0}, "rls_forgetting": {0.9: 1.0}},
     )
-    text = zero.summary()
-    assert text.count("at the edge of its grid") == 2 and "zero forecast" in text
-    kwargs = {name: kw for name, _, kw in roster(zero, cfg)}["RollingRidge"]
-    assert isinstance(kwargs["learner"], ZeroForecast)
+    text = edge.summary()
+    assert text.count("at the edge of its grid") == 2 and "zero forecast 1.0000" in text
+    kwargs = {name: kw for name, _, kw in roster(edge, cfg)}["RollingRidge"]
+    assert not isinstance(kwargs["learner"], ZeroForecast) and kwargs["learner"].alpha == 1e6
     width = cfg.spec.n_features
-    fit = kwargs["learner"].adapt(np.ones((5, width)), np.ones(5))
-    assert fit.predict_row(np.ones(width)) == 0.0
+    fit = ZeroForecast(cfg.spec).adapt(np.ones((5, width)), np.ones(5))  # how zero is scored
+    assert fit.predict_row(np.ones(width)) == 0.0 and fit.loss_after == 1.0
     ridge = {name: kw for name, _, kw in roster(middle, cfg)}["RollingRidge"]
     assert ridge["learner"].alpha == 100.0
 

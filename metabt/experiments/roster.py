@@ -102,8 +102,9 @@ TSMOM_LOOKBACK = 252
 class ZeroForecast(RidgeAdapter):
     """The zero forecast (no view) as an adapter: ridge at α = ∞, its intercept shrunk too.
 
-    The edge of :data:`RIDGE_GRID` a model with no information should choose; traded by
-    the RollingRidge entry when chosen (its signal is 0: flat).
+    The limit of :data:`RIDGE_GRID`: scored on the validation tasks beside the finite
+    penalties, so the selection line says when no ridge beats predicting zero; RollingRidge
+    itself trades the best finite penalty (a zero forecast would be a flat book, not a ridge).
     """
 
     algorithm = "zero"
@@ -485,8 +486,8 @@ class RosterModels:
             (ErmStatic).
         scratch: the random initialisation (no training).
         gbm: the LightGBM baseline.
-        ridge_alpha: RollingRidge's penalty, chosen on the validation tasks
-            (:data:`RIDGE_ZERO`: the zero forecast).
+        ridge_alpha: RollingRidge's penalty, the best finite one on the validation tasks
+            (the zero forecast, :data:`RIDGE_ZERO`, is scored beside it).
         rls_forgetting: RecursiveLeastSquares' λ, chosen on the validation tasks.
         selection: hyper-parameter -> {value: validation query MSE} of both choices.
     """
@@ -504,15 +505,12 @@ class RosterModels:
         """The linear baselines' choices in one line (an edge choice is said so)."""
         ridge = self.selection.get("ridge_alpha", {})
         rls = self.selection.get("rls_forgetting", {})
-        alpha = (
-            "the zero forecast (α = ∞)"
-            if self.ridge_alpha == RIDGE_ZERO
-            else f"alpha {self.ridge_alpha:g}"
-        )
+        finite = [a for a in RIDGE_GRID if a != RIDGE_ZERO]
         return (
-            f"chosen on the validation tasks: RollingRidge {alpha}"
-            f"{_edge(self.ridge_alpha, RIDGE_GRID)} "
-            f"(query MSE {ridge.get(self.ridge_alpha, math.nan):.4f}; grid "
+            f"chosen on the validation tasks: RollingRidge alpha {self.ridge_alpha:g}"
+            f"{_edge(self.ridge_alpha, finite)} "
+            f"(query MSE {ridge.get(self.ridge_alpha, math.nan):.4f}; zero forecast "
+            f"{ridge.get(RIDGE_ZERO, math.nan):.4f}; grid "
             f"{_grid(RIDGE_GRID)}), RecursiveLeastSquares forgetting {self.rls_forgetting:g}"
             f"{_edge(self.rls_forgetting, RLS_GRID) if rls else ''} (query MSE "
             f"{rls.get(self.rls_forgetting, math.nan):.4f}, over {RLS_SUPPORT} bars; grid "
@@ -550,9 +548,21 @@ def select_linear(
     spec = cfg.spec
     lines: list[str] = []
     _, val, _ = _tasks(frames, cfg, end, support=cfg.support)
-    alpha, ridge_scores = select_by_validation(
+    _, ridge_scores = select_by_validation(
         lambda a: _ridge(spec, a), RIDGE_GRID, val.fixed(VAL_TASKS, cfg.seed)
     )
+    # RollingRidge trades a ridge: the best finite penalty. The zero forecast is scored
+    # beside it (the grid's limit), and said when it does better: a flat row would not be
+    # a ridge baseline, it would be cash.
+    finite = {a: score for a, score in ridge_scores.items() if a != RIDGE_ZERO}
+    alpha = min(finite, key=lambda a: finite[a])
+    zero = ridge_scores.get(RIDGE_ZERO, math.nan)
+    if zero < finite[alpha]:
+        lines.append(
+            f"note: on validation, the zero forecast beats every finite ridge penalty "
+            f"({zero:.4f} vs {finite[alpha]:.4f} at alpha {alpha:g}): expect no information "
+            "in RollingRidge's signal"
+        )
     lam = RLS_DEFAULT
     rls_scores: dict[float, float] = {}
     try:  # the validation window only: RLS's longer support needs no training tasks
