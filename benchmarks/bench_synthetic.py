@@ -108,11 +108,11 @@ def run_unit(strength_index: int, strength: float, seed: int, meta_steps: int | 
     Returns:
         {"rows": one dict per strategy, "seconds": wall time, "verdict": its text}.
     """
+    from metabt.config.defaults import DEMO
     from metabt.data.synthetic import regime_market, volume_score
     from metabt.evaluate.metrics import pair_ic
     from metabt.experiments.backtest import Costs
     from metabt.experiments.compare import RunSettings, compare
-    from metabt.experiments.roster import DEMO
     from metabt.features import FeatureSpec
 
     tic = time.perf_counter()

@@ -20,7 +20,7 @@ import torch
 
 from metabt.config.defaults import DEMO
 from metabt.data.ohlcv import load_many, sample_files
-from metabt.experiments.roster import train_learner
+from metabt.experiments.parts import train_learner
 from metabt.features.tasks import TaskSampler
 
 CANDIDATES = (None, 3.0, 4.0, 6.0)

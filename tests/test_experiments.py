@@ -22,15 +22,8 @@ from metabt.config.defaults import DEMO
 from metabt.errors import ConfigError, DataError
 from metabt.experiments.compare import Comparison, compare, rejection_warnings
 from metabt.experiments.executors import Executor, ExecutorSpec, run_unit
-from metabt.experiments.roster import (
-    ROSTER,
-    ROSTER_PARTS,
-    STRATEGY_NEEDS,
-    roster,
-    roster_entries,
-    train_roster,
-    untrained,
-)
+from metabt.experiments.parts import ROSTER_PARTS, train_roster
+from metabt.experiments.roster import ROSTER, STRATEGY_NEEDS, roster, roster_entries, untrained
 from metabt.experiments.settings import RunSettings
 
 

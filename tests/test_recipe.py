@@ -14,17 +14,16 @@ import torch
 from metabt.config.defaults import DEMO
 from metabt.data.ohlcv import load_ohlcv, sample_files
 from metabt.errors import ConfigError
-from metabt.experiments.roster import (
+from metabt.experiments.parts import (
     RIDGE_GRID,
     RIDGE_ZERO,
     RLS_GRID,
-    STRATEGY_NEEDS,
     ZeroForecast,
     check_train_config,
-    roster,
     train_learner,
     train_roster,
 )
+from metabt.experiments.roster import STRATEGY_NEEDS, roster
 
 END = pd.Timestamp("2008-01-01")
 
@@ -166,7 +165,7 @@ def test_roster_lists_the_controls_and_lightgbm_with_their_needs(models):
 
 def test_untrained_learner_is_flagged_in_the_summary(models):
     """Keep-best that kept step 0 is reported as untrained, never as a trained result."""
-    from metabt.experiments.roster import TrainedLearner
+    from metabt.experiments.parts import TrainedLearner
     from metabt.learn.training import FitResult
 
     cfg, m = models
@@ -196,7 +195,7 @@ def test_a_model_trained_on_daily_bars_is_refused_on_hourly_bars():
     from metabt.data.ohlcv import load_ohlcv
     from metabt.data.synthetic import gbm_market
     from metabt.errors import ConfigError
-    from metabt.experiments.roster import check_train_config
+    from metabt.experiments.parts import check_train_config
     from metabt.learn.learner import MetaLearner
     from metabt.learn.models import MLP
 
@@ -215,7 +214,7 @@ def test_a_model_trained_on_daily_bars_is_refused_on_hourly_bars():
 
 def test_a_given_bars_per_year_still_records_the_detected_frequency(sample_frames):
     """--bars-per-year at training must not make a same-frequency backtest look different."""
-    from metabt.experiments.roster import check_train_config, train_learner
+    from metabt.experiments.parts import check_train_config, train_learner
 
     cfg = DEMO.with_(meta_steps=2, val_years=0.5, sizer={**DEMO.sizer, "bars_per_year": 250})
     trained = train_learner(sample_frames, cfg, end="2010-06-01", progress=False)

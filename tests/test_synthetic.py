@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from metabt.config.defaults import DEMO
 from metabt.data.ohlcv import load_ohlcv
 from metabt.data.synthetic import gbm_market, regime_market, volume_score
 from metabt.errors import ConfigError
@@ -25,7 +26,6 @@ from metabt.evaluate.metrics import pair_ic
 from metabt.evaluate.verdict import META_VARIANTS
 from metabt.experiments.backtest import Costs, run_backtest
 from metabt.experiments.compare import RunSettings, compare
-from metabt.experiments.roster import DEMO
 from metabt.features.spec import FeatureSpec
 from metabt.strategies.meta import SignalTrader
 

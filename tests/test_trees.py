@@ -11,7 +11,7 @@ import pytest
 
 from metabt.config.defaults import DEMO
 from metabt.errors import ConfigError
-from metabt.experiments.roster import VAL_TASKS, train_gbm
+from metabt.experiments.parts import VAL_TASKS, train_gbm
 from metabt.learn.adapter import Adapter
 from metabt.learn.trees import GbmAdapter, gbm_params
 

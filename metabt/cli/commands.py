@@ -209,7 +209,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     _check_output(out, "--out", kind="file")
     partial = out.with_name(out.name + ".partial")
     frames = _load_frames(args.data, args.benchmark)
-    from metabt.experiments.roster import train_learner
+    from metabt.experiments.parts import train_learner
 
     if args.resume and not partial.is_file():
         print(f"note: no unfinished run at {partial}; starting afresh")

@@ -28,7 +28,7 @@ from metabt.evaluate.verdict import aggregate_seeds
 from metabt.experiments.backtest import BacktestResult
 from metabt.experiments.executors import SERIAL, Executor, ExecutorSpec, executor_scope
 from metabt.experiments.log import Log, silent
-from metabt.experiments.roster import check_no_leak, check_train_config
+from metabt.experiments.parts import check_no_leak, check_train_config
 from metabt.experiments.scheduler import FinishedStrategy, SeedRun, Unit, run_units
 from metabt.experiments.settings import RunSettings
 from metabt.learn.learner import MetaLearner

@@ -33,14 +33,8 @@ from metabt.evaluate.verdict import Verdict, judge
 from metabt.experiments.backtest import BacktestResult
 from metabt.experiments.executors import Executor, SerialExecutor
 from metabt.experiments.log import Log, silent
-from metabt.experiments.roster import (
-    ROSTER_PARTS,
-    RosterEntry,
-    RosterModels,
-    roster_entries,
-    train_part,
-    untrained,
-)
+from metabt.experiments.parts import ROSTER_PARTS, RosterModels, train_part
+from metabt.experiments.roster import RosterEntry, roster_entries, untrained
 from metabt.experiments.settings import RunSettings
 from metabt.strategies.meta import SignalTrader
 

@@ -19,7 +19,7 @@ from metabt.config.defaults import DEMO, RunConfig
 from metabt.errors import ConfigError, DataError
 from metabt.experiments.backtest import BacktestResult, Costs, run_backtest
 from metabt.experiments.log import Log
-from metabt.experiments.roster import RLS_SUPPORT, TSMOM_LOOKBACK, check_no_leak, train_learner
+from metabt.experiments.parts import RLS_SUPPORT, TSMOM_LOOKBACK, check_no_leak, train_learner
 from metabt.learn.learner import MetaLearner
 from metabt.strategies.baselines import SmaCross
 

@@ -57,8 +57,8 @@ from metabt.errors import ConfigError, DataError, MetabtError
 from metabt.evaluate.metrics import expected_max_sharpe
 from metabt.experiments.backtest import Costs, run_backtest
 from metabt.experiments.executors import SERIAL, Executor, ExecutorSpec, executor_scope, run_unit
+from metabt.experiments.parts import check_no_leak, train_learner
 from metabt.experiments.record import plain
-from metabt.experiments.roster import check_no_leak, train_learner
 from metabt.experiments.settings import RunSettings
 from metabt.experiments.space import SETTINGS, Dimension, apply_params, decode, parse_space
 from metabt.experiments.walkforward import walkforward_folds
