@@ -58,7 +58,8 @@ _PATH_LINES = re.compile(
     r"per asset:|index of tearsheets:|MetaStrategy adaptation diagnostics:|every seed:|"
     r"record of the run:)"
 )
-_WALL_TIME = re.compile(r"\b(in|took) [0-9]+(\.[0-9]+)?s\b")
+#: wall times: "in 9.8s", "took 2.8s", and the training lines' "parameters, 19.6s;"
+_WALL_TIME = re.compile(r"\b(in|took|parameters,|static\),) [0-9]+(\.[0-9]+)?s\b")
 _NUMBER = re.compile(r"[-+]?[0-9][0-9,]*(\.[0-9]+)?(e[-+]?[0-9]+)?")
 #: the README line holding the numeric fingerprint of the machine that wrote its numbers
 _FINGERPRINT = re.compile(r"<!-- results:fingerprint ([0-9a-f]+) -->")

@@ -274,7 +274,7 @@ def test_compare_writes_table_tearsheets_and_index(tmp_path, capsys):
         "sharpe_vs_best_hi",
     ):
         assert table[col].notna().all(), col
-    models = table["strategy"].isin(names[:8])
+    models = table["strategy"].isin(names[:9])  # the forecasters, LightGBM included
     assert table.loc[models, "ic"].notna().all() and table.loc[~models, "ic"].isna().all()
     assert (
         table.loc[models, "ic_t"].notna().all() and table.loc[models, "ic_tradable"].notna().all()
@@ -283,8 +283,10 @@ def test_compare_writes_table_tearsheets_and_index(tmp_path, capsys):
     assert (table["sharpe_vs_best"] <= table["sharpe_vs_best_hi"]).all()
     assert np.allclose(table["turnover_two_way"], 2 * table["turnover_one_way"])
     by_name = table.set_index("strategy")
-    # the jointly trained model is a trained model, not the scratch initialisation
-    assert by_name.loc["ErmAdapt", "sharpe"] != by_name.loc["ScratchAdapt", "sharpe"]
+    # ERM is selected by the meta-learner's rule: when keep-best keeps its initialisation
+    # (the same seeded init as scratch, on this short budget), the table says so
+    same = by_name.loc["ErmAdapt", "sharpe"] == by_name.loc["ScratchAdapt", "sharpe"]
+    assert bool(by_name.loc["ErmAdapt", "untrained"]) == same
     assert "verdict:" in stdout
     page = (out / "index.html").read_text()
     for name in names:

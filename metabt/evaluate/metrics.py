@@ -613,9 +613,11 @@ def hac_ic(pair: pd.DataFrame, *, lags: int, column: str = "forward") -> dict[st
         return out
     for name, frame in (("ic", data), ("rank_ic", data.rank())):
         z = (frame - frame.mean()) / frame.std()
-        fit = sm.OLS(z[column].to_numpy(), sm.add_constant(z["signal"].to_numpy())).fit(
-            cov_type="HAC", cov_kwds={"maxlags": int(lags)}
-        )
+        if not np.isfinite(z.to_numpy()).all() or z["signal"].nunique() < 2:
+            continue  # a signal constant to float precision (e.g. a near-constant forecast)
+        # "add": statsmodels would otherwise drop a regressor it finds constant
+        x = sm.add_constant(z["signal"].to_numpy(), has_constant="add")
+        fit = sm.OLS(z[column].to_numpy(), x).fit(cov_type="HAC", cov_kwds={"maxlags": int(lags)})
         out[name] = float(fit.params[1])
         out[f"{name}_t"] = float(fit.tvalues[1])
         if name == "ic":
