@@ -82,11 +82,14 @@ def config_of(args: argparse.Namespace) -> RunConfig:
         "support": args.support,
         "sizer": sizer,
         "seed": args.seed,
+        "objective": args.objective,
     }
+    if hasattr(args, "commission"):  # the costs a P&L objective trains with: the run's
+        changes.update(fill_cost_bps=args.commission + args.slippage, borrow_bps=float(args.borrow))
+    if hasattr(args, "smooth"):
+        changes["smooth"] = args.smooth
     if hasattr(args, "adapt_every"):
-        changes.update(
-            adapt_every=args.adapt_every, online_meta_lr=args.online_meta_lr, smooth=args.smooth
-        )
+        changes.update(adapt_every=args.adapt_every, online_meta_lr=args.online_meta_lr)
     if getattr(args, "portfolio", "per-asset") == "cross-sectional":
         changes["portfolio"] = {
             "cross_section": args.cross_section,

@@ -142,6 +142,7 @@ def _training_options(p: argparse.ArgumentParser) -> None:
         INNER_LR,
         INNER_LR_BY_ALGORITHM,
         MODEL_TYPES,
+        OBJECTIVES,
     )
 
     p.add_argument(
@@ -247,6 +248,15 @@ def _training_options(p: argparse.ArgumentParser) -> None:
         default=DEMO.inner_steps,
         help=f"inner-loop steps per adaptation (default {DEMO.inner_steps})",
     )
+    p.add_argument(
+        "--objective",
+        choices=OBJECTIVES,
+        default=DEMO.objective,
+        help="what meta-training minimises and keep-best selects on: mse (the forecast's "
+        "error) or sharpe/utility (the after-cost P&L of the sized, smoothed query path, "
+        f"with the run's --commission, --slippage, --borrow and --smooth; default "
+        f"{DEMO.objective})",
+    )
     p.add_argument("--seed", type=_seed, default=DEMO.seed, help="seed (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument(
@@ -283,18 +293,7 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--end", type=_date, metavar="DATE", help="last backtest date (default: all)")
     p.add_argument("--cash", type=_positive, default=100_000.0, help="starting cash")
-    for flag, default, what in (
-        ("--commission", 5.0, "commission, basis points of traded value"),
-        ("--slippage", 2.0, "slippage, basis points of price, on every fill"),
-        ("--borrow", 25.0, "short-borrow fee, basis points a year of the short value"),
-    ):
-        p.add_argument(
-            flag,
-            type=_non_negative,
-            default=default,
-            metavar="BPS",
-            help=f"{what} (default {default:g})",
-        )
+    _cost_options(p)
     p.add_argument(
         "--adapt-every",
         type=_positive_int,
@@ -302,14 +301,7 @@ def _run_options(p: argparse.ArgumentParser) -> None:
         metavar="BARS",
         help=f"bars between adaptations (default {DEMO.adapt_every})",
     )
-    p.add_argument(
-        "--smooth",
-        type=_positive_int,
-        default=DEMO.smooth,
-        metavar="BARS",
-        help="trade the mean of each asset's last BARS forecasts (overlapping h-bar "
-        f"forecasts combined; default {DEMO.smooth}: no smoothing)",
-    )
+    _smooth_option(p)
     p.add_argument(
         "--bars-per-year",
         type=_positive,
@@ -324,6 +316,35 @@ def _run_options(p: argparse.ArgumentParser) -> None:
         metavar="RATE",
         help="outer-loop rate of online meta-updates of the meta-init during the backtest, "
         "from adaptations whose query labels are realised (default 0: off)",
+    )
+
+
+def _cost_options(p: argparse.ArgumentParser) -> None:
+    """--commission, --slippage, --borrow: the broker's costs (and the P&L objective's)."""
+    for flag, default, what in (
+        ("--commission", 5.0, "commission, basis points of traded value"),
+        ("--slippage", 2.0, "slippage, basis points of price, on every fill"),
+        ("--borrow", 25.0, "short-borrow fee, basis points a year of the short value"),
+    ):
+        p.add_argument(
+            flag,
+            type=_non_negative,
+            default=default,
+            metavar="BPS",
+            help=f"{what} (default {default:g})",
+        )
+
+
+def _smooth_option(p: argparse.ArgumentParser) -> None:
+    from metabt.config.defaults import DEMO
+
+    p.add_argument(
+        "--smooth",
+        type=_positive_int,
+        default=DEMO.smooth,
+        metavar="BARS",
+        help="trade the mean of each asset's last BARS forecasts (overlapping h-bar "
+        f"forecasts combined; default {DEMO.smooth}: no smoothing)",
     )
 
 
@@ -433,6 +454,10 @@ def add_train_parser(sub: Any) -> argparse.ArgumentParser:
         action="store_true",
         help="continue the run saved in CKPT.partial (e.g. after a crash or kill)",
     )
+    # what the P&L objectives (--objective sharpe) train with: the costs and smoothing of
+    # the backtests the model is for
+    _cost_options(p)
+    _smooth_option(p)
     _training_options(p)
     return p
 

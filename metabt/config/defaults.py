@@ -8,10 +8,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from metabt.errors import ConfigError
 from metabt.features.spec import FeatureSpec
-from metabt.learn.names import ALGORITHM_NAMES, ENGINE_NAMES, MODEL_TYPES, PAIRED_ALGORITHMS
+from metabt.learn.names import (
+    ALGORITHM_NAMES,
+    ENGINE_NAMES,
+    MODEL_TYPES,
+    OBJECTIVES,
+    PAIRED_ALGORITHMS,
+)
+
+if TYPE_CHECKING:
+    from metabt.learn.losses import PnLLoss
 
 __all__ = [
     "ALGORITHM_NAMES",
@@ -20,6 +30,7 @@ __all__ = [
     "INNER_LR",
     "INNER_LR_BY_ALGORITHM",
     "MODEL_TYPES",
+    "OBJECTIVES",
     "RunConfig",
     "default_inner_lr",
 ]
@@ -50,6 +61,12 @@ class RunConfig:
         smooth: bars of signals averaged into the traded signal (SignalTrader's ``smooth``),
             given to every signal-trading strategy of a run alike (not BuyAndHold).
             Default 1 (no smoothing).
+        objective: what the outer loop minimises and keep-best selects on: ``"mse"`` (the
+            forecast's error) or ``"sharpe"`` / ``"utility"``, the after-cost P&L of the
+            sized, smoothed query path (:class:`metabt.learn.losses.PnLLoss`).
+        fill_cost_bps: cost of one fill for the P&L objectives, basis points of traded
+            value (commission plus slippage; the run's costs: 5 + 2 by default).
+        borrow_bps: short-borrow fee for the P&L objectives, basis points a year.
         online_meta_lr: outer-loop rate of MetaStrategy's online meta-updates of θ
             during the backtest (0: off).
         portfolio: None trades each asset's own signal (MetaStrategy); a dict of
@@ -79,6 +96,9 @@ class RunConfig:
     query: int = 20
     adapt_every: int = 5
     smooth: int = 1
+    objective: str = "mse"
+    fill_cost_bps: float = 7.0
+    borrow_bps: float = 25.0
     online_meta_lr: float = 0.0
     portfolio: Mapping[str, Any] | None = None
     val_years: float = 2.0
@@ -163,6 +183,31 @@ class RunConfig:
             "seed": self.seed,
         }
 
+    def task_loss(self, bars_per_year: float) -> PnLLoss | None:
+        """The P&L query loss of ``objective`` (None for ``"mse"``): the run's sizer,
+        ``smooth`` and costs (``fill_cost_bps``; ``borrow_bps`` a year over
+        ``bars_per_year`` bars).
+
+        Raises:
+            ConfigError: an unknown objective (with the valid ones).
+        """
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(
+                f"objective {self.objective!r} is unknown; use one of {', '.join(OBJECTIVES)}"
+            )
+        if self.objective == "mse":
+            return None
+        from metabt.learn.losses import PnLLoss
+
+        sizer = {k: v for k, v in self.sizer.items() if k in _SIZER_LOSS_PARAMS}
+        return PnLLoss(
+            objective=self.objective,
+            fill_cost=self.fill_cost_bps / 1e4,
+            borrow_per_bar=self.borrow_bps / 1e4 / bars_per_year,
+            smooth=self.smooth,
+            **sizer,
+        )
+
     def describe(self) -> dict[str, Any]:
         """The configuration as JSON primitives."""
         out = asdict(self)
@@ -170,6 +215,9 @@ class RunConfig:
         out["spec"] = self.spec.to_dict()
         return out
 
+
+#: The SignalSizer params the P&L objective's sizing map takes.
+_SIZER_LOSS_PARAMS = ("signal_scale", "target_vol", "max_leverage")
 
 #: Inner-loop learning rates that differ from :data:`INNER_LR`, by algorithm. CAVIA adapts
 #: only a few context inputs initialised at 0, and Zintgraf et al. (2019) adapt them with

@@ -94,6 +94,7 @@ class Options(BaseModel):
         None, description="inner-loop learning rate (unset: 0.02, or 1.0 for cavia)"
     )
     meta_lr: PosFloat | None = Field(None, description="outer-loop learning rate")
+    objective: str | None = Field(None, description="mse, sharpe or utility (meta-objective)")
     batch_size: PosInt | None = Field(None, description="tasks per outer step")
     val_years: PosFloat | None = Field(None, description="years held out for validation")
     online_meta_lr: NonNegFloat | None = Field(

@@ -189,7 +189,8 @@ class TrainedLearner:
             f"({self.bars()}) from {learner.train_range[0]} to {learner.train_range[1]}: "
             f"{fit.steps} outer steps of {cfg.batch_size} tasks, {learner.inner_steps} inner "
             f"steps, {self.parameters:,} parameters, {self.seconds:.1f}s; kept θ of step "
-            f"{fit.best_step} (keep-best on the validation query MSE {scored}, checked every "
+            f"{fit.best_step} (keep-best on the validation {objective_label(learner)} {scored}, "
+            "checked every "
             f"{self.val_every} steps): {self.val_loss:.4f} (initialisation "
             f"{self.val_init_loss:.4f})"
         )
@@ -210,6 +211,17 @@ class TrainedLearner:
         return lines
 
 
+def objective_label(learner: Any) -> str:
+    """What the learner's validation loss is, for a log line."""
+    config = getattr(getattr(learner, "loss", None), "config", None)
+    objective = config().get("objective", "mse") if callable(config) else "mse"
+    if objective == "sharpe":
+        return "after-cost loss (−Sharpe per bar of the sized query paths)"
+    if objective == "utility":
+        return "after-cost loss (−(mean − λ·var) of the sized query paths' P&L)"
+    return "query MSE"
+
+
 def _assets(names: Sequence[str], shown: int = 6) -> str:
     """Asset names for a log line: all of a few, the first and last of a universe."""
     if len(names) <= shown:
@@ -224,8 +236,11 @@ def _tasks(
     *,
     support: int,
     window: int = 1,
+    extras: bool = False,
+    bars_per_year: float | None = None,
 ) -> tuple[TaskSampler, TaskSampler, tuple[str, str]]:
-    """Training and validation tasks strictly before ``end``, split ``val_years`` before it."""
+    """Training and validation tasks strictly before ``end``, split ``val_years`` before it
+    (with each query row's P&L inputs when ``extras``, for a P&L objective)."""
     first = min(f.index[0] for f in frames.values())
     if first >= end:
         raise ConfigError(
@@ -234,7 +249,15 @@ def _tasks(
         )
     split = end - pd.DateOffset(days=round(365.25 * cfg.val_years))
     tasks = TaskSampler.from_frames(
-        frames, cfg.spec, support=support, query=cfg.query, end=end, window=window
+        frames,
+        cfg.spec,
+        support=support,
+        query=cfg.query,
+        end=end,
+        window=window,
+        extras=extras,
+        vol_lookback=int(cfg.sizer.get("vol_lookback", 20)),
+        bars_per_year=bars_per_year,
     )
     try:
         train, val = tasks.split(split)
@@ -307,7 +330,16 @@ def train_learner(
         torch.manual_seed(cfg.seed)
         model = build_model(cfg.model_config())
     window = int(getattr(model, "window", 1))
-    train, val, date_range = _tasks(frames, cfg, end_ts, support=cfg.support, window=window)
+    loss = cfg.task_loss(float(bars_per_year))
+    train, val, date_range = _tasks(
+        frames,
+        cfg,
+        end_ts,
+        support=cfg.support,
+        window=window,
+        extras=loss is not None,
+        bars_per_year=float(bars_per_year),
+    )
     learner = MetaLearner(
         model,
         algorithm=cfg.algorithm,
@@ -316,6 +348,7 @@ def train_learner(
         meta_lr=cfg.meta_lr,
         seed=cfg.seed,
         feature_spec=cfg.spec,
+        loss=loss,
     )
     val_batch = val.fixed(VAL_TASKS, cfg.seed)
     result = learner.fit(
@@ -332,7 +365,9 @@ def train_learner(
     learner.train_range = date_range
     val_loss = result.best_val_loss
     init_loss = result.val_losses[0][1] if result.val_losses else math.nan
-    zero = float((val_batch[3].double() ** 2).mean())
+    # predicting zero: the labels' mean square, or (P&L objectives) a flat book, which
+    # earns nothing: Sharpe and utility 0
+    zero = float((val_batch[3].double() ** 2).mean()) if loss is None else 0.0
     trained = TrainedLearner(
         learner,
         result,
@@ -354,6 +389,10 @@ def train_learner(
         "untrained": trained.untrained,
         "val_loss": val_loss,
         "val_zero_mse": zero,
+        "objective": cfg.objective,
+        # the traded smoothing the model is meant for (the P&L objective trains with it;
+        # the demo's default is chosen on validation by scripts/choose_smoothing.py)
+        "smooth": cfg.smooth,
         "bar_frequency": frequency.name,
         "bars_per_year": float(bars_per_year),
     }

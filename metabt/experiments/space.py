@@ -18,7 +18,7 @@ import optuna
 from pydantic import ValidationError
 
 from metabt._checks import did_you_mean
-from metabt.config.defaults import ALGORITHM_NAMES, MODEL_TYPES, RunConfig
+from metabt.config.defaults import ALGORITHM_NAMES, MODEL_TYPES, OBJECTIVES, RunConfig
 from metabt.config.files import Options
 from metabt.errors import ConfigError
 
@@ -45,7 +45,12 @@ _INTS = (
     "support",
 )
 _FLOATS = ("inner_lr", "meta_lr", "online_meta_lr", "val_years")
-_OTHER = {"algorithm": ALGORITHM_NAMES, "hidden": "widths", "model_type": MODEL_TYPES}
+_OTHER = {
+    "algorithm": ALGORITHM_NAMES,
+    "hidden": "widths",
+    "model_type": MODEL_TYPES,
+    "objective": OBJECTIVES,
+}
 _KINDS = {**dict.fromkeys(_INTS, "int"), **dict.fromkeys(_FLOATS, "float"), **_OTHER}
 #: Settings a sweep may vary (config-file / flag names) -> kind: "int", "float",
 #: "widths" (a list of positive ints) or the allowed choices.

@@ -12,10 +12,16 @@ import torch
 from torch import Tensor
 
 from metabt._checks import as_timestamp, check_int
+from metabt.data.ohlcv import ohlcv_arrays
 from metabt.errors import ConfigError, DataError
 from metabt.features.spec import FeatureSpec, stack_window
+from metabt.learn.training import TaskBatch
 
-__all__ = ["PooledTaskSampler", "TaskSampler"]
+__all__ = ["EXTRA_LAG", "PooledTaskSampler", "TaskSampler", "path_extras"]
+
+#: Bars after a row until its P&L extras are realised: the return from the open of bar t+1
+#: to the open of bar t+2 is known at bar t+2.
+EXTRA_LAG = 2
 
 Batch = tuple[Tensor, Tensor, Tensor, Tensor]
 
@@ -103,6 +109,46 @@ def _load(
     )
 
 
+def path_extras(
+    frame: pd.DataFrame, *, vol_lookback: int = 20, bars_per_year: float = 252.0
+) -> dict[str, np.ndarray]:
+    """Each bar's P&L inputs for :class:`metabt.learn.losses.PnLLoss`, as the backtest sees them.
+
+    * ``"returns"``: ``O_{t+2} / O_{t+1} − 1``, the simple return a position set at the
+      close of bar t earns (orders fill at the next open); NaN for the last two bars.
+    * ``"vol"``: the sizer's annualised realised volatility at bar t
+      (``SignalTrader.realised_vol``): the sample std (ddof=1) of the last
+      ``vol_lookback`` close-to-close log returns times ``sqrt(bars_per_year)``; NaN
+      before ``vol_lookback + 1`` bars.
+
+    Args:
+        frame: an OHLCV frame (``metabt.data.load_ohlcv``).
+        vol_lookback: returns in the volatility window (bars, >= 2).
+        bars_per_year: bars in a year (> 0).
+
+    Returns:
+        name -> (T,) float32 array.
+
+    Raises:
+        ConfigError: a bad ``vol_lookback`` or ``bars_per_year``.
+        DataError: the frame is not OHLCV.
+    """
+    vol_lookback = check_int("vol_lookback", vol_lookback, 2)
+    if not (isinstance(bars_per_year, (int, float)) and np.isfinite(bars_per_year)) or (
+        bars_per_year <= 0
+    ):
+        raise ConfigError(f"bars_per_year must be a positive number, got {bars_per_year!r}")
+    o, _, _, c, _ = ohlcv_arrays(frame)
+    o, c = np.asarray(o, dtype=np.float64), np.asarray(c, dtype=np.float64)
+    returns = np.full(len(o), np.nan)
+    if len(o) > 2:
+        returns[:-2] = o[2:] / o[1:-1] - 1.0
+    log_ret = pd.Series(np.log(c)).diff()
+    vol = log_ret.rolling(vol_lookback).std(ddof=1).to_numpy() * np.sqrt(bars_per_year)
+    vol[~(vol > 0)] = np.nan
+    return {"returns": returns.astype(np.float32), "vol": vol.astype(np.float32)}
+
+
 def _frame_inputs(
     frames: Mapping[str, pd.DataFrame], spec: FeatureSpec, window: int, bars: int
 ) -> tuple[list[np.ndarray], list[np.ndarray], list[pd.DatetimeIndex], str]:
@@ -184,6 +230,7 @@ class TaskSampler:
         end: Any = None,
         names: Sequence[str] | None = None,
         hint: str = "",
+        extras: Mapping[str, Sequence[np.ndarray]] | None = None,
     ) -> None:
         self._hint = f" {hint}" if hint else ""
         self.support = check_int("support", support, 1)
@@ -193,6 +240,19 @@ class TaskSampler:
             "TaskSampler", X, y, dates, names
         )
         self._row_ok = np.isfinite(self._X).all(axis=1) & np.isfinite(self._y)
+        self._extras: dict[str, np.ndarray] = {}
+        for key, arrays in (extras or {}).items():
+            if len(arrays) != len(self._lengths) or any(
+                np.shape(a) != (n,) for a, n in zip(arrays, self._lengths)
+            ):
+                raise DataError(
+                    f"extras[{key!r}] needs one (T_i,) array per asset, the labels' shape"
+                )
+            joined = np.concatenate([np.asarray(a, dtype=np.float32) for a in arrays])
+            self._row_ok &= np.isfinite(joined)
+            self._extras[str(key)] = joined
+        # bars after a row until everything it carries is realised
+        self._lag = max(self.horizon, EXTRA_LAG) if self._extras else self.horizon
         self._support_idx = np.arange(self.support)
         self._query_idx = np.arange(self.query) + self.support - 1 + self.horizon
         self.start: pd.Timestamp | None = None
@@ -206,7 +266,7 @@ class TaskSampler:
         """Find the valid anchors (global row indices) for the date bounds [start, end)."""
         if start is not None and end is not None and start >= end:
             raise ConfigError(f"{why}start ({_fmt(start)}) must be before end ({_fmt(end)})")
-        S, Q, h = self.support, self.query, self.horizon
+        S, Q, h, lag = self.support, self.query, self.horizon, self._lag
         span = S - 1 + h + Q  # rows from the anchor to the last query row, inclusive
         anchors, usable = [], []
         for off, n in zip(self._offsets, self._lengths):
@@ -214,8 +274,8 @@ class TaskSampler:
             d = self._dates[off : off + n]
             if start is not None:
                 ok &= d >= _ns(start)
-            realised = np.zeros(n, dtype=bool)  # date[s + h] exists (and is < end)
-            realised[: max(n - h, 0)] = True if end is None else d[h:] < _ns(end)
+            realised = np.zeros(n, dtype=bool)  # date[s + lag] exists (and is < end)
+            realised[: max(n - lag, 0)] = True if end is None else d[lag:] < _ns(end)
             ok &= realised
             usable.append(ok)
             a = np.arange(max(n - span + 1, 0))
@@ -251,6 +311,9 @@ class TaskSampler:
         start: Any = None,
         end: Any = None,
         window: int = 1,
+        extras: bool = False,
+        vol_lookback: int = 20,
+        bars_per_year: float | None = None,
     ) -> TaskSampler:
         """Tasks from OHLCV frames, with ``spec``'s features and labels.
 
@@ -267,6 +330,13 @@ class TaskSampler:
             start: first date a used row may have. Default None.
             end: every used label is realised strictly before ``end``. Default None.
             window: feature rows per model input (1 for the MLP). Default 1.
+            extras: also carry each query row's ``"returns"`` and ``"vol"``
+                (:func:`path_extras`), for a P&L objective: batches are then
+                :class:`metabt.learn.training.TaskBatch` and every used row's return is
+                realised before ``end`` (``date[s + max(horizon, 2)] < end``). Default False.
+            vol_lookback: the sizer's volatility window (bars), for ``extras``. Default 20.
+            bars_per_year: for ``extras``; None infers it from the dates
+                (``metabt.data.bars.common_frequency``). Default None.
 
         Returns:
             A TaskSampler whose rows are ``window * spec.n_features`` wide.
@@ -277,6 +347,18 @@ class TaskSampler:
             DataError: a frame that is not valid OHLCV (see ``FeatureSpec.transform``).
         """
         X, y, dates, hint = _frame_inputs(frames, spec, window, support + query)
+        arrays: dict[str, list[np.ndarray]] | None = None
+        if extras:
+            if bars_per_year is None:
+                from metabt.data.bars import common_frequency
+
+                indexes = {n: f.index for n, f in frames.items()}
+                bars_per_year = common_frequency(indexes).bars_per_year
+            per_asset = [
+                path_extras(f, vol_lookback=vol_lookback, bars_per_year=bars_per_year)
+                for f in frames.values()
+            ]
+            arrays = {k: [e[k] for e in per_asset] for k in ("returns", "vol")}
         return cls(
             X,
             y,
@@ -288,6 +370,7 @@ class TaskSampler:
             end=end,
             names=list(frames),
             hint=hint,
+            extras=arrays,
         )
 
     # ------------------------------------------------------------------ properties
@@ -314,7 +397,7 @@ class TaskSampler:
 
         The second is the realisation date of the last query label: ``date[q0+Q-1+horizon]``.
         """
-        last = self._anchors + (self.support - 1 + self.horizon + self.query - 1 + self.horizon)
+        last = self._anchors + (self.support - 1 + self.horizon + self.query - 1 + self._lag)
         return (
             pd.Timestamp(int(self._dates[self._anchors].min())),
             pd.Timestamp(int(self._dates[last].max())),
@@ -324,12 +407,16 @@ class TaskSampler:
     def _gather(self, anchors: np.ndarray) -> Batch:
         s = anchors[:, None] + self._support_idx
         q = anchors[:, None] + self._query_idx
-        return (
+        batch = (
             torch.from_numpy(self._X[s]),
             torch.from_numpy(self._y[s]),
             torch.from_numpy(self._X[q]),
             torch.from_numpy(self._y[q]),
         )
+        if not self._extras:
+            return batch
+        extra = {k: torch.from_numpy(v[q]) for k, v in self._extras.items()}
+        return TaskBatch(*batch, extra)
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> Batch:
         """Draw ``batch_size`` tasks uniformly (with replacement) from all valid anchors.

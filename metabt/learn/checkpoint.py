@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from metabt._util import atomic_path
 from metabt._version import __version__
 from metabt.errors import CheckpointError, ConfigError, DataError
+from metabt.learn.losses import loss_from_config
 from metabt.learn.models import MetaModel, build_model, class_path, input_width, model_config_of
 from metabt.learn.spec import FeatureSpecLike, decode_spec
 
@@ -163,6 +164,9 @@ def hparams(learner: Checkpointable) -> dict[str, Any]:
     }
     if getattr(learner, "head", None) is not None:
         out["head"] = learner.head
+    config = getattr(getattr(learner, "loss", None), "config", None)
+    if callable(config) and config() != {"objective": "mse"}:
+        out["loss"] = config()
     return out
 
 
@@ -353,6 +357,7 @@ def load_learner(
             seed=hp["seed"],
             feature_spec=spec,
             **({"head": hp["head"]} if hp.get("head") is not None else {}),
+            **({"loss": loss_from_config(hp["loss"])} if hp.get("loss") is not None else {}),
         )
         load_learner_state(learner, ckpt["state"])
     except CheckpointError:

@@ -25,6 +25,7 @@ NumPy kernels in ``metabt.learn.kernels.fused``, batched test-time adaptation in
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Mapping
@@ -38,10 +39,12 @@ from torch import Tensor, nn
 from metabt.errors import ConfigError
 from metabt.learn.adapted import AdaptedModel
 from metabt.learn.algorithms import ALGORITHMS, ENGINES, LearnerFamily, family_for, resolve_engine
+from metabt.learn.algorithms.base import Extra
 from metabt.learn.algorithms.inner import prediction
 from metabt.learn.checkpoint import load_learner, save_learner
 from metabt.learn.kernels.batched import BatchAdapted, batch_support_arrays
 from metabt.learn.kernels.fused import FoldCache, Folded, kernel_for
+from metabt.learn.losses import TaskLoss, is_pooled
 from metabt.learn.models import MetaModel, check_row_independent
 from metabt.learn.training import Batch, FitResult, TaskSource, as_batch
 from metabt.learn.training import fit as _fit
@@ -98,6 +101,12 @@ class MetaLearner:
         feature_spec: the ``FeatureSpec`` the model's inputs come from (saved with it).
         head: anil only: name of the submodule the inner loop adapts (as in
             ``named_modules()``); None takes metabt's ``head`` or the last ``nn.Linear``.
+        loss: the outer loop's query loss and the validation objective
+            (:class:`metabt.learn.losses.TaskLoss`); None is the MSE. An after-cost P&L
+            objective is :class:`metabt.learn.losses.PnLLoss` (``objective="sharpe"``): its
+            task batches must carry each query row's returns and volatility
+            (``TaskSampler.from_frames(..., extras=True)``). The inner loop always descends
+            the support MSE. Saved with the learner.
 
     Attributes:
         model, algorithm, inner_lr, inner_steps, meta_lr, engine (resolved), seed,
@@ -136,8 +145,21 @@ class MetaLearner:
         seed: int = 0,
         feature_spec: FeatureSpecLike | None = None,
         head: str | None = None,
+        loss: TaskLoss | None = None,
     ) -> None:
         self._family = family_for(algorithm, engine)
+        if loss is not None:
+            if not isinstance(loss, TaskLoss):
+                raise ConfigError(
+                    f"loss must be a metabt.learn.losses.TaskLoss (e.g. PnLLoss(...)), got "
+                    f"{type(loss).__name__}"
+                )
+            if loss.extras and not is_pooled(loss):
+                raise ConfigError(
+                    "a loss that reads extra per-row arrays must be pooled (pooled = True): "
+                    "the families hand extras only to batch_mean"
+                )
+            self._family = dataclasses.replace(self._family, loss=loss)
         self._family.check_head(head)
         if not any(True for _ in model.parameters()):
             raise ConfigError(f"model {type(model).__name__} has no parameters to learn")
@@ -231,7 +253,9 @@ class MetaLearner:
         return self._fold_cache.get(tensors, self.inner_lr, self._numpy_theta, self._numpy_lrs)
 
     # ----------------------------------------------------------------- outer loop
-    def meta_step(self, xs: _Array, ys: _Array, xq: _Array, yq: _Array) -> float:
+    def meta_step(
+        self, xs: _Array, ys: _Array, xq: _Array, yq: _Array, extra: Extra = None
+    ) -> float:
         """One outer-loop update of θ on a batch of tasks (the family's ``meta_step``).
 
         Args:
@@ -239,6 +263,7 @@ class MetaLearner:
             ys: support labels, (B, S) float.
             xq: query inputs, (B, Q, F_in) float.
             yq: query labels, (B, Q) float.
+            extra: the loss's per-row arrays, name -> (B, Q) (None for MSE).
 
         Returns:
             Mean over tasks of the query loss (the family's task loss, MSE) after inner-loop
@@ -249,7 +274,7 @@ class MetaLearner:
             ConfigError: if the shapes do not fit together.
         """
         xs, ys, xq, yq = as_batch(xs, ys, xq, yq, self.dtype)
-        loss = self._family.meta_step(self, xs, ys, xq, yq)
+        loss = self._family.meta_step(self, xs, ys, xq, yq, self._extra(extra, yq))
         self.step_count += 1
         return loss
 
@@ -325,13 +350,20 @@ class MetaLearner:
         return self._family.adapt_batch(self, xn, yn, steps, reference=reference)
 
     def evaluate(
-        self, xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor, steps: int | None = None
+        self,
+        xs: Tensor,
+        ys: Tensor,
+        xq: Tensor,
+        yq: Tensor,
+        steps: int | None = None,
+        extra: Extra = None,
     ) -> float:
         """Mean query loss after adapting to each task's support set; θ is not changed.
 
         Args:
             xs, ys, xq, yq: a task batch, shapes as in :meth:`meta_step`.
             steps: inner steps; None uses the learner's ``inner_steps``.
+            extra: the loss's per-row arrays, name -> (B, Q) (None for MSE).
 
         Returns:
             Mean over tasks of the query loss (the family's task loss, MSE) after adaptation.
@@ -341,7 +373,31 @@ class MetaLearner:
         """
         xs, ys, xq, yq = as_batch(xs, ys, xq, yq, self.dtype)
         steps = self.inner_steps if steps is None else steps
-        return self._family.evaluate(self, xs, ys, xq, yq, steps)
+        return self._family.evaluate(self, xs, ys, xq, yq, steps, self._extra(extra, yq))
+
+    @property
+    def loss(self) -> TaskLoss:
+        """The query loss the outer loop minimises and validation scores (the family's)."""
+        return self._family.loss
+
+    def _extra(self, extra: Extra, yq: Tensor) -> dict[str, Tensor] | None:
+        """The loss's extras as θ's-dtype tensors of yq's shape; ConfigError if missing."""
+        names = self._family.loss.extras
+        if not names:
+            return None
+        if extra is None or any(k not in extra for k in names):
+            raise ConfigError(
+                f"the learner's loss needs per-row arrays {list(names)} beside the task batch "
+                f"(got {sorted(extra) if extra else 'none'}); build the tasks with "
+                "TaskSampler.from_frames(..., extras=True)"
+            )
+        out = {k: torch.as_tensor(extra[k]).to(self.dtype) for k in names}
+        for k, v in out.items():
+            if v.shape != yq.shape:
+                raise ConfigError(
+                    f"extra {k!r} has shape {tuple(v.shape)}, the query labels {tuple(yq.shape)}"
+                )
+        return out
 
     # --------------------------------------------------- training and checkpoints
     def fit(

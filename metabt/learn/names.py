@@ -7,7 +7,7 @@ torch), and the registries check that they register exactly these names
 
 from __future__ import annotations
 
-__all__ = ["ALGORITHM_NAMES", "ENGINE_NAMES", "MODEL_TYPES", "PAIRED_ALGORITHMS"]
+__all__ = ["ALGORITHM_NAMES", "ENGINE_NAMES", "MODEL_TYPES", "OBJECTIVES", "PAIRED_ALGORITHMS"]
 
 #: Every ``MetaLearner`` algorithm, in the order of the registry.
 ALGORITHM_NAMES = (
@@ -30,3 +30,7 @@ ENGINE_NAMES = ("auto", "higher", "func")
 MODEL_TYPES = ("mlp", "gru", "cnp", "protonet", "cavia")
 #: Algorithms that run only on the model of their own name.
 PAIRED_ALGORITHMS = ("cnp", "protonet", "cavia")
+
+#: The meta-objectives (``RunConfig.objective``, ``--objective``): the forecast's MSE, or the
+#: after-cost P&L of its sized path (:class:`metabt.learn.losses.PnLLoss`).
+OBJECTIVES = ("mse", "sharpe", "utility")

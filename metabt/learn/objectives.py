@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from metabt.errors import ConfigError
+from metabt.learn.names import OBJECTIVES
 
 __all__ = [
     "OBJECTIVES",
@@ -40,9 +41,6 @@ __all__ = [
     "sized_positions",
     "soft_clip",
 ]
-
-#: The meta-objectives: the forecast's MSE, or the after-cost P&L of its sized path.
-OBJECTIVES = ("mse", "sharpe", "utility")
 
 
 def soft_clip(x: Tensor, limit: float, sharpness: float = 50.0) -> Tensor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -22,10 +23,41 @@ from metabt.learn.checkpoint import (
     save_learner,
 )
 
-__all__ = ["Batch", "FitResult", "TaskSource", "Trainable", "as_batch", "fit"]
+__all__ = [
+    "Batch",
+    "FitResult",
+    "TaskBatch",
+    "TaskSource",
+    "Trainable",
+    "as_batch",
+    "batch_extra",
+    "fit",
+]
 
 #: A task batch: xs (B, S, F_in), ys (B, S), xq (B, Q, F_in), yq (B, Q).
 Batch = tuple[Tensor, Tensor, Tensor, Tensor]
+
+
+class TaskBatch(tuple[Tensor, Tensor, Tensor, Tensor]):
+    """A task batch (xs, ys, xq, yq) that also carries per-query-row arrays for the loss.
+
+    It unpacks as the 4-tuple :data:`Batch`; ``extra`` maps a name to a (B, Q) tensor
+    (e.g. ``"returns"`` and ``"vol"`` of :class:`metabt.learn.losses.PnLLoss`).
+    """
+
+    extra: dict[str, Tensor]
+
+    def __new__(
+        cls, xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor, extra: Mapping[str, Tensor]
+    ) -> TaskBatch:
+        self = super().__new__(cls, (xs, ys, xq, yq))
+        self.extra = dict(extra)
+        return self
+
+
+def batch_extra(batch: Batch) -> dict[str, Tensor] | None:
+    """The per-row arrays of a :class:`TaskBatch`, None for a plain 4-tuple."""
+    return batch.extra if isinstance(batch, TaskBatch) else None
 
 
 def as_batch(
@@ -75,12 +107,25 @@ class TaskSource(Protocol):
 class Trainable(Checkpointable, Protocol):
     """What :func:`fit` drives (``metabt.learn.learner.MetaLearner`` is one)."""
 
-    def meta_step(self, xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor) -> float:
+    def meta_step(
+        self,
+        xs: Tensor,
+        ys: Tensor,
+        xq: Tensor,
+        yq: Tensor,
+        extra: Mapping[str, Tensor] | None = None,
+    ) -> float:
         """One outer step; returns the mean query loss after adaptation."""
         ...
 
     def evaluate(
-        self, xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor, steps: int | None = None
+        self,
+        xs: Tensor,
+        ys: Tensor,
+        xq: Tensor,
+        yq: Tensor,
+        steps: int | None = None,
+        extra: Mapping[str, Tensor] | None = None,
     ) -> float:
         """Mean query loss after adaptation; θ is not changed."""
         ...
@@ -166,7 +211,7 @@ def _validate(
     if val_batch is None:
         return False
     result = run.result
-    loss = learner.evaluate(*val_batch, steps=val_steps)
+    loss = learner.evaluate(*val_batch, steps=val_steps, extra=batch_extra(val_batch))
     # never a "best": NaN compares false with everything, so it would be kept; +inf after a
     # finite best is merely worse (it counts towards patience), with no best it is an error
     if math.isnan(loss) or (math.isinf(loss) and not math.isfinite(result.best_val_loss)):
@@ -285,7 +330,7 @@ def fit(
     try:
         while run.step < steps:
             batch = tasks.sample(batch_size, np.random.default_rng([learner.seed, run.step]))
-            loss = learner.meta_step(*batch)
+            loss = learner.meta_step(*batch, extra=batch_extra(batch))
             if not math.isfinite(loss):
                 raise ConfigError(
                     f"meta-training diverged at step {run.step} (query loss {loss}); lower "

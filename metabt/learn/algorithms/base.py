@@ -30,10 +30,10 @@ from metabt.errors import ConfigError
 from metabt.learn.adapted import AdaptedModel, Params
 from metabt.learn.kernels.batched import BatchAdapted, stack_adapted
 from metabt.learn.kernels.fused import FoldCache, Folded
-from metabt.learn.losses import MSE, TaskLoss
+from metabt.learn.losses import MSE, PREDICTIONS, TaskLoss, is_pooled
 from metabt.learn.models import MetaModel
 
-__all__ = ["Learner", "LearnerFamily", "PairedFamily", "theta_of", "update_theta"]
+__all__ = ["Extra", "Learner", "LearnerFamily", "PairedFamily", "theta_of", "update_theta"]
 
 M = TypeVar("M", bound=MetaModel)
 
@@ -94,14 +94,24 @@ class Learner(Protocol):
         ...
 
     def evaluate(
-        self, xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor, steps: int | None = None
+        self,
+        xs: Tensor,
+        ys: Tensor,
+        xq: Tensor,
+        yq: Tensor,
+        steps: int | None = None,
+        extra: Mapping[str, Tensor] | None = None,
     ) -> float:
-        """Mean query loss after adaptation."""
+        """Query loss after adaptation (mean over tasks, or pooled)."""
         ...
 
     def _detached_lrs(self) -> dict[str, Tensor | float]: ...
     def _numpy_lrs(self) -> dict[str, np.ndarray | float]: ...
     def _folded(self) -> Folded: ...
+
+
+#: The per-row arrays of a task batch a loss reads (name -> (B, Q) tensor), or None.
+Extra = Mapping[str, Tensor] | None
 
 
 def theta_of(model: nn.Module) -> Params:
@@ -179,13 +189,46 @@ class LearnerFamily(abc.ABC):
         """Meta-learned inner rates, name -> parameter of its parameter's shape: none here."""
         return {}
 
-    # ------------------------------------------------------------------ the algorithm
-    @abc.abstractmethod
-    def meta_step(self, learner: Learner, xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor) -> float:
-        """One outer-loop update of θ with ``learner.optimizer`` on a task batch.
+    # ------------------------------------------------------------- the query loss
+    @property
+    def per_task(self) -> TaskLoss:
+        """What a family's per-task function computes on the query rows: the loss, or, for
+        a pooled loss (:func:`metabt.learn.losses.is_pooled`), the predictions (Q,)."""
+        return PREDICTIONS if is_pooled(self.loss) else self.loss
+
+    def batch_loss(self, per_task: Tensor, yq: Tensor, extra: Extra) -> Tensor:
+        """The batch's query loss from the per-task outputs of :attr:`per_task`.
+
+        Args:
+            per_task: (B,) per-task losses, or (B, Q) query predictions for a pooled loss.
+            yq: (B, Q) query labels.
+            extra: the loss's per-row arrays, name -> (B, Q), or None.
 
         Returns:
-            The mean query loss after inner-loop adaptation, measured before the update.
+            () tensor: the mean of the per-task losses, or the pooled loss of the batch.
+        """
+        if is_pooled(self.loss):
+            return self.loss.batch_mean(per_task, yq, extra)
+        return per_task.mean()
+
+    # ------------------------------------------------------------------ the algorithm
+    @abc.abstractmethod
+    def meta_step(
+        self,
+        learner: Learner,
+        xs: Tensor,
+        ys: Tensor,
+        xq: Tensor,
+        yq: Tensor,
+        extra: Extra = None,
+    ) -> float:
+        """One outer-loop update of θ with ``learner.optimizer`` on a task batch.
+
+        ``extra`` holds the per-row arrays the loss reads (name -> (B, Q)), or None.
+
+        Returns:
+            The query loss after inner-loop adaptation (the mean over tasks, or the pooled
+            loss), measured before the update.
         """
 
     @abc.abstractmethod
@@ -231,10 +274,26 @@ class LearnerFamily(abc.ABC):
         return stack_adapted(tasks, x.dtype)
 
     def evaluate(
-        self, learner: Learner, xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor, steps: int
+        self,
+        learner: Learner,
+        xs: Tensor,
+        ys: Tensor,
+        xq: Tensor,
+        yq: Tensor,
+        steps: int,
+        extra: Extra = None,
     ) -> float:
-        """Mean over tasks of the query loss after adapting to each support set (θ unchanged);
-        here one ``learner.adapt`` per task."""
+        """The query loss after adapting to each support set (θ unchanged): the mean over
+        tasks, or the pooled loss; here one ``learner.adapt`` per task."""
+        if is_pooled(self.loss):
+            with torch.no_grad():
+                preds = torch.stack(
+                    [
+                        torch.as_tensor(learner.adapt(xs[b], ys[b], steps=steps)(xq[b]))
+                        for b in range(xs.shape[0])
+                    ]
+                ).to(yq.dtype)
+                return float(self.loss.batch_mean(preds, yq, extra))
         losses = [
             float(self.loss(learner.adapt(xs[b], ys[b], steps=steps)(xq[b]), yq[b]))
             for b in range(xs.shape[0])

@@ -12,8 +12,8 @@ import torch
 from torch import Tensor
 
 from metabt.learn.adapted import AdaptedModel, support_arrays
-from metabt.learn.algorithms.base import Learner, PairedFamily, theta_of, update_theta
-from metabt.learn.losses import mse
+from metabt.learn.algorithms.base import Extra, Learner, PairedFamily, theta_of, update_theta
+from metabt.learn.losses import is_pooled, mse
 from metabt.learn.models import CaviaMLP
 
 __all__ = ["CaviaFamily", "context_loop"]
@@ -85,7 +85,15 @@ class CaviaFamily(PairedFamily):
     second_order: bool = True
     model_type: ClassVar[str | None] = "cavia"
 
-    def meta_step(self, learner: Learner, xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor) -> float:
+    def meta_step(
+        self,
+        learner: Learner,
+        xs: Tensor,
+        ys: Tensor,
+        xq: Tensor,
+        yq: Tensor,
+        extra: Extra = None,
+    ) -> float:
         """Update θ by the meta-gradient; returns the mean query loss (before the update)."""
         model = self._model(learner, CaviaMLP)
         params = dict(model.named_parameters())
@@ -102,10 +110,17 @@ class CaviaFamily(PairedFamily):
                     learner.inner_lr,
                     first_order=not self.second_order,
                 )
-                return self.loss(model.forward_with({**params, key: context}, xq), yq)
+                return self.per_task(model.forward_with({**params, key: context}, xq), yq)
 
-            return update_theta(learner, torch.func.vmap(task_loss)(xs, ys, xq, yq).mean())
+            per_task = torch.func.vmap(task_loss)(xs, ys, xq, yq)
+            return update_theta(learner, self.batch_loss(per_task, yq, extra))
         learner.optimizer.zero_grad(set_to_none=True)
+        if is_pooled(self.loss):
+            preds = [
+                self._task_loss(learner, model, params, xs[b], ys[b], xq[b], yq[b])
+                for b in range(xs.shape[0])
+            ]
+            return update_theta(learner, self.batch_loss(torch.stack(preds), yq, extra))
         total, batch = 0.0, xs.shape[0]
         for b in range(batch):
             loss = self._task_loss(learner, model, params, xs[b], ys[b], xq[b], yq[b])
@@ -133,7 +148,7 @@ class CaviaFamily(PairedFamily):
             context = context - learner.inner_lr * grad
             if not self.second_order:
                 context = context.detach().requires_grad_()
-        return self.loss(model.forward_with({**params, key: context}, xq), yq)
+        return self.per_task(model.forward_with({**params, key: context}, xq), yq)
 
     def adapt(
         self,

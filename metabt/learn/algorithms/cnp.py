@@ -10,7 +10,7 @@ import numpy as np
 from torch import Tensor
 
 from metabt.learn.adapted import AdaptedModel, support_arrays
-from metabt.learn.algorithms.base import Learner, PairedFamily, update_theta
+from metabt.learn.algorithms.base import Extra, Learner, PairedFamily, update_theta
 from metabt.learn.models import CNP
 
 __all__ = ["CnpFamily"]
@@ -34,11 +34,19 @@ class CnpFamily(PairedFamily):
 
     model_type: ClassVar[str | None] = "cnp"
 
-    def meta_step(self, learner: Learner, xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor) -> float:
+    def meta_step(
+        self,
+        learner: Learner,
+        xs: Tensor,
+        ys: Tensor,
+        xq: Tensor,
+        yq: Tensor,
+        extra: Extra = None,
+    ) -> float:
         """Update θ on the query loss; returns it (before the update)."""
         model = self._model(learner, CNP)
         pred = model.predict_with(dict(model.named_parameters()), xs, ys, xq)
-        return update_theta(learner, self.loss.batch_mean(pred, yq))
+        return update_theta(learner, self.loss.batch_mean(pred, yq, extra))
 
     def adapt(
         self,

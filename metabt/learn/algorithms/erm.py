@@ -12,9 +12,10 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from metabt.learn.algorithms.base import Learner
+from metabt.learn.algorithms.base import Extra, Learner
 from metabt.learn.algorithms.gradient import GradientFamily
 from metabt.learn.algorithms.inner import prediction
+from metabt.learn.losses import is_pooled
 
 __all__ = ["ErmFamily", "ScratchFamily"]
 
@@ -28,14 +29,27 @@ class ErmFamily(GradientFamily):
     risk minimisation over the pooled tasks).
     """
 
-    def meta_step(self, learner: Learner, xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor) -> float:
+    def meta_step(
+        self,
+        learner: Learner,
+        xs: Tensor,
+        ys: Tensor,
+        xq: Tensor,
+        yq: Tensor,
+        extra: Extra = None,
+    ) -> float:
         """Joint training step; returns the mean query loss after adaptation (before it)."""
-        loss = learner.evaluate(xs, ys, xq, yq)
+        loss = learner.evaluate(xs, ys, xq, yq, extra=extra)
         learner.optimizer.zero_grad(set_to_none=True)
-        x_all = torch.cat([xs, xq], 1).flatten(0, 1)
-        joint = prediction(learner.model(x_all), x_all, learner.model)
-        y_all = torch.cat([ys, yq], 1)
-        self.loss.batch_mean(joint.reshape(y_all.shape), y_all).backward()
+        if is_pooled(self.loss):  # a path loss: θ's unadapted query paths, as it is scored
+            x_q = xq.flatten(0, 1)
+            pred = prediction(learner.model(x_q), x_q, learner.model).reshape(yq.shape)
+            self.loss.batch_mean(pred, yq, extra).backward()
+        else:
+            x_all = torch.cat([xs, xq], 1).flatten(0, 1)
+            joint = prediction(learner.model(x_all), x_all, learner.model)
+            y_all = torch.cat([ys, yq], 1)
+            self.loss.batch_mean(joint.reshape(y_all.shape), y_all).backward()
         learner.optimizer.step()
         return loss
 
@@ -47,6 +61,14 @@ class ScratchFamily(GradientFamily):
 
     updates_theta: ClassVar[bool] = False
 
-    def meta_step(self, learner: Learner, xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor) -> float:
+    def meta_step(
+        self,
+        learner: Learner,
+        xs: Tensor,
+        ys: Tensor,
+        xq: Tensor,
+        yq: Tensor,
+        extra: Extra = None,
+    ) -> float:
         """θ is not changed; returns the mean query loss after adaptation."""
-        return learner.evaluate(xs, ys, xq, yq)
+        return learner.evaluate(xs, ys, xq, yq, extra=extra)

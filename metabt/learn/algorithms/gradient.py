@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from metabt.learn.adapted import AdaptedModel, support_arrays
-from metabt.learn.algorithms.base import Learner, LearnerFamily
+from metabt.learn.algorithms.base import Extra, Learner, LearnerFamily
 from metabt.learn.algorithms.inner import (
     TaskFn,
     adapt_autograd,
@@ -141,7 +141,14 @@ class GradientFamily(LearnerFamily):
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(
-        self, learner: Learner, xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor, steps: int
+        self,
+        learner: Learner,
+        xs: Tensor,
+        ys: Tensor,
+        xq: Tensor,
+        yq: Tensor,
+        steps: int,
+        extra: Extra = None,
     ) -> float:
         """Mean query loss after ``steps`` inner steps per task; θ is not changed.
 
@@ -149,12 +156,12 @@ class GradientFamily(LearnerFamily):
         first order, no graph); "higher": one :meth:`adapt` per task.
         """
         if learner.engine != "func":
-            return super().evaluate(learner, xs, ys, xq, yq, steps)
+            return super().evaluate(learner, xs, ys, xq, yq, steps, extra)
         params = {k: v.detach() for k, v in learner.model.named_parameters()}
         lrs = learner._detached_lrs()
         with torch.no_grad():
             task_loss = self._task_loss(learner, params, lrs, steps, first_order=True)
-            return float(query_losses(task_loss, (xs, ys, xq, yq)).mean())
+            return float(self.batch_loss(query_losses(task_loss, (xs, ys, xq, yq)), yq, extra))
 
     def _task_loss(
         self,
@@ -173,7 +180,7 @@ class GradientFamily(LearnerFamily):
             lrs: inner rate of each adapted parameter (keys: ``learner.adapt_names``).
             steps: inner steps. first_order: treat the inner gradients as constants.
         """
-        forward, loss = learner.forward_with, self.loss
+        forward, loss = learner.forward_with, self.per_task
 
         def task_loss(xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor) -> Tensor:
             task = (xs, ys, xq, yq)

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from metabt.learn.adapted import AdaptedModel
-from metabt.learn.algorithms.base import Learner
+from metabt.learn.algorithms.base import Extra, Learner
 from metabt.learn.algorithms.gradient import GradientFamily
 from metabt.learn.algorithms.inner import (
     TaskFn,
@@ -32,7 +32,7 @@ from metabt.learn.algorithms.inner import (
 )
 from metabt.learn.kernels.batched import BatchAdapted, head_batch
 from metabt.learn.kernels.fused import FastKernel
-from metabt.learn.losses import mse
+from metabt.learn.losses import is_pooled, mse
 from metabt.learn.models import MetaModel, find_head
 
 __all__ = ["AnilFamily", "MamlFamily", "MetaSgdFamily"]
@@ -56,13 +56,25 @@ class MamlFamily(GradientFamily):
 
     second_order: bool = True
 
-    def meta_step(self, learner: Learner, xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor) -> float:
+    def meta_step(
+        self,
+        learner: Learner,
+        xs: Tensor,
+        ys: Tensor,
+        xq: Tensor,
+        yq: Tensor,
+        extra: Extra = None,
+    ) -> float:
         """Update θ (and learned rates) by the meta-gradient; returns the mean query loss."""
         if learner.engine == "func":
-            return self._func(learner, xs, ys, xq, yq)
+            return self._func(learner, xs, ys, xq, yq, extra)
+        if is_pooled(self.loss):
+            return self._higher_pooled(learner, xs, ys, xq, yq, extra)
         return self._higher(learner, xs, ys, xq, yq)
 
-    def _func(self, learner: Learner, xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor) -> float:
+    def _func(
+        self, learner: Learner, xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor, extra: Extra
+    ) -> float:
         params = dict(learner.model.named_parameters())
         lrs: dict[str, Tensor | float] = {
             n: (learner.inner_lrs[n] if learner.inner_lrs else learner.inner_lr)
@@ -71,7 +83,7 @@ class MamlFamily(GradientFamily):
         task_loss = self._task_loss(
             learner, params, lrs, learner.inner_steps, first_order=not self.second_order
         )
-        loss = query_losses(task_loss, (xs, ys, xq, yq)).mean()
+        loss = self.batch_loss(query_losses(task_loss, (xs, ys, xq, yq)), yq, extra)
         learner.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         learner.optimizer.step()
@@ -116,6 +128,45 @@ class MamlFamily(GradientFamily):
                 total += float(query_loss.detach())
         learner.optimizer.step()
         return total / batch
+
+    def _higher_pooled(
+        self, learner: Learner, xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor, extra: Extra
+    ) -> float:
+        """The "higher" engine for a pooled loss: every task's adapted query predictions,
+        then one loss of the whole batch and one backward pass (first order: its gradient
+        with respect to each task's adapted weights, summed into θ's)."""
+        import higher
+
+        second_order = self.second_order
+        inner_opt, override = self._inner_optimizer(learner)
+        theta = list(learner.model.parameters())
+        learner.optimizer.zero_grad(set_to_none=True)
+        preds, fast = [], []
+        for b in range(xs.shape[0]):
+            with higher.innerloop_ctx(
+                learner.model,
+                inner_opt,
+                copy_initial_weights=False,
+                track_higher_grads=second_order,
+                override=override or None,
+            ) as (fmodel, diffopt):
+                model = learner.model
+                for _ in range(learner.inner_steps):
+                    diffopt.step(mse(prediction(fmodel(xs[b]), xs[b], model), ys[b]))
+                preds.append(prediction(fmodel(xq[b]), xq[b], model))
+                fast.append(list(fmodel.parameters()))
+        loss = self.loss.batch_mean(torch.stack(preds), yq, extra)
+        if second_order:
+            loss.backward()
+        else:
+            grads = torch.autograd.grad(loss, [p for ps in fast for p in ps], allow_unused=True)
+            n = len(theta)
+            for b in range(len(fast)):
+                for p, g in zip(theta, grads[b * n : (b + 1) * n]):
+                    if g is not None:
+                        p.grad = g.clone() if p.grad is None else p.grad + g
+        learner.optimizer.step()
+        return float(loss.detach())
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -219,7 +270,7 @@ class AnilFamily(MamlFamily):
         first_order: bool,
     ) -> TaskFn:
         """One task's query loss after adapting the head only."""
-        model, loss = self._fast_head(learner), self.loss
+        model, loss = self._fast_head(learner), self.per_task
         if model is not None:
             head_model = model
 

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from metabt.learn.adapted import AdaptedModel, Params, support_arrays
-from metabt.learn.algorithms.base import Learner, PairedFamily, theta_of, update_theta
+from metabt.learn.algorithms.base import Extra, Learner, PairedFamily, theta_of, update_theta
 from metabt.learn.models import ProtoNet
 
 __all__ = [
@@ -201,7 +201,15 @@ class ProtoNetFamily(PairedFamily):
 
     model_type: ClassVar[str | None] = "protonet"
 
-    def meta_step(self, learner: Learner, xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor) -> float:
+    def meta_step(
+        self,
+        learner: Learner,
+        xs: Tensor,
+        ys: Tensor,
+        xq: Tensor,
+        yq: Tensor,
+        extra: Extra = None,
+    ) -> float:
         """Update θ on the query cross-entropy; returns the query loss of the signal."""
         model = self._model(learner, ProtoNet)
         params = dict(model.named_parameters())
@@ -213,7 +221,7 @@ class ProtoNetFamily(PairedFamily):
             -1
         )
         update_theta(learner, F.cross_entropy(logits.flatten(0, -2), cq.flatten()))
-        return float(self.loss.batch_mean(signal.detach(), yq))
+        return float(self.loss.batch_mean(signal.detach(), yq, extra))
 
     def adapt(
         self,

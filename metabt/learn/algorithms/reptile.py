@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from metabt.learn.adapted import Params
-from metabt.learn.algorithms.base import Learner
+from metabt.learn.algorithms.base import Extra, Learner
 from metabt.learn.algorithms.gradient import GradientFamily
 from metabt.learn.algorithms.inner import inner_loop
 
@@ -29,9 +29,17 @@ class ReptileFamily(GradientFamily):
         Nichol, Achiam, Schulman 2018, "On First-Order Meta-Learning Algorithms".
     """
 
-    def meta_step(self, learner: Learner, xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor) -> float:
+    def meta_step(
+        self,
+        learner: Learner,
+        xs: Tensor,
+        ys: Tensor,
+        xq: Tensor,
+        yq: Tensor,
+        extra: Extra = None,
+    ) -> float:
         """Move θ towards the task-adapted weights; returns the mean query loss."""
-        loss = learner.evaluate(xs, ys, xq, yq)
+        loss = learner.evaluate(xs, ys, xq, yq, extra=extra)
         x_all, y_all = torch.cat([xs, xq], 1), torch.cat([ys, yq], 1)
         params = dict(learner.model.named_parameters())
         with torch.no_grad():
