@@ -320,6 +320,8 @@ def test_walkforward_never_trains_on_its_own_or_later_data(tmp_path, capsys, rol
         "2012-06-30",
         "--steps",
         "3",
+        "--smooth",  # fixed: this test is about what each fold trains on
+        "1",
         "--quiet",
         "--out",
         str(out),
@@ -696,6 +698,8 @@ def test_compare_runs_cavia_and_online_meta_updates_side_by_side(tmp_path, capsy
         "0.001",
         "--steps",
         "5",
+        "--smooth",  # fixed: this test is about CAVIA and online updates
+        "1",
         "--executor",
         "serial",
         "--quiet",

@@ -109,7 +109,16 @@ def test_compare_trains_the_roster_part_by_part_exactly_as_train_roster(small_se
         assert ours.fit == theirs.fit and ours.val_loss == theirs.val_loss
         for key, value in theirs.learner.model.state_dict().items():
             assert torch.equal(ours.learner.model.state_dict()[key], value), (part, key)
-    assert _timeless(lines) == _timeless(logged)
+    # the training summaries, then each signal-trading strategy's smoothing choice
+    assert _timeless(lines)[: len(logged)] == _timeless(logged)
+    smoothing = lines[len(logged) :]
+    assert smoothing[0].startswith("smoothing (bars of signals averaged) chosen per strategy")
+    chosen = {r.name: r.smoothing for r in comparison.results if r.smoothing is not None}
+    assert smoothing[1:] == ["  " + chosen[name].line(name) for name in chosen]
+    assert "BuyAndHold" not in chosen and {"MetaStrategy", "SmaCross"} <= set(chosen)
+    for name, choice in chosen.items():
+        assert comparison.table.loc[name, "smooth"] == choice.smooth
+        assert choice.smooth in small_settings.cfg.smooth_grid
     assert list(comparison.table.index)[:2] == ["MetaStrategy", "MetaDrift"]
 
 

@@ -152,8 +152,11 @@ def test_roster_shares_one_schedule(models):
 def test_roster_lists_the_controls_and_lightgbm_with_their_needs(models):
     cfg, m = models
     runs = {name: (cls.__name__, kwargs) for name, cls, kwargs in roster(m, cfg)}
-    assert runs["TimeSeriesMomentum"] == ("TimeSeriesMomentum", {"lookback": 252, "smooth": 1})
-    assert runs["ConstantLong"] == ("ConstantLong", {"smooth": 1})
+    # every signal-trading control gets the run's smooth (compare then chooses its own on
+    # the validation years, metabt.experiments.smoothing)
+    smooth = cfg.smooth
+    assert runs["TimeSeriesMomentum"] == ("TimeSeriesMomentum", {"lookback": 252, "smooth": smooth})
+    assert runs["ConstantLong"] == ("ConstantLong", {"smooth": smooth})
     assert runs["LightGBM"][1]["learner"] is m.gbm.learner
     assert STRATEGY_NEEDS["TimeSeriesMomentum"] == () and STRATEGY_NEEDS["ConstantLong"] == ()
     assert STRATEGY_NEEDS["LightGBM"] == ("gbm",)

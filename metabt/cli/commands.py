@@ -86,8 +86,10 @@ def config_of(args: argparse.Namespace) -> RunConfig:
     }
     if hasattr(args, "commission"):  # the costs a P&L objective trains with: the run's
         changes.update(fill_cost_bps=args.commission + args.slippage, borrow_bps=float(args.borrow))
-    if hasattr(args, "smooth"):
-        changes["smooth"] = args.smooth
+    if hasattr(args, "smooth_grid"):
+        changes["smooth_grid"] = tuple(args.smooth_grid)
+    if getattr(args, "smooth", None) is not None:  # given: every strategy trades it
+        changes.update(smooth=args.smooth, smooth_grid=())
     if hasattr(args, "adapt_every"):
         changes.update(adapt_every=args.adapt_every, online_meta_lr=args.online_meta_lr)
     if getattr(args, "portfolio", "per-asset") == "cross-sectional":

@@ -191,6 +191,10 @@ def _example_config() -> str:
             if action.dest in skip or action.dest not in Options.model_fields:
                 continue
             default = action.default
+            if action.dest == "smooth" and default is None:  # unset: the run's own default
+                from metabt.config.defaults import DEMO
+
+                default = DEMO.smooth
             if hasattr(default, "date"):  # a pd.Timestamp
                 default = str(default.date())
             values[action.dest] = default

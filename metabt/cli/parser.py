@@ -341,10 +341,28 @@ def _smooth_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--smooth",
         type=_positive_int,
-        default=DEMO.smooth,
+        default=None,
         metavar="BARS",
         help="trade the mean of each asset's last BARS forecasts (overlapping h-bar "
-        f"forecasts combined; default {DEMO.smooth}: no smoothing)",
+        f"forecasts combined; 1: no smoothing). Default {DEMO.smooth}, chosen on validation "
+        "by scripts/choose_smoothing.py; compare and walkforward choose each strategy's "
+        "from --smooth-grid on the validation years unless --smooth is given",
+    )
+
+
+def _smooth_grid_option(p: argparse.ArgumentParser) -> None:
+    from metabt.config.defaults import DEMO
+
+    grid = " ".join(str(n) for n in DEMO.smooth_grid)
+    p.add_argument(
+        "--smooth-grid",
+        type=_positive_int,
+        nargs="+",
+        default=list(DEMO.smooth_grid),
+        metavar="BARS",
+        help="each signal-trading strategy trades the candidate with the best validation "
+        f"net Sharpe at validation turnover <= {DEMO.max_val_turnover:g}x a year (default "
+        f"{grid}; one value fixes it for every strategy)",
     )
 
 
@@ -545,6 +563,7 @@ def add_compare_parser(sub: Any) -> argparse.ArgumentParser:
     )
     _training_options(p)
     _experiment_options(p)
+    _smooth_grid_option(p)
     return p
 
 
@@ -580,6 +599,7 @@ def add_walkforward_parser(sub: Any) -> argparse.ArgumentParser:
     )
     _training_options(p)
     _experiment_options(p)
+    _smooth_grid_option(p)
     return p
 
 

@@ -60,7 +60,16 @@ class RunConfig:
         adapt_every: bars between adaptations in the backtest.
         smooth: bars of signals averaged into the traded signal (SignalTrader's ``smooth``),
             given to every signal-trading strategy of a run alike (not BuyAndHold).
-            Default 1 (no smoothing).
+            Default 20, chosen on the demo's validation years only by
+            ``scripts/choose_smoothing.py`` (best validation net Sharpe with validation
+            turnover at most 40x a year; its run: ``benchmarks/results/
+            choose_smoothing_run.log``).
+        smooth_grid: the candidates of ``metabt compare`` and ``walkforward``: each
+            signal-trading strategy of the roster trades the one that does best on the
+            validation years by one rule (:mod:`metabt.experiments.smoothing`); empty:
+            every strategy trades ``smooth``. Default (1, 5, 10, 20).
+        max_val_turnover: that rule's cap on validation two-way turnover (multiple of
+            equity a year). Default 40.
         objective: what the outer loop minimises and keep-best selects on: ``"mse"`` (the
             forecast's error) or ``"sharpe"`` / ``"utility"``, the after-cost P&L of the
             sized, smoothed query path (:class:`metabt.learn.losses.PnLLoss`).
@@ -95,7 +104,9 @@ class RunConfig:
     support: int = 60
     query: int = 20
     adapt_every: int = 5
-    smooth: int = 1
+    smooth: int = 20
+    smooth_grid: tuple[int, ...] = (1, 5, 10, 20)
+    max_val_turnover: float = 40.0
     objective: str = "mse"
     fill_cost_bps: float = 7.0
     borrow_bps: float = 25.0
@@ -124,8 +135,7 @@ class RunConfig:
             "support": self.support,
             "seed": self.seed,
         }
-        if self.smooth != 1:
-            out["smooth"] = self.smooth
+        out["smooth"] = self.smooth
         if self.online_meta_lr:
             out["online_meta_lr"] = self.online_meta_lr
         if self.portfolio is not None:

@@ -78,6 +78,9 @@ class Options(BaseModel):
     # schedule
     adapt_every: PosInt | None = Field(None, description="bars between adaptations")
     smooth: PosInt | None = Field(None, description="forecasts averaged into the traded one")
+    smooth_grid: list[PosInt] | None = Field(
+        None, description="compare, walkforward: smoothing candidates chosen on validation"
+    )
     support: PosInt | None = Field(None, description="realised bars per support set")
     query: PosInt | None = Field(None, description="bars per training query set")
     horizon: PosInt | None = Field(None, description="label horizon, bars")

@@ -123,6 +123,9 @@ class BacktestResult:
             (:func:`metabt.evaluate.costs.cost_sensitivity`).
         cost_per_fill_bps: the run's own cost per fill, commission plus slippage, bps
             (:attr:`Costs.per_fill_bps`): where it sits on that curve.
+        smoothing: in a roster run, how the strategy's ``smooth`` was chosen on the
+            validation years (:class:`metabt.experiments.smoothing.SmoothingChoice`), else
+            None.
     """
 
     name: str
@@ -140,6 +143,7 @@ class BacktestResult:
         default_factory=lambda: pd.Series(dtype="float64", name="net_sharpe")
     )
     cost_per_fill_bps: float = math.nan
+    smoothing: Any = None
 
     def tearsheet(self, path: str | Path, title: str | None = None) -> Path:
         """Write the quantstats HTML tearsheet (with the benchmark) to ``path``."""

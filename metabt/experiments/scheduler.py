@@ -36,6 +36,7 @@ from metabt.experiments.log import Log, silent
 from metabt.experiments.parts import ROSTER_PARTS, RosterModels, train_part
 from metabt.experiments.roster import RosterEntry, roster_entries, untrained
 from metabt.experiments.settings import RunSettings
+from metabt.experiments.smoothing import choose_smoothing
 from metabt.strategies.meta import SignalTrader
 
 __all__ = [
@@ -173,9 +174,20 @@ def _detach(result: BacktestResult) -> BacktestResult:
 
 
 def _backtest(job: BacktestJob) -> BacktestResult:
-    """One strategy of a roster backtested on its unit's test period, detached from its run."""
+    """One strategy of a roster backtested on its unit's test period, detached from its run;
+    a signal-trading one first gets its ``smooth`` on the validation years
+    (:func:`metabt.experiments.smoothing.choose_smoothing`)."""
     settings, name, cls, kwargs, start, end = job
-    return _detach(settings.run(cls, name, kwargs, start=start, end=end))
+    choice = None
+    if "smooth" in kwargs:
+        first = settings.start if start is None else start
+        choice = choose_smoothing(settings, name, cls, kwargs, first)
+        kwargs = {**kwargs, **choice.kwargs}
+    result = _detach(settings.run(cls, name, kwargs, start=start, end=end))
+    if choice is not None:
+        result.metrics["smooth"] = float(choice.smooth)
+        result.metrics["no_trade_bps"] = float(choice.no_trade_bps)
+    return replace(result, smoothing=choice)
 
 
 class _Pending:
@@ -344,6 +356,7 @@ def run_units(
     for k, unit in enumerate(units):
         models = _partial_models(trained[k])
         results = [done[k, j] for j in range(len(entries[k]))]
+        _log_smoothing(unit, results, log)
         table, verdict = judge(
             results,
             horizon=unit.cfg.spec.horizon,
@@ -352,6 +365,21 @@ def run_units(
         )
         runs.append(SeedRun(unit.seed, models, results, _untrained_column(table, models), verdict))
     return runs
+
+
+def _log_smoothing(unit: Unit, results: Sequence[BacktestResult], log: Log) -> None:
+    """Each strategy's smoothing, as chosen on the validation years (one line each)."""
+    chosen = [(r.name, r.smoothing) for r in results if r.smoothing is not None]
+    if not chosen:
+        return
+    grid = ", ".join(str(n) for n in unit.cfg.smooth_grid) or str(unit.cfg.smooth)
+    log(
+        f"smoothing (bars of signals averaged) chosen per strategy on the validation years "
+        f"from {{{grid}}}: the best validation net Sharpe with two-way turnover at most "
+        f"{unit.cfg.max_val_turnover:g}x a year, else the lowest turnover"
+    )
+    for name, choice in chosen:
+        log("  " + choice.line(name))
 
 
 def _log_unit(

@@ -79,6 +79,8 @@ FOLD_METRICS = (
     "long_share",
     "alpha_t",
     "beta",
+    "smooth",
+    "no_trade_bps",
 )
 
 

@@ -77,7 +77,8 @@ class SignalTrader(bt.Strategy):
             overlapping h-bar forecasts (a 5-bar forecast made every bar is five
             overlapping bets). The ``signal`` line keeps the raw signal, so the IC scores
             the forecast itself. A NaN signal (no view) clears the history and goes flat.
-            Default 1 (no smoothing).
+            Default 1 (no smoothing; the command line's and ``RunConfig``'s default is 20,
+            chosen on validation).
         no_trade_bps (float): cost of one fill, basis points of traded value (commission
             plus slippage), for the no-trade region; 0 turns it off. Default 0.
         forecast_scale (float | None): the forecast in return units: expected return over
