@@ -2,7 +2,9 @@
 
 Both run in this process on the same ~2,500 daily bars of the sample data (AAPL): the
 reference is the SMA crossover of backtrader's quickstart (``bt.indicators.CrossOver``,
-buy/close); MetaStrategy uses MAML, an MLP, adapt_every=5, support=60, inner_steps=5.
+buy/close); MetaStrategy uses MAML, an MLP, adapt_every=5, support=60, inner_steps=5, at
+the run's default smoothing (``DEMO.smooth``, 20 bars) and, for the before/after, without it
+(``--smooth 1``).
 Each is timed ``--repeats`` times, interleaved; the ratio of the best times is printed,
 with the median and range of the ratios of the interleaved pairs.
 
@@ -20,6 +22,7 @@ import pandas as pd
 import torch
 
 from metabt import MetaLearner, MetaStrategy, SignalSizer
+from metabt.config.defaults import DEMO
 from metabt.data import feed, load_ohlcv, sample_data_dir
 from metabt.features import FeatureSpec
 from metabt.features.tasks import TaskSampler
@@ -58,6 +61,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--algorithm", default="maml")
+    parser.add_argument("--smooth", type=int, default=DEMO.smooth, help="MetaStrategy's smooth")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -73,8 +77,15 @@ def main() -> None:
     def run_meta() -> object:
         cerebro = bt.Cerebro(stdstats=False)
         cerebro.adddata(feed(frame, name="AAPL"))
-        cerebro.addstrategy(MetaStrategy, learner=learner, adapt_every=5, support=60, inner_steps=5)
-        cerebro.addsizer(SignalSizer)
+        cerebro.addstrategy(
+            MetaStrategy,
+            learner=learner,
+            adapt_every=5,
+            support=60,
+            inner_steps=5,
+            smooth=args.smooth,
+        )
+        cerebro.addsizer(SignalSizer, **dict(DEMO.sizer))
         strat = cerebro.run()[0]
         assert len(strat.adaptations) > 400
         return strat
@@ -94,8 +105,8 @@ def main() -> None:
     print(f"{len(frame)} bars of AAPL, {first} to {last}; best of {args.repeats} runs, 1 thread")
     print(f"backtrader SMA crossover : {sma:7.3f} s")
     print(
-        f"MetaStrategy ({args.algorithm}, MLP, adapt_every=5, support=60, inner_steps=5): "
-        f"{meta:7.3f} s"
+        f"MetaStrategy ({args.algorithm}, MLP, adapt_every=5, support=60, inner_steps=5, "
+        f"smooth={args.smooth}): {meta:7.3f} s"
     )
     print(f"ratio MetaStrategy / SMA crossover: {meta / sma:.2f}x (best of each)")
     print(

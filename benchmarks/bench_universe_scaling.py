@@ -13,8 +13,10 @@ identical). The strategies, on the same feeds (``metabt.data.feed``), default co
 * backtrader's quickstart SMA crossover per data (10/30 ``bt.ind.CrossOver``, buy/close
   of one share, the reference of ``bench_backtest.py`` over N feeds);
 * ``MetaStrategy``: a MAML MLP 2x32 MetaLearner (inner_steps 5) trained for 10 outer
-  steps on 2008-2011 (not timed), the default schedule (adapt_every 5, support 60),
-  sized by ``SignalSizer(**metabt.config.defaults.DEMO.sizer)`` as ``metabt backtest`` does.
+  steps on 2008-2011 (not timed), the default schedule (adapt_every 5, support 60) and
+  smoothing (``DEMO.smooth``, 20 bars), sized by
+  ``SignalSizer(**metabt.config.defaults.DEMO.sizer)`` as ``metabt backtest`` does; and
+  ``MetaStrategy, unsmoothed`` (smooth 1, the default before it was chosen on validation).
 
 Two more rows: ``orders only``, a strategy with no computation that places an order
 of one to five shares on a seeded 70% of asset-bars (about MetaStrategy's order rate),
@@ -226,8 +228,11 @@ STRATEGIES: dict[str, tuple[type[bt.Strategy], bool, dict[str, Any] | None]] = {
     "sma": (SmaCrossReference, False, None),
     "orders": (OrdersOnly, False, None),
     "meta": (MetaStrategy, True, None),
+    "meta_unsmoothed": (MetaStrategy, True, None),
     "meta_wide": (MetaStrategy, True, {**dict(DEMO.sizer), "deadband": 0.3}),
 }
+#: MetaStrategy's smoothing per entry: the run's default, and none (the before/after).
+SMOOTH = {"meta": DEMO.smooth, "meta_unsmoothed": 1, "meta_wide": 1}
 
 
 def child(name: str, n: int, universe: str) -> dict[str, float]:
@@ -237,7 +242,12 @@ def child(name: str, n: int, universe: str) -> dict[str, float]:
     windows, history = load_universe(Path(universe))
     kwargs: dict[str, Any] = {}
     if needs_learner:
-        kwargs = {"learner": train_learner(history), "adapt_every": 5, "support": 60}
+        kwargs = {
+            "learner": train_learner(history),
+            "adapt_every": 5,
+            "support": 60,
+            "smooth": SMOOTH[name],
+        }
     frames = universe_frames(windows, n)
     warm = {k: f.iloc[:300] for k, f in list(frames.items())[:4]}
     make_run(cls, warm, sizer=sizer, **kwargs)()  # first calls (imports, caches): not timed
@@ -326,9 +336,10 @@ def main() -> None:
         "| N assets | runs | empty µs/asset-bar | SMA µs/asset-bar | MetaStrategy µs/asset-bar "
         "| Meta / SMA | Meta / empty | orders/asset-bar SMA | orders/asset-bar Meta "
         "| Meta, deadband 0.3: µs/asset-bar | its / SMA | its orders/asset-bar "
-        "| orders only: µs/asset-bar | its / SMA | its orders/asset-bar |"
+        "| orders only: µs/asset-bar | its / SMA | its orders/asset-bar "
+        "| Meta unsmoothed: µs/asset-bar | its / SMA | its orders/asset-bar |"
     )
-    rows = [header, "|" + "---|" * 15]
+    rows = [header, "|" + "---|" * 18]
     for n in sizes:
         rows.append(
             f"| {n} | {repeats[n]} | {per('empty', n):.1f} | {per('sma', n):.1f} "
@@ -338,7 +349,10 @@ def main() -> None:
             f"| {per('meta_wide', n):.1f} | {best['meta_wide'][n] / best['sma'][n]:.2f}x "
             f"| {orders['meta_wide'][n] / (n * BARS):.3f} "
             f"| {per('orders', n):.1f} | {best['orders'][n] / best['sma'][n]:.2f}x "
-            f"| {orders['orders'][n] / (n * BARS):.3f} |"
+            f"| {orders['orders'][n] / (n * BARS):.3f} "
+            f"| {per('meta_unsmoothed', n):.1f} "
+            f"| {best['meta_unsmoothed'][n] / best['sma'][n]:.2f}x "
+            f"| {orders['meta_unsmoothed'][n] / (n * BARS):.3f} |"
         )
     command = "OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 " + " ".join(
         [".venv/bin/python", *sys.argv]
@@ -353,8 +367,9 @@ def main() -> None:
         f"best of {args.repeats} below N = 64, of {args.large_repeats} at N >= 64. "
         "1 torch/BLAS thread, default costs, $100,000 cash per asset.",
         "MetaStrategy: MAML MLP 2x32, inner_steps 5, adapt_every 5, support 60, "
+        f"smooth {DEMO.smooth}, "
         f"SignalSizer({', '.join(f'{k}={v}' for k, v in DEMO.sizer.items())}); the "
-        f"deadband 0.3 columns: the same with deadband=0.3. "
+        "deadband 0.3 columns: smooth 1 with deadband=0.3; unsmoothed: smooth 1. "
         "SMA: 10/30 CrossOver per data, buy/close one share. Orders only: no computation, "
         "an order of 1-5 shares on a seeded 70% of asset-bars (about MetaStrategy's rate): "
         "backtrader's order path alone.",

@@ -711,3 +711,59 @@ def test_compare_runs_cavia_and_online_meta_updates_side_by_side(tmp_path, capsy
     assert {"MetaStrategy", "MetaOnline", "RollingRidge", "ErmAdapt"} <= set(table.index)
     # the two meta rows differ only by the online updates of θ
     assert table.loc["MetaStrategy", "sharpe"] != table.loc["MetaOnline", "sharpe"]
+
+
+@pytest.mark.slow
+def test_the_sharpe_objective_trains_and_backtests_for_every_gradient_algorithm(tmp_path, capsys):
+    """`--objective sharpe` from the command line: every gradient algorithm trains on the
+    after-cost P&L with the flags' costs and smoothing, saves it, and backtests."""
+    for algorithm in ("maml", "fomaml", "metasgd", "anil", "reptile", "erm", "scratch"):
+        ckpt = tmp_path / f"{algorithm}.pt"
+        code, out, err = _run_main(
+            capsys,
+            "train",
+            "--data",
+            FILES["AAPL"],
+            FILES["MSFT"],
+            "--train-end",
+            "2010-01-01",
+            "--algorithm",
+            algorithm,
+            "--objective",
+            "sharpe",
+            "--commission",
+            "10",
+            "--smooth",
+            "5",
+            "--steps",
+            "2",
+            "--checkpoint-every",
+            "1",
+            "--hidden",
+            "8",
+            "--quiet",
+            "--out",
+            str(ckpt),
+        )
+        assert code == 0, (algorithm, err)
+        assert "after-cost loss (−Sharpe per bar of the sized query paths)" in out, out
+        loss = MetaLearner.load(ckpt).loss
+        assert (loss.objective, loss.smooth) == ("sharpe", 5)
+        assert loss.fill_cost == pytest.approx(12e-4)  # --commission 10 + --slippage 2
+        code, out, err = _run_main(
+            capsys,
+            "backtest",
+            "--data",
+            FILES["IBM"],
+            "--model",
+            str(ckpt),
+            "--start",
+            "2010-01-01",
+            "--end",
+            "2010-03-31",
+            "--quiet",
+            "--report",
+            str(tmp_path / f"{algorithm}.html"),
+        )
+        assert code == 0, (algorithm, err)
+        assert "MetaStrategy:" in out and "adaptations" in out
