@@ -338,6 +338,9 @@ def test_long_only_zscore_book(universe, small_learner):
         ({"turnover_budget": 0}, "turnover_budget"),
         ({"rebalance_every": 0}, "rebalance_every"),
         ({"pooled_adaptation": True, "drift_threshold": 2.0}, "drift_threshold"),
+        # online meta-updates need one asset's (support, realised query) pair: refused,
+        # not silently skipped
+        ({"pooled_adaptation": True, "online_meta_lr": 0.01}, "per-asset adaptation only"),
         ({"name_cpa": 0.1}, "did you mean 'name_cap'"),
     ],
 )

@@ -284,6 +284,14 @@ class CrossSectionalStrategy(MetaStrategy):
                 "drift_threshold works per asset; with pooled_adaptation=True leave it None "
                 "(the pooled model follows the adapt_every schedule)"
             )
+        if p.pooled_adaptation and p.online_meta_lr:
+            # the online meta-update pairs one asset's support with its realised query;
+            # the pooled model has no such pair, so the updates would silently never run
+            raise ConfigError(
+                f"online_meta_lr={p.online_meta_lr!r} works with per-asset adaptation only: "
+                "with pooled_adaptation=True no (support, realised query) pair of one asset "
+                "exists to meta-update on; set online_meta_lr=0, or pooled_adaptation=False"
+            )
         self._ticks = 0  # trading bars seen by rebalance
         self._targets: dict[Any, dict[str, float]] = {}
         self._planned: dict[Any, dict[str, float]] = {}
