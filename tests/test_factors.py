@@ -210,7 +210,7 @@ def test_flat_benchmark_gives_beta_zero_and_the_assets_own_z_score(pair):
     np.testing.assert_array_equal(beta(c, b), 0.0)
     np.testing.assert_array_equal(bench_ret(c, b), 0.0)
     np.testing.assert_allclose(resid_ret(c, b), r[:, -1] / r.std(axis=-1, ddof=1), atol=1e-12)
-    check_causal(factor_spec(), flat, points=2)
+    check_causal(factor_spec(), flat, points=2, known_at_bar=["benchmark"])
 
 
 def test_flat_asset_and_benchmark_give_zeros():
@@ -238,12 +238,12 @@ def test_windows_holding_a_missing_benchmark_give_zeros(pair):
     assert np.isfinite(X[spec.lookback - 1 :]).all()
     np.testing.assert_array_equal(X[spec.lookback - 1 : first][:, cols], 0.0)
     assert (X[first:, cols[1]] != 0).all()  # beta from then on
-    check_causal(spec, late, points=3)
+    check_causal(spec, late, points=3, known_at_bar=["benchmark"])
 
 
 # ---------------------------------------------------------------- causality
 def test_check_causal_passes(joined):
-    check_causal(factor_spec(), joined)
+    check_causal(factor_spec(), joined, known_at_bar=["benchmark"])
 
 
 def test_check_causal_passes_on_different_calendars(pair):
@@ -253,7 +253,9 @@ def test_check_causal_passes_on_different_calendars(pair):
         [holes, holes.iloc[[200]].set_axis([holes.index[200] + pd.Timedelta(hours=12)])]
     ).sort_index()  # a benchmark bar between two asset bars
     spec = factor_spec(window=40, mom=10)
-    check_causal(spec, with_benchmark(asset, load_ohlcv(extra)), points=4)
+    check_causal(
+        spec, with_benchmark(asset, load_ohlcv(extra)), points=4, known_at_bar=["benchmark"]
+    )
 
 
 def test_feature_row_of_t_ignores_benchmark_bars_after_t(pair):

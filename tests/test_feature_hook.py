@@ -329,7 +329,9 @@ def test_extra_and_open_columns(frame):
         X[100:, -1], np.clip(100 * np.log(o[100:] / c[99:-1]), -5, 5), rtol=1e-5
     )
     assert_online_equals_offline(spec, data)
-    check_causal(spec, data, points=3)
+    with pytest.raises(DataError, match=r"data columns \['turnover'\] that are not declared"):
+        check_causal(spec, data, points=3)
+    check_causal(spec, data, points=3, known_at_bar=["turnover"])
     with pytest.raises(DataError, match=r"column 'turnover'.*lacks"):
         spec.transform(frame)
     online = spec.online()
@@ -534,3 +536,53 @@ def test_check_causal_input_errors(frame):
         check_causal(FeatureSpec(), frame.iloc[:61])
     with pytest.raises(ConfigError, match="points"):
         check_causal(FeatureSpec(), frame, points=0)
+
+
+@register_feature("test_peek", lookback=1, columns=("peek",))
+def peek_feature(peek: np.ndarray) -> np.ndarray:
+    """The data column ``peek`` as it is (whatever it was built from)."""
+    return peek[..., -1]
+
+
+def _peek(every: int):
+    """A column built from tomorrow's close: on every bar, or on one bar in ``every``."""
+
+    def build(frame: pd.DataFrame) -> np.ndarray:
+        close = frame["close"].to_numpy(dtype=np.float64)
+        ahead = np.r_[close[1:], np.nan] / close
+        out = np.ones(len(frame))
+        hit = np.arange(len(frame)) % every == 0
+        out[hit] = ahead[hit]
+        out[np.isnan(out)] = 1.0
+        return out
+
+    return build
+
+
+@pytest.mark.parametrize("every", [1, 10])
+def test_check_causal_fails_a_column_built_from_future_prices(frame, every):
+    """The issue's probe: ``peek = close.shift(-1) / close``, present on every bar or on
+    one in ten, read by a registered feature. Declared as built from prices, the check
+    finds it and names the column; declared as known at its bar, it cannot (said in the
+    docs), and undeclared it is refused."""
+    build = _peek(every)
+    data = frame.assign(peek=build(frame))
+    spec = FeatureSpec().with_features("test_peek")
+    with pytest.raises(DataError, match=r"column 'peek' at bar \d+ .* built from future prices"):
+        check_causal(spec, data, points=50, built_from_prices={"peek": build})
+    with pytest.raises(DataError, match="not declared"):
+        check_causal(spec, data, points=50)
+    check_causal(spec, data, points=5, known_at_bar=["peek"])  # trusted: it cannot see
+
+
+def test_check_causal_passes_a_causal_built_column_and_checks_the_builder(frame):
+    def ratio(f: pd.DataFrame) -> np.ndarray:
+        return (f["close"] / f["open"]).to_numpy()
+
+    data = frame.assign(peek=ratio(frame))
+    spec = FeatureSpec().with_features("test_peek")
+    check_causal(spec, data, points=5, built_from_prices={"peek": ratio})
+    with pytest.raises(DataError, match=r"built_from_prices\['peek'\] gives"):
+        check_causal(spec, data.assign(peek=1.0), built_from_prices={"peek": ratio})
+    with pytest.raises(ConfigError, match="declared twice"):
+        check_causal(spec, data, built_from_prices={"peek": ratio}, known_at_bar=["peek"])
