@@ -12,6 +12,7 @@ backtested by :func:`metabt.experiments.scheduler.run_units` on the executor of 
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,7 +43,10 @@ __all__ = [
     "Comparison",
     "MainRun",
     "RunSettings",
+    "IMPLAUSIBLE_IC",
+    "IMPLAUSIBLE_SHARPE",
     "compare",
+    "implausible_warnings",
     "main_backtest",
     "rejection_warnings",
     "verdict_lines",
@@ -73,6 +77,7 @@ def rejection_warnings(results: Sequence[BacktestResult]) -> list[str]:
         for r in results
         if r.metrics.get("turnover_two_way") == 0.0
     ]
+    lines += implausible_warnings(results)
     ended: dict[str, Any] = {}
     for r in results:  # a SignalTrader, or what a comparison keeps of one
         if isinstance(r.strategy, (SignalTrader, FinishedStrategy)):
@@ -82,6 +87,47 @@ def rejection_warnings(results: Sequence[BacktestResult]) -> list[str]:
         "closed its position there (filled at its last bar's open)"
         for name, day in sorted(ended.items())
     ]
+    return lines
+
+
+#: On daily (or slower) bars, a net Sharpe or an IC above these is a reason to look for
+#: look-ahead before believing it (real daily strategies after costs rarely exceed a Sharpe
+#: of 2-3, and an IC of 0.05-0.1 is a strong daily forecast).
+IMPLAUSIBLE_SHARPE = 4.0
+IMPLAUSIBLE_IC = 0.3
+
+
+def implausible_warnings(results: Sequence[BacktestResult]) -> list[str]:
+    """A warning for each result too good for daily data: a leak is the likelier cause.
+
+    On bars of daily or lower frequency (at most ~260 a year), a net Sharpe above
+    :data:`IMPLAUSIBLE_SHARPE` or an IC above :data:`IMPLAUSIBLE_IC` gets a line naming
+    the usual causes. It is a prompt to check, not a proof of a leak.
+
+    Args:
+        results: the backtests of a run.
+
+    Returns:
+        The lines, empty when nothing looks too good.
+    """
+    lines = []
+    for r in results:
+        if r.frequency.bars_per_year > 260:
+            continue
+        sharpe, ic = r.metrics.get("sharpe", math.nan), r.metrics.get("ic", math.nan)
+        what = []
+        if sharpe > IMPLAUSIBLE_SHARPE:
+            what.append(f"a net Sharpe of {sharpe:.2f}")
+        if ic > IMPLAUSIBLE_IC:
+            what.append(f"an IC of {ic:.2f}")
+        if what:
+            lines.append(
+                f"warning: {r.name}: {' and '.join(what)} on {r.frequency.name} bars is "
+                "implausible for real data; look for look-ahead before believing it: a data "
+                "column built from future prices (declare it to check_causal), features or "
+                "labels that read later bars, prices adjusted with later information, or a "
+                "universe chosen with hindsight (survivorship)"
+            )
     return lines
 
 
