@@ -21,8 +21,8 @@ from metabt.evaluate.metrics import (
     block_bootstrap_sharpe_diff,
     cross_sectional_ic,
     deflated_sharpe,
-    hac_ic,
     metrics_table,
+    panel_ic,
     probabilistic_sharpe,
 )
 
@@ -50,9 +50,13 @@ class Verdict:
         baseline: the non-meta baseline with the highest Sharpe in the run.
         diff, lo, hi: candidate's annualised Sharpe minus the baseline's, and its 95%
             stationary block-bootstrap interval.
-        block: expected block length of the bootstrap, bars.
+        block: expected block length of the bootstrap, bars (Politis–White on the Sharpe
+            difference's influence function).
         dsr: the candidate's deflated Sharpe ratio over ``n_trials`` strategies.
         n_trials: strategies in the run.
+        half, double: the interval at half and at twice the block.
+        fragile: True when those three intervals disagree (above 0, below 0, or across
+            it): the verdict then depends on the block length and says so.
     """
 
     candidate: str
@@ -63,6 +67,9 @@ class Verdict:
     block: float
     dsr: float
     n_trials: int
+    half: tuple[float, float] = (math.nan, math.nan)
+    double: tuple[float, float] = (math.nan, math.nan)
+    fragile: bool = False
 
     @property
     def edge(self) -> bool:
@@ -72,11 +79,19 @@ class Verdict:
     @property
     def text(self) -> str:
         """The verdict in one line, plain words first."""
+        sensitivity = (
+            f"; at half and twice the block: {self.half[0]:+.2f} to {self.half[1]:+.2f}, "
+            f"{self.double[0]:+.2f} to {self.double[1]:+.2f}"
+            if math.isfinite(self.half[0])
+            else ""
+        )
         evidence = (
             f"Sharpe {self.diff:+.2f} vs {self.baseline} (95% block-bootstrap interval "
-            f"{self.lo:+.2f} to {self.hi:+.2f}, mean block {self.block:.0f} bars); deflated "
-            f"Sharpe {self.dsr:.2f} over {self.n_trials} strategies"
+            f"{self.lo:+.2f} to {self.hi:+.2f}, mean block {self.block:.0f} bars{sensitivity})"
+            f"; deflated Sharpe {self.dsr:.2f} over {self.n_trials} strategies"
         )
+        if self.fragile:
+            evidence += "; fragile: the conclusion changes with the block length"
         if self.edge:
             head = f"{self.candidate} beats {self.baseline} after costs"
         elif self.lo > 0:
@@ -115,11 +130,15 @@ def judge(
     ``dsr`` (deflated Sharpe ratio over all strategies of the run, Bailey and López de
     Prado 2014); ``sharpe_vs_best`` with ``_lo``/``_hi`` (annualised Sharpe minus the
     best non-meta baseline's, 95% stationary block-bootstrap interval, block length by
-    Politis–White) and ``block``; for strategies with a forecast, ``ic_t`` and
-    ``rank_ic_t`` (Newey–West t-statistics, ``horizon`` lags, mean over assets),
-    ``ic_tradable`` and its ``ic_tradable_t`` (the return from the next bar's open, where
-    orders fill), and with 3 or more assets ``cs_ic`` / ``cs_ic_t`` (cross-sectional rank
-    IC per bar, averaged, HAC t-statistic).
+    Politis–White on the difference's influence function) and ``block``, the intervals at
+    half and twice the block (``sharpe_vs_best_lo_half`` ... ``_hi_double``) and
+    ``fragile`` (1 when they disagree); for strategies with a forecast, ``ic_pooled``
+    (the IC pooled over every (asset, bar) pair of per-asset z-scores), ``ic_t`` and
+    ``rank_ic_t`` (its and the rank IC's Driscoll–Kraay t-statistics, ``horizon`` lags,
+    :func:`metabt.evaluate.metrics.panel_ic`), ``ic_tradable`` and ``ic_tradable_t`` (the
+    same against the return from the next bar's open, where orders fill), and with 3 or
+    more assets ``cs_ic`` / ``cs_ic_t`` (cross-sectional rank IC per bar, averaged, HAC
+    t-statistic).
 
     Args:
         results: the run's backtests, one per strategy, on the same dates.
@@ -154,6 +173,9 @@ def judge(
         row["sharpe_vs_best_lo"] = boot["lo"]
         row["sharpe_vs_best_hi"] = boot["hi"]
         row["block"] = boot["block"]
+        for key in ("lo_half", "hi_half", "lo_double", "hi_double"):
+            row[f"sharpe_vs_best_{key}"] = boot[key]
+        row["fragile"] = boot["fragile"]
         row.update(_ic_columns(r.signals, horizon))
         rows[r.name] = row
     table = metrics_table(rows)
@@ -169,6 +191,9 @@ def judge(
         block=float(c["block"]),
         dsr=float(c["dsr"]),
         n_trials=len(results),
+        half=(float(c["sharpe_vs_best_lo_half"]), float(c["sharpe_vs_best_hi_half"])),
+        double=(float(c["sharpe_vs_best_lo_double"]), float(c["sharpe_vs_best_hi_double"])),
+        fragile=bool(c["fragile"] == 1.0),
     )
     return table, verdict
 
@@ -177,18 +202,14 @@ def _ic_columns(pairs: Mapping[str, pd.DataFrame] | None, horizon: int) -> dict[
     """Mean over assets of the HAC IC statistics, close-to-close and tradable."""
     if not pairs:
         return {}
-    forward = [hac_ic(p, lags=horizon) for p in pairs.values()]
-    tradable = [hac_ic(p, lags=horizon, column="tradable") for p in pairs.values()]
-
-    def mean(stats: list[dict[str, float]], key: str) -> float:
-        values = [s[key] for s in stats if math.isfinite(s[key])]
-        return float(np.mean(values)) if values else math.nan
-
+    forward = panel_ic(pairs, lags=horizon)
+    tradable = panel_ic(pairs, lags=horizon, column="tradable")
     out = {
-        "ic_t": mean(forward, "ic_t"),
-        "rank_ic_t": mean(forward, "rank_ic_t"),
-        "ic_tradable": mean(tradable, "ic"),
-        "ic_tradable_t": mean(tradable, "ic_t"),
+        "ic_pooled": forward["ic"],
+        "ic_t": forward["ic_t"],
+        "rank_ic_t": forward["rank_ic_t"],
+        "ic_tradable": tradable["ic"],
+        "ic_tradable_t": tradable["ic_t"],
     }
     if len(pairs) >= 3:
         cs = cross_sectional_ic(pairs, lags=horizon)
