@@ -107,3 +107,96 @@ def test_the_panel_ic_t_statistic_equals_linearmodels_driscoll_kraay():
     # the date-wide shock makes the five assets' pairs on a date one draw, not five
     assert ours["ic_t"] < 0.85 * float(naive.tstats["signal"])
     assert np.isfinite([hac_ic(p, lags=5)["ic_t"] for p in pairs.values()]).all()
+
+
+def _stepm_by_definition(stats, boot):
+    """The step-down procedure run at every level α a p-value can take; each hypothesis's
+    p-value is the smallest α that rejects it (brute force, no shortcut)."""
+    import numpy as np
+
+    n_boot, k = boot.shape
+    levels = [(1 + m) / (1 + n_boot) for m in range(n_boot + 1)]
+    p = np.ones(k)
+    for alpha in reversed(levels):
+        rejected: set[int] = set()
+        while True:
+            active = [i for i in range(k) if i not in rejected]
+            if not active:
+                break
+            worst = boot[:, active].max(axis=1)
+            new = {i for i in active if (1 + np.sum(worst >= stats[i])) / (1 + n_boot) <= alpha}
+            if not new:
+                break
+            rejected |= new
+        for i in rejected:
+            p[i] = alpha
+    return p
+
+
+def test_stepdown_pvalues_equal_the_procedure_run_at_every_level():
+    import numpy as np
+
+    from metabt.evaluate.metrics import stepdown_pvalues
+
+    rng = np.random.default_rng(4)
+    for _ in range(5):
+        stats = rng.normal(0, 2, 6)
+        boot = rng.normal(0, 1, (99, 6))
+        np.testing.assert_allclose(
+            stepdown_pvalues(stats, boot), _stepm_by_definition(stats, boot), rtol=0, atol=1e-12
+        )
+
+
+def test_stepm_finds_the_strategy_with_an_edge_and_not_the_null_ones():
+    import numpy as np
+
+    from metabt.evaluate.metrics import stepm_pvalues, vol_scaled
+
+    rng = np.random.default_rng(5)
+    idx = pd.bdate_range("2008-01-01", periods=2000)
+    market = rng.normal(0.0003, 0.01, 2000)
+    bench = pd.Series(market, index=idx)
+    returns = {
+        "edge": pd.Series(0.5 * market + rng.normal(0.0015, 0.006, 2000), index=idx),
+        # 3x leverage on a copy of the benchmark: scaled, it is the benchmark
+        "levered": pd.Series(3 * market, index=idx),
+        "noise": pd.Series(rng.normal(0.0, 0.01, 2000), index=idx),
+    }
+    p = stepm_pvalues(returns, bench, n_resamples=499)
+    assert p["edge"] < 0.01
+    assert p["levered"] > 0.2 and p["noise"] > 0.2
+    scaled = vol_scaled(bench, window=60)
+    t = 100
+    past = bench.iloc[t - 60 : t]
+    assert scaled.loc[idx[t]] == pytest.approx(
+        bench.iloc[t] * 0.10 / (past.std(ddof=1) * np.sqrt(252)), rel=1e-12
+    )
+
+
+def test_the_verdict_names_the_primary_test_and_compare_csv_gets_p_stepm():
+    import numpy as np
+
+    from metabt.evaluate.verdict import judge
+
+    rng = np.random.default_rng(6)
+    idx = pd.bdate_range("2008-01-01", periods=800)
+    market = rng.normal(0.0003, 0.01, 800)
+
+    class R:
+        def __init__(self, name, r):
+            self.name, self.returns, self.signals = name, pd.Series(r, index=idx), None
+            self.metrics = {"sharpe": float(r.mean() / r.std() * np.sqrt(252))}
+
+    runs = [
+        R("MetaStrategy", 0.5 * market + rng.normal(0, 0.005, 800)),
+        R("SmaCross", 0.3 * market + rng.normal(0, 0.005, 800)),
+        R("BuyAndHold", market),
+    ]
+    table, verdict = judge(runs, horizon=5, n_resamples=400)
+    assert np.isnan(table.loc["BuyAndHold", "p_stepm"])
+    assert 0 < table.loc["MetaStrategy", "p_stepm"] <= 1
+    assert verdict.p_stepm == table.loc["MetaStrategy", "p_stepm"]
+    assert "primary test, Romano-Wolf step-down against BuyAndHold over the run's 3" in (
+        verdict.text
+    )
+    assert {"sharpe_vs_best_lo_half", "sharpe_vs_best_hi_double", "fragile"} <= set(table)

@@ -26,6 +26,9 @@ __all__ = [
     "basket_returns",
     "block_bootstrap_sharpe_diff",
     "panel_ic",
+    "stepdown_pvalues",
+    "stepm_pvalues",
+    "vol_scaled",
     "sharpe_influence",
     "check_periods",
     "check_returns",
@@ -550,6 +553,118 @@ def block_bootstrap_sharpe_diff(
         "hi_double": hi_double,
         "fragile": float(len(stances) > 1),
     }
+
+
+def vol_scaled(
+    returns: pd.Series,
+    *,
+    window: int = 60,
+    target_vol: float = 0.10,
+    periods_per_year: int = PERIODS_PER_YEAR,
+) -> pd.Series:
+    """Returns scaled to a common ex-ante volatility: ``r_t · target / σ̂_{t−1}``.
+
+    ``σ̂_{t−1}`` is the annualised standard deviation of the ``window`` returns before bar
+    t (none of bar t itself), so the scale is known when bar t starts; the first
+    ``window`` bars are dropped. Leverage then cannot decide a comparison of means.
+
+    Args:
+        returns: simple per-bar returns.
+        window: bars of the trailing volatility (>= 2). Default 60.
+        target_vol: annualised volatility to scale to (fraction). Default 0.10.
+        periods_per_year: bars per year. Default 252.
+
+    Returns:
+        The scaled returns (bars with a positive trailing volatility only).
+    """
+    r = check_returns(returns, "returns")
+    sigma = r.rolling(window).std(ddof=1).shift(1) * math.sqrt(check_periods(periods_per_year))
+    scaled = r * (target_vol / sigma)
+    return scaled[(sigma > 0) & np.isfinite(scaled)]
+
+
+def stepm_pvalues(
+    returns: Mapping[str, pd.Series],
+    benchmark: pd.Series,
+    *,
+    periods_per_year: int = PERIODS_PER_YEAR,
+    n_resamples: int = 1000,
+    block: float | None = None,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Romano–Wolf step-down p-values: which strategies beat the benchmark, family-wise.
+
+    Each strategy k and the benchmark are scaled to a common ex-ante volatility
+    (:func:`vol_scaled`); the statistic is ``T_k = sqrt(n) · mean(d_k)`` of the difference
+    ``d_k`` of the scaled returns (H_k: mean(d_k) <= 0). The (n, K) matrix of differences
+    is resampled jointly by the stationary bootstrap (``arch.bootstrap.
+    StationaryBootstrap``, block by Politis–White on the mean difference, the largest over
+    strategies) and ``T*_k = sqrt(n) · (mean(d*_k) − mean(d_k))``. With the statistics in
+    decreasing order ``T_(1) >= ... >= T_(K)``, the raw p-value of the j-th is the share of
+    resamples whose maximum of ``T*`` over the strategies not yet stepped past (the j-th
+    and below) reaches ``T_(j)``, and the adjusted p-values are made monotone down the
+    order: this controls the family-wise error rate over the whole roster, asymptotically
+    (Romano and Wolf 2005; the p-values of Romano and Wolf 2016, algorithm 4.1).
+
+    Args:
+        returns: strategy name -> simple per-bar returns (not the benchmark).
+        benchmark: the benchmark's simple per-bar returns (fixed in advance).
+        periods_per_year: bars per year. Default 252.
+        n_resamples: bootstrap resamples. Default 1000.
+        block: expected block length (bars); None chooses it as above.
+        seed: seed of the resampling. Default 0.
+
+    Returns:
+        name -> adjusted p-value (NaN for a series with fewer than 20 bars in common).
+
+    References:
+        Romano and Wolf 2005, "Stepwise Multiple Testing as Formalized Data Snooping",
+        Econometrica 73(4); Romano and Wolf 2016, "Efficient computation of adjusted
+        p-values for resampling-based stepdown multiple testing", Stat. Prob. Letters.
+    """
+    from arch.bootstrap import StationaryBootstrap, optimal_block_length
+
+    bench = vol_scaled(benchmark, periods_per_year=periods_per_year)
+    scaled = {k: vol_scaled(v, periods_per_year=periods_per_year) for k, v in returns.items()}
+    frame = pd.concat({k: v - bench for k, v in scaled.items()}, axis=1, join="inner").dropna()
+    out = dict.fromkeys(returns, math.nan)
+    if len(frame) < 20 or frame.shape[1] == 0:
+        return out
+    d = frame.to_numpy()
+    n = len(d)
+    stats = math.sqrt(n) * d.mean(axis=0)
+    if block is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            lengths = optimal_block_length(d)["stationary"].to_numpy()
+        finite = lengths[np.isfinite(lengths)]
+        block = float(max(1.0, finite.max())) if len(finite) else 1.0
+    bs = StationaryBootstrap(block, d, seed=np.random.default_rng(seed))  # type: ignore[arg-type]
+    boot = np.array(
+        [math.sqrt(n) * (x.mean(axis=0) - d.mean(axis=0)) for (x,), _ in bs.bootstrap(n_resamples)]
+    )
+    adjusted = stepdown_pvalues(stats, boot)
+    out.update({name: float(p) for name, p in zip(frame.columns, adjusted)})
+    return out
+
+
+def stepdown_pvalues(stats: np.ndarray, boot: np.ndarray) -> np.ndarray:
+    """Romano–Wolf adjusted p-values from statistics (K,) and centred resamples (B, K).
+
+    Returns:
+        (K,) p-values in the order of ``stats``: ``(1 + #{b: max_{l>=j} T*_{b,(l)} >=
+        T_(j)}) / (1 + B)`` down the decreasing order, made monotone.
+    """
+    order = np.argsort(-stats, kind="stable")
+    n_boot = boot.shape[0]
+    raw = np.empty(len(stats))
+    for j in range(len(order)):
+        rest = boot[:, order[j:]].max(axis=1)
+        raw[j] = (1 + np.count_nonzero(rest >= stats[order[j]])) / (1 + n_boot)
+    adjusted = np.maximum.accumulate(raw)
+    out = np.empty(len(stats))
+    out[order] = adjusted
+    return out
 
 
 def expected_max_sharpe(n_trials: int, trials_variance: float) -> float:

@@ -24,9 +24,14 @@ from metabt.evaluate.metrics import (
     metrics_table,
     panel_ic,
     probabilistic_sharpe,
+    stepm_pvalues,
 )
 
-__all__ = ["META_VARIANTS", "Run", "Verdict", "aggregate_seeds", "judge"]
+__all__ = ["META_VARIANTS", "STEPM_BENCHMARK", "Run", "Verdict", "aggregate_seeds", "judge"]
+
+#: The benchmark of the primary multiple-testing test, fixed in advance: the equal-weight
+#: basket held (the roster's BuyAndHold).
+STEPM_BENCHMARK = "BuyAndHold"
 
 #: Strategies built on the meta-learned initialisation: never "the best baseline".
 META_VARIANTS = frozenset({"MetaStrategy", "MetaOnline", "MetaDrift", "StaticModel"})
@@ -55,6 +60,9 @@ class Verdict:
         dsr: the candidate's deflated Sharpe ratio over ``n_trials`` strategies.
         n_trials: strategies in the run.
         half, double: the interval at half and at twice the block.
+        p_stepm: the primary test's p-value: the candidate's Romano–Wolf step-down p-value
+            against ``stepm_benchmark`` (fixed in advance: the equal-weight basket,
+            BuyAndHold), every strategy of the run in the family, on vol-scaled returns.
         fragile: True when those three intervals disagree (above 0, below 0, or across
             it): the verdict then depends on the block length and says so.
     """
@@ -70,6 +78,8 @@ class Verdict:
     half: tuple[float, float] = (math.nan, math.nan)
     double: tuple[float, float] = (math.nan, math.nan)
     fragile: bool = False
+    p_stepm: float = math.nan
+    stepm_benchmark: str = ""
 
     @property
     def edge(self) -> bool:
@@ -90,6 +100,12 @@ class Verdict:
             f"{self.lo:+.2f} to {self.hi:+.2f}, mean block {self.block:.0f} bars{sensitivity})"
             f"; deflated Sharpe {self.dsr:.2f} over {self.n_trials} strategies"
         )
+        if math.isfinite(self.p_stepm):
+            evidence += (
+                f"; primary test, Romano-Wolf step-down against {self.stepm_benchmark} over "
+                f"the run's {self.n_trials} strategies (returns scaled to a common "
+                f"volatility): p = {self.p_stepm:.2f}"
+            )
         if self.fragile:
             evidence += "; fragile: the conclusion changes with the block length"
         if self.edge:
@@ -126,18 +142,20 @@ def judge(
 ) -> tuple[pd.DataFrame, Verdict]:
     """Significance columns for every strategy of a run, and the candidate's verdict.
 
-    Added to each row: ``psr`` (probabilistic Sharpe ratio, P[true Sharpe > 0]);
-    ``dsr`` (deflated Sharpe ratio over all strategies of the run, Bailey and López de
-    Prado 2014); ``sharpe_vs_best`` with ``_lo``/``_hi`` (annualised Sharpe minus the
-    best non-meta baseline's, 95% stationary block-bootstrap interval, block length by
-    Politis–White on the difference's influence function) and ``block``, the intervals at
-    half and twice the block (``sharpe_vs_best_lo_half`` ... ``_hi_double``) and
-    ``fragile`` (1 when they disagree); for strategies with a forecast, ``ic_pooled``
+    Added to each row: ``psr`` (probabilistic Sharpe ratio, P[true Sharpe > 0]); ``dsr``
+    (deflated Sharpe ratio over all strategies of the run, Bailey and López de Prado 2014);
+    ``sharpe_vs_best`` with ``_lo``/``_hi`` (annualised Sharpe minus the best non-meta
+    baseline's, 95% stationary block-bootstrap interval, block length by Politis–White on
+    the difference's influence function) and ``block``, the intervals at half and twice the
+    block (``sharpe_vs_best_lo_half`` ... ``_hi_double``) and ``fragile`` (1 when they
+    disagree); ``p_stepm`` (Romano–Wolf step-down p-value against :data:`STEPM_BENCHMARK`,
+    every other strategy of the run in the family, on returns scaled to a common ex-ante
+    volatility; NaN without that benchmark); for strategies with a forecast, ``ic_pooled``
     (the IC pooled over every (asset, bar) pair of per-asset z-scores), ``ic_t`` and
     ``rank_ic_t`` (its and the rank IC's Driscoll–Kraay t-statistics, ``horizon`` lags,
     :func:`metabt.evaluate.metrics.panel_ic`), ``ic_tradable`` and ``ic_tradable_t`` (the
-    same against the return from the next bar's open, where orders fill), and with 3 or
-    more assets ``cs_ic`` / ``cs_ic_t`` (cross-sectional rank IC per bar, averaged, HAC
+    same against the return from the next bar's open, where orders fill), and with 3 or more
+    assets ``cs_ic`` / ``cs_ic_t`` (cross-sectional rank IC per bar, averaged, HAC
     t-statistic).
 
     Args:
@@ -157,6 +175,16 @@ def judge(
     """
     best = _best_baseline(results)
     trials = {r.name: r.returns for r in results}
+    stepm = {}
+    if STEPM_BENCHMARK in trials:
+        family = {k: v for k, v in trials.items() if k != STEPM_BENCHMARK}
+        stepm = stepm_pvalues(
+            family,
+            trials[STEPM_BENCHMARK],
+            periods_per_year=periods_per_year,
+            n_resamples=n_resamples // 2,
+            seed=seed,
+        )
     rows: dict[str, dict[str, float]] = {}
     for r in results:
         row = dict(r.metrics)
@@ -176,6 +204,7 @@ def judge(
         for key in ("lo_half", "hi_half", "lo_double", "hi_double"):
             row[f"sharpe_vs_best_{key}"] = boot[key]
         row["fragile"] = boot["fragile"]
+        row["p_stepm"] = stepm.get(r.name, math.nan)
         row.update(_ic_columns(r.signals, horizon))
         rows[r.name] = row
     table = metrics_table(rows)
@@ -194,6 +223,8 @@ def judge(
         half=(float(c["sharpe_vs_best_lo_half"]), float(c["sharpe_vs_best_hi_half"])),
         double=(float(c["sharpe_vs_best_lo_double"]), float(c["sharpe_vs_best_hi_double"])),
         fragile=bool(c["fragile"] == 1.0),
+        p_stepm=float(c["p_stepm"]),
+        stepm_benchmark=STEPM_BENCHMARK if stepm else "",
     )
     return table, verdict
 
