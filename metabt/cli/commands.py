@@ -182,6 +182,7 @@ def _print_table(table: pd.DataFrame) -> None:
 #: Columns of a judged table printed as the second ("evidence") block.
 EVIDENCE = (
     "ic",
+    "ic_pooled",
     "ic_t",
     "rank_ic",
     "rank_ic_t",
@@ -195,13 +196,23 @@ EVIDENCE = (
     "sharpe_vs_best_lo",
     "sharpe_vs_best_hi",
     "block",
+    "fragile",
+    "p_stepm",
     "untrained",
+)
+#: Judged columns kept to compare.csv (the intervals at half and twice the block: the
+#: printed ``fragile`` says whether they disagree).
+CSV_ONLY = (
+    "sharpe_vs_best_lo_half",
+    "sharpe_vs_best_hi_half",
+    "sharpe_vs_best_lo_double",
+    "sharpe_vs_best_hi_double",
 )
 
 
 def _print_split(table: pd.DataFrame) -> None:
     """A wide judged table as two blocks: performance, then evidence (sd columns in CSV)."""
-    shown = table[[c for c in table.columns if not str(c).endswith("_sd")]]
+    shown = table[[c for c in table.columns if not str(c).endswith("_sd") and c not in CSV_ONLY]]
     evidence = [c for c in EVIDENCE if c in shown.columns]
     print()
     _print_table(shown.drop(columns=evidence))
