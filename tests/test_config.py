@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from metabt.config.defaults import ALGORITHM_NAMES, DEMO, ENGINE_NAMES, MODEL_TYPES
 from metabt.learn.algorithms import ALGORITHMS, ENGINES
 from metabt.learn.models import MODEL_TYPES as BUILT_MODELS
@@ -38,3 +40,15 @@ def test_cavia_gets_its_own_inner_rate_unless_one_is_given():
     assert cavia.describe()["inner_lr"] == 1.0  # run.json records the rate used
     assert cavia.with_(inner_lr=0.3).inner_rate == 0.3
     assert DEMO.with_(algorithm="anil").inner_rate == 0.02
+
+
+def test_model_kwargs_for_a_built_in_model_or_non_finite_ones_are_refused():
+    from metabt.config.defaults import DEMO
+    from metabt.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"model_kwargs \['hiden'\] apply to a user model"):
+        DEMO.with_(model_kwargs={"hiden": [8]}).model_config()
+    user = DEMO.with_(model_type="pkg.mod:Net")
+    with pytest.raises(ConfigError, match=r"model_kwargs\['sizes'\]\[1\] is inf"):
+        user.with_(model_kwargs={"sizes": [8, float("inf")]}).model_config()
+    assert user.with_(model_kwargs={"sizes": [8, 4]}).model_config()["sizes"] == [8, 4]

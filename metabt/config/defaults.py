@@ -6,6 +6,7 @@ tuples here, so ``metabt --help`` and usage errors never import torch or backtra
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -154,6 +155,7 @@ class RunConfig:
         Raises:
             ConfigError: ``model_type`` is not one of ``metabt.learn.models.MODEL_TYPES``.
         """
+        _check_model_kwargs(self.model_type, self.model_kwargs)
         kind = self.model_type if self.model_type in _PAIRED else None
         if self.model_type == "mlp" and self.algorithm in _PAIRED:
             kind = self.algorithm
@@ -224,6 +226,34 @@ class RunConfig:
         out["inner_lr"] = self.inner_rate
         out["spec"] = self.spec.to_dict()
         return out
+
+
+def _check_model_kwargs(model_type: str, kwargs: Mapping[str, Any]) -> None:
+    """Refuse keyword arguments a built-in model would ignore, and non-finite numbers.
+
+    Raises:
+        ConfigError: ``kwargs`` given for a built-in model type, or holding NaN or inf.
+    """
+    if kwargs and ":" not in model_type:
+        raise ConfigError(
+            f"model_kwargs {sorted(kwargs)} apply to a user model only (model_type "
+            f"'package.module:Class'); the built-in {model_type!r} model takes its sizes from "
+            "hidden (and gru_hidden, gru_window for 'gru'): drop model_kwargs"
+        )
+
+    def walk(value: Any, where: str) -> None:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(
+                f"model_kwargs{where} is {value!r}: a model argument must be a finite number"
+            )
+        if isinstance(value, Mapping):
+            for k, v in value.items():
+                walk(v, f"{where}[{k!r}]")
+        elif isinstance(value, (list, tuple)):
+            for i, v in enumerate(value):
+                walk(v, f"{where}[{i}]")
+
+    walk(dict(kwargs), "")
 
 
 #: The SignalSizer params the P&L objective's sizing map takes.
