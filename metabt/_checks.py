@@ -14,6 +14,8 @@ import pandas as pd
 from metabt.errors import ConfigError
 
 __all__ = [
+    "TEXT_LIMIT",
+    "read_small_text",
     "as_date",
     "as_timestamp",
     "check_int",
@@ -21,6 +23,49 @@ __all__ = [
     "did_you_mean",
     "reject_unknown_params",
 ]
+
+
+#: The largest settings file (config, search space) metabt reads, bytes.
+TEXT_LIMIT = 1_000_000
+
+
+def read_small_text(path: Any, what: str, limit: int = TEXT_LIMIT) -> str:
+    """The UTF-8 text of a small regular file, read with a cap: never a FIFO or a device.
+
+    Args:
+        path: the file.
+        what: how to name it in an error (e.g. "config file run.toml").
+        limit: the most bytes read. Default :data:`TEXT_LIMIT` (1 MB).
+
+    Returns:
+        The text.
+
+    Raises:
+        ConfigError: missing, not a regular file (a FIFO, a device, a folder), larger
+            than ``limit``, unreadable or not UTF-8; the message names it and the fix.
+    """
+    import os
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{what}: no such file; check the path") from exc
+    except OSError as exc:
+        raise ConfigError(f"{what}: cannot read it ({exc.strerror})") from exc
+    if not stat.S_ISREG(mode):
+        raise ConfigError(f"{what}: not a regular file (a pipe, device or folder); give a file")
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(limit + 1)
+    except OSError as exc:
+        raise ConfigError(f"{what}: cannot read it ({exc.strerror})") from exc
+    if len(data) > limit:
+        raise ConfigError(f"{what}: larger than {limit:,} bytes; a settings file is small")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what}: not UTF-8 text ({exc.reason}); give a text file") from exc
 
 
 def check_int(name: str, value: Any, low: int, unit: str = "bars") -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -417,6 +418,12 @@ def test_fuzz_malformed_inputs_exit_2_with_one_line_through_the_console_script(t
     (mine / "sub").mkdir(parents=True)
     (mine / "important.txt").write_text("keep", encoding="utf-8")
     (mine / "sub" / "notes.md").write_text("keep", encoding="utf-8")
+    fifo = tmp_path / "pipe.toml"
+    os.mkfifo(fifo)  # reading it would hang: refused before it is opened
+    big = tmp_path / "big.toml"
+    big.write_text("#" * 1_100_000, encoding="utf-8")
+    space5 = tmp_path / "space5.toml"
+    space5.write_text("space = 5\n", encoding="utf-8")
     cases = [
         [
             "train",
@@ -458,6 +465,14 @@ def test_fuzz_malformed_inputs_exit_2_with_one_line_through_the_console_script(t
         ["walkforward", "--out", str(mine)],
         ["walkforward", "--out", "."],
         ["compare", "--out", str(tmp_path.parent), "--force"],
+        # settings files: never a pipe or a device, never more than 1 MB, a table of values
+        ["backtest", "--config", str(fifo)],
+        ["backtest", "--config", "/dev/zero"],
+        ["backtest", "--config", str(big)],
+        ["sweep", "--space", str(fifo), "--out", str(out)],
+        ["sweep", "--space", str(space5), "--out", str(out)],
+        # a typo in a built-in model's kwargs, a non-finite one
+        ["backtest", "--model-kwargs", '{"hiden": [8]}', "--report", str(out / "r.html")],
     ]
     for argv in cases:
         done = subprocess.run(

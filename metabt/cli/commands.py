@@ -380,13 +380,20 @@ def _space(args: argparse.Namespace) -> dict[str, Any]:
     if args.space:
         import tomllib
 
+        from metabt._checks import read_small_text
+
+        text = read_small_text(args.space, f"--space {args.space}")
         try:
-            raw = tomllib.loads(Path(args.space).read_text(encoding="utf-8"))
-        except FileNotFoundError as exc:
-            raise ConfigError(f"--space {args.space}: no such file; check the path") from exc
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"--space {args.space}: not a readable TOML file ({exc})") from exc
-        return dict(raw.get("space", raw))
+            raw = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"--space {args.space}: not a valid TOML file ({exc})") from exc
+        space = raw.get("space", raw)
+        if not isinstance(space, dict):
+            raise ConfigError(
+                f"--space {args.space}: `space` must be a table of setting = [values], "
+                f"got {type(space).__name__}"
+            )
+        return dict(space)
     raise ConfigError(
         "metabt sweep needs a search space: --space space.toml (e.g. inner_lr = [0.01, 0.05]) "
         "or a [sweep.space] table in --config"

@@ -24,7 +24,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from metabt._checks import did_you_mean
+from metabt._checks import did_you_mean, read_small_text
 from metabt.errors import ConfigError
 
 __all__ = [
@@ -198,12 +198,9 @@ def load_config(path: str | os.PathLike[str]) -> ConfigFile:
     label = str(file)
     if file.suffix.lower() not in (".toml", ""):
         raise ConfigError(f"config file {label}: config files are TOML; use a .toml file")
+    text = read_small_text(file, f"config file {label}")
     try:
-        raw = tomllib.loads(file.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ConfigError(f"config file {label}: no such file; check the path") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config file {label}: cannot read it ({exc})") from exc
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {label}: not valid TOML: {exc}") from exc
     _check_keys(raw, label)
