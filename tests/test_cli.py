@@ -473,6 +473,8 @@ def test_fuzz_malformed_inputs_exit_2_with_one_line_through_the_console_script(t
         ["sweep", "--space", str(space5), "--out", str(out)],
         # a typo in a built-in model's kwargs, a non-finite one
         ["backtest", "--model-kwargs", '{"hiden": [8]}', "--report", str(out / "r.html")],
+        # more local processes than cores (21 processes and 6 GB before)
+        ["compare", "--workers", "10000", "--out", str(out)],
     ]
     for argv in cases:
         done = subprocess.run(

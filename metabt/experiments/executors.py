@@ -309,6 +309,7 @@ class ProcessExecutor(Executor):
 
     def __init__(self, workers: int = 1) -> None:
         super().__init__(workers)
+        _check_local_workers(self.workers)
         self._pool: ProcessPoolExecutor | None = None
 
     def submit(self, fn: Callable[[T], R], unit: T) -> Future[R]:
@@ -372,6 +373,8 @@ class RayExecutor(Executor):
 
     def __init__(self, workers: int = 1, address: str | None = None) -> None:
         super().__init__(workers)
+        if address is None:  # a local Ray: its CPUs are this machine's
+            _check_local_workers(self.workers)
         self.address = address
         self._ray = _import_ray()
         self._started = False
@@ -432,6 +435,18 @@ def _check_workers(workers: Any) -> int:
         raise ConfigError(
             f"workers must be a positive integer (units run at once), got {workers!r}; "
             "use `workers` 2 for two processes"
+        )
+    return workers
+
+
+def _check_local_workers(workers: int) -> int:
+    """Refuse more local workers than CPUs: each would be a process (or a Ray CPU) here."""
+    cpus = os.cpu_count() or 1
+    if workers > cpus:
+        raise ConfigError(
+            f"workers {workers} is more than the {cpus} CPUs of this machine; use `workers` "
+            f"{cpus} or fewer (more processes than cores only slow every unit down), or a Ray "
+            "cluster with `ray_address`"
         )
     return workers
 
