@@ -7,6 +7,7 @@ Exit codes: 0 success; 2 bad input or usage (one line on stderr, no traceback);
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -419,9 +420,10 @@ def _experiment_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--workers",
         type=_positive_int,
-        default=2,
+        default=min(2, os.cpu_count() or 1),
         metavar="N",
-        help="parallel workers (default 2; each unit runs on one thread, so results are "
+        help="parallel workers (default 2, or 1 on a one-CPU machine; at most the CPU count "
+        "unless --ray-address names a cluster; each unit runs on one thread, so results are "
         "identical whatever the executor)",
     )
     p.add_argument(
