@@ -15,12 +15,12 @@ from metabt.errors import ConfigError
 
 __all__ = [
     "TEXT_LIMIT",
-    "read_small_text",
     "as_date",
     "as_timestamp",
     "check_int",
     "check_support",
     "did_you_mean",
+    "read_small_text",
     "reject_unknown_params",
 ]
 

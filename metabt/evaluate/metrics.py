@@ -25,11 +25,6 @@ __all__ = [
     "asset_results",
     "basket_returns",
     "block_bootstrap_sharpe_diff",
-    "panel_ic",
-    "stepdown_pvalues",
-    "stepm_pvalues",
-    "vol_scaled",
-    "sharpe_influence",
     "check_periods",
     "check_returns",
     "compute_metrics",
@@ -41,7 +36,12 @@ __all__ = [
     "mean_ic",
     "metrics_table",
     "pair_ic",
+    "panel_ic",
     "probabilistic_sharpe",
+    "sharpe_influence",
+    "stepdown_pvalues",
+    "stepm_pvalues",
+    "vol_scaled",
 ]
 
 PERIODS_PER_YEAR = 252  # daily bars

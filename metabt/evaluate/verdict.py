@@ -27,7 +27,14 @@ from metabt.evaluate.metrics import (
     stepm_pvalues,
 )
 
-__all__ = ["META_VARIANTS", "STEPM_BENCHMARK", "Run", "Verdict", "aggregate_seeds", "judge"]
+__all__ = [
+    "META_VARIANTS",
+    "Run",
+    "STEPM_BENCHMARK",
+    "Verdict",
+    "aggregate_seeds",
+    "judge",
+]
 
 #: The benchmark of the primary multiple-testing test, fixed in advance: the equal-weight
 #: basket held (the roster's BuyAndHold).
