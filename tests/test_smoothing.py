@@ -22,6 +22,7 @@ def test_the_rule_takes_the_best_sharpe_under_the_cap_else_the_lowest_turnover()
     assert pick(rows, 200.0)[0] == 1
     assert pick(rows, 5.0) == (20, "none at <= 5x: lowest turnover")
     assert pick({1: (math.nan, 1.0), 5: (0.1, 2.0)}, 40.0)[0] == 5  # NaN never wins
+    assert pick({1: (math.nan, 0.0), 5: (0.1, 90.0)}, 40.0)[0] == 5  # not by turnover either
     with pytest.raises(ConfigError, match="smooth_grid"):
         pick({}, 40.0)
 

@@ -98,10 +98,12 @@ def pick(rows: Mapping[int, tuple[float, float]], max_turnover: float) -> tuple[
     """
     if not rows:
         raise ConfigError("no smoothing candidate to choose from; give a non-empty smooth_grid")
-    ok = {k: v for k, v in rows.items() if v[1] <= max_turnover and not math.isnan(v[0])}
+    traded = {k: v for k, v in rows.items() if not math.isnan(v[0])} or dict(rows)
+    ok = {k: v for k, v in traded.items() if v[1] <= max_turnover}
     if ok:
         return max(ok, key=lambda k: ok[k][0]), f"best net Sharpe at <= {max_turnover:g}x"
-    return min(rows, key=lambda k: rows[k][1]), f"none at <= {max_turnover:g}x: lowest turnover"
+    low = min(traded, key=lambda k: traded[k][1])
+    return low, f"none at <= {max_turnover:g}x: lowest turnover"
 
 
 def validation_window(first: pd.Timestamp, val_years: float) -> tuple[pd.Timestamp, pd.Timestamp]:
