@@ -249,3 +249,26 @@ def test_a_checkpoint_whose_feature_code_is_missing_or_changed_names_it(tmp_path
     torch.save(ckpt, tmp_path / "changed.pt")
     with pytest.raises(CheckpointError, match="changed"):
         MetaLearner.load(tmp_path / "changed.pt")
+
+
+def test_a_checkpoint_that_would_unpack_past_the_limit_is_refused_before_torch_load(tmp_path):
+    """A deflated zip of 50 MB of zeros is 50 KB on disk: its declared sizes are checked
+    before torch.load unpacks anything (here against a 10 MB limit, and the real 1 GB
+    limit passes an ordinary checkpoint)."""
+    import zipfile
+
+    from metabt.errors import CheckpointError
+    from metabt.learn import checkpoint
+
+    bomb = tmp_path / "bomb.pt"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("archive/data/0", "w") as entry:
+            chunk = bytes(1 << 20)
+            for _ in range(50):
+                entry.write(chunk)
+    assert bomb.stat().st_size < 1 << 20
+    with pytest.raises(CheckpointError, match=r"would unpack to 52,428,800 bytes"):
+        checkpoint._check_archive(bomb, limit=10 << 20)
+    checkpoint._check_archive(bomb)  # under the real limit: left to torch.load
+    with pytest.raises(CheckpointError):
+        checkpoint.read_checkpoint(bomb)  # not a checkpoint: one clear error

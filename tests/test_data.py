@@ -704,3 +704,28 @@ def test_feed_backtest_equals_pandasdata_backtest():
     assert len(ours.values) == len(window) - 30  # next() runs once the crossover is ready
     dates = [ours.data.datetime[-i] for i in range(len(window) - 1, -1, -1)]
     assert dates == [bt.date2num(t) for t in window.index.to_pydatetime()]
+
+
+def test_a_csv_past_the_size_limit_is_refused_before_parsing(tmp_path, monkeypatch):
+    """A gzip bomb (3 MB of zeros compress to a few KB) is counted as it decompresses and
+    refused before pandas sees it; a plain file by its size on disk; the limit is
+    overridable."""
+    import gzip
+
+    from metabt.data.ohlcv import load_ohlcv, sample_files
+    from metabt.errors import DataError
+
+    bomb = tmp_path / "bomb.csv.gz"
+    with gzip.open(bomb, "wb") as out:
+        out.write(b"date,open,high,low,close,volume\\n" + bytes(3 << 20))
+    monkeypatch.setenv("METABT_MAX_CSV_BYTES", str(1 << 20))
+    with pytest.raises(DataError, match=r"decompresses to more than 1,048,576 bytes"):
+        load_ohlcv(bomb)
+    big = tmp_path / "big.csv"
+    big.write_bytes(bytes(2 << 20))
+    with pytest.raises(DataError, match=r"2,097,152 bytes on disk"):
+        load_ohlcv(big)
+    assert len(load_ohlcv(sample_files()[0])) > 1000  # a real file is under the limit
+    monkeypatch.setenv("METABT_MAX_CSV_BYTES", "lots")
+    with pytest.raises(DataError, match="METABT_MAX_CSV_BYTES='lots' must be a positive"):
+        load_ohlcv(sample_files()[0])

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "COLUMNS",
+    "MAX_CSV_BYTES",
     "feed",
     "is_validated",
     "load_many",
@@ -80,6 +81,64 @@ def _midnight(ts: pd.Timestamp) -> bool:
     return ts == ts.normalize()
 
 
+#: The largest CSV metabt parses, in bytes after decompression (512 MB: about 8 million
+#: one-minute bars); the environment variable ``METABT_MAX_CSV_BYTES`` overrides it.
+MAX_CSV_BYTES = 512 * 1024 * 1024
+_CODECS = {".gz": "gzip", ".bz2": "bz2", ".xz": "lzma"}
+
+
+def _csv_limit() -> int:
+    raw = os.environ.get("METABT_MAX_CSV_BYTES")
+    if raw is None:
+        return MAX_CSV_BYTES
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise DataError(
+            f"METABT_MAX_CSV_BYTES={raw!r} must be a positive integer (bytes); unset it for "
+            f"the default {MAX_CSV_BYTES:,}"
+        )
+    return value
+
+
+def _check_csv_size(path: Path, label: str) -> None:
+    """Refuse a CSV larger than the limit, counting a compressed file's bytes as they
+    decompress (a few megabytes of gzip can hold gigabytes), without keeping them."""
+    limit = _csv_limit()
+    fix = (
+        f"metabt reads at most {limit:,} bytes of CSV; split the file, or raise the limit "
+        "with METABT_MAX_CSV_BYTES"
+    )
+    if path.stat().st_size > limit:
+        raise DataError(f"{label}: {path.stat().st_size:,} bytes on disk; {fix}")
+    kind = _CODECS.get(path.suffix.lower())
+    if kind is None:
+        return  # plain text (its size is its size), or a format pandas opens itself
+    import bz2
+    import gzip
+    import io
+    import lzma
+
+    stream: io.BufferedIOBase
+    if kind == "gzip":
+        stream = gzip.open(path, "rb")
+    elif kind == "bz2":
+        stream = bz2.open(path, "rb")
+    else:
+        stream = lzma.open(path, "rb")
+    total = 0
+    try:
+        with stream:
+            while chunk := stream.read(1 << 20):
+                total += len(chunk)
+                if total > limit:
+                    raise DataError(f"{label}: it decompresses to more than {limit:,} bytes; {fix}")
+    except (OSError, EOFError, lzma.LZMAError) as exc:
+        raise DataError(f"{label}: not a readable {kind} file ({exc}); re-create it") from exc
+
+
 def _read(source: _Source, label: str) -> tuple[pd.DataFrame, int | None]:
     """Read ``source`` into a fresh DataFrame; also return the CSV line of data row 0 (or None)."""
     if isinstance(source, pd.DataFrame):
@@ -91,6 +150,7 @@ def _read(source: _Source, label: str) -> tuple[pd.DataFrame, int | None]:
         raise DataError(f"{label}: {path} is not a file; pass a CSV or Parquet file")
     if path.suffix.lower() in _PARQUET:
         return _read_parquet(path, label), None
+    _check_csv_size(path, label)
     try:
         with warnings.catch_warnings():
             # index_col=False: a row with more fields than the header must not silently

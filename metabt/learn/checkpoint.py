@@ -34,6 +34,7 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "CHECKPOINT_VERSION",
     "Checkpointable",
+    "MAX_CHECKPOINT_BYTES",
     "hparams",
     "learner_state",
     "load_learner",
@@ -215,6 +216,34 @@ def save_learner(
     return target
 
 
+#: The most a checkpoint may unpack to, bytes: metabt's models are kilobytes; a user's
+#: model of a few million parameters is tens of megabytes.
+MAX_CHECKPOINT_BYTES = 1 << 30
+
+
+def _check_archive(path: Path, limit: int = MAX_CHECKPOINT_BYTES) -> None:
+    """Refuse a checkpoint whose zip entries would unpack to more than ``limit`` bytes,
+    before ``torch.load`` unpacks any (a small deflated file can hold gigabytes).
+
+    A file that is not a zip archive is left to ``torch.load`` (its legacy format is
+    refused there with a clear message).
+
+    Raises:
+        CheckpointError: the entries' declared sizes exceed ``limit``.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            total = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return
+    if total > limit:
+        raise CheckpointError(
+            f"{path}: the checkpoint would unpack to {total:,} bytes, more than metabt's "
+            f"limit of {limit:,}; it is not a metabt checkpoint (re-create it with "
+            "`metabt train`)"
+        )
+
+
 def read_checkpoint(path: Path) -> dict[str, Any]:
     """Load and sanity-check a checkpoint dict, never unpickling arbitrary objects.
 
@@ -233,6 +262,7 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
             f"{path}: checkpoint not found; train one and save it there (MetaLearner.save, "
             "or the fit checkpoint= parameter)"
         )
+    _check_archive(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except (
