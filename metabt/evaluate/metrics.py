@@ -441,6 +441,20 @@ def sharpe_influence(x: np.ndarray) -> np.ndarray:
     return d / sd - (mu / sd) * (d**2 - sd**2) / (2 * sd**2)
 
 
+def _block_length(data: np.ndarray) -> float:
+    """The stationary bootstrap's expected block length for ``data`` ((T,) or (T, K)):
+    Politis–White's (``arch.bootstrap.optimal_block_length``), the largest over columns,
+    at least 1 bar; 1 when no column has one (a degenerate series, e.g. two identical
+    strategies' difference)."""
+    from arch.bootstrap import optimal_block_length
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lengths = optimal_block_length(data)["stationary"].to_numpy()
+    finite = lengths[np.isfinite(lengths)]
+    return float(max(1.0, finite.max())) if len(finite) else 1.0
+
+
 def _stance(lo: float, hi: float) -> int:
     """What an interval says: +1 above 0, -1 below, 0 contains it."""
     return 1 if lo > 0 else -1 if hi < 0 else 0
@@ -497,7 +511,7 @@ def block_bootstrap_sharpe_diff(
         2004, "Automatic Block-Length Selection for the Dependent Bootstrap"; Ledoit and
         Wolf 2008, "Robust performance hypothesis testing with the Sharpe ratio".
     """
-    from arch.bootstrap import StationaryBootstrap, optimal_block_length
+    from arch.bootstrap import StationaryBootstrap
 
     a = check_returns(returns, "returns")
     b = check_returns(baseline, "baseline")
@@ -523,12 +537,7 @@ def block_bootstrap_sharpe_diff(
         out = dict.fromkeys(("lo", "hi", "lo_half", "hi_half", "lo_double", "hi_double"), nan)
         return {"diff": point, "block": nan if block is None else block, "fragile": nan, **out}
     if block is None:
-        influence = sharpe_influence(x) - sharpe_influence(y)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            length = float(optimal_block_length(influence)["stationary"].iloc[0])
-        # a degenerate influence series (identical strategies) has no length: 1 bar
-        block = max(1.0, length) if math.isfinite(length) else 1.0
+        block = _block_length(sharpe_influence(x) - sharpe_influence(y))
     tail = (1.0 - confidence) / 2.0 * 100.0
 
     def interval(length: float) -> tuple[float, float]:
@@ -622,7 +631,7 @@ def stepm_pvalues(
         Econometrica 73(4); Romano and Wolf 2016, "Efficient computation of adjusted
         p-values for resampling-based stepdown multiple testing", Stat. Prob. Letters.
     """
-    from arch.bootstrap import StationaryBootstrap, optimal_block_length
+    from arch.bootstrap import StationaryBootstrap
 
     bench = vol_scaled(benchmark, periods_per_year=periods_per_year)
     scaled = {k: vol_scaled(v, periods_per_year=periods_per_year) for k, v in returns.items()}
@@ -634,11 +643,7 @@ def stepm_pvalues(
     n = len(d)
     stats = math.sqrt(n) * d.mean(axis=0)
     if block is None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            lengths = optimal_block_length(d)["stationary"].to_numpy()
-        finite = lengths[np.isfinite(lengths)]
-        block = float(max(1.0, finite.max())) if len(finite) else 1.0
+        block = _block_length(d)
     bs = StationaryBootstrap(block, d, seed=np.random.default_rng(seed))  # type: ignore[arg-type]
     boot = np.array(
         [math.sqrt(n) * (x.mean(axis=0) - d.mean(axis=0)) for (x,), _ in bs.bootstrap(n_resamples)]
