@@ -10,7 +10,7 @@ head.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,34 +98,40 @@ class MamlFamily(GradientFamily):
             override = {"lr": [learner.inner_lrs[n] for n in learner.adapt_names]}
         return torch.optim.SGD(groups, lr=learner.inner_lr), override
 
-    def _higher(self, learner: Learner, xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor) -> float:
+    def _adapted(self, learner: Learner, xs: Tensor, ys: Tensor) -> Iterator[nn.Module]:
+        """Each task's adapted functional model (``higher``), its inner loop run on the
+        support: valid until the next one is drawn (the reference engine, one task at a
+        time; second order unless the family is first order)."""
         import higher
 
-        batch = xs.shape[0]
-        second_order = self.second_order
         inner_opt, override = self._inner_optimizer(learner)
+        model = learner.model
+        for b in range(xs.shape[0]):
+            with higher.innerloop_ctx(
+                model,
+                inner_opt,
+                copy_initial_weights=False,
+                track_higher_grads=self.second_order,
+                override=override or None,
+            ) as (fmodel, diffopt):
+                for _ in range(learner.inner_steps):
+                    diffopt.step(mse(prediction(fmodel(xs[b]), xs[b], model), ys[b]))
+                yield fmodel
+
+    def _higher(self, learner: Learner, xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor) -> float:
+        batch = xs.shape[0]
         theta = list(learner.model.parameters())
         learner.optimizer.zero_grad(set_to_none=True)
         total = 0.0
-        for b in range(batch):
-            with higher.innerloop_ctx(
-                learner.model,
-                inner_opt,
-                copy_initial_weights=False,
-                track_higher_grads=second_order,
-                override=override or None,
-            ) as (fmodel, diffopt):
-                model = learner.model
-                for _ in range(learner.inner_steps):
-                    diffopt.step(mse(prediction(fmodel(xs[b]), xs[b], model), ys[b]))
-                query_loss = self.loss(prediction(fmodel(xq[b]), xq[b], model), yq[b])
-                if second_order:
-                    (query_loss / batch).backward()
-                else:
-                    grads = torch.autograd.grad(query_loss, list(fmodel.parameters()))
-                    for p, g in zip(theta, grads):
-                        p.grad = g / batch if p.grad is None else p.grad + g / batch
-                total += float(query_loss.detach())
+        for b, fmodel in enumerate(self._adapted(learner, xs, ys)):
+            query_loss = self.loss(prediction(fmodel(xq[b]), xq[b], learner.model), yq[b])
+            if self.second_order:
+                (query_loss / batch).backward()
+            else:
+                grads = torch.autograd.grad(query_loss, list(fmodel.parameters()))
+                for p, g in zip(theta, grads):
+                    p.grad = g / batch if p.grad is None else p.grad + g / batch
+            total += float(query_loss.detach())
         learner.optimizer.step()
         return total / batch
 
@@ -135,28 +141,14 @@ class MamlFamily(GradientFamily):
         """The "higher" engine for a pooled loss: every task's adapted query predictions,
         then one loss of the whole batch and one backward pass (first order: its gradient
         with respect to each task's adapted weights, summed into θ's)."""
-        import higher
-
-        second_order = self.second_order
-        inner_opt, override = self._inner_optimizer(learner)
         theta = list(learner.model.parameters())
         learner.optimizer.zero_grad(set_to_none=True)
         preds, fast = [], []
-        for b in range(xs.shape[0]):
-            with higher.innerloop_ctx(
-                learner.model,
-                inner_opt,
-                copy_initial_weights=False,
-                track_higher_grads=second_order,
-                override=override or None,
-            ) as (fmodel, diffopt):
-                model = learner.model
-                for _ in range(learner.inner_steps):
-                    diffopt.step(mse(prediction(fmodel(xs[b]), xs[b], model), ys[b]))
-                preds.append(prediction(fmodel(xq[b]), xq[b], model))
-                fast.append(list(fmodel.parameters()))
+        for b, fmodel in enumerate(self._adapted(learner, xs, ys)):
+            preds.append(prediction(fmodel(xq[b]), xq[b], learner.model))
+            fast.append(list(fmodel.parameters()))
         loss = self.loss.batch_mean(torch.stack(preds), yq, extra)
-        if second_order:
+        if self.second_order:
             loss.backward()
         else:
             grads = torch.autograd.grad(loss, [p for ps in fast for p in ps], allow_unused=True)
