@@ -22,7 +22,14 @@ import torch
 from torch import Tensor
 
 from metabt.errors import ConfigError
-from metabt.learn.objectives import OBJECTIVES, PathCosts, path_pnl, pnl_loss, sized_positions
+from metabt.learn.objectives import (
+    OBJECTIVES,
+    PathCosts,
+    check_sizing,
+    path_pnl,
+    pnl_loss,
+    sized_positions,
+)
 
 __all__ = ["MSE", "MSELoss", "PnLLoss", "TaskLoss", "is_pooled", "loss_from_config", "mse"]
 
@@ -195,10 +202,7 @@ class PnLLoss:
                 "'mse' is the MSE loss (metabt.learn.losses.MSE)"
             )
         PathCosts(self.fill_cost, self.borrow_per_bar)  # checks both
-        # checks the sizer params and smooth (on a 1x1 path)
-        sized_positions(
-            torch.zeros(1, 1),
-            torch.ones(1, 1),
+        check_sizing(
             signal_scale=self.signal_scale,
             target_vol=self.target_vol,
             max_leverage=self.max_leverage,

@@ -36,6 +36,7 @@ from metabt.learn.names import OBJECTIVES
 __all__ = [
     "OBJECTIVES",
     "PathCosts",
+    "check_sizing",
     "path_pnl",
     "pnl_loss",
     "sized_positions",
@@ -63,6 +64,26 @@ def soft_clip(x: Tensor, limit: float, sharpness: float = 50.0) -> Tensor:
         return torch.clamp(x, -limit, limit)
     beta = sharpness / limit
     return x - F.softplus(x - limit, beta=beta) + F.softplus(-x - limit, beta=beta)
+
+
+def check_sizing(
+    *, signal_scale: float, target_vol: float, max_leverage: float, smooth: int
+) -> None:
+    """Check the sizing map's parameters (those of :func:`sized_positions`).
+
+    Raises:
+        ConfigError: ``smooth`` not an integer >= 1, or a non-positive or non-finite
+            scale, target or cap (the message names it).
+    """
+    if isinstance(smooth, bool) or not isinstance(smooth, int) or smooth < 1:
+        raise ConfigError(f"smooth must be an integer >= 1 (bars), got {smooth!r}")
+    for name, value in (
+        ("signal_scale", signal_scale),
+        ("target_vol", target_vol),
+        ("max_leverage", max_leverage),
+    ):
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise ConfigError(f"{name} must be a positive number, got {value!r}")
 
 
 def sized_positions(
@@ -93,15 +114,9 @@ def sized_positions(
     Raises:
         ConfigError: ``smooth`` < 1 or a non-positive scale, target or cap.
     """
-    if isinstance(smooth, bool) or not isinstance(smooth, int) or smooth < 1:
-        raise ConfigError(f"smooth must be an integer >= 1 (bars), got {smooth!r}")
-    for name, value in (
-        ("signal_scale", signal_scale),
-        ("target_vol", target_vol),
-        ("max_leverage", max_leverage),
-    ):
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-            raise ConfigError(f"{name} must be a positive number, got {value!r}")
+    check_sizing(
+        signal_scale=signal_scale, target_vol=target_vol, max_leverage=max_leverage, smooth=smooth
+    )
     traded = forecasts
     if smooth > 1:  # the mean of the last `smooth` forecasts, over the ones available
         padded = F.pad(forecasts, (smooth - 1, 0))
