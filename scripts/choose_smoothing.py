@@ -1,13 +1,13 @@
 """Choose the demo's ``smooth`` (and compare the objectives) on validation data only.
 
-The rule, fixed before the run (issue 20): among the candidates, the best validation net
-Sharpe subject to a validation two-way turnover of at most 40x a year; if none qualifies,
-the lowest turnover. For each objective (``mse``, ``sharpe``), the demo learner is trained
-as ``metabt backtest`` trains it (data strictly before the demo's start, keep-best on the
-validation tasks of its last ``val_years``); then MetaStrategy is backtested, with the
-demo's costs and sizer, on those validation years only (2006-2007 for the sample data),
-once per candidate ``smooth``. No test-period price is read: the frames are cut at the
-demo's start.
+The rule, fixed before the run (issue 20), is ``metabt.experiments.smoothing.pick``: among
+the candidates, the best validation net Sharpe subject to a validation two-way turnover of
+at most 40x a year; if none qualifies, the lowest turnover. For each objective (``mse``,
+``sharpe``), the demo learner is trained as ``metabt backtest`` trains it (data strictly
+before the demo's start, keep-best on the validation tasks of its last ``val_years``);
+then MetaStrategy is backtested, with the demo's costs and sizer, on those validation
+years only (2006-2007 for the sample data), once per candidate ``smooth``. No test-period
+price is read: the frames are cut at the demo's start.
 
 The P&L objective trains with the smoothing it will trade with, so each (objective, smooth)
 pair trains its own learner: 2 x 4 trainings and backtests, ~5 minutes on 2 idle cores.
@@ -30,6 +30,7 @@ from metabt.config.defaults import DEMO, RunConfig
 from metabt.data.ohlcv import load_many, sample_files
 from metabt.experiments.backtest import Costs, run_backtest
 from metabt.experiments.parts import train_learner
+from metabt.experiments.smoothing import pick, validation_window
 from metabt.strategies.meta import MetaStrategy
 
 CANDIDATES = (1, 5, 10, 20)
@@ -40,13 +41,13 @@ MAX_TURNOVER = 40.0  # two-way, per year
 def validation_run(frames: dict[str, pd.DataFrame], cfg: RunConfig) -> dict[str, float]:
     """Train ``cfg``'s learner before the demo's start; backtest it on the validation years."""
     start = pd.Timestamp(cfg.start)
-    val_start = start - pd.DateOffset(days=round(365.25 * cfg.val_years))
+    val_start, val_end = validation_window(start, cfg.val_years)
     trained = train_learner(frames, cfg, end=start, progress=False)
     result = run_backtest(
         MetaStrategy,
         frames,
         start=val_start,
-        end=start - pd.Timedelta(days=1),
+        end=val_end,
         warmup_bars=cfg.warmup_bars,
         costs=Costs(),
         strategy_kwargs={"learner": trained.learner, **cfg.strategy_kwargs(), "smooth": cfg.smooth},
@@ -60,14 +61,6 @@ def validation_run(frames: dict[str, pd.DataFrame], cfg: RunConfig) -> dict[str,
         "break_even_bps": float(m.get("break_even_bps", float("nan"))),
         "kept_step": float(trained.fit.best_step),
     }
-
-
-def choose(rows: dict[tuple[str, int], dict[str, float]]) -> tuple[str, int]:
-    """The rule: best net Sharpe with turnover <= MAX_TURNOVER, else the lowest turnover."""
-    ok = {k: v for k, v in rows.items() if v["turnover"] <= MAX_TURNOVER}
-    if ok:
-        return max(ok, key=lambda k: ok[k]["net_sharpe"])
-    return min(rows, key=lambda k: rows[k]["turnover"])
 
 
 def main() -> int:
@@ -93,11 +86,9 @@ def main() -> int:
                 f"step {row['kept_step']:.0f} ({time.perf_counter() - tic:.0f}s)",
                 flush=True,
             )
-    objective, smooth = choose(rows)
-    print(
-        f"chosen (best validation net Sharpe with turnover <= {MAX_TURNOVER:g}x): "
-        f"objective {objective}, smooth {smooth}"
-    )
+    scores = {key: (row["net_sharpe"], row["turnover"]) for key, row in rows.items()}
+    (objective, smooth), how = pick(scores, MAX_TURNOVER)
+    print(f"chosen ({how}): objective {objective}, smooth {smooth}")
     if args.check and (DEMO.objective, DEMO.smooth) != (objective, smooth):
         print(f"DEMO has objective {DEMO.objective}, smooth {DEMO.smooth}: update it")
         return 1

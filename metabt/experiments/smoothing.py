@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -40,6 +40,8 @@ from metabt.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     from metabt.experiments.settings import RunSettings
+
+K = TypeVar("K")
 
 __all__ = ["SmoothingChoice", "choose_smoothing", "forecast_scale", "pick", "validation_window"]
 
@@ -82,12 +84,13 @@ class SmoothingChoice:
         return f"{name}: smooth {self.smooth} ({self.reason}; net Sharpe at turnover: {runs}){band}"
 
 
-def pick(rows: Mapping[int, tuple[float, float]], max_turnover: float) -> tuple[int, str]:
+def pick(rows: Mapping[K, tuple[float, float]], max_turnover: float) -> tuple[K, str]:
     """The rule: the best net Sharpe with turnover <= ``max_turnover``, else the lowest
     turnover.
 
     Args:
-        rows: candidate -> (net Sharpe, two-way turnover a year); a NaN Sharpe never wins.
+        rows: candidate (a ``smooth``, or any key, e.g. (objective, smooth)) -> (net Sharpe,
+            two-way turnover a year); a NaN Sharpe never wins.
         max_turnover: the turnover cap (multiple of equity a year).
 
     Returns:
