@@ -654,11 +654,20 @@ def stepm_pvalues(
 
 
 def stepdown_pvalues(stats: np.ndarray, boot: np.ndarray) -> np.ndarray:
-    """Romano–Wolf adjusted p-values from statistics (K,) and centred resamples (B, K).
+    """Romano–Wolf adjusted p-values from statistics and their centred resamples.
+
+    Args:
+        stats: (K,) float, the statistics ``T_k`` (larger = more evidence against H_k).
+        boot: (B, K) float, the resampled statistics centred at the sample's
+            (``T*_k − T_k``, e.g. ``sqrt(n) · (mean(d*_k) − mean(d_k))``).
 
     Returns:
-        (K,) p-values in the order of ``stats``: ``(1 + #{b: max_{l>=j} T*_{b,(l)} >=
-        T_(j)}) / (1 + B)`` down the decreasing order, made monotone.
+        (K,) float p-values in ``stats``' order: ``(1 + #{b: max_{l>=j} T*_{b,(l)} >=
+        T_(j)}) / (1 + B)`` down the decreasing order of ``T``, made monotone.
+
+    References:
+        Romano and Wolf 2016, "Efficient computation of adjusted p-values for
+        resampling-based stepdown multiple testing", Stat. Prob. Letters 113, algorithm 4.1.
     """
     order = np.argsort(-stats, kind="stable")
     n_boot = boot.shape[0]
