@@ -78,6 +78,12 @@ class SignalSizer(bt.Sizer):
             strategy's gross-leverage cap scales all weights down by a factor (a universe
             of many assets), the band is scaled by the same factor
             (:meth:`metabt.strategies.trader.SignalTrader.rebalance`).
+        rebalance_band (float): a relative tolerance band on the size: a position on the
+            same side as its target is kept while its weight is within
+            ``rebalance_band * |target weight|`` of the target (0.25 = within 25% of it),
+            so a volatility-targeted size is not re-traded on every move of the realised
+            volatility. The band used is the larger of this and ``deadband``; a change of
+            side, or going flat, uses ``deadband`` alone. 0 disables it. Default 0.
         signal_scale (float): signal magnitude that earns the full volatility-target
             weight (signal units; larger signals are clipped). Default 0.25.
         bars_per_year (float | None): bars in a year, to annualise volatility (bars per
@@ -101,6 +107,7 @@ class SignalSizer(bt.Sizer):
         ("max_leverage", 1.0),
         ("long_only", False),
         ("deadband", 0.05),
+        ("rebalance_band", 0.0),
         ("signal_scale", 0.25),
         ("bars_per_year", None),
     )
@@ -121,6 +128,11 @@ class SignalSizer(bt.Sizer):
             raise ConfigError(
                 f"SignalSizer: deadband must be >= 0 (fraction of equity, e.g. 0.05), "
                 f"got {p.deadband!r}"
+            )
+        if not (_finite(p.rebalance_band) and 0 <= p.rebalance_band < 1):
+            raise ConfigError(
+                f"SignalSizer: rebalance_band must be in [0, 1) (a fraction of the target "
+                f"weight, e.g. 0.25), got {p.rebalance_band!r}"
             )
         lookback = p.vol_lookback
         integer = isinstance(lookback, (int, np.integer)) and not isinstance(lookback, bool)
@@ -211,6 +223,7 @@ class SignalSizer(bt.Sizer):
         *,
         current: float = 0,
         deadband: float | None = None,
+        rebalance_band: float | None = None,
     ) -> int:
         """Shares that hold ``weight`` of the portfolio, with the deadband (pure).
 
@@ -223,17 +236,24 @@ class SignalSizer(bt.Sizer):
             value (float): portfolio value (currency units).
             current (float): the current position (shares). Default 0.
             deadband (float | None): overrides the ``deadband`` param. Default None.
+            rebalance_band (float | None): overrides the ``rebalance_band`` param (pass 0
+                with ``deadband=0`` for the exact size). Default None.
 
         Returns:
             int: ``trunc(weight * value / price)`` shares; ``int(current)`` when ``weight``
-            is within the deadband of the current weight; 0 for an invalid weight, price
+            is within the band of the current weight (the deadband, or on the same side
+            the larger of it and ``rebalance_band * |weight|``); 0 for an invalid weight, price
             or value (NaN, inf, or price/value <= 0) or an overflowing size.
         """
         if not (_finite(weight) and _finite(price) and price > 0 and _finite(value) and value > 0):
             return 0
         held = int(current) if _finite(current) else 0
         band = self.p.deadband if deadband is None else deadband
-        if abs(weight - held * price / value) < band:
+        held_weight = held * price / value
+        relative = self.p.rebalance_band if rebalance_band is None else rebalance_band
+        if relative and held_weight * weight > 0:  # same side: the tolerance band
+            band = max(band, relative * abs(weight))
+        if abs(weight - held_weight) < band:
             return held
         shares = weight * value / price
         if not math.isfinite(shares):  # overflow, e.g. a price of 1e-300

@@ -44,6 +44,20 @@ def test_top_level_and_command_tables_merge_and_flags_win(tmp_path):
     assert cfg.support == 80 and cfg.meta_steps == 7 and cfg.algorithm == "fomaml"
 
 
+def test_sizer_settings_reach_the_runs_sizer_from_a_file_or_a_flag(tmp_path):
+    from metabt.config.defaults import DEMO
+
+    path = _write(tmp_path, "deadband = 0.1\n[backtest]\nrebalance_band = 0.25\n")
+    args = _parse(["backtest", "--config", str(path), "--signal-scale", "0.5"])
+    cfg = _config(args)
+    assert cfg.sizer == {**DEMO.sizer, "deadband": 0.1, "rebalance_band": 0.25, "signal_scale": 0.5}
+    assert _config(_parse(["backtest"])).sizer == DEMO.sizer  # no flag: the demo's sizer
+    with pytest.raises(ConfigError, match="rebalance_band"):
+        load_config(_write(tmp_path, "rebalance_band = 1.0\n"))
+    with pytest.raises(SystemExit):
+        _parse(["backtest", "--rebalance-band", "1.5"])
+
+
 def test_unknown_key_names_the_closest_setting(tmp_path):
     with pytest.raises(ConfigError, match=r"'supprt'.*did you mean 'support'"):
         load_config(_write(tmp_path, "supprt = 40\n"))

@@ -290,3 +290,69 @@ def test_at_the_hard_clip_limit_the_training_pnl_is_the_backtests():
         assert float(torch.prod(1 + pnl) - 1) == pytest.approx(booked, abs=tol)
         late = path_pnl(w[:, :-1], returns[:, 1:], flat, PathCosts(bps / 1e4))
         assert abs(float(torch.prod(1 + late) - 1) - booked) > 0.01
+
+
+def _pnl_cfg():
+    return DEMO.with_(objective="sharpe", val_years=1.0, smooth=5, start="2011-01-01")
+
+
+def _validation_batch(frames, cfg, support):
+    """The validation tasks select_linear scores on, rebuilt here independently."""
+    from metabt.experiments.parts import VAL_TASKS
+
+    end = pd.Timestamp(cfg.start)
+    tasks = TaskSampler.from_frames(
+        frames,
+        cfg.spec,
+        support=support,
+        query=cfg.query,
+        end=end,
+        extras=True,
+        bars_per_year=252.0,
+    )
+    _, val = tasks.split(end - pd.DateOffset(days=round(365.25 * cfg.val_years)))
+    return val.fixed(VAL_TASKS, cfg.seed)
+
+
+def test_the_linear_baselines_are_chosen_by_the_runs_pnl_objective(sample_frames):
+    from metabt.experiments.parts import RIDGE_GRID, RIDGE_ZERO, select_linear
+    from metabt.learn.linear import RidgeAdapter
+
+    cfg = _pnl_cfg()
+    alpha, lam, scores, _ = select_linear(sample_frames, cfg, pd.Timestamp(cfg.start))
+    loss = cfg.task_loss(252.0)
+    batch = _validation_batch(sample_frames, cfg, cfg.support)
+    xs, ys, xq, yq = (t.double().numpy() for t in batch[:4])
+    extra = {k: v.double() for k, v in batch.extra.items()}
+    for a in (RIDGE_GRID[0], RIDGE_GRID[3]):  # the loss of the ridge's own predictions
+        ridge = RidgeAdapter(cfg.spec, a)
+        pred = np.stack([ridge.adapt(xs[b], ys[b]).predict(xq[b]) for b in range(len(xs))])
+        expected = float(loss.batch_mean(torch.from_numpy(pred), torch.from_numpy(yq), extra))
+        assert scores["ridge_alpha"][a] == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    finite = {a: s for a, s in scores["ridge_alpha"].items() if a != RIDGE_ZERO}
+    assert alpha == min(finite, key=finite.get)  # the argmin of the P&L loss, not the MSE
+    _, _, mse_scores, _ = select_linear(
+        sample_frames, cfg.with_(objective="mse"), pd.Timestamp(cfg.start)
+    )
+    assert mse_scores["ridge_alpha"] != scores["ridge_alpha"]
+    assert lam == min(scores["rls_forgetting"], key=scores["rls_forgetting"].get)
+
+
+def test_lightgbm_keeps_the_round_count_of_the_best_pnl_loss(sample_frames):
+    from metabt.experiments.parts import train_gbm
+
+    cfg = _pnl_cfg()
+    trained = train_gbm(sample_frames, cfg, pd.Timestamp(cfg.start))
+    gbm = trained.learner
+    assert gbm.rounds == int(np.argmin(gbm.val_curve)) + 1
+    batch = _validation_batch(sample_frames, cfg, cfg.support)
+    xq, yq = batch[2].numpy(), batch[3].double().numpy()
+    extra = {k: v.double() for k, v in batch.extra.items()}
+    loss = cfg.task_loss(252.0)
+    for rounds in (1, gbm.rounds):  # the logged curve is the P&L loss of its predictions
+        pred = gbm.booster.predict(xq.reshape(-1, xq.shape[-1]), num_iteration=rounds)
+        pred = torch.from_numpy(np.asarray(pred, dtype=np.float64).reshape(yq.shape))
+        expected = float(loss.batch_mean(pred, torch.from_numpy(yq), extra))
+        assert gbm.val_curve[rounds - 1] == pytest.approx(expected, rel=1e-6, abs=1e-9)
+    assert trained.objective == "sharpe" and trained.val_zero_mse == 0.0
+    assert "after-cost loss" in trained.summary(list(sample_frames))[0]

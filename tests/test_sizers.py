@@ -119,6 +119,39 @@ def test_deadband_holds_small_moves_and_trades_big_ones():
     assert sizer.target_shares(0.125, 0.20, 50.0, 100_000.0, current=-100) == 500
 
 
+def test_rebalance_band_keeps_a_same_side_size_within_a_share_of_its_target():
+    # target weight 0.25 = 500 shares at 50; band max(0.05, 0.4 * 0.25 = 0.10)
+    sizer = SignalSizer(deadband=0.05, rebalance_band=0.4)
+    assert sizer.target_shares(0.125, 0.20, 50.0, 100_000.0, current=380) == 380  # 0.19: kept
+    assert sizer.target_shares(0.125, 0.20, 50.0, 100_000.0, current=280) == 500  # 0.14: moves
+    # a change of side, or going flat, uses the deadband alone
+    assert sizer.target_shares(0.125, 0.20, 50.0, 100_000.0, current=-20) == 500
+    assert sizer.target_shares(-0.0015, 0.20, 50.0, 100_000.0, current=20) == 20  # 0.01 < 0.05
+    assert sizer.target_shares(-0.125, 0.20, 50.0, 100_000.0, current=420) == -500
+    # 0 (the default) is the plain deadband; an explicit override gives the exact size
+    assert SignalSizer(deadband=0.05).target_shares(0.125, 0.2, 50.0, 1e5, current=380) == 500
+    exact = sizer.shares_for_weight(0.25, 50.0, 1e5, current=420, deadband=0, rebalance_band=0)
+    assert exact == 500
+
+
+@given(
+    st.floats(-2.0, 2.0),
+    st.integers(-4000, 4000),
+    st.floats(0.0, 0.2),
+    st.floats(0.0, 0.95),
+)
+def test_rebalance_band_only_ever_keeps_more_than_the_deadband(weight, held, band, relative):
+    value, price = 100_000.0, 50.0
+    plain = SignalSizer(deadband=band).shares_for_weight(weight, price, value, current=held)
+    wide = SignalSizer(deadband=band, rebalance_band=relative)
+    banded = wide.shares_for_weight(weight, price, value, current=held)
+    assert banded in (plain, held)  # it moves to the same size, or keeps the position
+    if banded == held != plain:  # kept by the relative band: same side, within it
+        held_weight = held * price / value
+        assert held_weight * weight > 0
+        assert abs(weight - held_weight) < relative * abs(weight)
+
+
 def test_long_only_never_targets_a_short():
     sizer = SignalSizer(long_only=True, deadband=0.0)
     assert sizer.target_shares(-0.25, 0.2, 50.0, 100_000.0) == 0
@@ -163,6 +196,9 @@ def test_invalid_inputs_give_flat_not_nan(signal, vol, price, value, current):
         ({"signal_scale": 0}, "signal_scale"),
         ({"deadband": -0.01}, "deadband"),
         ({"deadband": INF}, "deadband"),
+        ({"rebalance_band": 1.0}, "rebalance_band"),
+        ({"rebalance_band": -0.1}, "rebalance_band"),
+        ({"rebalance_band": NAN}, "rebalance_band"),
         ({"vol_lookback": 1}, "vol_lookback"),
         ({"vol_lookback": 20.5}, "vol_lookback"),
         ({"bars_per_year": 0}, "bars_per_year"),

@@ -219,6 +219,14 @@ def test_space_names_values_and_config_changes():
     cfg = apply_params(DEMO, {"hidden": [16, 16], "steps": 7, "horizon": 3, "inner_lr": 0.05})
     assert cfg.hidden == (16, 16) and cfg.meta_steps == 7 and cfg.spec.horizon == 3
     assert cfg.inner_lr == 0.05 and cfg.support == DEMO.support
+    # the sizer's settings are searchable: they change the run's sizer, nothing else
+    cfg = apply_params(DEMO, {"deadband": 0.1, "rebalance_band": 0.25, "signal_scale": 0.5})
+    assert cfg.sizer == {**DEMO.sizer, "deadband": 0.1, "rebalance_band": 0.25, "signal_scale": 0.5}
+    assert [d.name for d in parse_space({"rebalance_band": [0.0, 0.5]}, "grid")] == [
+        "rebalance_band"
+    ]
+    with pytest.raises(ConfigError, match="rebalance_band"):
+        parse_space({"rebalance_band": [0.0, 1.5]}, "grid")
 
 
 def test_validation_folds_end_the_day_before_the_test():

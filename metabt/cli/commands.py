@@ -58,7 +58,7 @@ def config_of(args: argparse.Namespace) -> RunConfig:
     """
     import dataclasses
 
-    from metabt.config.defaults import DEMO
+    from metabt.config.defaults import DEMO, SIZER_SETTINGS
 
     spec = dataclasses.replace(DEMO.spec, horizon=args.horizon)
     if args.features:
@@ -66,6 +66,9 @@ def config_of(args: argparse.Namespace) -> RunConfig:
     sizer = dict(DEMO.sizer)
     if getattr(args, "bars_per_year", None) is not None:
         sizer["bars_per_year"] = args.bars_per_year
+    for name in SIZER_SETTINGS:
+        if getattr(args, name, None) is not None:
+            sizer[name] = getattr(args, name)
     changes: dict[str, Any] = {
         "algorithm": args.algorithm,
         "model_type": args.model_type,

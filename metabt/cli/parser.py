@@ -106,6 +106,14 @@ def _positive(value: str) -> float:
     return number
 
 
+def _fraction(value: str) -> float:
+    """A number in [0, 1)."""
+    number = _non_negative(value)
+    if number >= 1:
+        raise argparse.ArgumentTypeError(f"{value!r} must be < 1 (a fraction, e.g. 0.25)")
+    return number
+
+
 def _model_type(value: str) -> str:
     """``mlp``, ``gru`` or an import path ``package.module:Class`` of a torch module."""
     import re
@@ -348,6 +356,39 @@ def _smooth_option(p: argparse.ArgumentParser) -> None:
         f"forecasts combined; 1: no smoothing). Default {DEMO.smooth}, chosen on validation "
         "by scripts/choose_smoothing.py; compare and walkforward choose each strategy's "
         "from --smooth-grid on the validation years unless --smooth is given",
+    )
+    _sizer_options(p)
+
+
+def _sizer_options(p: argparse.ArgumentParser) -> None:
+    """The SignalSizer settings a run (and a sweep) may change; defaults: the demo's."""
+    from metabt.config.defaults import DEMO
+
+    p.add_argument(
+        "--deadband",
+        type=_non_negative,
+        default=DEMO.sizer["deadband"],
+        metavar="W",
+        help="no trade while the target weight is within W of the current weight "
+        f"(fraction of equity; default {DEMO.sizer['deadband']:g})",
+    )
+    p.add_argument(
+        "--rebalance-band",
+        type=_fraction,
+        default=DEMO.sizer["rebalance_band"],
+        metavar="F",
+        help="keep a position on its target's side while within F x |target weight| of it, "
+        "so the volatility-targeted size is not re-traded on every move of volatility "
+        f"(default {DEMO.sizer['rebalance_band']:g}, chosen on validation by "
+        "scripts/choose_smoothing.py)",
+    )
+    p.add_argument(
+        "--signal-scale",
+        type=_positive,
+        default=DEMO.sizer["signal_scale"],
+        metavar="S",
+        help="signal size that earns the full volatility-target weight (default "
+        f"{DEMO.sizer['signal_scale']:g})",
     )
 
 

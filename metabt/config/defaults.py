@@ -33,6 +33,7 @@ __all__ = [
     "MODEL_TYPES",
     "OBJECTIVES",
     "RunConfig",
+    "SIZER_SETTINGS",
     "default_inner_lr",
 ]
 
@@ -85,7 +86,8 @@ class RunConfig:
             cross-sectional book across the universe instead.
         val_years: the last years before ``start`` held out as validation tasks.
         warmup_bars: bars fed before ``start`` so features and the first support are ready.
-        sizer: SignalSizer params.
+        sizer: SignalSizer params; ``rebalance_band`` chosen on validation with ``smooth``
+            by ``scripts/choose_smoothing.py``.
         seed: seeds model initialisation and task sampling.
     """
 
@@ -116,7 +118,13 @@ class RunConfig:
     val_years: float = 2.0
     warmup_bars: int = 300
     sizer: Mapping[str, Any] = field(
-        default_factory=lambda: {"target_vol": 0.10, "max_leverage": 1.0, "deadband": 0.05}
+        default_factory=lambda: {
+            "target_vol": 0.10,
+            "max_leverage": 1.0,
+            "deadband": 0.05,
+            "rebalance_band": 0.5,
+            "signal_scale": 0.25,
+        }
     )
     seed: int = 0
 
@@ -258,6 +266,8 @@ def _check_model_kwargs(model_type: str, kwargs: Mapping[str, Any]) -> None:
 
 #: The SignalSizer params the P&L objective's sizing map takes.
 _SIZER_LOSS_PARAMS = ("signal_scale", "target_vol", "max_leverage")
+#: SignalSizer settings a command-line flag, a config file or a sweep may change.
+SIZER_SETTINGS = ("deadband", "rebalance_band", "signal_scale")
 
 #: Inner-loop learning rates that differ from :data:`INNER_LR`, by algorithm. CAVIA adapts
 #: only a few context inputs initialised at 0, and Zintgraf et al. (2019) adapt them with

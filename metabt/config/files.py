@@ -78,6 +78,15 @@ class Options(BaseModel):
     # schedule
     adapt_every: PosInt | None = Field(None, description="bars between adaptations")
     smooth: PosInt | None = Field(None, description="forecasts averaged into the traded one")
+    deadband: NonNegFloat | None = Field(
+        None, description="no trade within this weight change (fraction of equity)"
+    )
+    rebalance_band: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] | None = Field(
+        None, description="relative tolerance band on a position's size (fraction of target)"
+    )
+    signal_scale: PosFloat | None = Field(
+        None, description="signal size that earns the full volatility-target weight"
+    )
     smooth_grid: list[PosInt] | None = Field(
         None, description="compare, walkforward: smoothing candidates chosen on validation"
     )

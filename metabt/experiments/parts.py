@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, cast
@@ -32,7 +32,9 @@ from metabt.experiments.log import Log, silent
 from metabt.features.tasks import TaskSampler
 from metabt.learn.learner import FitResult, MetaLearner
 from metabt.learn.linear import LinearFit, RidgeAdapter, RLSAdapter, select_by_validation
+from metabt.learn.losses import PnLLoss
 from metabt.learn.models import build_model
+from metabt.learn.training import batch_extra
 from metabt.learn.trees import GBM_ROUNDS, GBM_STOPPING, GbmAdapter
 
 __all__ = [
@@ -214,7 +216,11 @@ class TrainedLearner:
 def objective_label(learner: Any) -> str:
     """What the learner's validation loss is, for a log line."""
     config = getattr(getattr(learner, "loss", None), "config", None)
-    objective = config().get("objective", "mse") if callable(config) else "mse"
+    return objective_text(config().get("objective", "mse") if callable(config) else "mse")
+
+
+def objective_text(objective: str) -> str:
+    """What a validation loss of ``objective`` (``RunConfig.objective``) is, for a log line."""
     if objective == "sharpe":
         return "after-cost loss (−Sharpe per bar of the sized query paths)"
     if objective == "utility":
@@ -458,16 +464,20 @@ class TrainedGbm:
     Attributes:
         learner: the :class:`~metabt.learn.trees.GbmAdapter` (its kept round count and
             validation curve).
-        val_zero_mse: validation query MSE of always predicting 0.
+        val_zero_mse: validation loss of always predicting 0: the query MSE, or 0 for a
+            P&L objective (a flat book earns nothing).
         train_range: (first, last) date of the prices its training and validation rows use
             (as a learner's ``train_range``).
         seconds: wall time of the training, seconds.
+        objective: the validation loss the round count was kept by (``RunConfig.objective``,
+            the neural learners' rule).
     """
 
     learner: GbmAdapter
     val_zero_mse: float
     train_range: tuple[str, str]
     seconds: float = 0.0
+    objective: str = "mse"
 
     def summary(self, names: Sequence[str]) -> list[str]:
         """The training line: the rule and the budget, the kept round count."""
@@ -479,7 +489,8 @@ class TrainedGbm:
             f"{self.train_range[0]} to {self.train_range[1]}: {gbm.train_rows:,} pooled "
             f"training rows, up to {GBM_ROUNDS} rounds, no inner steps (static), "
             f"{self.seconds:.1f}s; kept round {gbm.rounds} of {len(gbm.val_curve)} run "
-            f"(keep-best on the validation query MSE, unadapted, as it is traded; early "
+            f"(keep-best on the validation {objective_text(self.objective)}, unadapted, as "
+            f"it is traded; early "
             f"stopping after {GBM_STOPPING} rounds without improvement): "
             f"{gbm.val_loss:.4f} vs {self.val_zero_mse:.4f} for always predicting zero"
         )
@@ -507,7 +518,9 @@ class RosterModels:
         ridge_alpha: RollingRidge's penalty, the best finite one on the validation tasks
             (the zero forecast, :data:`RIDGE_ZERO`, is scored beside it).
         rls_forgetting: RecursiveLeastSquares' λ, chosen on the validation tasks.
-        selection: hyper-parameter -> {value: validation query MSE} of both choices.
+        selection: hyper-parameter -> {value: validation loss} of both choices.
+        objective: the validation loss of the linear choices (``RunConfig.objective``, the
+            neural learners' rule): the query MSE or the after-cost P&L objective.
     """
 
     meta: TrainedLearner
@@ -518,19 +531,22 @@ class RosterModels:
     ridge_alpha: float
     rls_forgetting: float
     selection: dict[str, dict[float, float]] = field(default_factory=dict)
+    objective: str = "mse"
 
     def summary(self) -> str:
         """The linear baselines' choices in one line (an edge choice is said so)."""
         ridge = self.selection.get("ridge_alpha", {})
         rls = self.selection.get("rls_forgetting", {})
         finite = [a for a in RIDGE_GRID if a != RIDGE_ZERO]
+        score = "query MSE" if self.objective == "mse" else f"{self.objective} loss"
         return (
-            f"chosen on the validation tasks: RollingRidge alpha {self.ridge_alpha:g}"
+            f"chosen on the validation tasks by their {objective_text(self.objective)}: "
+            f"RollingRidge alpha {self.ridge_alpha:g}"
             f"{_edge(self.ridge_alpha, finite)} "
-            f"(query MSE {ridge.get(self.ridge_alpha, math.nan):.4f}; zero forecast "
+            f"({score} {ridge.get(self.ridge_alpha, math.nan):.4f}; zero forecast "
             f"{ridge.get(RIDGE_ZERO, math.nan):.4f}; grid "
             f"{_grid(RIDGE_GRID)}), RecursiveLeastSquares forgetting {self.rls_forgetting:g}"
-            f"{_edge(self.rls_forgetting, RLS_GRID) if rls else ''} (query MSE "
+            f"{_edge(self.rls_forgetting, RLS_GRID) if rls else ''} ({score} "
             f"{rls.get(self.rls_forgetting, math.nan):.4f}, over {RLS_SUPPORT} bars; grid "
             f"{_grid(RLS_GRID)})"
         )
@@ -565,9 +581,20 @@ def select_linear(
     """
     spec = cfg.spec
     lines: list[str] = []
-    _, val, _ = _tasks(frames, cfg, end, support=cfg.support)
+    frequency = common_frequency({name: frame.index for name, frame in frames.items()}, None)
+    bars_per_year = float(cfg.sizer.get("bars_per_year") or frequency.bars_per_year)
+    loss = cfg.task_loss(bars_per_year)
+    _, val, _ = _tasks(
+        frames,
+        cfg,
+        end,
+        support=cfg.support,
+        extras=loss is not None,
+        bars_per_year=bars_per_year,
+    )
+    val_batch = val.fixed(VAL_TASKS, cfg.seed)
     _, ridge_scores = select_by_validation(
-        lambda a: _ridge(spec, a), RIDGE_GRID, val.fixed(VAL_TASKS, cfg.seed)
+        lambda a: _ridge(spec, a), RIDGE_GRID, val_batch, _objective_score(loss, val_batch)
     )
     # RollingRidge trades a ridge: the best finite penalty. The zero forecast is scored
     # beside it (the grid's limit), and said when it does better: a flat row would not be
@@ -586,7 +613,15 @@ def select_linear(
     try:  # the validation window only: RLS's longer support needs no training tasks
         split = end - pd.DateOffset(days=round(365.25 * cfg.val_years))
         val_rls = TaskSampler.from_frames(
-            frames, spec, support=RLS_SUPPORT, query=cfg.query, start=split, end=end
+            frames,
+            spec,
+            support=RLS_SUPPORT,
+            query=cfg.query,
+            start=split,
+            end=end,
+            extras=loss is not None,
+            vol_lookback=int(cfg.sizer.get("vol_lookback", 20)),
+            bars_per_year=bars_per_year,
         )
     except ConfigError as exc:
         lines.append(
@@ -594,10 +629,26 @@ def select_linear(
             f"forgetting ({exc}); using {RLS_DEFAULT}"
         )
     else:
+        rls_batch = val_rls.fixed(VAL_TASKS, cfg.seed)
         lam, rls_scores = select_by_validation(
-            lambda f: RLSAdapter(spec, f), RLS_GRID, val_rls.fixed(VAL_TASKS, cfg.seed)
+            lambda f: RLSAdapter(spec, f), RLS_GRID, rls_batch, _objective_score(loss, rls_batch)
         )
     return alpha, lam, {"ridge_alpha": ridge_scores, "rls_forgetting": rls_scores}, lines
+
+
+def _objective_score(
+    loss: PnLLoss | None, batch: Any
+) -> Callable[[np.ndarray, np.ndarray], float] | None:
+    """The validation loss of the linear baselines' predictions on ``batch``: the run's P&L
+    objective (``loss``, the neural learners' keep-best rule), or None for the query MSE."""
+    if loss is None:
+        return None
+    extra = {k: v.to(torch.float64) for k, v in (batch_extra(batch) or {}).items()}
+
+    def score(pred: np.ndarray, yq: np.ndarray) -> float:
+        return float(loss.batch_mean(torch.from_numpy(pred), torch.from_numpy(yq), extra))
+
+    return score
 
 
 def _pooled_rows(tasks: TaskSampler) -> tuple[np.ndarray, np.ndarray]:
@@ -630,14 +681,29 @@ def train_gbm(frames: Mapping[str, pd.DataFrame], cfg: RunConfig, end: pd.Timest
         ConfigError: too little data before ``end``.
     """
     tic = time.perf_counter()
-    train, val, dates = _tasks(frames, cfg, end, support=cfg.support)
+    frequency = common_frequency({name: frame.index for name, frame in frames.items()}, None)
+    bars_per_year = float(cfg.sizer.get("bars_per_year") or frequency.bars_per_year)
+    loss = cfg.task_loss(bars_per_year)
+    train, val, dates = _tasks(
+        frames, cfg, end, support=cfg.support, extras=loss is not None, bars_per_year=bars_per_year
+    )
     x, y = _pooled_rows(train)
-    _, _, xq, yq = val.fixed(VAL_TASKS, cfg.seed)
+    val_batch = val.fixed(VAL_TASKS, cfg.seed)
+    xq, yq = val_batch[2], val_batch[3]
     xv = xq.numpy().reshape(-1, xq.shape[-1])
     yv = yq.numpy().reshape(-1)
-    gbm = GbmAdapter.train(cfg.spec, x, y, xv, yv, seed=cfg.seed)
-    zero = float((yq.double() ** 2).mean())
-    return TrainedGbm(gbm, zero, dates, time.perf_counter() - tic)
+    objective = _objective_score(loss, val_batch)
+    score = None
+    if objective is not None:
+        target = yq.numpy().astype(np.float64)
+
+        def score(pred: np.ndarray) -> float:  # LightGBM's rows are the tasks' query rows
+            return objective(pred.reshape(target.shape), target)
+
+    gbm = GbmAdapter.train(cfg.spec, x, y, xv, yv, seed=cfg.seed, score=score)
+    # predicting zero: the labels' mean square, or (P&L objectives) a flat book: 0
+    zero = float((yq.double() ** 2).mean()) if loss is None else 0.0
+    return TrainedGbm(gbm, zero, dates, time.perf_counter() - tic, cfg.objective)
 
 
 def train_roster(
@@ -678,7 +744,9 @@ def train_roster(
         done[part][0] for part in ("meta", "erm", "erm_static", "scratch", "gbm")
     )
     alpha, lam, scores = done["linear"][0]
-    models = RosterModels(meta, erm, erm_static, scratch, gbm, alpha, lam, scores)
+    models = RosterModels(
+        meta, erm, erm_static, scratch, gbm, alpha, lam, scores, objective=cfg.objective
+    )
     log(models.summary())
     return models
 

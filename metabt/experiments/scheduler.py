@@ -205,15 +205,18 @@ class _Pending:
         return f"<pending {self.part}>"
 
 
-def _partial_models(done: Mapping[str, Any]) -> RosterModels:
-    """The roster's models with the parts not in ``done`` (part -> result) left pending."""
+def _partial_models(done: Mapping[str, Any], objective: str = "mse") -> RosterModels:
+    """The roster's models with the parts not in ``done`` (part -> result) left pending
+    (``objective``: the run's, which selected the linear baselines' settings)."""
     meta, erm, erm_static, scratch, gbm = (
         done.get(part, _Pending(part)) for part in ("meta", "erm", "erm_static", "scratch", "gbm")
     )
     alpha, lam, selection = (
         done["linear"] if "linear" in done else (_Pending("linear"), _Pending("linear"), {})
     )
-    return RosterModels(meta, erm, erm_static, scratch, gbm, alpha, lam, selection)
+    return RosterModels(
+        meta, erm, erm_static, scratch, gbm, alpha, lam, selection, objective=objective
+    )
 
 
 def _roster_entry(
@@ -354,7 +357,7 @@ def run_units(
         preload.join()
     runs = []
     for k, unit in enumerate(units):
-        models = _partial_models(trained[k])
+        models = _partial_models(trained[k], unit.cfg.objective)
         results = [done[k, j] for j in range(len(entries[k]))]
         _log_smoothing(unit, results, log)
         table, verdict = judge(
@@ -391,7 +394,7 @@ def _log_unit(
     for part in ROSTER_PARTS:
         for line in lines[part]:
             log(line)
-    log(_partial_models(trained).summary())
+    log(_partial_models(trained, unit.cfg.objective).summary())
 
 
 def run_seed(

@@ -18,7 +18,13 @@ import optuna
 from pydantic import ValidationError
 
 from metabt._checks import did_you_mean
-from metabt.config.defaults import ALGORITHM_NAMES, MODEL_TYPES, OBJECTIVES, RunConfig
+from metabt.config.defaults import (
+    ALGORITHM_NAMES,
+    MODEL_TYPES,
+    OBJECTIVES,
+    SIZER_SETTINGS,
+    RunConfig,
+)
 from metabt.config.files import Options
 from metabt.errors import ConfigError
 
@@ -44,7 +50,15 @@ _INTS = (
     "steps",
     "support",
 )
-_FLOATS = ("inner_lr", "meta_lr", "online_meta_lr", "val_years")
+_FLOATS = (
+    "deadband",
+    "inner_lr",
+    "meta_lr",
+    "online_meta_lr",
+    "rebalance_band",
+    "signal_scale",
+    "val_years",
+)
 _OTHER = {
     "algorithm": ALGORITHM_NAMES,
     "hidden": "widths",
@@ -245,6 +259,8 @@ def apply_params(cfg: RunConfig, params: Mapping[str, Any]) -> RunConfig:
             changes["meta_steps"] = int(value)
         elif name == "horizon":
             changes["spec"] = dataclasses.replace(cfg.spec, horizon=int(value))
+        elif name in SIZER_SETTINGS:
+            changes["sizer"] = {**changes.get("sizer", cfg.sizer), name: float(value)}
         else:
             changes[name] = value
     return cfg.with_(**changes)

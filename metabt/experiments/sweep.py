@@ -52,7 +52,7 @@ from tqdm.auto import tqdm
 
 from metabt._checks import as_timestamp
 from metabt._util import check_output_path, staged_files, write_text
-from metabt.config.defaults import RunConfig
+from metabt.config.defaults import SIZER_SETTINGS, RunConfig
 from metabt.errors import ConfigError, DataError, MetabtError
 from metabt.evaluate.metrics import expected_max_sharpe
 from metabt.experiments.backtest import Costs, run_backtest
@@ -74,7 +74,14 @@ __all__ = [
 ]
 
 #: Settings only the commands that backtest have (not ``metabt train``).
-STRATEGY_SETTINGS = ("adapt_every", "online_meta_lr", "smooth")
+STRATEGY_SETTINGS = (
+    "adapt_every",
+    "deadband",
+    "online_meta_lr",
+    "rebalance_band",
+    "signal_scale",
+    "smooth",
+)
 #: Trials of a TPE sweep when ``n_trials`` is not given.
 DEFAULT_TPE_TRIALS = 20
 #: The files of a sweep's folder.
@@ -316,6 +323,7 @@ class SweepResult:
             "horizon": cfg.spec.horizon,
             "hidden": list(cfg.hidden),
             "inner_lr": cfg.inner_rate,  # the rate used (None in cfg: the algorithm's default)
+            **{name: cfg.sizer[name] for name in SIZER_SETTINGS},
         }
         value = {name: special.get(name, getattr(cfg, name, None)) for name in SETTINGS}
         top = {k: v for k, v in value.items() if k not in STRATEGY_SETTINGS} | {"seed": cfg.seed}

@@ -219,35 +219,39 @@ def select_by_validation(
     make: Callable[[float], RidgeAdapter | RLSAdapter],
     grid: Sequence[float],
     batch: Sequence[Any],
+    score: Callable[[np.ndarray, np.ndarray], float] | None = None,
 ) -> tuple[float, dict[float, float]]:
-    """Pick a hyper-parameter by the mean query MSE on validation tasks.
+    """Pick a hyper-parameter by a validation loss on validation tasks (lower is better).
 
     For each value v in ``grid``, ``make(v)`` is fitted on every task's support window and
-    scored on its query window (which starts ``horizon`` bars after the support ends, as
-    in deployment). Use tasks strictly before the test period only.
+    predicts its query window (which starts ``horizon`` bars after the support ends, as in
+    deployment); the loss is the mean query MSE, or ``score`` of the whole batch's
+    predictions (e.g. the after-cost P&L objective of the neural learners, so that every
+    learner is selected by the same rule). Use tasks strictly before the test period only.
 
     Args:
         make: a callable value -> adapter (e.g. ``lambda a: RidgeAdapter(spec, a)``).
         grid: candidate values.
         batch: validation tasks xs (B, S, F), ys (B, S), xq (B, Q, F), yq (B, Q), arrays
             or tensors.
+        score: (pred (B, Q), yq (B, Q)) float64 -> loss; None for the mean query MSE.
 
     Returns:
-        (best value, {value: mean query MSE}).
+        (best value, {value: validation loss}); ties go to the smaller value.
 
     Raises:
         ConfigError: an empty grid or batch.
     """
-    xs, ys, xq, yq = (np.asarray(t, dtype=np.float64) for t in batch)
+    xs, ys, xq, yq = (np.asarray(t, dtype=np.float64) for t in tuple(batch)[:4])
     if not len(grid) or not len(xs):
         raise ConfigError("select_by_validation needs a non-empty grid and validation batch")
     scores: dict[float, float] = {}
     for value in grid:
         adapter = make(value)
-        losses = [
-            float(np.mean((adapter.adapt(xs[b], ys[b]).predict(xq[b]) - yq[b]) ** 2))
-            for b in range(len(xs))
-        ]
-        scores[float(value)] = float(np.mean(losses))
+        pred = np.stack([adapter.adapt(xs[b], ys[b]).predict(xq[b]) for b in range(len(xs))])
+        if score is None:
+            scores[float(value)] = float(np.mean(np.mean((pred - yq) ** 2, axis=1)))
+        else:
+            scores[float(value)] = float(score(pred, yq))
     best = min(scores, key=lambda v: (scores[v], v))
     return best, scores

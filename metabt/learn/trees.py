@@ -17,7 +17,7 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -147,13 +147,17 @@ class GbmAdapter:
         seed: int = 0,
         rounds: int = GBM_ROUNDS,
         stopping: int = GBM_STOPPING,
+        score: Callable[[np.ndarray], float] | None = None,
         **changes: Any,
     ) -> GbmAdapter:
-        """Train on (x, y), keeping the round count with the lowest MSE on (x_val, y_val).
+        """Train on (x, y), keeping the round count with the lowest validation loss.
 
         ``lightgbm.train(gbm_params(seed, **changes), Dataset(x, y), rounds,
         valid_sets=[Dataset(x_val, y_val)], callbacks=[early_stopping(stopping)])``:
-        the kept round count is ``best_iteration``, the argmin of the logged validation MSE.
+        the kept round count is ``best_iteration``, the argmin of the logged validation
+        loss: the MSE, or ``score`` of the validation predictions as LightGBM's ``feval``
+        (its built-in metric turned off), e.g. the after-cost P&L objective the neural
+        learners are kept by (LightGBM docs, ``lightgbm.train``: ``feval``).
 
         Args:
             feature_spec: the features and label.
@@ -164,6 +168,8 @@ class GbmAdapter:
             rounds: most boosting rounds. Default :data:`GBM_ROUNDS`.
             stopping: rounds without improvement before stopping. Default
                 :data:`GBM_STOPPING`.
+            score: (N_val,) float64 validation predictions -> loss (lower is better);
+                None for the MSE. Default None.
             changes: LightGBM parameters replacing :data:`GBM_PARAMS`.
 
         Returns:
@@ -184,6 +190,13 @@ class GbmAdapter:
                 f"validation rows have {xv.shape[1]} features, training rows {xn.shape[1]}"
             )
         params = gbm_params(seed, **changes)
+        feval = None
+        if score is not None:
+            params = {**params, "metric": "None"}
+
+            def feval(pred: np.ndarray, _: Any) -> tuple[str, float, bool]:
+                return "objective", float(score(np.asarray(pred, dtype=np.float64))), False
+
         data = lightgbm.Dataset(xn, yn, params=params, free_raw_data=False)
         val = lightgbm.Dataset(xv, yv, reference=data, free_raw_data=False)
         log: dict[str, Any] = {}
@@ -193,12 +206,13 @@ class GbmAdapter:
             num_boost_round=rounds,
             valid_sets=[val],
             valid_names=["val"],
+            feval=feval,
             callbacks=[
                 lightgbm.early_stopping(stopping, verbose=False),
                 lightgbm.record_evaluation(log),
             ],
         )
-        curve = [float(v) for v in log["val"]["l2"]]
+        curve = [float(v) for v in log["val"]["l2" if score is None else "objective"]]
         kept = int(booster.best_iteration) or int(np.argmin(curve)) + 1
         return cls(feature_spec, booster, kept, curve, params, len(yn))
 
@@ -209,7 +223,7 @@ class GbmAdapter:
 
     @property
     def val_loss(self) -> float:
-        """Validation query MSE at the kept round count."""
+        """Validation loss (query MSE, or the ``score`` trained with) at the kept round count."""
         return self.val_curve[self.rounds - 1] if self.val_curve else float("nan")
 
     def model(self) -> GbmFit:

@@ -408,7 +408,9 @@ class CrossSectionalStrategy(MetaStrategy):
         sizer = self._signal_sizer
         assert sizer is not None
         new = [
-            int(c) if dw == 0 else sizer.shares_for_weight(w + dw, px, value, current=c, deadband=0)
+            int(c)
+            if dw == 0
+            else sizer.shares_for_weight(w + dw, px, value, current=c, deadband=0, rebalance_band=0)
             for w, dw, px, c in zip(current, change, prices, held)
         ]
         date = max(d.datetime.date(0) for d in datas)

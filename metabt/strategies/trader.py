@@ -437,7 +437,7 @@ def capped_targets(
         # ones held above their exact target (not every position: small signal changes
         # of the others would trade)
         for j, (w, p, c, t) in enumerate(zip(weights, prices, held, targets)):
-            exact = shares(w, p, value, current=c, deadband=0.0)
+            exact = shares(w, p, value, current=c, deadband=0.0, rebalance_band=0.0)
             if abs(t) > abs(exact):
                 targets[j] = exact
     return targets
