@@ -18,13 +18,18 @@ again any trial a kill interrupted. Parallel workers (processes or Ray tasks, th
 :mod:`metabt.experiments.executors`) each load the study from that storage and optimise
 their share (Optuna's multi-process pattern). The trials tried (:attr:`SweepResult.n_trials`) and
 the variance of their per-bar Sharpe ratios are kept to deflate the held-out result for
-the search (:func:`metabt.evaluate.metrics.deflated_sharpe_ratio`).
+the search (:func:`metabt.evaluate.metrics.deflated_sharpe_ratio`). Each complete trial's
+validation returns are stored with it in ``sweep.db`` (so a resumed sweep has them all):
+the chosen trial's deflated Sharpe on validation over the complete trials
+(:meth:`SweepResult.validation_dsr`) and the probability of backtest overfitting of the
+choice (:attr:`SweepResult.pbo`, :func:`metabt.evaluate.overfitting.pbo`) come from them.
 
 Sources: Akiba, Sano, Yanase, Ohta, Koyama (2019), "Optuna: A Next-generation
 Hyperparameter Optimization Framework", KDD; Bergstra, Bardenet, Bengio, Kégl (2011),
 "Algorithms for Hyper-Parameter Optimization", NeurIPS (TPE); Bailey and López de Prado
 (2014), "The Deflated Sharpe Ratio", J. Portfolio Management 40(5); Optuna docs, "Easy
-Parallelization" and ``GridSampler``.
+Parallelization" and ``GridSampler``; Bailey, Borwein, López de Prado and Zhu (2017),
+"The Probability of Backtest Overfitting", J. Computational Finance 20(4).
 """
 
 from __future__ import annotations
@@ -54,7 +59,8 @@ from metabt._checks import as_timestamp
 from metabt._util import check_output_path, staged_files, write_text
 from metabt.config.defaults import RunConfig
 from metabt.errors import ConfigError, DataError, MetabtError
-from metabt.evaluate.metrics import expected_max_sharpe
+from metabt.evaluate.metrics import deflated_sharpe, expected_max_sharpe
+from metabt.evaluate.overfitting import PBOResult, pbo
 from metabt.experiments.backtest import Costs, run_backtest
 from metabt.experiments.executors import SERIAL, Executor, ExecutorSpec, executor_scope, run_unit
 from metabt.experiments.parts import check_no_leak, train_learner
@@ -68,6 +74,8 @@ __all__ = [
     "DB_NAME",
     "DEFAULT_TPE_TRIALS",
     "ERROR_ATTR",
+    "MAX_STORED_BARS",
+    "RETURNS_ATTR",
     "SweepResult",
     "sweep",
     "validation_folds",
@@ -81,6 +89,14 @@ DEFAULT_TPE_TRIALS = 20
 DB_NAME, LOCK_NAME = "sweep.db", "sweep.lock"
 #: User attribute that marks a trial failed by its configuration (not interrupted).
 ERROR_ATTR = "error"
+#: User attribute holding a complete trial's validation returns (``{"index", "values"}``),
+#: stored with the trial so that a resumed sweep has every finished trial's series.
+RETURNS_ATTR = "validation_returns"
+#: Validation bars above which a trial's returns are not stored (the DSR and PBO are n/a):
+#: keeps ``sweep.db`` bounded (about 20 bytes a bar a trial).
+MAX_STORED_BARS = 20_000
+#: CSCV blocks of the sweep's PBO (C(16, 8) = 12870 combinations).
+PBO_BLOCKS = 16
 HELD_OUT_NOTE = (
     "the held-out period (test_start on) was never seen: every trial received frames cut "
     "before test_start and validation folds ending the day before it; keep that period "
@@ -161,9 +177,11 @@ def _score(job: _Job, cfg: RunConfig) -> dict[str, Any]:
         ics.append(float(result.metrics.get("ic", math.nan)))
         turnovers.append(float(result.metrics.get("turnover_two_way", math.nan)))
         returns.append(result.returns)
-    pooled = pd.concat(returns).to_numpy(dtype=float)
+    series = pd.concat(returns)
+    pooled = series.to_numpy(dtype=float)
     sd = float(np.std(pooled, ddof=1)) if len(pooled) > 1 else math.nan
     return {
+        RETURNS_ATTR: _stored_returns(series),
         "score": float(np.mean(sharpes)),
         "fold_sharpes": sharpes,
         "ic": float(np.nanmean(ics)) if np.isfinite(ics).any() else math.nan,
@@ -171,6 +189,32 @@ def _score(job: _Job, cfg: RunConfig) -> dict[str, Any]:
         "sharpe_per_bar": float(np.mean(pooled)) / sd if sd > 0 else math.nan,
         "bars": len(pooled),
     }
+
+
+def _stored_returns(series: pd.Series) -> dict[str, list[Any]] | None:
+    """A trial's validation returns as JSON lists (dates as ISO strings); None when longer
+    than :data:`MAX_STORED_BARS`."""
+    if len(series) > MAX_STORED_BARS:
+        return None
+    index = pd.DatetimeIndex(series.index)
+    daily = bool((index == index.normalize()).all())
+    dates = index.strftime("%Y-%m-%d") if daily else index.map(pd.Timestamp.isoformat)
+    return {"index": list(dates), "values": [float(v) for v in series.to_numpy(dtype=float)]}
+
+
+def _trial_returns(
+    trials: Sequence[optuna.trial.FrozenTrial],
+) -> tuple[dict[int, pd.Series], list[int]]:
+    """The stored validation returns of complete trials, and the trials without them."""
+    series, missing = {}, []
+    for t in trials:
+        stored = t.user_attrs.get(RETURNS_ATTR)
+        if not stored:
+            missing.append(t.number)
+            continue
+        index = pd.DatetimeIndex(pd.to_datetime(stored["index"]))
+        series[t.number] = pd.Series(stored["values"], index=index, dtype=float)
+    return series, missing
 
 
 def _objective(trial: optuna.trial.Trial, job: _Job) -> float:
@@ -231,6 +275,10 @@ class SweepResult:
         test_start: first day of the held-out period.
         folds: the validation folds, (start, end) dates.
         settings: sampler, space, seed and the other settings of the sweep.
+        returns: trial number -> its validation returns (simple, per bar), for every
+            complete trial that has them stored.
+        unstored: complete trials without stored returns (run by an older metabt, or
+            longer than :data:`MAX_STORED_BARS`): the DSR and PBO are n/a with them.
     """
 
     table: pd.DataFrame
@@ -241,6 +289,8 @@ class SweepResult:
     test_start: pd.Timestamp
     folds: list[tuple[pd.Timestamp, pd.Timestamp]]
     settings: dict[str, Any] = field(default_factory=dict)
+    returns: dict[int, pd.Series] = field(default_factory=dict)
+    unstored: list[int] = field(default_factory=list)
 
     def _count(self, state: str, error: bool | None = None) -> int:
         rows = self.table[self.table["state"] == state]
@@ -284,6 +334,50 @@ class SweepResult:
         var = self.sharpe_variance
         return expected_max_sharpe(self.n_trials, var) if math.isfinite(var) else math.nan
 
+    def _unavailable(self) -> str:
+        """Why no overfitting statistic can be computed ("" when one can)."""
+        if self.n_complete == 0:
+            return "no complete trial"
+        if self.unstored:
+            shown = ", ".join(str(n) for n in self.unstored[:5])
+            more = ", ..." if len(self.unstored) > 5 else ""
+            return (
+                f"trial(s) {shown}{more} have no stored validation returns (run by an older "
+                f"metabt, or more than {MAX_STORED_BARS} bars)"
+            )
+        return ""
+
+    def validation_dsr(self) -> tuple[float, str]:
+        """The best trial's deflated Sharpe ratio on validation, over the complete trials.
+
+        :func:`metabt.evaluate.metrics.deflated_sharpe` of the best trial's validation
+        returns with N = :attr:`n_complete` and V the variance of the complete trials'
+        per-bar validation Sharpe ratios (from their returns). It is an in-sample number
+        (the trials were chosen on these returns); the held-out period is the test.
+
+        Returns:
+            (DSR, "") or (NaN, the reason it is n/a).
+        """
+        reason = self._unavailable()
+        if reason:
+            return math.nan, reason
+        trials = {str(number): r for number, r in self.returns.items()}
+        value = deflated_sharpe(self.returns[self.best_number], trials)
+        if not math.isfinite(value):
+            return math.nan, f"trial {self.best_number}'s validation returns have no variance"
+        return value, ""
+
+    @functools.cached_property
+    def pbo(self) -> PBOResult:
+        """The probability of backtest overfitting of the sweep's choice (CSCV, 16 blocks)
+        on the complete trials' validation returns, bars every trial has
+        (:func:`metabt.evaluate.overfitting.pbo`); n/a with a reason below 16 trials."""
+        reason = self._unavailable()
+        if reason:
+            return PBOResult(math.nan, np.empty(0), self.n_complete, 0, PBO_BLOCKS, reason)
+        matrix = pd.concat(self.returns, axis=1).sort_index()
+        return pbo(matrix, n_blocks=PBO_BLOCKS)
+
     def summary(self) -> dict[str, Any]:
         """The contents of ``sweep.json`` (JSON primitives, NaN as null)."""
         out = {
@@ -294,12 +388,27 @@ class SweepResult:
             "best_params": self.best_params,
             "sharpe_variance_per_bar": self.sharpe_variance,
             "expected_max_sharpe_per_bar": self.expected_max_sharpe(),
+            **self._overfitting(),
             "test_start": str(self.test_start.date()),
             "validation_folds": [[str(a.date()), str(b.date())] for a, b in self.folds],
             "held_out": HELD_OUT_NOTE,
             **self.settings,
         }
         return plain(out, nan_as_null=True)
+
+    def _overfitting(self) -> dict[str, Any]:
+        dsr, dsr_reason = self.validation_dsr()
+        result = self.pbo
+        return {
+            "validation_dsr": dsr,
+            "validation_dsr_note": dsr_reason
+            or (
+                f"deflated Sharpe of trial {self.best_number} on validation, over "
+                f"{self.n_complete} complete trials (in-sample: the trials were chosen on it)"
+            ),
+            "pbo": result.pbo,
+            "pbo_note": result.describe(),
+        }
 
     def best_toml(self) -> str:
         """``best.toml``: the best configuration as a metabt config file.
@@ -611,6 +720,7 @@ def sweep(
         complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         best = max(complete, key=lambda t: (float(t.value or 0.0), -t.number), default=None)
         params = {k: decode(k, v) for k, v in (best.params if best else {}).items()}
+        returns, unstored = _trial_returns(complete)
         result = SweepResult(
             _table(study, dims),
             params,
@@ -620,6 +730,8 @@ def sweep(
             test_ts,
             folds,
             {**stored, "seconds_this_run": round(time.perf_counter() - tic, 1)},
+            returns,
+            unstored,
         )
         result.write(folder)
     if result.n_complete == 0:
