@@ -105,6 +105,7 @@ def test_cpcv_splits_purge_embargo_and_count(n_bars, n_groups, k, horizon, embar
         assert split.train.dtype == np.int64 and split.test.dtype == np.int64
         assert np.all(np.diff(split.train) > 0)
         assert not set(split.train) & set(split.test)
+        assert split.test_bounds == tuple((groups[g][0], groups[g][-1]) for g in split.test_groups)
         for g in split.test_groups:
             first, last = groups[g][0], groups[g][-1]
             gap = split.train - first

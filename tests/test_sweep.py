@@ -323,3 +323,68 @@ def test_one_sweep_at_a_time_per_folder(frames, tmp_path):
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running sweep holds it
         with pytest.raises(ConfigError, match="another sweep is running"):
             run(frames, out)
+
+
+# --------------------------------------------------------------------------- CPCV
+
+
+def test_cpcv_sweep_trains_before_each_split_and_tests_every_group(frames, tmp_path):
+    """4 groups of the validation year, 2 tested per split: 6 splits, 3 paths."""
+    trainings, backtests = [], []
+    train, backtest = sweep_module.train_learner, sweep_module.run_backtest
+
+    def spy_train(f, cfg, *, end, **kwargs):
+        trainings.append(pd.Timestamp(end))
+        return train(f, cfg, end=end, **kwargs)
+
+    def spy_backtest(strategy, f, *, start, end, **kwargs):
+        learner = kwargs["strategy_kwargs"]["learner"]
+        backtests.append((pd.Timestamp(start), pd.Timestamp(end), learner.train_range))
+        return backtest(strategy, f, start=start, end=end, **kwargs)
+
+    out = tmp_path / "cpcv"
+    space = {"inner_lr": [0.01]}  # one trial: the scoring is what is tested
+    options = {"space": space, "cv": "cpcv", "cv_groups": 4, "cv_test_groups": 2}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sweep_module, "train_learner", spy_train)
+        mp.setattr(sweep_module, "run_backtest", spy_backtest)
+        result = run(frames, out, **options)
+    assert result.n_complete == 1
+    groups = result.folds  # the CPCV groups: the validation year in 4 contiguous parts
+    assert len(groups) == 4 and groups[0][0] >= pd.Timestamp("2009-01-01")
+    assert groups[-1][1] < TEST_START
+    assert all(a[1] < b[0] for a, b in itertools.pairwise(groups))
+    # one training per possible first test group (0, 1, 2), ending at its start
+    assert trainings == [g[0] for g in groups[:3]]
+    # group g is backtested with the learners trained before groups j <= g
+    # that start a split testing g: (j, j) for j < 3 and (j, g) for j < g
+    windows = sorted((a, b) for a, b, _ in backtests)
+    expected = [groups[g] for j in range(3) for g in range(j, 4)]
+    assert windows == sorted(expected)
+    for start, _, (_, trained_to) in backtests:  # no learner saw its test bars
+        assert pd.Timestamp(trained_to) < start
+    table = result.table
+    summary = json.loads((out / "sweep.json").read_text())
+    assert summary["cv"] == "cpcv" and summary["cv_groups"] == 4
+    # the score: the mean over the 3 paths of their annualised Sharpe
+    study = optuna.load_study(study_name="metabt-sweep", storage=f"sqlite:///{out / DB_NAME}")
+    for trial in study.get_trials():
+        assert len(trial.user_attrs["fold_sharpes"]) == 3
+        assert trial.value == pytest.approx(sum(trial.user_attrs["fold_sharpes"]) / 3)
+        stored = trial.user_attrs[RETURNS_ATTR]  # the paths' mean: every validation bar
+        assert pd.Timestamp(stored["index"][0]) == groups[0][0]
+        assert pd.Timestamp(stored["index"][-1]) == groups[-1][1]
+    assert math.isfinite(summary["validation_dsr"]) and len(table) == 1
+    # the scoring is part of the sweep's settings: a resume with the other one is refused
+    with pytest.raises(ConfigError, match="other cv"):
+        run(frames, out, space=space)
+
+
+def test_cpcv_settings_are_checked_before_any_work(frames, tmp_path):
+    with pytest.raises(ConfigError, match="`cv` must be one of walkforward, cpcv"):
+        run(frames, tmp_path / "a", cv="kfold")
+    with pytest.raises(ConfigError, match="n_test_groups 4 must be below n_groups 4"):
+        run(frames, tmp_path / "a", cv="cpcv", cv_groups=4, cv_test_groups=4)
+    with pytest.raises(ConfigError, match="validation bars make groups of under 2 bars"):
+        run(frames, tmp_path / "a", cv="cpcv", cv_groups=200)
+    assert not (tmp_path / "a").exists()

@@ -165,6 +165,22 @@ def test_no_space_at_all_exits_2(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+def test_cv_flag_and_config_key_are_checked(tmp_path, capsys):
+    space = str(_space(tmp_path, "inner_lr = [0.01]\n"))
+    out = str(tmp_path / "o")
+    code, _, err = _run_main(capsys, "sweep", "--space", space, "--cv", "kfold", "--out", out)
+    assert code == 2 and "invalid choice: 'kfold'" in err and len(err.strip().splitlines()) == 1
+    config = tmp_path / "bad.toml"
+    config.write_text('[sweep]\ncv = "kfold"\n', encoding="utf-8")
+    code, _, err = _run_main(
+        capsys, "sweep", "--config", str(config), "--space", space, "--out", out
+    )
+    assert code == 2 and "cv: 'kfold' is not one of walkforward, cpcv" in err
+    config.write_text('[sweep]\ncv = "cpcv"\n', encoding="utf-8")
+    assert options_for(load_config(config), "sweep")["cv"] == "cpcv"
+    assert not (tmp_path / "o").exists()
+
+
 # --------------------------------------------------------------------------- SIGKILL
 
 TRIALS = 12

@@ -415,6 +415,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         n_trials=args.trials,
         val_folds=args.val_folds,
         executor=_executor(args),
+        cv=args.cv,
         progress=not args.quiet,
     )
     out = Path(args.out)

@@ -171,11 +171,13 @@ class Split:
         train: (n_train,) int64 bar indices used for training, ascending: every bar outside
             the test groups, less the purged and embargoed ones.
         test: (n_test,) int64 bar indices of the test groups, ascending.
+        test_bounds: (first bar, last bar) of each test group, in ``test_groups`` order.
     """
 
     test_groups: tuple[int, ...]
     train: np.ndarray
     test: np.ndarray
+    test_bounds: tuple[tuple[int, int], ...]
 
 
 def _check_int(value: object, name: str, low: int, fix: str) -> int:
@@ -251,7 +253,8 @@ def cpcv_splits(
             # after it, the labels that overlap the test labels and the embargo
             keep[last + 1 : last + 1 + max(embargo, horizon)] = False
         test = np.concatenate([groups[g] for g in tested]).astype(np.int64)
-        yield Split(tuple(tested), bars[keep].astype(np.int64), test)
+        bounds = tuple((int(groups[g][0]), int(groups[g][-1])) for g in tested)
+        yield Split(tuple(tested), bars[keep].astype(np.int64), test, bounds)
 
 
 def cpcv_paths(n_groups: int, n_test_groups: int) -> np.ndarray:

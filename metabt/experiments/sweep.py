@@ -9,8 +9,11 @@ years before ``test_start``: in each fold the learner is trained strictly before
 (:func:`metabt.experiments.roster.train_learner`) and MetaStrategy is backtested on it with
 costs (:func:`metabt.experiments.backtest.run_backtest`); the score is the mean over the
 folds of the annualised Sharpe ratio after costs. Every trial receives frames cut before
-``test_start``, so none reads a price of the held-out period. The search space is checked
-and applied by :mod:`metabt.experiments.space`.
+``test_start``, so none reads a price of the held-out period. With ``cv="cpcv"`` a trial
+is scored instead by combinatorial purged cross-validation over the same years
+(:func:`_score_cpcv`: a split trains before its first test group, the only training
+metabt's pipeline allows). The search space is checked and applied by
+:mod:`metabt.experiments.space`.
 
 The search is Optuna's: ``GridSampler`` or ``TPESampler``, the study in ``sweep.db``
 (SQLite) in the output folder. A re-run on the folder runs only the missing trials, and
@@ -58,9 +61,10 @@ from tqdm.auto import tqdm
 from metabt._checks import as_timestamp
 from metabt._util import check_output_path, staged_files, write_text
 from metabt.config.defaults import RunConfig
+from metabt.data.bars import common_frequency
 from metabt.errors import ConfigError, DataError, MetabtError
 from metabt.evaluate.metrics import deflated_sharpe, expected_max_sharpe
-from metabt.evaluate.overfitting import PBOResult, pbo
+from metabt.evaluate.overfitting import PBOResult, cpcv_paths, cpcv_splits, pbo
 from metabt.experiments.backtest import Costs, run_backtest
 from metabt.experiments.executors import SERIAL, Executor, ExecutorSpec, executor_scope, run_unit
 from metabt.experiments.parts import check_no_leak, train_learner
@@ -71,6 +75,7 @@ from metabt.experiments.walkforward import walkforward_folds
 from metabt.strategies.meta import MetaStrategy
 
 __all__ = [
+    "CV_METHODS",
     "DB_NAME",
     "DEFAULT_TPE_TRIALS",
     "ERROR_ATTR",
@@ -97,6 +102,8 @@ RETURNS_ATTR = "validation_returns"
 MAX_STORED_BARS = 20_000
 #: CSCV blocks of the sweep's PBO (C(16, 8) = 12870 combinations).
 PBO_BLOCKS = 16
+#: How trials are scored: one-year walk-forward folds, or CPCV over the same years.
+CV_METHODS = ("walkforward", "cpcv")
 HELD_OUT_NOTE = (
     "the held-out period (test_start on) was never seen: every trial received frames cut "
     "before test_start and validation folds ending the day before it; keep that period "
@@ -146,6 +153,12 @@ class _Job:
     folds: tuple[tuple[pd.Timestamp, pd.Timestamp], ...]
     costs: Costs
     test_start: pd.Timestamp
+    cv: str = "walkforward"
+    #: CPCV: the validation bars' dates, the groups, the groups tested per split
+    bars: tuple[pd.Timestamp, ...] = ()
+    cv_groups: int = 6
+    cv_test_groups: int = 2
+    bars_per_year: float = 252.0
 
 
 def _score(job: _Job, cfg: RunConfig) -> dict[str, Any]:
@@ -153,6 +166,8 @@ def _score(job: _Job, cfg: RunConfig) -> dict[str, Any]:
     latest = max(f.index[-1] for f in job.frames.values())
     if latest >= job.test_start:  # the proof obligation of the held-out period
         raise RuntimeError(f"a trial received a price of {latest.date()}, in the held-out period")
+    if job.cv == "cpcv":
+        return _score_cpcv(job, cfg)
     sharpes, ics, turnovers, returns = [], [], [], []
     for fold_start, fold_end in job.folds:
         trained = train_learner(job.frames, cfg, end=fold_start, progress=False)
@@ -188,6 +203,84 @@ def _score(job: _Job, cfg: RunConfig) -> dict[str, Any]:
         "turnover": float(np.mean(turnovers)),
         "sharpe_per_bar": float(np.mean(pooled)) / sd if sd > 0 else math.nan,
         "bars": len(pooled),
+    }
+
+
+def _score_cpcv(job: _Job, cfg: RunConfig) -> dict[str, Any]:
+    """Score over the CPCV splits of the validation bars: the mean annualised Sharpe of
+    the backtest paths.
+
+    The validation bars are cut into ``cv_groups`` groups; every split tests
+    ``cv_test_groups`` of them (:func:`metabt.evaluate.overfitting.cpcv_splits`, purge of
+    the trial's horizon, embargo of its feature look-back plus support plus query bars).
+    metabt trains a learner on one contiguous period before the bars it trades
+    (:func:`~metabt.experiments.parts.train_learner`, checked by ``check_no_leak``), so a
+    split trains only on its training bars before its first test group (and the history
+    before the validation bars): ``train_learner(end=`` the first test bar ``)``, whose
+    rule that every label is realised before ``end`` is the splitter's purge. Training
+    bars between or after test groups are not used, so the embargo removes nothing that
+    is trained on. Each test group is backtested with that learner (MetaStrategy adapting
+    on the bars before each decision, as always). Path p of
+    :func:`~metabt.evaluate.overfitting.cpcv_paths` joins, group by group, the p-th test
+    of each group into one series over all validation bars; the stored returns are the
+    paths' mean per bar.
+    """
+    embargo = int(cfg.spec.lookback) + cfg.support + cfg.query
+    splits = list(
+        cpcv_splits(
+            len(job.bars),
+            job.cv_groups,
+            job.cv_test_groups,
+            horizon=cfg.spec.horizon,
+            embargo=embargo,
+        )
+    )
+    learners: dict[int, Any] = {}
+    tests: dict[tuple[int, int], Any] = {}  # (first test group, group) -> its backtest
+    for split in splits:
+        first = split.test_groups[0]
+        if first not in learners:  # the same training for every split with this first group
+            end = job.bars[split.test[0]]
+            trained = train_learner(job.frames, cfg, end=end, progress=False)
+            check_no_leak(trained.learner, end)
+            learners[first] = trained.learner
+        for group, (a, b) in zip(split.test_groups, split.test_bounds, strict=True):
+            if (first, group) not in tests:
+                tests[first, group] = run_backtest(
+                    MetaStrategy,
+                    job.frames,
+                    start=job.bars[a],
+                    end=job.bars[b],
+                    warmup_bars=cfg.warmup_bars,
+                    costs=job.costs,
+                    strategy_kwargs={"learner": learners[first], **cfg.strategy_kwargs()},
+                    sizer_kwargs=dict(cfg.sizer),
+                )
+    series = [
+        pd.concat([tests[splits[s].test_groups[0], g].returns for g, s in enumerate(path)])
+        for path in cpcv_paths(job.cv_groups, job.cv_test_groups)
+    ]
+    sharpes = []
+    for p, returns in enumerate(series):
+        sd = float(returns.std(ddof=1))
+        if not sd > 0:
+            raise DataError(
+                f"the Sharpe ratio of CPCV path {p} is undefined (no return variance: the "
+                "strategy never held a position)"
+            )
+        sharpes.append(float(returns.mean()) / sd * math.sqrt(job.bars_per_year))
+    mean_path = pd.concat(series, axis=1).mean(axis=1)
+    sd = float(mean_path.std(ddof=1))
+    ics = [float(r.metrics.get("ic", math.nan)) for r in tests.values()]
+    turnovers = [float(r.metrics.get("turnover_two_way", math.nan)) for r in tests.values()]
+    return {
+        RETURNS_ATTR: _stored_returns(mean_path),
+        "score": float(np.mean(sharpes)),
+        "fold_sharpes": sharpes,
+        "ic": float(np.nanmean(ics)) if np.isfinite(ics).any() else math.nan,
+        "turnover": float(np.mean(turnovers)),
+        "sharpe_per_bar": float(mean_path.mean()) / sd if sd > 0 else math.nan,
+        "bars": len(mean_path),
     }
 
 
@@ -273,7 +366,7 @@ class SweepResult:
             list), score and number.
         cfg: the base configuration with ``best_params``.
         test_start: first day of the held-out period.
-        folds: the validation folds, (start, end) dates.
+        folds: the validation folds, (start, end) dates (``cv`` "cpcv": the CPCV groups).
         settings: sampler, space, seed and the other settings of the sweep.
         returns: trial number -> its validation returns (simple, per bar), for every
             complete trial that has them stored.
@@ -576,7 +669,8 @@ def _check_settings(study: optuna.Study, settings: dict[str, Any], out: Path) ->
     if stored is None:
         study.set_user_attr("settings", settings)
         return
-    changed = [key for key in settings if stored.get(key) != settings[key]]
+    keys = [*settings, *(key for key in stored if key not in settings)]
+    changed = [key for key in keys if stored.get(key) != settings.get(key)]
     if changed:
         raise ConfigError(
             f"`out` {out} holds a sweep with other {', '.join(changed)} (see its sweep.json); "
@@ -600,6 +694,9 @@ def sweep(
     seed: int | None = None,
     executor: ExecutorSpec | Executor = SERIAL,
     progress: bool = True,
+    cv: str = "walkforward",
+    cv_groups: int = 6,
+    cv_test_groups: int = 2,
 ) -> SweepResult:
     """Search ``space`` for the configuration with the best validation Sharpe after costs.
 
@@ -633,6 +730,14 @@ def sweep(
             trials on one thread (on a Ray cluster, ``out`` must be on a file system every
             node sees). Default: serial, here.
         progress: show a progress bar of the trials done.
+        cv: how a trial is scored: "walkforward" (default; train before each one-year
+            fold, backtest on it, the mean fold Sharpe) or "cpcv" (combinatorial purged
+            cross-validation over the same ``val_folds`` years: ``cv_groups`` groups,
+            ``cv_test_groups`` tested per split, the mean Sharpe of the backtest paths;
+            a split trains on the bars before its first test group, see
+            :func:`_score_cpcv`).
+        cv_groups: CPCV groups of the validation bars (>= 2). Default 6.
+        cv_test_groups: CPCV groups tested per split (1 <= k < ``cv_groups``). Default 2.
 
     Returns:
         A :class:`SweepResult` of every trial of the study.
@@ -645,6 +750,10 @@ def sweep(
     """
     frames, cfg, costs = settings.frames, settings.cfg, settings.costs
     seed = cfg.seed if seed is None else seed
+    if cv not in CV_METHODS:
+        raise ConfigError(
+            f"`cv` must be one of {', '.join(CV_METHODS)} (how trials are scored), got {cv!r}"
+        )
     dims = parse_space(space, sampler)
     grid_size = math.prod(len(d.choices) for d in dims) if sampler == "grid" else None
     if n_trials is None:
@@ -685,6 +794,25 @@ def sweep(
             f"{val_folds} year(s) before `start`) hold no bar; pass a `start` at "
             "most a day after the data's last bar, or fewer `val_folds`"
         )
+    cv_settings: dict[str, Any] = {}
+    bars: tuple[pd.Timestamp, ...] = ()
+    if cv == "cpcv":
+        cpcv_paths(cv_groups, cv_test_groups)  # the counts checked before any work
+        span = pd.DatetimeIndex(sorted(set().union(*(f.index for f in held.values()))))
+        bars = tuple(span[span >= folds[0][0]])
+        if len(bars) < 2 * cv_groups:
+            raise ConfigError(
+                f"`cv_groups` {cv_groups}: the {len(bars)} validation bars make groups of "
+                "under 2 bars; use fewer `cv_groups` or more `val_folds`"
+            )
+        groups = np.array_split(np.arange(len(bars)), cv_groups)
+        folds = [(bars[g[0]], bars[g[-1]]) for g in groups]
+        # only a CPCV sweep stores its cv settings: older walk-forward folders still resume
+        cv_settings = {"cv": cv, "cv_groups": cv_groups, "cv_test_groups": cv_test_groups}
+    bars_per_year = float(
+        cfg.sizer.get("bars_per_year")
+        or common_frequency({n: f.index for n, f in held.items()}, None).bars_per_year
+    )
     pool_scope = executor_scope(executor)  # made (Ray checked) before any work
     folder.mkdir(parents=True, exist_ok=True)
     url = f"sqlite:///{(folder / DB_NAME).resolve()}"
@@ -693,13 +821,21 @@ def sweep(
         "space": {d.name: d.describe() for d in dims},
         "seed": seed,
         "val_folds": val_folds,
+        **cv_settings,
         "test_start": str(test_ts.date()),
         "config": json.loads(json.dumps(cfg.describe(), default=str)),
         "costs": dataclasses.asdict(costs),
         "data": _fingerprint(held),
     }
     study_name = "metabt-sweep"
-    job = _Job(url, study_name, sampler, dims, seed, 0, held, cfg, tuple(folds), costs, test_ts)
+    job = _Job(
+        *(url, study_name, sampler, dims, seed, 0, held, cfg, tuple(folds), costs, test_ts),
+        cv=cv,
+        bars=bars,
+        cv_groups=cv_groups,
+        cv_test_groups=cv_test_groups,
+        bars_per_year=bars_per_year,
+    )
     tic = time.perf_counter()
     with _locked(folder):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -729,7 +865,7 @@ def sweep(
             apply_params(cfg, params),
             test_ts,
             folds,
-            {**stored, "seconds_this_run": round(time.perf_counter() - tic, 1)},
+            {"cv": cv, **stored, "seconds_this_run": round(time.perf_counter() - tic, 1)},
             returns,
             unstored,
         )
