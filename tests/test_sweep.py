@@ -6,8 +6,10 @@ fold of a year) so that a trial takes about a second once the imports are warm.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
+import math
 import shutil
 
 import optuna
@@ -19,10 +21,12 @@ from metabt.config.defaults import DEMO
 from metabt.config.files import load_config, options_for
 from metabt.data.ohlcv import load_ohlcv, sample_files
 from metabt.errors import ConfigError
+from metabt.evaluate.metrics import deflated_sharpe_ratio
+from metabt.evaluate.overfitting import pbo
 from metabt.experiments.executors import ExecutorSpec
 from metabt.experiments.settings import RunSettings
 from metabt.experiments.space import apply_params, parse_space
-from metabt.experiments.sweep import DB_NAME, sweep, validation_folds
+from metabt.experiments.sweep import DB_NAME, RETURNS_ATTR, sweep, validation_folds
 
 TEST_START = pd.Timestamp("2010-01-01")
 CFG = DEMO.with_(
@@ -128,6 +132,59 @@ def test_outputs_and_best_toml_load_as_a_config_file(grid_run):
     assert result.sharpe_variance > 0 and result.expected_max_sharpe() > 0
 
 
+def test_validation_dsr_of_the_best_trial_over_the_complete_trials(grid_run):
+    result, out, _ = grid_run
+    study = optuna.load_study(study_name="metabt-sweep", storage=f"sqlite:///{out / DB_NAME}")
+    stored = {t.number: t.user_attrs[RETURNS_ATTR] for t in study.get_trials()}
+    fold = result.folds[0]
+    for attr in stored.values():  # one return a validation bar, dates in the fold
+        dates = pd.to_datetime(attr["index"])
+        assert len(attr["values"]) == len(dates) > 200
+        assert dates[0] >= fold[0] and dates[-1] <= fold[1]
+    # the DSR formula by hand: the best trial's moments, N = 4, V = the variance of the
+    # per-bar Sharpes each trial recorded when scored (not read from the stored series)
+    best = pd.Series(stored[result.best_number]["values"])
+    sharpe = best.mean() / best.std(ddof=1)
+    variance = result.table["sharpe_per_bar"].var(ddof=1)
+    expected = deflated_sharpe_ratio(sharpe, len(best), best.skew(), best.kurt() + 3, 4, variance)
+    dsr, reason = result.validation_dsr()
+    assert reason == "" and dsr == pytest.approx(expected, rel=1e-9)
+    summary = json.loads((out / "sweep.json").read_text())
+    assert summary["validation_dsr"] == pytest.approx(expected, rel=1e-9)
+    assert (
+        f"trial {result.best_number} on validation, over 4 complete"
+        in (summary["validation_dsr_note"])
+    )
+    # 4 trials: below the 16 the PBO needs, said so
+    assert summary["pbo"] is None and "4 trials, fewer than the 16" in summary["pbo_note"]
+
+
+def test_pbo_of_the_sweep_is_cscv_on_the_trials_validation_returns(grid_run, monkeypatch):
+    result, _, _ = grid_run
+    calls = []
+
+    def small_pbo(matrix, **kwargs):  # the sweep's call, with a minimum the 4 trials meet
+        calls.append(matrix)
+        return pbo(matrix, **kwargs, min_trials=4)
+
+    monkeypatch.setattr(sweep_module, "pbo", small_pbo)
+    fresh = dataclasses.replace(result)  # the PBO is computed once per result
+    summary = fresh.summary()
+    (matrix,) = calls
+    assert list(matrix.columns) == sorted(result.returns) and matrix.shape[0] > 200
+    expected = pbo(matrix, n_blocks=16, min_trials=4)
+    assert summary["pbo"] == pytest.approx(expected.pbo)
+    assert (
+        summary["pbo_note"].startswith("PBO ")
+        and "16 blocks, 12870 combinations" in (summary["pbo_note"])
+    )
+    # a complete trial without stored returns (an older sweep.db): n/a, with the reason
+    old = dataclasses.replace(result, returns={}, unstored=[0, 1, 2, 3])
+    dsr, reason = old.validation_dsr()
+    assert math.isnan(dsr) and "trial(s) 0, 1, 2, 3 have no stored" in reason
+    assert "no stored validation returns" in old.summary()["pbo_note"]
+
+
 def test_a_rerun_of_a_finished_sweep_runs_nothing(grid_run, frames):
     result, out, _ = grid_run
     again = run(frames, out)
@@ -162,6 +219,10 @@ def test_resume_runs_only_missing_trials_and_redoes_a_killed_one(frames, tmp_pat
     assert third.n_complete == 5 and third.n_interrupted == 1 and third.n_trials == 5
     redo = table[table["state"] == "COMPLETE"].iloc[-1]
     assert {name: redo[name] for name in params} == params  # the same configuration again
+    # every complete trial's validation returns survive the resumes; the killed one has none
+    assert sorted(third.returns) == sorted(table.index[table["state"] == "COMPLETE"])
+    assert third.unstored == [] and killed.number not in third.returns
+    assert math.isfinite(third.validation_dsr()[0])
 
 
 def _complete(study) -> int:
@@ -270,3 +331,68 @@ def test_one_sweep_at_a_time_per_folder(frames, tmp_path):
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running sweep holds it
         with pytest.raises(ConfigError, match="another sweep is running"):
             run(frames, out)
+
+
+# --------------------------------------------------------------------------- CPCV
+
+
+def test_cpcv_sweep_trains_before_each_split_and_tests_every_group(frames, tmp_path):
+    """4 groups of the validation year, 2 tested per split: 6 splits, 3 paths."""
+    trainings, backtests = [], []
+    train, backtest = sweep_module.train_learner, sweep_module.run_backtest
+
+    def spy_train(f, cfg, *, end, **kwargs):
+        trainings.append(pd.Timestamp(end))
+        return train(f, cfg, end=end, **kwargs)
+
+    def spy_backtest(strategy, f, *, start, end, **kwargs):
+        learner = kwargs["strategy_kwargs"]["learner"]
+        backtests.append((pd.Timestamp(start), pd.Timestamp(end), learner.train_range))
+        return backtest(strategy, f, start=start, end=end, **kwargs)
+
+    out = tmp_path / "cpcv"
+    space = {"inner_lr": [0.01]}  # one trial: the scoring is what is tested
+    options = {"space": space, "cv": "cpcv", "cv_groups": 4, "cv_test_groups": 2}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sweep_module, "train_learner", spy_train)
+        mp.setattr(sweep_module, "run_backtest", spy_backtest)
+        result = run(frames, out, **options)
+    assert result.n_complete == 1
+    groups = result.folds  # the CPCV groups: the validation year in 4 contiguous parts
+    assert len(groups) == 4 and groups[0][0] >= pd.Timestamp("2009-01-01")
+    assert groups[-1][1] < TEST_START
+    assert all(a[1] < b[0] for a, b in itertools.pairwise(groups))
+    # one training per possible first test group (0, 1, 2), ending at its start
+    assert trainings == [g[0] for g in groups[:3]]
+    # group g is backtested with the learners trained before groups j <= g
+    # that start a split testing g: (j, j) for j < 3 and (j, g) for j < g
+    windows = sorted((a, b) for a, b, _ in backtests)
+    expected = [groups[g] for j in range(3) for g in range(j, 4)]
+    assert windows == sorted(expected)
+    for start, _, (_, trained_to) in backtests:  # no learner saw its test bars
+        assert pd.Timestamp(trained_to) < start
+    table = result.table
+    summary = json.loads((out / "sweep.json").read_text())
+    assert summary["cv"] == "cpcv" and summary["cv_groups"] == 4
+    # the score: the mean over the 3 paths of their annualised Sharpe
+    study = optuna.load_study(study_name="metabt-sweep", storage=f"sqlite:///{out / DB_NAME}")
+    for trial in study.get_trials():
+        assert len(trial.user_attrs["fold_sharpes"]) == 3
+        assert trial.value == pytest.approx(sum(trial.user_attrs["fold_sharpes"]) / 3)
+        stored = trial.user_attrs[RETURNS_ATTR]  # the paths' mean: every validation bar
+        assert pd.Timestamp(stored["index"][0]) == groups[0][0]
+        assert pd.Timestamp(stored["index"][-1]) == groups[-1][1]
+    assert math.isfinite(summary["validation_dsr"]) and len(table) == 1
+    # the scoring is part of the sweep's settings: a resume with the other one is refused
+    with pytest.raises(ConfigError, match="other cv"):
+        run(frames, out, space=space)
+
+
+def test_cpcv_settings_are_checked_before_any_work(frames, tmp_path):
+    with pytest.raises(ConfigError, match="`cv` must be one of walkforward, cpcv"):
+        run(frames, tmp_path / "a", cv="kfold")
+    with pytest.raises(ConfigError, match="n_test_groups 4 must be below n_groups 4"):
+        run(frames, tmp_path / "a", cv="cpcv", cv_groups=4, cv_test_groups=4)
+    with pytest.raises(ConfigError, match="validation bars make groups of under 2 bars"):
+        run(frames, tmp_path / "a", cv="cpcv", cv_groups=200)
+    assert not (tmp_path / "a").exists()

@@ -78,6 +78,10 @@ def test_grid_sweep_prints_the_trials_and_writes_a_loadable_best_config(tmp_path
     assert header.split()[:3] == ["inner_lr", "support", "score"]
     assert "4 trials (4 complete, 0 failed)" in stdout
     assert "deflate its Sharpe for 4 trials" in stdout
+    # the chosen trial's deflated Sharpe on validation, and the PBO (n/a below 16 trials)
+    dsr_line = next(line for line in stdout.splitlines() if line.startswith("validation DSR"))
+    assert "over 4 complete trials" in dsr_line
+    assert "PBO n/a (4 trials, fewer than the 16 PBO needs)" in dsr_line
     assert {p.name for p in out.iterdir()} >= {DB_NAME, *OUTPUTS}
 
     table = pd.read_csv(out / "trials.csv")
@@ -94,6 +98,8 @@ def test_grid_sweep_prints_the_trials_and_writes_a_loadable_best_config(tmp_path
     assert summary["n_failed"] == summary["n_interrupted"] == 0
     assert summary["best_number"] == best["number"]
     assert summary["best_params"] == {"inner_lr": best["inner_lr"], "support": best["support"]}
+    assert 0 <= summary["validation_dsr"] <= 1 and summary["pbo"] is None
+    assert f"DSR {summary['validation_dsr']:.3f} (deflated Sharpe of trial" in dsr_line
 
     # best.toml is a metabt config file holding the best trial's values and the base ones
     config = load_config(out / "best.toml")
@@ -156,6 +162,22 @@ def test_no_space_at_all_exits_2(tmp_path, capsys):
         capsys, "sweep", "--config", str(_config(tmp_path)), "--out", str(tmp_path / "o")
     )
     assert code == 2 and "needs a search space" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_cv_flag_and_config_key_are_checked(tmp_path, capsys):
+    space = str(_space(tmp_path, "inner_lr = [0.01]\n"))
+    out = str(tmp_path / "o")
+    code, _, err = _run_main(capsys, "sweep", "--space", space, "--cv", "kfold", "--out", out)
+    assert code == 2 and "invalid choice: 'kfold'" in err and len(err.strip().splitlines()) == 1
+    config = tmp_path / "bad.toml"
+    config.write_text('[sweep]\ncv = "kfold"\n', encoding="utf-8")
+    code, _, err = _run_main(
+        capsys, "sweep", "--config", str(config), "--space", space, "--out", out
+    )
+    assert code == 2 and "cv: 'kfold' is not one of walkforward, cpcv" in err
+    config.write_text('[sweep]\ncv = "cpcv"\n', encoding="utf-8")
+    assert options_for(load_config(config), "sweep")["cv"] == "cpcv"
     assert not (tmp_path / "o").exists()
 
 
@@ -263,6 +285,7 @@ def test_sweep_killed_with_sigkill_resumes_keeping_finished_trials(tmp_path):
     # the count reported (and stored for the deflated Sharpe) is the trials asked
     assert f"{TRIALS} trials ({TRIALS} complete, 0 failed)" in again.stdout
     assert f"deflate its Sharpe for {TRIALS} trials" in again.stdout
+    assert f"over {TRIALS} complete trials" in again.stdout  # the validation DSR's N
     summary = json.loads((out / "sweep.json").read_text(encoding="utf-8"))
     assert summary["n_trials"] == summary["n_complete"] == TRIALS
     assert summary["n_interrupted"] == len(running) and summary["n_failed"] == 0

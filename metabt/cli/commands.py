@@ -418,6 +418,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         n_trials=args.trials,
         val_folds=args.val_folds,
         executor=_executor(args),
+        cv=args.cv,
         progress=not args.quiet,
     )
     out = Path(args.out)
@@ -431,6 +432,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         f"{summary['n_failed']} failed); best validation Sharpe {summary['best_value']:.3f} "
         f"(trial {summary['best_number']}): {summary['best_params']}"
     )
+    dsr = summary["validation_dsr"]
+    shown = "n/a" if dsr is None else f"{dsr:.3f}"
+    print(f"validation DSR {shown} ({summary['validation_dsr_note']}); {summary['pbo_note']}")
     print(f"validation folds: {summary['validation_folds']}; {summary['held_out']}")
     print(f"best config: {paths['best.toml'].resolve()}")
     print(

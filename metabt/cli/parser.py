@@ -678,6 +678,14 @@ def add_sweep_parser(sub: Any) -> argparse.ArgumentParser:
         metavar="N",
         help="one-year validation folds before --start (default 2)",
     )
+    p.add_argument(
+        "--cv",
+        choices=("walkforward", "cpcv"),
+        default="walkforward",
+        help="how a trial is scored on the --val-folds years: walkforward (train before each "
+        "fold, backtest it) or cpcv (combinatorial purged cross-validation: 6 groups, 2 "
+        "tested per split, purged and embargoed; default walkforward)",
+    )
     _training_options(p)
     _experiment_options(p)
     return p

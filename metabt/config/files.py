@@ -138,6 +138,7 @@ class Options(BaseModel):
     rebalance_every: PosInt | None = Field(None, description="cross-sectional: bars")
     sampler: str | None = Field(None, description="sweep: grid or tpe")
     val_folds: PosInt | None = Field(None, description="sweep: one-year validation folds")
+    cv: str | None = Field(None, description="sweep: walkforward or cpcv (trial scoring)")
     ks: list[PosInt] | None = Field(None, description="pricing: months of history per model")
     test_end: str | None = Field(None, description="pricing: last test month")
     portfolios: list[str] | None = Field(None, description="pricing: portfolios")

@@ -9,8 +9,11 @@ years before ``test_start``: in each fold the learner is trained strictly before
 (:func:`metabt.experiments.roster.train_learner`) and MetaStrategy is backtested on it with
 costs (:func:`metabt.experiments.backtest.run_backtest`); the score is the mean over the
 folds of the annualised Sharpe ratio after costs. Every trial receives frames cut before
-``test_start``, so none reads a price of the held-out period. The search space is checked
-and applied by :mod:`metabt.experiments.space`.
+``test_start``, so none reads a price of the held-out period. With ``cv="cpcv"`` a trial
+is scored instead by combinatorial purged cross-validation over the same years
+(:func:`_score_cpcv`: a split trains before its first test group, the only training
+metabt's pipeline allows). The search space is checked and applied by
+:mod:`metabt.experiments.space`.
 
 The search is Optuna's: ``GridSampler`` or ``TPESampler``, the study in ``sweep.db``
 (SQLite) in the output folder. A re-run on the folder runs only the missing trials, and
@@ -18,13 +21,18 @@ again any trial a kill interrupted. Parallel workers (processes or Ray tasks, th
 :mod:`metabt.experiments.executors`) each load the study from that storage and optimise
 their share (Optuna's multi-process pattern). The trials tried (:attr:`SweepResult.n_trials`) and
 the variance of their per-bar Sharpe ratios are kept to deflate the held-out result for
-the search (:func:`metabt.evaluate.metrics.deflated_sharpe_ratio`).
+the search (:func:`metabt.evaluate.metrics.deflated_sharpe_ratio`). Each complete trial's
+validation returns are stored with it in ``sweep.db`` (so a resumed sweep has them all):
+the chosen trial's deflated Sharpe on validation over the complete trials
+(:meth:`SweepResult.validation_dsr`) and the probability of backtest overfitting of the
+choice (:attr:`SweepResult.pbo`, :func:`metabt.evaluate.overfitting.pbo`) come from them.
 
 Sources: Akiba, Sano, Yanase, Ohta, Koyama (2019), "Optuna: A Next-generation
 Hyperparameter Optimization Framework", KDD; Bergstra, Bardenet, Bengio, Kégl (2011),
 "Algorithms for Hyper-Parameter Optimization", NeurIPS (TPE); Bailey and López de Prado
 (2014), "The Deflated Sharpe Ratio", J. Portfolio Management 40(5); Optuna docs, "Easy
-Parallelization" and ``GridSampler``.
+Parallelization" and ``GridSampler``; Bailey, Borwein, López de Prado and Zhu (2017),
+"The Probability of Backtest Overfitting", J. Computational Finance 20(4).
 """
 
 from __future__ import annotations
@@ -53,8 +61,10 @@ from tqdm.auto import tqdm
 from metabt._checks import as_timestamp
 from metabt._util import check_output_path, staged_files, write_text
 from metabt.config.defaults import SIZER_SETTINGS, RunConfig
+from metabt.data.bars import common_frequency
 from metabt.errors import ConfigError, DataError, MetabtError
-from metabt.evaluate.metrics import expected_max_sharpe
+from metabt.evaluate.metrics import deflated_sharpe, expected_max_sharpe
+from metabt.evaluate.overfitting import PBOResult, cpcv_paths, cpcv_splits, pbo
 from metabt.experiments.backtest import Costs, run_backtest
 from metabt.experiments.executors import SERIAL, Executor, ExecutorSpec, executor_scope, run_unit
 from metabt.experiments.parts import check_no_leak, train_learner
@@ -65,9 +75,12 @@ from metabt.experiments.walkforward import walkforward_folds
 from metabt.strategies.meta import MetaStrategy
 
 __all__ = [
+    "CV_METHODS",
     "DB_NAME",
     "DEFAULT_TPE_TRIALS",
     "ERROR_ATTR",
+    "MAX_STORED_BARS",
+    "RETURNS_ATTR",
     "SweepResult",
     "sweep",
     "validation_folds",
@@ -88,6 +101,16 @@ DEFAULT_TPE_TRIALS = 20
 DB_NAME, LOCK_NAME = "sweep.db", "sweep.lock"
 #: User attribute that marks a trial failed by its configuration (not interrupted).
 ERROR_ATTR = "error"
+#: User attribute holding a complete trial's validation returns (``{"index", "values"}``),
+#: stored with the trial so that a resumed sweep has every finished trial's series.
+RETURNS_ATTR = "validation_returns"
+#: Validation bars above which a trial's returns are not stored (the DSR and PBO are n/a):
+#: keeps ``sweep.db`` bounded (about 20 bytes a bar a trial).
+MAX_STORED_BARS = 20_000
+#: CSCV blocks of the sweep's PBO (C(16, 8) = 12870 combinations).
+PBO_BLOCKS = 16
+#: How trials are scored: one-year walk-forward folds, or CPCV over the same years.
+CV_METHODS = ("walkforward", "cpcv")
 HELD_OUT_NOTE = (
     "the held-out period (test_start on) was never seen: every trial received frames cut "
     "before test_start and validation folds ending the day before it; keep that period "
@@ -137,6 +160,12 @@ class _Job:
     folds: tuple[tuple[pd.Timestamp, pd.Timestamp], ...]
     costs: Costs
     test_start: pd.Timestamp
+    cv: str = "walkforward"
+    #: CPCV: the validation bars' dates, the groups, the groups tested per split
+    bars: tuple[pd.Timestamp, ...] = ()
+    cv_groups: int = 6
+    cv_test_groups: int = 2
+    bars_per_year: float = 252.0
 
 
 def _score(job: _Job, cfg: RunConfig) -> dict[str, Any]:
@@ -144,6 +173,8 @@ def _score(job: _Job, cfg: RunConfig) -> dict[str, Any]:
     latest = max(f.index[-1] for f in job.frames.values())
     if latest >= job.test_start:  # the proof obligation of the held-out period
         raise RuntimeError(f"a trial received a price of {latest.date()}, in the held-out period")
+    if job.cv == "cpcv":
+        return _score_cpcv(job, cfg)
     sharpes, ics, turnovers, returns = [], [], [], []
     for fold_start, fold_end in job.folds:
         trained = train_learner(job.frames, cfg, end=fold_start, progress=False)
@@ -168,9 +199,11 @@ def _score(job: _Job, cfg: RunConfig) -> dict[str, Any]:
         ics.append(float(result.metrics.get("ic", math.nan)))
         turnovers.append(float(result.metrics.get("turnover_two_way", math.nan)))
         returns.append(result.returns)
-    pooled = pd.concat(returns).to_numpy(dtype=float)
+    series = pd.concat(returns)
+    pooled = series.to_numpy(dtype=float)
     sd = float(np.std(pooled, ddof=1)) if len(pooled) > 1 else math.nan
     return {
+        RETURNS_ATTR: _stored_returns(series),
         "score": float(np.mean(sharpes)),
         "fold_sharpes": sharpes,
         "ic": float(np.nanmean(ics)) if np.isfinite(ics).any() else math.nan,
@@ -178,6 +211,110 @@ def _score(job: _Job, cfg: RunConfig) -> dict[str, Any]:
         "sharpe_per_bar": float(np.mean(pooled)) / sd if sd > 0 else math.nan,
         "bars": len(pooled),
     }
+
+
+def _score_cpcv(job: _Job, cfg: RunConfig) -> dict[str, Any]:
+    """Score over the CPCV splits of the validation bars: the mean annualised Sharpe of
+    the backtest paths.
+
+    The validation bars are cut into ``cv_groups`` groups; every split tests
+    ``cv_test_groups`` of them (:func:`metabt.evaluate.overfitting.cpcv_splits`, purge of
+    the trial's horizon, embargo of its feature look-back plus support plus query bars).
+    metabt trains a learner on one contiguous period before the bars it trades
+    (:func:`~metabt.experiments.parts.train_learner`, checked by ``check_no_leak``), so a
+    split trains only on its training bars before its first test group (and the history
+    before the validation bars): ``train_learner(end=`` the first test bar ``)``, whose
+    rule that every label is realised before ``end`` is the splitter's purge. Training
+    bars between or after test groups are not used, so the embargo removes nothing that
+    is trained on. Each test group is backtested with that learner (MetaStrategy adapting
+    on the bars before each decision, as always). Path p of
+    :func:`~metabt.evaluate.overfitting.cpcv_paths` joins, group by group, the p-th test
+    of each group into one series over all validation bars; the stored returns are the
+    paths' mean per bar.
+    """
+    embargo = int(cfg.spec.lookback) + cfg.support + cfg.query
+    splits = list(
+        cpcv_splits(
+            len(job.bars),
+            job.cv_groups,
+            job.cv_test_groups,
+            horizon=cfg.spec.horizon,
+            embargo=embargo,
+        )
+    )
+    learners: dict[int, Any] = {}
+    tests: dict[tuple[int, int], Any] = {}  # (first test group, group) -> its backtest
+    for split in splits:
+        first = split.test_groups[0]
+        if first not in learners:  # the same training for every split with this first group
+            end = job.bars[split.test[0]]
+            trained = train_learner(job.frames, cfg, end=end, progress=False)
+            check_no_leak(trained.learner, end)
+            learners[first] = trained.learner
+        for group, (a, b) in zip(split.test_groups, split.test_bounds, strict=True):
+            if (first, group) not in tests:
+                tests[first, group] = run_backtest(
+                    MetaStrategy,
+                    job.frames,
+                    start=job.bars[a],
+                    end=job.bars[b],
+                    warmup_bars=cfg.warmup_bars,
+                    costs=job.costs,
+                    strategy_kwargs={"learner": learners[first], **cfg.strategy_kwargs()},
+                    sizer_kwargs=dict(cfg.sizer),
+                )
+    series = [
+        pd.concat([tests[splits[s].test_groups[0], g].returns for g, s in enumerate(path)])
+        for path in cpcv_paths(job.cv_groups, job.cv_test_groups)
+    ]
+    sharpes = []
+    for p, returns in enumerate(series):
+        sd = float(returns.std(ddof=1))
+        if not sd > 0:
+            raise DataError(
+                f"the Sharpe ratio of CPCV path {p} is undefined (no return variance: the "
+                "strategy never held a position)"
+            )
+        sharpes.append(float(returns.mean()) / sd * math.sqrt(job.bars_per_year))
+    mean_path = pd.concat(series, axis=1).mean(axis=1)
+    sd = float(mean_path.std(ddof=1))
+    ics = [float(r.metrics.get("ic", math.nan)) for r in tests.values()]
+    turnovers = [float(r.metrics.get("turnover_two_way", math.nan)) for r in tests.values()]
+    return {
+        RETURNS_ATTR: _stored_returns(mean_path),
+        "score": float(np.mean(sharpes)),
+        "fold_sharpes": sharpes,
+        "ic": float(np.nanmean(ics)) if np.isfinite(ics).any() else math.nan,
+        "turnover": float(np.mean(turnovers)),
+        "sharpe_per_bar": float(mean_path.mean()) / sd if sd > 0 else math.nan,
+        "bars": len(mean_path),
+    }
+
+
+def _stored_returns(series: pd.Series) -> dict[str, list[Any]] | None:
+    """A trial's validation returns as JSON lists (dates as ISO strings); None when longer
+    than :data:`MAX_STORED_BARS`."""
+    if len(series) > MAX_STORED_BARS:
+        return None
+    index = pd.DatetimeIndex(series.index)
+    daily = bool((index == index.normalize()).all())
+    dates = index.strftime("%Y-%m-%d") if daily else index.map(pd.Timestamp.isoformat)
+    return {"index": list(dates), "values": [float(v) for v in series.to_numpy(dtype=float)]}
+
+
+def _trial_returns(
+    trials: Sequence[optuna.trial.FrozenTrial],
+) -> tuple[dict[int, pd.Series], list[int]]:
+    """The stored validation returns of complete trials, and the trials without them."""
+    series, missing = {}, []
+    for t in trials:
+        stored = t.user_attrs.get(RETURNS_ATTR)
+        if not stored:
+            missing.append(t.number)
+            continue
+        index = pd.DatetimeIndex(pd.to_datetime(stored["index"]))
+        series[t.number] = pd.Series(stored["values"], index=index, dtype=float)
+    return series, missing
 
 
 def _objective(trial: optuna.trial.Trial, job: _Job) -> float:
@@ -236,8 +373,12 @@ class SweepResult:
             list), score and number.
         cfg: the base configuration with ``best_params``.
         test_start: first day of the held-out period.
-        folds: the validation folds, (start, end) dates.
+        folds: the validation folds, (start, end) dates (``cv`` "cpcv": the CPCV groups).
         settings: sampler, space, seed and the other settings of the sweep.
+        returns: trial number -> its validation returns (simple, per bar), for every
+            complete trial that has them stored.
+        unstored: complete trials without stored returns (run by an older metabt, or
+            longer than :data:`MAX_STORED_BARS`): the DSR and PBO are n/a with them.
     """
 
     table: pd.DataFrame
@@ -248,6 +389,8 @@ class SweepResult:
     test_start: pd.Timestamp
     folds: list[tuple[pd.Timestamp, pd.Timestamp]]
     settings: dict[str, Any] = field(default_factory=dict)
+    returns: dict[int, pd.Series] = field(default_factory=dict)
+    unstored: list[int] = field(default_factory=list)
 
     def _count(self, state: str, error: bool | None = None) -> int:
         rows = self.table[self.table["state"] == state]
@@ -291,6 +434,50 @@ class SweepResult:
         var = self.sharpe_variance
         return expected_max_sharpe(self.n_trials, var) if math.isfinite(var) else math.nan
 
+    def _unavailable(self) -> str:
+        """Why no overfitting statistic can be computed ("" when one can)."""
+        if self.n_complete == 0:
+            return "no complete trial"
+        if self.unstored:
+            shown = ", ".join(str(n) for n in self.unstored[:5])
+            more = ", ..." if len(self.unstored) > 5 else ""
+            return (
+                f"trial(s) {shown}{more} have no stored validation returns (run by an older "
+                f"metabt, or more than {MAX_STORED_BARS} bars)"
+            )
+        return ""
+
+    def validation_dsr(self) -> tuple[float, str]:
+        """The best trial's deflated Sharpe ratio on validation, over the complete trials.
+
+        :func:`metabt.evaluate.metrics.deflated_sharpe` of the best trial's validation
+        returns with N = :attr:`n_complete` and V the variance of the complete trials'
+        per-bar validation Sharpe ratios (from their returns). It is an in-sample number
+        (the trials were chosen on these returns); the held-out period is the test.
+
+        Returns:
+            (DSR, "") or (NaN, the reason it is n/a).
+        """
+        reason = self._unavailable()
+        if reason:
+            return math.nan, reason
+        trials = {str(number): r for number, r in self.returns.items()}
+        value = deflated_sharpe(self.returns[self.best_number], trials)
+        if not math.isfinite(value):
+            return math.nan, f"trial {self.best_number}'s validation returns have no variance"
+        return value, ""
+
+    @functools.cached_property
+    def pbo(self) -> PBOResult:
+        """The probability of backtest overfitting of the sweep's choice (CSCV, 16 blocks)
+        on the complete trials' validation returns, bars every trial has
+        (:func:`metabt.evaluate.overfitting.pbo`); n/a with a reason below 16 trials."""
+        reason = self._unavailable()
+        if reason:
+            return PBOResult(math.nan, np.empty(0), self.n_complete, 0, PBO_BLOCKS, reason)
+        matrix = pd.concat(self.returns, axis=1).sort_index()
+        return pbo(matrix, n_blocks=PBO_BLOCKS)
+
     def summary(self) -> dict[str, Any]:
         """The contents of ``sweep.json`` (JSON primitives, NaN as null)."""
         out = {
@@ -301,12 +488,27 @@ class SweepResult:
             "best_params": self.best_params,
             "sharpe_variance_per_bar": self.sharpe_variance,
             "expected_max_sharpe_per_bar": self.expected_max_sharpe(),
+            **self._overfitting(),
             "test_start": str(self.test_start.date()),
             "validation_folds": [[str(a.date()), str(b.date())] for a, b in self.folds],
             "held_out": HELD_OUT_NOTE,
             **self.settings,
         }
         return plain(out, nan_as_null=True)
+
+    def _overfitting(self) -> dict[str, Any]:
+        dsr, dsr_reason = self.validation_dsr()
+        result = self.pbo
+        return {
+            "validation_dsr": dsr,
+            "validation_dsr_note": dsr_reason
+            or (
+                f"deflated Sharpe of trial {self.best_number} on validation, over "
+                f"{self.n_complete} complete trials (in-sample: the trials were chosen on it)"
+            ),
+            "pbo": result.pbo,
+            "pbo_note": result.describe(),
+        }
 
     def best_toml(self) -> str:
         """``best.toml``: the best configuration as a metabt config file.
@@ -475,7 +677,8 @@ def _check_settings(study: optuna.Study, settings: dict[str, Any], out: Path) ->
     if stored is None:
         study.set_user_attr("settings", settings)
         return
-    changed = [key for key in settings if stored.get(key) != settings[key]]
+    keys = [*settings, *(key for key in stored if key not in settings)]
+    changed = [key for key in keys if stored.get(key) != settings.get(key)]
     if changed:
         raise ConfigError(
             f"`out` {out} holds a sweep with other {', '.join(changed)} (see its sweep.json); "
@@ -499,6 +702,9 @@ def sweep(
     seed: int | None = None,
     executor: ExecutorSpec | Executor = SERIAL,
     progress: bool = True,
+    cv: str = "walkforward",
+    cv_groups: int = 6,
+    cv_test_groups: int = 2,
 ) -> SweepResult:
     """Search ``space`` for the configuration with the best validation Sharpe after costs.
 
@@ -532,6 +738,14 @@ def sweep(
             trials on one thread (on a Ray cluster, ``out`` must be on a file system every
             node sees). Default: serial, here.
         progress: show a progress bar of the trials done.
+        cv: how a trial is scored: "walkforward" (default; train before each one-year
+            fold, backtest on it, the mean fold Sharpe) or "cpcv" (combinatorial purged
+            cross-validation over the same ``val_folds`` years: ``cv_groups`` groups,
+            ``cv_test_groups`` tested per split, the mean Sharpe of the backtest paths;
+            a split trains on the bars before its first test group, see
+            :func:`_score_cpcv`).
+        cv_groups: CPCV groups of the validation bars (>= 2). Default 6.
+        cv_test_groups: CPCV groups tested per split (1 <= k < ``cv_groups``). Default 2.
 
     Returns:
         A :class:`SweepResult` of every trial of the study.
@@ -544,6 +758,10 @@ def sweep(
     """
     frames, cfg, costs = settings.frames, settings.cfg, settings.costs
     seed = cfg.seed if seed is None else seed
+    if cv not in CV_METHODS:
+        raise ConfigError(
+            f"`cv` must be one of {', '.join(CV_METHODS)} (how trials are scored), got {cv!r}"
+        )
     dims = parse_space(space, sampler)
     grid_size = math.prod(len(d.choices) for d in dims) if sampler == "grid" else None
     if n_trials is None:
@@ -584,6 +802,25 @@ def sweep(
             f"{val_folds} year(s) before `start`) hold no bar; pass a `start` at "
             "most a day after the data's last bar, or fewer `val_folds`"
         )
+    cv_settings: dict[str, Any] = {}
+    bars: tuple[pd.Timestamp, ...] = ()
+    if cv == "cpcv":
+        cpcv_paths(cv_groups, cv_test_groups)  # the counts checked before any work
+        span = pd.DatetimeIndex(sorted(set().union(*(f.index for f in held.values()))))
+        bars = tuple(span[span >= folds[0][0]])
+        if len(bars) < 2 * cv_groups:
+            raise ConfigError(
+                f"`cv_groups` {cv_groups}: the {len(bars)} validation bars make groups of "
+                "under 2 bars; use fewer `cv_groups` or more `val_folds`"
+            )
+        groups = np.array_split(np.arange(len(bars)), cv_groups)
+        folds = [(bars[g[0]], bars[g[-1]]) for g in groups]
+        # only a CPCV sweep stores its cv settings: older walk-forward folders still resume
+        cv_settings = {"cv": cv, "cv_groups": cv_groups, "cv_test_groups": cv_test_groups}
+    bars_per_year = float(
+        cfg.sizer.get("bars_per_year")
+        or common_frequency({n: f.index for n, f in held.items()}, None).bars_per_year
+    )
     pool_scope = executor_scope(executor)  # made (Ray checked) before any work
     folder.mkdir(parents=True, exist_ok=True)
     url = f"sqlite:///{(folder / DB_NAME).resolve()}"
@@ -592,13 +829,21 @@ def sweep(
         "space": {d.name: d.describe() for d in dims},
         "seed": seed,
         "val_folds": val_folds,
+        **cv_settings,
         "test_start": str(test_ts.date()),
         "config": json.loads(json.dumps(cfg.describe(), default=str)),
         "costs": dataclasses.asdict(costs),
         "data": _fingerprint(held),
     }
     study_name = "metabt-sweep"
-    job = _Job(url, study_name, sampler, dims, seed, 0, held, cfg, tuple(folds), costs, test_ts)
+    job = _Job(
+        *(url, study_name, sampler, dims, seed, 0, held, cfg, tuple(folds), costs, test_ts),
+        cv=cv,
+        bars=bars,
+        cv_groups=cv_groups,
+        cv_test_groups=cv_test_groups,
+        bars_per_year=bars_per_year,
+    )
     tic = time.perf_counter()
     with _locked(folder):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -619,6 +864,7 @@ def sweep(
         complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         best = max(complete, key=lambda t: (float(t.value or 0.0), -t.number), default=None)
         params = {k: decode(k, v) for k, v in (best.params if best else {}).items()}
+        returns, unstored = _trial_returns(complete)
         result = SweepResult(
             _table(study, dims),
             params,
@@ -627,7 +873,9 @@ def sweep(
             apply_params(cfg, params),
             test_ts,
             folds,
-            {**stored, "seconds_this_run": round(time.perf_counter() - tic, 1)},
+            {"cv": cv, **stored, "seconds_this_run": round(time.perf_counter() - tic, 1)},
+            returns,
+            unstored,
         )
         result.write(folder)
     if result.n_complete == 0:
