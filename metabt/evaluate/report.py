@@ -129,7 +129,7 @@ def _table_section(
     names = [clean(n) for n in df.index.names]
     rows = []
     for key, row in df.iterrows():
-        keys = [str(k) for k in (key if isinstance(key, tuple) else (key,))]
+        keys = [clean(k) for k in (key if isinstance(key, tuple) else (key,))]
         values = [_format_cell(str(c), row[c]) for c in df.columns]
         rows.append(_cells([*keys, *values], [(links or {}).get(keys[0])]))
     return {"heading": clean(heading), "header": [*names, *map(clean, df.columns)], "rows": rows}

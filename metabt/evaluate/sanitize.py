@@ -28,9 +28,10 @@ from __future__ import annotations
 import html as _html
 import re
 import unicodedata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "CSV_FORMULA_START",
@@ -231,6 +232,8 @@ def csv_cell(value: Any) -> Any:
 
 def _text_labels(index: pd.Index) -> pd.Index:
     """Text labels and level names through :func:`csv_cell`; numbers and dates as they are."""
+    import pandas as pd  # only the CSV helpers need pandas: the CLI prints without it
+
     names = [csv_cell(name) for name in index.names]
     if isinstance(index, pd.MultiIndex):
         levels = [_text_labels(level) for level in index.levels]
@@ -254,6 +257,8 @@ def csv_frame(frame: pd.DataFrame) -> pd.DataFrame:
         pd.DataFrame: the sanitised copy (same shape and index; the same dtypes, but
         category columns become object: CSV has no categories).
     """
+    import pandas as pd
+
     out = frame.copy()
     for position in range(out.shape[1]):
         column = out.iloc[:, position]
