@@ -37,6 +37,7 @@ from metabt.evaluate.sanitize import (
     csv_text,
     html,
     markdown,
+    markdown_frame,
     terminal,
 )
 
@@ -209,6 +210,19 @@ def test_csv_frame_touches_text_only_and_read_back_dtypes_are_kept():
     pd.testing.assert_series_equal(back["plain"].dtypes, back["hostile"].dtypes)
     assert back["hostile"]["strategy"][0] == csv_cell(HOSTILE)
     assert "\u202e" not in csv_text(hostile)
+
+
+def test_markdown_frame_escapes_text_and_keeps_the_number_format():
+    def trials(name: str) -> pd.DataFrame:
+        return pd.DataFrame(
+            {"number": [0, 1], "model_type": [name, "gru"], "score": [0.123456, -1.5e-3]}
+        )
+
+    plain = markdown_frame(trials("mlp")).to_markdown(index=False, floatfmt=".4g")
+    hostile = markdown_frame(trials(HOSTILE)).to_markdown(index=False, floatfmt=".4g")
+    assert plain == trials("mlp").to_markdown(index=False, floatfmt=".4g")  # plain: unchanged
+    assert [line.count("|") for line in hostile.splitlines()] == [4] * 4  # 3 cells a row
+    assert "0.1235" in hostile and "-0.0015" in hostile and "\\[a\\](b)" in hostile
 
 
 # ------------------------------------------------------------- the writers, one hostile name

@@ -28,6 +28,7 @@ from __future__ import annotations
 import html as _html
 import re
 import unicodedata
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -42,6 +43,7 @@ __all__ = [
     "csv_text",
     "html",
     "markdown",
+    "markdown_frame",
     "terminal",
 ]
 
@@ -230,17 +232,39 @@ def csv_cell(value: Any) -> Any:
     return "'" + text if text.lstrip(" ").startswith(CSV_FORMULA_START) else text
 
 
-def _text_labels(index: pd.Index) -> pd.Index:
-    """Text labels and level names through :func:`csv_cell`; numbers and dates as they are."""
-    import pandas as pd  # only the CSV helpers need pandas: the CLI prints without it
+def _texts_only(escape: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``escape`` for text values; numbers, dates, NaN and other values as they are."""
+    return lambda value: escape(value) if isinstance(value, str) else value
 
-    names = [csv_cell(name) for name in index.names]
+
+def _text_labels(index: pd.Index, escape: Callable[[Any], Any]) -> pd.Index:
+    """Text labels and level names through ``escape``; numbers and dates as they are."""
+    import pandas as pd  # only the table helpers need pandas: the CLI prints without it
+
+    names = [escape(name) for name in index.names]
     if isinstance(index, pd.MultiIndex):
-        levels = [_text_labels(level) for level in index.levels]
+        levels = [_text_labels(level, escape) for level in index.levels]
         return index.set_levels(levels, verify_integrity=False).set_names(names)
     if index.dtype == object or isinstance(index.dtype, pd.StringDtype):
-        index = index.map(csv_cell)
+        index = index.map(escape)
     return index.set_names(names)
+
+
+def _text_frame(frame: pd.DataFrame, escape: Callable[[Any], Any]) -> pd.DataFrame:
+    """A copy of ``frame`` with ``escape`` on its text cells, index labels and column names."""
+    import pandas as pd
+
+    escape = _texts_only(escape)
+    out = frame.copy()
+    for position in range(out.shape[1]):
+        column = out.iloc[:, position]
+        if isinstance(column.dtype, pd.CategoricalDtype):
+            column = column.astype(object)  # two categories may escape to one text
+        if column.dtype == object or isinstance(column.dtype, pd.StringDtype):
+            out.isetitem(position, column.map(escape))
+    out.index = _text_labels(out.index, escape)
+    out.columns = _text_labels(out.columns, escape)
+    return out
 
 
 def csv_frame(frame: pd.DataFrame) -> pd.DataFrame:
@@ -257,18 +281,23 @@ def csv_frame(frame: pd.DataFrame) -> pd.DataFrame:
         pd.DataFrame: the sanitised copy (same shape and index; the same dtypes, but
         category columns become object: CSV has no categories).
     """
-    import pandas as pd
+    return _text_frame(frame, csv_cell)
 
-    out = frame.copy()
-    for position in range(out.shape[1]):
-        column = out.iloc[:, position]
-        if isinstance(column.dtype, pd.CategoricalDtype):
-            column = column.astype(object)  # two categories may clean to one text
-        if column.dtype == object or isinstance(column.dtype, pd.StringDtype):
-            out.isetitem(position, column.map(csv_cell))
-    out.index = _text_labels(out.index)
-    out.columns = _text_labels(out.columns)
-    return out
+
+def markdown_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``frame`` whose text cells, index labels and column names pass :func:`markdown`.
+
+    For a table written with ``DataFrame.to_markdown`` and its own number format (e.g.
+    ``markdown_frame(table).to_markdown(index=False, floatfmt=".4g")``): numeric, boolean
+    and datetime columns are not touched, so they are formatted as before.
+
+    Args:
+        frame: the table to write.
+
+    Returns:
+        pd.DataFrame: the escaped copy (category columns become object).
+    """
+    return _text_frame(frame, markdown)
 
 
 def csv_text(frame: pd.DataFrame, *, index: bool = False) -> str:
