@@ -24,6 +24,24 @@ if TYPE_CHECKING:
 __all__ = ["COMMANDS", "config_of", "run"]
 
 
+def _say(text: object = "", *, stderr: bool = False) -> None:
+    """Print what a command reports: every line without control or bidi characters.
+
+    The one place the commands print; names in the text (data files, strategies, features)
+    cannot move the cursor, colour the terminal or reorder a line
+    (:func:`metabt.evaluate.sanitize.terminal`).
+
+    Args:
+        text: the line(s) to print. Default "" (an empty line).
+        stderr: print to stderr, flushed (progress), instead of stdout.
+    """
+    import sys
+
+    from metabt.evaluate.sanitize import terminal
+
+    print(terminal(text), file=sys.stderr if stderr else sys.stdout, flush=stderr)
+
+
 def _check_output(path: Path, flag: str, *, kind: str) -> None:
     from metabt._util import check_output_path
 
@@ -173,13 +191,13 @@ def _finish_record(
     """Data hashes and outputs into the record; ``run.json`` into the output folder."""
     _record_data(record, args)
     record.outputs = [str(p.resolve()) for p in paths.values()]
-    print(f"record of the run: {record.write(out / 'run.json').resolve()}")
+    _say(f"record of the run: {record.write(out / 'run.json').resolve()}")
 
 
 def _print_table(table: pd.DataFrame) -> None:
     from metabt.evaluate.report import format_table
 
-    print(format_table(table))
+    _say(format_table(table))
 
 
 #: Columns of a judged table printed as the second ("evidence") block.
@@ -217,9 +235,9 @@ def _print_split(table: pd.DataFrame) -> None:
     """A wide judged table as two blocks: performance, then evidence (sd columns in CSV)."""
     shown = table[[c for c in table.columns if not str(c).endswith("_sd") and c not in CSV_ONLY]]
     evidence = [c for c in EVIDENCE if c in shown.columns]
-    print()
+    _say()
     _print_table(shown.drop(columns=evidence))
-    print()
+    _say()
     _print_table(shown[evidence])
 
 
@@ -231,7 +249,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from metabt.experiments.parts import train_learner
 
     if args.resume and not partial.is_file():
-        print(f"note: no unfinished run at {partial}; starting afresh")
+        _say(f"note: no unfinished run at {partial}; starting afresh")
     cfg = config_of(args)
     record = _record(args, cfg)
     trained = train_learner(
@@ -244,14 +262,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     for line in trained.summary(cfg, list(frames)):
-        print(line)
+        _say(line)
     path = trained.learner.save(out)
     partial.unlink(missing_ok=True)
     _record_data(record, args)
     record.add_checkpoint(path, role="written")
     run_json = record.write(path.with_name(path.name + ".run.json"))
-    print(f"checkpoint written to {path}")
-    print(f"record of the run: {run_json}")
+    _say(f"checkpoint written to {path}")
+    _say(f"record of the run: {run_json}")
     return 0
 
 
@@ -263,7 +281,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
     record = _record(args, settings.cfg)
     learner = MetaLearner.load(args.model) if args.model else None
-    run = main_backtest(settings, learner, progress=not args.quiet, log=print)
+    run = main_backtest(settings, learner, progress=not args.quiet, log=_say)
     trained = run.learner  # the checkpoint's, or the one trained now
     record.config["learner"] = {
         "algorithm": trained.algorithm,
@@ -272,11 +290,11 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         "train_config": trained.train_config,
     }
     for line in run.summary() + rejection_warnings(run.results):
-        print(line)
-    print()
+        _say(line)
+    _say()
     _print_table(run.table)
     if len(settings.frames) > 1:
-        print(f"\n{run.meta.name} per asset (contribution: P&L before costs / starting cash)")
+        _say(f"\n{run.meta.name} per asset (contribution: P&L before costs / starting cash)")
         _print_table(run.meta.assets)
     paths = run.write(Path(args.report))
     _record_data(record, args)
@@ -285,10 +303,10 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     record.outputs = [str(p.resolve()) for p in paths.values()]
     report = Path(args.report)
     run_json = record.write(report.with_name(report.stem + ".run.json"))
-    print(f"\ntearsheet written to {paths['tearsheet'].resolve()}")
-    print(f"per-asset results written to {paths['assets'].resolve()}")
-    print(f"adaptation diagnostics written to {paths['diagnostics'].resolve()}")
-    print(f"record of the run: {run_json.resolve()}")
+    _say(f"\ntearsheet written to {paths['tearsheet'].resolve()}")
+    _say(f"per-asset results written to {paths['assets'].resolve()}")
+    _say(f"adaptation diagnostics written to {paths['diagnostics'].resolve()}")
+    _say(f"record of the run: {run_json.resolve()}")
     return 0
 
 
@@ -311,22 +329,22 @@ def cmd_compare(args: argparse.Namespace) -> int:
         seeds=args.seeds,
         executor=_executor(args),
         progress=not args.quiet,
-        log=print,
+        log=_say,
     )
     paths = result.write(Path(args.out), force=args.force)
-    print()
+    _say()
     for line in result.notes + rejection_warnings(result.results):
-        print(line)
+        _say(line)
     _print_split(result.table)
-    print()
+    _say()
     for line in result.verdicts:
-        print(line)
-    print(f"\ntable: {paths['csv'].resolve()} and {paths['markdown'].resolve()}")
+        _say(line)
+    _say(f"\ntable: {paths['csv'].resolve()} and {paths['markdown'].resolve()}")
     if "seeds" in paths:
-        print(f"every seed: {paths['seeds'].resolve()}")
-    print(f"per asset: {paths['assets_csv'].resolve()} and {paths['assets_markdown'].resolve()}")
-    print(f"index of tearsheets: {paths['html'].resolve()}")
-    print(f"MetaStrategy adaptation diagnostics: {paths['diagnostics'].resolve()}")
+        _say(f"every seed: {paths['seeds'].resolve()}")
+    _say(f"per asset: {paths['assets_csv'].resolve()} and {paths['assets_markdown'].resolve()}")
+    _say(f"index of tearsheets: {paths['html'].resolve()}")
+    _say(f"MetaStrategy adaptation diagnostics: {paths['diagnostics'].resolve()}")
     _finish_record(record, args, paths, Path(args.out))
     return 0
 
@@ -344,16 +362,16 @@ def cmd_walkforward(args: argparse.Namespace) -> int:
         seeds=args.seeds,
         executor=_executor(args),
         progress=not args.quiet,
-        log=print,
+        log=_say,
     )
     paths = result.write(Path(args.out), force=args.force)
     overall = result.metrics()
     stitched = result.returns
     first_seed = result.table[result.table["seed"] == result.table["seed"].iloc[0]]
     folds = first_seed.pivot(index="fold", columns="strategy", values="sharpe")
-    print("\nSharpe per fold (after costs)")
-    print(folds[list(result.stitched)].to_string(float_format=lambda v: f"{v:.2f}"))
-    print(
+    _say("\nSharpe per fold (after costs)")
+    _say(folds[list(result.stitched)].to_string(float_format=lambda v: f"{v:.2f}"))
+    _say(
         f"\nstitched out-of-sample {stitched.index[0].date()} to {stitched.index[-1].date()} "
         f"({len(stitched):,} {result.stitched['MetaStrategy'].frequency.name} bars, "
         f"{result.costs.describe()}); MetaStrategy: sharpe "
@@ -361,12 +379,12 @@ def cmd_walkforward(args: argparse.Namespace) -> int:
         f"{overall['max_drawdown']:.2%}"
     )
     _print_split(result.summary)
-    print()
+    _say()
     for line in result.verdicts:
-        print(line)
-    print(f"\nfold table: {paths['folds'].resolve()}\nsummary: {paths['summary'].resolve()}")
-    print(f"tearsheet: {paths['tearsheet'].resolve()}")
-    print(
+        _say(line)
+    _say(f"\nfold table: {paths['folds'].resolve()}\nsummary: {paths['summary'].resolve()}")
+    _say(f"tearsheet: {paths['tearsheet'].resolve()}")
+    _say(
         f"per fold and asset: {paths['assets'].resolve()}\n"
         f"diagnostics: {paths['diagnostics'].resolve()}"
     )
@@ -424,20 +442,20 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     out = Path(args.out)
     paths = {name: out / name for name in ("trials.csv", "trials.md", "best.toml", "sweep.json")}
     summary = result.summary()
-    print()
+    _say()
     shown = result.table.drop(columns=["error"], errors="ignore").set_index("number")
-    print(shown.to_string(float_format=lambda v: f"{v:.4g}"))  # 0.005, not 0.01; 30, not 30.00
-    print(
+    _say(shown.to_string(float_format=lambda v: f"{v:.4g}"))  # 0.005, not 0.01; 30, not 30.00
+    _say(
         f"\n{summary['n_trials']} trials ({summary['n_complete']} complete, "
         f"{summary['n_failed']} failed); best validation Sharpe {summary['best_value']:.3f} "
         f"(trial {summary['best_number']}): {summary['best_params']}"
     )
     dsr = summary["validation_dsr"]
     shown = "n/a" if dsr is None else f"{dsr:.3f}"
-    print(f"validation DSR {shown} ({summary['validation_dsr_note']}); {summary['pbo_note']}")
-    print(f"validation folds: {summary['validation_folds']}; {summary['held_out']}")
-    print(f"best config: {paths['best.toml'].resolve()}")
-    print(
+    _say(f"validation DSR {shown} ({summary['validation_dsr_note']}); {summary['pbo_note']}")
+    _say(f"validation folds: {summary['validation_folds']}; {summary['held_out']}")
+    _say(f"best config: {paths['best.toml'].resolve()}")
+    _say(
         f"next: metabt backtest --config {Path(args.out) / 'best.toml'} (the held-out period "
         f"from {settings.start.date()}), and deflate its Sharpe for {result.n_trials} trials"
     )
@@ -447,9 +465,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def _progress_line(line: str) -> None:
     """A progress line of the pricing study, on stderr."""
-    import sys
-
-    print(f"[pricing] {line}", file=sys.stderr, flush=True)
+    _say(f"[pricing] {line}", stderr=True)
 
 
 def cmd_pricing(args: argparse.Namespace) -> int:
@@ -472,17 +488,17 @@ def cmd_pricing(args: argparse.Namespace) -> int:
         settings, seeds=list(args.seeds), log=silent if args.quiet else _progress_line
     )
     paths = study.write(out)
-    print()
+    _say()
     for line in study.main_lines():
-        print(line)
+        _say(line)
     record.outputs = [str(Path(p).resolve()) for p in paths]
     from metabt.experiments.record import package_versions
 
     record.data.append(
         {"dataset": "linearmodels.datasets.french", **package_versions(["linearmodels"])}
     )
-    print(f"\ntable and plot: {out.resolve()}")
-    print(f"record of the run: {record.write(out / 'run.json').resolve()}")
+    _say(f"\ntable and plot: {out.resolve()}")
+    _say(f"record of the run: {record.write(out / 'run.json').resolve()}")
     return 0
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from metabt._util import atomic_path, quiet_third_party
 from metabt.errors import ConfigError
+from metabt.evaluate.sanitize import chart_label
 
 __all__ = ["plot"]
 
@@ -26,7 +27,9 @@ def plot(
     on a server. This draws the same chart (each data's bars and volume, its indicators,
     the strategy's ``signal`` lines and, when the run had backtrader's ``BuySell``
     observer, the orders) with matplotlib's non-interactive Agg backend and writes it
-    atomically. pyplot's previous backend is restored afterwards where it can be.
+    atomically. pyplot's previous backend is restored afterwards where it can be. Data
+    names are drawn as they are (:func:`metabt.evaluate.sanitize.chart_label`: no control
+    character, a ``$`` pair is not mathtext); each data's ``_name`` is restored after.
 
     Args:
         strategy: a strategy after ``cerebro.run()`` (e.g. ``cerebro.run()[0]``, or
@@ -57,13 +60,19 @@ def plot(
         previous = plt.get_backend()
         plt.switch_backend("Agg")  # after backtrader's request: nothing can open a window
         figures: list[Any] = []
+        # backtrader labels each data by its _name: drawn as a chart label for the plot only
+        names = [(data, data._name) for data in strategy.datas]
         try:
+            for data, name in names:
+                data._name = chart_label(name) if name else name
             figures = bt_plot.Plot(style=style).plot(strategy, iplot=False)
             figure = figures[0]
             figure.set_size_inches(*size)
             with atomic_path(path) as tmp:
                 figure.savefig(tmp, format="png", dpi=dpi)
         finally:
+            for data, name in names:
+                data._name = name
             for figure in figures:  # only ours: a user's open figures stay
                 plt.close(figure)
             try:

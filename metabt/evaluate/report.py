@@ -6,12 +6,12 @@ written atomically (:func:`metabt._util.atomic_path`).
 
 from __future__ import annotations
 
-import html
 import math
 import numbers
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
@@ -19,6 +19,8 @@ import pandas as pd
 from metabt._util import atomic_path, quiet_third_party, write_text
 from metabt.errors import DataError
 from metabt.evaluate.metrics import check_periods, check_returns
+from metabt.evaluate.sanitize import chart_label, clean, csv_text, html
+from metabt.evaluate.sanitize import markdown as _markdown
 
 __all__ = [
     "COUNT_METRICS",
@@ -84,7 +86,8 @@ def _page(
     """An HTML page from :data:`_PAGE`, rendered by jinja2 with autoescape.
 
     Every text (titles, notes, data names, cell values, links) is HTML-escaped by
-    construction, so a hostile file name cannot inject markup or script.
+    construction, so a hostile file name cannot inject markup or script, and passes
+    :func:`metabt.evaluate.sanitize.clean` (no control or bidi character reaches the page).
 
     Args:
         title: the page title and heading.
@@ -101,43 +104,41 @@ def _page(
 
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     return env.from_string(_PAGE).render(
-        title=title,
+        title=clean(title),
         style=_STYLE,
-        notes=list(notes),
-        paragraphs=list(paragraphs),
+        notes=[clean(n) for n in notes],
+        paragraphs=[clean(p) for p in paragraphs],
         tables=list(tables),
         image=image,
-        image_alt=image_alt,
+        image_alt=clean(image_alt),
     )
 
 
 def _cells(values: Sequence[object], hrefs: Sequence[str | None] = ()) -> list[dict[str, object]]:
+    """Table cells for :func:`_page`: cleaned texts; links relative paths, percent-encoded."""
     links = list(hrefs) + [None] * (len(values) - len(hrefs))
-    return [{"text": str(v), "href": h} for v, h in zip(values, links)]
+    return [
+        {"text": clean(v), "href": None if h is None else quote(h)} for v, h in zip(values, links)
+    ]
 
 
 def _table_section(
     df: pd.DataFrame, heading: str = "", links: Mapping[str, str] | None = None
 ) -> dict:
     """A metrics-like table for :func:`_page`: index levels first, values as in the text."""
-    names = [str(n) for n in df.index.names]
+    names = [clean(n) for n in df.index.names]
     rows = []
     for key, row in df.iterrows():
-        keys = [str(k) for k in (key if isinstance(key, tuple) else (key,))]
+        keys = [clean(k) for k in (key if isinstance(key, tuple) else (key,))]
         values = [_format_cell(str(c), row[c]) for c in df.columns]
         rows.append(_cells([*keys, *values], [(links or {}).get(keys[0])]))
-    return {"heading": heading, "header": [*names, *map(str, df.columns)], "rows": rows}
+    return {"heading": clean(heading), "header": [*names, *map(clean, df.columns)], "rows": rows}
 
 
 def _format_cell(column: str, value: object) -> str:
     if isinstance(value, numbers.Real):
         return _format_value(column, float(value))
     return str(value)
-
-
-def markdown_escape(text: str) -> str:
-    """``text`` safe inside a Markdown table: HTML special characters and pipes escaped."""
-    return html.escape(str(text)).replace("|", "&#124;")
 
 
 def write_tearsheet(
@@ -176,7 +177,7 @@ def write_tearsheet(
 
     A run without a single non-zero return (no trades) gets a short page that says so
     instead of quantstats' charts, which cannot be drawn for a flat series. Titles are
-    HTML-escaped.
+    HTML-escaped (:func:`metabt.evaluate.sanitize.html`).
 
     References:
         quantstats.reports.html (https://github.com/ranaroussi/quantstats).
@@ -188,7 +189,7 @@ def write_tearsheet(
     if benchmark is not None:
         b = check_returns(benchmark, "benchmark")
         # quantstats puts both titles into its HTML unescaped: escape them here
-        kwargs["benchmark_title"] = html.escape(str(benchmark.name or "Benchmark"))
+        kwargs["benchmark_title"] = html(benchmark.name or "Benchmark")
     target = Path(path)
     if not (r.fillna(0.0) != 0.0).any():
         return write_text(target, _flat_page(r, title or "metabt tearsheet", periods))
@@ -199,7 +200,7 @@ def write_tearsheet(
         qs_reports.html(
             r,
             b,
-            title=html.escape(title or "metabt tearsheet"),
+            title=html(title or "metabt tearsheet"),
             output=str(tmp),
             periods_per_year=periods,
             **kwargs,
@@ -257,30 +258,32 @@ def write_comparison(
         ``{"csv": ..., "markdown": ..., "html": ...}`` paths (plus ``assets_csv`` and
         ``assets_markdown`` with ``assets``, ``cost_curve`` with ``cost_curves``), each
         written atomically.
+
+    Names (strategies, assets), the title and the notes are escaped for each format where
+    they are written (:mod:`metabt.evaluate.sanitize`): text CSV cells never start a
+    formula, Markdown never breaks a row or renders markup, HTML is autoescaped.
     """
     out = Path(out_dir)
-    csv = write_text(out / "compare.csv", table.reset_index().to_csv(index=False))
-    shown = table.rename(index=markdown_escape)
+    csv = write_text(out / "compare.csv", csv_text(table.reset_index()))
     lines = [
-        f"# {markdown_escape(title)}",
+        f"# {_markdown(title)}",
         "",
-        *(f"- {markdown_escape(n)}" for n in notes),
+        *(f"- {_markdown(n)}" for n in notes),
         "",
-        format_table(shown, markdown=True),
+        format_table(table, markdown=True),
     ]
-    markdown = write_text(out / "compare.md", "\n".join(lines) + "\n")
-    links = {str(name): os.path.relpath(link, out) for name, link in tearsheets.items()}
+    md = write_text(out / "compare.md", "\n".join(lines) + "\n")
+    links = {
+        clean(name): Path(os.path.relpath(link, out)).as_posix()
+        for name, link in tearsheets.items()
+    }
     sections = [_table_section(table, "", links)]
-    paths: dict[str, Path] = {"csv": csv, "markdown": markdown}
+    paths: dict[str, Path] = {"csv": csv, "markdown": md}
     if assets is not None:
-        paths["assets_csv"] = write_text(
-            out / "assets.csv", assets.reset_index().to_csv(index=False)
-        )
+        paths["assets_csv"] = write_text(out / "assets.csv", csv_text(assets.reset_index()))
         flat = assets.reset_index(level=list(range(1, assets.index.nlevels)))
-        flat = flat.rename(index=markdown_escape)
-        flat[flat.columns[0]] = flat[flat.columns[0]].map(markdown_escape)
         asset_lines = [
-            f"# {markdown_escape(title)}: per asset",
+            f"# {_markdown(title)}: per asset",
             "",
             format_table(flat, markdown=True),
         ]
@@ -346,10 +349,10 @@ def write_cost_curve(
     from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
 
     if isinstance(curves, Mapping):
-        named = [(str(k), v) for k, v in curves.items()]
+        named = [(clean(k), v) for k, v in curves.items()]
     else:
         named = [
-            (str(getattr(r, "name", "")), getattr(r, "cost_sensitivity", None)) for r in curves
+            (clean(getattr(r, "name", "")), getattr(r, "cost_sensitivity", None)) for r in curves
         ]
     if not named:
         raise DataError("write_cost_curve: no strategy to draw; pass name -> cost_sensitivity")
@@ -363,11 +366,10 @@ def write_cost_curve(
     fig = Figure(figsize=(8, 5), dpi=100)
     ax = fig.subplots()
     for name, curve in named:
-        # matplotlib reads "$...$" as mathtext and hides labels that start with "_"
-        label = name.replace("$", r"\$")
-        label = f" {label}" if label.startswith("_") else label
         x = curve.index.to_numpy(dtype=np.float64)
-        ax.plot(x, curve.to_numpy(dtype=np.float64), marker="o", markersize=3, label=label)
+        ax.plot(
+            x, curve.to_numpy(dtype=np.float64), marker="o", markersize=3, label=chart_label(name)
+        )
     ax.axhline(0.0, color="black", linewidth=0.8)
     if run_cost_bps is not None and math.isfinite(run_cost_bps):
         ax.axvline(
@@ -379,7 +381,7 @@ def write_cost_curve(
         )
     ax.set_xlabel("cost per fill (commission + slippage), bps of traded value")
     ax.set_ylabel("net Sharpe (annualised)")
-    ax.set_title(title.replace("$", r"\$"))
+    ax.set_title(chart_label(title))
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best", fontsize="small")
     fig.tight_layout()
@@ -450,7 +452,7 @@ def write_diagnostics(
     ax_eq.plot((1 + r).cumprod(), label="strategy", color="tab:blue")
     if benchmark is not None:
         b = check_returns(benchmark, "benchmark")
-        ax_eq.plot((1 + b).cumprod(), label=str(b.name or "benchmark"), color="tab:gray")
+        ax_eq.plot((1 + b).cumprod(), label=chart_label(b.name or "benchmark"), color="tab:gray")
     ax_eq.set_ylabel("growth of 1")
     ax_eq.legend(loc="upper left")
     per = max(1, ic_window // 5)
@@ -469,12 +471,12 @@ def write_diagnostics(
         pair = pair[pair.index >= r.index[0]]
         if len(pair) > ic_window:
             ic = pair["signal"].rolling(ic_window).corr(pair["forward"])
-            ax_ic.plot(ic, label=f"{name} rolling IC ({ic_window} bars)")
+            ax_ic.plot(ic, label=chart_label(f"{name} rolling IC ({ic_window} bars)"))
     ax_ic.axhline(0.0, color="black", linewidth=0.8)
     ax_ic.set_ylabel("IC")
     if ax_ic.get_legend_handles_labels()[0]:  # none when the test period is short
         ax_ic.legend(loc="upper left", fontsize="small")
-    fig.suptitle(title)
+    fig.suptitle(chart_label(title))
     fig.tight_layout()
     buffer = io.BytesIO()
     with quiet_third_party():
@@ -549,6 +551,10 @@ def format_table(df: pd.DataFrame, *, markdown: bool = False) -> str:
     as integers, ``break_even_bps`` and ``holding_bars`` with one decimal, other numbers
     (ratios, t-statistics, beta) with two decimals.
 
+    Names (index labels and names, column names, text cells) pass
+    :func:`metabt.evaluate.sanitize.clean` in text and :func:`metabt.evaluate.sanitize.markdown`
+    in Markdown, so a name cannot break a line or a table row.
+
     Args:
         df (pd.DataFrame): a table such as :func:`metrics_table` returns.
         markdown (bool): a Markdown (pipe) table instead of plain text. Default False.
@@ -556,16 +562,23 @@ def format_table(df: pd.DataFrame, *, markdown: bool = False) -> str:
     Returns:
         str: the table, one line per row plus the header (no trailing newline).
     """
+    escape = _markdown if markdown else clean
+
+    def name(label: object) -> object:  # numbers and dates in an index stay as they are
+        return escape(label) if isinstance(label, str) else label
+
     shown = pd.DataFrame(
         {
             c: [
-                _format_value(str(c), float(v)) if isinstance(v, numbers.Real) else str(v)
+                _format_value(str(c), float(v)) if isinstance(v, numbers.Real) else escape(v)
                 for v in df[c]
             ]
             for c in df.columns
         },
         index=df.index,
     )
+    shown = shown.rename(index=name, columns=name)
+    shown.index.names = [name(n) for n in df.index.names]
     if markdown:
         # names (the index) left-aligned, values right-aligned
         align = ["left"] * max(1, shown.index.nlevels) + ["right"] * len(shown.columns)

@@ -25,6 +25,7 @@ from metabt._util import atomic_dir, staged_files, write_text
 from metabt.errors import ConfigError
 from metabt.evaluate.metrics import metrics_table
 from metabt.evaluate.report import write_comparison
+from metabt.evaluate.sanitize import clean, csv_text
 from metabt.evaluate.verdict import aggregate_seeds
 from metabt.experiments.backtest import BacktestResult
 from metabt.experiments.executors import SERIAL, Executor, ExecutorSpec, executor_scope
@@ -66,14 +67,14 @@ def rejection_warnings(results: Sequence[BacktestResult]) -> list[str]:
         The lines, empty when all went as asked.
     """
     lines = [
-        f"warning: {r.name}: the broker rejected {len(r.rejected_orders)} orders "
+        f"warning: {clean(r.name)}: the broker rejected {len(r.rejected_orders)} orders "
         "(insufficient cash at the next open)"
         for r in results
         if r.rejected_orders
     ]
     lines += [
-        f"no trades: {r.name} placed no order in the test period (its signal was NaN or flat, "
-        "or every position was below one share); its metrics are those of holding cash"
+        f"no trades: {clean(r.name)} placed no order in the test period (its signal was NaN or "
+        "flat, or every position was below one share); its metrics are those of holding cash"
         for r in results
         if r.metrics.get("turnover_two_way") == 0.0
     ]
@@ -83,7 +84,7 @@ def rejection_warnings(results: Sequence[BacktestResult]) -> list[str]:
         if isinstance(r.strategy, (SignalTrader, FinishedStrategy)):
             ended.update(r.strategy.ended)
     lines += [
-        f"note: {name}'s data ends after {day}, before the other feeds; every strategy "
+        f"note: {clean(name)}'s data ends after {day}, before the other feeds; every strategy "
         "closed its position there (filled at its last bar's open)"
         for name, day in sorted(ended.items())
     ]
@@ -122,7 +123,7 @@ def implausible_warnings(results: Sequence[BacktestResult]) -> list[str]:
             what.append(f"an IC of {ic:.2f}")
         if what:
             lines.append(
-                f"warning: {r.name}: {' and '.join(what)} on {r.frequency.name} bars is "
+                f"warning: {clean(r.name)}: {' and '.join(what)} on {r.frequency.name} bars is "
                 "implausible for real data; look for look-ahead before believing it: a data "
                 "column built from future prices (declare it to check_causal), features or "
                 "labels that read later bars, prices adjusted with later information, or a "
@@ -163,8 +164,8 @@ class MainRun:
         assert log is not None
         return [
             f"\n{self.settings.header(self.meta)}",
-            f"{self.meta.name}: {len(log)} adaptations (every {cfg.adapt_every} bars on the last "
-            f"{cfg.support} realised bars, horizon {self.learner.horizon}); mean support MSE "
+            f"{clean(self.meta.name)}: {len(log)} adaptations (every {cfg.adapt_every} bars on the "
+            f"last {cfg.support} realised bars, horizon {self.learner.horizon}); mean support MSE "
             f"{log['loss_before'].mean():.4f} before -> {log['loss_after'].mean():.4f} after; "
             f"backtest took {self.seconds:.1f}s",
         ]
@@ -187,7 +188,7 @@ class MainRun:
         with staged_files(report.parent) as stage:
             self.meta.tearsheet(stage / names["tearsheet"], title=title)
             self.meta.diagnostics(stage / names["diagnostics"])
-            write_text(stage / names["assets"], self.meta.assets.reset_index().to_csv(index=False))
+            write_text(stage / names["assets"], csv_text(self.meta.assets.reset_index()))
         return {key: report.parent / name for key, name in names.items()}
 
 
@@ -362,9 +363,7 @@ class Comparison:
         )
         if len(self.runs) > 1:
             stats = aggregate_seeds({r.seed: r.table for r in self.runs})
-            paths["seeds"] = write_text(
-                out / "compare_seeds.csv", stats.reset_index().to_csv(index=False)
-            )
+            paths["seeds"] = write_text(out / "compare_seeds.csv", csv_text(stats.reset_index()))
         paths["diagnostics"] = self.results[0].diagnostics(out / "MetaStrategy_diagnostics.html")
         return paths
 
@@ -420,7 +419,8 @@ def compare(
     notes = [
         settings.header(first.results[0]),
         f"meta-training ({cfg.algorithm}, erm, scratch baselines) on "
-        f"{', '.join(settings.train_frames)} from {train_range[0]} to {train_range[1]}, "
+        f"{', '.join(map(clean, settings.train_frames))} from {train_range[0]} to "
+        f"{train_range[1]}, "
         f"strictly before {settings.start.date()}"
         + (
             f"; seeds {', '.join(map(str, seeds))} (mean, and _sd across seeds)"
