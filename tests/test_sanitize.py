@@ -369,11 +369,6 @@ def test_a_hostile_data_file_name_comes_out_escaped_in_every_output(hostile_back
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="RunSettings.header (experiments/settings.py) and the training summary "
-    "(experiments/parts.py) put asset names into printed lines without clean()",
-)
 def test_a_newline_in_a_data_file_name_cannot_forge_a_printed_line(hostile_backtest):
     _, out = hostile_backtest
     assert not [line for line in out.splitlines() if line.startswith(", IBM")]

@@ -28,6 +28,7 @@ import torch
 from metabt.config.defaults import DEMO, RunConfig
 from metabt.data.bars import check_same_bars, common_frequency
 from metabt.errors import ConfigError
+from metabt.evaluate.sanitize import clean
 from metabt.experiments.log import Log, silent
 from metabt.features.tasks import TaskSampler
 from metabt.learn.learner import FitResult, MetaLearner
@@ -230,6 +231,7 @@ def objective_text(objective: str) -> str:
 
 def _assets(names: Sequence[str], shown: int = 6) -> str:
     """Asset names for a log line: all of a few, the first and last of a universe."""
+    names = [clean(n) for n in names]
     if len(names) <= shown:
         return ", ".join(names)
     return f"{len(names)} assets ({', '.join(names[:3])}, ..., {names[-1]})"

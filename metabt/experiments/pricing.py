@@ -55,6 +55,7 @@ import torch
 
 from metabt._util import staged_files
 from metabt.errors import ConfigError, DataError
+from metabt.evaluate.sanitize import csv_frame, markdown_frame
 from metabt.experiments.log import Log, silent
 from metabt.learn.learner import MetaLearner
 from metabt.learn.models import MLP
@@ -512,7 +513,7 @@ class PricingStudy:
             f"monthly portfolio-averaged loss differential, Newey–West lag {c['nw_lag']} "
             "(floor(4 (T/100)^(2/9))). Model and seed means; sd across seeds.",
             "",
-            shown.to_markdown(index=False),
+            markdown_frame(shown).to_markdown(index=False),
             "",
             f"Runtime {c['runtime_s']:.0f} s. {c.get('note', '')}".rstrip(),
             "",
@@ -551,8 +552,8 @@ class PricingStudy:
         names = ["pricing.csv", "pricing_per_portfolio.csv", "pricing.md"]
         names.append("pricing_rmse_vs_k.png")
         with staged_files(out_dir) as tmp:
-            self.table.to_csv(tmp / names[0], index=False)
-            self.per_portfolio.to_csv(tmp / names[1], index=False)
+            csv_frame(self.table).to_csv(tmp / names[0], index=False)
+            csv_frame(self.per_portfolio).to_csv(tmp / names[1], index=False)
             (tmp / names[2]).write_text(self.markdown(), encoding="utf-8")
             self._plot(tmp / names[3])
         return [Path(out_dir) / n for n in names]

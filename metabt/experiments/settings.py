@@ -17,6 +17,7 @@ import pandas as pd
 
 from metabt.config.defaults import DEMO, RunConfig
 from metabt.errors import ConfigError, DataError
+from metabt.evaluate.sanitize import clean
 from metabt.experiments.backtest import BacktestResult, Costs, run_backtest
 from metabt.experiments.log import Log
 from metabt.experiments.parts import RLS_SUPPORT, TSMOM_LOOKBACK, check_no_leak, train_learner
@@ -174,6 +175,6 @@ class RunSettings:
         )
         return (
             f"backtest {first} to {last} ({len(period):,} {freq.name} bars, "
-            f"{freq.bars_per_year:,.0f} a year) on {', '.join(self.frames)}; "
+            f"{freq.bars_per_year:,.0f} a year) on {', '.join(map(clean, self.frames))}; "
             f"{self.costs.describe()}; cash {self.cash:,.0f}"
         )

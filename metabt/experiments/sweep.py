@@ -65,6 +65,7 @@ from metabt.data.bars import common_frequency
 from metabt.errors import ConfigError, DataError, MetabtError
 from metabt.evaluate.metrics import deflated_sharpe, expected_max_sharpe
 from metabt.evaluate.overfitting import PBOResult, cpcv_paths, cpcv_splits, pbo
+from metabt.evaluate.sanitize import csv_text, markdown_frame
 from metabt.experiments.backtest import Costs, run_backtest
 from metabt.experiments.executors import SERIAL, Executor, ExecutorSpec, executor_scope, run_unit
 from metabt.experiments.parts import check_no_leak, train_learner
@@ -559,8 +560,11 @@ class SweepResult:
         folder = Path(out)
         shown = self.table.drop(columns=["error"]).copy()
         with staged_files(folder) as tmp:
-            write_text(tmp / "trials.csv", self.table.to_csv(index=False))
-            write_text(tmp / "trials.md", shown.to_markdown(index=False, floatfmt=".4g") + "\n")
+            write_text(tmp / "trials.csv", csv_text(self.table))
+            write_text(
+                tmp / "trials.md",
+                markdown_frame(shown).to_markdown(index=False, floatfmt=".4g") + "\n",
+            )
             write_text(tmp / "best.toml", self.best_toml())
             write_text(tmp / "sweep.json", json.dumps(self.summary(), indent=2) + "\n")
         return {

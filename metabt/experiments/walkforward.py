@@ -21,6 +21,7 @@ from metabt.data.bars import BarFrequency
 from metabt.errors import ConfigError, DataError
 from metabt.evaluate.metrics import compute_metrics, mean_ic
 from metabt.evaluate.report import write_diagnostics, write_tearsheet
+from metabt.evaluate.sanitize import csv_text
 from metabt.evaluate.verdict import Verdict, aggregate_seeds, judge
 from metabt.experiments.backtest import BacktestResult, Costs
 from metabt.experiments.executors import SERIAL, Executor, ExecutorSpec, executor_scope
@@ -153,10 +154,8 @@ class WalkForward:
         n = int(self.table["fold"].max())
         meta = self.stitched["MetaStrategy"]
         return {
-            "folds": write_text(out / "folds.csv", self.table.to_csv(index=False)),
-            "summary": write_text(
-                out / "summary.csv", self.summary.reset_index().to_csv(index=False)
-            ),
+            "folds": write_text(out / "folds.csv", csv_text(self.table)),
+            "summary": write_text(out / "summary.csv", csv_text(self.summary.reset_index())),
             "tearsheet": write_tearsheet(
                 meta.returns,
                 self.benchmark,
@@ -164,7 +163,7 @@ class WalkForward:
                 title=f"MetaStrategy walk-forward, {n} folds",
                 periods_per_year=meta.frequency.periods,
             ),
-            "assets": write_text(out / "assets.csv", self.assets.reset_index().to_csv(index=False)),
+            "assets": write_text(out / "assets.csv", csv_text(self.assets.reset_index())),
             "diagnostics": write_diagnostics(
                 meta.returns,
                 self.benchmark,
