@@ -113,9 +113,13 @@ def _fingerprint_here() -> str:
     return digest.hexdigest()[:16]
 
 
-def _run(args: list[str]) -> str:
-    """Run ``python -m metabt ARGS`` from the repository root; its stdout, path lines dropped."""
-    env = dict(os.environ, **_THREADS)
+def _run(args: list[str], ledger: Path) -> str:
+    """Run ``python -m metabt ARGS`` from the repository root; its stdout, path lines dropped.
+
+    ``ledger`` is the trial ledger the run counts in: a fresh one for each regeneration, so
+    the README's counts (the demo, then compare on the same test window) are the same
+    whatever this machine ran before."""
+    env = dict(os.environ, **_THREADS, METABT_LEDGER=str(ledger))
     done = subprocess.run(
         [sys.executable, "-m", "metabt", *args],
         cwd=ROOT,
@@ -133,8 +137,9 @@ def _run(args: list[str]) -> str:
 def blocks() -> dict[str, str]:
     """The README blocks, freshly computed: name -> text."""
     with tempfile.TemporaryDirectory() as tmp:
-        demo = _run(["backtest", "--quiet", "--report", str(Path(tmp) / "demo.html")])
-        compare = _run(["compare", "--quiet", "--out", str(Path(tmp) / "compare")])
+        ledger = Path(tmp) / "ledger.sqlite"
+        demo = _run(["backtest", "--quiet", "--report", str(Path(tmp) / "demo.html")], ledger)
+        compare = _run(["compare", "--quiet", "--out", str(Path(tmp) / "compare")], ledger)
     return {"demo": demo, "compare": compare}
 
 

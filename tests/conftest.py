@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+from pathlib import Path
+
 import pandas as pd
 import pytest
 import torch
@@ -14,6 +18,11 @@ from metabt.learn.models import MLP
 
 # Tests run on one thread: small models gain nothing from more, and results stay comparable.
 torch.set_num_threads(1)
+
+# The trial ledger of the commands the tests run (and of their subprocesses): a fresh file
+# per test process, never the user's ~/.metabt/ledger.sqlite. A test that counts passes
+# its own --ledger.
+os.environ["METABT_LEDGER"] = str(Path(tempfile.mkdtemp(prefix="metabt-ledger-")) / "l.sqlite")
 
 TRAIN_END = pd.Timestamp("2010-01-01")
 

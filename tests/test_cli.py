@@ -235,11 +235,18 @@ def test_compare_writes_table_tearsheets_and_index(tmp_path, capsys):
         "--steps",
         "5",
         "--quiet",
+        "--ledger",
+        str(tmp_path / "ledger.sqlite"),
         "--out",
         str(out),
     )
     assert code == 0, err
     record = json.loads((out / "run.json").read_text())
+    # the run's 13 strategies are the window's first evaluations in a fresh ledger
+    trials = record["config"]["trials"]
+    assert trials["roster"] == 13 and trials["ledger_evaluations"] == [13]
+    assert 1 <= trials["effective_trials"][0] < 13  # correlated strategies count less
+    assert "this window has been evaluated 13 times in 1 run(s)" in stdout
     assert record["config"]["steps"] == 5 and record["config"]["executor"] == "serial"
     assert record["config"]["resolved"]["meta_steps"] == 5  # the flag beat the file's 99
     assert [d["sha256"] for d in record["data"]] and record["seeds"] == [0]

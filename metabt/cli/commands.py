@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from metabt.experiments.record import RunRecord
     from metabt.experiments.settings import RunSettings
 
-__all__ = ["COMMANDS", "config_of", "run"]
+__all__ = ["COMMANDS", "config_of", "ledger_path", "run"]
 
 
 def _say(text: object = "", *, stderr: bool = False) -> None:
@@ -148,7 +148,33 @@ def _settings(args: argparse.Namespace) -> RunSettings:
         cash=args.cash,
         costs=costs,
         cfg=config_of(args),
+        ledger=None if not hasattr(args, "ledger") else _ledger_str(args.ledger),
     )
+
+
+def _ledger_str(flag: str | None) -> str | None:
+    path = ledger_path(flag)
+    return None if path is None else str(path)
+
+
+def ledger_path(flag: str | None) -> Path | None:
+    """The trial ledger file: ``--ledger`` (``off``: none), else
+    :func:`metabt.evaluate.ledger.default_path` (``$METABT_LEDGER`` or the home folder's)."""
+    from metabt.evaluate.ledger import default_path
+
+    if flag is None:
+        return default_path()
+    return None if flag.strip().lower() == "off" else Path(flag).expanduser()
+
+
+def _ledger_record(record: RunRecord, verdicts: Sequence[Any], roster: int) -> None:
+    """How many trials the run's verdicts deflated over, into ``run.json``."""
+    record.config["trials"] = {
+        "roster": roster,
+        "ledger_evaluations": [v.evaluations for v in verdicts],
+        "ledger_runs": [v.ledger_runs for v in verdicts],
+        "effective_trials": [v.effective_trials for v in verdicts],
+    }
 
 
 def _executor(args: argparse.Namespace) -> ExecutorSpec:
@@ -289,7 +315,21 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         "train_range": trained.train_range,
         "train_config": trained.train_config,
     }
-    for line in run.summary() + rejection_warnings(run.results):
+    from metabt.experiments.scheduler import ledger_count
+
+    count = ledger_count(settings, run.results, "backtest", seed=settings.cfg.seed)
+    lines = run.summary() + rejection_warnings(run.results)
+    if count is not None:
+        lines.append(
+            f"{count.describe()}, counted in the trial ledger (`metabt ledger` lists it); "
+            "compare deflates its Sharpe over them"
+        )
+        record.config["trials"] = {
+            "ledger_evaluations": count.evaluations,
+            "ledger_runs": count.runs,
+            "effective_trials": count.effective,
+        }
+    for line in lines:
         _say(line)
     _say()
     _print_table(run.table)
@@ -345,6 +385,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     _say(f"per asset: {paths['assets_csv'].resolve()} and {paths['assets_markdown'].resolve()}")
     _say(f"index of tearsheets: {paths['html'].resolve()}")
     _say(f"MetaStrategy adaptation diagnostics: {paths['diagnostics'].resolve()}")
+    _ledger_record(record, [r.verdict for r in result.runs], len(result.results))
     _finish_record(record, args, paths, Path(args.out))
     return 0
 
@@ -388,6 +429,7 @@ def cmd_walkforward(args: argparse.Namespace) -> int:
         f"per fold and asset: {paths['assets'].resolve()}\n"
         f"diagnostics: {paths['diagnostics'].resolve()}"
     )
+    _ledger_record(record, [result.verdict], len(result.stitched))
     _finish_record(record, args, paths, Path(args.out))
     return 0
 

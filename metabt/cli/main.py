@@ -177,6 +177,37 @@ def _trust_command_line(args: argparse.Namespace) -> None:
         sys.path.append(cwd)
 
 
+def _ledger_command(args: argparse.Namespace) -> int:
+    """``metabt ledger``: one line per test window, or ``--reset``; errors as one line."""
+    from metabt.cli.commands import ledger_path
+    from metabt.evaluate.ledger import Ledger
+
+    try:
+        path = ledger_path(args.ledger)
+        if path is None:
+            print("metabt ledger: the ledger is off (METABT_LEDGER=off)", file=sys.stderr)
+            return 2
+        ledger = Ledger(path)
+        if args.reset:
+            print(f"deleted {ledger.reset()} evaluations from {path}")
+            return 0
+        windows = ledger.windows()
+    except MetabtError as exc:
+        print(f"metabt ledger: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    if windows.empty:
+        print(f"the trial ledger {path} holds no evaluation")
+        return 0
+    print(f"trial ledger {path}: {len(windows)} test window(s)")
+    for w in windows.itertuples():
+        count = ledger.count(w.window)
+        print(
+            f"{w.first_bar} to {w.last_bar} (window {w.window[:12]}): {count.describe()}; "
+            f"last {w.last}"
+        )
+    return 0
+
+
 def _example_config() -> str:
     """The template of ``metabt config --example``, from the flags' own defaults."""
     from metabt.config.files import Options, example
@@ -231,6 +262,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         print(_example_config(), end="")
         return 0
+    if args.command == "ledger":
+        return _ledger_command(args)
     _trust_command_line(args)
     try:
         args = _apply_config(parser, args, list(sys.argv[1:] if argv is None else argv))

@@ -448,6 +448,16 @@ def _command(
     return p
 
 
+def _ledger_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--ledger",
+        metavar="FILE",
+        help="the trial ledger this run's strategies are added to, and whose count of this "
+        "test window deflates the Sharpe (default $METABT_LEDGER, else "
+        "~/.metabt/ledger.sqlite; 'off' keeps none); `metabt ledger` lists or resets it",
+    )
+
+
 def _experiment_options(p: argparse.ArgumentParser) -> None:
     """Executor and seeds: the options every experiment (compare, walkforward, sweep) shares."""
     p.add_argument(
@@ -580,6 +590,7 @@ def add_backtest_parser(sub: Any) -> argparse.ArgumentParser:
         metavar="HTML",
         help=f"tearsheet path (default {DEFAULT_REPORT})",
     )
+    _ledger_option(p)
     _training_options(p)
     return p
 
@@ -604,6 +615,7 @@ def add_compare_parser(sub: Any) -> argparse.ArgumentParser:
         help="replace --out even when it holds files metabt did not write (never the working "
         "directory or its parents)",
     )
+    _ledger_option(p)
     _training_options(p)
     _experiment_options(p)
     _smooth_grid_option(p)
@@ -640,6 +652,7 @@ def add_walkforward_parser(sub: Any) -> argparse.ArgumentParser:
         metavar="N",
         help="rolling training window in years (default: expanding, all history)",
     )
+    _ledger_option(p)
     _training_options(p)
     _experiment_options(p)
     _smooth_grid_option(p)
@@ -747,6 +760,20 @@ def add_config_parser(sub: Any) -> argparse.ArgumentParser:
     return p
 
 
+def add_ledger_parser(sub: Any) -> argparse.ArgumentParser:
+    """`metabt ledger`: the trial ledger's windows, or its reset."""
+    p = sub.add_parser(
+        "ledger", help="list the test windows the trial ledger counts, or reset it (--reset)"
+    )
+    _ledger_option(p)
+    p.add_argument(
+        "--reset",
+        action="store_true",
+        help="delete every evaluation the ledger holds (the only way it shrinks)",
+    )
+    return p
+
+
 def _build_parser() -> argparse.ArgumentParser:
     """The ``metabt`` parser: one sub-parser per command (``add_<command>_parser``)."""
     from metabt._version import __version__
@@ -759,7 +786,7 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"metabt {__version__}")
     sub = parser.add_subparsers(
         dest="command",
-        metavar="{train,backtest,compare,walkforward,sweep,pricing,config}",
+        metavar="{train,backtest,compare,walkforward,sweep,pricing,config,ledger}",
         parser_class=_Parser,
     )
     commands = {
@@ -771,5 +798,6 @@ def _build_parser() -> argparse.ArgumentParser:
         "pricing": add_pricing_parser(sub),
     }
     add_config_parser(sub)
+    add_ledger_parser(sub)
     parser.set_defaults(subparsers=commands)
     return parser

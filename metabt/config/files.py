@@ -118,6 +118,9 @@ class Options(BaseModel):
     quiet: bool | None = Field(None, description="no progress bar")
     # outputs
     model: str | None = Field(None, description="a trained checkpoint to backtest")
+    ledger: str | None = Field(
+        None, description='trial ledger file ("off": none; default $METABT_LEDGER)'
+    )
     report: str | None = Field(None, description="backtest tearsheet path")
     out: str | None = Field(None, description="output checkpoint (train) or folder")
     checkpoint_every: PosInt | None = Field(None, description="train: save every N steps")
@@ -257,6 +260,7 @@ EXAMPLES: Mapping[str, Any] = {
     "train_end": "2008-01-01",
     "bars_per_year": 252,
     "inner_lr": 0.02,
+    "ledger": "runs/ledger.sqlite",
     "model": "models/maml.pt",
     "out": "models/maml.pt",
     "train_years": 5,

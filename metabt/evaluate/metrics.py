@@ -681,14 +681,15 @@ def stepdown_pvalues(stats: np.ndarray, boot: np.ndarray) -> np.ndarray:
     return out
 
 
-def expected_max_sharpe(n_trials: int, trials_variance: float) -> float:
+def expected_max_sharpe(n_trials: float, trials_variance: float) -> float:
     """Expected maximum Sharpe ratio of ``n_trials`` strategies with no true edge.
 
     ``sqrt(V) * ((1 − γ) Φ⁻¹(1 − 1/N) + γ Φ⁻¹(1 − 1/(N e)))``, γ the Euler–Mascheroni
     constant: the benchmark that a selected strategy's Sharpe must beat.
 
     Args:
-        n_trials: N, the number of strategies tried (>= 1; 1 gives 0).
+        n_trials: N, the number of strategies tried (>= 1; 1 gives 0); a real number for
+            an effective count of correlated trials.
         trials_variance: V, variance of the trials' Sharpe ratios (per-period units).
 
     Returns:
@@ -711,7 +712,7 @@ def deflated_sharpe_ratio(
     n_obs: int,
     skew: float,
     kurtosis: float,
-    n_trials: int,
+    n_trials: float,
     trials_variance: float,
 ) -> float:
     """The deflated Sharpe ratio: the probability that the true Sharpe beats the best of luck.

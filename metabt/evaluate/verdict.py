@@ -17,6 +17,7 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
+from metabt.evaluate.ledger import WindowCount
 from metabt.evaluate.metrics import (
     block_bootstrap_sharpe_diff,
     cross_sectional_ic,
@@ -72,6 +73,11 @@ class Verdict:
             BuyAndHold), every strategy of the run in the family, on vol-scaled returns.
         fragile: True when those three intervals disagree (above 0, below 0, or across
             it): the verdict then depends on the block length and says so.
+        evaluations: strategies evaluated on this test window over every run the trial
+            ledger holds (this one included); 0 without a ledger.
+        effective_trials: the ledger's effective number of trials on the window (Nyholt
+            2004), the N of ``dsr`` when there is a ledger; NaN without one.
+        ledger_runs: runs the ledger holds on the window (0 without a ledger).
     """
 
     candidate: str
@@ -87,6 +93,9 @@ class Verdict:
     fragile: bool = False
     p_stepm: float = math.nan
     stepm_benchmark: str = ""
+    evaluations: int = 0
+    effective_trials: float = math.nan
+    ledger_runs: int = 0
 
     @property
     def edge(self) -> bool:
@@ -105,7 +114,14 @@ class Verdict:
         evidence = (
             f"Sharpe {self.diff:+.2f} vs {self.baseline} (95% block-bootstrap interval "
             f"{self.lo:+.2f} to {self.hi:+.2f}, mean block {self.block:.0f} bars{sensitivity})"
-            f"; deflated Sharpe {self.dsr:.2f} over {self.n_trials} strategies"
+            f"; deflated Sharpe {self.dsr:.2f} over "
+            + (
+                f"the test window's effective {self.effective_trials:.1f} trials (this "
+                f"window has been evaluated {self.evaluations} times in {self.ledger_runs} "
+                "run(s), trial ledger)"
+                if self.evaluations
+                else f"{self.n_trials} strategies"
+            )
         )
         if math.isfinite(self.p_stepm):
             evidence += (
@@ -146,6 +162,7 @@ def judge(
     seed: int = 0,
     n_resamples: int = 2000,
     periods_per_year: int = 252,
+    ledger: WindowCount | None = None,
 ) -> tuple[pd.DataFrame, Verdict]:
     """Significance columns for every strategy of a run, and the candidate's verdict.
 
@@ -173,6 +190,10 @@ def judge(
         n_resamples: bootstrap resamples. Default 2000.
         periods_per_year: bars per year that annualise the Sharpe differences (the run's
             ``BacktestResult.frequency.periods``). Default 252 (daily bars).
+        ledger: the trial ledger's count of this test window (this run's strategies
+            included, :meth:`metabt.evaluate.ledger.Ledger.count`): the ``dsr`` column
+            then deflates over the window's effective number of trials and the verdict
+            says how often the window has been evaluated. None: over the run's strategies.
 
     Returns:
         (table indexed by strategy, :class:`Verdict`).
@@ -196,7 +217,7 @@ def judge(
     for r in results:
         row = dict(r.metrics)
         row["psr"] = probabilistic_sharpe(r.returns, periods_per_year=periods_per_year)
-        row["dsr"] = deflated_sharpe(r.returns, trials)
+        row["dsr"] = deflated_sharpe(r.returns, trials) if ledger is None else ledger.dsr(r.returns)
         boot = block_bootstrap_sharpe_diff(
             r.returns,
             best.returns,
@@ -232,6 +253,9 @@ def judge(
         fragile=bool(c["fragile"] == 1.0),
         p_stepm=float(c["p_stepm"]),
         stepm_benchmark=STEPM_BENCHMARK if stepm else "",
+        evaluations=0 if ledger is None else ledger.evaluations,
+        effective_trials=math.nan if ledger is None else ledger.effective,
+        ledger_runs=0 if ledger is None else ledger.runs,
     )
     return table, verdict
 

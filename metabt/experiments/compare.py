@@ -411,7 +411,7 @@ def compare(
         Unit(settings, seed, label=f"seed {seed}" if len(seeds) > 1 else None) for seed in seeds
     ]
     with executor_scope(executor) as ex:
-        runs = run_units(units, executor=ex, progress=progress, log=log)
+        runs = run_units(units, executor=ex, progress=progress, log=log, ledger_command="compare")
     cfg = settings.cfg
     first = runs[0]
     train_range = first.models.meta.learner.train_range

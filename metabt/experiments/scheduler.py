@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 
 from metabt.analyzers import QuantStatsAnalyzer
 from metabt.config.defaults import RunConfig
-from metabt.evaluate.verdict import Verdict, judge
+from metabt.evaluate.ledger import Ledger, WindowCount, window_key
+from metabt.evaluate.verdict import Run, Verdict, judge
 from metabt.experiments.backtest import BacktestResult
 from metabt.experiments.executors import Executor, SerialExecutor
 from metabt.experiments.log import Log, silent
@@ -45,6 +46,7 @@ __all__ = [
     "SeedRun",
     "TRAIN_ORDER",
     "Unit",
+    "ledger_count",
     "run_seed",
     "run_units",
 ]
@@ -259,6 +261,7 @@ def run_units(
     executor: Executor | None = None,
     progress: bool = True,
     log: Log = silent,
+    ledger_command: str | None = None,
 ) -> list[SeedRun]:
     """Train the roster of every unit, backtest every strategy, judge each unit.
 
@@ -280,6 +283,10 @@ def run_units(
             None runs them here, one after the other.
         progress: show the units done (and, run here, the training progress bars).
         log: receives each unit's label and training summary lines.
+        ledger_command: when given (e.g. ``"compare"``) and the unit's settings name a
+            trial ledger (``RunSettings.ledger``), each unit's strategies are added to it
+            under this command before the unit is judged, and the unit's DSR deflates over
+            its test window's effective trials (:func:`ledger_count`). None: no ledger.
 
     Returns:
         One :class:`SeedRun` per unit, in order.
@@ -360,14 +367,63 @@ def run_units(
         models = _partial_models(trained[k], unit.cfg.objective)
         results = [done[k, j] for j in range(len(entries[k]))]
         _log_smoothing(unit, results, log)
+        count = None
+        if ledger_command is not None:
+            count = ledger_count(unit.settings, results, ledger_command, seed=unit.seed)
         table, verdict = judge(
             results,
             horizon=unit.cfg.spec.horizon,
             seed=unit.seed,
             periods_per_year=results[0].frequency.periods,
+            ledger=count,
         )
         runs.append(SeedRun(unit.seed, models, results, _untrained_column(table, models), verdict))
     return runs
+
+
+def ledger_count(
+    settings: RunSettings,
+    results: Sequence[Run],
+    command: str,
+    *,
+    seed: int,
+) -> WindowCount | None:
+    """Add a run's strategies to the settings' trial ledger; the window's count after it.
+
+    The window is the data's content and the test period's first and last bar
+    (:func:`metabt.evaluate.ledger.window_key`); each strategy is stored with its name, the
+    seed, its smoothing and the run's configuration, and its per-bar returns.
+
+    Args:
+        settings: the run's settings (``ledger``: the file, or None for no ledger).
+        results: the run's backtests on one test window.
+        command: what ran them (``"compare"``, ``"walkforward"``, ``"backtest"``).
+        seed: the run's seed.
+
+    Returns:
+        The window's :class:`~metabt.evaluate.ledger.WindowCount`, this run included;
+        None when the settings name no ledger.
+    """
+    if settings.ledger is None or not results:
+        return None
+    index = results[0].returns.index
+    first, last = index[0], index[-1]
+    ledger = Ledger(settings.ledger)
+    window = window_key(settings.frames, first, last)
+    config = settings.cfg.describe()
+    trials = {
+        r.name: (
+            {
+                "seed": seed,
+                "smooth": getattr(getattr(r, "smoothing", None), "smooth", None),
+                "config": config,
+            },
+            r.returns,
+        )
+        for r in results
+    }
+    ledger.record(window, first, last, command, trials)
+    return ledger.count(window)
 
 
 def _log_smoothing(unit: Unit, results: Sequence[BacktestResult], log: Log) -> None:

@@ -39,6 +39,8 @@ class RunSettings:
         cash: starting cash, currency units.
         costs: commission, slippage and short borrow.
         cfg: the learner, schedule and sizer configuration.
+        ledger: the trial ledger file that ``compare``, ``walkforward`` and ``backtest``
+            add their strategies to (:mod:`metabt.evaluate.ledger`); None keeps none.
 
     Raises:
         ConfigError: ``end`` before ``start``.
@@ -51,6 +53,7 @@ class RunSettings:
     cash: float = 100_000.0
     costs: Costs = field(default_factory=Costs)
     cfg: RunConfig = DEMO
+    ledger: str | None = None
 
     def __post_init__(self) -> None:
         if self.end is not None and self.end < self.start:

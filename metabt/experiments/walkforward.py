@@ -26,7 +26,7 @@ from metabt.evaluate.verdict import Verdict, aggregate_seeds, judge
 from metabt.experiments.backtest import BacktestResult, Costs
 from metabt.experiments.executors import SERIAL, Executor, ExecutorSpec, executor_scope
 from metabt.experiments.log import Log, silent
-from metabt.experiments.scheduler import Unit, run_units
+from metabt.experiments.scheduler import Unit, ledger_count, run_units
 from metabt.experiments.settings import RunSettings
 
 __all__ = ["FOLD_METRICS", "Stitched", "WalkForward", "walkforward", "walkforward_folds"]
@@ -284,6 +284,7 @@ def walkforward(
             horizon=settings.cfg.spec.horizon,
             seed=seed,
             periods_per_year=stitched[0].frequency.periods,
+            ledger=ledger_count(settings, stitched, "walkforward", seed=seed),
         )
         per_seed.append((seed, parts, table, verdict))
     _, parts0, table0, verdict0 = per_seed[0]
