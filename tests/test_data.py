@@ -729,3 +729,59 @@ def test_a_csv_past_the_size_limit_is_refused_before_parsing(tmp_path, monkeypat
     monkeypatch.setenv("METABT_MAX_CSV_BYTES", "lots")
     with pytest.raises(DataError, match="METABT_MAX_CSV_BYTES='lots' must be a positive"):
         load_ohlcv(sample_files()[0])
+
+
+def test_a_file_past_the_row_limit_is_refused_with_its_count_and_the_override(
+    tmp_path, monkeypatch
+):
+    """CSV (plain or compressed) and Parquet files with more rows than METABT_MAX_ROWS are
+    refused naming the file, the count and the limit; pandas parses at most one row past it;
+    at the limit the file loads."""
+    from metabt.data.ohlcv import MAX_ROWS, load_ohlcv, sample_files
+    from metabt.errors import DataError
+
+    assert MAX_ROWS == 5_000_000
+    frame = load_ohlcv(sample_files()[0]).iloc[:300]
+    frame.to_csv(tmp_path / "a.csv")
+    frame.to_csv(tmp_path / "a.csv.gz")
+    frame.to_csv(tmp_path / "a.csv.zip")
+    files = [tmp_path / "a.csv", tmp_path / "a.csv.gz", tmp_path / "a.csv.zip"]
+    try:
+        frame.to_parquet(tmp_path / "a.parquet")
+        files.append(tmp_path / "a.parquet")
+    except ImportError:  # pragma: no cover - pyarrow is a dependency here
+        pass
+    monkeypatch.setenv("METABT_MAX_ROWS", "299")
+    for path in files:
+        with pytest.raises(DataError) as info:
+            load_ohlcv(path)
+        message = str(info.value)
+        assert message.startswith(f"{path.name}: 300 rows (bars), more than the limit of 299")
+        assert "METABT_MAX_ROWS" in message and "\n" not in message
+    monkeypatch.setenv("METABT_MAX_ROWS", "300")
+    for path in files:
+        assert len(load_ohlcv(path)) == 300
+    monkeypatch.setenv("METABT_MAX_ROWS", "-3")
+    with pytest.raises(DataError, match=r"METABT_MAX_ROWS='-3' must be a positive integer"):
+        load_ohlcv(files[0])
+
+
+def test_a_zip_bomb_csv_is_counted_as_it_decompresses(tmp_path, monkeypatch):
+    import zipfile
+
+    from metabt.data.ohlcv import load_ohlcv
+    from metabt.errors import DataError
+
+    bomb = tmp_path / "bomb.csv.zip"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("bomb.csv", b"date,open,high,low,close,volume\n" + bytes(3 << 20))
+    assert bomb.stat().st_size < 100_000
+    monkeypatch.setenv("METABT_MAX_CSV_BYTES", str(1 << 20))
+    with pytest.raises(DataError, match=r"bomb.csv.zip: it decompresses to more than 1,048,576"):
+        load_ohlcv(bomb)
+    two = tmp_path / "two.csv.zip"
+    with zipfile.ZipFile(two, "w") as archive:
+        archive.writestr("a.csv", "x")
+        archive.writestr("b.csv", "y")
+    with pytest.raises(DataError, match=r"two.csv.zip: not a readable zip file .*exactly one"):
+        load_ohlcv(two)
