@@ -785,3 +785,39 @@ def test_a_zip_bomb_csv_is_counted_as_it_decompresses(tmp_path, monkeypatch):
         archive.writestr("b.csv", "y")
     with pytest.raises(DataError, match=r"two.csv.zip: not a readable zip file .*exactly one"):
         load_ohlcv(two)
+
+
+@pytest.mark.parametrize(
+    ("column", "factor", "needle"),
+    [
+        ("close", 1e306, r"a price outside 1e-30 to 1e30 \(PRICE_RANGE\) at line 2 \(2000-"),
+        ("low", 1e-320, r"a price outside 1e-30 to 1e30"),
+        ("volume", 1e290, r"a volume above 1e30 \(MAX_VOLUME\) at line 2"),
+    ],
+)
+def test_prices_whose_sums_and_products_overflow_are_refused_naming_the_file(
+    tmp_path, column, factor, needle
+):
+    """Prices x 1e306 made a backtest's fsum overflow after training; now the file is
+    refused when it is read, with its name, the row and the fix."""
+    from metabt.data.ohlcv import MAX_VOLUME, PRICE_RANGE, load_ohlcv, sample_files
+
+    frame = pd.read_csv(sample_files()[0]).iloc[:50]
+    scaled = frame.copy()
+    if column == "close":
+        for col in ("open", "high", "low", "close"):
+            scaled[col] = scaled[col] * factor
+    else:
+        scaled[column] = scaled[column] * factor
+    path = tmp_path / "scaled.csv"
+    scaled.to_csv(path, index=False)
+    with pytest.raises(DataError, match=needle) as info:
+        load_ohlcv(path)
+    assert str(info.value).startswith("scaled.csv: ") and "rescale" in str(info.value)
+    assert PRICE_RANGE == (1e-30, 1e30) and MAX_VOLUME == 1e30
+    # at the top of the range the bars load, and their sums and squares stay finite
+    edge = frame.copy()
+    for col in ("open", "high", "low", "close"):
+        edge[col] = edge[col] / frame["high"].max() * PRICE_RANGE[1]
+    loaded = load_ohlcv(edge)
+    assert np.isfinite(loaded["close"].sum()) and np.isfinite((loaded["close"] ** 2).sum())

@@ -24,6 +24,8 @@ __all__ = [
     "COLUMNS",
     "MAX_CSV_BYTES",
     "MAX_ROWS",
+    "MAX_VOLUME",
+    "PRICE_RANGE",
     "feed",
     "is_validated",
     "load_many",
@@ -92,6 +94,15 @@ _CODECS = {".gz": "gzip", ".bz2": "bz2", ".xz": "lzma", ".zip": "zip"}
 #: ten years of one-minute bars of a market open 24/5 (a validated frame of that length
 #: takes about 240 MB); the environment variable ``METABT_MAX_ROWS`` overrides it.
 MAX_ROWS = 5_000_000
+
+
+#: The prices metabt accepts, in the data's currency: from 1e-30 to 1e30, so that sums,
+#: squares and products of prices, volumes, cash and position sizes over millions of bars
+#: stay finite in float64 (and a price fits a float32 feature); prices of 1e306 made a
+#: backtest's sums overflow.
+PRICE_RANGE = (1e-30, 1e30)
+#: The largest volume (units per bar) metabt accepts, for the same reason.
+MAX_VOLUME = 1e30
 
 
 def _env_limit(name: str, default: int, unit: str) -> int:
@@ -400,10 +411,14 @@ def load_ohlcv(
             columns (which, and the columns found); non-numeric, NaN or infinite OHLCV
             values (column and first bad row); an infinite value, or text among numbers, in
             an extra column; an extra column name that cannot be a line name; unreadable,
-            missing, duplicate or unsorted dates (which row); non-positive prices; negative
-            volume; high below low; high below open/close or low above open/close (which
-            row); fewer than ``min_bars`` bars. Every message names the file (or ``name`` /
-            ``"DataFrame"``), the column or row (CSV line number and date), and the fix.
+            missing, duplicate or unsorted dates (which row); non-positive prices, or prices
+            outside :data:`PRICE_RANGE` (1e-30 to 1e30); negative volume, or volume above
+            :data:`MAX_VOLUME`; high below low; high below open/close or low above
+            open/close (which row); fewer than ``min_bars`` bars; a CSV file larger than
+            :data:`MAX_CSV_BYTES` (decompressed) or a file of more than :data:`MAX_ROWS`
+            rows (5 million; ``METABT_MAX_ROWS`` overrides it). Every message names the
+            file (or ``name`` / ``"DataFrame"``), the column or row (CSV line number and
+            date), and the fix.
 
     Example:
         >>> frame = load_ohlcv(sample_data_dir() / "AAPL.csv", min_bars=252)
@@ -507,7 +522,19 @@ def load_ohlcv(
     o, h, lo, c, v = (columns[col] for col in COLUMNS)
     checks = (
         (np.minimum.reduce([o, h, lo, c]) <= 0, "a non-positive price", "prices must be > 0"),
+        (
+            (np.minimum.reduce([o, h, lo, c]) < PRICE_RANGE[0])
+            | (np.maximum.reduce([o, h, lo, c]) > PRICE_RANGE[1]),
+            "a price outside 1e-30 to 1e30 (PRICE_RANGE)",
+            "sums and products of such prices overflow; rescale the prices (e.g. quote "
+            "them in thousands, or in a smaller unit)",
+        ),
         (v < 0, "a negative volume", "volume must be >= 0"),
+        (
+            v > MAX_VOLUME,
+            "a volume above 1e30 (MAX_VOLUME)",
+            "sums and products of such volumes overflow; rescale the volume",
+        ),
         (h < lo, "high below low", "high and low look swapped"),
         ((h < o) | (h < c), "high below open or close", "high must be the bar's maximum"),
         ((lo > o) | (lo > c), "low above open or close", "low must be the bar's minimum"),
