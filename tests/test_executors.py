@@ -216,7 +216,7 @@ def test_an_unreachable_ray_address_is_refused_at_once_not_retried_for_minutes()
         RayExecutor(1, "127.0.0.1:1", connect_timeout=2.0)
     assert time.monotonic() - start < 5
     message = str(info.value)
-    assert message.startswith("ray_address '127.0.0.1:1': no Ray cluster answered within 2 s")
+    assert message.startswith("ray_address '127.0.0.1:1': no Ray cluster answered (127.0.0.1:1")
     assert "refused" in message and "drop `ray_address`" in message
     with pytest.raises(ConfigError, match=r"ray_address 'ray://127.0.0.1:1'"):
         ExecutorSpec("ray", 1, "ray://127.0.0.1:1").make()

@@ -456,9 +456,10 @@ class RayExecutor(Executor):
         return f"RayExecutor(workers={self.workers}, address={self.address!r})"
 
 
-def _unreachable(address: str, timeout: float, why: str) -> ConfigError:
+def _unreachable(address: str, why: str, timeout: float | None = None) -> ConfigError:
+    within = "" if timeout is None else f" within {timeout:g} s"
     return ConfigError(
-        f"ray_address {address!r}: no Ray cluster answered within {timeout:g} s ({why}); "
+        f"ray_address {address!r}: no Ray cluster answered{within} ({why}); "
         "check the address and port and that the cluster is up (`ray status` on its head "
         "node), or drop `ray_address` to start a local Ray"
     )
@@ -503,10 +504,11 @@ def _probe_ray(address: str, timeout: float) -> None:
         with socket.create_connection(endpoint, timeout=timeout):
             pass
     except TimeoutError as exc:
-        raise _unreachable(address, timeout, f"{endpoint[0]}:{endpoint[1]} is silent") from exc
+        where = f"{endpoint[0]}:{endpoint[1]} is silent"
+        raise _unreachable(address, where, timeout) from exc
     except OSError as exc:
         why = exc.strerror or type(exc).__name__
-        raise _unreachable(address, timeout, f"{endpoint[0]}:{endpoint[1]}: {why}") from exc
+        raise _unreachable(address, f"{endpoint[0]}:{endpoint[1]}: {why}") from exc
 
 
 def _init_within(ray: Any, address: str, wait: float, timeout: float, **kwargs: Any) -> None:
@@ -532,7 +534,7 @@ def _init_within(ray: Any, address: str, wait: float, timeout: float, **kwargs: 
     thread.start()
     thread.join(wait)
     if thread.is_alive():
-        raise _unreachable(address, timeout, "ray.init did not return")
+        raise _unreachable(address, "ray.init did not return", timeout)
     if "error" in box:
         raise box["error"]
 
