@@ -130,7 +130,9 @@ def test_an_unreachable_ray_cluster_is_one_line_in_seconds_not_minutes(tmp_path)
         ["compare", "--executor", "ray", "--ray-address", "127.0.0.1:1", "--out", "o"], tmp_path
     )
     _assert_refused(done, "ray_address '127.0.0.1:1': no Ray cluster answered", "ray")
-    assert "--ray-address" in done.stderr and time.monotonic() - start < 35
+    # Ray alone retried for minutes; the port is refused at once (the bound leaves room
+    # for the start-up of a child on a busy machine)
+    assert "--ray-address" in done.stderr and time.monotonic() - start < 60
     assert list(tmp_path.iterdir()) == []
 
 

@@ -319,10 +319,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("metabt: interrupted", file=sys.stderr)
         return 130
     except (MemoryError, RuntimeError) as exc:
-        message = memory_message(exc, args.subparsers[args.command])
-        if message is None:
+        line = memory_message(exc, args.subparsers[args.command])
+        if line is None:
             raise
-        print(f"metabt {args.command}: error: {message}", file=sys.stderr)
+        print(f"metabt {args.command}: error: {line}", file=sys.stderr)
         return 2
 
 

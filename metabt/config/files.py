@@ -51,10 +51,10 @@ def _bound(name: str) -> Any:
     """The schema constraint of numeric setting ``name``: its range in
     :data:`metabt.config.defaults.LIMITS` (finite, for floats)."""
     limit = LIMITS[name]
-    low = {"gt": limit.low} if limit.above else {"ge": limit.low}
+    gt, ge = (limit.low, None) if limit.above else (None, limit.low)
     if limit.integer:
-        return Field(**low, le=int(limit.high))
-    return Field(**low, le=limit.high, allow_inf_nan=False)
+        return Field(gt=gt, ge=ge, le=int(limit.high))
+    return Field(gt=gt, ge=ge, le=limit.high, allow_inf_nan=False)
 
 
 def _doc(name: str, text: str) -> Any:

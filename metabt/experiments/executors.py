@@ -53,10 +53,10 @@ from metabt.errors import ConfigError
 
 __all__ = [
     "EXECUTOR_NAMES",
-    "RAY_CONNECT_TIMEOUT",
     "Executor",
     "ExecutorSpec",
     "ProcessExecutor",
+    "RAY_CONNECT_TIMEOUT",
     "RayExecutor",
     "SERIAL",
     "SerialExecutor",
