@@ -729,3 +729,95 @@ def test_a_csv_past_the_size_limit_is_refused_before_parsing(tmp_path, monkeypat
     monkeypatch.setenv("METABT_MAX_CSV_BYTES", "lots")
     with pytest.raises(DataError, match="METABT_MAX_CSV_BYTES='lots' must be a positive"):
         load_ohlcv(sample_files()[0])
+
+
+def test_a_file_past_the_row_limit_is_refused_with_its_count_and_the_override(
+    tmp_path, monkeypatch
+):
+    """CSV (plain or compressed) and Parquet files with more rows than METABT_MAX_ROWS are
+    refused naming the file, the count and the limit; pandas parses at most one row past it;
+    at the limit the file loads."""
+    from metabt.data.ohlcv import MAX_ROWS, load_ohlcv, sample_files
+    from metabt.errors import DataError
+
+    assert MAX_ROWS == 5_000_000
+    frame = load_ohlcv(sample_files()[0]).iloc[:300]
+    frame.to_csv(tmp_path / "a.csv")
+    frame.to_csv(tmp_path / "a.csv.gz")
+    frame.to_csv(tmp_path / "a.csv.zip")
+    files = [tmp_path / "a.csv", tmp_path / "a.csv.gz", tmp_path / "a.csv.zip"]
+    try:
+        frame.to_parquet(tmp_path / "a.parquet")
+        files.append(tmp_path / "a.parquet")
+    except ImportError:  # pragma: no cover - pyarrow is a dependency here
+        pass
+    monkeypatch.setenv("METABT_MAX_ROWS", "299")
+    for path in files:
+        with pytest.raises(DataError) as info:
+            load_ohlcv(path)
+        message = str(info.value)
+        assert message.startswith(f"{path.name}: 300 rows (bars), more than the limit of 299")
+        assert "METABT_MAX_ROWS" in message and "\n" not in message
+    monkeypatch.setenv("METABT_MAX_ROWS", "300")
+    for path in files:
+        assert len(load_ohlcv(path)) == 300
+    monkeypatch.setenv("METABT_MAX_ROWS", "-3")
+    with pytest.raises(DataError, match=r"METABT_MAX_ROWS='-3' must be a positive integer"):
+        load_ohlcv(files[0])
+
+
+def test_a_zip_bomb_csv_is_counted_as_it_decompresses(tmp_path, monkeypatch):
+    import zipfile
+
+    from metabt.data.ohlcv import load_ohlcv
+    from metabt.errors import DataError
+
+    bomb = tmp_path / "bomb.csv.zip"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("bomb.csv", b"date,open,high,low,close,volume\n" + bytes(3 << 20))
+    assert bomb.stat().st_size < 100_000
+    monkeypatch.setenv("METABT_MAX_CSV_BYTES", str(1 << 20))
+    with pytest.raises(DataError, match=r"bomb.csv.zip: it decompresses to more than 1,048,576"):
+        load_ohlcv(bomb)
+    two = tmp_path / "two.csv.zip"
+    with zipfile.ZipFile(two, "w") as archive:
+        archive.writestr("a.csv", "x")
+        archive.writestr("b.csv", "y")
+    with pytest.raises(DataError, match=r"two.csv.zip: not a readable zip file .*exactly one"):
+        load_ohlcv(two)
+
+
+@pytest.mark.parametrize(
+    ("column", "factor", "needle"),
+    [
+        ("close", 1e306, r"a price outside 1e-30 to 1e30 \(PRICE_RANGE\) at line 2 \(2000-"),
+        ("low", 1e-320, r"a price outside 1e-30 to 1e30"),
+        ("volume", 1e290, r"a volume above 1e30 \(MAX_VOLUME\) at line 2"),
+    ],
+)
+def test_prices_whose_sums_and_products_overflow_are_refused_naming_the_file(
+    tmp_path, column, factor, needle
+):
+    """Prices x 1e306 made a backtest's fsum overflow after training; now the file is
+    refused when it is read, with its name, the row and the fix."""
+    from metabt.data.ohlcv import MAX_VOLUME, PRICE_RANGE, load_ohlcv, sample_files
+
+    frame = pd.read_csv(sample_files()[0]).iloc[:50]
+    scaled = frame.copy()
+    if column == "close":
+        for col in ("open", "high", "low", "close"):
+            scaled[col] = scaled[col] * factor
+    else:
+        scaled[column] = scaled[column] * factor
+    path = tmp_path / "scaled.csv"
+    scaled.to_csv(path, index=False)
+    with pytest.raises(DataError, match=needle) as info:
+        load_ohlcv(path)
+    assert str(info.value).startswith("scaled.csv: ") and "rescale" in str(info.value)
+    assert PRICE_RANGE == (1e-30, 1e30) and MAX_VOLUME == 1e30
+    # at the top of the range the bars load, and their sums and squares stay finite
+    edge = frame.copy()
+    for col in ("open", "high", "low", "close"):
+        edge[col] = edge[col] / frame["high"].max() * PRICE_RANGE[1]
+    loaded = load_ohlcv(edge)
+    assert np.isfinite(loaded["close"].sum()) and np.isfinite((loaded["close"] ** 2).sum())

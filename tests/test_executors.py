@@ -196,3 +196,56 @@ def test_a_worker_exits_when_the_run_that_started_it_is_killed():
         assert not _alive(worker), "the worker outlived the killed run"
     finally:
         run.kill()
+
+
+def test_ray_addresses_are_read_as_host_and_port():
+    from metabt.experiments.executors import _ray_endpoint
+
+    assert _ray_endpoint("10.0.0.1:6379") == ("10.0.0.1", 6379)
+    assert _ray_endpoint("ray://head.example:10001") == ("head.example", 10001)
+    assert _ray_endpoint("[::1]:6379") == ("::1", 6379)
+    assert _ray_endpoint("local") is None and _ray_endpoint("head-without-port") is None
+
+
+def test_an_unreachable_ray_address_is_refused_at_once_not_retried_for_minutes():
+    """Ray retries an address whose port refuses for minutes; the executor tries the port
+    itself first and names the address, the reason and the fix."""
+    pytest.importorskip("ray")
+    start = time.monotonic()
+    with pytest.raises(ConfigError) as info:
+        RayExecutor(1, "127.0.0.1:1", connect_timeout=2.0)
+    assert time.monotonic() - start < 5
+    message = str(info.value)
+    assert message.startswith("ray_address '127.0.0.1:1': no Ray cluster answered (127.0.0.1:1")
+    assert "refused" in message and "drop `ray_address`" in message
+    with pytest.raises(ConfigError, match=r"ray_address 'ray://127.0.0.1:1'"):
+        ExecutorSpec("ray", 1, "ray://127.0.0.1:1").make()
+
+
+def test_a_port_that_is_not_rays_is_refused_when_ray_init_does_not_return(tmp_path):
+    """A port that accepts connections but is not Ray's (a dashboard's, say): ray.init
+    would hang; it is given the rest of the connect timeout. In a child process, so the
+    abandoned ray.init leaves this one's Ray untouched."""
+    pytest.importorskip("ray")
+    code = (
+        "import socket, sys, time\n"
+        "import ray\n"
+        "from metabt.experiments.executors import RayExecutor\n"
+        "from metabt.errors import ConfigError\n"
+        "server = socket.socket(); server.bind(('0.0.0.0', 0)); server.listen(8)\n"
+        "address = f'127.0.0.1:{server.getsockname()[1]}'\n"
+        "start = time.monotonic()\n"
+        "executor = RayExecutor(1, address, connect_timeout=2.0)\n"
+        "try:\n"
+        "    executor.submit(abs, -1)\n"
+        "except ConfigError as exc:\n"
+        "    print(round(time.monotonic() - start, 1), exc)\n"
+    )
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    seconds, _, message = done.stdout.strip().partition(" ")
+    assert 1.9 <= float(seconds) < 10, done.stdout + done.stderr[-2000:]
+    assert "no Ray cluster answered within 2 s (ray.init did not return)" in message

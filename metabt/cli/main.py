@@ -16,10 +16,18 @@ from typing import Any
 from metabt.cli.parser import _build_parser
 from metabt.errors import MetabtError
 
-__all__ = ["CLI_PHRASES", "OPTION_OF_PARAMETER", "REQUIRED", "flag_message", "main"]
+__all__ = [
+    "CLI_PHRASES",
+    "MEMORY_SETTINGS",
+    "OPTION_OF_PARAMETER",
+    "REQUIRED",
+    "flag_message",
+    "main",
+    "memory_message",
+]
 
 #: Library parameters whose option has another name (its ``dest``): parameter -> dest.
-OPTION_OF_PARAMETER = {"n_trials": "trials"}
+OPTION_OF_PARAMETER = {"meta_steps": "steps", "n_trials": "trials"}
 #: Library phrases the command line says in its own words.
 CLI_PHRASES = {
     "the config template (metabt.config.files.example) lists every setting": (
@@ -151,6 +159,60 @@ def _apply_config(
     return args
 
 
+def _check_counts(sub: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse list options with more values than :data:`metabt.config.defaults.LIST_LIMITS`
+    (argparse checks each value, not how many)."""
+    from metabt.config.defaults import LIST_LIMITS
+
+    for key, most in LIST_LIMITS.items():
+        values = getattr(args, key, None)
+        if isinstance(values, list) and len(values) > most:
+            flag = "--" + key.replace("_", "-")
+            sub.error(f"{flag} takes at most {most} values, got {len(values)}; give fewer")
+
+
+#: The settings that size a run's memory, named when it runs out (those its command has).
+MEMORY_SETTINGS = ("batch_size", "support", "query", "hidden", "workers", "trials")
+
+#: The part of an allocation failure's text that says what was too big.
+_ALLOCATION = re.compile(
+    r"(?:DefaultCPUAllocator: can't allocate memory: you tried to allocate \d+ bytes"
+    r"|CUDA out of memory. Tried to allocate [\d.]+ \w+"
+    r"|Unable to allocate [\d.]+ \w+ for an array with shape \([\d, ]*\))"
+)
+
+
+def memory_message(exc: BaseException, parser: argparse.ArgumentParser) -> str | None:
+    """One line for an allocation failure, or None if ``exc`` is not one.
+
+    A ``MemoryError`` (NumPy's "Unable to allocate ..." included) or torch's
+    ``RuntimeError`` from its allocators ("DefaultCPUAllocator: can't allocate memory",
+    "CUDA out of memory") means a setting or the data asked for more memory than the
+    machine has; the line says how much (when the error says) and names the options of
+    ``parser``'s command that size the run.
+
+    Args:
+        exc: the exception.
+        parser: the sub-command's parser.
+
+    Returns:
+        The message, or None.
+    """
+    text = " ".join(str(exc).split())
+    found = _ALLOCATION.search(text)
+    if not isinstance(exc, MemoryError) and found is None:
+        return None
+    detail = found.group(0) if found is not None else (text[:200] or "MemoryError")
+    dests = {action.dest for action in parser._actions}
+    names = [f"`{name}`" for name in MEMORY_SETTINGS if name in dests]
+    lower = f"lower {', '.join(names)}" if names else "use smaller settings"
+    return flag_message(
+        f"out of memory ({detail}): the run needs more memory than this machine has; "
+        f"{lower}, or give shorter or fewer data files",
+        parser,
+    )
+
+
 def _trust_command_line(args: argparse.Namespace) -> None:
     """Trust ``--trust`` modules and the modules the user named on the command line.
 
@@ -267,6 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _trust_command_line(args)
     try:
         args = _apply_config(parser, args, list(sys.argv[1:] if argv is None else argv))
+        _check_counts(args.subparsers[args.command], args)
         with _limit_threads(args.threads):
             from metabt.cli.commands import run
 
@@ -288,6 +351,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("metabt: interrupted", file=sys.stderr)
         return 130
+    except (MemoryError, RuntimeError) as exc:
+        line = memory_message(exc, args.subparsers[args.command])
+        if line is None:
+            raise
+        print(f"metabt {args.command}: error: {line}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,7 +7,9 @@ Exit codes: 0 success; 2 bad input or usage (one line on stderr, no traceback);
 from __future__ import annotations
 
 import argparse
+import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -92,11 +94,38 @@ def _default_threads() -> int:
         value = int(raw)
     except ValueError:
         value = 0
-    if value < 1:
+    from metabt.config.defaults import LIMITS
+
+    if not 1 <= value <= LIMITS["threads"].high:
         raise SystemExit(
-            f"metabt: error: {THREADS_ENV}={raw!r} must be a positive integer (threads)"
+            f"metabt: error: {THREADS_ENV}={raw!r} must be an integer "
+            f"{LIMITS['threads'].describe()}"
         )
     return value
+
+
+def _bounded(name: str) -> Callable[[str], float]:
+    """The converter of a numeric flag: a number in setting ``name``'s range
+    (``metabt.config.defaults.LIMITS``, the config-file schema's too)."""
+    from metabt.config.defaults import LIMITS
+
+    limit = LIMITS[name]
+
+    def convert(value: str) -> float:
+        try:
+            number = int(value) if limit.integer else float(value)
+        except ValueError as exc:
+            kind = "an integer" if limit.integer else "a number"
+            raise argparse.ArgumentTypeError(f"{value!r} is not {kind}") from exc
+        low_ok = number > limit.low if limit.above else number >= limit.low
+        if not (math.isfinite(number) and low_ok and number <= limit.high):
+            raise argparse.ArgumentTypeError(
+                f"{value!r} is out of range: it must be {limit.describe()}"
+            )
+        return number
+
+    convert.__name__ = name
+    return convert
 
 
 def _positive(value: str) -> float:
@@ -178,7 +207,7 @@ def _training_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--hidden",
-        type=_positive_int,
+        type=_bounded("hidden"),
         nargs="+",
         default=list(DEMO.hidden),
         metavar="WIDTH",
@@ -202,21 +231,21 @@ def _training_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--horizon",
-        type=_positive_int,
+        type=_bounded("horizon"),
         default=DEMO.spec.horizon,
         metavar="BARS",
         help=f"label horizon (default {DEMO.spec.horizon})",
     )
     p.add_argument(
         "--query",
-        type=_positive_int,
+        type=_bounded("query"),
         default=DEMO.query,
         metavar="BARS",
         help=f"bars per training query set (default {DEMO.query})",
     )
     p.add_argument(
         "--val-years",
-        type=_positive,
+        type=_bounded("val_years"),
         default=DEMO.val_years,
         metavar="YEARS",
         help=f"last years before the cut-off held out to validate training (default "
@@ -224,7 +253,7 @@ def _training_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--inner-lr",
-        type=_positive,
+        type=_bounded("inner_lr"),
         default=None,
         metavar="RATE",
         help=f"inner-loop learning rate (default {INNER_LR:g}; "
@@ -233,27 +262,27 @@ def _training_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--meta-lr",
-        type=_positive,
+        type=_bounded("meta_lr"),
         default=DEMO.meta_lr,
         metavar="RATE",
         help=f"outer-loop (Adam) learning rate (default {DEMO.meta_lr:g})",
     )
     p.add_argument(
         "--batch-size",
-        type=_positive_int,
+        type=_bounded("batch_size"),
         default=DEMO.batch_size,
         metavar="TASKS",
         help=f"tasks per outer step (default {DEMO.batch_size})",
     )
     p.add_argument(
         "--steps",
-        type=_positive_int,
+        type=_bounded("steps"),
         default=DEMO.meta_steps,
         help=f"meta-training outer steps (default {DEMO.meta_steps})",
     )
     p.add_argument(
         "--inner-steps",
-        type=_positive_int,
+        type=_bounded("inner_steps"),
         default=DEMO.inner_steps,
         help=f"inner-loop steps per adaptation (default {DEMO.inner_steps})",
     )
@@ -270,7 +299,7 @@ def _training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument(
         "--threads",
-        type=_positive_int,
+        type=_bounded("threads"),
         default=_default_threads(),
         metavar="N",
         help=f"threads for torch and BLAS (default 1, or ${THREADS_ENV}): metabt's models "
@@ -301,11 +330,11 @@ def _run_options(p: argparse.ArgumentParser) -> None:
         help=f"first backtest date; training uses data strictly before it (default {DEMO.start})",
     )
     p.add_argument("--end", type=_date, metavar="DATE", help="last backtest date (default: all)")
-    p.add_argument("--cash", type=_positive, default=100_000.0, help="starting cash")
+    p.add_argument("--cash", type=_bounded("cash"), default=100_000.0, help="starting cash")
     _cost_options(p)
     p.add_argument(
         "--adapt-every",
-        type=_positive_int,
+        type=_bounded("adapt_every"),
         default=DEMO.adapt_every,
         metavar="BARS",
         help=f"bars between adaptations (default {DEMO.adapt_every})",
@@ -313,14 +342,14 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     _smooth_option(p)
     p.add_argument(
         "--bars-per-year",
-        type=_positive,
+        type=_bounded("bars_per_year"),
         metavar="N",
         help="bars in a year, for volatility targets, Sharpe, CAGR and turnover (default: "
         "detected from the dates: 252 for daily stock bars, 52 weekly, ~6,240 hourly FX)",
     )
     p.add_argument(
         "--online-meta-lr",
-        type=_non_negative,
+        type=_bounded("online_meta_lr"),
         default=0.0,
         metavar="RATE",
         help="outer-loop rate of online meta-updates of the meta-init during the backtest, "
@@ -337,7 +366,7 @@ def _cost_options(p: argparse.ArgumentParser) -> None:
     ):
         p.add_argument(
             flag,
-            type=_non_negative,
+            type=_bounded(flag[2:]),
             default=default,
             metavar="BPS",
             help=f"{what} (default {default:g})",
@@ -349,7 +378,7 @@ def _smooth_option(p: argparse.ArgumentParser) -> None:
 
     p.add_argument(
         "--smooth",
-        type=_positive_int,
+        type=_bounded("smooth"),
         default=None,
         metavar="BARS",
         help="trade the mean of each asset's last BARS forecasts (overlapping h-bar "
@@ -398,7 +427,7 @@ def _smooth_grid_option(p: argparse.ArgumentParser) -> None:
     grid = " ".join(str(n) for n in DEMO.smooth_grid)
     p.add_argument(
         "--smooth-grid",
-        type=_positive_int,
+        type=_bounded("smooth_grid"),
         nargs="+",
         default=list(DEMO.smooth_grid),
         metavar="BARS",
@@ -413,7 +442,7 @@ def _support_option(p: argparse.ArgumentParser) -> None:
 
     p.add_argument(
         "--support",
-        type=_positive_int,
+        type=_bounded("support"),
         default=DEMO.support,
         metavar="BARS",
         help=f"realised bars per adaptation and per training support set (default {DEMO.support})",
@@ -470,7 +499,7 @@ def _experiment_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--workers",
-        type=_positive_int,
+        type=_bounded("workers"),
         default=min(2, os.cpu_count() or 1),
         metavar="N",
         help="parallel workers (default 2, or 1 on a one-CPU machine; at most the CPU count "
@@ -508,13 +537,13 @@ def add_train_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="CKPT", help="checkpoint to write; required")
     p.add_argument(
         "--bars-per-year",
-        type=_positive,
+        type=_bounded("bars_per_year"),
         metavar="N",
         help="bars in a year (default: detected from the dates)",
     )
     p.add_argument(
         "--checkpoint-every",
-        type=_positive_int,
+        type=_bounded("checkpoint_every"),
         default=50,
         metavar="N",
         help="save the unfinished run to CKPT.partial every N steps (default 50; also the "
@@ -566,20 +595,20 @@ def add_backtest_parser(sub: Any) -> argparse.ArgumentParser:
     ):
         p.add_argument(
             flag,
-            type=_non_negative,
+            type=_bounded(flag[2:].replace("-", "_")),
             default=default,
             metavar="FRAC",
             help=f"(cross-sectional) {what} (default {default:g})",
         )
     p.add_argument(
         "--turnover-budget",
-        type=_positive,
+        type=_bounded("turnover_budget"),
         metavar="FRAC",
         help="(cross-sectional) most value traded per rebalance, fraction (default: none)",
     )
     p.add_argument(
         "--rebalance-every",
-        type=_positive_int,
+        type=_bounded("rebalance_every"),
         default=1,
         metavar="BARS",
         help="(cross-sectional) bars between rebalances (default 1)",
@@ -641,14 +670,14 @@ def add_walkforward_parser(sub: Any) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--fold-years",
-        type=_positive_int,
+        type=_bounded("fold_years"),
         default=1,
         metavar="N",
         help="calendar years per test fold (default 1)",
     )
     p.add_argument(
         "--train-years",
-        type=_positive_int,
+        type=_bounded("train_years"),
         metavar="N",
         help="rolling training window in years (default: expanding, all history)",
     )
@@ -714,7 +743,7 @@ def add_pricing_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="TOML", help="read settings from a TOML file")
     p.add_argument(
         "--ks",
-        type=_positive_int,
+        type=_bounded("ks"),
         nargs="+",
         default=[6, 12, 24, 36],
         metavar="MONTHS",
@@ -730,7 +759,9 @@ def add_pricing_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--algorithm", default="maml", help="meta-learning algorithm of the loadings (default maml)"
     )
-    p.add_argument("--steps", type=_positive_int, default=1500, help="outer steps (default 1500)")
+    p.add_argument(
+        "--steps", type=_bounded("steps"), default=1500, help="outer steps (default 1500)"
+    )
     p.add_argument(
         "--seeds", type=_seed, nargs="+", default=[0], metavar="S", help="seeds (default 0)"
     )
@@ -746,7 +777,11 @@ def add_pricing_parser(sub: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument(
-        "--threads", type=_positive_int, default=_default_threads(), metavar="N", help="threads"
+        "--threads",
+        type=_bounded("threads"),
+        default=_default_threads(),
+        metavar="N",
+        help="threads",
     )
     return p
 

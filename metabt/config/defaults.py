@@ -7,9 +7,10 @@ tuples here, so ``metabt --help`` and usage errors never import torch or backtra
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from metabt.errors import ConfigError
 from metabt.features.spec import FeatureSpec
@@ -30,16 +31,130 @@ __all__ = [
     "ENGINE_NAMES",
     "INNER_LR",
     "INNER_LR_BY_ALGORITHM",
+    "LIMITS",
+    "LIST_LIMITS",
+    "Limit",
     "MODEL_TYPES",
     "OBJECTIVES",
     "RunConfig",
     "SIZER_SETTINGS",
+    "check_limit",
     "default_inner_lr",
 ]
 
 #: Algorithms that imply their model type: with the default ``model_type="mlp"`` they build
 #: the model of their own name (:meth:`RunConfig.model_config`).
 _PAIRED = PAIRED_ALGORITHMS
+
+
+class Limit(NamedTuple):
+    """The accepted range of a numeric setting: ``low`` to ``high`` (both included, or
+    ``low`` excluded when ``above``), in ``unit``; ``integer``: whole numbers only."""
+
+    low: float
+    high: float
+    unit: str
+    integer: bool = True
+    above: bool = False
+
+    def describe(self) -> str:
+        """The range in words: ``"from 1 to 100,000 bars"``, ``"above 0, at most 100 years"``."""
+        high = f"{self.high:,}" if self.integer else f"{self.high:,g}"
+        if self.above:
+            return f"above {self.low:,g}, at most {high} {self.unit}".rstrip()
+        return f"from {self.low:,g} to {high} {self.unit}".rstrip()
+
+
+def _int(high: int, unit: str, low: int = 1) -> Limit:
+    return Limit(low, high, unit)
+
+
+def _float(high: float, unit: str, *, above: bool = False) -> Limit:
+    return Limit(0.0, high, unit, integer=False, above=above)
+
+
+#: Bounds of every numeric setting (config-file / flag names; a list setting bounds each
+#: item). Generous, so no honest run meets them, but finite, so a typo such as
+#: ``batch_size = 9223372036854775807`` or ``val_years = 1e308`` is refused at once rather
+#: than allocating memory for hours. The config-file schema
+#: (:class:`metabt.config.files.Options`), the command's flags and :class:`RunConfig` all
+#: check them.
+LIMITS: Mapping[str, Limit] = {
+    "adapt_every": _int(100_000, "bars"),
+    "bars_per_year": _float(1e8, "bars a year", above=True),
+    "batch_size": _int(100_000, "tasks"),
+    "borrow": _float(100_000, "bps a year"),
+    "cash": _float(1e15, "", above=True),
+    "deadband": _float(100, "(fraction of equity)"),
+    "checkpoint_every": _int(10_000_000, "steps"),
+    "commission": _float(10_000, "bps"),
+    "fold_years": _int(100, "years"),
+    "hidden": _int(65_536, "units"),
+    "horizon": _int(10_000, "bars"),
+    "inner_lr": _float(1_000, "", above=True),
+    "inner_steps": _int(10_000, "steps"),
+    "ks": _int(1_200, "months"),
+    "meta_lr": _float(1_000, "", above=True),
+    "min_trade": _float(100, "(fraction of value)"),
+    "name_cap": _float(100, "(fraction of value)"),
+    "net_leverage": _float(100, "(multiple of value)"),
+    "online_meta_lr": _float(1_000, ""),
+    "query": _int(100_000, "bars"),
+    "rebalance_band": _float(0.99, "(fraction of the target weight)"),
+    "rebalance_every": _int(100_000, "bars"),
+    "seed": _int(2**32 - 1, "", low=0),
+    "signal_scale": _float(1e6, "(signal units)", above=True),
+    "seeds": _int(2**32 - 1, "", low=0),
+    "slippage": _float(10_000, "bps"),
+    "smooth": _int(100_000, "bars"),
+    "smooth_grid": _int(100_000, "bars"),
+    "steps": _int(10_000_000, "steps"),
+    "support": _int(100_000, "bars"),
+    "threads": _int(1_024, "threads"),
+    "train_years": _int(100, "years"),
+    "trials": _int(100_000, "trials"),
+    "turnover_budget": _float(100, "(fraction of value)", above=True),
+    "val_folds": _int(100, "folds"),
+    "val_years": _float(100, "years", above=True),
+    "workers": _int(4_096, "workers"),
+}
+#: The most items of a list setting (``hidden``: layers).
+LIST_LIMITS: Mapping[str, int] = {
+    "hidden": 64,
+    "ks": 100,
+    "seeds": 1_000,
+    "smooth_grid": 100,
+}
+
+
+def check_limit(name: str, value: Any, limit: Limit | None = None) -> Any:
+    """``value`` if it is a number in the range of setting ``name`` (:data:`LIMITS`).
+
+    Args:
+        name: the setting, named in the message (in backticks, so the command line
+            shows its flag).
+        value: the value.
+        limit: the range (default ``LIMITS[name]``).
+
+    Returns:
+        ``value`` unchanged.
+
+    Raises:
+        ConfigError: not a number (a bool, or a fraction for an integer setting), not
+            finite, or out of range; the message names the setting, the range and the value.
+    """
+    limit = LIMITS[name] if limit is None else limit
+    kind: type = numbers.Integral if limit.integer else numbers.Real
+    ok = isinstance(value, kind) and not isinstance(value, bool)
+    if ok:
+        low_ok = value > limit.low if limit.above else value >= limit.low
+        ok = math.isfinite(value) and low_ok and value <= limit.high
+    if not ok:
+        what = "an integer" if limit.integer else "a number"
+        raise ConfigError(
+            f"`{name}` must be {what} {limit.describe()}, got {value!r}; give a value in that range"
+        )
+    return value
 
 
 @dataclass(frozen=True)
@@ -127,6 +242,24 @@ class RunConfig:
         }
     )
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        """Check every numeric setting against :data:`LIMITS` (a sweep's trial or a
+        library caller reaches here without the config-file schema or the flags)."""
+        for attr, name in _CHECKED.items():
+            value = getattr(self, attr)
+            if attr == "inner_lr" and value is None:
+                continue
+            if name in LIST_LIMITS:
+                if len(value) > LIST_LIMITS[name]:
+                    raise ConfigError(
+                        f"`{name}` has {len(value)} values, at most {LIST_LIMITS[name]} are "
+                        "allowed; give fewer"
+                    )
+                for item in value:
+                    check_limit(name, item)
+            else:
+                check_limit(name, value, _OWN_LIMITS.get(attr))
 
     @property
     def inner_rate(self) -> float:
@@ -263,6 +396,39 @@ def _check_model_kwargs(model_type: str, kwargs: Mapping[str, Any]) -> None:
 
     walk(dict(kwargs), "")
 
+
+#: RunConfig fields checked by its ``__post_init__`` -> the setting whose limit applies.
+_CHECKED: Mapping[str, str] = {
+    "adapt_every": "adapt_every",
+    "batch_size": "batch_size",
+    "borrow_bps": "borrow",
+    "fill_cost_bps": "fill_cost_bps",
+    "gru_hidden": "gru_hidden",
+    "gru_window": "gru_window",
+    "hidden": "hidden",
+    "inner_lr": "inner_lr",
+    "inner_steps": "inner_steps",
+    "max_val_turnover": "max_val_turnover",
+    "meta_lr": "meta_lr",
+    "meta_steps": "meta_steps",
+    "online_meta_lr": "online_meta_lr",
+    "query": "query",
+    "seed": "seed",
+    "smooth": "smooth",
+    "smooth_grid": "smooth_grid",
+    "support": "support",
+    "val_years": "val_years",
+    "warmup_bars": "warmup_bars",
+}
+#: Limits of RunConfig fields that are not settings of their own name.
+_OWN_LIMITS: Mapping[str, Limit] = {
+    "fill_cost_bps": _float(20_000, "bps (commission plus slippage)"),
+    "gru_hidden": LIMITS["hidden"],
+    "gru_window": _int(100_000, "bars"),
+    "max_val_turnover": _float(1e6, "(multiple of equity a year)", above=True),
+    "meta_steps": LIMITS["steps"],
+    "warmup_bars": _int(1_000_000, "bars", low=0),
+}
 
 #: The SignalSizer params the P&L objective's sizing map takes.
 _SIZER_LOSS_PARAMS = ("signal_scale", "target_vol", "max_leverage")

@@ -25,6 +25,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from metabt._checks import did_you_mean, read_small_text
+from metabt.config.defaults import LIMITS, LIST_LIMITS
 from metabt.errors import ConfigError
 
 __all__ = [
@@ -43,11 +44,26 @@ COMMANDS = ("train", "backtest", "compare", "walkforward", "sweep", "pricing")
 #: names its own command for the template, ``metabt.cli.main.flag_message``).
 EVERY_SETTING = "the config template (metabt.config.files.example) lists every setting"
 
-PosInt = Annotated[int, Field(ge=1)]
-PosFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
-NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
-Seed = Annotated[int, Field(ge=0, lt=2**32)]
 Files = list[str] | str
+
+
+def _bound(name: str) -> Any:
+    """The schema constraint of numeric setting ``name``: its range in
+    :data:`metabt.config.defaults.LIMITS` (finite, for floats)."""
+    limit = LIMITS[name]
+    gt, ge = (limit.low, None) if limit.above else (None, limit.low)
+    if limit.integer:
+        return Field(gt=gt, ge=ge, le=int(limit.high))
+    return Field(gt=gt, ge=ge, le=limit.high, allow_inf_nan=False)
+
+
+def _doc(name: str, text: str) -> Any:
+    """An optional setting's field: ``text`` with its range (and most items) appended."""
+    note = LIMITS[name].describe()
+    most = LIST_LIMITS.get(name)
+    if most is not None:
+        return Field(None, max_length=most, description=f"{text} (each {note}; at most {most})")
+    return Field(None, description=f"{text} ({note})")
 
 
 class Options(BaseModel):
@@ -67,54 +83,76 @@ class Options(BaseModel):
     train_end: dt.date | str | None = Field(
         None, description="train, pricing: last training date (month)"
     )
-    bars_per_year: PosFloat | None = Field(
-        None, description="bars per year (default: detected from the dates)"
+    bars_per_year: Annotated[float, _bound("bars_per_year")] | None = _doc(
+        "bars_per_year", "bars per year (default: detected from the dates)"
     )
     # money and costs
-    cash: PosFloat | None = Field(None, description="starting cash")
-    commission: NonNegFloat | None = Field(None, description="commission, bps of traded value")
-    slippage: NonNegFloat | None = Field(None, description="slippage, bps of price")
-    borrow: NonNegFloat | None = Field(None, description="short-borrow fee, bps a year")
+    cash: Annotated[float, _bound("cash")] | None = _doc("cash", "starting cash")
+    commission: Annotated[float, _bound("commission")] | None = _doc(
+        "commission", "commission, bps of traded value"
+    )
+    slippage: Annotated[float, _bound("slippage")] | None = _doc(
+        "slippage", "slippage, bps of price"
+    )
+    borrow: Annotated[float, _bound("borrow")] | None = _doc(
+        "borrow", "short-borrow fee, bps a year"
+    )
     # schedule
-    adapt_every: PosInt | None = Field(None, description="bars between adaptations")
-    smooth: PosInt | None = Field(None, description="forecasts averaged into the traded one")
-    deadband: NonNegFloat | None = Field(
-        None, description="no trade within this weight change (fraction of equity)"
+    adapt_every: Annotated[int, _bound("adapt_every")] | None = _doc(
+        "adapt_every", "bars between adaptations"
     )
-    rebalance_band: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] | None = Field(
-        None, description="relative tolerance band on a position's size (fraction of target)"
+    smooth: Annotated[int, _bound("smooth")] | None = _doc(
+        "smooth", "forecasts averaged into the traded one"
     )
-    signal_scale: PosFloat | None = Field(
-        None, description="signal size that earns the full volatility-target weight"
+    deadband: Annotated[float, _bound("deadband")] | None = _doc(
+        "deadband", "no trade within this weight change (fraction of equity)"
     )
-    smooth_grid: list[PosInt] | None = Field(
-        None, description="compare, walkforward: smoothing candidates chosen on validation"
+    rebalance_band: Annotated[float, _bound("rebalance_band")] | None = _doc(
+        "rebalance_band", "relative tolerance band on a position's size"
     )
-    support: PosInt | None = Field(None, description="realised bars per support set")
-    query: PosInt | None = Field(None, description="bars per training query set")
-    horizon: PosInt | None = Field(None, description="label horizon, bars")
+    signal_scale: Annotated[float, _bound("signal_scale")] | None = _doc(
+        "signal_scale", "signal size that earns the full volatility-target weight"
+    )
+    smooth_grid: list[Annotated[int, _bound("smooth_grid")]] | None = _doc(
+        "smooth_grid", "compare, walkforward: smoothing candidates chosen on validation"
+    )
+    support: Annotated[int, _bound("support")] | None = _doc(
+        "support", "realised bars per support set"
+    )
+    query: Annotated[int, _bound("query")] | None = _doc("query", "bars per training query set")
+    horizon: Annotated[int, _bound("horizon")] | None = _doc("horizon", "label horizon, bars")
     # learner
     algorithm: str | None = Field(None, description="meta-learning algorithm")
     model_type: str | None = Field(None, description="mlp, gru or an import path module:Class")
     model_kwargs: dict[str, Any] | None = Field(None, description="user model keyword arguments")
-    hidden: list[PosInt] | None = Field(None, description="MLP hidden widths")
+    hidden: list[Annotated[int, _bound("hidden")]] | None = _doc("hidden", "MLP hidden widths")
     features: list[str] | None = Field(None, description="extra features (import paths)")
     benchmark: str | None = Field(None, description="benchmark OHLCV file for factor features")
-    steps: PosInt | None = Field(None, description="meta-training outer steps")
-    inner_steps: PosInt | None = Field(None, description="inner-loop steps per adaptation")
-    inner_lr: PosFloat | None = Field(
-        None, description="inner-loop learning rate (unset: 0.02, or 1.0 for cavia)"
+    steps: Annotated[int, _bound("steps")] | None = _doc("steps", "meta-training outer steps")
+    inner_steps: Annotated[int, _bound("inner_steps")] | None = _doc(
+        "inner_steps", "inner-loop steps per adaptation"
     )
-    meta_lr: PosFloat | None = Field(None, description="outer-loop learning rate")
+    inner_lr: Annotated[float, _bound("inner_lr")] | None = _doc(
+        "inner_lr", "inner-loop learning rate (unset: 0.02, or 1.0 for cavia)"
+    )
+    meta_lr: Annotated[float, _bound("meta_lr")] | None = _doc(
+        "meta_lr", "outer-loop learning rate"
+    )
     objective: str | None = Field(None, description="mse, sharpe or utility (meta-objective)")
-    batch_size: PosInt | None = Field(None, description="tasks per outer step")
-    val_years: PosFloat | None = Field(None, description="years held out for validation")
-    online_meta_lr: NonNegFloat | None = Field(
-        None, description="outer-loop rate of online meta-updates during the backtest (0 = off)"
+    batch_size: Annotated[int, _bound("batch_size")] | None = _doc(
+        "batch_size", "tasks per outer step"
     )
-    seed: Seed | None = Field(None, description="seed")
-    seeds: list[Seed] | None = Field(None, description="seeds to repeat the pipeline with")
-    threads: PosInt | None = Field(None, description="torch/BLAS threads")
+    val_years: Annotated[float, _bound("val_years")] | None = _doc(
+        "val_years", "years held out for validation"
+    )
+    online_meta_lr: Annotated[float, _bound("online_meta_lr")] | None = _doc(
+        "online_meta_lr", "outer-loop rate of online meta-updates during the backtest (0 = off)"
+    )
+    seed: Annotated[int, _bound("seed")] | None = _doc("seed", "seed")
+    seeds: list[Annotated[int, _bound("seeds")]] | None = _doc(
+        "seeds", "seeds to repeat the pipeline with"
+    )
+    threads: Annotated[int, _bound("threads")] | None = _doc("threads", "torch/BLAS threads")
     quiet: bool | None = Field(None, description="no progress bar")
     # outputs
     model: str | None = Field(None, description="a trained checkpoint to backtest")
@@ -123,26 +161,46 @@ class Options(BaseModel):
     )
     report: str | None = Field(None, description="backtest tearsheet path")
     out: str | None = Field(None, description="output checkpoint (train) or folder")
-    checkpoint_every: PosInt | None = Field(None, description="train: save every N steps")
+    checkpoint_every: Annotated[int, _bound("checkpoint_every")] | None = _doc(
+        "checkpoint_every", "train: save every N steps"
+    )
     # experiments
-    fold_years: PosInt | None = Field(None, description="walkforward: years per fold")
-    train_years: PosInt | None = Field(None, description="walkforward: rolling training years")
+    fold_years: Annotated[int, _bound("fold_years")] | None = _doc(
+        "fold_years", "walkforward: years per fold"
+    )
+    train_years: Annotated[int, _bound("train_years")] | None = _doc(
+        "train_years", "walkforward: rolling training years"
+    )
     executor: str | None = Field(None, description="serial, process or ray")
-    workers: PosInt | None = Field(None, description="parallel workers")
+    workers: Annotated[int, _bound("workers")] | None = _doc("workers", "parallel workers")
     ray_address: str | None = Field(None, description="Ray cluster address")
-    trials: PosInt | None = Field(None, description="sweep: number of trials")
+    trials: Annotated[int, _bound("trials")] | None = _doc("trials", "sweep: number of trials")
     portfolio: str | None = Field(None, description="backtest: per-asset or cross-sectional")
     cross_section: str | None = Field(None, description="cross-sectional: rank or zscore")
     book: str | None = Field(None, description="cross-sectional: dollar-neutral or long-only")
-    name_cap: NonNegFloat | None = Field(None, description="cross-sectional: name cap")
-    net_leverage: NonNegFloat | None = Field(None, description="cross-sectional: net cap")
-    min_trade: NonNegFloat | None = Field(None, description="cross-sectional: minimum trade")
-    turnover_budget: PosFloat | None = Field(None, description="cross-sectional: budget")
-    rebalance_every: PosInt | None = Field(None, description="cross-sectional: bars")
+    name_cap: Annotated[float, _bound("name_cap")] | None = _doc(
+        "name_cap", "cross-sectional: name cap"
+    )
+    net_leverage: Annotated[float, _bound("net_leverage")] | None = _doc(
+        "net_leverage", "cross-sectional: net cap"
+    )
+    min_trade: Annotated[float, _bound("min_trade")] | None = _doc(
+        "min_trade", "cross-sectional: minimum trade"
+    )
+    turnover_budget: Annotated[float, _bound("turnover_budget")] | None = _doc(
+        "turnover_budget", "cross-sectional: budget"
+    )
+    rebalance_every: Annotated[int, _bound("rebalance_every")] | None = _doc(
+        "rebalance_every", "cross-sectional: bars"
+    )
     sampler: str | None = Field(None, description="sweep: grid or tpe")
-    val_folds: PosInt | None = Field(None, description="sweep: one-year validation folds")
+    val_folds: Annotated[int, _bound("val_folds")] | None = _doc(
+        "val_folds", "sweep: one-year validation folds"
+    )
     cv: str | None = Field(None, description="sweep: walkforward or cpcv (trial scoring)")
-    ks: list[PosInt] | None = Field(None, description="pricing: months of history per model")
+    ks: list[Annotated[int, _bound("ks")]] | None = _doc(
+        "ks", "pricing: months of history per model"
+    )
     test_end: str | None = Field(None, description="pricing: last test month")
     portfolios: list[str] | None = Field(None, description="pricing: portfolios")
     nonlinear: bool | None = Field(None, description="pricing: a small MLP, not linear")
@@ -190,7 +248,25 @@ def _explain(exc: ValidationError, label: str) -> str:
     loc = ".".join(str(part) for part in first["loc"] if not str(part).startswith("function"))
     # a union reports one error per member: name the key, the message and the value once
     loc = loc.split(".list[")[0].split(".str")[0].split(".date")[0]
-    return f"{label}: {loc}: {first['msg']} (got {first.get('input')!r})"
+    shown = repr(first.get("input"))
+    shown = shown if len(shown) <= 80 else shown[:60] + "..."
+    message = f"{label}: {loc}: {first['msg']} (got {shown})"
+    name = next((part for part in reversed(loc.split(".")) if not part.isdigit()), loc)
+    field = Options.model_fields.get(name)
+    if first["type"] in _RANGE_ERRORS and field is not None and field.description:
+        message += f"; allowed for {name}: {field.description}"
+    return message
+
+
+#: pydantic error types of a value out of range (the field's description gives the range).
+_RANGE_ERRORS = (
+    "finite_number",
+    "greater_than",
+    "greater_than_equal",
+    "less_than",
+    "less_than_equal",
+    "too_long",
+)
 
 
 def load_config(path: str | os.PathLike[str]) -> ConfigFile:

@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 __all__ = [
     "COLUMNS",
     "MAX_CSV_BYTES",
+    "MAX_ROWS",
+    "MAX_VOLUME",
+    "PRICE_RANGE",
     "feed",
     "is_validated",
     "load_many",
@@ -84,23 +87,89 @@ def _midnight(ts: pd.Timestamp) -> bool:
 #: The largest CSV metabt parses, in bytes after decompression (512 MB: about 8 million
 #: one-minute bars); the environment variable ``METABT_MAX_CSV_BYTES`` overrides it.
 MAX_CSV_BYTES = 512 * 1024 * 1024
-_CODECS = {".gz": "gzip", ".bz2": "bz2", ".xz": "lzma"}
+_CODECS = {".gz": "gzip", ".bz2": "bz2", ".xz": "lzma", ".zip": "zip"}
 
 
-def _csv_limit() -> int:
-    raw = os.environ.get("METABT_MAX_CSV_BYTES")
+#: The most bars (data rows) metabt reads from one CSV or Parquet file: 5 million, about
+#: ten years of one-minute bars of a market open 24/5 (a validated frame of that length
+#: takes about 240 MB); the environment variable ``METABT_MAX_ROWS`` overrides it.
+MAX_ROWS = 5_000_000
+
+
+#: The prices metabt accepts, in the data's currency: from 1e-30 to 1e30, so that sums,
+#: squares and products of prices, volumes, cash and position sizes over millions of bars
+#: stay finite in float64 (and a price fits a float32 feature); prices of 1e306 made a
+#: backtest's sums overflow.
+PRICE_RANGE = (1e-30, 1e30)
+#: The largest volume (units per bar) metabt accepts, for the same reason.
+MAX_VOLUME = 1e30
+
+
+def _env_limit(name: str, default: int, unit: str) -> int:
+    """The positive integer in environment variable ``name``, or ``default`` if unset."""
+    raw = os.environ.get(name)
     if raw is None:
-        return MAX_CSV_BYTES
+        return default
     try:
         value = int(raw)
     except ValueError:
         value = 0
     if value < 1:
         raise DataError(
-            f"METABT_MAX_CSV_BYTES={raw!r} must be a positive integer (bytes); unset it for "
-            f"the default {MAX_CSV_BYTES:,}"
+            f"{name}={raw!r} must be a positive integer ({unit}); unset it for "
+            f"the default {default:,}"
         )
     return value
+
+
+def _csv_limit() -> int:
+    return _env_limit("METABT_MAX_CSV_BYTES", MAX_CSV_BYTES, "bytes")
+
+
+def _row_limit() -> int:
+    return _env_limit("METABT_MAX_ROWS", MAX_ROWS, "rows")
+
+
+def _too_many_rows(label: str, rows: int | str, limit: int) -> DataError:
+    return DataError(
+        f"{label}: {rows} rows (bars), more than the limit of {limit:,}; split the file or "
+        "trim its history, or raise the limit with METABT_MAX_ROWS"
+    )
+
+
+def _open_text(path: Path) -> Any:
+    """A binary stream of a CSV file's decompressed bytes (gzip, bz2, xz, zip, or plain)."""
+    import bz2
+    import gzip
+    import lzma
+    import zipfile
+
+    kind = _CODECS.get(path.suffix.lower())
+    if kind == "gzip":
+        return gzip.open(path, "rb")
+    if kind == "bz2":
+        return bz2.open(path, "rb")
+    if kind == "lzma":
+        return lzma.open(path, "rb")
+    if kind == "zip":
+        archive = zipfile.ZipFile(path)
+        names = archive.namelist()
+        if len(names) != 1:
+            archive.close()
+            raise OSError(f"a zip file must hold exactly one CSV file, it holds {len(names)}")
+        return archive.open(names[0])
+    return open(path, "rb")
+
+
+def _count_lines(path: Path) -> int:
+    """Line breaks in a (possibly compressed) text file, read in chunks."""
+    count = 0
+    last = b"\n"
+    with _open_text(path) as stream:
+        while chunk := stream.read(1 << 20):
+            count += chunk.count(b"\n")
+            last = chunk[-1:]
+    return count + (last != b"\n")  # a last line without a line break
 
 
 def _check_csv_size(path: Path, label: str) -> None:
@@ -116,26 +185,17 @@ def _check_csv_size(path: Path, label: str) -> None:
     kind = _CODECS.get(path.suffix.lower())
     if kind is None:
         return  # plain text (its size is its size), or a format pandas opens itself
-    import bz2
-    import gzip
-    import io
     import lzma
+    import zipfile
 
-    stream: io.BufferedIOBase
-    if kind == "gzip":
-        stream = gzip.open(path, "rb")
-    elif kind == "bz2":
-        stream = bz2.open(path, "rb")
-    else:
-        stream = lzma.open(path, "rb")
     total = 0
     try:
-        with stream:
+        with _open_text(path) as stream:
             while chunk := stream.read(1 << 20):
                 total += len(chunk)
                 if total > limit:
                     raise DataError(f"{label}: it decompresses to more than {limit:,} bytes; {fix}")
-    except (OSError, EOFError, lzma.LZMAError) as exc:
+    except (OSError, EOFError, lzma.LZMAError, zipfile.BadZipFile) as exc:
         raise DataError(f"{label}: not a readable {kind} file ({exc}); re-create it") from exc
 
 
@@ -151,12 +211,15 @@ def _read(source: _Source, label: str) -> tuple[pd.DataFrame, int | None]:
     if path.suffix.lower() in _PARQUET:
         return _read_parquet(path, label), None
     _check_csv_size(path, label)
+    rows = _row_limit()
     try:
         with warnings.catch_warnings():
             # index_col=False: a row with more fields than the header must not silently
             # become the index; pandas warns (ParserWarning) or raises (ParserError) instead.
             warnings.simplefilter("error", pd.errors.ParserWarning)
-            frame = pd.read_csv(path, index_col=False)
+            # at most one row past the limit is parsed: a longer file is refused
+            # without holding its rows
+            frame = pd.read_csv(path, index_col=False, nrows=rows + 1)
     except pd.errors.ParserWarning as exc:
         raise DataError(
             f"{label}: some rows have more fields than the header line; check the delimiter "
@@ -172,6 +235,9 @@ def _read(source: _Source, label: str) -> tuple[pd.DataFrame, int | None]:
             f"{label}: not a readable CSV file ({str(exc).strip()}); export it as a "
             "comma-separated file with a header line"
         ) from exc
+    if len(frame) > rows:
+        del frame
+        raise _too_many_rows(label, f"{max(_count_lines(path) - 1, rows + 1):,}", rows)
     return frame, 2  # line 1 is the header, so data row 0 is on line 2
 
 
@@ -184,13 +250,27 @@ def _read_parquet(path: Path, label: str) -> pd.DataFrame:
             f"{label}: reading Parquet files needs pyarrow, which is not installed; "
             "run `pip install pyarrow` (or save the bars as CSV)"
         ) from exc
+    import pyarrow.parquet as pq
+
+    try:
+        with pq.ParquetFile(path) as file:  # the footer only: no row is read yet
+            rows = file.metadata.num_rows
+    except (pyarrow.ArrowException, OSError, ValueError) as exc:
+        raise _bad_parquet(label, exc) from exc
+    limit = _row_limit()
+    if rows > limit:
+        raise _too_many_rows(label, f"{rows:,}", limit)
     try:
         return pd.read_parquet(path, engine="pyarrow")
     except (pyarrow.ArrowException, OSError, ValueError) as exc:
-        raise DataError(
-            f"{label}: not a readable Parquet file ({str(exc).strip()}); write it with "
-            "DataFrame.to_parquet(path)"
-        ) from exc
+        raise _bad_parquet(label, exc) from exc
+
+
+def _bad_parquet(label: str, exc: Exception) -> DataError:
+    return DataError(
+        f"{label}: not a readable Parquet file ({str(exc).strip()}); write it with "
+        "DataFrame.to_parquet(path)"
+    )
 
 
 def _stem(path: Path) -> str:
@@ -331,10 +411,14 @@ def load_ohlcv(
             columns (which, and the columns found); non-numeric, NaN or infinite OHLCV
             values (column and first bad row); an infinite value, or text among numbers, in
             an extra column; an extra column name that cannot be a line name; unreadable,
-            missing, duplicate or unsorted dates (which row); non-positive prices; negative
-            volume; high below low; high below open/close or low above open/close (which
-            row); fewer than ``min_bars`` bars. Every message names the file (or ``name`` /
-            ``"DataFrame"``), the column or row (CSV line number and date), and the fix.
+            missing, duplicate or unsorted dates (which row); non-positive prices, or prices
+            outside :data:`PRICE_RANGE` (1e-30 to 1e30); negative volume, or volume above
+            :data:`MAX_VOLUME`; high below low; high below open/close or low above
+            open/close (which row); fewer than ``min_bars`` bars; a CSV file larger than
+            :data:`MAX_CSV_BYTES` (decompressed) or a file of more than :data:`MAX_ROWS`
+            rows (5 million; ``METABT_MAX_ROWS`` overrides it). Every message names the
+            file (or ``name`` / ``"DataFrame"``), the column or row (CSV line number and
+            date), and the fix.
 
     Example:
         >>> frame = load_ohlcv(sample_data_dir() / "AAPL.csv", min_bars=252)
@@ -438,7 +522,19 @@ def load_ohlcv(
     o, h, lo, c, v = (columns[col] for col in COLUMNS)
     checks = (
         (np.minimum.reduce([o, h, lo, c]) <= 0, "a non-positive price", "prices must be > 0"),
+        (
+            (np.minimum.reduce([o, h, lo, c]) < PRICE_RANGE[0])
+            | (np.maximum.reduce([o, h, lo, c]) > PRICE_RANGE[1]),
+            "a price outside 1e-30 to 1e30 (PRICE_RANGE)",
+            "sums and products of such prices overflow; rescale the prices (e.g. quote "
+            "them in thousands, or in a smaller unit)",
+        ),
         (v < 0, "a negative volume", "volume must be >= 0"),
+        (
+            v > MAX_VOLUME,
+            "a volume above 1e30 (MAX_VOLUME)",
+            "sums and products of such volumes overflow; rescale the volume",
+        ),
         (h < lo, "high below low", "high and low look swapped"),
         ((h < o) | (h < c), "high below open or close", "high must be the bar's maximum"),
         ((lo > o) | (lo > c), "low above open or close", "low must be the bar's minimum"),

@@ -56,6 +56,7 @@ __all__ = [
     "Executor",
     "ExecutorSpec",
     "ProcessExecutor",
+    "RAY_CONNECT_TIMEOUT",
     "RayExecutor",
     "SERIAL",
     "SerialExecutor",
@@ -69,6 +70,9 @@ EXECUTOR_NAMES = ("serial", "process", "ray")
 #: The seed of the global random generators (``random``, NumPy, torch) before each unit;
 #: metabt draws from explicit generators only, this makes any stray draw reproducible.
 UNIT_SEED = 0
+#: Seconds to reach a Ray cluster at ``ray_address`` (its port, then ``ray.init``) before
+#: the run is refused; Ray itself would retry for minutes.
+RAY_CONNECT_TIMEOUT = 30.0
 #: Thread limits every worker starts with (Ray passes them in its runtime environment).
 THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
@@ -360,23 +364,42 @@ class RayExecutor(Executor):
     ``ObjectRef.future()``; :meth:`cancel` cancels the task itself (``ray.cancel``), which
     cancelling that future alone would not.
 
+    A cluster must answer within ``connect_timeout`` seconds: its address's port is
+    tried when the executor is made (a refused or silent port is an error at once, before
+    any work), and ``ray.init`` must return within what is left of the time, else
+    ConfigError (Ray itself retries for minutes).
+
     Args:
         workers: CPUs of the local Ray (with ``address``: the cluster's CPUs are used,
             ``workers`` only sizes the run's progress). Default 1.
         address: the cluster to join, or None to start a local Ray.
+        connect_timeout: seconds to reach the cluster. Default :data:`RAY_CONNECT_TIMEOUT`
+            (30).
 
     Raises:
-        ConfigError: ``workers`` < 1; Ray is not installed.
+        ConfigError: ``workers`` < 1; Ray is not installed; the cluster's port does not
+            answer within ``connect_timeout`` (and on the first unit: ``ray.init`` does not
+            return within it).
     """
 
     name = "ray"
 
-    def __init__(self, workers: int = 1, address: str | None = None) -> None:
+    def __init__(
+        self,
+        workers: int = 1,
+        address: str | None = None,
+        *,
+        connect_timeout: float = RAY_CONNECT_TIMEOUT,
+    ) -> None:
         super().__init__(workers)
         if address is None:  # a local Ray: its CPUs are this machine's
             _check_local_workers(self.workers)
         self.address = address
+        self.connect_timeout = connect_timeout
         self._ray = _import_ray()
+        self._deadline = time.monotonic() + connect_timeout
+        if address is not None and not self._ray.is_initialized():
+            _probe_ray(address, connect_timeout)
         self._started = False
         self._task: Any = None
         self._refs: weakref.WeakKeyDictionary[Future[Any], Any] = weakref.WeakKeyDictionary()
@@ -395,8 +418,11 @@ class RayExecutor(Executor):
                     runtime_env=runtime_env,
                 )
             else:
-                ray.init(
-                    address=self.address,
+                _init_within(
+                    ray,
+                    self.address,
+                    max(self._deadline - time.monotonic(), 1.0),
+                    self.connect_timeout,
                     log_to_driver=False,
                     configure_logging=False,
                     runtime_env=runtime_env,
@@ -428,6 +454,89 @@ class RayExecutor(Executor):
 
     def __repr__(self) -> str:
         return f"RayExecutor(workers={self.workers}, address={self.address!r})"
+
+
+def _unreachable(address: str, why: str, timeout: float | None = None) -> ConfigError:
+    within = "" if timeout is None else f" within {timeout:g} s"
+    return ConfigError(
+        f"ray_address {address!r}: no Ray cluster answered{within} ({why}); "
+        "check the address and port and that the cluster is up (`ray status` on its head "
+        "node), or drop `ray_address` to start a local Ray"
+    )
+
+
+def _ray_endpoint(address: str) -> tuple[str, int] | None:
+    """The host and port behind a Ray address (``host:port``, ``ray://host:port``,
+    ``auto``), or None when it cannot be told without Ray's own lookup failing first."""
+    target = address.strip()
+    if target in ("auto", ""):
+        try:  # RAY_ADDRESS, or the cluster last started on this machine
+            from ray._private.services import canonicalize_bootstrap_address
+
+            found = canonicalize_bootstrap_address(target or "auto")
+        except Exception:  # Ray's internals, or no cluster: ray.init says which
+            return None
+        if not found:
+            return None
+        target = str(found)
+    if target == "local":
+        return None
+    target = target.split("://", 1)[-1].split("/", 1)[0]
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit():
+        return None
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _probe_ray(address: str, timeout: float) -> None:
+    """Refuse a Ray address whose port does not accept a connection within ``timeout``.
+
+    Raises:
+        ConfigError: the address names a port that refuses, or stays silent (a firewall,
+            a host that is down), or a host that does not resolve.
+    """
+    import socket
+
+    endpoint = _ray_endpoint(address)
+    if endpoint is None:
+        return
+    try:
+        with socket.create_connection(endpoint, timeout=timeout):
+            pass
+    except TimeoutError as exc:
+        where = f"{endpoint[0]}:{endpoint[1]} is silent"
+        raise _unreachable(address, where, timeout) from exc
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        raise _unreachable(address, f"{endpoint[0]}:{endpoint[1]}: {why}") from exc
+
+
+def _init_within(ray: Any, address: str, wait: float, timeout: float, **kwargs: Any) -> None:
+    """``ray.init(address=address, **kwargs)``, refused if it does not return in ``wait``
+    seconds (what is left of the connect ``timeout``, which the message names).
+
+    ``ray.init`` has no timeout of its own and retries a port that accepts connections but
+    is not Ray's (a dashboard's, another service's) for minutes; it runs in a daemon thread
+    here, which is left behind (and ends with the process) when the time is up.
+
+    Raises:
+        ConfigError: no answer within ``wait`` seconds.
+    """
+    box: dict[str, BaseException] = {}
+
+    def connect() -> None:
+        try:
+            ray.init(address=address, **kwargs)
+        except BaseException as exc:  # handed to the caller's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=connect, name="metabt-ray-init", daemon=True)
+    thread.start()
+    thread.join(wait)
+    if thread.is_alive():
+        raise _unreachable(address, "ray.init did not return", timeout)
+    if "error" in box:
+        raise box["error"]
 
 
 def _check_workers(workers: Any) -> int:
