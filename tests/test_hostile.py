@@ -191,3 +191,19 @@ def test_other_runtime_errors_are_not_passed_off_as_memory(monkeypatch):
     monkeypatch.setattr(commands, "run", explode)
     with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
         main(["backtest"])
+
+
+@pytest.mark.parametrize(
+    "content", [b"not a database at all\n", b"SQLite format 3\x00" + b"\x00" * 40]
+)
+def test_a_corrupt_or_truncated_sweep_database_is_one_line_and_left_alone(tmp_path, content):
+    out = tmp_path / "sweep"
+    out.mkdir()
+    (out / "sweep.db").write_bytes(content)
+    space = _toml(tmp_path, "space", "steps = [3, 4]")
+    done = _run_script(
+        ["sweep", "--space", space, "--out", str(out), "--steps", "3", "--quiet"], tmp_path
+    )
+    _assert_refused(done, "sweep.db is not a usable sweep database", content[:10])
+    assert (out / "sweep.db").read_bytes() == content  # the user's file is not touched
+    assert not (out / "trials.csv").exists()

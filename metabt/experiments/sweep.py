@@ -44,6 +44,7 @@ import hashlib
 import json
 import math
 import os
+import sqlite3
 import threading
 import time
 import warnings
@@ -335,6 +336,24 @@ def _objective(trial: optuna.trial.Trial, job: _Job) -> float:
 def _storage(url: str) -> optuna.storages.RDBStorage:
     # SQLite serialises writers; wait for the lock rather than failing under contention.
     return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 120}})
+
+
+def _open_study(url: str, name: str, path: Path) -> optuna.Study:
+    """The sweep's study in ``path`` (created if new); a file that is not a usable sweep
+    database (corrupt, truncated, text, read-only, another program's) is a ConfigError
+    naming it and the fix, not a storage traceback."""
+    import sqlalchemy.exc
+
+    try:
+        return optuna.create_study(
+            storage=_storage(url), study_name=name, direction="maximize", load_if_exists=True
+        )
+    except (sqlalchemy.exc.SQLAlchemyError, sqlite3.Error, OSError) as exc:
+        reason = " ".join(str(getattr(exc, "orig", None) or exc).split())[:200]
+        raise ConfigError(
+            f"{path} is not a usable sweep database ({reason}); make it writable, or "
+            "remove it (its trials are lost) or pass another `out` folder"
+        ) from exc
 
 
 def _sampler(job: _Job, worker: int) -> optuna.samplers.BaseSampler:
@@ -851,9 +870,7 @@ def sweep(
     tic = time.perf_counter()
     with _locked(folder):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study = optuna.create_study(
-            storage=_storage(url), study_name=study_name, direction="maximize", load_if_exists=True
-        )
+        study = _open_study(url, study_name, folder / DB_NAME)
         _check_settings(study, json.loads(json.dumps(stored, default=str)), folder)
         _recover(study)
         done = _done(study)
