@@ -23,6 +23,8 @@ torch.set_num_threads(1)
 # per test process, never the user's ~/.metabt/ledger.sqlite. A test that counts passes
 # its own --ledger.
 os.environ["METABT_LEDGER"] = str(Path(tempfile.mkdtemp(prefix="metabt-ledger-")) / "l.sqlite")
+# and the HMAC key of resumable runs' unit files: never the user's ~/.metabt/resume.key
+os.environ["METABT_RESUME_KEY"] = str(Path(tempfile.mkdtemp(prefix="metabt-key-")) / "key")
 
 TRAIN_END = pd.Timestamp("2010-01-01")
 

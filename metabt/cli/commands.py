@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from metabt.config.defaults import RunConfig
     from metabt.experiments.executors import ExecutorSpec
     from metabt.experiments.record import RunRecord
+    from metabt.experiments.resume import UnitStore
     from metabt.experiments.settings import RunSettings
 
 __all__ = ["COMMANDS", "config_of", "ledger_path", "run"]
@@ -175,6 +176,26 @@ def _ledger_record(record: RunRecord, verdicts: Sequence[Any], roster: int) -> N
         "ledger_runs": [v.ledger_runs for v in verdicts],
         "effective_trials": [v.effective_trials for v in verdicts],
     }
+
+
+def _unit_store(args: argparse.Namespace) -> UnitStore:
+    """Where the run keeps its finished units (``.<out>.units`` beside ``--out``), read back
+    with ``--resume``; keyed also by metabt's and torch's versions and the thread count."""
+    import torch
+
+    from metabt._version import __version__
+    from metabt.experiments.resume import UnitStore
+
+    out = Path(args.out).resolve()
+    context = {"metabt": __version__, "torch": torch.__version__, "threads": args.threads}
+    return UnitStore(out.parent / f".{out.name}.units", resume=args.resume, context=context)
+
+
+def _resumed(store: UnitStore) -> None:
+    """The outputs are written: say how many units a resume reused; drop the units."""
+    if store.loaded:
+        _say(f"resumed: {store.loaded} finished unit(s) read back from {store.folder}")
+    store.remove()
 
 
 def _executor(args: argparse.Namespace) -> ExecutorSpec:
@@ -364,14 +385,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from metabt.experiments.compare import compare, rejection_warnings
 
     record = _record(args, settings.cfg)
+    store = _unit_store(args)
     result = compare(
         settings,
         seeds=args.seeds,
         executor=_executor(args),
         progress=not args.quiet,
         log=_say,
+        store=store,
     )
     paths = result.write(Path(args.out), force=args.force)
+    _resumed(store)
     _say()
     for line in result.notes + rejection_warnings(result.results):
         _say(line)
@@ -396,6 +420,7 @@ def cmd_walkforward(args: argparse.Namespace) -> int:
     from metabt.experiments.walkforward import walkforward
 
     record = _record(args, settings.cfg)
+    store = _unit_store(args)
     result = walkforward(
         settings,
         fold_years=args.fold_years,
@@ -404,8 +429,10 @@ def cmd_walkforward(args: argparse.Namespace) -> int:
         executor=_executor(args),
         progress=not args.quiet,
         log=_say,
+        store=store,
     )
     paths = result.write(Path(args.out), force=args.force)
+    _resumed(store)
     overall = result.metrics()
     stitched = result.returns
     first_seed = result.table[result.table["seed"] == result.table["seed"].iloc[0]]

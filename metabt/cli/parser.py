@@ -645,6 +645,12 @@ def add_compare_parser(sub: Any) -> argparse.ArgumentParser:
         "directory or its parents)",
     )
     _ledger_option(p)
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse the units (trainings, backtests) a killed run of the same command and "
+        "settings finished, kept beside --out in .<out>.units; without it a run starts afresh",
+    )
     _training_options(p)
     _experiment_options(p)
     _smooth_grid_option(p)
@@ -682,6 +688,12 @@ def add_walkforward_parser(sub: Any) -> argparse.ArgumentParser:
         help="rolling training window in years (default: expanding, all history)",
     )
     _ledger_option(p)
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse the units (trainings, backtests) a killed run of the same command and "
+        "settings finished, kept beside --out in .<out>.units; without it a run starts afresh",
+    )
     _training_options(p)
     _experiment_options(p)
     _smooth_grid_option(p)

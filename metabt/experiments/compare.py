@@ -31,6 +31,7 @@ from metabt.experiments.backtest import BacktestResult
 from metabt.experiments.executors import SERIAL, Executor, ExecutorSpec, executor_scope
 from metabt.experiments.log import Log, silent
 from metabt.experiments.parts import check_no_leak, check_train_config
+from metabt.experiments.resume import UnitStore
 from metabt.experiments.scheduler import FinishedStrategy, SeedRun, Unit, run_units
 from metabt.experiments.settings import RunSettings
 from metabt.learn.learner import MetaLearner
@@ -375,6 +376,7 @@ def compare(
     executor: ExecutorSpec | Executor = SERIAL,
     progress: bool = True,
     log: Log = silent,
+    store: UnitStore | None = None,
 ) -> Comparison:
     """Train the roster, backtest every strategy and judge MetaStrategy, for each seed.
 
@@ -395,6 +397,8 @@ def compare(
             the same whatever the executor. Default: serial, here.
         progress: show progress bars (the units done).
         log: receives the training summary lines.
+        store: keeps each finished unit, and gives back those a killed run finished
+            (:class:`metabt.experiments.resume.UnitStore`); None keeps nothing.
 
     Returns:
         A :class:`Comparison`.
@@ -411,7 +415,14 @@ def compare(
         Unit(settings, seed, label=f"seed {seed}" if len(seeds) > 1 else None) for seed in seeds
     ]
     with executor_scope(executor) as ex:
-        runs = run_units(units, executor=ex, progress=progress, log=log, ledger_command="compare")
+        runs = run_units(
+            units,
+            executor=ex,
+            progress=progress,
+            log=log,
+            ledger_command="compare",
+            store=store,
+        )
     cfg = settings.cfg
     first = runs[0]
     train_range = first.models.meta.learner.train_range

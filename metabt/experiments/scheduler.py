@@ -16,7 +16,9 @@ the order the units finish in.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib
+import json
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
@@ -35,6 +37,7 @@ from metabt.experiments.backtest import BacktestResult
 from metabt.experiments.executors import Executor, SerialExecutor
 from metabt.experiments.log import Log, silent
 from metabt.experiments.parts import ROSTER_PARTS, RosterModels, train_part
+from metabt.experiments.resume import UnitStore, data_digest
 from metabt.experiments.roster import RosterEntry, roster_entries, untrained
 from metabt.experiments.settings import RunSettings
 from metabt.experiments.smoothing import choose_smoothing
@@ -262,6 +265,7 @@ def run_units(
     progress: bool = True,
     log: Log = silent,
     ledger_command: str | None = None,
+    store: UnitStore | None = None,
 ) -> list[SeedRun]:
     """Train the roster of every unit, backtest every strategy, judge each unit.
 
@@ -287,6 +291,10 @@ def run_units(
             trial ledger (``RunSettings.ledger``), each unit's strategies are added to it
             under this command before the unit is judged, and the unit's DSR deflates over
             its test window's effective trials (:func:`ledger_count`). None: no ledger.
+        store: where finished units are kept as they finish, and read instead of run when
+            already there (a resumed run, :class:`metabt.experiments.resume.UnitStore`);
+            each unit's key digests its settings, period, seed, data and the training
+            parts it uses. None: nothing is kept.
 
     Returns:
         One :class:`SeedRun` per unit, in order.
@@ -307,12 +315,42 @@ def run_units(
     started: set[tuple[int, int]] = set()
     keys: dict[Future[Any], tuple[int, str | int]] = {}  # -> (unit, part or strategy)
     order: dict[Future[Any], int] = {}  # -> submission number
+    stored: dict[tuple[int, str | int], str] = {}  # -> the unit's key in ``store``
+    digests = [_unit_digest(u) for u in units] if store is not None else []
     logged = 0
     preload: threading.Thread | None = None
+    total = len(units) * len(ROSTER_PARTS) + sum(map(len, entries))
+    bar = tqdm(total=total, desc="units", unit="unit", disable=not progress)
 
-    def submit(key: tuple[int, str | int], fn: Callable[[Any], Any], job: Any) -> None:
+    def accept(slot: tuple[int, str | int], value: Any) -> None:
+        """A finished unit's result, computed or read from ``store``."""
+        nonlocal logged
+        k, what = slot
+        bar.update(1)
+        if isinstance(what, int):
+            done[k, what] = value
+            return
+        trained[k][what], train_logs[k][what] = value
+        submit_ready(k)
+        while logged < len(units) and len(trained[logged]) == len(ROSTER_PARTS):
+            _log_unit(units[logged], trained[logged], train_logs[logged], log)
+            logged += 1
+
+    def submit(slot: tuple[int, str | int], fn: Callable[[Any], Any], job: Any) -> None:
+        if store is not None:
+            k, what = slot
+            needs = () if isinstance(what, str) else entries[k][what].needs
+            stored[slot] = store.key(
+                unit=digests[k],
+                what=what if isinstance(what, str) else entries[k][what].name,
+                parts=[stored[k, part] for part in needs],
+            )
+            hit, value = store.get(stored[slot])
+            if hit:
+                accept(slot, value)
+                return
         future = executor.submit(fn, job)
-        keys[future], order[future] = key, len(order)
+        keys[future], order[future] = slot, len(order)
         _raise_if_failed(future)
 
     def submit_ready(k: int) -> None:
@@ -324,8 +362,7 @@ def run_units(
                 job = (replace(u.settings, train_frames={}), name, cls, kwargs, u.start, u.end)
                 submit((k, j), _backtest, job)
 
-    total = len(units) * len(ROSTER_PARTS) + sum(map(len, entries))
-    with tqdm(total=total, desc="units", unit="unit", disable=not progress) as bar:
+    with bar:
         try:
             for part in TRAIN_ORDER:
                 for k, u in enumerate(units):
@@ -346,17 +383,11 @@ def run_units(
                     preload = threading.Thread(target=_import_judging, daemon=True)
                     preload.start()
                 for future in sorted(executor.wait(list(keys)), key=order.__getitem__):
-                    k, what = keys.pop(future)
+                    slot = keys.pop(future)
                     value = future.result()  # raises the unit's exception at once
-                    bar.update(1)
-                    if isinstance(what, int):
-                        done[k, what] = value
-                        continue
-                    trained[k][what], train_logs[k][what] = value
-                    submit_ready(k)
-                    while logged < len(units) and len(trained[logged]) == len(ROSTER_PARTS):
-                        _log_unit(units[logged], trained[logged], train_logs[logged], log)
-                        logged += 1
+                    if store is not None:
+                        store.put(stored[slot], value)  # kept before it is used
+                    accept(slot, value)
         except BaseException:
             executor.cancel(list(keys))
             raise
@@ -379,6 +410,28 @@ def run_units(
         )
         runs.append(SeedRun(unit.seed, models, results, _untrained_column(table, models), verdict))
     return runs
+
+
+def _unit_digest(unit: Unit) -> str:
+    """What a unit's results depend on: its configuration (seed included), periods, costs,
+    cash and data (trading and training frames)."""
+    s = unit.settings
+    return hashlib.sha256(
+        json.dumps(
+            {
+                "cfg": unit.cfg.describe(),
+                "start": str(s.start),
+                "end": str(s.end),
+                "unit": [str(unit.start), str(unit.end), unit.seed],
+                "cash": s.cash,
+                "costs": str(s.costs),
+                "frames": data_digest(s.frames),
+                "train_frames": data_digest(s.train_frames),
+            },
+            sort_keys=True,
+            default=str,
+        ).encode()
+    ).hexdigest()
 
 
 def ledger_count(

@@ -26,6 +26,7 @@ from metabt.evaluate.verdict import Verdict, aggregate_seeds, judge
 from metabt.experiments.backtest import BacktestResult, Costs
 from metabt.experiments.executors import SERIAL, Executor, ExecutorSpec, executor_scope
 from metabt.experiments.log import Log, silent
+from metabt.experiments.resume import UnitStore
 from metabt.experiments.scheduler import Unit, ledger_count, run_units
 from metabt.experiments.settings import RunSettings
 
@@ -184,6 +185,7 @@ def walkforward(
     executor: ExecutorSpec | Executor = SERIAL,
     progress: bool = True,
     log: Log = silent,
+    store: UnitStore | None = None,
 ) -> WalkForward:
     """Walk-forward evaluation of the whole roster: each fold trained strictly before it.
 
@@ -204,6 +206,8 @@ def walkforward(
             the same whatever the executor. Default: serial, here.
         progress: show progress bars (the units done).
         log: receives one line per fold and the training summaries.
+        store: keeps each finished unit, and gives back those a killed run finished
+            (:class:`metabt.experiments.resume.UnitStore`); None keeps nothing.
 
     Returns:
         A :class:`WalkForward`.
@@ -243,7 +247,7 @@ def walkforward(
             )
             units.append(Unit(fold, seed, test_start, test_end, label))
     with executor_scope(executor) as ex:
-        seed_runs = iter(run_units(units, executor=ex, progress=progress, log=log))
+        seed_runs = iter(run_units(units, executor=ex, progress=progress, log=log, store=store))
     rows: list[dict[str, Any]] = []
     per_seed: list[tuple[int, dict[str, list[BacktestResult]], pd.DataFrame, Verdict]] = []
     logs, assets = [], {}
