@@ -77,3 +77,13 @@ def test_aggregate_seeds_gives_mean_and_sd():
     assert stats.loc[("A", "sharpe"), "mean"] == pytest.approx(2.0)
     assert stats.loc[("B", "sharpe"), "sd"] == pytest.approx(np.std([2, 4, 6], ddof=1))
     assert stats.loc[("A", "sharpe"), "n"] == 3 and "seed_2" in stats.columns
+
+
+def test_the_verdict_names_both_sharpes_their_difference_and_the_dsr_threshold():
+    table, verdict = judge(_runs(0.0), horizon=5, n_resamples=300)
+    meta, base = table.loc["MetaStrategy", "sharpe"], table.loc[verdict.baseline, "sharpe"]
+    text = verdict.text
+    assert f"Sharpe MetaStrategy {meta:+.2f} vs {verdict.baseline} {base:+.2f}" in text
+    assert f"difference {verdict.diff:+.2f}" in text
+    assert verdict.diff == pytest.approx(meta - base, abs=1e-9)  # a difference, not a Sharpe
+    assert "(an edge needs 0.95)" in text

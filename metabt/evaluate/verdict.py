@@ -78,6 +78,8 @@ class Verdict:
         effective_trials: the ledger's effective number of trials on the window (Nyholt
             2004), the N of ``dsr`` when there is a ledger; NaN without one.
         ledger_runs: runs the ledger holds on the window (0 without a ledger).
+        sharpe, baseline_sharpe: the candidate's and the baseline's annualised Sharpe
+            ratios after costs (NaN when not given), named beside their difference.
     """
 
     candidate: str
@@ -96,6 +98,8 @@ class Verdict:
     evaluations: int = 0
     effective_trials: float = math.nan
     ledger_runs: int = 0
+    sharpe: float = math.nan
+    baseline_sharpe: float = math.nan
 
     @property
     def edge(self) -> bool:
@@ -111,10 +115,16 @@ class Verdict:
             if math.isfinite(self.half[0])
             else ""
         )
+        both = (
+            f"Sharpe {self.candidate} {self.sharpe:+.2f} vs {self.baseline} "
+            f"{self.baseline_sharpe:+.2f}: difference {self.diff:+.2f}"
+            if math.isfinite(self.sharpe) and math.isfinite(self.baseline_sharpe)
+            else f"Sharpe difference {self.diff:+.2f} vs {self.baseline}"
+        )
         evidence = (
-            f"Sharpe {self.diff:+.2f} vs {self.baseline} (95% block-bootstrap interval "
+            f"{both} (95% block-bootstrap interval "
             f"{self.lo:+.2f} to {self.hi:+.2f}, mean block {self.block:.0f} bars{sensitivity})"
-            f"; deflated Sharpe {self.dsr:.2f} over "
+            f"; deflated Sharpe {self.dsr:.2f} (an edge needs 0.95) over "
             + (
                 f"the test window's effective {self.effective_trials:.1f} trials (this "
                 f"window has been evaluated {self.evaluations} times in {self.ledger_runs} "
@@ -256,6 +266,8 @@ def judge(
         evaluations=0 if ledger is None else ledger.evaluations,
         effective_trials=math.nan if ledger is None else ledger.effective,
         ledger_runs=0 if ledger is None else ledger.runs,
+        sharpe=float(c.get("sharpe", math.nan)),
+        baseline_sharpe=float(table.loc[best.name].get("sharpe", math.nan)),
     )
     return table, verdict
 
