@@ -16,8 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _readme_python() -> str:
     blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
-    assert blocks, "README.md has no ```python block"
-    return blocks[0]
+    assert len(blocks) >= 2, "README.md lacks its two ```python blocks"
+    return blocks[0] + blocks[1]  # the example, then optstrategy on its learner
 
 
 @pytest.mark.slow
@@ -34,6 +34,8 @@ def test_readme_python_example_runs(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "reports" / "aapl_diagnostics.html").stat().st_size > 20_000
     out = capsys.readouterr().out
     assert "sharpe" in out and "schedule" in out  # metrics, then the adaptation log
+    # optstrategy on every CPU: one line per adapt_every value
+    assert [line.split()[0] for line in out.strip().splitlines()[-3:]] == ["5", "10", "20"]
 
 
 @pytest.mark.slow

@@ -774,16 +774,45 @@ def _feed_class(extra: tuple[str, ...]) -> Any:
                     put(0, values[row])
                 return True
 
+        # importable by name (pickle, so backtrader's optstrategy can send feeds to its
+        # worker processes): metabt.data.ohlcv.ArrayData, via the module's __getattr__
+        ArrayData.__qualname__ = ArrayData.__name__ = _FEED_PREFIX
+        ArrayData.__module__ = __name__
         probe = ArrayData(dataname=None)
         _RESERVED.update(dir(probe), dir(probe.lines), ("fromdate", "todate", "sessionend"))
         _RESERVED.discard("openinterest")
         _FEED_CLASSES[()] = ArrayData
     if extra not in _FEED_CLASSES:
         base = _FEED_CLASSES[()]
-        _FEED_CLASSES[extra] = type(base)(
-            f"ArrayData_{'_'.join(extra)}", (base,), {"lines": extra, "__module__": __name__}
-        )
+        name = _feed_class_name(extra)
+        cls = type(base)(name, (base,), {"lines": extra, "__module__": __name__})
+        cls.__qualname__ = name
+        _FEED_CLASSES[extra] = cls
     return _FEED_CLASSES[extra]
+
+
+_FEED_PREFIX = "ArrayData"
+
+
+def _feed_class_name(extra: tuple[str, ...]) -> str:
+    """The module-level name of the feed class with lines ``extra`` (hex of the names, so
+    any column name makes a valid identifier and the name gives the lines back)."""
+    return f"{_FEED_PREFIX}_{chr(31).join(extra).encode().hex()}" if extra else _FEED_PREFIX
+
+
+def __getattr__(name: str) -> Any:
+    """The feed classes by name (``ArrayData``, ``ArrayData_<hex>``), made on first use: how
+    pickle finds them in another process (e.g. backtrader's ``optstrategy`` workers)."""
+    if name == _FEED_PREFIX:
+        return _feed_class(())
+    if name.startswith(_FEED_PREFIX + "_"):
+        try:
+            extra = tuple(bytes.fromhex(name[len(_FEED_PREFIX) + 1 :]).decode().split(chr(31)))
+        except ValueError:
+            pass
+        else:
+            return _feed_class(extra)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def feed(

@@ -8,6 +8,7 @@ strategy, re-exported here: one signal per data, one sizing path).
 from __future__ import annotations
 
 import math
+import multiprocessing
 import os
 from collections import deque
 from collections.abc import Sequence
@@ -269,6 +270,12 @@ class MetaStrategy(SignalTrader):
                 and features count bars, so it must be retrained on these bars.
         """
         super().start()
+        if multiprocessing.parent_process() is not None:
+            # a worker process (backtrader's optstrategy pool, metabt's executors): one
+            # intra-op thread, or every worker's torch would take every core
+            import torch
+
+            torch.set_num_threads(1)
         learner = self.learner
         record = learner.train_config if isinstance(learner, MetaLearner) else None
         if self.bar_frequency is not None:
