@@ -119,3 +119,35 @@ def test_keys_change_with_the_settings_and_a_fresh_run_drops_old_units(tmp_path,
     with pytest.raises(ConfigError, match="metabt did not write it"):
         UnitStore(mine, resume=False, context=CONTEXT)
     assert (mine / "notes.txt").read_text() == "mine"
+
+
+def test_a_walkforward_resumes_from_its_finished_units(sample_frames, tmp_path):
+    from metabt.config.defaults import DEMO
+    from metabt.experiments.settings import RunSettings
+    from metabt.experiments.walkforward import walkforward
+
+    cfg = DEMO.with_(
+        meta_steps=2,
+        batch_size=4,
+        val_years=0.5,
+        hidden=(8,),
+        inner_steps=1,
+        adapt_every=20,
+        smooth=1,
+        smooth_grid=(),
+    )
+    settings = RunSettings(
+        sample_frames,
+        sample_frames,
+        pd.Timestamp("2010-12-01"),
+        pd.Timestamp("2011-12-30"),
+        cfg=cfg,
+    )
+    runs = {}
+    for mode in ("fresh", "resume"):
+        store = UnitStore(tmp_path / "units", resume=mode == "resume", context=CONTEXT)
+        runs[mode] = (walkforward(settings, train_years=2, progress=False, store=store), store)
+    (first, fresh), (second, resumed) = runs["fresh"], runs["resume"]
+    assert fresh.loaded == 0 and resumed.loaded == len(list((tmp_path / "units").glob("*.unit")))
+    assert resumed.loaded > 0  # every unit read back, none run again
+    pd.testing.assert_frame_equal(first.table, second.table, check_exact=True)
