@@ -88,7 +88,8 @@ class UnitStore:
     """The finished units of one experiment's run, in ``folder``.
 
     Args:
-        folder: where the units are kept (created, with metabt's run marker).
+        folder: where the units are kept (created, with metabt's run marker, when the first
+            unit finishes).
         resume: read the units already there (``--resume``); False starts afresh (the
             folder's old units are removed first).
         context: what every unit's result depends on beyond its own settings (e.g.
@@ -110,11 +111,17 @@ class UnitStore:
             )
         if self.folder.exists() and not resume:
             shutil.rmtree(self.folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        (self.folder / RUN_MARKER).write_text("finished units of a metabt run\n")
-        self._key = _secret(key_path())
+        # nothing is written before the first unit finishes (a run refused at its start
+        # leaves no folder and no key file behind)
+        self._secret: bytes | None = None
         self._context = json.dumps(dict(context), sort_keys=True, default=str)
         self.loaded = 0
+
+    @property
+    def _key(self) -> bytes:
+        if self._secret is None:
+            self._secret = _secret(key_path())
+        return self._secret
 
     def key(self, **parts: Any) -> str:
         """The key of a unit: a digest of ``parts`` (JSON, with ``str`` for the rest) and the
@@ -151,6 +158,9 @@ class UnitStore:
         """Keep a finished unit (written atomically: a kill leaves it whole or absent)."""
         body = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
         tag = hmac.new(self._key, body, hashlib.sha256).digest()
+        if not (self.folder / RUN_MARKER).is_file():
+            self.folder.mkdir(parents=True, exist_ok=True)
+            (self.folder / RUN_MARKER).write_text("finished units of a metabt run\n")
         with atomic_path(self._path(key)) as tmp:
             Path(tmp).write_bytes(tag + body)
 
