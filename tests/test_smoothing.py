@@ -117,3 +117,21 @@ def test_a_forecasting_strategy_tries_the_no_trade_band_at_its_chosen_smooth(
         assert choice.kwargs["no_trade_bps"] == choice.no_trade_bps
     else:
         assert choice.no_trade_bps == 0 and "no_trade_bps" not in choice.kwargs
+
+
+def test_the_demo_defaults_are_the_committed_validation_choice():
+    """DEMO's objective, smooth and rebalance_band are what scripts/choose_smoothing.py chose
+    in its committed run (benchmarks/results/choose_smoothing_run.log), not set by hand."""
+    import re
+    from pathlib import Path
+
+    from metabt.config.defaults import DEMO
+
+    log = Path(__file__).resolve().parents[1] / "benchmarks/results/choose_smoothing_run.log"
+    chosen = [line for line in log.read_text().splitlines() if line.startswith("chosen (")]
+    assert len(chosen) == 1
+    found = re.search(r"objective (\w+), smooth (\d+), rebalance_band ([\d.]+)", chosen[0])
+    assert found is not None, chosen[0]
+    objective, smooth, band = found.groups()
+    assert (DEMO.objective, DEMO.smooth) == (objective, int(smooth))
+    assert DEMO.sizer["rebalance_band"] == float(band)
