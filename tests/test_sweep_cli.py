@@ -108,7 +108,25 @@ def test_grid_sweep_prints_the_trials_and_writes_a_loadable_best_config(tmp_path
     assert backtest["steps"] == 10 and backtest["hidden"] == [8] and backtest["query"] == 10
     assert str(backtest["start"]) == "2010-01-01"
     assert str(options_for(config, "train")["train_end"]) == "2010-01-01"
-    assert "4 trials" in (out / "best.toml").read_text(encoding="utf-8").splitlines()[0]
+    text = (out / "best.toml").read_text(encoding="utf-8")
+    assert "4 trials" in text.splitlines()[0]
+    # the data (absolute paths, with their SHA-256) and the costs are recorded, so the
+    # printed next command runs as printed, from any folder
+    from metabt.experiments.record import file_sha256
+
+    assert backtest["data"] == [str(Path(AAPL).resolve())]
+    assert f"# data file {Path(AAPL).resolve()}: SHA-256 {file_sha256(AAPL)}" in text
+    assert (backtest["commission"], backtest["slippage"], backtest["borrow"]) == (5.0, 2.0, 25.0)
+    next_line = next(line for line in stdout.splitlines() if line.startswith("next: "))
+    command = next_line.removeprefix("next: metabt ").split(" (the held-out")[0].split()
+    report = tmp_path / "elsewhere" / "best.html"
+    code, bt_out, err = _run_main(capsys, *command, "--quiet", "--report", str(report))
+    assert code == 0, err
+    assert "on AAPL" in bt_out and "2010-01" in bt_out and report.stat().st_size > 10_000
+    code, _, err = _run_main(
+        capsys, "train", "--config", str(out / "best.toml"), "--out", str(tmp_path / "m.pt")
+    )
+    assert code == 0, err  # every top-level setting is one train has
 
 
 @pytest.mark.parametrize(

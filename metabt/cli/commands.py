@@ -490,6 +490,32 @@ def _space(args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
+def _sweep_inputs(args: argparse.Namespace) -> dict[str, Any]:
+    """The data files (absolute paths, so ``best.toml`` runs from any folder; with their
+    SHA-256), period end, cash and costs of a sweep, for its ``best.toml``."""
+    from metabt.data.ohlcv import sample_files
+    from metabt.experiments.record import file_sha256
+
+    def absolute(paths: Any) -> list[str] | None:
+        return None if not paths else [str(Path(p).resolve()) for p in paths]
+
+    data = absolute(args.data) or [str(p.resolve()) for p in sample_files()]
+    train = absolute(args.train_data)
+    benchmark = str(Path(args.benchmark).resolve()) if args.benchmark else None
+    files = [*data, *(train or []), *([benchmark] if benchmark else [])]
+    return {
+        "data": data,
+        "train_data": train,
+        "benchmark": benchmark,
+        "sha256": {path: file_sha256(path) for path in dict.fromkeys(files)},
+        "end": None if args.end is None else args.end.date(),
+        "cash": args.cash,
+        "commission": args.commission,
+        "slippage": args.slippage,
+        "borrow": args.borrow,
+    }
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     _check_output(Path(args.out), "--out", kind="dir")
     space = _space(args)
@@ -507,6 +533,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         executor=_executor(args),
         cv=args.cv,
         progress=not args.quiet,
+        inputs=_sweep_inputs(args),
     )
     out = Path(args.out)
     paths = {name: out / name for name in ("trials.csv", "trials.md", "best.toml", "sweep.json")}

@@ -399,6 +399,10 @@ class SweepResult:
             complete trial that has them stored.
         unstored: complete trials without stored returns (run by an older metabt, or
             longer than :data:`MAX_STORED_BARS`): the DSR and PBO are n/a with them.
+        inputs: what the held-out backtest needs besides the learner's settings, written
+            into ``best.toml``: ``data``, ``train_data`` and ``benchmark`` (absolute paths),
+            ``sha256`` (path -> SHA-256 of each file, written as comments), ``end``,
+            ``cash`` and the costs (``commission``, ``slippage``, ``borrow``).
     """
 
     table: pd.DataFrame
@@ -411,6 +415,7 @@ class SweepResult:
     settings: dict[str, Any] = field(default_factory=dict)
     returns: dict[int, pd.Series] = field(default_factory=dict)
     unstored: list[int] = field(default_factory=list)
+    inputs: dict[str, Any] = field(default_factory=dict)
 
     def _count(self, state: str, error: bool | None = None) -> int:
         rows = self.table[self.table["state"] == state]
@@ -553,6 +558,13 @@ class SweepResult:
             top["model_kwargs"] = dict(cfg.model_kwargs)
         start = self.test_start.date()
         run = {name: value[name] for name in STRATEGY_SETTINGS} | {"start": start}
+        given = {k: v for k, v in self.inputs.items() if v is not None and k != "sha256"}
+        for key in ("data", "train_data", "benchmark", "commission", "slippage", "borrow"):
+            if key in given:  # settings every command that reads them has
+                top[key] = given[key]
+        for key in ("end", "cash"):
+            if key in given:
+                run[key] = given[key]
         doc = {
             **top,
             "train": {"train_end": start},
@@ -565,6 +577,8 @@ class SweepResult:
         )
         if cfg.spec.custom:
             head += "# The sweep used custom features: pass the same --feature flags again.\n"
+        for path, digest in self.inputs.get("sha256", {}).items():
+            head += f"# data file {path}: SHA-256 {digest}\n"
         return head + tomli_w.dumps(doc)
 
     def write(self, out: str | os.PathLike[str]) -> dict[str, Path]:
@@ -728,6 +742,7 @@ def sweep(
     cv: str = "walkforward",
     cv_groups: int = 6,
     cv_test_groups: int = 2,
+    inputs: Mapping[str, Any] | None = None,
 ) -> SweepResult:
     """Search ``space`` for the configuration with the best validation Sharpe after costs.
 
@@ -769,6 +784,8 @@ def sweep(
             :func:`_score_cpcv`).
         cv_groups: CPCV groups of the validation bars (>= 2). Default 6.
         cv_test_groups: CPCV groups tested per split (1 <= k < ``cv_groups``). Default 2.
+        inputs: the data files, period end, cash and costs to record in ``best.toml`` so
+            that its held-out backtest runs as printed (:attr:`SweepResult.inputs`).
 
     Returns:
         A :class:`SweepResult` of every trial of the study.
@@ -897,6 +914,7 @@ def sweep(
             {"cv": cv, **stored, "seconds_this_run": round(time.perf_counter() - tic, 1)},
             returns,
             unstored,
+            dict(inputs or {}),
         )
         result.write(folder)
     if result.n_complete == 0:
