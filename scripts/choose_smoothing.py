@@ -13,7 +13,7 @@ the demo's start.
 
 The P&L objective trains with the smoothing it will trade with, so each (objective, smooth)
 pair trains its own learner; the band does not enter training, so each learner is
-backtested once per band: 2 x 4 trainings and 2 x 4 x 4 backtests, ~8 minutes on 2 idle
+backtested once per band: 2 x 4 trainings and 2 x 4 x 4 backtests, 5 minutes on 2 busy
 cores. A choice at a grid's edge is flagged.
 
     python scripts/choose_smoothing.py            # prints the table and the choice
