@@ -248,6 +248,10 @@ def test_compare_writes_table_tearsheets_and_index(tmp_path, capsys):
     assert 1 <= trials["effective_trials"][0] < 13  # correlated strategies count less
     assert "this window has been evaluated 13 times in 1 run(s)" in stdout
     assert not (tmp_path / ".cmp.units").exists()  # the finished units, dropped once written
+    # every tearsheet's benchmark is the BuyAndHold row, the equal-weight basket, named so
+    sheet = (out / "tearsheets" / "MetaStrategy.html").read_text(encoding="utf-8")
+    assert "BuyAndHold (equal-weight basket of 2 assets)" in sheet
+    assert "vs buy-and-hold AAPL" not in sheet
     assert record["config"]["steps"] == 5 and record["config"]["executor"] == "serial"
     assert record["config"]["resolved"]["meta_steps"] == 5  # the flag beat the file's 99
     assert [d["sha256"] for d in record["data"]] and record["seeds"] == [0]

@@ -24,7 +24,7 @@ from metabt.data.ohlcv import feed
 from metabt.errors import ConfigError, DataError
 from metabt.evaluate.costs import cost_report
 from metabt.evaluate.metrics import asset_results, basket_returns, mean_ic
-from metabt.evaluate.report import write_diagnostics
+from metabt.evaluate.report import write_diagnostics, write_tearsheet
 from metabt.sizers import SignalSizer
 from metabt.strategies.meta import MetaStrategy, SignalTrader
 
@@ -145,11 +145,24 @@ class BacktestResult:
     cost_per_fill_bps: float = math.nan
     smoothing: Any = None
 
-    def tearsheet(self, path: str | Path, title: str | None = None) -> Path:
-        """Write the quantstats HTML tearsheet (with the benchmark) to ``path``."""
-        return self.analyzer.tearsheet(path, title=title or self.name)
+    def tearsheet(
+        self, path: str | Path, title: str | None = None, benchmark: pd.Series | None = None
+    ) -> Path:
+        """Write the quantstats HTML tearsheet to ``path``: against ``benchmark`` (simple
+        per-bar returns on the same dates, named), or the analyzer's (the first data held)."""
+        if benchmark is None:
+            return self.analyzer.tearsheet(path, title=title or self.name)
+        return write_tearsheet(
+            self.returns,
+            benchmark.reindex(self.returns.index, fill_value=0.0),
+            path,
+            title=title or self.name,
+            periods_per_year=self.frequency.periods,
+        )
 
-    def diagnostics(self, path: str | Path, title: str | None = None) -> Path:
+    def diagnostics(
+        self, path: str | Path, title: str | None = None, benchmark: pd.Series | None = None
+    ) -> Path:
         """Write the adaptation diagnostics page (``metabt.evaluate.report.write_diagnostics``).
 
         Raises:
@@ -159,7 +172,7 @@ class BacktestResult:
             raise ConfigError(f"{self.name} does not adapt a model: no diagnostics to write")
         return write_diagnostics(
             self.returns,
-            self.benchmark,
+            self.benchmark if benchmark is None else benchmark,
             self.adaptations,
             self.signals,
             path,

@@ -47,6 +47,7 @@ __all__ = [
     "IMPLAUSIBLE_SHARPE",
     "MainRun",
     "RunSettings",
+    "basket_benchmark",
     "compare",
     "implausible_warnings",
     "main_backtest",
@@ -177,9 +178,10 @@ class MainRun:
         The three files are written into a staging folder and moved into ``report``'s
         folder together at the end (:func:`metabt._util.staged_files`).
         """
+        basket = basket_benchmark(self.results, self.settings)
         title = (
-            f"{self.meta.name} ({self.learner.algorithm}) vs buy-and-hold "
-            f"{next(iter(self.settings.frames))}; {self.meta.frequency.describe()}"
+            f"{self.meta.name} ({self.learner.algorithm}) vs {basket.name}; "
+            f"{self.meta.frequency.describe()}"
         )
         names = {
             "tearsheet": report.name,
@@ -187,10 +189,27 @@ class MainRun:
             "assets": f"{report.stem}_assets.csv",
         }
         with staged_files(report.parent) as stage:
-            self.meta.tearsheet(stage / names["tearsheet"], title=title)
-            self.meta.diagnostics(stage / names["diagnostics"])
+            self.meta.tearsheet(stage / names["tearsheet"], title=title, benchmark=basket)
+            self.meta.diagnostics(stage / names["diagnostics"], benchmark=basket)
             write_text(stage / names["assets"], csv_text(self.meta.assets.reset_index()))
         return {key: report.parent / name for key, name in names.items()}
+
+
+def basket_benchmark(results: Sequence[BacktestResult], settings: RunSettings) -> pd.Series:
+    """The tearsheets' benchmark: the BuyAndHold row's returns (the equal-weight basket of
+    every asset, bought once, with the same costs), named as such; without that row, the
+    first asset held (the analyzer's own benchmark)."""
+    held = next((r for r in results if r.name == "BuyAndHold"), None)
+    if held is None:
+        first = results[0]
+        return first.benchmark.rename(f"buy-and-hold {next(iter(settings.frames))}")
+    names = list(settings.frames)
+    name = (
+        f"BuyAndHold (equal-weight basket of {len(names)} assets)"
+        if len(names) > 1
+        else f"BuyAndHold ({names[0]})"
+    )
+    return held.returns.rename(name)
 
 
 def main_backtest(
@@ -344,11 +363,12 @@ class Comparison:
         return {key: out / path.relative_to(tmp) for key, path in paths.items()}
 
     def _write(self, out: Path) -> dict[str, Path]:
-        first = next(iter(self.settings.frames))
+        basket = basket_benchmark(self.results, self.settings)
         tearsheets = {
             r.name: r.tearsheet(
                 out / "tearsheets" / f"{r.name}.html",
-                title=f"{r.name} vs buy-and-hold {first}; {r.frequency.describe()}",
+                title=f"{r.name} vs {basket.name}; {r.frequency.describe()}",
+                benchmark=basket,
             )
             for r in self.results
         }

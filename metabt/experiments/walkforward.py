@@ -118,7 +118,8 @@ class WalkForward:
         verdict: MetaStrategy against the best non-meta baseline, on the stitched returns
             (the first seed).
         verdicts: the verdict line of every seed.
-        benchmark: buy-and-hold of the first data on the stitched dates.
+        benchmark: the tearsheets' benchmark on the stitched dates: the BuyAndHold row (the
+            equal-weight basket), named as such.
         adaptations: MetaStrategy's adaptation log in every fold, with a ``fold`` column.
         assets: per-asset results, indexed by (fold, strategy, asset).
         costs: the costs every fold paid.
@@ -306,7 +307,15 @@ def walkforward(
         summary.index.name = "strategy"
     else:
         summary = table0
-    benchmark = pd.concat([r.benchmark for r in parts0["MetaStrategy"]])
+    names = list(settings.frames)
+    if "BuyAndHold" in parts0:  # the equal-weight basket, as the BuyAndHold row holds it
+        benchmark = _stitch("BuyAndHold", parts0["BuyAndHold"]).returns.rename(
+            f"BuyAndHold (equal-weight basket of {len(names)} assets)"
+            if len(names) > 1
+            else f"BuyAndHold ({names[0]})"
+        )
+    else:
+        benchmark = pd.concat([r.benchmark for r in parts0["MetaStrategy"]]).rename(names[0])
     return WalkForward(
         table=pd.DataFrame(rows),
         stitched={name: _stitch(name, runs) for name, runs in parts0.items()},
@@ -315,7 +324,7 @@ def walkforward(
         verdicts=[
             v.text if len(per_seed) == 1 else f"seed {s}: {v.text}" for s, _, _, v in per_seed
         ],
-        benchmark=benchmark.rename(next(iter(settings.frames))),
+        benchmark=benchmark,
         adaptations=pd.concat(logs, ignore_index=True),
         assets=pd.concat(assets, names=["fold", "strategy", "asset"]),
         costs=settings.costs,
