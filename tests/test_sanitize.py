@@ -317,6 +317,18 @@ def test_the_diagnostics_page_and_charts_escape_the_hostile_name(tmp_path):
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
 
 
+def test_a_tearsheet_escapes_a_hostile_benchmark_name_and_title(tmp_path):
+    from metabt.evaluate.report import write_tearsheet
+
+    returns = _returns(120)
+    path = write_tearsheet(
+        returns, _returns(120, name=f"BuyAndHold ({HOSTILE})"), tmp_path / "t.html", title=HOSTILE
+    )
+    text = path.read_text(encoding="utf-8")
+    _assert_safe_html(text)
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text  # the name is there, as text
+
+
 @pytest.fixture(scope="module")
 def hostile_backtest(tmp_path_factory):
     """``metabt backtest`` on a data file named HOSTILE_FILE (and IBM), a short period."""
@@ -359,7 +371,9 @@ def test_a_hostile_data_file_name_comes_out_escaped_in_every_output(hostile_back
     assert len(rows) == 1 and len(rows[0].split()) > 10, rows  # its per-asset row, whole
     tearsheet = report.read_text(encoding="utf-8")  # quantstats, its titles escaped by us
     _assert_safe_html(tearsheet)
-    assert "&lt;img src=x onerror=alert(1)&gt;" in tearsheet  # the name is there, as text
+    # benchmarked against the basket (the BuyAndHold row), so no asset name is in it; a
+    # name that reaches a tearsheet is escaped (the next test)
+    assert "BuyAndHold (equal-weight basket of 2 assets)" in tearsheet
     _assert_safe_html((report.parent / "run_diagnostics.html").read_text(encoding="utf-8"))
     assets = report.parent / "run_assets.csv"
     _assert_no_formula(assets)
