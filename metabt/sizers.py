@@ -86,6 +86,10 @@ class SignalSizer(bt.Sizer):
             side, or going flat, uses ``deadband`` alone. 0 disables it. Default 0.
         signal_scale (float): signal magnitude that earns the full volatility-target
             weight (signal units; larger signals are clipped). Default 0.25.
+        fractional (bool): positions in fractions of a unit (crypto, FX), rounded toward
+            zero to a multiple of ``lot``; False: whole units (shares), so a target worth
+            less than one unit is 0. Default False.
+        lot (float): the unit step of fractional positions (units). Default 1e-8.
         bars_per_year (float | None): bars in a year, to annualise volatility (bars per
             year, e.g. 252 for daily equity bars, 52 weekly, 6240 hourly 24/5 FX). Default
             None: the data's own frequency, inferred from the feeds' bar times when the
@@ -109,6 +113,8 @@ class SignalSizer(bt.Sizer):
         ("deadband", 0.05),
         ("rebalance_band", 0.0),
         ("signal_scale", 0.25),
+        ("fractional", False),
+        ("lot", 1e-8),
         ("bars_per_year", None),
     )
 
@@ -142,6 +148,15 @@ class SignalSizer(bt.Sizer):
             )
         if p.bars_per_year is not None:
             check_bars_per_year(p.bars_per_year, "SignalSizer: bars_per_year")
+        if not isinstance(p.fractional, (bool, np.bool_)):
+            raise ConfigError(
+                f"SignalSizer: fractional must be True or False, got {p.fractional!r}"
+            )
+        if not (_finite(p.lot) and p.lot > 0):
+            raise ConfigError(
+                f"SignalSizer: lot must be > 0 (the unit step of fractional positions, e.g. "
+                f"1e-8), got {p.lot!r}"
+            )
         if not isinstance(p.long_only, (bool, np.bool_)):
             raise ConfigError(f"SignalSizer: long_only must be True or False, got {p.long_only!r}")
 
@@ -179,7 +194,7 @@ class SignalSizer(bt.Sizer):
         current: float = 0,
         weight_scale: float = 1.0,
         deadband: float | None = None,
-    ) -> int:
+    ) -> float:
         """Shares of one asset: :meth:`target_weight`, then :meth:`shares_for_weight`.
 
         Args:
@@ -224,7 +239,7 @@ class SignalSizer(bt.Sizer):
         current: float = 0,
         deadband: float | None = None,
         rebalance_band: float | None = None,
-    ) -> int:
+    ) -> float:
         """Shares that hold ``weight`` of the portfolio, with the deadband (pure).
 
         The last stage of :meth:`target_shares`, for callers that already have the target
@@ -240,14 +255,16 @@ class SignalSizer(bt.Sizer):
                 with ``deadband=0`` for the exact size). Default None.
 
         Returns:
-            int: ``trunc(weight * value / price)`` shares; ``int(current)`` when ``weight``
+            int (float with ``fractional``: a multiple of ``lot``): ``trunc(weight * value /
+            price)`` shares; ``int(current)`` when ``weight``
             is within the band of the current weight (the deadband, or on the same side
             the larger of it and ``rebalance_band * |weight|``); 0 for an invalid weight, price
             or value (NaN, inf, or price/value <= 0) or an overflowing size.
         """
         if not (_finite(weight) and _finite(price) and price > 0 and _finite(value) and value > 0):
             return 0
-        held = int(current) if _finite(current) else 0
+        fractional = bool(self.p.fractional)
+        held: float = (current if fractional else int(current)) if _finite(current) else 0
         band = self.p.deadband if deadband is None else deadband
         held_weight = held * price / value
         relative = self.p.rebalance_band if rebalance_band is None else rebalance_band
@@ -258,6 +275,9 @@ class SignalSizer(bt.Sizer):
         shares = weight * value / price
         if not math.isfinite(shares):  # overflow, e.g. a price of 1e-300
             return 0
+        if fractional:
+            lot = float(self.p.lot)
+            return _truncate(shares / lot) * lot
         return _truncate(shares)
 
     # ---- backtrader-facing

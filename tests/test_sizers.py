@@ -512,3 +512,40 @@ def test_capped_targets_keep_a_capped_book_within_the_cap(rows, band, cap):
     for t, c, w, p in zip(targets, held, weights, prices):
         exact = SignalSizer().shares_for_weight(w, p, value, deadband=0.0)
         assert t == c or t == exact  # a position is kept or moves to its exact size
+
+
+def test_fractional_units_round_down_to_the_lot():
+    sizer = SignalSizer(fractional=True, deadband=0.0)
+    # weight 0.25 of 10,000 at 50,000 a unit: 0.05 units, not 0
+    assert sizer.target_shares(0.125, 0.20, 50_000.0, 10_000.0) == pytest.approx(0.05)
+    assert SignalSizer(deadband=0.0).target_shares(0.125, 0.20, 50_000.0, 10_000.0) == 0
+    lot = SignalSizer(fractional=True, lot=0.01, deadband=0.0)
+    assert lot.target_shares(0.125, 0.20, 30_000.0, 10_000.0) == pytest.approx(0.08)  # 0.0833
+    assert lot.target_shares(-0.125, 0.20, 30_000.0, 10_000.0) == pytest.approx(-0.08)
+    for bad in ({"lot": 0}, {"lot": NAN}, {"fractional": "yes"}):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            SignalSizer(**bad)
+
+
+def test_an_expensive_asset_trades_in_fractions_and_whole_units_say_what_they_lost(
+    sample_frames,
+):
+    """A 50,000-priced asset with 10,000 cash: whole units can never hold it (and the run
+    says so); fractional units trade it."""
+    from metabt.experiments.backtest import run_backtest
+    from metabt.experiments.compare import rejection_warnings
+    from metabt.strategies.baselines import ConstantLong
+
+    frame = sample_frames["AAPL"].copy()
+    frame[["open", "high", "low", "close"]] *= 50_000.0 / float(frame["close"].iloc[0])
+    kwargs = {"start": "2010-01-04", "end": "2010-12-31", "warmup_bars": 30, "cash": 10_000.0}
+    whole = run_backtest(ConstantLong, {"BTC": frame}, **kwargs)
+    assert whole.metrics["turnover_two_way"] == 0.0
+    assert whole.strategy.targets_set > 0
+    assert whole.strategy.targets_rounded_away == whole.strategy.targets_set
+    (line,) = [w for w in rejection_warnings([whole]) if "whole units" in w]
+    assert "100%" in line and "--fractional" in line
+    parts = run_backtest(ConstantLong, {"BTC": frame}, **kwargs, sizer_kwargs={"fractional": True})
+    assert parts.metrics["turnover_two_way"] > 0
+    assert parts.strategy.targets_rounded_away == 0
+    assert not [w for w in rejection_warnings([parts]) if "whole units" in w]

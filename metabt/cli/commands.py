@@ -88,6 +88,8 @@ def config_of(args: argparse.Namespace) -> RunConfig:
     for name in SIZER_SETTINGS:
         if getattr(args, name, None) is not None:
             sizer[name] = getattr(args, name)
+    if getattr(args, "fractional", False):
+        sizer["fractional"] = True
     changes: dict[str, Any] = {
         "algorithm": args.algorithm,
         "model_type": args.model_type,

@@ -412,6 +412,12 @@ def _sizer_options(p: argparse.ArgumentParser) -> None:
         "scripts/choose_smoothing.py)",
     )
     p.add_argument(
+        "--fractional",
+        action="store_true",
+        help="hold fractions of a unit (crypto, FX; steps of 1e-8), not whole shares: a "
+        "position worth less than one unit is otherwise 0",
+    )
+    p.add_argument(
         "--signal-scale",
         type=_positive,
         default=DEMO.sizer["signal_scale"],

@@ -110,6 +110,9 @@ class Options(BaseModel):
     rebalance_band: Annotated[float, _bound("rebalance_band")] | None = _doc(
         "rebalance_band", "relative tolerance band on a position's size"
     )
+    fractional: bool | None = Field(
+        None, description="hold fractions of a unit (crypto, FX), not whole shares"
+    )
     signal_scale: Annotated[float, _bound("signal_scale")] | None = _doc(
         "signal_scale", "signal size that earns the full volatility-target weight"
     )

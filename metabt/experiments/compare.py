@@ -59,8 +59,9 @@ __all__ = [
 def rejection_warnings(results: Sequence[BacktestResult]) -> list[str]:
     """Lines about what the run could not do as asked: rejected orders, feeds that ended.
 
-    One warning per strategy whose orders the broker rejected, and one note per feed that
-    ends before the others (its position was closed at its last bar).
+    One warning per strategy whose orders the broker rejected, or whose positions whole
+    units rounded to nothing (an asset priced above a position's value), and one note per
+    feed that ends before the others (its position was closed at its last bar).
 
     Args:
         results: the backtests of a run (run here, or detached by the scheduler).
@@ -81,6 +82,16 @@ def rejection_warnings(results: Sequence[BacktestResult]) -> list[str]:
         if r.metrics.get("turnover_two_way") == 0.0
     ]
     lines += implausible_warnings(results)
+    for r in results:
+        wanted = getattr(r.strategy, "targets_set", 0)
+        lost = getattr(r.strategy, "targets_rounded_away", 0)
+        if lost:
+            lines.append(
+                f"warning: {clean(r.name)}: whole units rounded {lost} of the {wanted} "
+                f"positions it set out to open ({lost / wanted:.0%}) to nothing: each was "
+                "worth less than one unit of its asset; trade fractions with --fractional "
+                "(SignalSizer(fractional=True)), or more cash"
+            )
     ended: dict[str, Any] = {}
     for r in results:  # a SignalTrader, or what a comparison keeps of one
         if isinstance(r.strategy, (SignalTrader, FinishedStrategy)):

@@ -138,13 +138,16 @@ class FinishedStrategy:
     Attributes:
         name: the strategy's class name.
         ended: data name -> the day its feed ended, before the others (a SignalTrader's).
+        targets_set, targets_rounded_away: a SignalTrader's counts of positions to open
+            and of those whole units rounded to 0.
     """
 
     def __init__(self, strategy: Any) -> None:
         self.name = type(strategy).__name__
-        self.ended: dict[str, Any] = (
-            dict(strategy.ended) if isinstance(strategy, SignalTrader) else {}
-        )
+        trader = isinstance(strategy, SignalTrader)
+        self.ended: dict[str, Any] = dict(strategy.ended) if trader else {}
+        self.targets_set = int(strategy.targets_set) if trader else 0
+        self.targets_rounded_away = int(strategy.targets_rounded_away) if trader else 0
 
     def __repr__(self) -> str:
         return f"<finished {self.name}>"

@@ -98,6 +98,11 @@ class SignalTrader(bt.Strategy):
     before its last, so the order fills at its last bar's open; it is listed in ``ended``.
 
     Attributes:
+        targets_set (int): positions the strategy set out to open from flat (a non-zero
+            target weight past the deadband), over the run.
+        targets_rounded_away (int): of those, the ones whole units rounded to 0 (the
+            position worth less than one unit of the asset: e.g. a coin priced above the
+            position's value); a fractional sizer (``SignalSizer(fractional=True)``) has none.
         signals (list[Signal]): the ``signal`` line of each data, in ``self.datas`` order.
         ended (dict[str, date]): data name -> the date its position was closed because its
             feed ends before the others.
@@ -162,6 +167,9 @@ class SignalTrader(bt.Strategy):
         self._closed: set[int] = set()
         self.ended: dict[str, Any] = {}
         self.bar_frequency: BarFrequency | None = None  # set at start
+        # non-zero targets from flat, and those whole units rounded to 0 (worth < 1 unit)
+        self.targets_set = 0
+        self.targets_rounded_away = 0
         self._sqrt_bars_per_year = math.nan
 
     # ---- hooks for subclasses
@@ -381,6 +389,11 @@ class SignalTrader(bt.Strategy):
             keep = self._keep(signals, weights, held_weights)
             bands = [math.inf if k else band for k in keep]
         targets = capped_targets(sizer, weights, prices, held, value, cap=cap, deadband=bands)
+        for w, c, t, p in zip(weights, held, targets, prices):
+            if w and c == 0 and abs(w) >= band:  # a position to open, past the deadband
+                self.targets_set += 1
+                if t == 0 and abs(w) * value < p:  # worth less than one whole unit
+                    self.targets_rounded_away += 1
         plan = [(datas[i], c, t) for i, c, t in zip(active, held, targets)]
         # reductions first: they free cash for the increases
         orders = [(abs(t) >= abs(c), d, t - c) for d, c, t in plan if t != c]
@@ -402,7 +415,7 @@ def capped_targets(
     *,
     cap: float,
     deadband: float | list[float],
-) -> list[int]:
+) -> list[float]:
     """Target positions (shares) of a book whose weights are already capped, with a deadband.
 
     Each position moves to ``sizer.shares_for_weight`` of its weight, except that a
@@ -423,7 +436,7 @@ def capped_targets(
             one for all, or (N,) per position (``inf`` keeps it whatever the change).
 
     Returns:
-        (N,) target positions, shares.
+        (N,) target positions, shares (whole, unless the sizer is ``fractional``).
     """
     shares = sizer.shares_for_weight
     bands = [deadband] * len(weights) if isinstance(deadband, (int, float)) else deadband
