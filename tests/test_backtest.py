@@ -268,3 +268,22 @@ def test_intraday_resampled_feeds_without_bars_per_year_are_refused():
     cerebro.addstrategy(BuyAndHold)
     with pytest.raises(ConfigError, match="bars_per_year"):
         cerebro.run()
+
+
+def test_a_too_short_history_is_refused_quoting_the_checkpoints_own_horizon(sample_frames):
+    """The run's flags say horizon 5; the checkpoint was trained with horizon 1: the
+    refusal quotes the horizon the traded model has."""
+    from metabt.errors import DataError
+    from metabt.experiments.compare import main_backtest
+    from metabt.experiments.settings import RunSettings
+    from metabt.features.spec import FeatureSpec
+    from metabt.learn.learner import MetaLearner
+    from metabt.learn.models import MLP
+
+    spec = FeatureSpec(horizon=1)
+    learner = MetaLearner(MLP(spec.n_features, (4,)), feature_spec=spec)
+    short = {"AAPL": sample_frames["AAPL"].loc["2011-01-01":"2011-04-30"]}
+    settings = RunSettings(short, short, pd.Timestamp("2011-03-01"))
+    assert settings.cfg.spec.horizon == 5
+    with pytest.raises(DataError, match=r"horizon 1 \(MetaStrategy's first adaptation\)"):
+        main_backtest(settings, learner, progress=False)

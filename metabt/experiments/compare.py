@@ -248,7 +248,9 @@ def main_backtest(
     Raises:
         ConfigError: the learner's training range reaches the test period; bad settings.
     """
-    settings.check_history(roster=False)
+    settings.check_history(
+        roster=False, spec=None if learner is None else getattr(learner, "feature_spec", None)
+    )
     if learner is None:
         learner = settings.train(settings.start, progress=progress, log=log)
     check_no_leak(learner, settings.start)

@@ -114,7 +114,7 @@ class RunSettings:
         check_no_leak(trained.learner, end)
         return trained.learner
 
-    def check_history(self, *, roster: bool) -> None:
+    def check_history(self, *, roster: bool, spec: Any = None) -> None:
         """Refuse, before any work, data too short for every strategy of the run to trade.
 
         Each traded feed gets up to ``cfg.warmup_bars`` bars before ``start`` plus the test
@@ -125,12 +125,16 @@ class RunSettings:
 
         Args:
             roster: True for a comparison (every baseline), False for the main backtest.
+            spec: the traded learner's feature spec (a checkpoint's: its look-back and
+                horizon, not the run's flags); None: ``cfg.spec``.
 
         Raises:
             DataError: a feed with fewer bars than needed; the message gives the count
                 needed and what each part is for.
         """
-        spec, cfg = self.cfg.spec, self.cfg
+        cfg = self.cfg
+        if spec is None or not all(hasattr(spec, a) for a in ("lookback", "horizon")):
+            spec = cfg.spec
         slow = int(dict(SmaCross.params._getitems())["slow"])
         needs = {
             f"feature look-back {spec.lookback} + support {cfg.support} + horizon "
