@@ -6,7 +6,7 @@ import keyword
 import os
 import re
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -27,6 +27,7 @@ __all__ = [
     "MAX_VOLUME",
     "PRICE_RANGE",
     "feed",
+    "frames_sha256",
     "is_validated",
     "load_many",
     "load_ohlcv",
@@ -46,6 +47,28 @@ _PARQUET = (".parquet", ".pq")
 _COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".zip", ".tar")
 
 _Source: TypeAlias = str | os.PathLike[str] | pd.DataFrame
+
+
+def frames_sha256(frames: Mapping[str, pd.DataFrame]) -> str:
+    """A SHA-256 of named frames' content: names, values and index, in name order.
+
+    The one data digest of a run (a sweep's folder, a resumable unit's key, a trial
+    ledger's test window): equal frames give equal digests, any changed value, date or
+    name another.
+
+    Args:
+        frames: name -> DataFrame.
+
+    Returns:
+        The hex digest (64 characters).
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in sorted(frames):
+        digest.update(name.encode())
+        digest.update(pd.util.hash_pandas_object(frames[name], index=True).to_numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _label(source: _Source, name: str | None) -> str:

@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from metabt.data.ohlcv import frames_sha256
 from metabt.errors import ConfigError
 from metabt.evaluate.metrics import deflated_sharpe_ratio
 
@@ -105,13 +106,8 @@ def window_key(frames: Mapping[str, pd.DataFrame], first: Any, last: Any) -> str
     Returns:
         A hex digest.
     """
-    digest = hashlib.sha256()
-    for name in sorted(frames):
-        digest.update(name.encode())
-        hashed = pd.util.hash_pandas_object(frames[name], index=True).to_numpy()
-        digest.update(hashed.tobytes())
-    digest.update(f"{pd.Timestamp(first).isoformat()}|{pd.Timestamp(last).isoformat()}".encode())
-    return digest.hexdigest()
+    period = f"{pd.Timestamp(first).isoformat()}|{pd.Timestamp(last).isoformat()}"
+    return hashlib.sha256(f"{frames_sha256(frames)}|{period}".encode()).hexdigest()
 
 
 def effective_trials(returns: pd.DataFrame) -> float:

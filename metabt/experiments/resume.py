@@ -38,7 +38,7 @@ import pandas as pd
 from metabt._util import RUN_MARKER, atomic_path
 from metabt.errors import ConfigError
 
-__all__ = ["KEY_ENV", "MAX_UNIT_BYTES", "UnitStore", "data_digest", "key_path"]
+__all__ = ["KEY_ENV", "MAX_UNIT_BYTES", "UnitStore", "key_path"]
 
 #: Environment variable naming the HMAC key file (default ``~/.metabt/resume.key``).
 KEY_ENV = "METABT_RESUME_KEY"
@@ -73,15 +73,6 @@ def _secret(path: Path) -> bytes:
     if len(key) < 16:
         raise ConfigError(f"resume key {path} is too short; remove it (a new one is made)")
     return key
-
-
-def data_digest(frames: Mapping[str, pd.DataFrame]) -> str:
-    """A SHA-256 of frames' names and content (values and index)."""
-    digest = hashlib.sha256()
-    for name in sorted(frames):
-        digest.update(name.encode())
-        digest.update(pd.util.hash_pandas_object(frames[name], index=True).to_numpy().tobytes())
-    return digest.hexdigest()
 
 
 class UnitStore:

@@ -31,13 +31,14 @@ from tqdm.auto import tqdm
 
 from metabt.analyzers import QuantStatsAnalyzer
 from metabt.config.defaults import RunConfig
+from metabt.data.ohlcv import frames_sha256
 from metabt.evaluate.ledger import Ledger, WindowCount, window_key
 from metabt.evaluate.verdict import Run, Verdict, judge
 from metabt.experiments.backtest import BacktestResult
 from metabt.experiments.executors import Executor, SerialExecutor
 from metabt.experiments.log import Log, silent
 from metabt.experiments.parts import ROSTER_PARTS, RosterModels, train_part
-from metabt.experiments.resume import UnitStore, data_digest
+from metabt.experiments.resume import UnitStore
 from metabt.experiments.roster import RosterEntry, roster_entries, untrained
 from metabt.experiments.settings import RunSettings
 from metabt.experiments.smoothing import choose_smoothing
@@ -428,8 +429,8 @@ def _unit_digest(unit: Unit) -> str:
                 "unit": [str(unit.start), str(unit.end), unit.seed],
                 "cash": s.cash,
                 "costs": str(s.costs),
-                "frames": data_digest(s.frames),
-                "train_frames": data_digest(s.train_frames),
+                "frames": frames_sha256(s.frames),
+                "train_frames": frames_sha256(s.train_frames),
             },
             sort_keys=True,
             default=str,

@@ -40,7 +40,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import hashlib
 import json
 import math
 import os
@@ -63,6 +62,7 @@ from metabt._checks import as_timestamp
 from metabt._util import check_output_path, staged_files, write_text
 from metabt.config.defaults import SIZER_SETTINGS, RunConfig
 from metabt.data.bars import common_frequency
+from metabt.data.ohlcv import frames_sha256
 from metabt.errors import ConfigError, DataError, MetabtError
 from metabt.evaluate.metrics import deflated_sharpe, expected_max_sharpe
 from metabt.evaluate.overfitting import PBOResult, cpcv_paths, cpcv_splits, pbo
@@ -644,13 +644,6 @@ def _locked(folder: Path) -> Iterator[None]:
         yield  # closing the file releases the lock
 
 
-def _fingerprint(frames: Mapping[str, pd.DataFrame]) -> str:
-    digest = hashlib.sha256()
-    for name in sorted(frames):
-        digest.update(name.encode() + pd.util.hash_pandas_object(frames[name]).to_numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
 def _recover(study: optuna.Study) -> None:
     """Fail the trials a kill left running and queue each one (and crashed ones) again.
 
@@ -873,7 +866,7 @@ def sweep(
         "test_start": str(test_ts.date()),
         "config": json.loads(json.dumps(cfg.describe(), default=str)),
         "costs": dataclasses.asdict(costs),
-        "data": _fingerprint(held),
+        "data": frames_sha256(held)[:16],
     }
     study_name = "metabt-sweep"
     job = _Job(
