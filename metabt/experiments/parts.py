@@ -54,6 +54,7 @@ __all__ = [
     "ZeroForecast",
     "check_no_leak",
     "check_train_config",
+    "run_bars_per_year",
     "select_linear",
     "train_gbm",
     "train_learner",
@@ -284,6 +285,22 @@ def _tasks(
         ) from exc
     date_range = (str(tasks.date_range[0])[:10], str(tasks.date_range[1])[:10])
     return train, val, date_range
+
+
+def run_bars_per_year(frames: Mapping[str, pd.DataFrame], cfg: RunConfig) -> float:
+    """Bars a year of a run: the sizer's ``bars_per_year`` if given, else the frames' one
+    detected frequency (:func:`metabt.data.bars.common_frequency`, which refuses mixed
+    frequencies with a ConfigError, given or not).
+
+    Args:
+        frames: name -> validated OHLCV frame.
+        cfg: the run's configuration.
+
+    Returns:
+        Bars per year (> 0).
+    """
+    detected = common_frequency({n: f.index for n, f in frames.items()}, None)  # checks them
+    return float(cfg.sizer.get("bars_per_year") or detected.bars_per_year)
 
 
 def train_learner(
@@ -583,8 +600,7 @@ def select_linear(
     """
     spec = cfg.spec
     lines: list[str] = []
-    frequency = common_frequency({name: frame.index for name, frame in frames.items()}, None)
-    bars_per_year = float(cfg.sizer.get("bars_per_year") or frequency.bars_per_year)
+    bars_per_year = run_bars_per_year(frames, cfg)
     loss = cfg.task_loss(bars_per_year)
     _, val, _ = _tasks(
         frames,
@@ -683,8 +699,7 @@ def train_gbm(frames: Mapping[str, pd.DataFrame], cfg: RunConfig, end: pd.Timest
         ConfigError: too little data before ``end``.
     """
     tic = time.perf_counter()
-    frequency = common_frequency({name: frame.index for name, frame in frames.items()}, None)
-    bars_per_year = float(cfg.sizer.get("bars_per_year") or frequency.bars_per_year)
+    bars_per_year = run_bars_per_year(frames, cfg)
     loss = cfg.task_loss(bars_per_year)
     train, val, dates = _tasks(
         frames, cfg, end, support=cfg.support, extras=loss is not None, bars_per_year=bars_per_year

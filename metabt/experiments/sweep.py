@@ -61,7 +61,6 @@ from tqdm.auto import tqdm
 from metabt._checks import as_timestamp
 from metabt._util import check_output_path, staged_files, write_text
 from metabt.config.defaults import SIZER_SETTINGS, RunConfig
-from metabt.data.bars import common_frequency
 from metabt.data.ohlcv import frames_sha256
 from metabt.errors import ConfigError, DataError, MetabtError
 from metabt.evaluate.metrics import deflated_sharpe, expected_max_sharpe
@@ -69,7 +68,7 @@ from metabt.evaluate.overfitting import PBOResult, cpcv_paths, cpcv_splits, pbo
 from metabt.evaluate.sanitize import csv_text, markdown_frame
 from metabt.experiments.backtest import Costs, run_backtest
 from metabt.experiments.executors import SERIAL, Executor, ExecutorSpec, executor_scope, run_unit
-from metabt.experiments.parts import check_no_leak, train_learner
+from metabt.experiments.parts import check_no_leak, run_bars_per_year, train_learner
 from metabt.experiments.record import plain
 from metabt.experiments.settings import RunSettings
 from metabt.experiments.space import SETTINGS, Dimension, apply_params, decode, parse_space
@@ -850,10 +849,7 @@ def sweep(
         folds = [(bars[g[0]], bars[g[-1]]) for g in groups]
         # only a CPCV sweep stores its cv settings: older walk-forward folders still resume
         cv_settings = {"cv": cv, "cv_groups": cv_groups, "cv_test_groups": cv_test_groups}
-    bars_per_year = float(
-        cfg.sizer.get("bars_per_year")
-        or common_frequency({n: f.index for n, f in held.items()}, None).bars_per_year
-    )
+    bars_per_year = run_bars_per_year(held, cfg)
     pool_scope = executor_scope(executor)  # made (Ray checked) before any work
     folder.mkdir(parents=True, exist_ok=True)
     url = f"sqlite:///{(folder / DB_NAME).resolve()}"
