@@ -200,18 +200,7 @@ def _score(job: _Job, cfg: RunConfig) -> dict[str, Any]:
         ics.append(float(result.metrics.get("ic", math.nan)))
         turnovers.append(float(result.metrics.get("turnover_two_way", math.nan)))
         returns.append(result.returns)
-    series = pd.concat(returns)
-    pooled = series.to_numpy(dtype=float)
-    sd = float(np.std(pooled, ddof=1)) if len(pooled) > 1 else math.nan
-    return {
-        RETURNS_ATTR: _stored_returns(series),
-        "score": float(np.mean(sharpes)),
-        "fold_sharpes": sharpes,
-        "ic": float(np.nanmean(ics)) if np.isfinite(ics).any() else math.nan,
-        "turnover": float(np.mean(turnovers)),
-        "sharpe_per_bar": float(np.mean(pooled)) / sd if sd > 0 else math.nan,
-        "bars": len(pooled),
-    }
+    return _scores(pd.concat(returns), sharpes, ics, turnovers)
 
 
 def _score_cpcv(job: _Job, cfg: RunConfig) -> dict[str, Any]:
@@ -277,18 +266,26 @@ def _score_cpcv(job: _Job, cfg: RunConfig) -> dict[str, Any]:
                 "strategy never held a position)"
             )
         sharpes.append(float(returns.mean()) / sd * math.sqrt(job.bars_per_year))
-    mean_path = pd.concat(series, axis=1).mean(axis=1)
-    sd = float(mean_path.std(ddof=1))
     ics = [float(r.metrics.get("ic", math.nan)) for r in tests.values()]
     turnovers = [float(r.metrics.get("turnover_two_way", math.nan)) for r in tests.values()]
+    return _scores(pd.concat(series, axis=1).mean(axis=1), sharpes, ics, turnovers)
+
+
+def _scores(
+    series: pd.Series, sharpes: list[float], ics: list[float], turnovers: list[float]
+) -> dict[str, Any]:
+    """A trial's scores: the mean of its fold (or path) Sharpe ratios, and the per-bar
+    Sharpe ratio, IC and turnover of its validation returns ``series`` (stored with it)."""
+    pooled = series.to_numpy(dtype=float)
+    sd = float(np.std(pooled, ddof=1)) if len(pooled) > 1 else math.nan
     return {
-        RETURNS_ATTR: _stored_returns(mean_path),
+        RETURNS_ATTR: _stored_returns(series),
         "score": float(np.mean(sharpes)),
         "fold_sharpes": sharpes,
         "ic": float(np.nanmean(ics)) if np.isfinite(ics).any() else math.nan,
         "turnover": float(np.mean(turnovers)),
-        "sharpe_per_bar": float(mean_path.mean()) / sd if sd > 0 else math.nan,
-        "bars": len(mean_path),
+        "sharpe_per_bar": float(np.mean(pooled)) / sd if sd > 0 else math.nan,
+        "bars": len(pooled),
     }
 
 
