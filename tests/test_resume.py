@@ -151,3 +151,15 @@ def test_a_walkforward_resumes_from_its_finished_units(sample_frames, tmp_path):
     assert fresh.loaded == 0 and resumed.loaded == len(list((tmp_path / "units").glob("*.unit")))
     assert resumed.loaded > 0  # every unit read back, none run again
     pd.testing.assert_frame_equal(first.table, second.table, check_exact=True)
+
+
+def test_a_key_file_that_is_not_a_small_regular_file_is_one_line(tmp_path, monkeypatch):
+    store = UnitStore(tmp_path / "units", resume=False, context=CONTEXT)
+    monkeypatch.setenv("METABT_RESUME_KEY", "/dev/zero")  # endless: never read whole
+    with pytest.raises(ConfigError, match="resume key /dev/zero cannot be read"):
+        store.put(store.key(unit="u"), 1)
+    big = tmp_path / "big.key"
+    big.write_bytes(b"k" * 5000)
+    monkeypatch.setenv("METABT_RESUME_KEY", str(big))
+    with pytest.raises(ConfigError, match="has 1025 bytes, not 16 to 1024"):  # read capped
+        UnitStore(tmp_path / "u2", resume=False, context=CONTEXT).put("k", 1)

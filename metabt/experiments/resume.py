@@ -45,6 +45,7 @@ KEY_ENV = "METABT_RESUME_KEY"
 #: Largest unit file read back (bytes); a larger one is refused before it is read.
 MAX_UNIT_BYTES = 2 << 30
 _TAG = 32  # bytes of an HMAC-SHA256 tag
+_MAX_KEY_BYTES = 1024  # a key file is read up to this many bytes
 
 
 def key_path() -> Path:
@@ -64,14 +65,20 @@ def _secret(path: Path) -> bytes:
         else:
             with os.fdopen(fd, "wb") as out:
                 out.write(secrets.token_bytes(32))
-        key = path.read_bytes()
+        if not path.is_file():  # a FIFO or a device would hang or never end
+            raise OSError("not a regular file")
+        with path.open("rb") as handle:
+            key = handle.read(_MAX_KEY_BYTES + 1)
     except OSError as exc:
         raise ConfigError(
             f"resume key {path} cannot be read or created ({exc}); set {KEY_ENV} to a file "
             "this account can write"
         ) from exc
-    if len(key) < 16:
-        raise ConfigError(f"resume key {path} is too short; remove it (a new one is made)")
+    if not 16 <= len(key) <= _MAX_KEY_BYTES:
+        raise ConfigError(
+            f"resume key {path} has {len(key)} bytes, not 16 to {_MAX_KEY_BYTES}; remove it "
+            "(a new one is made)"
+        )
     return key
 
 
