@@ -209,7 +209,16 @@ class MainRun:
 def basket_benchmark(results: Sequence[BacktestResult], settings: RunSettings) -> pd.Series:
     """The tearsheets' benchmark: the BuyAndHold row's returns (the equal-weight basket of
     every asset, bought once, with the same costs), named as such; without that row, the
-    first asset held (the analyzer's own benchmark)."""
+    first asset held (the analyzer's own benchmark).
+
+    Args:
+        results: a run's backtests (MetaStrategy first).
+        settings: the run's settings (the asset names).
+
+    Returns:
+        Simple per-bar returns (fraction, float64) on the run's dates, named for the
+        tearsheet's benchmark title.
+    """
     held = next((r for r in results if r.name == "BuyAndHold"), None)
     if held is None:
         first = results[0]
