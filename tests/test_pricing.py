@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -193,3 +194,21 @@ def test_missing_linearmodels_names_the_install(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", fake)
     with pytest.raises(DataError, match="pip install linearmodels"):
         pricing.load_french()
+
+
+def test_the_fits_on_local_processes_equal_the_serial_fits(data):
+    from metabt.experiments.executors import ExecutorSpec
+
+    settings = pricing.PricingSettings(
+        ks=KS, train_end="1989-12", test_end="1991-12", steps=5, portfolios=PORTS,
+        lr_grid=(0.1,),
+    )  # fmt: skip
+    runs = []
+    for spec in (ExecutorSpec("serial"), ExecutorSpec("process", 2)):
+        lines: list[str] = []
+        study = pricing.pricing_study(settings, seeds=(0, 1), data=data, executor=spec,
+                                      log=lines.append)  # fmt: skip
+        assert lines[-1] == "maml seed 0; maml seed 1: meta-training"
+        runs.append(study.runs)
+    assert set(runs[0]["seed"]) >= {0, 1}
+    pd.testing.assert_frame_equal(runs[0], runs[1], check_exact=True)

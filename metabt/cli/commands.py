@@ -583,7 +583,10 @@ def cmd_pricing(args: argparse.Namespace) -> int:
         nonlinear=args.nonlinear,
     )
     study = pricing_study(
-        settings, seeds=list(args.seeds), log=silent if args.quiet else _progress_line
+        settings,
+        seeds=list(args.seeds),
+        executor=_executor(args),
+        log=silent if args.quiet else _progress_line,
     )
     paths = study.write(out)
     _say()

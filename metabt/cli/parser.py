@@ -495,6 +495,19 @@ def _ledger_option(p: argparse.ArgumentParser) -> None:
 
 def _experiment_options(p: argparse.ArgumentParser) -> None:
     """Executor and seeds: the options every experiment (compare, walkforward, sweep) shares."""
+    _executor_options(p)
+    p.add_argument(
+        "--seeds",
+        type=_seed,
+        nargs="+",
+        metavar="S",
+        help="repeat the whole pipeline (training included) per seed; report mean and "
+        "sd (default: --seed)",
+    )
+
+
+def _executor_options(p: argparse.ArgumentParser) -> None:
+    """Where independent units run: the executor options of every experiment (pricing too)."""
     p.add_argument(
         "--executor",
         choices=("serial", "process", "ray"),
@@ -516,14 +529,6 @@ def _experiment_options(p: argparse.ArgumentParser) -> None:
         "--ray-address",
         metavar="ADDR",
         help="join this Ray cluster (e.g. auto or ray://host:10001); default: start a local Ray",
-    )
-    p.add_argument(
-        "--seeds",
-        type=_seed,
-        nargs="+",
-        metavar="S",
-        help="repeat the whole pipeline (training included) per seed; report mean and "
-        "sd (default: --seed)",
     )
 
 
@@ -793,6 +798,7 @@ def add_pricing_parser(sub: Any) -> argparse.ArgumentParser:
         metavar="DIR",
         help=f"folder for pricing.csv/.md and the RMSE-vs-k plot (default {DEFAULT_PRICING})",
     )
+    _executor_options(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument(
         "--threads",

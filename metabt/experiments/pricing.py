@@ -48,6 +48,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -56,6 +57,7 @@ import torch
 from metabt._util import staged_files
 from metabt.errors import ConfigError, DataError
 from metabt.evaluate.sanitize import csv_frame, markdown_frame
+from metabt.experiments.executors import SERIAL, Executor, ExecutorSpec, executor_scope
 from metabt.experiments.log import Log, silent
 from metabt.learn.learner import MetaLearner
 from metabt.learn.models import MLP
@@ -401,6 +403,21 @@ class _Setup:
     test: np.ndarray  # forecast month indices
 
 
+@dataclass(frozen=True)
+class _SeedFit:
+    """One meta-learned model to fit: the data split, the hidden sizes, the seed, the budget."""
+
+    setup: _Setup
+    hidden: tuple[int, ...]
+    seed: int
+    fit: dict[str, Any]
+
+
+def _fit_seed(unit: _SeedFit) -> tuple[MetaLearner, dict[str, float]]:
+    """:func:`_meta_fit` of one unit (a top-level function, so executors can pickle it)."""
+    return _meta_fit(unit.setup, unit.hidden, seed=unit.seed, **unit.fit)
+
+
 def _meta_fit(
     setup: _Setup,
     hidden: tuple[int, ...],
@@ -696,6 +713,7 @@ def pricing_study(
     *,
     seeds: Sequence[int] = (0,),
     data: FrenchData | None = None,
+    executor: ExecutorSpec | Executor = SERIAL,
     log: Log = silent,
 ) -> PricingStudy:
     """Meta-learned vs classical factor models, out of sample on French portfolios.
@@ -708,6 +726,12 @@ def pricing_study(
         seeds: seeds to repeat the meta-learned models with (trained per seed and
             averaged). Default (0,).
         data: a :class:`FrenchData` (default :func:`load_french`); tests perturb it.
+        executor: where the meta-learned models (one per variant and seed) are fitted: an
+            :class:`~metabt.experiments.executors.ExecutorSpec` (made and closed here) or an
+            open :class:`~metabt.experiments.executors.Executor`, as for
+            :func:`~metabt.experiments.compare.compare`. Each fit runs on one thread with
+            its own seed, so the results are the same whatever the executor. Default:
+            serial, here.
         log: receives a progress line as each stage starts.
 
     Returns:
@@ -755,18 +779,21 @@ def pricing_study(
         preds["pooled_ols", k, -1] = pooled
         preds["erm_ft", k, -1] = adapted_forecasts(erm, x, y, k, test)
     variants = [("maml", ())] + ([("maml_mlp", (16,))] if settings.nonlinear else [])
-    for name, hidden in variants:
-        for s in seeds:
-            log(f"{name} seed {s}: meta-training")
-            learner, info = _meta_fit(
-                setup, hidden, ks=ks, algorithm=algorithm, steps=steps, batch_size=batch_size,
-                inner_steps=inner_steps, meta_lr=meta_lr, seed=s, lr_grid=lr_grid,
-            )  # fmt: skip
-            chosen[f"{name} seed {s}"] = info
-            init = adapted_forecasts(learner, x, y, 0, test, steps=0)
-            for k in ks:
-                preds[f"{name}_init", k, s] = init
-                preds[name, k, s] = adapted_forecasts(learner, x, y, k, test)
+    fit = dict(ks=ks, algorithm=algorithm, steps=steps, batch_size=batch_size,
+               inner_steps=inner_steps, meta_lr=meta_lr, lr_grid=tuple(lr_grid))  # fmt: skip
+    units = [_SeedFit(setup, hidden, s, fit) for _, hidden in variants for s in seeds]
+    log("; ".join(f"{name} seed {s}" for name, _ in variants for s in seeds) + ": meta-training")
+    with executor_scope(executor) as ex:
+        fitted = ex.map(_fit_seed, units, desc="pricing fits", progress=False)
+    for (name, _), unit, (learner, info) in zip(
+        [v for v in variants for _ in seeds], units, fitted, strict=True
+    ):
+        s = unit.seed
+        chosen[f"{name} seed {s}"] = info
+        init = adapted_forecasts(learner, x, y, 0, test, steps=0)
+        for k in ks:
+            preds[f"{name}_init", k, s] = init
+            preds[name, k, s] = adapted_forecasts(learner, x, y, k, test)
     runs, per = [], []
     for (model, k, s), pred in preds.items():
         ref = preds["rolling_ols", k, -1]
