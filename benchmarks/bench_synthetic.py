@@ -110,7 +110,7 @@ def run_unit(strength_index: int, strength: float, seed: int, meta_steps: int | 
     """
     from metabt.config.defaults import DEMO
     from metabt.data.synthetic import regime_market, volume_score
-    from metabt.evaluate.metrics import pair_ic
+    from metabt.evaluate.ic import pair_ic
     from metabt.experiments.backtest import Costs
     from metabt.experiments.compare import RunSettings, compare
     from metabt.features import FeatureSpec

@@ -57,7 +57,15 @@ RANKS: dict[str, float] = {
 #: inside rank 1, the order of the private helpers (they may import earlier ones)
 HELPERS = ["errors", "_version", "_checks", "_trust", "_util", "_stats"]
 #: subpackages that must never import backtrader at module level (data: only inside ``feed``)
-NO_BACKTRADER = {"learn", "features", "config", "evaluate.metrics", "evaluate.verdict"}
+NO_BACKTRADER = {
+    "learn",
+    "features",
+    "config",
+    "evaluate.ic",
+    "evaluate.metrics",
+    "evaluate.significance",
+    "evaluate.verdict",
+}
 
 
 def _modules() -> dict[str, Path]:

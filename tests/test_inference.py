@@ -41,7 +41,7 @@ def test_the_sharpe_influence_function_gives_lo_2002s_iid_variance():
     1 + SR²/2 (Lo 2002); the influence function's variance must match it."""
     import numpy as np
 
-    from metabt.evaluate.metrics import sharpe_influence
+    from metabt.evaluate.significance import sharpe_influence
 
     rng = np.random.default_rng(0)
     for sr in (0.0, 0.1, 0.3):
@@ -55,7 +55,7 @@ def test_the_sharpe_influence_function_gives_lo_2002s_iid_variance():
 def test_the_interval_is_reported_at_half_and_twice_the_block_and_fragility_is_flagged():
     import numpy as np
 
-    from metabt.evaluate.metrics import block_bootstrap_sharpe_diff
+    from metabt.evaluate.significance import block_bootstrap_sharpe_diff
     from metabt.evaluate.verdict import Verdict
 
     rng = np.random.default_rng(1)
@@ -81,7 +81,7 @@ def test_the_panel_ic_t_statistic_equals_linearmodels_driscoll_kraay():
     import statsmodels.api as sm
     from linearmodels.panel import PanelOLS
 
-    from metabt.evaluate.metrics import hac_ic, panel_ic
+    from metabt.evaluate.ic import hac_ic, panel_ic
 
     rng = np.random.default_rng(0)
     idx = pd.bdate_range("2010-01-01", periods=300)
@@ -136,7 +136,7 @@ def _stepm_by_definition(stats, boot):
 def test_stepdown_pvalues_equal_the_procedure_run_at_every_level():
     import numpy as np
 
-    from metabt.evaluate.metrics import stepdown_pvalues
+    from metabt.evaluate.significance import stepdown_pvalues
 
     rng = np.random.default_rng(4)
     for _ in range(5):
@@ -150,7 +150,7 @@ def test_stepdown_pvalues_equal_the_procedure_run_at_every_level():
 def test_stepm_finds_the_strategy_with_an_edge_and_not_the_null_ones():
     import numpy as np
 
-    from metabt.evaluate.metrics import stepm_pvalues, vol_scaled
+    from metabt.evaluate.significance import stepm_pvalues, vol_scaled
 
     rng = np.random.default_rng(5)
     idx = pd.bdate_range("2008-01-01", periods=2000)

@@ -11,7 +11,7 @@ import pytest
 
 from metabt.errors import ConfigError
 from metabt.evaluate.ledger import Ledger, default_path, effective_trials, window_key
-from metabt.evaluate.metrics import deflated_sharpe_ratio
+from metabt.evaluate.significance import deflated_sharpe_ratio
 
 
 def _returns(seed, n=300, mix=None):

@@ -12,12 +12,8 @@ from oracles import quantstats_metrics
 from synthetic import daily_returns as _returns
 
 from metabt.errors import ConfigError, DataError
-from metabt.evaluate.metrics import (
-    asset_results,
-    block_bootstrap_sharpe_diff,
-    compute_metrics,
-    probabilistic_sharpe,
-)
+from metabt.evaluate.metrics import asset_results, compute_metrics, probabilistic_sharpe
+from metabt.evaluate.significance import block_bootstrap_sharpe_diff
 
 KEYS = {
     "sharpe",
@@ -143,7 +139,7 @@ def test_sharpe_difference_ci_and_psr_match_quantstats():
 def test_deflated_sharpe_matches_the_papers_worked_example():
     """Bailey and López de Prado 2014, section 5: SR 2.5 a year over 1,250 days, skew -3,
     kurtosis 10, 100 trials with V[SR] = 1/2 a year: E[max SR] 0.1132 a day, DSR 0.9004."""
-    from metabt.evaluate.metrics import deflated_sharpe_ratio, expected_max_sharpe
+    from metabt.evaluate.significance import deflated_sharpe_ratio, expected_max_sharpe
 
     variance = 0.5 / 250
     assert expected_max_sharpe(100, variance) == pytest.approx(0.1132, abs=1e-4)
@@ -156,7 +152,7 @@ def test_deflated_sharpe_of_a_series_is_its_psr_for_one_trial():
     """One trial: no selection, so DSR is the PSR against 0 (paper eq. 3 with SR* = 0)."""
     from scipy.stats import norm
 
-    from metabt.evaluate.metrics import deflated_sharpe
+    from metabt.evaluate.significance import deflated_sharpe
 
     r = _returns(500, seed=3)
     sr, n = r.mean() / r.std(), len(r)
@@ -171,7 +167,7 @@ def test_deflated_sharpe_of_a_series_is_its_psr_for_one_trial():
 def test_block_bootstrap_matches_arch_and_widens_with_autocorrelation():
     from arch.bootstrap import StationaryBootstrap
 
-    from metabt.evaluate.metrics import block_bootstrap_sharpe_diff
+    from metabt.evaluate.significance import block_bootstrap_sharpe_diff
 
     a, b = _returns(400, seed=5), _returns(400, seed=6)
     out = block_bootstrap_sharpe_diff(a, b, block=5.0, n_resamples=500, seed=7)
@@ -193,7 +189,7 @@ def test_block_bootstrap_matches_arch_and_widens_with_autocorrelation():
 def test_hac_ic_equals_statsmodels_newey_west():
     import statsmodels.api as sm
 
-    from metabt.evaluate.metrics import hac_ic
+    from metabt.evaluate.ic import hac_ic
 
     rng = np.random.default_rng(8)
     signal = rng.normal(size=300)
@@ -211,7 +207,7 @@ def test_hac_ic_equals_statsmodels_newey_west():
 
 
 def test_cross_sectional_ic_by_hand():
-    from metabt.evaluate.metrics import cross_sectional_ic
+    from metabt.evaluate.ic import cross_sectional_ic
 
     dates = pd.bdate_range("2020-01-01", periods=30)
     # asset k's signal is k every day and its forward return ranks the same way: rank IC 1

@@ -21,8 +21,8 @@ from metabt.config.defaults import DEMO
 from metabt.config.files import load_config, options_for
 from metabt.data.ohlcv import load_ohlcv, sample_files
 from metabt.errors import ConfigError
-from metabt.evaluate.metrics import deflated_sharpe_ratio
 from metabt.evaluate.overfitting import pbo
+from metabt.evaluate.significance import deflated_sharpe_ratio
 from metabt.experiments.executors import ExecutorSpec
 from metabt.experiments.settings import RunSettings
 from metabt.experiments.space import apply_params, parse_space

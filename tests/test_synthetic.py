@@ -22,7 +22,7 @@ from metabt.config.defaults import DEMO
 from metabt.data.ohlcv import load_ohlcv
 from metabt.data.synthetic import gbm_market, regime_market, volume_score
 from metabt.errors import ConfigError
-from metabt.evaluate.metrics import pair_ic
+from metabt.evaluate.ic import pair_ic
 from metabt.evaluate.verdict import META_VARIANTS
 from metabt.experiments.backtest import Costs, run_backtest
 from metabt.experiments.compare import RunSettings, compare

@@ -16,7 +16,7 @@ eigenvalues λ of the trials' return correlation matrix (M trials, returns on th
 bars): ``M_eff = 1 + (M − 1)(1 − Var(λ) / M)``, which is M for uncorrelated trials and 1
 for identical ones. It is a stated alternative to the clustering of López de Prado (2018,
 ch. 8): parameter-free, no cluster count to choose. The DSR of
-:func:`metabt.evaluate.metrics.deflated_sharpe_ratio` then uses N = ``M_eff`` and the
+:func:`metabt.evaluate.significance.deflated_sharpe_ratio` then uses N = ``M_eff`` and the
 variance of all the window's trial Sharpe ratios.
 
 The ledger only grows: rows are added, never changed; :meth:`Ledger.reset` (the
@@ -49,7 +49,7 @@ import pandas as pd
 
 from metabt.data.ohlcv import frames_sha256
 from metabt.errors import ConfigError
-from metabt.evaluate.metrics import deflated_sharpe_ratio
+from metabt.evaluate.significance import deflated_sharpe_ratio
 
 __all__ = [
     "ENV_VAR",
@@ -166,7 +166,7 @@ class WindowCount:
             returns: simple per-bar returns of the strategy judged.
 
         Returns:
-            :func:`~metabt.evaluate.metrics.deflated_sharpe_ratio` with N =
+            :func:`~metabt.evaluate.significance.deflated_sharpe_ratio` with N =
             :attr:`effective` and V = :attr:`sharpe_variance`; NaN for a constant series.
         """
         r = pd.Series(returns, dtype=float).dropna()

@@ -17,16 +17,10 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
+from metabt.evaluate.ic import cross_sectional_ic, panel_ic
 from metabt.evaluate.ledger import WindowCount
-from metabt.evaluate.metrics import (
-    block_bootstrap_sharpe_diff,
-    cross_sectional_ic,
-    deflated_sharpe,
-    metrics_table,
-    panel_ic,
-    probabilistic_sharpe,
-    stepm_pvalues,
-)
+from metabt.evaluate.metrics import metrics_table, probabilistic_sharpe
+from metabt.evaluate.significance import block_bootstrap_sharpe_diff, deflated_sharpe, stepm_pvalues
 
 __all__ = [
     "META_VARIANTS",
@@ -187,7 +181,7 @@ def judge(
     volatility; NaN without that benchmark); for strategies with a forecast, ``ic_pooled``
     (the IC pooled over every (asset, bar) pair of per-asset z-scores), ``ic_t`` and
     ``rank_ic_t`` (its and the rank IC's Driscoll–Kraay t-statistics, ``horizon`` lags,
-    :func:`metabt.evaluate.metrics.panel_ic`), ``ic_tradable`` and ``ic_tradable_t`` (the
+    :func:`metabt.evaluate.ic.panel_ic`), ``ic_tradable`` and ``ic_tradable_t`` (the
     same against the return from the next bar's open, where orders fill), and with 3 or more
     assets ``cs_ic`` / ``cs_ic_t`` (cross-sectional rank IC per bar, averaged, HAC
     t-statistic).

@@ -23,7 +23,8 @@ from metabt.data.bars import BarFrequency
 from metabt.data.ohlcv import feed
 from metabt.errors import ConfigError, DataError
 from metabt.evaluate.costs import cost_report
-from metabt.evaluate.metrics import asset_results, basket_returns, mean_ic
+from metabt.evaluate.ic import mean_ic
+from metabt.evaluate.metrics import asset_results, basket_returns
 from metabt.evaluate.report import write_diagnostics, write_tearsheet
 from metabt.sizers import SignalSizer
 from metabt.strategies.meta import MetaStrategy, SignalTrader

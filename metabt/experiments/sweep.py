@@ -21,7 +21,7 @@ again any trial a kill interrupted. Parallel workers (processes or Ray tasks, th
 :mod:`metabt.experiments.executors`) each load the study from that storage and optimise
 their share (Optuna's multi-process pattern). The trials tried (:attr:`SweepResult.n_trials`) and
 the variance of their per-bar Sharpe ratios are kept to deflate the held-out result for
-the search (:func:`metabt.evaluate.metrics.deflated_sharpe_ratio`). Each complete trial's
+the search (:func:`metabt.evaluate.significance.deflated_sharpe_ratio`). Each complete trial's
 validation returns are stored with it in ``sweep.db`` (so a resumed sweep has them all):
 the chosen trial's deflated Sharpe on validation over the complete trials
 (:meth:`SweepResult.validation_dsr`) and the probability of backtest overfitting of the
@@ -63,9 +63,9 @@ from metabt._util import check_output_path, staged_files, write_text
 from metabt.config.defaults import SIZER_SETTINGS, RunConfig
 from metabt.data.ohlcv import frames_sha256
 from metabt.errors import ConfigError, DataError, MetabtError
-from metabt.evaluate.metrics import deflated_sharpe, expected_max_sharpe
 from metabt.evaluate.overfitting import PBOResult, cpcv_paths, cpcv_splits, pbo
 from metabt.evaluate.sanitize import csv_text, markdown_frame
+from metabt.evaluate.significance import deflated_sharpe, expected_max_sharpe
 from metabt.experiments.backtest import Costs, run_backtest
 from metabt.experiments.executors import SERIAL, Executor, ExecutorSpec, executor_scope, run_unit
 from metabt.experiments.parts import check_no_leak, run_bars_per_year, train_learner
@@ -449,7 +449,7 @@ class SweepResult:
 
     def expected_max_sharpe(self) -> float:
         """The per-bar Sharpe the best of :attr:`n_trials` skill-less trials would show
-        (:func:`metabt.evaluate.metrics.expected_max_sharpe`); 0 for one trial, NaN unknown."""
+        (:func:`metabt.evaluate.significance.expected_max_sharpe`); 0 for one trial, NaN unknown."""
         if self.n_trials <= 1:
             return 0.0
         var = self.sharpe_variance
@@ -471,7 +471,7 @@ class SweepResult:
     def validation_dsr(self) -> tuple[float, str]:
         """The best trial's deflated Sharpe ratio on validation, over the complete trials.
 
-        :func:`metabt.evaluate.metrics.deflated_sharpe` of the best trial's validation
+        :func:`metabt.evaluate.significance.deflated_sharpe` of the best trial's validation
         returns with N = :attr:`n_complete` and V the variance of the complete trials'
         per-bar validation Sharpe ratios (from their returns). It is an in-sample number
         (the trials were chosen on these returns); the held-out period is the test.

@@ -19,7 +19,8 @@ import pandas as pd
 from metabt._util import atomic_dir, write_text
 from metabt.data.bars import BarFrequency
 from metabt.errors import ConfigError, DataError
-from metabt.evaluate.metrics import compute_metrics, mean_ic
+from metabt.evaluate.ic import mean_ic
+from metabt.evaluate.metrics import compute_metrics
 from metabt.evaluate.report import write_diagnostics, write_tearsheet
 from metabt.evaluate.sanitize import csv_text
 from metabt.evaluate.verdict import Verdict, aggregate_seeds, judge
