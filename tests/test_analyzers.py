@@ -190,7 +190,7 @@ def test_adaptation_analyzer_collects_the_log_and_writes_the_page(
     tmp_path, sample_frames, small_learner
 ):
     from metabt import AdaptationAnalyzer, MetaStrategy, QuantStatsAnalyzer
-    from metabt.data.ohlcv import feed
+    from metabt.data.feeds import feed
 
     cerebro = bt.Cerebro(stdstats=False)
     cerebro.adddata(feed(sample_frames["IBM"].loc["2009-06-01":"2010-12-31"], name="IBM"))
@@ -214,7 +214,7 @@ def test_adaptation_analyzer_collects_the_log_and_writes_the_page(
 
 def test_adaptation_analyzer_needs_a_meta_strategy(sample_frames):
     from metabt import AdaptationAnalyzer
-    from metabt.data.ohlcv import feed
+    from metabt.data.feeds import feed
     from metabt.errors import ConfigError
 
     for kwargs, match in (({}, "needs a MetaStrategy"), ({"ic_window": 1}, "ic_window")):

@@ -66,7 +66,7 @@ def test_contributions_add_up_to_buy_and_hold_pnl(sample_frames):
 def _cost_run(frame: pd.DataFrame, costs: Costs, size: int):
     import backtrader as bt
 
-    from metabt.data.ohlcv import feed
+    from metabt.data.feeds import feed
 
     fills = []
 
@@ -238,7 +238,7 @@ def test_weekly_bars_resampled_inside_cerebro_are_annualised_with_52():
     import backtrader as bt
 
     from metabt import QuantStatsAnalyzer
-    from metabt.data.ohlcv import feed
+    from metabt.data.feeds import feed
     from metabt.data.synthetic import gbm_market
 
     cerebro = bt.Cerebro(stdstats=False)
@@ -259,7 +259,7 @@ def test_weekly_bars_resampled_inside_cerebro_are_annualised_with_52():
 def test_intraday_resampled_feeds_without_bars_per_year_are_refused():
     import backtrader as bt
 
-    from metabt.data.ohlcv import feed
+    from metabt.data.feeds import feed
     from metabt.data.synthetic import gbm_market
 
     frame = _reclock(gbm_market(900, seed=3), _fx_hours(900))

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from metabt.data.feeds import feed
 from metabt.data.ohlcv import (
     COLUMNS,
-    feed,
     is_validated,
     load_many,
     load_ohlcv,

@@ -13,7 +13,8 @@ from statsmodels.regression.rolling import RollingOLS
 from synthetic import gbm_frame
 
 import metabt.features.factors as factors
-from metabt.data.ohlcv import feed, is_validated, load_ohlcv
+from metabt.data.feeds import feed
+from metabt.data.ohlcv import is_validated, load_ohlcv
 from metabt.errors import ConfigError, DataError
 from metabt.features.factors import (
     BENCHMARK,

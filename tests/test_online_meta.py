@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from metabt import MetaStrategy
-from metabt.data.ohlcv import feed
+from metabt.data.feeds import feed
 from metabt.errors import ConfigError
 from metabt.experiments.backtest import Costs, run_backtest
 from metabt.features.spec import FeatureSpec

@@ -46,7 +46,7 @@ def test_feeds_with_extra_lines_pickle_by_name(sample_frames):
     data = feed(frame, name="AAPL")
     assert "my_col_1" in data.getlinealiases()
     cls = type(data)
-    assert cls.__module__ == "metabt.data.ohlcv"
+    assert cls.__module__ == "metabt.data.feeds"
     assert pickle.loads(pickle.dumps(cls)) is cls
     assert pickle.loads(pickle.dumps(type(feed(sample_frames["IBM"])))) is type(
         feed(sample_frames["IBM"])

@@ -346,7 +346,7 @@ def test_long_only_zscore_book(universe, small_learner):
 )
 def test_bad_params_raise(kwargs, match, universe, small_learner):
     cerebro = bt.Cerebro()
-    from metabt.data.ohlcv import feed
+    from metabt.data.feeds import feed
 
     cerebro.adddata(feed(universe["A"].iloc[:50], name="A"))
     cerebro.addstrategy(CrossSectionalStrategy, learner=small_learner, **kwargs)

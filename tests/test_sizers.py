@@ -452,7 +452,7 @@ def test_the_deadband_scales_with_the_gross_cap_so_a_wide_universe_still_trades(
     """64 assets at the cap: each weight is ~1.5%, inside an unscaled 5% band forever."""
     import backtrader as bt
 
-    from metabt.data.ohlcv import feed
+    from metabt.data.feeds import feed
     from metabt.data.synthetic import gbm_market
     from metabt.strategies.meta import SignalTrader
 

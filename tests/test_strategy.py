@@ -12,7 +12,7 @@ import pytest
 
 from metabt import MetaStrategy, QuantStatsAnalyzer, SignalSizer
 from metabt.analyzers import signal_frames
-from metabt.data.ohlcv import feed
+from metabt.data.feeds import feed
 from metabt.errors import ConfigError
 from metabt.experiments.backtest import Costs, run_backtest
 from metabt.strategies.baselines import BuyAndHold, SmaCross

@@ -20,7 +20,7 @@ from metabt.analyzers import (
     SignalAnalyzer,
 )
 from metabt.data.bars import BarFrequency
-from metabt.data.ohlcv import feed
+from metabt.data.feeds import feed
 from metabt.errors import ConfigError, DataError
 from metabt.evaluate.costs import cost_report
 from metabt.evaluate.ic import mean_ic

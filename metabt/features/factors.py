@@ -7,7 +7,7 @@ features (:func:`metabt.features.register_feature`, registered when this module 
 imported) that read the columns ``("close", "benchmark")``, so they run offline in
 ``FeatureSpec.transform`` and online in ``spec.online()`` with the same code::
 
-    from metabt.data.ohlcv import feed, load_ohlcv
+    from metabt.data import feed, load_ohlcv
     from metabt.features.factors import factor_spec, with_benchmark
 
     frame = with_benchmark(load_ohlcv("AAPL.csv"), load_ohlcv("SPY.csv"))
