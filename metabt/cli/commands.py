@@ -112,6 +112,8 @@ def config_of(args: argparse.Namespace) -> RunConfig:
         changes.update(fill_cost_bps=args.commission + args.slippage, borrow_bps=float(args.borrow))
     if hasattr(args, "smooth_grid"):
         changes["smooth_grid"] = tuple(args.smooth_grid)
+    if getattr(args, "baselines", None) is not None:
+        changes["baselines"] = tuple(args.baselines)
     if getattr(args, "smooth", None) is not None:  # given: every strategy trades it
         changes.update(smooth=args.smooth, smooth_grid=())
     if hasattr(args, "adapt_every"):

@@ -427,6 +427,17 @@ def _sizer_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _baselines_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--baselines",
+        nargs="+",
+        metavar="NAME",
+        help="run only these roster strategies beside MetaStrategy and BuyAndHold (the "
+        "subject and the benchmark, always run), e.g. RollingRidge LightGBM; default: the "
+        "whole roster; an unknown name is refused with the list of names",
+    )
+
+
 def _smooth_grid_option(p: argparse.ArgumentParser) -> None:
     from metabt.config.defaults import DEMO
 
@@ -665,6 +676,7 @@ def add_compare_parser(sub: Any) -> argparse.ArgumentParser:
     _training_options(p)
     _experiment_options(p)
     _smooth_grid_option(p)
+    _baselines_option(p)
     return p
 
 
@@ -708,6 +720,7 @@ def add_walkforward_parser(sub: Any) -> argparse.ArgumentParser:
     _training_options(p)
     _experiment_options(p)
     _smooth_grid_option(p)
+    _baselines_option(p)
     return p
 
 

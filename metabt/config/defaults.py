@@ -124,6 +124,7 @@ LIST_LIMITS: Mapping[str, int] = {
     "ks": 100,
     "seeds": 1_000,
     "smooth_grid": 100,
+    "baselines": 64,
 }
 
 
@@ -199,6 +200,10 @@ class RunConfig:
             ``metabt.strategies.portfolio.CrossSectionalStrategy`` params (cross_section, book,
             name_cap, net_leverage, min_trade, turnover_budget, rebalance_every) trades a
             cross-sectional book across the universe instead.
+        baselines: the roster strategies of ``metabt compare`` and ``walkforward`` to run
+            beside MetaStrategy and BuyAndHold, which always run (the subject and the
+            benchmark); names of ``metabt.experiments.roster.ROSTER``, checked there.
+            None: the whole roster.
         val_years: the last years before ``start`` held out as validation tasks.
         warmup_bars: bars fed before ``start`` so features and the first support are ready.
         sizer: SignalSizer params; ``rebalance_band`` chosen on validation with ``smooth``
@@ -230,6 +235,7 @@ class RunConfig:
     borrow_bps: float = 25.0
     online_meta_lr: float = 0.0
     portfolio: Mapping[str, Any] | None = None
+    baselines: tuple[str, ...] | None = None
     val_years: float = 2.0
     warmup_bars: int = 300
     sizer: Mapping[str, Any] = field(
@@ -260,6 +266,18 @@ class RunConfig:
                     check_limit(name, item)
             else:
                 check_limit(name, value, _OWN_LIMITS.get(attr))
+        if self.baselines is not None:
+            names = self.baselines
+            if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+                raise ConfigError(
+                    f"`baselines` must be a list of roster names, got {names!r}; e.g. "
+                    "['RollingRidge', 'LightGBM']"
+                )
+            if len(names) > LIST_LIMITS["baselines"]:
+                raise ConfigError(
+                    f"`baselines` has {len(names)} names, at most "
+                    f"{LIST_LIMITS['baselines']} are allowed; give fewer"
+                )
 
     @property
     def inner_rate(self) -> float:

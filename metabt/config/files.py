@@ -116,6 +116,12 @@ class Options(BaseModel):
     signal_scale: Annotated[float, _bound("signal_scale")] | None = _doc(
         "signal_scale", "signal size that earns the full volatility-target weight"
     )
+    baselines: list[str] | None = Field(
+        None,
+        max_length=LIST_LIMITS["baselines"],
+        description="compare, walkforward: the roster strategies to run beside MetaStrategy "
+        "and BuyAndHold (default: all)",
+    )
     smooth_grid: list[Annotated[int, _bound("smooth_grid")]] | None = _doc(
         "smooth_grid", "compare, walkforward: smoothing candidates chosen on validation"
     )
@@ -347,6 +353,7 @@ EXAMPLES: Mapping[str, Any] = {
     "ray_address": "auto",
     "features": ['examples.rsi_feature:rsi{"window": 14}'],
     "model_kwargs": {"hidden": 64},
+    "baselines": ["RollingRidge", "LightGBM"],
     "benchmark": "prices/SPY.csv",
     "trials": 20,
     "test_end": "2017-03",

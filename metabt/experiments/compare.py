@@ -32,6 +32,7 @@ from metabt.experiments.executors import SERIAL, Executor, ExecutorSpec, executo
 from metabt.experiments.log import Log, silent
 from metabt.experiments.parts import check_no_leak, check_train_config
 from metabt.experiments.resume import UnitStore
+from metabt.experiments.roster import roster_entries
 from metabt.experiments.scheduler import FinishedStrategy, SeedRun, Unit, run_units
 from metabt.experiments.settings import RunSettings
 from metabt.learn.learner import MetaLearner
@@ -275,9 +276,15 @@ def main_backtest(
     results = [
         meta,
         settings.run(BuyAndHold, "BuyAndHold"),
-        settings.run(SmaCross, "SmaCross"),
+        settings.run(SmaCross, "SmaCross", _sma_windows(settings)),
     ]
     return MainRun(settings, learner, results, seconds)
+
+
+def _sma_windows(settings: RunSettings) -> dict[str, int]:
+    """SmaCross's fast and slow windows at the run's bars (50/200 days)."""
+    windows = settings.control_windows()
+    return {"fast": windows["sma_fast"], "slow": windows["sma_slow"]}
 
 
 COMPARE_NOTES = (
@@ -452,7 +459,7 @@ def compare(
     seeds = [settings.cfg.seed] if seeds is None else list(seeds)
     if not seeds:
         raise ConfigError("compare needs at least one seed, e.g. `seeds` 0 1 2")
-    settings.check_history(roster=True)
+    settings.check_history(roster=[e.name for e in roster_entries(settings.cfg)])
     units = [
         Unit(settings, seed, label=f"seed {seed}" if len(seeds) > 1 else None) for seed in seeds
     ]

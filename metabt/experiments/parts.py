@@ -47,7 +47,6 @@ __all__ = [
     "RLS_SUPPORT",
     "ROSTER_PARTS",
     "RosterModels",
-    "TSMOM_LOOKBACK",
     "TrainedGbm",
     "TrainedLearner",
     "VAL_TASKS",
@@ -78,8 +77,6 @@ RLS_SUPPORT = 200
 RLS_DEFAULT = 0.99
 #: Validation tasks drawn to select hyper-parameters and report validation losses.
 VAL_TASKS = 64
-#: TimeSeriesMomentum's look-back, bars (12 months of daily bars).
-TSMOM_LOOKBACK = 252
 
 
 class ZeroForecast(RidgeAdapter):
@@ -540,6 +537,9 @@ class RosterModels:
         selection: hyper-parameter -> {value: validation loss} of both choices.
         objective: the validation loss of the linear choices (``RunConfig.objective``, the
             neural learners' rule): the query MSE or the after-cost P&L objective.
+        bars_per_year: the run's bars a year (:func:`run_bars_per_year`): the controls'
+            windows scale with it (:func:`metabt.strategies.baselines.control_windows`).
+            Default 252 (daily bars).
     """
 
     meta: TrainedLearner
@@ -551,6 +551,7 @@ class RosterModels:
     rls_forgetting: float
     selection: dict[str, dict[float, float]] = field(default_factory=dict)
     objective: str = "mse"
+    bars_per_year: float = 252.0
 
     def summary(self) -> str:
         """The linear baselines' choices in one line (an edge choice is said so)."""
@@ -762,8 +763,9 @@ def train_roster(
     )
     alpha, lam, scores = done["linear"][0]
     models = RosterModels(
-        meta, erm, erm_static, scratch, gbm, alpha, lam, scores, objective=cfg.objective
-    )
+        meta, erm, erm_static, scratch, gbm, alpha, lam, scores, objective=cfg.objective,
+        bars_per_year=run_bars_per_year(frames, cfg),
+    )  # fmt: skip
     log(models.summary())
     return models
 

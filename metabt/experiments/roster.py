@@ -10,16 +10,17 @@ label, sizer and ``smooth``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import difflib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
 from metabt.config.defaults import RunConfig
+from metabt.errors import ConfigError
 from metabt.experiments.parts import (
     RLS_SUPPORT,
     ROSTER_PARTS,
-    TSMOM_LOOKBACK,
     RosterModels,
     _ridge,
 )
@@ -33,14 +34,17 @@ from metabt.strategies.baselines import (
     SmaCross,
     StaticModel,
     TimeSeriesMomentum,
+    control_windows,
 )
 from metabt.strategies.meta import MetaStrategy
 
 __all__ = [
+    "ALWAYS_RUN",
     "ROSTER",
     "ROSTER_PARTS",
     "RosterEntry",
     "STRATEGY_NEEDS",
+    "needed_parts",
     "roster",
     "roster_entries",
     "untrained",
@@ -71,6 +75,12 @@ def _erm_static(models: RosterModels, cfg: RunConfig) -> dict[str, Any]:
 
 def _smooth(models: RosterModels, cfg: RunConfig) -> dict[str, Any]:
     return {"smooth": cfg.smooth}
+
+
+def _sma(models: RosterModels, cfg: RunConfig) -> dict[str, Any]:
+    """SmaCross's 50/200-day windows at the run's bars, and the run's smoothing."""
+    windows = control_windows(models.bars_per_year)
+    return {"fast": windows["sma_fast"], "slow": windows["sma_slow"], "smooth": cfg.smooth}
 
 
 def _nothing(models: RosterModels, cfg: RunConfig) -> dict[str, Any]:
@@ -175,16 +185,20 @@ ROSTER: tuple[RosterEntry, ...] = (
         lambda m, cfg: {"learner": m.gbm.learner, **_schedule(cfg)},
         ("gbm",),
     ),
-    # controls, no training: 12-month time-series momentum and a constant long
+    # controls, no training: 12-month time-series momentum (its look-back scaled to the
+    # run's bars) and a constant long
     RosterEntry(
         "TimeSeriesMomentum",
         TimeSeriesMomentum,
-        lambda m, cfg: {"lookback": TSMOM_LOOKBACK, "smooth": cfg.smooth},
+        lambda m, cfg: {
+            "lookback": control_windows(m.bars_per_year)["momentum_lookback"],
+            "smooth": cfg.smooth,
+        },
     ),
     RosterEntry("ConstantLong", ConstantLong, _smooth),
     # the equal-weight basket (no signal to smooth) and the SMA crossover
     RosterEntry("BuyAndHold", BuyAndHold),
-    RosterEntry("SmaCross", SmaCross, _smooth),
+    RosterEntry("SmaCross", SmaCross, _sma),
 )
 
 #: The training parts each strategy of :data:`ROSTER` needs (from its declaration): its
@@ -194,16 +208,41 @@ STRATEGY_NEEDS: Mapping[str, tuple[str, ...]] = MappingProxyType(
 )
 
 
+#: The entries every roster runs whatever ``RunConfig.baselines`` says: the subject and
+#: the benchmark (the equal-weight basket every verdict and tearsheet is measured against).
+ALWAYS_RUN: tuple[str, ...] = ("MetaStrategy", "BuyAndHold")
+
+
 def roster_entries(cfg: RunConfig) -> list[RosterEntry]:
     """The entries of :data:`ROSTER` the roster of ``cfg`` has, in table order.
 
     Args:
-        cfg: the configuration (MetaOnline needs ``online_meta_lr > 0``).
+        cfg: the configuration (MetaOnline needs ``online_meta_lr > 0``;
+            ``cfg.baselines``, if given, keeps only those entries beside
+            :data:`ALWAYS_RUN`).
 
     Returns:
         The enabled entries.
+
+    Raises:
+        ConfigError: a name in ``cfg.baselines`` that is not on the roster (the message
+            lists the names).
     """
-    return [entry for entry in ROSTER if entry.enabled(cfg)]
+    entries = [entry for entry in ROSTER if entry.enabled(cfg)]
+    if cfg.baselines is None:
+        return entries
+    names = [entry.name for entry in ROSTER]
+    unknown = [n for n in cfg.baselines if n not in names]
+    if unknown:
+        hints = [difflib.get_close_matches(n, names, n=1) for n in unknown]
+        hint = "; ".join(f"{n!r}: did you mean {h[0]!r}?" for n, h in zip(unknown, hints) if h)
+        raise ConfigError(
+            f"baselines: {', '.join(map(repr, unknown))} not on the roster"
+            + (f" ({hint})" if hint else "")
+            + f"; the names are {', '.join(names)}"
+        )
+    keep = set(cfg.baselines) | set(ALWAYS_RUN)
+    return [entry for entry in entries if entry.name in keep]
 
 
 def roster(models: RosterModels, cfg: RunConfig) -> list[tuple[str, type[Any], dict[str, Any]]]:
@@ -222,13 +261,27 @@ def roster(models: RosterModels, cfg: RunConfig) -> list[tuple[str, type[Any], d
     return [(e.name, e.strategy, e.kwargs(models, cfg)) for e in roster_entries(cfg)]
 
 
-def untrained(models: RosterModels) -> dict[str, bool]:
+def untrained(models: RosterModels, entries: Sequence[RosterEntry] = ROSTER) -> dict[str, bool]:
     """Strategy name -> True if it trades a learner whose kept θ is its initialisation.
 
     Args:
-        models: what was trained (every part done).
+        models: what was trained (every part ``entries`` need done).
+        entries: the roster's entries (default: all of :data:`ROSTER`).
 
     Returns:
-        One flag per entry of :data:`ROSTER`.
+        One flag per entry.
     """
-    return {entry.name: entry.untrained(models) for entry in ROSTER}
+    return {entry.name: entry.untrained(models) for entry in entries}
+
+
+def needed_parts(entries: Sequence[RosterEntry]) -> tuple[str, ...]:
+    """The training parts ``entries`` need, in :data:`ROSTER_PARTS` order.
+
+    Args:
+        entries: roster entries (e.g. :func:`roster_entries`).
+
+    Returns:
+        The parts, each once.
+    """
+    needs = {part for entry in entries for part in entry.needs}
+    return tuple(part for part in ROSTER_PARTS if part in needs)

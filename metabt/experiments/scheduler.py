@@ -37,9 +37,9 @@ from metabt.evaluate.verdict import Run, Verdict, judge
 from metabt.experiments.backtest import BacktestResult
 from metabt.experiments.executors import Executor, SerialExecutor
 from metabt.experiments.log import Log, silent
-from metabt.experiments.parts import ROSTER_PARTS, RosterModels, train_part
+from metabt.experiments.parts import ROSTER_PARTS, RosterModels, run_bars_per_year, train_part
 from metabt.experiments.resume import UnitStore
-from metabt.experiments.roster import RosterEntry, roster_entries, untrained
+from metabt.experiments.roster import RosterEntry, needed_parts, roster_entries, untrained
 from metabt.experiments.settings import RunSettings
 from metabt.experiments.smoothing import choose_smoothing
 from metabt.strategies.meta import SignalTrader
@@ -214,9 +214,12 @@ class _Pending:
         return f"<pending {self.part}>"
 
 
-def _partial_models(done: Mapping[str, Any], objective: str = "mse") -> RosterModels:
+def _partial_models(
+    done: Mapping[str, Any], objective: str = "mse", bars_per_year: float = 252.0
+) -> RosterModels:
     """The roster's models with the parts not in ``done`` (part -> result) left pending
-    (``objective``: the run's, which selected the linear baselines' settings)."""
+    (``objective``: the run's, which selected the linear baselines' settings;
+    ``bars_per_year``: the run's, which scales the controls' windows)."""
     meta, erm, erm_static, scratch, gbm = (
         done.get(part, _Pending(part)) for part in ("meta", "erm", "erm_static", "scratch", "gbm")
     )
@@ -224,15 +227,17 @@ def _partial_models(done: Mapping[str, Any], objective: str = "mse") -> RosterMo
         done["linear"] if "linear" in done else (_Pending("linear"), _Pending("linear"), {})
     )
     return RosterModels(
-        meta, erm, erm_static, scratch, gbm, alpha, lam, selection, objective=objective
-    )
+        meta, erm, erm_static, scratch, gbm, alpha, lam, selection, objective=objective,
+        bars_per_year=bars_per_year,
+    )  # fmt: skip
 
 
 def _roster_entry(
-    entry: RosterEntry, done: Mapping[str, Any], cfg: RunConfig
+    entry: RosterEntry, done: Mapping[str, Any], cfg: RunConfig, bars_per_year: float = 252.0
 ) -> tuple[str, type[Any], dict[str, Any]]:
-    """``entry`` built from the parts ``done``; refused if it reads a part it does not need."""
-    kwargs = entry.kwargs(_partial_models(done), cfg)
+    """``entry`` built from the parts ``done`` at the run's ``bars_per_year``; refused if it
+    reads a part it does not need."""
+    kwargs = entry.kwargs(_partial_models(done, cfg.objective, bars_per_year), cfg)
     pending = sorted({v.part for v in kwargs.values() if isinstance(v, _Pending)})
     if pending:
         raise RuntimeError(
@@ -254,9 +259,12 @@ def _raise_if_failed(future: Future[Any]) -> None:
         future.result()
 
 
-def _untrained_column(table: pd.DataFrame, models: RosterModels) -> pd.DataFrame:
-    """``table`` with the ``untrained`` column (:func:`metabt.experiments.roster.untrained`)."""
-    flags = untrained(models)
+def _untrained_column(
+    table: pd.DataFrame, models: RosterModels, entries: Sequence[RosterEntry]
+) -> pd.DataFrame:
+    """``table`` with the ``untrained`` column (:func:`metabt.experiments.roster.untrained`
+    of the unit's ``entries``)."""
+    flags = untrained(models, entries)
     out = table.copy()
     out["untrained"] = [bool(flags.get(str(name), False)) for name in out.index]
     return out
@@ -313,6 +321,8 @@ def run_units(
     inner = progress and not remote  # the training progress bars, run here only
     cfgs = [u.cfg for u in units]
     entries = [roster_entries(cfg) for cfg in cfgs]
+    bars_per_year = [run_bars_per_year(u.settings.frames, u.cfg) for u in units]
+    parts = [needed_parts(e) for e in entries]  # a --baselines roster trains fewer
     trained: list[dict[str, Any]] = [{} for _ in units]  # part -> result, per unit
     train_logs: list[dict[str, list[str]]] = [{} for _ in units]
     done: dict[tuple[int, int], BacktestResult] = {}
@@ -323,7 +333,7 @@ def run_units(
     digests = [_unit_digest(u) for u in units] if store is not None else []
     logged = 0
     preload: threading.Thread | None = None
-    total = len(units) * len(ROSTER_PARTS) + sum(map(len, entries))
+    total = sum(map(len, parts)) + sum(map(len, entries))
     bar = tqdm(total=total, desc="units", unit="unit", disable=not progress)
 
     def accept(slot: tuple[int, str | int], value: Any) -> None:
@@ -336,7 +346,7 @@ def run_units(
             return
         trained[k][what], train_logs[k][what] = value
         submit_ready(k)
-        while logged < len(units) and len(trained[logged]) == len(ROSTER_PARTS):
+        while logged < len(units) and len(trained[logged]) == len(parts[logged]):
             _log_unit(units[logged], trained[logged], train_logs[logged], log)
             logged += 1
 
@@ -361,7 +371,7 @@ def run_units(
         for j, entry in enumerate(entries[k]):
             if (k, j) not in started and all(part in trained[k] for part in entry.needs):
                 started.add((k, j))
-                name, cls, kwargs = _roster_entry(entry, trained[k], cfgs[k])
+                name, cls, kwargs = _roster_entry(entry, trained[k], cfgs[k], bars_per_year[k])
                 u = units[k]
                 job = (replace(u.settings, train_frames={}), name, cls, kwargs, u.start, u.end)
                 submit((k, j), _backtest, job)
@@ -370,6 +380,8 @@ def run_units(
         try:
             for part in TRAIN_ORDER:
                 for k, u in enumerate(units):
+                    if part not in parts[k]:
+                        continue
                     submit(
                         (k, part),
                         _train_part,
@@ -399,7 +411,7 @@ def run_units(
         preload.join()
     runs = []
     for k, unit in enumerate(units):
-        models = _partial_models(trained[k], unit.cfg.objective)
+        models = _partial_models(trained[k], unit.cfg.objective, bars_per_year[k])
         results = [done[k, j] for j in range(len(entries[k]))]
         _log_smoothing(unit, results, log)
         count = None
@@ -412,7 +424,8 @@ def run_units(
             periods_per_year=results[0].frequency.periods,
             ledger=count,
         )
-        runs.append(SeedRun(unit.seed, models, results, _untrained_column(table, models), verdict))
+        table = _untrained_column(table, models, entries[k])
+        runs.append(SeedRun(unit.seed, models, results, table, verdict))
     return runs
 
 
@@ -501,13 +514,15 @@ def _log_smoothing(unit: Unit, results: Sequence[BacktestResult], log: Log) -> N
 def _log_unit(
     unit: Unit, trained: Mapping[str, Any], lines: Mapping[str, list[str]], log: Log
 ) -> None:
-    """A unit's label and training summary: the parts in ``ROSTER_PARTS`` order."""
+    """A unit's label and training summary: the parts it trained, in ``ROSTER_PARTS``
+    order, and the linear baselines' choices if it has them."""
     if unit.label is not None:
         log(unit.label)
     for part in ROSTER_PARTS:
-        for line in lines[part]:
+        for line in lines.get(part, []):
             log(line)
-    log(_partial_models(trained, unit.cfg.objective).summary())
+    if "linear" in trained:
+        log(_partial_models(trained, unit.cfg.objective).summary())
 
 
 def run_seed(

@@ -9,7 +9,7 @@ trains (:meth:`RunSettings.train`) with it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,9 +20,9 @@ from metabt.errors import ConfigError, DataError
 from metabt.evaluate.sanitize import clean
 from metabt.experiments.backtest import BacktestResult, Costs, run_backtest
 from metabt.experiments.log import Log
-from metabt.experiments.parts import RLS_SUPPORT, TSMOM_LOOKBACK, check_no_leak, train_learner
+from metabt.experiments.parts import RLS_SUPPORT, check_no_leak, run_bars_per_year, train_learner
 from metabt.learn.learner import MetaLearner
-from metabt.strategies.baselines import SmaCross
+from metabt.strategies.baselines import control_windows
 
 __all__ = ["RunSettings"]
 
@@ -114,17 +114,30 @@ class RunSettings:
         check_no_leak(trained.learner, end)
         return trained.learner
 
-    def check_history(self, *, roster: bool, spec: Any = None) -> None:
+    def control_windows(self) -> dict[str, int]:
+        """SmaCross's and TimeSeriesMomentum's windows at this run's bars a year
+        (:func:`metabt.strategies.baselines.control_windows` of
+        :func:`metabt.experiments.parts.run_bars_per_year`): 50/200 days and 12 months.
+
+        Returns:
+            ``{"sma_fast", "sma_slow", "momentum_lookback"}``, bars.
+        """
+        return control_windows(run_bars_per_year(self.frames, self.cfg))
+
+    def check_history(self, *, roster: bool | Collection[str], spec: Any = None) -> None:
         """Refuse, before any work, data too short for every strategy of the run to trade.
 
         Each traded feed gets up to ``cfg.warmup_bars`` bars before ``start`` plus the test
         period. It needs the feature look-back, one support window and the horizon before
-        MetaStrategy's first adaptation, and the SMA crossover's slow window (and, for a
-        comparison, RecursiveLeastSquares' longer support and TimeSeriesMomentum's
-        look-back).
+        MetaStrategy's first adaptation, and, for the strategies that run, the SMA
+        crossover's slow window, RecursiveLeastSquares' longer support and
+        TimeSeriesMomentum's look-back (the controls' windows at the run's bars,
+        :meth:`control_windows`).
 
         Args:
-            roster: True for a comparison (every baseline), False for the main backtest.
+            roster: True for a comparison of the whole roster; the names of the strategies
+                a comparison runs (``metabt.experiments.roster.roster_entries``); False for
+                the main backtest (MetaStrategy, BuyAndHold, SmaCross).
             spec: the traded learner's feature spec (a checkpoint's: its look-back and
                 horizon, not the run's flags); None: ``cfg.spec``.
 
@@ -135,19 +148,29 @@ class RunSettings:
         cfg = self.cfg
         if spec is None or not all(hasattr(spec, a) for a in ("lookback", "horizon")):
             spec = cfg.spec
-        slow = int(dict(SmaCross.params._getitems())["slow"])
+        windows = self.control_windows()
+        slow, lookback = windows["sma_slow"], windows["momentum_lookback"]
         needs = {
             f"feature look-back {spec.lookback} + support {cfg.support} + horizon "
             f"{spec.horizon} (MetaStrategy's first adaptation)": spec.lookback
             + cfg.support
             + spec.horizon,
-            f"the SMA crossover's {slow}-bar window": slow,
         }
-        if roster:
+        runs = (
+            set(roster)
+            if not isinstance(roster, bool)
+            else {"SmaCross", "RecursiveLeastSquares", "TimeSeriesMomentum"}
+            if roster
+            else {"SmaCross"}
+        )
+        if "SmaCross" in runs:
+            needs[f"the SMA crossover's {slow}-bar window"] = slow
+        if "RecursiveLeastSquares" in runs:
             needs[f"RecursiveLeastSquares' {RLS_SUPPORT}-bar support + look-back + horizon"] = (
                 spec.lookback + RLS_SUPPORT + spec.horizon
             )
-            needs[f"TimeSeriesMomentum's {TSMOM_LOOKBACK}-bar look-back"] = TSMOM_LOOKBACK + 1
+        if "TimeSeriesMomentum" in runs:
+            needs[f"TimeSeriesMomentum's {lookback}-bar look-back"] = lookback + 1
         needed = max(needs.values())
         why = "; ".join(f"{v} for {k}" for k, v in needs.items())
         for name, frame in self.frames.items():

@@ -28,6 +28,7 @@ from metabt.experiments.backtest import BacktestResult, Costs
 from metabt.experiments.executors import SERIAL, Executor, ExecutorSpec, executor_scope
 from metabt.experiments.log import Log, silent
 from metabt.experiments.resume import UnitStore
+from metabt.experiments.roster import roster_entries
 from metabt.experiments.scheduler import Unit, ledger_count, run_units
 from metabt.experiments.settings import RunSettings
 
@@ -235,7 +236,7 @@ def walkforward(
     folds = walkforward_folds(settings.start, end, years=fold_years)
     for fold_start, fold_end in folds:  # every fold must be testable, checked before training
         fold = replace(settings, start=fold_start, end=fold_end)
-        fold.check_history(roster=True)
+        fold.check_history(roster=[e.name for e in roster_entries(settings.cfg)])
     units = []
     for seed in seeds:
         for k, (test_start, test_end) in enumerate(folds, 1):

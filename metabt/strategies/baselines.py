@@ -24,7 +24,42 @@ __all__ = [
     "SmaCross",
     "StaticModel",
     "TimeSeriesMomentum",
+    "control_windows",
 ]
+
+#: Trading days a year: the controls' windows are stated in trading days of daily bars.
+TRADING_DAYS = 252
+
+
+def control_windows(bars_per_year: float) -> dict[str, int]:
+    """The controls' look-backs at a run's bar frequency, the same calendar span at any bars.
+
+    SmaCross's 50/200-day windows and TimeSeriesMomentum's 12-month look-back are defined on
+    daily bars (252 a year); at other frequencies each keeps its span in time: ``days ·
+    bars_per_year / 252`` bars, rounded, at least 2 for the fast SMA and 1 bar more for the
+    slow one, and at least 2 for momentum. On daily bars they are the classes' defaults
+    (50, 200, 252); on monthly bars (12 a year) 2, 10 and 12; on hourly equity bars (1,638 a
+    year) 325, 1,300 and 1,638.
+
+    Args:
+        bars_per_year: the run's bars a year (> 0), e.g. ``BarFrequency.bars_per_year``.
+
+    Returns:
+        ``{"sma_fast": int, "sma_slow": int, "momentum_lookback": int}``, bars.
+
+    Raises:
+        ConfigError: ``bars_per_year`` not a positive finite number.
+    """
+    if not (isinstance(bars_per_year, (int, float)) and 0 < bars_per_year < math.inf):
+        raise ConfigError(f"bars_per_year must be a positive number, got {bars_per_year!r}")
+    scale = float(bars_per_year) / TRADING_DAYS
+    fast = max(2, round(50 * scale))
+    slow = max(fast + 1, round(200 * scale))
+    return {
+        "sma_fast": fast,
+        "sma_slow": slow,
+        "momentum_lookback": max(2, round(TRADING_DAYS * scale)),
+    }
 
 
 class BuyAndHold(SignalTrader):
@@ -64,11 +99,14 @@ class SmaCross(SignalTrader):
     """Simple moving-average crossover, traded through the same sizer as MetaStrategy.
 
     Signal +1 when the fast SMA of the close is above the slow one, else -1 (0 when
-    ``long_only``); NaN until the slow SMA has ``slow`` bars.
+    ``long_only``); NaN until the slow SMA has ``slow`` bars. The experiments
+    (``metabt backtest``, ``compare``, ``walkforward``) give it the windows of
+    :func:`control_windows` at the run's bar frequency, the same 50/200 trading days at any
+    bars.
 
     Params:
-        fast (int): fast SMA period, bars. Default 50.
-        slow (int): slow SMA period, bars. Default 200.
+        fast (int): fast SMA period, bars. Default 50 (daily bars).
+        slow (int): slow SMA period, bars. Default 200 (daily bars).
         long_only (bool): flat instead of short below the slow SMA. Default True.
         trade_start, gross_leverage: see :class:`metabt.strategies.meta.SignalTrader`.
     """
@@ -139,7 +177,8 @@ class TimeSeriesMomentum(SignalTrader):
     return (0 in the paper; 21 skips the last month's reversal).
 
     Params:
-        lookback (int): bars of the trailing return. Default 252 (12 months of daily bars).
+        lookback (int): bars of the trailing return. Default 252 (12 months of daily bars;
+            the experiments scale it to the run's bars by :func:`control_windows`).
         skip (int): most recent bars left out. Default 0.
         long_only (bool): flat instead of short. Default False.
         trade_start, gross_leverage, smooth, no_trade_bps, forecast_scale: see
