@@ -184,6 +184,15 @@ class TrainedLearner:
         joint = learner.algorithm == "erm"
         verb = "trained" if joint else "meta-trained"
         scored = _rule(self.val_steps, learner.inner_steps)
+        if fit.steps == 0:  # scratch: nothing was trained, so say what it is instead
+            return [
+                f"scratch baseline ({cfg.model_config()['type']}, engine {learner.engine}): "
+                f"θ is the random initialisation of seed {cfg.seed}, not trained; "
+                f"{learner.inner_steps} inner steps, {self.parameters:,} parameters; its "
+                f"validation {objective_label(learner)} {scored} on {_assets(names)} "
+                f"({self.bars()}) up to {learner.train_range[1]}: {self.val_loss:.4f} vs "
+                f"{self.val_zero_mse:.4f} for always predicting zero"
+            ]
         how = (
             f"{verb} {learner.algorithm} ({cfg.model_config()['type']}, engine "
             f"{learner.engine}){' jointly' if joint else ''} on {_assets(names)} "
