@@ -212,3 +212,19 @@ def test_the_fits_on_local_processes_equal_the_serial_fits(data):
         runs.append(study.runs)
     assert set(runs[0]["seed"]) >= {0, 1}
     pd.testing.assert_frame_equal(runs[0], runs[1], check_exact=True)
+
+
+def test_the_verdict_sets_each_meta_model_against_the_best_other_model(study):
+    v = study.verdict
+    assert list(v["model"]) == ["maml"] * len(KS) and list(v["k"]) == list(KS)
+    table = study.table.set_index(["model", "k"])
+    for row in v.itertuples():
+        others = table.xs(row.k, level="k").drop(index=["maml", "maml_init"])
+        assert row.rival == others["rmse"].idxmin()
+        assert row.rival_rmse == pytest.approx(others["rmse"].min())
+        assert row.rmse == pytest.approx(table.loc[("maml", row.k), "rmse"])
+        assert row.reading == ("better" if row.t_nw < -1.96 else "worse" if row.t_nw > 1.96
+                               else "no difference")  # fmt: skip
+    lines = study.main_lines()
+    assert lines[lines.index("verdict:") + 1].startswith(f"k={KS[0]}: maml RMSE ")
+    assert "Diebold–Mariano t" in study.markdown()

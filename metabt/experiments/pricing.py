@@ -491,12 +491,33 @@ class PricingStudy:
         per_portfolio: the same metrics per (model, k, portfolio), averaged over seeds.
         runs: per-seed pooled rows (model, k, seed, metrics).
         config: the study's settings, chosen rates and step counts, dates, runtime.
+        verdict: one row per (meta-learned model, k) (:func:`_verdict`): the meta-learned
+            model against the best other model at that k (lowest RMSE), with the difference
+            of their MSEs and its Diebold–Mariano t, and the reading (``"better"``,
+            ``"worse"`` or ``"no difference"`` at |t| < 1.96).
     """
 
     table: pd.DataFrame
     per_portfolio: pd.DataFrame
     runs: pd.DataFrame
     config: dict[str, object] = field(default_factory=dict)
+    verdict: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    def verdict_lines(self) -> list[str]:
+        """The verdict as sentences, one per (meta-learned model, k)."""
+        return [
+            f"k={row.k}: {row.model} RMSE {row.rmse:.4f} vs the best other model, "
+            f"{row.rival} {row.rival_rmse:.4f}: ΔMSE {row.delta_mse:+.4f} (%² a month), "
+            f"Diebold–Mariano t {row.t_nw:+.2f} -> "
+            + (
+                f"{row.model} is better"
+                if row.reading == "better"
+                else f"{row.rival} is better"
+                if row.reading == "worse"
+                else "no significant difference (|t| < 1.96)"
+            )
+            for row in self.verdict.itertuples()
+        ]
 
     def markdown(self) -> str:
         """The pooled table as a Markdown document with the data source and protocol."""
@@ -532,6 +553,11 @@ class PricingStudy:
             "",
             markdown_frame(shown).to_markdown(index=False),
             "",
+            "Verdict: each meta-learned model against the best other model at the same k "
+            "(lowest RMSE among the baselines), Diebold–Mariano t of the MSE difference:",
+            "",
+            *(f"- {line}" for line in self.verdict_lines()),
+            "",
             f"Runtime {c['runtime_s']:.0f} s. {c.get('note', '')}".rstrip(),
             "",
         ]
@@ -552,7 +578,7 @@ class PricingStudy:
         table = self.table.drop(columns=["rmse_sd", "delta_mse_sd"]).to_string(
             index=False, float_format=lambda v: f"{v:.4f}"
         )
-        return [*head, *table.splitlines()]
+        return [*head, *table.splitlines(), "", "verdict:", *self.verdict_lines()]
 
     def write(self, out_dir: str | os.PathLike[str]) -> list[Path]:
         """Write pricing.csv, pricing_per_portfolio.csv, pricing.md, pricing_rmse_vs_k.png.
@@ -802,6 +828,7 @@ def pricing_study(
             one = _scores(y_test[i : i + 1], pred[i : i + 1], hm[i : i + 1], ref[i : i + 1])
             per.append({"model": model, "k": k, "seed": s, "portfolio": port, **one})
     runs_df = pd.DataFrame(runs)
+    verdict = _verdict(preds, y_test, ks, seeds, [name for name, _ in variants])
     table = _aggregate(runs_df, ["model", "k"])
     per_df = _aggregate(pd.DataFrame(per), ["model", "k", "portfolio"])
     per_df = per_df.drop(columns=["rmse_sd", "delta_mse_sd", "seeds"])
@@ -826,7 +853,55 @@ def pricing_study(
         "nw_lag": newey_west_lags(len(test)),
         "runtime_s": time.perf_counter() - tic,
     }
-    return PricingStudy(table=table, per_portfolio=per_df, runs=runs_df, config=config)
+    return PricingStudy(
+        table=table, per_portfolio=per_df, runs=runs_df, config=config, verdict=verdict
+    )
+
+
+def _verdict(
+    preds: dict[tuple[str, int, int], np.ndarray],
+    y: np.ndarray,
+    ks: Sequence[int],
+    seeds: Sequence[int],
+    meta_models: Sequence[str],
+) -> pd.DataFrame:
+    """Each meta-learned model against the best other model at each k.
+
+    The rival is the model with the lowest pooled RMSE at that k among the baselines
+    (rolling and expanding OLS, rolling CAPM, pooled OLS, ERM fine-tuning; not the
+    meta-learned models nor their unadapted θ). The loss differential is the monthly,
+    portfolio-averaged squared error of the meta-learned model (averaged over seeds) minus
+    the rival's; its Diebold–Mariano t uses Newey–West errors (:func:`_dm_t`).
+
+    Returns:
+        One row per (model, k): model, k, rmse, rival, rival_rmse, delta_mse, t_nw, reading.
+    """
+    rows = []
+    for name in meta_models:
+        own = {f"{name}_init", name}
+        for k in ks:
+            err = np.mean([((y - preds[name, k, s]) ** 2) for s in seeds], axis=0)
+            others = {
+                m: (y - p) ** 2
+                for (m, kk, _), p in preds.items()
+                if kk == k and m not in own and not m.startswith("maml")
+            }
+            rival = min(others, key=lambda m: float(others[m].mean()))
+            diff = (err - others[rival]).mean(axis=0)
+            t = _dm_t(diff)
+            rows.append(
+                {
+                    "model": name,
+                    "k": k,
+                    "rmse": float(np.sqrt(err.mean())),
+                    "rival": rival,
+                    "rival_rmse": float(np.sqrt(others[rival].mean())),
+                    "delta_mse": float(diff.mean()),
+                    "t_nw": t,
+                    "reading": "better" if t < -1.96 else "worse" if t > 1.96 else "no difference",
+                }
+            )
+    return pd.DataFrame(rows)
 
 
 def _chosen(config: dict[str, object]) -> str:
