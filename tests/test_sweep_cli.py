@@ -92,6 +92,10 @@ def test_grid_sweep_prints_the_trials_and_writes_a_loadable_best_config(tmp_path
     assert f"(trial {best['number']})" in stdout
     assert f"best validation Sharpe {best['score']:.3f}" in stdout
     assert "| number |" in re.sub(" +", " ", (out / "trials.md").read_text(encoding="utf-8"))
+    # what score and sharpe_per_bar are, under the printed table and in trials.md
+    for text in (stdout, (out / "trials.md").read_text(encoding="utf-8")):
+        assert "score: what the search maximises" in text
+        assert "sharpe_per_bar: one Sharpe of all folds' validation returns pooled" in text
 
     summary = json.loads((out / "sweep.json").read_text(encoding="utf-8"))
     assert summary["n_trials"] == summary["n_complete"] == 4

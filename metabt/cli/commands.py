@@ -545,6 +545,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     _say()
     shown = result.table.drop(columns=["error"], errors="ignore").set_index("number")
     _say(shown.to_string(float_format=lambda v: f"{v:.4g}"))  # 0.005, not 0.01; 30, not 30.00
+    from metabt.experiments.sweep import TABLE_NOTES
+
+    _say(f"({TABLE_NOTES})")
     _say(
         f"\n{summary['n_trials']} trials ({summary['n_complete']} complete, "
         f"{summary['n_failed']} failed); best validation Sharpe {summary['best_value']:.3f} "

@@ -83,6 +83,7 @@ __all__ = [
     "MAX_STORED_BARS",
     "RETURNS_ATTR",
     "SweepResult",
+    "TABLE_NOTES",
     "sweep",
     "validation_folds",
 ]
@@ -116,6 +117,17 @@ HELD_OUT_NOTE = (
     "the held-out period (test_start on) was never seen: every trial received frames cut "
     "before test_start and validation folds ending the day before it; keep that period "
     "for the final evaluation of the best configuration"
+)
+
+
+#: What the trial table's columns mean (printed under it and written into ``trials.md``).
+TABLE_NOTES = (
+    "score: what the search maximises, the mean over validation folds (or CPCV paths) of "
+    "each fold's annualised Sharpe after costs; sharpe_per_bar: one Sharpe of all folds' "
+    "validation returns pooled, per bar and not annualised (what the validation DSR "
+    "deflates; it weighs folds by their bars, so it can rank trials differently from "
+    "score); ic: mean information coefficient of the folds; turnover: mean two-way "
+    "turnover a year"
 )
 
 
@@ -592,7 +604,8 @@ class SweepResult:
             write_text(tmp / "trials.csv", csv_text(self.table))
             write_text(
                 tmp / "trials.md",
-                markdown_frame(shown).to_markdown(index=False, floatfmt=".4g") + "\n",
+                markdown_frame(shown).to_markdown(index=False, floatfmt=".4g")
+                + f"\n\n{TABLE_NOTES}.\n",
             )
             write_text(tmp / "best.toml", self.best_toml())
             write_text(tmp / "sweep.json", json.dumps(self.summary(), indent=2) + "\n")
