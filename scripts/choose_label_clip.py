@@ -20,15 +20,15 @@ import torch
 
 from metabt.config.defaults import DEMO
 from metabt.data.ohlcv import load_many, sample_files
-from metabt.experiments.parts import train_learner
+from metabt.experiments.parts import train_learner, validation_split
 from metabt.features.tasks import TaskSampler
 
 CANDIDATES = (None, 3.0, 4.0, 6.0)
 
 
 def validation_batch(frames, spec, end):
-    """The demo's validation tasks (the last val_years before end) for ``spec``'s labels."""
-    split = end - pd.DateOffset(days=round(365.25 * DEMO.val_years))
+    """The demo's validation tasks (the hold-out before end) for ``spec``'s labels."""
+    split = validation_split(frames, DEMO, end)
     tasks = TaskSampler.from_frames(frames, spec, support=DEMO.support, query=DEMO.query, end=end)
     return tasks.split(split)[1].fixed(64, DEMO.seed)
 

@@ -33,7 +33,7 @@ import torch
 from metabt.config.defaults import DEMO, RunConfig
 from metabt.data.ohlcv import load_many, sample_files
 from metabt.experiments.backtest import Costs, run_backtest
-from metabt.experiments.parts import train_learner
+from metabt.experiments.parts import hold_out_years, train_learner
 from metabt.experiments.smoothing import pick, validation_window
 from metabt.strategies.meta import MetaStrategy
 
@@ -49,7 +49,7 @@ def validation_runs(
     """Train ``cfg``'s learner before the demo's start; backtest it on the validation years
     once per candidate band. Returns band -> that backtest's figures."""
     start = pd.Timestamp(cfg.start)
-    val_start, val_end = validation_window(start, cfg.val_years)
+    val_start, val_end = validation_window(start, hold_out_years(frames, cfg, start))
     trained = train_learner(frames, cfg, end=start, progress=False)
     out = {}
     for band in BANDS:

@@ -298,7 +298,7 @@ def _pnl_cfg():
 
 def _validation_batch(frames, cfg, support):
     """The validation tasks select_linear scores on, rebuilt here independently."""
-    from metabt.experiments.parts import VAL_TASKS
+    from metabt.experiments.parts import VAL_TASKS, validation_split
 
     end = pd.Timestamp(cfg.start)
     tasks = TaskSampler.from_frames(
@@ -310,7 +310,7 @@ def _validation_batch(frames, cfg, support):
         extras=True,
         bars_per_year=252.0,
     )
-    _, val = tasks.split(end - pd.DateOffset(days=round(365.25 * cfg.val_years)))
+    _, val = tasks.split(validation_split(frames, cfg, end))
     return val.fixed(VAL_TASKS, cfg.seed)
 
 

@@ -22,6 +22,7 @@ from metabt.experiments.parts import (
     check_train_config,
     train_learner,
     train_roster,
+    validation_split,
 )
 from metabt.experiments.roster import STRATEGY_NEEDS, roster
 
@@ -72,7 +73,7 @@ def test_erm_keeps_its_best_step_not_its_last_when_validation_rises(frames):
 
     cfg = DEMO.with_(meta_steps=60, batch_size=8, meta_lr=3e-3, algorithm="erm", inner_steps=1)
     tasks = TaskSampler.from_frames(frames, cfg.spec, support=cfg.support, query=cfg.query, end=END)
-    split = END - pd.DateOffset(days=round(365.25 * cfg.val_years))
+    split = validation_split(frames, cfg, END)
     batch = tasks.split(split)[1].fixed(64, cfg.seed)
     for val_steps in (None, 0):
         trained = train_learner(

@@ -127,3 +127,34 @@ def test_a_compare_with_baselines_trains_and_runs_only_what_they_need():
     assert not re.search(r"trained erm|LightGBM|RollingRidge alpha", text), text
     sma = next(r for r in comparison.results if r.name == "SmaCross")
     assert np.isfinite(sma.metrics["sharpe"])
+
+
+@pytest.mark.parametrize(
+    ("val_years", "history_years", "expected"),
+    [(None, 12.0, 2.0), (None, 6.0, 2.0), (None, 3.0, 1.0), (None, 0.75, 0.25), (0.5, 0.75, 0.5)],
+)
+def test_the_hold_out_is_two_years_or_a_third_of_a_shorter_history(
+    val_years, history_years, expected
+):
+    assert RunConfig(val_years=val_years).hold_out_years(history_years) == pytest.approx(expected)
+
+
+def test_a_few_months_of_hourly_bars_train_with_the_default_hold_out():
+    """Nine months of hourly bars: the 2-year default left no training task (an error that
+    asked for val_years); a third of the history is held out instead."""
+    from metabt.experiments.parts import train_learner, validation_split
+
+    frame = gbm_frame(1400, seed=3)
+    frame.index = pd.bdate_range("2020-01-01", periods=1400 // 7 + 1).repeat(7)[
+        :1400
+    ] + pd.to_timedelta(np.tile(np.arange(9, 16), 1400 // 7 + 1)[:1400], unit="h")
+    frames = {"EURUSD": load_ohlcv(frame)}
+    end = frames["EURUSD"].index[-1].normalize()
+    cfg = DEMO.with_(meta_steps=2, batch_size=4, hidden=(8,), support=60, query=20)
+    split = validation_split(frames, cfg, end)
+    span = (end - frames["EURUSD"].index[0]).days
+    assert (end - split).days == pytest.approx(span / 3, abs=1)
+    trained = train_learner(frames, cfg, end=end, progress=False)
+    assert trained.learner.train_config["val_years"] == pytest.approx(span / 3 / 365.25, abs=0.01)
+    with pytest.raises(ConfigError, match="leaves no training task"):
+        train_learner(frames, cfg.with_(val_years=2.0), end=end, progress=False)

@@ -181,6 +181,7 @@ def _training_options(p: argparse.ArgumentParser) -> None:
         INNER_LR_BY_ALGORITHM,
         MODEL_TYPES,
         OBJECTIVES,
+        VAL_YEARS,
     )
 
     p.add_argument(
@@ -249,7 +250,7 @@ def _training_options(p: argparse.ArgumentParser) -> None:
         default=DEMO.val_years,
         metavar="YEARS",
         help=f"last years before the cut-off held out to validate training (default "
-        f"{DEMO.val_years:g}; shorten it for short high-frequency histories)",
+        f"{VAL_YEARS:g}, or a third of the training history when that is shorter)",
     )
     p.add_argument(
         "--inner-lr",

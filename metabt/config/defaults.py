@@ -38,6 +38,7 @@ __all__ = [
     "OBJECTIVES",
     "RunConfig",
     "SIZER_SETTINGS",
+    "VAL_YEARS",
     "check_limit",
     "default_inner_lr",
 ]
@@ -204,7 +205,10 @@ class RunConfig:
             beside MetaStrategy and BuyAndHold, which always run (the subject and the
             benchmark); names of ``metabt.experiments.roster.ROSTER``, checked there.
             None: the whole roster.
-        val_years: the last years before ``start`` held out as validation tasks.
+        val_years: the last years before the cut-off held out as validation tasks; None
+            (the default): :data:`VAL_YEARS`, or a third of the training history when that
+            is shorter (:meth:`hold_out_years`), so a few months of intraday bars get a
+            validation set too.
         warmup_bars: bars fed before ``start`` so features and the first support are ready.
         sizer: SignalSizer params; ``rebalance_band`` chosen on validation with ``smooth``
             by ``scripts/choose_smoothing.py``.
@@ -236,7 +240,7 @@ class RunConfig:
     online_meta_lr: float = 0.0
     portfolio: Mapping[str, Any] | None = None
     baselines: tuple[str, ...] | None = None
-    val_years: float = 2.0
+    val_years: float | None = None
     warmup_bars: int = 300
     sizer: Mapping[str, Any] = field(
         default_factory=lambda: {
@@ -254,7 +258,7 @@ class RunConfig:
         library caller reaches here without the config-file schema or the flags)."""
         for attr, name in _CHECKED.items():
             value = getattr(self, attr)
-            if attr == "inner_lr" and value is None:
+            if attr in ("inner_lr", "val_years") and value is None:
                 continue
             if name in LIST_LIMITS:
                 if len(value) > LIST_LIMITS[name]:
@@ -278,6 +282,21 @@ class RunConfig:
                     f"`baselines` has {len(names)} names, at most "
                     f"{LIST_LIMITS['baselines']} are allowed; give fewer"
                 )
+
+    def hold_out_years(self, history_years: float) -> float:
+        """The years held out for validation before a cut-off.
+
+        Args:
+            history_years: the training history's span, years (first bar to the cut-off).
+
+        Returns:
+            ``val_years`` if given; else :data:`VAL_YEARS` (2), or a third of
+            ``history_years`` when that is shorter (a 2:1 split of the history into
+            training and validation).
+        """
+        if self.val_years is not None:
+            return float(self.val_years)
+        return min(VAL_YEARS, max(history_years, 0.0) / 3)
 
     @property
     def inner_rate(self) -> float:
@@ -458,6 +477,8 @@ SIZER_SETTINGS = ("deadband", "rebalance_band", "signal_scale")
 #: a rate of 1.0: at the network's 0.02 the context barely moves from 0 and CAVIA's
 #: "adaptation" would change its predictions by ~1e-5.
 INNER_LR_BY_ALGORITHM: Mapping[str, float] = {"cavia": 1.0}
+#: The validation hold-out of a run whose history is at least 3 x as long, years.
+VAL_YEARS = 2.0
 #: The default inner-loop learning rate (every other algorithm).
 INNER_LR = 0.02
 

@@ -152,7 +152,9 @@ class Options(BaseModel):
         "batch_size", "tasks per outer step"
     )
     val_years: Annotated[float, _bound("val_years")] | None = _doc(
-        "val_years", "years held out for validation"
+        "val_years",
+        "years held out for validation (unset: 2, or a third of the training history when "
+        "that is shorter)",
     )
     online_meta_lr: Annotated[float, _bound("online_meta_lr")] | None = _doc(
         "online_meta_lr", "outer-loop rate of online meta-updates during the backtest (0 = off)"
@@ -349,6 +351,7 @@ EXAMPLES: Mapping[str, Any] = {
     "model": "models/maml.pt",
     "out": "models/maml.pt",
     "train_years": 5,
+    "val_years": 2,
     "seeds": [0, 1, 2],
     "ray_address": "auto",
     "features": ['examples.rsi_feature:rsi{"window": 14}'],

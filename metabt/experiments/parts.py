@@ -53,7 +53,9 @@ __all__ = [
     "ZeroForecast",
     "check_no_leak",
     "check_train_config",
+    "hold_out_years",
     "run_bars_per_year",
+    "validation_split",
     "select_linear",
     "train_gbm",
     "train_learner",
@@ -262,7 +264,7 @@ def _tasks(
             f"no training data before {end.date()} (data starts {first.date()}); "
             "pick a later cut-off date or give earlier training data"
         )
-    split = end - pd.DateOffset(days=round(365.25 * cfg.val_years))
+    split = validation_split(frames, cfg, end)
     tasks = TaskSampler.from_frames(
         frames,
         cfg.spec,
@@ -278,8 +280,9 @@ def _tasks(
         train, val = tasks.split(split)
     except ConfigError as exc:
         part = "training" if "train part" in str(exc) else "validation"
+        years = hold_out_years(frames, cfg, end)
         raise ConfigError(
-            f"holding out the last {cfg.val_years:g} years before {end.date()} for validation "
+            f"holding out the last {years:.3g} years before {end.date()} for validation "
             f"(split at {split.date()}) leaves no {part} task in data from {first.date()}: "
             + (
                 "pass a smaller `val_years` (e.g. 0.25 for a year of hourly bars) or give a "
@@ -291,6 +294,30 @@ def _tasks(
         ) from exc
     date_range = (str(tasks.date_range[0])[:10], str(tasks.date_range[1])[:10])
     return train, val, date_range
+
+
+def hold_out_years(frames: Mapping[str, pd.DataFrame], cfg: RunConfig, end: pd.Timestamp) -> float:
+    """The years before ``end`` held out for validation (:meth:`RunConfig.hold_out_years` of
+    the training history from the frames' first bar to ``end``)."""
+    first = min(f.index[0] for f in frames.values())
+    return cfg.hold_out_years((end - first).days / 365.25)
+
+
+def validation_split(
+    frames: Mapping[str, pd.DataFrame], cfg: RunConfig, end: pd.Timestamp
+) -> pd.Timestamp:
+    """The first day of the validation hold-out before ``end`` (:func:`hold_out_years`):
+    the training tasks' queries end before it, the validation tasks' start on it.
+
+    Args:
+        frames: the training frames (their first bar starts the history).
+        cfg: the configuration (``val_years``).
+        end: the cut-off (the test period's first day).
+
+    Returns:
+        The split date.
+    """
+    return pd.Timestamp(end - pd.DateOffset(days=round(365.25 * hold_out_years(frames, cfg, end))))
 
 
 def run_bars_per_year(frames: Mapping[str, pd.DataFrame], cfg: RunConfig) -> float:
@@ -413,7 +440,7 @@ def train_learner(
         "support": cfg.support,
         "query": cfg.query,
         "horizon": cfg.spec.horizon,
-        "val_years": cfg.val_years,
+        "val_years": hold_out_years(frames, cfg, end_ts),
         "steps": result.steps,
         "kept_step": result.best_step,
         "val_steps": val_steps,
@@ -639,7 +666,7 @@ def select_linear(
     lam = RLS_DEFAULT
     rls_scores: dict[float, float] = {}
     try:  # the validation window only: RLS's longer support needs no training tasks
-        split = end - pd.DateOffset(days=round(365.25 * cfg.val_years))
+        split = validation_split(frames, cfg, end)
         val_rls = TaskSampler.from_frames(
             frames,
             spec,

@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from metabt.errors import ConfigError, DataError
+from metabt.experiments.parts import hold_out_years
 
 if TYPE_CHECKING:
     from metabt.experiments.settings import RunSettings
@@ -142,7 +143,7 @@ def choose_smoothing(
         return SmoothingChoice(cfg.smooth, reason="fixed by the run's smooth")
     if len(grid) == 1:
         return SmoothingChoice(grid[0], reason="the only candidate")
-    start, end = validation_window(first, cfg.val_years)
+    start, end = validation_window(first, hold_out_years(settings.train_frames, cfg, first))
     rows: dict[int, tuple[float, float]] = {}
     results: dict[int, Any] = {}
     for n in grid:
