@@ -118,8 +118,9 @@ def _run(args: list[str], ledger: Path) -> str:
 
     ``ledger`` is the trial ledger the run counts in: a fresh one for each regeneration, so
     the README's counts (the demo, then compare on the same test window) are the same
-    whatever this machine ran before."""
-    env = dict(os.environ, **_THREADS, METABT_LEDGER=str(ledger))
+    whatever this machine ran before; and no training cache, so the demo trains as a first
+    run does."""
+    env = dict(os.environ, **_THREADS, METABT_LEDGER=str(ledger), METABT_CACHE="off")
     done = subprocess.run(
         [sys.executable, "-m", "metabt", *args],
         cwd=ROOT,

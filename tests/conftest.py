@@ -25,6 +25,8 @@ torch.set_num_threads(1)
 os.environ["METABT_LEDGER"] = str(Path(tempfile.mkdtemp(prefix="metabt-ledger-")) / "l.sqlite")
 # and the HMAC key of resumable runs' unit files: never the user's ~/.metabt/resume.key
 os.environ["METABT_RESUME_KEY"] = str(Path(tempfile.mkdtemp(prefix="metabt-key-")) / "key")
+# no training cache: every backtest trains (tests/test_training_cache.py turns it on)
+os.environ["METABT_CACHE"] = "off"
 
 TRAIN_END = pd.Timestamp("2010-01-01")
 

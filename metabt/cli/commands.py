@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from metabt.config.defaults import RunConfig
+    from metabt.experiments.cache import TrainingCache
     from metabt.experiments.executors import ExecutorSpec
     from metabt.experiments.record import RunRecord
     from metabt.experiments.resume import UnitStore
@@ -195,6 +196,21 @@ def _unit_store(args: argparse.Namespace) -> UnitStore:
     return UnitStore(out.parent / f".{out.name}.units", resume=args.resume, context=context)
 
 
+def _training_cache(args: argparse.Namespace) -> TrainingCache | None:
+    """The main job's training cache (:mod:`metabt.experiments.cache`), keyed also by
+    metabt's and torch's versions and the thread count; None when ``$METABT_CACHE`` is off."""
+    import torch
+
+    from metabt._version import __version__
+    from metabt.experiments.cache import TrainingCache, cache_folder
+
+    folder = cache_folder()
+    if folder is None:
+        return None
+    context = {"metabt": __version__, "torch": torch.__version__, "threads": args.threads}
+    return TrainingCache(folder, context=context)
+
+
 def _resumed(store: UnitStore) -> None:
     """The outputs are written: say how many units a resume reused; drop the units."""
     if store.loaded:
@@ -332,7 +348,8 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
     record = _record(args, settings.cfg)
     learner = MetaLearner.load(args.model) if args.model else None
-    run = main_backtest(settings, learner, progress=not args.quiet, log=_say)
+    cache = _training_cache(args) if learner is None and args.cache else None
+    run = main_backtest(settings, learner, progress=not args.quiet, log=_say, cache=cache)
     trained = run.learner  # the checkpoint's, or the one trained now
     record.config["learner"] = {
         "algorithm": trained.algorithm,

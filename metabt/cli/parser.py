@@ -595,6 +595,14 @@ def add_backtest_parser(sub: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--model", metavar="CKPT", help="a trained checkpoint (default: train first)")
     p.add_argument(
+        "--no-cache",
+        dest="cache",
+        action="store_false",
+        help="without --model: train afresh, neither reading nor keeping the model in the "
+        "training cache ($METABT_CACHE, else ~/.cache/metabt/trained; 'off' disables it), "
+        "which otherwise hands back a model trained on the same data and settings",
+    )
+    p.add_argument(
         "--portfolio",
         choices=("per-asset", "cross-sectional"),
         default="per-asset",

@@ -113,6 +113,11 @@ class Options(BaseModel):
     fractional: bool | None = Field(
         None, description="hold fractions of a unit (crypto, FX), not whole shares"
     )
+    cache: bool | None = Field(
+        None,
+        description="backtest: reuse a model trained on the same data and settings "
+        "(false: train afresh)",
+    )
     signal_scale: Annotated[float, _bound("signal_scale")] | None = _doc(
         "signal_scale", "signal size that earns the full volatility-target weight"
     )

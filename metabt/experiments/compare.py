@@ -28,6 +28,7 @@ from metabt.evaluate.report import write_comparison
 from metabt.evaluate.sanitize import clean, csv_text
 from metabt.evaluate.verdict import aggregate_seeds
 from metabt.experiments.backtest import BacktestResult
+from metabt.experiments.cache import TrainingCache
 from metabt.experiments.executors import SERIAL, Executor, ExecutorSpec, executor_scope
 from metabt.experiments.log import Log, silent
 from metabt.experiments.parts import check_no_leak, check_train_config
@@ -239,6 +240,7 @@ def main_backtest(
     *,
     progress: bool = True,
     log: Log = silent,
+    cache: TrainingCache | None = None,
 ) -> MainRun:
     """The main job: (train, then) backtest MetaStrategy beside BuyAndHold and SmaCross.
 
@@ -251,6 +253,9 @@ def main_backtest(
             strictly before ``settings.start``.
         progress: show training progress bars.
         log: receives the training summary lines.
+        cache: where a learner trained now is kept, and read back instead of training when
+            the data, settings and versions match (:class:`metabt.experiments.cache.
+            TrainingCache`); None trains afresh.
 
     Returns:
         A :class:`MainRun`.
@@ -261,7 +266,9 @@ def main_backtest(
     settings.check_history(
         roster=False, spec=None if learner is None else getattr(learner, "feature_spec", None)
     )
-    if learner is None:
+    if learner is None and cache is not None:
+        learner = cache.train(settings, settings.start, progress=progress, log=log)
+    elif learner is None:
         learner = settings.train(settings.start, progress=progress, log=log)
     check_no_leak(learner, settings.start)
     check_train_config(learner, settings.cfg, settings.frames)

@@ -55,12 +55,12 @@ __all__ = [
     "check_train_config",
     "hold_out_years",
     "run_bars_per_year",
-    "validation_split",
     "select_linear",
     "train_gbm",
     "train_learner",
     "train_part",
     "train_roster",
+    "validation_split",
 ]
 
 #: The ridge "penalty" of the zero forecast (no view): α → ∞ with the intercept shrunk too
