@@ -113,6 +113,8 @@ def config_of(args: argparse.Namespace) -> RunConfig:
         changes.update(fill_cost_bps=args.commission + args.slippage, borrow_bps=float(args.borrow))
     if hasattr(args, "smooth_grid"):
         changes["smooth_grid"] = tuple(args.smooth_grid)
+    if hasattr(args, "no_trade_bps"):
+        changes["no_trade_bps"] = float(args.no_trade_bps)
     if getattr(args, "baselines", None) is not None:
         changes["baselines"] = tuple(args.baselines)
     if getattr(args, "smooth", None) is not None:  # given: every strategy trades it

@@ -387,6 +387,16 @@ def _smooth_option(p: argparse.ArgumentParser) -> None:
         "by scripts/choose_smoothing.py; compare and walkforward choose each strategy's "
         "from --smooth-grid on the validation years unless --smooth is given",
     )
+    p.add_argument(
+        "--no-trade-bps",
+        type=_bounded("no_trade_bps"),
+        default=0.0,
+        metavar="BPS",
+        help="MetaStrategy trades only when the forecast return pays this cost of a fill, "
+        "the forecast calibrated to returns on the validation years before the test "
+        "(a no-trade region; 0: off, the default; compare and walkforward try it per "
+        "strategy, default there the run's cost per fill)",
+    )
     _sizer_options(p)
 
 

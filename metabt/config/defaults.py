@@ -103,6 +103,7 @@ LIMITS: Mapping[str, Limit] = {
     "query": _int(100_000, "bars"),
     "rebalance_band": _float(0.99, "(fraction of the target weight)"),
     "rebalance_every": _int(100_000, "bars"),
+    "no_trade_bps": _float(10_000, "bps"),
     "seed": _int(2**32 - 1, "", low=0),
     "signal_scale": _float(1e6, "(signal units)", above=True),
     "seeds": _int(2**32 - 1, "", low=0),
@@ -187,6 +188,13 @@ class RunConfig:
             signal-trading strategy of the roster trades the one that does best on the
             validation years by one rule (:mod:`metabt.experiments.smoothing`); empty:
             every strategy trades ``smooth``. Default (1, 5, 10, 20).
+        no_trade_bps: MetaStrategy's cost-derived no-trade region
+            (``SignalTrader.no_trade_bps``, basis points of a fill) in ``metabt backtest``
+            and ``sweep``, its forecast calibrated to return units on the validation
+            window before each test period
+            (:func:`metabt.experiments.smoothing.no_trade_kwargs`); in ``compare`` and
+            ``walkforward``, the band each strategy tries (default there: the run's cost
+            per fill). 0 (the default): off.
         max_val_turnover: that rule's cap on validation two-way turnover (multiple of
             equity a year). Default 40.
         objective: what the outer loop minimises and keep-best selects on: ``"mse"`` (the
@@ -233,6 +241,7 @@ class RunConfig:
     adapt_every: int = 5
     smooth: int = 20
     smooth_grid: tuple[int, ...] = (1, 5, 10, 20)
+    no_trade_bps: float = 0.0
     max_val_turnover: float = 40.0
     objective: str = "mse"
     fill_cost_bps: float = 7.0
@@ -448,6 +457,7 @@ _CHECKED: Mapping[str, str] = {
     "max_val_turnover": "max_val_turnover",
     "meta_lr": "meta_lr",
     "meta_steps": "meta_steps",
+    "no_trade_bps": "no_trade_bps",
     "online_meta_lr": "online_meta_lr",
     "query": "query",
     "seed": "seed",

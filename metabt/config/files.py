@@ -113,6 +113,11 @@ class Options(BaseModel):
     fractional: bool | None = Field(
         None, description="hold fractions of a unit (crypto, FX), not whole shares"
     )
+    no_trade_bps: Annotated[float, _bound("no_trade_bps")] | None = _doc(
+        "no_trade_bps",
+        "MetaStrategy's no-trade region: trade only when the forecast return pays this cost "
+        "of a fill (0: off; compare, walkforward: the band each strategy tries)",
+    )
     cache: bool | None = Field(
         None,
         description="backtest: reuse a model trained on the same data and settings "

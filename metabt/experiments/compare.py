@@ -36,6 +36,7 @@ from metabt.experiments.resume import UnitStore
 from metabt.experiments.roster import roster_entries
 from metabt.experiments.scheduler import FinishedStrategy, SeedRun, Unit, run_units
 from metabt.experiments.settings import RunSettings
+from metabt.experiments.smoothing import no_trade_kwargs
 from metabt.learn.learner import MetaLearner
 from metabt.strategies.baselines import BuyAndHold, SmaCross
 from metabt.strategies.meta import MetaStrategy, SignalTrader
@@ -278,7 +279,12 @@ def main_backtest(
         if settings.cfg.portfolio is None
         else (CrossSectionalStrategy, "CrossSectional")
     )
-    meta = settings.run(cls, name, {"learner": learner, **settings.cfg.strategy_kwargs()})
+    kwargs, line = no_trade_kwargs(
+        settings, cls, name, {"learner": learner, **settings.cfg.strategy_kwargs()}, settings.start
+    )
+    if line is not None:
+        log(line)
+    meta = settings.run(cls, name, kwargs)
     seconds = time.perf_counter() - tic
     results = [
         meta,

@@ -44,7 +44,14 @@ if TYPE_CHECKING:
 
 K = TypeVar("K")
 
-__all__ = ["SmoothingChoice", "choose_smoothing", "forecast_scale", "pick", "validation_window"]
+__all__ = [
+    "SmoothingChoice",
+    "choose_smoothing",
+    "forecast_scale",
+    "no_trade_kwargs",
+    "pick",
+    "validation_window",
+]
 
 
 @dataclass(frozen=True)
@@ -197,6 +204,62 @@ def forecast_scale(signals: Mapping[str, pd.DataFrame], smooth: int) -> float:
     return float(x @ y) / denom if denom > 0 else math.nan
 
 
+def no_trade_kwargs(
+    settings: RunSettings,
+    strategy: type[Any],
+    name: str,
+    kwargs: Mapping[str, Any],
+    first: pd.Timestamp,
+) -> tuple[dict[str, Any], str | None]:
+    """``kwargs`` with the run's no-trade region (``cfg.no_trade_bps``), its forecast scale
+    calibrated on the validation window before ``first``.
+
+    The strategy is backtested with ``kwargs`` on the validation years before ``first``
+    (the training hold-out, :func:`validation_window`); :func:`forecast_scale` of that run
+    turns its signal into return units, so ``SignalTrader`` can compare the forecast
+    return of a trade with ``no_trade_bps``. No price on or after ``first`` is used.
+
+    Args:
+        settings: the run's data, costs and ``cfg`` (``no_trade_bps``; 0 returns
+            ``kwargs`` unchanged).
+        strategy: the strategy class (it must declare ``no_trade_bps``); ``name`` its label.
+        kwargs: its keyword arguments (the learner, schedule, ``smooth``).
+        first: the first test date.
+
+    Returns:
+        (keyword arguments, a log line or None). Without a usable positive forecast slope
+        on validation the region is left off, and the line says why.
+
+    Raises:
+        ConfigError: ``strategy`` has no no-trade region.
+    """
+    cost = float(settings.cfg.no_trade_bps)
+    if cost <= 0:
+        return dict(kwargs), None
+    if "no_trade_bps" not in _params(strategy):
+        raise ConfigError(f"{name} has no no-trade region (no_trade_bps); set it to 0")
+    smooth = int(kwargs.get("smooth", settings.cfg.smooth))
+    start, end = validation_window(
+        first, hold_out_years(settings.train_frames, settings.cfg, first)
+    )
+    try:
+        result = settings.run(strategy, name, kwargs, start=start, end=end)
+    except DataError as exc:
+        return dict(kwargs), f"{name}: no no-trade region (no validation run: {exc})"
+    scale = forecast_scale(result.signals or {}, smooth)
+    window = f"{start.date()} to {end.date()}"
+    if not (math.isfinite(scale) and scale > 0):
+        return dict(kwargs), (
+            f"{name}: no no-trade region: the forecast's slope on the validation years "
+            f"({window}) is {scale:.3g}, not a positive return per unit signal"
+        )
+    line = (
+        f"{name}: no-trade region at {cost:g} bps a fill, forecast scale {scale:.3g} (return "
+        f"per unit signal over the horizon, calibrated on {window})"
+    )
+    return {**kwargs, "no_trade_bps": cost, "forecast_scale": scale}, line
+
+
 def _better(new: tuple[float, float], old: tuple[float, float], cap: float) -> bool:
     """The rule between two runs: within the cap, the higher net Sharpe; else lower turnover."""
     if math.isnan(new[0]):
@@ -220,7 +283,7 @@ def _try_band(
     scale = forecast_scale(result.signals, choice.smooth)
     if not (math.isfinite(scale) and scale > 0):
         return replace(choice, band=f"no no-trade band: forecast slope {scale:.3g} on validation")
-    cost = settings.costs.per_fill_bps
+    cost = settings.cfg.no_trade_bps or settings.costs.per_fill_bps
     if cost <= 0:
         return choice
     start, end = choice.window or (None, None)

@@ -54,6 +54,7 @@ _FLOATS = (
     "deadband",
     "inner_lr",
     "meta_lr",
+    "no_trade_bps",
     "online_meta_lr",
     "rebalance_band",
     "signal_scale",

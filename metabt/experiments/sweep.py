@@ -71,6 +71,7 @@ from metabt.experiments.executors import SERIAL, Executor, ExecutorSpec, executo
 from metabt.experiments.parts import check_no_leak, run_bars_per_year, train_learner
 from metabt.experiments.record import plain
 from metabt.experiments.settings import RunSettings
+from metabt.experiments.smoothing import no_trade_kwargs
 from metabt.experiments.space import SETTINGS, Dimension, apply_params, decode, parse_space
 from metabt.experiments.walkforward import walkforward_folds
 from metabt.strategies.meta import MetaStrategy
@@ -92,6 +93,7 @@ __all__ = [
 STRATEGY_SETTINGS = (
     "adapt_every",
     "deadband",
+    "no_trade_bps",
     "online_meta_lr",
     "rebalance_band",
     "signal_scale",
@@ -181,6 +183,21 @@ class _Job:
     bars_per_year: float = 252.0
 
 
+def _strategy_kwargs(
+    job: _Job, cfg: RunConfig, learner: Any, first: pd.Timestamp
+) -> dict[str, Any]:
+    """MetaStrategy's keyword arguments for a test span starting at ``first``: the trial's
+    schedule, and its no-trade region (``cfg.no_trade_bps``) with the forecast scale
+    calibrated on the validation years before ``first`` (no later price is used)."""
+    kwargs = {"learner": learner, **cfg.strategy_kwargs()}
+    if cfg.no_trade_bps <= 0:
+        return kwargs
+    settings = RunSettings(
+        frames=job.frames, train_frames=job.frames, start=first, costs=job.costs, cfg=cfg
+    )
+    return no_trade_kwargs(settings, MetaStrategy, "MetaStrategy", kwargs, first)[0]
+
+
 def _score(job: _Job, cfg: RunConfig) -> dict[str, Any]:
     """Train before each fold, backtest on it; the mean Sharpe after costs and more."""
     latest = max(f.index[-1] for f in job.frames.values())
@@ -199,7 +216,7 @@ def _score(job: _Job, cfg: RunConfig) -> dict[str, Any]:
             end=fold_end,
             warmup_bars=cfg.warmup_bars,
             costs=job.costs,
-            strategy_kwargs={"learner": trained.learner, **cfg.strategy_kwargs()},
+            strategy_kwargs=_strategy_kwargs(job, cfg, trained.learner, fold_start),
             sizer_kwargs=dict(cfg.sizer),
         )
         sharpe = float(result.metrics.get("sharpe", math.nan))
@@ -244,7 +261,7 @@ def _score_cpcv(job: _Job, cfg: RunConfig) -> dict[str, Any]:
             embargo=embargo,
         )
     )
-    learners: dict[int, Any] = {}
+    learners: dict[int, dict[str, Any]] = {}  # first test group -> MetaStrategy's kwargs
     tests: dict[tuple[int, int], Any] = {}  # (first test group, group) -> its backtest
     for split in splits:
         first = split.test_groups[0]
@@ -252,7 +269,7 @@ def _score_cpcv(job: _Job, cfg: RunConfig) -> dict[str, Any]:
             end = job.bars[split.test[0]]
             trained = train_learner(job.frames, cfg, end=end, progress=False)
             check_no_leak(trained.learner, end)
-            learners[first] = trained.learner
+            learners[first] = _strategy_kwargs(job, cfg, trained.learner, end)
         for group, (a, b) in zip(split.test_groups, split.test_bounds, strict=True):
             if (first, group) not in tests:
                 tests[first, group] = run_backtest(
@@ -262,7 +279,7 @@ def _score_cpcv(job: _Job, cfg: RunConfig) -> dict[str, Any]:
                     end=job.bars[b],
                     warmup_bars=cfg.warmup_bars,
                     costs=job.costs,
-                    strategy_kwargs={"learner": learners[first], **cfg.strategy_kwargs()},
+                    strategy_kwargs=learners[first],
                     sizer_kwargs=dict(cfg.sizer),
                 )
     series = [
