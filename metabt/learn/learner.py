@@ -107,7 +107,9 @@ class MetaLearner:
             task batches must carry each query row's returns and volatility
             (``TaskSampler.from_frames(..., extras=True)``). The inner loop descends the
             support MSE unless the loss's ``inner_objective`` is ``"same"`` (then its P&L
-            on the support path, which needs the support rows' extras too). A P&L loss with
+            on the support path in meta-training and validation, which needs the support
+            rows' extras too; :meth:`adapt`, so the backtest, still descends the support
+            MSE: it has no returns to earn). A P&L loss with
             ``partial_adjustment`` gets a learned rate κ (:attr:`adjust`), meta-learned
             with θ by the outer optimizer and never adapted by the inner loop; the families
             whose outer loop has no query-loss gradient (``reptile``, ``scratch``,

@@ -6,8 +6,9 @@ query sets, and ``MetaLearner.evaluate`` reports it. By default the inner loop, 
 test-time adaptation and the support losses an ``AdaptedModel`` reports stay the mean
 squared error of :func:`mse`: the inner loop fits the support labels, whatever the outer
 objective is. A :class:`PnLLoss` with ``inner_objective="same"`` makes the meta-training
-inner loop (and an adaptation given the support rows' extras) descend its own P&L loss on
-the support path instead (:func:`inner_loss_of`).
+inner loop and the validation's adaptation descend its own P&L loss on the support path
+instead (:func:`inner_loss_of`); test-time adaptation (``MetaLearner.adapt``, so
+``MetaStrategy``) stays on the support MSE.
 
 A loss may read extra per-row arrays beside the predictions and targets (an after-cost
 P&L loss needs each row's realised return and the previous position); it names them in
@@ -299,11 +300,6 @@ class PnLLoss:
             )
         if self.adjust is not None and not self.partial_adjustment:
             raise ConfigError("PnLLoss: a bound adjust rate needs partial_adjustment=True")
-
-    @property
-    def adjust_rate(self) -> Tensor | float:
-        """κ of the position path: the bound learned rate (a tensor), else 1.0."""
-        return 1.0 if self.adjust is None else self.adjust.rate()
 
     def pnl(self, pred: Tensor, extra: Mapping[str, Tensor] | None) -> Tensor:
         """Per-bar after-cost P&L of the sized paths: pred (..., Q) -> (..., Q).
