@@ -108,6 +108,8 @@ def config_of(args: argparse.Namespace) -> RunConfig:
         "sizer": sizer,
         "seed": args.seed,
         "objective": args.objective,
+        "partial_adjustment": bool(getattr(args, "partial_adjustment", False)),
+        "inner_objective": getattr(args, "inner_objective", DEMO.inner_objective),
     }
     if hasattr(args, "commission"):  # the costs a P&L objective trains with: the run's
         changes.update(fill_cost_bps=args.commission + args.slippage, borrow_bps=float(args.borrow))

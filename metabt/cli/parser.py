@@ -179,6 +179,7 @@ def _training_options(p: argparse.ArgumentParser) -> None:
         DEMO,
         INNER_LR,
         INNER_LR_BY_ALGORITHM,
+        INNER_OBJECTIVES,
         MODEL_TYPES,
         OBJECTIVES,
         VAL_YEARS,
@@ -295,6 +296,22 @@ def _training_options(p: argparse.ArgumentParser) -> None:
         "error) or sharpe/utility (the after-cost P&L of the sized, smoothed query path, "
         f"with the run's --commission, --slippage, --borrow and --smooth; default "
         f"{DEMO.objective})",
+    )
+    p.add_argument(
+        "--partial-adjustment",
+        action="store_true",
+        help="with --objective sharpe/utility: learn a partial-adjustment rate k with the "
+        "model (each bar the position moves k of the way to the sized forecast, Garleanu & "
+        "Pedersen 2013); the checkpoint records k and the backtest trades at it (default "
+        "off: k = 1)",
+    )
+    p.add_argument(
+        "--inner-objective",
+        choices=INNER_OBJECTIVES,
+        default=DEMO.inner_objective,
+        help="what the meta-training inner loop descends: mse (the support labels' error) "
+        "or same (the --objective's P&L on the support path; maml, fomaml, metasgd, anil, "
+        f"cavia); the backtest's adaptation stays mse (default {DEMO.inner_objective})",
     )
     p.add_argument("--seed", type=_seed, default=DEMO.seed, help="seed (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

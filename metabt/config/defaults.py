@@ -17,6 +17,7 @@ from metabt.features.spec import FeatureSpec
 from metabt.learn.names import (
     ALGORITHM_NAMES,
     ENGINE_NAMES,
+    INNER_OBJECTIVES,
     MODEL_TYPES,
     OBJECTIVES,
     PAIRED_ALGORITHMS,
@@ -31,6 +32,7 @@ __all__ = [
     "ENGINE_NAMES",
     "INNER_LR",
     "INNER_LR_BY_ALGORITHM",
+    "INNER_OBJECTIVES",
     "LIMITS",
     "LIST_LIMITS",
     "Limit",
@@ -200,6 +202,14 @@ class RunConfig:
         objective: what the outer loop minimises and keep-best selects on: ``"mse"`` (the
             forecast's error) or ``"sharpe"`` / ``"utility"``, the after-cost P&L of the
             sized, smoothed query path (:class:`metabt.learn.losses.PnLLoss`).
+        partial_adjustment: with a P&L objective, learn a partial-adjustment rate κ with θ
+            (each bar the position moves κ of the way to the sized forecast; Gârleanu &
+            Pedersen 2013); the checkpoint records κ and MetaStrategy trades at it.
+            Default False (κ = 1).
+        inner_objective: what the meta-training inner loop descends with a P&L
+            objective: ``"mse"`` (the support labels' error, default) or ``"same"`` (the
+            objective on the support path; maml, fomaml, metasgd, anil, cavia). The
+            backtest's adaptation descends the support MSE either way.
         fill_cost_bps: cost of one fill for the P&L objectives, basis points of traded
             value (commission plus slippage; the run's costs: 5 + 2 by default).
         borrow_bps: short-borrow fee for the P&L objectives, basis points a year.
@@ -244,6 +254,8 @@ class RunConfig:
     no_trade_bps: float = 0.0
     max_val_turnover: float = 40.0
     objective: str = "mse"
+    partial_adjustment: bool = False
+    inner_objective: str = "mse"
     fill_cost_bps: float = 7.0
     borrow_bps: float = 25.0
     online_meta_lr: float = 0.0
@@ -385,14 +397,19 @@ class RunConfig:
     def task_loss(self, bars_per_year: float) -> PnLLoss | None:
         """The P&L query loss of ``objective`` (None for ``"mse"``): the run's sizer,
         ``smooth`` and costs (``fill_cost_bps``; ``borrow_bps`` a year over
-        ``bars_per_year`` bars).
+        ``bars_per_year`` bars), ``partial_adjustment`` and ``inner_objective``.
 
         Raises:
-            ConfigError: an unknown objective (with the valid ones).
+            ConfigError: an unknown objective or inner objective (with the valid ones).
         """
         if self.objective not in OBJECTIVES:
             raise ConfigError(
                 f"objective {self.objective!r} is unknown; use one of {', '.join(OBJECTIVES)}"
+            )
+        if self.inner_objective not in INNER_OBJECTIVES:
+            raise ConfigError(
+                f"inner_objective {self.inner_objective!r} is unknown; use one of "
+                f"{', '.join(INNER_OBJECTIVES)}"
             )
         if self.objective == "mse":
             return None
@@ -404,6 +421,8 @@ class RunConfig:
             fill_cost=self.fill_cost_bps / 1e4,
             borrow_per_bar=self.borrow_bps / 1e4 / bars_per_year,
             smooth=self.smooth,
+            partial_adjustment=bool(self.partial_adjustment),
+            inner_objective=self.inner_objective,
             **sizer,
         )
 

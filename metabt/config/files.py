@@ -158,6 +158,12 @@ class Options(BaseModel):
         "meta_lr", "outer-loop learning rate"
     )
     objective: str | None = Field(None, description="mse, sharpe or utility (meta-objective)")
+    partial_adjustment: bool | None = Field(
+        None, description="learn a partial-adjustment rate with a P&L objective"
+    )
+    inner_objective: str | None = Field(
+        None, description="mse or same: what the meta-training inner loop descends"
+    )
     batch_size: Annotated[int, _bound("batch_size")] | None = _doc(
         "batch_size", "tasks per outer step"
     )

@@ -331,7 +331,10 @@ class TaskSampler:
             end: every used label is realised strictly before ``end``. Default None.
             window: feature rows per model input (1 for the MLP). Default 1.
             extras: also carry each query row's ``"returns"`` and ``"vol"``
-                (:func:`path_extras`), for a P&L objective: batches are then
+                (:func:`path_extras`), and each support row's (``"support_returns"``,
+                ``"support_vol"``, for a P&L inner loop; the returns not yet realised at
+                the first query bar, the last ``2 - horizon`` rows, are 0), for a P&L
+                objective: batches are then
                 :class:`metabt.learn.training.TaskBatch` and every used row's return is
                 realised before ``end`` (``date[s + max(horizon, 2)] < end``). Default False.
             vol_lookback: the sizer's volatility window (bars), for ``extras``. Default 20.
@@ -416,6 +419,17 @@ class TaskSampler:
         if not self._extras:
             return batch
         extra = {k: torch.from_numpy(v[q]) for k, v in self._extras.items()}
+        # the support rows' path, for a P&L inner loop: a row's return is realised EXTRA_LAG
+        # bars after it, so at the first query bar (where the adaptation trades) the last
+        # EXTRA_LAG - horizon support rows' returns are not known yet: they earn 0
+        unknown = max(EXTRA_LAG - self.horizon, 0)
+        for key, name in (("returns", "support_returns"), ("vol", "support_vol")):
+            if key in self._extras:
+                rows = self._extras[key][s]
+                if key == "returns" and unknown:
+                    rows = rows.copy()
+                    rows[:, self.support - unknown :] = 0.0
+                extra[name] = torch.from_numpy(rows)
         return TaskBatch(*batch, extra)
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> Batch:

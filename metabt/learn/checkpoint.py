@@ -60,6 +60,8 @@ class Checkpointable(Protocol):
         model: a ``metabt.learn.models`` model or a :func:`metabt.learn.models.user_model` (its
             config is stored).
         inner_lrs: learned per-parameter inner rates (Meta-SGD), name -> tensor, or empty.
+            A learner may also have ``adjust``, its learned partial-adjustment rate (an
+            ``nn.Module``, or None), stored beside them.
         algorithm, inner_lr, inner_steps, meta_lr, engine, seed: hyper-parameters.
         feature_spec: the ``FeatureSpec`` of the model's inputs, or None.
         train_range: (first, last) training date as "YYYY-MM-DD", or None.
@@ -95,11 +97,16 @@ L = TypeVar("L", bound=Checkpointable)
 def learner_state(learner: Checkpointable) -> dict[str, Tensor]:
     """θ and learned inner rates, the checkpoint's ``"state"`` entry: name -> tensor.
 
-    Keys are ``model.<name>`` (the model's ``state_dict()``) and ``inner_lr.<name>``. The
-    tensors share storage with θ (as ``nn.Module.state_dict``); clone to keep them.
+    Keys are ``model.<name>`` (the model's ``state_dict()``), ``inner_lr.<name>`` and, for a
+    learner with a learned partial-adjustment rate (``adjust``, an
+    ``metabt.learn.losses.AdjustRate``), ``adjust.logit``. The tensors share storage with θ
+    (as ``nn.Module.state_dict``); clone to keep them.
     """
     state = {f"model.{k}": v for k, v in learner.model.state_dict().items()}
     state.update({f"inner_lr.{k}": v for k, v in learner.inner_lrs.items()})
+    adjust = getattr(learner, "adjust", None)
+    if adjust is not None:
+        state.update({f"adjust.{k}": v for k, v in adjust.state_dict().items()})
     return state
 
 
@@ -115,6 +122,11 @@ def load_learner_state(learner: Checkpointable, state: Mapping[str, Tensor]) -> 
         )
         for k, p in learner.inner_lrs.items():
             p.copy_(state[f"inner_lr.{k}"])
+        adjust = getattr(learner, "adjust", None)
+        if adjust is not None:
+            adjust.load_state_dict(
+                {k[len("adjust.") :]: v for k, v in state.items() if k.startswith("adjust.")}
+            )
 
 
 def model_config(model: nn.Module) -> dict[str, Any]:

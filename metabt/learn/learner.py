@@ -44,7 +44,7 @@ from metabt.learn.algorithms.inner import prediction
 from metabt.learn.checkpoint import load_learner, save_learner
 from metabt.learn.kernels.batched import BatchAdapted, batch_support_arrays
 from metabt.learn.kernels.fused import FoldCache, Folded, kernel_for
-from metabt.learn.losses import TaskLoss, is_pooled
+from metabt.learn.losses import SUPPORT_EXTRAS, AdjustRate, PnLLoss, TaskLoss, is_pooled
 from metabt.learn.models import MetaModel, check_row_independent
 from metabt.learn.training import Batch, FitResult, TaskSource, as_batch
 from metabt.learn.training import fit as _fit
@@ -105,8 +105,15 @@ class MetaLearner:
             (:class:`metabt.learn.losses.TaskLoss`); None is the MSE. An after-cost P&L
             objective is :class:`metabt.learn.losses.PnLLoss` (``objective="sharpe"``): its
             task batches must carry each query row's returns and volatility
-            (``TaskSampler.from_frames(..., extras=True)``). The inner loop always descends
-            the support MSE. Saved with the learner.
+            (``TaskSampler.from_frames(..., extras=True)``). The inner loop descends the
+            support MSE unless the loss's ``inner_objective`` is ``"same"`` (then its P&L
+            on the support path in meta-training and validation, which needs the support
+            rows' extras too; :meth:`adapt`, so the backtest, still descends the support
+            MSE: it has no returns to earn). A P&L loss with
+            ``partial_adjustment`` gets a learned rate κ (:attr:`adjust`), meta-learned
+            with θ by the outer optimizer and never adapted by the inner loop; the families
+            whose outer loop has no query-loss gradient (``reptile``, ``scratch``,
+            ``protonet``) keep κ = 1. Saved with the learner.
 
     Attributes:
         model, algorithm, inner_lr, inner_steps, meta_lr, engine (resolved), seed,
@@ -114,6 +121,8 @@ class MetaLearner:
         train_config: how it was trained (support, query, horizon, validation years,
             budget, untrained flag), set by ``metabt.experiments.roster.train_learner``; saved.
         step_count: outer steps taken. inner_lrs: metasgd's learned rates, name -> tensor.
+        adjust: the learned partial-adjustment rate (``metabt.learn.losses.AdjustRate``),
+            or None; :attr:`adjust_rate` is κ as a float.
         family: the algorithm's :class:`metabt.learn.algorithms.LearnerFamily`.
 
     Raises:
@@ -159,6 +168,11 @@ class MetaLearner:
                     "a loss that reads extra per-row arrays must be pooled (pooled = True): "
                     "the families hand extras only to batch_mean"
                 )
+            if isinstance(loss, PnLLoss) and loss.adjust is not None:
+                raise ConfigError(
+                    "this PnLLoss is bound to another learner's adjust rate; pass a fresh "
+                    "PnLLoss(..., partial_adjustment=True): each learner learns its own κ"
+                )
             self._family = dataclasses.replace(self._family, loss=loss)
         self._family.check_head(head)
         if not any(True for _ in model.parameters()):
@@ -189,8 +203,22 @@ class MetaLearner:
         self.inner_lrs: dict[str, nn.Parameter] = self._family.inner_rates(
             model, self._adapt_names, self.inner_lr
         )
+        self.adjust: AdjustRate | None = None
+        task_loss = self._family.loss
+        if isinstance(task_loss, PnLLoss):
+            # what the family cannot learn is recorded as not done (and saved so): κ = 1
+            # without a query-loss gradient, the support MSE without a P&L inner loop
+            if task_loss.partial_adjustment and not self._family.learns_adjust_rate:
+                task_loss = dataclasses.replace(task_loss, partial_adjustment=False)
+            if task_loss.inner_objective != "mse" and not self._family.pnl_inner:
+                task_loss = dataclasses.replace(task_loss, inner_objective="mse")
+            if task_loss.partial_adjustment:
+                self.adjust = AdjustRate(dtype=self.dtype)
+                task_loss = dataclasses.replace(task_loss, adjust=self.adjust)
+            self._family = dataclasses.replace(self._family, loss=task_loss)
+        extra_params = [] if self.adjust is None else list(self.adjust.parameters())
         self._optimizer = torch.optim.Adam(
-            [*model.parameters(), *self.inner_lrs.values()], lr=self.meta_lr
+            [*model.parameters(), *self.inner_lrs.values(), *extra_params], lr=self.meta_lr
         )
 
     # ------------------------------------------------------------------ helpers
@@ -208,6 +236,15 @@ class MetaLearner:
     def dtype(self) -> torch.dtype:
         """θ's dtype (torch.float32 unless the model was converted)."""
         return next(self.model.parameters()).dtype
+
+    @property
+    def adjust_rate(self) -> float:
+        """κ, the partial-adjustment rate the learner's forecasts are traded at: the learned
+        rate (:attr:`adjust`), else 1.0 (full adjustment to the aim every bar).
+
+        ``metabt.strategies.meta.MetaStrategy`` trades at it (``SignalTrader``'s
+        ``adjust_rate`` None), as the P&L loss trained with it."""
+        return 1.0 if self.adjust is None else self.adjust.value()
 
     @property
     def family(self) -> LearnerFamily:
@@ -274,7 +311,7 @@ class MetaLearner:
             ConfigError: if the shapes do not fit together.
         """
         xs, ys, xq, yq = as_batch(xs, ys, xq, yq, self.dtype)
-        loss = self._family.meta_step(self, xs, ys, xq, yq, self._extra(extra, yq))
+        loss = self._family.meta_step(self, xs, ys, xq, yq, self._extra(extra, yq, ys))
         self.step_count += 1
         return loss
 
@@ -373,29 +410,38 @@ class MetaLearner:
         """
         xs, ys, xq, yq = as_batch(xs, ys, xq, yq, self.dtype)
         steps = self.inner_steps if steps is None else steps
-        return self._family.evaluate(self, xs, ys, xq, yq, steps, self._extra(extra, yq))
+        return self._family.evaluate(self, xs, ys, xq, yq, steps, self._extra(extra, yq, ys))
 
     @property
     def loss(self) -> TaskLoss:
         """The query loss the outer loop minimises and validation scores (the family's)."""
         return self._family.loss
 
-    def _extra(self, extra: Extra, yq: Tensor) -> dict[str, Tensor] | None:
-        """The loss's extras as θ's-dtype tensors of yq's shape; ConfigError if missing."""
+    def _extra(
+        self, extra: Extra, yq: Tensor, ys: Tensor | None = None
+    ) -> dict[str, Tensor] | None:
+        """The loss's extras as θ's-dtype tensors of yq's shape (and, for a P&L inner loop,
+        the support rows' of ys's shape); ConfigError if missing."""
         names = self._family.loss.extras
         if not names:
             return None
-        if extra is None or any(k not in extra for k in names):
+        support = self._family.inner_loss is not None and ys is not None
+        wanted = [*names, *(SUPPORT_EXTRAS if support else ())]
+        if extra is None or any(k not in extra for k in wanted):
             raise ConfigError(
-                f"the learner's loss needs per-row arrays {list(names)} beside the task batch "
+                f"the learner's loss needs per-row arrays {wanted} beside the task batch "
                 f"(got {sorted(extra) if extra else 'none'}); build the tasks with "
                 "TaskSampler.from_frames(..., extras=True)"
             )
-        out = {k: torch.as_tensor(extra[k]).to(self.dtype) for k in names}
+        out = {k: torch.as_tensor(extra[k]).to(self.dtype) for k in wanted}
         for k, v in out.items():
-            if v.shape != yq.shape:
+            rows = ys if k in SUPPORT_EXTRAS else yq
+            assert rows is not None
+            if v.shape != rows.shape:
+                which = "support" if k in SUPPORT_EXTRAS else "query"
                 raise ConfigError(
-                    f"extra {k!r} has shape {tuple(v.shape)}, the query labels {tuple(yq.shape)}"
+                    f"extra {k!r} has shape {tuple(v.shape)}, the {which} labels "
+                    f"{tuple(rows.shape)}"
                 )
         return out
 

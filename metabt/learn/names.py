@@ -7,7 +7,14 @@ torch), and the registries check that they register exactly these names
 
 from __future__ import annotations
 
-__all__ = ["ALGORITHM_NAMES", "ENGINE_NAMES", "MODEL_TYPES", "OBJECTIVES", "PAIRED_ALGORITHMS"]
+__all__ = [
+    "ALGORITHM_NAMES",
+    "ENGINE_NAMES",
+    "INNER_OBJECTIVES",
+    "MODEL_TYPES",
+    "OBJECTIVES",
+    "PAIRED_ALGORITHMS",
+]
 
 #: Every ``MetaLearner`` algorithm, in the order of the registry.
 ALGORITHM_NAMES = (
@@ -34,3 +41,6 @@ PAIRED_ALGORITHMS = ("cnp", "protonet", "cavia")
 #: The meta-objectives (``RunConfig.objective``, ``--objective``): the forecast's MSE, or the
 #: after-cost P&L of its sized path (:class:`metabt.learn.losses.PnLLoss`).
 OBJECTIVES = ("mse", "sharpe", "utility")
+#: What the meta-training inner loop descends (``RunConfig.inner_objective``,
+#: ``--inner-objective``): the support MSE, or the P&L objective on the support path.
+INNER_OBJECTIVES = ("mse", "same")

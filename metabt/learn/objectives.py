@@ -10,7 +10,9 @@ the objective; Lim, Zohren & Roberts 2019 and Zhang, Zohren & Roberts 2020, Shar
    ``±max_leverage``: the map of :meth:`metabt.sizers.SignalSizer.target_weight` with a
    smooth clip in place of the hard one (:func:`soft_clip`; at ``sharpness → ∞`` it is the
    sizer's map exactly, tested);
-2. optionally the mean of the last ``smooth`` forecasts, as the strategy trades them;
+2. optionally the mean of the last ``smooth`` forecasts, as the strategy trades them, and
+   optionally partial adjustment towards that aim, ``w_t = (1 − κ) · w_{t−1} + κ · aim_t``
+   (:func:`partial_adjustment`; Gârleanu & Pedersen 2013), as the strategy trades it;
 3. ``pnl_t = w_t · r_t − c · |w_t − w_{t−1}| − borrow · max(−w_t, 0)``, with ``r_t`` the raw
    simple return from the open of bar t+1 to the open of bar t+2 (orders placed at bar t
    fill at the next open), ``c`` the cost of a fill (commission plus slippage, a fraction
@@ -37,6 +39,7 @@ __all__ = [
     "OBJECTIVES",
     "PathCosts",
     "check_sizing",
+    "partial_adjustment",
     "path_pnl",
     "pnl_loss",
     "sized_positions",
@@ -125,6 +128,34 @@ def sized_positions(
         traded = sums / counts.to(forecasts.dtype)
     direction = soft_clip(traded / signal_scale, 1.0, sharpness)
     return soft_clip(direction * (target_vol / vol), max_leverage, sharpness)
+
+
+def partial_adjustment(aims: Tensor, previous: Tensor, rate: Tensor | float) -> Tensor:
+    """The position path that moves a fraction κ of the way to its aim each bar.
+
+    ``w_t = (1 − κ) · w_{t−1} + κ · aim_t`` with ``w_0 = previous``: under quadratic
+    costs of trading, the optimal rule trades partially towards an aim portfolio
+    (Gârleanu & Pedersen 2013, "Dynamic Trading with Predictable Returns and Transaction
+    Costs", J. Finance 68(6)). κ = 1 is the aim itself, exactly (the product
+    ``0 · w_{t−1}`` adds nothing): full adjustment, metabt's default.
+    ``metabt.strategies.trader.SignalTrader`` trades the same recursion (its
+    ``adjust_rate``), bar by bar.
+
+    Args:
+        aims: (B, Q) aim weights (fractions of equity), in bar order.
+        previous: (B,) the position before the first bar.
+        rate: κ in (0, 1], a float or a 0-d tensor (differentiable).
+
+    Returns:
+        (B, Q) position weights, ``aims``' dtype.
+    """
+    keep = 1.0 - rate
+    w = previous
+    out = []
+    for t in range(aims.shape[-1]):
+        w = keep * w + rate * aims[..., t]
+        out.append(w)
+    return torch.stack(out, dim=-1)
 
 
 class PathCosts:

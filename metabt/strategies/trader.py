@@ -79,6 +79,15 @@ class SignalTrader(bt.Strategy):
             the forecast itself. A NaN signal (no view) clears the history and goes flat.
             Default 1 (no smoothing; the command line's and ``RunConfig``'s default is 20,
             chosen on validation).
+        adjust_rate (float | None): κ in (0, 1], the partial-adjustment rate: each bar a
+            data's target weight moves κ of the way from its previous target to the
+            sizer's weight (its aim), ``w_t = (1 − κ) · w_{t−1} + κ · aim_t``, starting flat
+            (Gârleanu & Pedersen 2013; the P&L objective's
+            ``metabt.learn.objectives.partial_adjustment``). Applied before the gross
+            cap and the deadband; a NaN signal (no view) still goes flat at once and
+            starts the path over. 1 is the aim itself. Default None: the rate the traded
+            learner learned (``self.learner.adjust_rate``, recorded in its checkpoint;
+            MetaStrategy), else 1.
         no_trade_bps (float): cost of one fill, basis points of traded value (commission
             plus slippage), for the no-trade region; 0 turns it off. Default 0.
         forecast_scale (float | None): the forecast in return units: expected return over
@@ -126,6 +135,7 @@ class SignalTrader(bt.Strategy):
         ("trade_start", None),
         ("gross_leverage", 0.95),
         ("smooth", 1),
+        ("adjust_rate", None),
         ("no_trade_bps", 0.0),
         ("forecast_scale", None),
     )
@@ -138,6 +148,16 @@ class SignalTrader(bt.Strategy):
             raise ConfigError(f"gross_leverage must be > 0, got {self.p.gross_leverage!r}")
         self._trade_start = as_date(self.p.trade_start, "trade_start")
         self._smooth = check_int("smooth", self.p.smooth, 1)
+        rate = self.p.adjust_rate
+        if rate is not None and not (
+            isinstance(rate, (int, float)) and not isinstance(rate, bool) and 0 < rate <= 1
+        ):
+            raise ConfigError(
+                f"adjust_rate must be in (0, 1] (the share of the way to the aim traded each "
+                f"bar; 1 = all of it) or None, got {rate!r}"
+            )
+        self._adjust_rate = 1.0  # set at start: the param, else the learner's
+        self._adjusted: list[float] = [0.0] * len(self.datas)  # each data's w_{t-1}
         cost = self.p.no_trade_bps
         if not (isinstance(cost, (int, float)) and math.isfinite(cost) and cost >= 0):
             raise ConfigError(f"no_trade_bps must be a number >= 0 (basis points), got {cost!r}")
@@ -206,6 +226,10 @@ class SignalTrader(bt.Strategy):
                 "or add no sizer"
             )
         self._signal_sizer = sizer
+        rate = self.p.adjust_rate
+        if rate is None:  # the traded learner's learned rate (MetaStrategy), else 1
+            rate = getattr(getattr(self, "learner", None), "adjust_rate", 1.0)
+        self._adjust_rate = float(rate)
         lookback = self._vol_lookback = int(sizer.p.vol_lookback)
         self._vol = [RollingMoments((lookback,)) for _ in self.datas]
         # bars of each preloaded feed; a feed that ends before the others is closed
@@ -358,6 +382,19 @@ class SignalTrader(bt.Strategy):
             keep.append(move * scale * s <= abs(move) * cost)
         return keep
 
+    def _partially_adjusted(
+        self, active: list[int], signals: list[float], aims: list[float]
+    ) -> list[float]:
+        """``w_t = (1 − κ) · w_{t−1} + κ · aim_t`` per data (``adjust_rate``); a NaN signal
+        goes flat at once and restarts the path from flat."""
+        kappa, keep, path = self._adjust_rate, 1.0 - self._adjust_rate, self._adjusted
+        out = []
+        for i, s, aim in zip(active, signals, aims):
+            w = keep * path[i] + kappa * aim if math.isfinite(s) else 0.0
+            path[i] = w
+            out.append(w)
+        return out
+
     def rebalance(self, active: list[int], signals: list[float]) -> None:
         """Move each active data's position to the sizer's target, with the gross-leverage cap.
 
@@ -370,6 +407,8 @@ class SignalTrader(bt.Strategy):
         cap = self.p.gross_leverage
         weight, vol = sizer.target_weight, self.realised_vol
         weights = [weight(s, vol(i)) for i, s in zip(active, signals)]
+        if self._adjust_rate != 1.0:
+            weights = self._partially_adjusted(active, signals, weights)
         gross = sum([abs(w) for w in weights])
         # the deadband is in the units of the sizer's own weights: when the cap scales the
         # weights down (a universe of many assets), it scales the band with them, or no

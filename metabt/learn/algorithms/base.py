@@ -30,7 +30,15 @@ from metabt.errors import ConfigError
 from metabt.learn.adapted import AdaptedModel, Params
 from metabt.learn.kernels.batched import BatchAdapted, stack_adapted
 from metabt.learn.kernels.fused import FoldCache, Folded
-from metabt.learn.losses import MSE, PREDICTIONS, TaskLoss, is_pooled
+from metabt.learn.losses import (
+    MSE,
+    PREDICTIONS,
+    SUPPORT_EXTRAS,
+    PnLLoss,
+    TaskLoss,
+    inner_loss_of,
+    is_pooled,
+)
 from metabt.learn.models import MetaModel
 
 __all__ = ["Extra", "Learner", "LearnerFamily", "PairedFamily", "theta_of", "update_theta"]
@@ -148,11 +156,19 @@ class LearnerFamily(abc.ABC):
             any model whose ``paired_algorithm`` is None.
         updates_theta: False when the outer loop never changes θ (scratch): ``fit`` then
             runs no step.
+        learns_adjust_rate: False when the outer loop takes no gradient of the query loss
+            (reptile, scratch, protonet), so a learned partial-adjustment rate would stay
+            where it started: ``MetaLearner`` then trades and scores at κ = 1.
+        pnl_inner: True when the family's meta-trained inner loop can descend a P&L loss
+            on the support path (``inner_objective="same"``: maml, fomaml, metasgd, anil,
+            cavia); the others keep the support MSE (``MetaLearner`` records it so).
     """
 
     loss: TaskLoss = MSE
     model_type: ClassVar[str | None] = None
     updates_theta: ClassVar[bool] = True
+    learns_adjust_rate: ClassVar[bool] = True
+    pnl_inner: ClassVar[bool] = False
 
     # ---------------------------------------------------------------- set-up hooks
     def check_model(self, model: nn.Module) -> None:
@@ -195,6 +211,19 @@ class LearnerFamily(abc.ABC):
         """What a family's per-task function computes on the query rows: the loss, or, for
         a pooled loss (:func:`metabt.learn.losses.is_pooled`), the predictions (Q,)."""
         return PREDICTIONS if is_pooled(self.loss) else self.loss
+
+    @property
+    def inner_loss(self) -> PnLLoss | None:
+        """The P&L loss the inner loop descends on the support path, or None for the support
+        MSE (:func:`metabt.learn.losses.inner_loss_of`; only where :attr:`pnl_inner`)."""
+        return inner_loss_of(self.loss) if self.pnl_inner else None
+
+    def support_extra(self, extra: Extra) -> tuple[Tensor, ...]:
+        """The support rows' extras a P&L inner loop reads, in
+        :data:`metabt.learn.losses.SUPPORT_EXTRAS` order ((B, S) each), or () for the MSE."""
+        if self.inner_loss is None or extra is None:
+            return ()
+        return tuple(extra[k] for k in SUPPORT_EXTRAS)
 
     def batch_loss(self, per_task: Tensor, yq: Tensor, extra: Extra) -> Tensor:
         """The batch's query loss from the per-task outputs of :attr:`per_task`.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -13,6 +13,7 @@ from torch import Tensor
 
 from metabt.learn.adapted import AdaptedModel, support_arrays
 from metabt.learn.algorithms.base import Extra, Learner, PairedFamily, theta_of, update_theta
+from metabt.learn.algorithms.inner import SupportLoss, support_objective
 from metabt.learn.losses import is_pooled, mse
 from metabt.learn.models import CaviaMLP
 
@@ -28,6 +29,7 @@ def context_loop(
     lr: float,
     *,
     first_order: bool = False,
+    loss: SupportLoss = mse,
 ) -> Tensor:
     """CAVIA's inner loop: φ ← φ − α ∇_φ mse(f_θ(x, φ), y), ``steps`` times from φ = 0.
 
@@ -38,6 +40,8 @@ def context_loop(
         model: the CAVIA MLP. params: θ (with autograd history for a meta-gradient).
         x: (S, F) support inputs; y: (S,) labels. steps: inner steps (>= 0). lr: α.
         first_order: treat the inner gradients as constants.
+        loss: the support loss (pred, y) -> () in place of the MSE (a P&L inner loop,
+            ``metabt.learn.algorithms.inner.support_objective``). Default the MSE.
 
     Returns:
         φ, (C,) tensor of θ's dtype.
@@ -48,7 +52,7 @@ def context_loop(
     key = CaviaMLP.CONTEXT_KEY
 
     def support_loss(context: Tensor) -> Tensor:
-        return mse(model.forward_with({**params, key: context}, x), y)
+        return loss(model.forward_with({**params, key: context}, x), y)
 
     grad_fn = torch.func.grad(support_loss)
     context = x.new_zeros(model.context_size)
@@ -84,6 +88,7 @@ class CaviaFamily(PairedFamily):
 
     second_order: bool = True
     model_type: ClassVar[str | None] = "cavia"
+    pnl_inner: ClassVar[bool] = True
 
     def meta_step(
         self,
@@ -97,27 +102,17 @@ class CaviaFamily(PairedFamily):
         """Update θ by the meta-gradient; returns the mean query loss (before the update)."""
         model = self._model(learner, CaviaMLP)
         params = dict(model.named_parameters())
-        key = CaviaMLP.CONTEXT_KEY
+        support = self.support_extra(extra)
         if learner.engine == "func":
-
-            def task_loss(xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor) -> Tensor:
-                context = context_loop(
-                    model,
-                    params,
-                    xs,
-                    ys,
-                    learner.inner_steps,
-                    learner.inner_lr,
-                    first_order=not self.second_order,
-                )
-                return self.per_task(model.forward_with({**params, key: context}, xq), yq)
-
-            per_task = torch.func.vmap(task_loss)(xs, ys, xq, yq)
+            task_loss = self._vmapped_loss(learner, model, params, not self.second_order)
+            per_task = torch.func.vmap(task_loss)(xs, ys, xq, yq, *support)
             return update_theta(learner, self.batch_loss(per_task, yq, extra))
         learner.optimizer.zero_grad(set_to_none=True)
         if is_pooled(self.loss):
             preds = [
-                self._task_loss(learner, model, params, xs[b], ys[b], xq[b], yq[b])
+                self._task_loss(
+                    learner, model, params, xs[b], ys[b], xq[b], yq[b], tuple(e[b] for e in support)
+                )
                 for b in range(xs.shape[0])
             ]
             return update_theta(learner, self.batch_loss(torch.stack(preds), yq, extra))
@@ -129,6 +124,59 @@ class CaviaFamily(PairedFamily):
         learner.optimizer.step()
         return total / batch
 
+    def _vmapped_loss(
+        self, learner: Learner, model: CaviaMLP, params: Mapping[str, Tensor], first_order: bool
+    ) -> Callable[..., Tensor]:
+        """One task's query loss, (xs, ys, xq, yq, *support extras) -> (), through
+        :func:`context_loop` (``torch.func``: runs under ``vmap``)."""
+        key, inner = CaviaMLP.CONTEXT_KEY, self.inner_loss
+
+        def task_loss(xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor, *support: Tensor) -> Tensor:
+            context = context_loop(
+                model,
+                params,
+                xs,
+                ys,
+                learner.inner_steps,
+                learner.inner_lr,
+                first_order=first_order,
+                loss=support_objective(inner, support),
+            )
+            return self.per_task(model.forward_with({**params, key: context}, xq), yq)
+
+        return task_loss
+
+    def evaluate(
+        self,
+        learner: Learner,
+        xs: Tensor,
+        ys: Tensor,
+        xq: Tensor,
+        yq: Tensor,
+        steps: int,
+        extra: Extra = None,
+    ) -> float:
+        """The query loss after adapting φ to each support set (θ unchanged): one
+        :meth:`adapt` per task, or, for a P&L inner loop, :func:`context_loop` on each
+        task's support path (first order, no graph)."""
+        support = self.support_extra(extra)
+        if not support:
+            return super().evaluate(learner, xs, ys, xq, yq, steps, extra)
+        model = self._model(learner, CaviaMLP)
+        theta = theta_of(model)
+        key, inner = CaviaMLP.CONTEXT_KEY, self.inner_loss
+        with torch.no_grad():
+            per_task = []
+            for b in range(xs.shape[0]):
+                loss = support_objective(inner, tuple(e[b] for e in support))
+                context = context_loop(
+                    model, theta, xs[b], ys[b], steps, learner.inner_lr, first_order=True, loss=loss
+                )
+                per_task.append(
+                    self.per_task(model.forward_with({**theta, key: context}, xq[b]), yq[b])
+                )
+            return float(self.batch_loss(torch.stack(per_task), yq, extra))
+
     def _task_loss(
         self,
         learner: Learner,
@@ -138,12 +186,15 @@ class CaviaFamily(PairedFamily):
         ys: Tensor,
         xq: Tensor,
         yq: Tensor,
+        support: tuple[Tensor, ...] = (),
     ) -> Tensor:
-        """One task's query loss, inner loop by ``torch.autograd`` (the reference engine)."""
+        """One task's query loss, inner loop by ``torch.autograd`` (the reference engine),
+        on the support MSE or, given the task's support extras, the P&L of its path."""
         key = CaviaMLP.CONTEXT_KEY
+        inner = support_objective(self.inner_loss, support)
         context = xs.new_zeros(model.context_size, requires_grad=True)
         for _ in range(learner.inner_steps):
-            loss = mse(model.forward_with({**params, key: context}, xs), ys)
+            loss = inner(model.forward_with({**params, key: context}, xs), ys)
             (grad,) = torch.autograd.grad(loss, context, create_graph=self.second_order)
             context = context - learner.inner_lr * grad
             if not self.second_order:

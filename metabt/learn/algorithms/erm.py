@@ -60,6 +60,7 @@ class ScratchFamily(GradientFamily):
     initialisation at test time. ``fit`` runs no step (``updates_theta`` is False)."""
 
     updates_theta: ClassVar[bool] = False
+    learns_adjust_rate: ClassVar[bool] = False
 
     def meta_step(
         self,

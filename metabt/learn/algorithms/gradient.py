@@ -22,6 +22,7 @@ from metabt.learn.algorithms.inner import (
     adapt_autograd,
     query_loss,
     query_losses,
+    support_objective,
     vmap_batch,
 )
 from metabt.learn.kernels.batched import BatchAdapted, kernel_batch
@@ -153,15 +154,22 @@ class GradientFamily(LearnerFamily):
         """Mean query loss after ``steps`` inner steps per task; θ is not changed.
 
         Engine "func": every task at once (:func:`metabt.learn.algorithms.inner.query_losses`,
-        first order, no graph); "higher": one :meth:`adapt` per task.
+        first order, no graph); "higher": one :meth:`adapt` per task, or, for a P&L inner
+        loop (:attr:`inner_loss`), the same per-task function as "func", one task at a time.
         """
-        if learner.engine != "func":
+        support = self.support_extra(extra)
+        if learner.engine != "func" and not support:
             return super().evaluate(learner, xs, ys, xq, yq, steps, extra)
         params = {k: v.detach() for k, v in learner.model.named_parameters()}
         lrs = learner._detached_lrs()
         with torch.no_grad():
             task_loss = self._task_loss(learner, params, lrs, steps, first_order=True)
-            return float(self.batch_loss(query_losses(task_loss, (xs, ys, xq, yq)), yq, extra))
+            batch = (xs, ys, xq, yq, *support)
+            if learner.engine == "func":
+                per_task = query_losses(task_loss, batch)
+            else:  # a model vmap cannot batch: one task at a time
+                per_task = torch.stack([task_loss(*(t[b] for t in batch)) for b in range(len(xs))])
+            return float(self.batch_loss(per_task, yq, extra))
 
     def _task_loss(
         self,
@@ -179,11 +187,23 @@ class GradientFamily(LearnerFamily):
             params: θ, name -> tensor (with autograd history for a meta-gradient).
             lrs: inner rate of each adapted parameter (keys: ``learner.adapt_names``).
             steps: inner steps. first_order: treat the inner gradients as constants.
-        """
-        forward, loss = learner.forward_with, self.per_task
 
-        def task_loss(xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor) -> Tensor:
+        The function returned takes a task's support extras after (xs, ys, xq, yq) when the
+        inner loop descends a P&L loss (:meth:`support_extra`).
+        """
+        forward, loss, inner = learner.forward_with, self.per_task, self.inner_loss
+
+        def task_loss(xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor, *support: Tensor) -> Tensor:
             task = (xs, ys, xq, yq)
-            return query_loss(forward, params, lrs, steps, task, first_order=first_order, loss=loss)
+            return query_loss(
+                forward,
+                params,
+                lrs,
+                steps,
+                task,
+                first_order=first_order,
+                loss=loss,
+                inner=support_objective(inner, support),
+            )
 
         return task_loss

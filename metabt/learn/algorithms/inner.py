@@ -5,8 +5,10 @@ it runs under ``vmap`` and is differentiable through), the query losses after it
 :func:`query_loss`, :func:`head_query_loss`, :func:`partial_query_loss`; all tasks:
 :func:`query_losses`), and the test-time inner loops (:func:`adapt_autograd`, the reference;
 :func:`adapt_head`, ANIL's closed form; :func:`adapt_vmap` and :func:`vmap_batch`, B tasks at
-once). Every inner loop descends the support MSE (:func:`metabt.learn.losses.mse`); the
-query loss is the family's :class:`metabt.learn.losses.TaskLoss`.
+once). Every inner loop descends the support MSE (:func:`metabt.learn.losses.mse`), except
+the meta-training inner loops of a P&L loss with ``inner_objective="same"``, which descend
+that loss on the support path (:func:`support_objective`); the query loss is the family's
+:class:`metabt.learn.losses.TaskLoss`.
 
 Every function runs on any ``torch.nn.Module`` mapping (N, F_in) to (N,) or (N, 1), through
 its ``forward_with`` (``torch.func.functional_call``; PyTorch docs, "torch.func").
@@ -24,12 +26,13 @@ from torch import Tensor, nn
 from metabt.errors import ConfigError
 from metabt.learn.adapted import AdaptedModel, Forward, Params
 from metabt.learn.kernels.batched import BatchAdapted
-from metabt.learn.losses import MSE, TaskLoss, mse
+from metabt.learn.losses import MSE, SUPPORT_EXTRAS, PnLLoss, TaskLoss, mse
 from metabt.learn.models import MetaModel
 
 __all__ = [
     "Forward",
     "Params",
+    "SupportLoss",
     "TaskFn",
     "adapt_autograd",
     "adapt_head",
@@ -40,11 +43,39 @@ __all__ = [
     "prediction",
     "query_loss",
     "query_losses",
+    "support_objective",
     "vmap_batch",
 ]
 
-#: One task's query loss: (xs (S, F_in), ys (S,), xq (Q, F_in), yq (Q,)) -> ().
-TaskFn = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
+#: One task's query loss: (xs (S, F_in), ys (S,), xq (Q, F_in), yq (Q,), *support extras
+#: ((S,) each, for a P&L inner loop)) -> ().
+TaskFn = Callable[..., Tensor]
+#: The loss an inner loop descends: (predictions (S,), labels (S,)) -> ().
+SupportLoss = Callable[[Tensor, Tensor], Tensor]
+
+
+def support_objective(inner: PnLLoss | None, extra: tuple[Tensor, ...]) -> SupportLoss:
+    """The inner loop's loss of one task: the support MSE, or a P&L loss on its path.
+
+    Args:
+        inner: the P&L loss of a ``inner_objective="same"`` family
+            (``LearnerFamily.inner_loss``), or None for the MSE.
+        extra: the task's support extras, (S,) each in
+            :data:`metabt.learn.losses.SUPPORT_EXTRAS` order (empty for the MSE).
+
+    Returns:
+        (pred (S,), y (S,)) -> (): :func:`metabt.learn.losses.mse`, or
+        ``inner.support_loss`` of the path (the labels are not read: the path earns the
+        rows' realised returns).
+    """
+    if inner is None:
+        return mse
+    rows = dict(zip(SUPPORT_EXTRAS, extra))
+
+    def path_loss(pred: Tensor, y: Tensor) -> Tensor:
+        return inner.support_loss(pred, rows)
+
+    return path_loss
 
 
 def prediction(out: Tensor, x: Tensor, model: nn.Module) -> Tensor:
@@ -84,6 +115,7 @@ def inner_loop(
     steps: int,
     lrs: Mapping[str, Tensor | float],
     first_order: bool,
+    loss: SupportLoss = mse,
 ) -> Params:
     """``steps`` steps of gradient descent on the support MSE, written with ``torch.func.grad``.
 
@@ -99,13 +131,15 @@ def inner_loop(
         steps: inner steps (>= 0).
         lrs: name -> inner rate (float or tensor of the parameter's shape) for each of fast.
         first_order: treat the inner gradients as constants.
+        loss: the support loss, (pred, y) -> () (:func:`support_objective`). Default the
+            MSE.
 
     Returns:
         The adapted parameters φ, name -> tensor.
     """
 
     def support_loss(p: Params) -> Tensor:
-        return mse(predict(p, x), y)
+        return loss(predict(p, x), y)
 
     grad_fn = torch.func.grad(support_loss)
     for _ in range(steps):
@@ -125,6 +159,7 @@ def query_loss(
     *,
     first_order: bool,
     loss: TaskLoss = MSE,
+    inner: SupportLoss = mse,
 ) -> Tensor:
     """One task's query loss after :func:`inner_loop` adapts every parameter (MAML, Meta-SGD).
 
@@ -136,6 +171,7 @@ def query_loss(
         task: xs (S, F_in), ys (S,), xq (Q, F_in), yq (Q,), θ's dtype.
         first_order: treat the inner gradients as constants (FOMAML).
         loss: the query loss. Default MSE.
+        inner: the support loss of the inner loop (:func:`support_objective`). Default MSE.
 
     Returns:
         () tensor.
@@ -145,7 +181,7 @@ def query_loss(
         Deep Networks"; Li et al. 2017, "Meta-SGD".
     """
     xs, ys, xq, yq = task
-    fast = inner_loop(dict(params), predict, xs, ys, steps, lrs, first_order)
+    fast = inner_loop(dict(params), predict, xs, ys, steps, lrs, first_order, inner)
     return loss(predict(fast, xq), yq)
 
 
@@ -158,6 +194,7 @@ def head_query_loss(
     *,
     first_order: bool,
     loss: TaskLoss = MSE,
+    inner: SupportLoss = mse,
 ) -> Tensor:
     """One task's query loss after adapting only the head of a metabt model (ANIL).
 
@@ -167,7 +204,7 @@ def head_query_loss(
     Args:
         model: a :class:`metabt.learn.models.MetaModel`.
         params: θ, name -> tensor; lrs: inner rate of each head parameter.
-        steps, task, first_order, loss: as :func:`query_loss` takes them.
+        steps, task, first_order, loss, inner: as :func:`query_loss` takes them.
 
     Returns:
         () tensor.
@@ -179,7 +216,7 @@ def head_query_loss(
     xs, ys, xq, yq = task
     head = {k: params[k] for k in model.head_names}
     hs, hq = model.body_with(params, xs), model.body_with(params, xq)  # body once
-    head = inner_loop(head, model.head_with, hs, ys, steps, lrs, first_order)
+    head = inner_loop(head, model.head_with, hs, ys, steps, lrs, first_order, inner)
     return loss(model.head_with(head, hq), yq)
 
 
@@ -193,6 +230,7 @@ def partial_query_loss(
     *,
     first_order: bool,
     loss: TaskLoss = MSE,
+    inner: SupportLoss = mse,
 ) -> Tensor:
     """One task's query loss after adapting only ``names`` through the whole forward pass
     (ANIL on a module that is not a metabt model).
@@ -200,7 +238,7 @@ def partial_query_loss(
     Args:
         predict: (params, x) -> predictions (N,), the learner's ``forward_with``.
         params: θ, name -> tensor; names: the parameters adapted; lrs: their rates.
-        steps, task, first_order, loss: as :func:`query_loss` takes them.
+        steps, task, first_order, loss, inner: as :func:`query_loss` takes them.
 
     Returns:
         () tensor.
@@ -212,17 +250,18 @@ def partial_query_loss(
     def predict_head(p: Mapping[str, Tensor], x: Tensor) -> Tensor:
         return predict({**rest, **p}, x)
 
-    head = inner_loop(head, predict_head, xs, ys, steps, lrs, first_order)
+    head = inner_loop(head, predict_head, xs, ys, steps, lrs, first_order, inner)
     return loss(predict_head(head, xq), yq)
 
 
-def query_losses(task_loss: TaskFn, batch: tuple[Tensor, Tensor, Tensor, Tensor]) -> Tensor:
+def query_losses(task_loss: TaskFn, batch: tuple[Tensor, ...]) -> Tensor:
     """One task's query loss for every task of a batch at once (``torch.func.vmap``).
 
     Args:
-        task_loss: (xs, ys, xq, yq) of one task -> () (e.g. :func:`query_loss` with its
-            other arguments bound).
-        batch: xs (B, S, F_in), ys (B, S), xq (B, Q, F_in), yq (B, Q), θ's dtype.
+        task_loss: (xs, ys, xq, yq, *support extras) of one task -> () (e.g.
+            :func:`query_loss` with its other arguments bound).
+        batch: xs (B, S, F_in), ys (B, S), xq (B, Q, F_in), yq (B, Q), θ's dtype, then
+            any support extras (B, S) of a P&L inner loop.
 
     Returns:
         (B,) tensor of query losses.

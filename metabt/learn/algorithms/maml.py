@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -28,11 +28,12 @@ from metabt.learn.algorithms.inner import (
     partial_query_loss,
     prediction,
     query_losses,
+    support_objective,
     vmap_batch,
 )
 from metabt.learn.kernels.batched import BatchAdapted, head_batch
 from metabt.learn.kernels.fused import FastKernel
-from metabt.learn.losses import is_pooled, mse
+from metabt.learn.losses import is_pooled
 from metabt.learn.models import MetaModel, find_head
 
 __all__ = ["AnilFamily", "MamlFamily", "MetaSgdFamily"]
@@ -55,6 +56,7 @@ class MamlFamily(GradientFamily):
     """
 
     second_order: bool = True
+    pnl_inner: ClassVar[bool] = True
 
     def meta_step(
         self,
@@ -83,7 +85,8 @@ class MamlFamily(GradientFamily):
         task_loss = self._task_loss(
             learner, params, lrs, learner.inner_steps, first_order=not self.second_order
         )
-        loss = self.batch_loss(query_losses(task_loss, (xs, ys, xq, yq)), yq, extra)
+        batch = (xs, ys, xq, yq, *self.support_extra(extra))
+        loss = self.batch_loss(query_losses(task_loss, batch), yq, extra)
         learner.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         learner.optimizer.step()
@@ -98,15 +101,19 @@ class MamlFamily(GradientFamily):
             override = {"lr": [learner.inner_lrs[n] for n in learner.adapt_names]}
         return torch.optim.SGD(groups, lr=learner.inner_lr), override
 
-    def _adapted(self, learner: Learner, xs: Tensor, ys: Tensor) -> Iterator[nn.Module]:
+    def _adapted(
+        self, learner: Learner, xs: Tensor, ys: Tensor, support: tuple[Tensor, ...] = ()
+    ) -> Iterator[nn.Module]:
         """Each task's adapted functional model (``higher``), its inner loop run on the
-        support: valid until the next one is drawn (the reference engine, one task at a
-        time; second order unless the family is first order)."""
+        support (its MSE, or the P&L of its path given the support extras ``support``):
+        valid until the next one is drawn (the reference engine, one task at a time;
+        second order unless the family is first order)."""
         import higher
 
         inner_opt, override = self._inner_optimizer(learner)
         model = learner.model
         for b in range(xs.shape[0]):
+            inner = support_objective(self.inner_loss, tuple(e[b] for e in support))
             with higher.innerloop_ctx(
                 model,
                 inner_opt,
@@ -115,7 +122,7 @@ class MamlFamily(GradientFamily):
                 override=override or None,
             ) as (fmodel, diffopt):
                 for _ in range(learner.inner_steps):
-                    diffopt.step(mse(prediction(fmodel(xs[b]), xs[b], model), ys[b]))
+                    diffopt.step(inner(prediction(fmodel(xs[b]), xs[b], model), ys[b]))
                 yield fmodel
 
     def _higher(self, learner: Learner, xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor) -> float:
@@ -140,23 +147,31 @@ class MamlFamily(GradientFamily):
     ) -> float:
         """The "higher" engine for a pooled loss: every task's adapted query predictions,
         then one loss of the whole batch and one backward pass (first order: its gradient
-        with respect to each task's adapted weights, summed into θ's)."""
+        with respect to each task's adapted weights, summed into θ's, and with respect to
+        a learned partial-adjustment rate, which the query loss reads directly)."""
         theta = list(learner.model.parameters())
         learner.optimizer.zero_grad(set_to_none=True)
         preds, fast = [], []
-        for b, fmodel in enumerate(self._adapted(learner, xs, ys)):
+        support = self.support_extra(extra)
+        for b, fmodel in enumerate(self._adapted(learner, xs, ys, support)):
             preds.append(prediction(fmodel(xq[b]), xq[b], learner.model))
             fast.append(list(fmodel.parameters()))
         loss = self.loss.batch_mean(torch.stack(preds), yq, extra)
         if self.second_order:
             loss.backward()
         else:
-            grads = torch.autograd.grad(loss, [p for ps in fast for p in ps], allow_unused=True)
+            adjust = getattr(self.loss, "adjust", None)
+            rates = [] if adjust is None else list(adjust.parameters())
+            flat = [p for ps in fast for p in ps]
+            grads = torch.autograd.grad(loss, flat + rates, allow_unused=True)
             n = len(theta)
             for b in range(len(fast)):
                 for p, g in zip(theta, grads[b * n : (b + 1) * n]):
                     if g is not None:
                         p.grad = g.clone() if p.grad is None else p.grad + g
+            for p, g in zip(rates, grads[len(flat) :]):
+                if g is not None:
+                    p.grad = g.clone()
         learner.optimizer.step()
         return float(loss.detach())
 
@@ -262,23 +277,42 @@ class AnilFamily(MamlFamily):
         first_order: bool,
     ) -> TaskFn:
         """One task's query loss after adapting the head only."""
-        model, loss = self._fast_head(learner), self.per_task
+        model, loss, inner = self._fast_head(learner), self.per_task, self.inner_loss
         if model is not None:
             head_model = model
 
-            def head_task(xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor) -> Tensor:
+            def head_task(
+                xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor, *support: Tensor
+            ) -> Tensor:
                 task = (xs, ys, xq, yq)
                 return head_query_loss(
-                    head_model, params, lrs, steps, task, first_order=first_order, loss=loss
+                    head_model,
+                    params,
+                    lrs,
+                    steps,
+                    task,
+                    first_order=first_order,
+                    loss=loss,
+                    inner=support_objective(inner, support),
                 )
 
             return head_task
         forward, names = learner.forward_with, learner.adapt_names
 
-        def partial_task(xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor) -> Tensor:
+        def partial_task(
+            xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor, *support: Tensor
+        ) -> Tensor:
             task = (xs, ys, xq, yq)
             return partial_query_loss(
-                forward, params, names, lrs, steps, task, first_order=first_order, loss=loss
+                forward,
+                params,
+                names,
+                lrs,
+                steps,
+                task,
+                first_order=first_order,
+                loss=loss,
+                inner=support_objective(inner, support),
             )
 
         return partial_task

@@ -200,6 +200,7 @@ class ProtoNetFamily(PairedFamily):
     """
 
     model_type: ClassVar[str | None] = "protonet"
+    learns_adjust_rate: ClassVar[bool] = False  # trains on cross-entropy, not the P&L
 
     def meta_step(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -28,6 +29,8 @@ class ReptileFamily(GradientFamily):
     References:
         Nichol, Achiam, Schulman 2018, "On First-Order Meta-Learning Algorithms".
     """
+
+    learns_adjust_rate: ClassVar[bool] = False  # the task loss does not enter the update
 
     def meta_step(
         self,
