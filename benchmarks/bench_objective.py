@@ -122,6 +122,7 @@ def one(seed: int, variant: str) -> dict[str, float]:
         spec=FeatureSpec(horizon=1),
         seed=seed,
         smooth=1,
+        val_years=2.0,  # fixed before the first run (the default is now capped by history)
         objective=objective,
         inner_objective=inner,
         partial_adjustment=adjust,
