@@ -47,10 +47,12 @@ __all__ = [
     "RLS_SUPPORT",
     "ROSTER_PARTS",
     "RosterModels",
+    "Spans",
     "TrainedGbm",
     "TrainedLearner",
     "VAL_TASKS",
     "ZeroForecast",
+    "check_excluded",
     "check_no_leak",
     "check_train_config",
     "hold_out_years",
@@ -79,6 +81,10 @@ RLS_SUPPORT = 200
 RLS_DEFAULT = 0.99
 #: Validation tasks drawn to select hyper-parameters and report validation losses.
 VAL_TASKS = 64
+
+#: Date spans (first, last), both ends included, that training may not read
+#: (combinatorial purged cross-validation's test groups, purged and embargoed).
+Spans = tuple[tuple[pd.Timestamp, pd.Timestamp], ...]
 
 
 class ZeroForecast(RidgeAdapter):
@@ -255,16 +261,18 @@ def _tasks(
     window: int = 1,
     extras: bool = False,
     bars_per_year: float | None = None,
+    exclude: Spans | None = None,
 ) -> tuple[TaskSampler, TaskSampler, tuple[str, str]]:
     """Training and validation tasks strictly before ``end``, split ``val_years`` before it
-    (with each query row's P&L inputs when ``extras``, for a P&L objective)."""
+    (with each query row's P&L inputs when ``extras``, for a P&L objective), none reading a
+    bar of the ``exclude`` spans (:func:`validation_split` then skips them)."""
     first = min(f.index[0] for f in frames.values())
     if first >= end:
         raise ConfigError(
             f"no training data before {end.date()} (data starts {first.date()}); "
             "pick a later cut-off date or give earlier training data"
         )
-    split = validation_split(frames, cfg, end)
+    split = validation_split(frames, cfg, end, exclude)
     tasks = TaskSampler.from_frames(
         frames,
         cfg.spec,
@@ -275,6 +283,7 @@ def _tasks(
         extras=extras,
         vol_lookback=int(cfg.sizer.get("vol_lookback", 20)),
         bars_per_year=bars_per_year,
+        exclude=exclude or (),
     )
     try:
         train, val = tasks.split(split)
@@ -304,20 +313,42 @@ def hold_out_years(frames: Mapping[str, pd.DataFrame], cfg: RunConfig, end: pd.T
 
 
 def validation_split(
-    frames: Mapping[str, pd.DataFrame], cfg: RunConfig, end: pd.Timestamp
+    frames: Mapping[str, pd.DataFrame],
+    cfg: RunConfig,
+    end: pd.Timestamp,
+    exclude: Spans | None = None,
 ) -> pd.Timestamp:
     """The first day of the validation hold-out before ``end`` (:func:`hold_out_years`):
     the training tasks' queries end before it, the validation tasks' start on it.
 
+    With ``exclude`` (a CPCV split, trained up to the end of the data) the hold-out is as
+    long but counted outside the excluded spans: the split date is moved back over every
+    span it meets, so the validation tasks (which read no excluded bar) get the same
+    stretch of usable time as a walk-forward fold's.
+
     Args:
         frames: the training frames (their first bar starts the history).
         cfg: the configuration (``val_years``).
-        end: the cut-off (the test period's first day).
+        end: the cut-off (the test period's first day; for a CPCV split, the day after
+            the last bar trained on).
+        exclude: (first, last) date spans the training may not read. Default None.
 
     Returns:
         The split date.
     """
-    return pd.Timestamp(end - pd.DateOffset(days=round(365.25 * hold_out_years(frames, cfg, end))))
+    days = round(365.25 * hold_out_years(frames, cfg, end))
+    if not exclude:
+        return pd.Timestamp(end - pd.DateOffset(days=days))
+    left, cursor = pd.Timedelta(days=days), pd.Timestamp(end)
+    for first, last in sorted(exclude, reverse=True):  # the latest span first
+        if first >= cursor:
+            continue
+        free = max(cursor - pd.Timestamp(last), pd.Timedelta(0))
+        if free >= left:
+            break
+        left -= free
+        cursor = min(cursor, pd.Timestamp(first))
+    return pd.Timestamp(cursor - left)
 
 
 def run_bars_per_year(frames: Mapping[str, pd.DataFrame], cfg: RunConfig) -> float:
@@ -346,6 +377,7 @@ def train_learner(
     checkpoint_every: int = 50,
     progress: bool = True,
     val_steps: int | None = None,
+    exclude: Spans | None = None,
 ) -> TrainedLearner:
     """Train a learner on ``frames`` strictly before ``end`` (default ``cfg.start``).
 
@@ -370,6 +402,10 @@ def train_learner(
         progress: show a progress bar.
         val_steps: inner steps before a validation query is scored (the selection rule):
             None for the learner's own, 0 for a learner traded unadapted. Default None.
+        exclude: (first, last) date spans no training or validation task reads (a CPCV
+            split's test groups, purged and embargoed; ``end`` is then after them), recorded
+            in ``learner.train_config["excluded"]`` for :func:`check_excluded`. Default
+            None: none.
 
     Returns:
         A :class:`TrainedLearner`.
@@ -397,6 +433,7 @@ def train_learner(
         window=window,
         extras=loss is not None,
         bars_per_year=float(bars_per_year),
+        exclude=exclude,
     )
     learner = MetaLearner(
         model,
@@ -454,6 +491,8 @@ def train_learner(
         "bar_frequency": frequency.name,
         "bars_per_year": float(bars_per_year),
     }
+    if exclude:
+        learner.train_config["excluded"] = [[str(a), str(b)] for a, b in exclude]
     return trained
 
 
@@ -509,6 +548,58 @@ def check_no_leak(learner: MetaLearner, start: pd.Timestamp) -> None:
         )
 
 
+def _merged(spans: Sequence[tuple[Any, Any]]) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+    """Date spans (both ends included) joined where they overlap or touch, in order."""
+    out: list[tuple[pd.Timestamp, pd.Timestamp]] = []
+    for a, b in sorted((pd.Timestamp(a), pd.Timestamp(b)) for a, b in spans):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
+
+
+def check_excluded(learner: Any, spans: Sequence[tuple[Any, Any]]) -> None:
+    """Refuse a learner that may have trained on a CPCV split's test bars (honesty rule 2
+    for combinatorial purged cross-validation, where training also runs after the test).
+
+    A learner trained with ``exclude`` (:func:`train_learner`) records its excluded spans in
+    ``train_config["excluded"]``; each of ``spans`` (the split's test groups widened by the
+    purge and the embargo) must lie inside one of them (spans that overlap or touch are
+    joined first). A learner with no record passes only if its training range ends before
+    the first span: trained strictly before the test, as in a walk-forward fold.
+
+    Args:
+        learner: the trained learner (``train_config``, ``train_range``).
+        spans: (first, last) dates, both ends included, the learner must not have read.
+
+    Raises:
+        ConfigError: a span not covered by the recorded exclusions.
+    """
+    record = (getattr(learner, "train_config", None) or {}).get("excluded")
+    needed = _merged(spans)
+    if not needed:
+        return
+    if record is None:
+        train_range = getattr(learner, "train_range", None)
+        if train_range is not None and pd.Timestamp(train_range[1]) < needed[0][0]:
+            return
+        raise ConfigError(
+            f"the model was trained on data up to "
+            f"{None if train_range is None else train_range[1]} with no excluded spans "
+            f"recorded, but the test starts {needed[0][0].date()}; that could leak the test "
+            "bars into training. Train it with the split's exclusions"
+        )
+    have = _merged([(a, b) for a, b in record])
+    for first, last in needed:
+        if not any(a <= first and last <= b for a, b in have):
+            raise ConfigError(
+                f"the model's training excluded {', '.join(f'{a} to {b}' for a, b in record)}, "
+                f"which does not cover the test span {first} to {last} (its test group, "
+                "purge and embargo); that could leak the test bars into training"
+            )
+
+
 @dataclass
 class TrainedGbm:
     """The outcome of :func:`train_gbm`: the LightGBM baseline, trained once.
@@ -523,6 +614,8 @@ class TrainedGbm:
         seconds: wall time of the training, seconds.
         objective: the validation loss the round count was kept by (``RunConfig.objective``,
             the neural learners' rule).
+        excluded: the date spans its training and validation rows read no bar of
+            (:func:`train_gbm`'s ``exclude``). Default (): none.
     """
 
     learner: GbmAdapter
@@ -530,6 +623,7 @@ class TrainedGbm:
     train_range: tuple[str, str]
     seconds: float = 0.0
     objective: str = "mse"
+    excluded: Spans = ()
 
     def summary(self, names: Sequence[str]) -> list[str]:
         """The training line: the rule and the budget, the kept round count."""
@@ -613,7 +707,10 @@ def _grid(grid: Sequence[float]) -> str:
 
 
 def select_linear(
-    frames: Mapping[str, pd.DataFrame], cfg: RunConfig, end: pd.Timestamp
+    frames: Mapping[str, pd.DataFrame],
+    cfg: RunConfig,
+    end: pd.Timestamp,
+    exclude: Spans | None = None,
 ) -> tuple[float, float, dict[str, dict[float, float]], list[str]]:
     """Choose the linear baselines' settings on validation tasks strictly before ``end``.
 
@@ -627,6 +724,7 @@ def select_linear(
         frames: name -> validated OHLCV frame to train on.
         cfg: the configuration (features, support, query, ``val_years``, seed).
         end: cut-off date (the test period's first day).
+        exclude: date spans no validation task reads (:func:`train_learner`). Default None.
 
     Returns:
         (ridge alpha, RLS forgetting, {"ridge_alpha": scores, "rls_forgetting": scores},
@@ -646,6 +744,7 @@ def select_linear(
         support=cfg.support,
         extras=loss is not None,
         bars_per_year=bars_per_year,
+        exclude=exclude,
     )
     val_batch = val.fixed(VAL_TASKS, cfg.seed)
     _, ridge_scores = select_by_validation(
@@ -666,7 +765,7 @@ def select_linear(
     lam = RLS_DEFAULT
     rls_scores: dict[float, float] = {}
     try:  # the validation window only: RLS's longer support needs no training tasks
-        split = validation_split(frames, cfg, end)
+        split = validation_split(frames, cfg, end, exclude)
         val_rls = TaskSampler.from_frames(
             frames,
             spec,
@@ -677,6 +776,7 @@ def select_linear(
             extras=loss is not None,
             vol_lookback=int(cfg.sizer.get("vol_lookback", 20)),
             bars_per_year=bars_per_year,
+            exclude=exclude or (),
         )
     except ConfigError as exc:
         lines.append(
@@ -716,7 +816,12 @@ def _pooled_rows(tasks: TaskSampler) -> tuple[np.ndarray, np.ndarray]:
     return tasks._X[rows], tasks._y[rows]
 
 
-def train_gbm(frames: Mapping[str, pd.DataFrame], cfg: RunConfig, end: pd.Timestamp) -> TrainedGbm:
+def train_gbm(
+    frames: Mapping[str, pd.DataFrame],
+    cfg: RunConfig,
+    end: pd.Timestamp,
+    exclude: Spans | None = None,
+) -> TrainedGbm:
     """Train the LightGBM baseline on the training tasks' pooled rows, strictly before ``end``.
 
     The rows are those of the learners' training tasks (labels realised before the
@@ -728,6 +833,8 @@ def train_gbm(frames: Mapping[str, pd.DataFrame], cfg: RunConfig, end: pd.Timest
         frames: name -> validated OHLCV frame to train on.
         cfg: the configuration (features, support, query, ``val_years``, seed).
         end: cut-off date (the test period's first day).
+        exclude: date spans no training or validation row reads (:func:`train_learner`).
+            Default None.
 
     Returns:
         :class:`TrainedGbm`.
@@ -739,7 +846,13 @@ def train_gbm(frames: Mapping[str, pd.DataFrame], cfg: RunConfig, end: pd.Timest
     bars_per_year = run_bars_per_year(frames, cfg)
     loss = cfg.task_loss(bars_per_year)
     train, val, dates = _tasks(
-        frames, cfg, end, support=cfg.support, extras=loss is not None, bars_per_year=bars_per_year
+        frames,
+        cfg,
+        end,
+        support=cfg.support,
+        extras=loss is not None,
+        bars_per_year=bars_per_year,
+        exclude=exclude,
     )
     x, y = _pooled_rows(train)
     val_batch = val.fixed(VAL_TASKS, cfg.seed)
@@ -757,7 +870,9 @@ def train_gbm(frames: Mapping[str, pd.DataFrame], cfg: RunConfig, end: pd.Timest
     gbm = GbmAdapter.train(cfg.spec, x, y, xv, yv, seed=cfg.seed, score=score)
     # predicting zero: the labels' mean square, or (P&L objectives) a flat book: 0
     zero = float((yq.double() ** 2).mean()) if loss is None else 0.0
-    return TrainedGbm(gbm, zero, dates, time.perf_counter() - tic, cfg.objective)
+    return TrainedGbm(
+        gbm, zero, dates, time.perf_counter() - tic, cfg.objective, tuple(exclude or ())
+    )
 
 
 def train_roster(
@@ -825,6 +940,7 @@ def train_part(
     part: str,
     *,
     progress: bool = True,
+    exclude: Spans | None = None,
 ) -> tuple[Any, list[str]]:
     """One training part of the roster (:data:`ROSTER_PARTS`) and its summary lines.
 
@@ -838,6 +954,10 @@ def train_part(
         end: cut-off date (the test period's first day).
         part: one of :data:`ROSTER_PARTS`.
         progress: show the training progress bar.
+        exclude: date spans no part reads a bar of (a CPCV split's test groups, purged and
+            embargoed; ``end`` is then the day after the last bar trained on): the learners
+            are checked by :func:`check_excluded` instead of :func:`check_no_leak`.
+            Default None: trained strictly before ``end``.
 
     Returns:
         (the part's result, its summary lines).
@@ -849,14 +969,18 @@ def train_part(
     if part in LEARNER_PARTS:
         algorithm, val_steps = LEARNER_PARTS[part]
         algo_cfg = cfg.with_(algorithm=algorithm or cfg.algorithm)
-        trained = train_learner(frames, algo_cfg, end=end, progress=progress, val_steps=val_steps)
+        trained = train_learner(
+            frames, algo_cfg, end=end, progress=progress, val_steps=val_steps, exclude=exclude
+        )
+        if exclude:
+            check_excluded(trained.learner, exclude)
         check_no_leak(trained.learner, end)
         return trained, trained.summary(algo_cfg, list(frames))
     if part == "linear":
-        alpha, lam, scores, lines = select_linear(frames, cfg, end)
+        alpha, lam, scores, lines = select_linear(frames, cfg, end, exclude)
         return (alpha, lam, scores), lines
     if part == "gbm":
-        gbm = train_gbm(frames, cfg, end)
+        gbm = train_gbm(frames, cfg, end, exclude)
         if pd.Timestamp(gbm.train_range[1]) >= end:  # honesty rule 2, as check_no_leak
             raise ConfigError(f"LightGBM's training rows reach {gbm.train_range[1]}, past {end}")
         return gbm, gbm.summary(list(frames))

@@ -95,6 +95,13 @@ class Unit:
         seed: the seed of training and of the bootstrap (replaces ``cfg.seed``).
         start, end: the test period (default: ``settings.start`` / ``settings.end``).
         label: a line logged before the unit's training summary, or None.
+        exclude: date spans (first, last) no training part reads a bar of (a CPCV split's
+            test groups, purged and embargoed, :func:`metabt.experiments.parts.train_part`);
+            () (the default): none, trained strictly before :attr:`first`.
+        train_end: the training cut-off with ``exclude`` (the day after the last bar
+            trained on); None (the default): :attr:`first`. Units with the same settings,
+            seed, ``exclude`` and ``train_end`` (a CPCV split's test groups) share one
+            training.
     """
 
     settings: RunSettings
@@ -102,6 +109,8 @@ class Unit:
     start: pd.Timestamp | None = None
     end: pd.Timestamp | None = None
     label: str | None = None
+    exclude: tuple[tuple[pd.Timestamp, pd.Timestamp], ...] = ()
+    train_end: pd.Timestamp | None = None
 
     @property
     def cfg(self) -> RunConfig:
@@ -110,11 +119,24 @@ class Unit:
 
     @property
     def first(self) -> pd.Timestamp:
-        """The first test day: everything is trained strictly before it."""
+        """The first test day: everything is trained strictly before it (without
+        ``exclude``)."""
         return self.settings.start if self.start is None else self.start
 
+    @property
+    def cut(self) -> pd.Timestamp:
+        """The training cut-off: every label trained on is realised before it."""
+        return self.first if self.train_end is None else self.train_end
 
-TrainJob = tuple[Mapping[str, pd.DataFrame], RunConfig, pd.Timestamp, str, bool]
+
+TrainJob = tuple[
+    Mapping[str, pd.DataFrame],
+    RunConfig,
+    pd.Timestamp,
+    str,
+    bool,
+    tuple[tuple[pd.Timestamp, pd.Timestamp], ...],
+]
 BacktestJob = tuple[
     RunSettings, str, type[Any], dict[str, Any], pd.Timestamp | None, pd.Timestamp | None
 ]
@@ -126,8 +148,8 @@ def _train_part(job: TrainJob) -> tuple[Any, list[str]]:
     :func:`metabt.experiments.roster.train_part`, the step
     :func:`metabt.experiments.roster.train_roster` takes for each part.
     """
-    frames, cfg, end, part, progress = job
-    return train_part(frames, cfg, end, part, progress=progress)
+    frames, cfg, end, part, progress, exclude = job
+    return train_part(frames, cfg, end, part, progress=progress, exclude=exclude or None)
 
 
 class FinishedStrategy:
@@ -331,9 +353,13 @@ def run_units(
     order: dict[Future[Any], int] = {}  # -> submission number
     stored: dict[tuple[int, str | int], str] = {}  # -> the unit's key in ``store``
     digests = [_unit_digest(u) for u in units] if store is not None else []
+    owner = _training_owners(units)  # unit -> the unit whose training it shares
+    shared: dict[int, list[int]] = {}
+    for k, o in enumerate(owner):
+        shared.setdefault(o, []).append(k)
     logged = 0
     preload: threading.Thread | None = None
-    total = sum(map(len, parts)) + sum(map(len, entries))
+    total = sum(len(parts[k]) for k in shared) + sum(map(len, entries))
     bar = tqdm(total=total, desc="units", unit="unit", disable=not progress)
 
     def accept(slot: tuple[int, str | int], value: Any) -> None:
@@ -344,8 +370,13 @@ def run_units(
         if isinstance(what, int):
             done[k, what] = value
             return
-        trained[k][what], train_logs[k][what] = value
-        submit_ready(k)
+        for j in shared[k]:  # the units sharing this training (only k, without exclude)
+            trained[j][what] = value[0]
+            train_logs[j][what] = value[1] if j == k else []
+            if j != k and (k, what) in stored:
+                stored[j, what] = stored[k, what]
+        for j in shared[k]:
+            submit_ready(j)
         while logged < len(units) and len(trained[logged]) == len(parts[logged]):
             _log_unit(units[logged], trained[logged], train_logs[logged], log)
             logged += 1
@@ -380,12 +411,12 @@ def run_units(
         try:
             for part in TRAIN_ORDER:
                 for k, u in enumerate(units):
-                    if part not in parts[k]:
+                    if part not in parts[k] or owner[k] != k:
                         continue
                     submit(
                         (k, part),
                         _train_part,
-                        (u.settings.train_frames, cfgs[k], u.first, part, inner),
+                        (u.settings.train_frames, cfgs[k], u.cut, part, inner, u.exclude),
                     )
             for k in range(len(units)):
                 submit_ready(k)  # the backtests that need no training
@@ -429,6 +460,21 @@ def run_units(
     return runs
 
 
+def _training_owners(units: Sequence[Unit]) -> list[int]:
+    """For each unit, the first unit whose training it shares: itself, unless it has
+    ``exclude`` and an earlier unit has the same settings object, seed, ``exclude`` and
+    ``train_end`` (a CPCV split's test groups are trained once)."""
+    first: dict[tuple[Any, ...], int] = {}
+    out = []
+    for k, u in enumerate(units):
+        if not u.exclude:
+            out.append(k)
+            continue
+        key = (id(u.settings), u.seed, u.exclude, u.train_end)
+        out.append(first.setdefault(key, k))
+    return out
+
+
 def _unit_digest(unit: Unit) -> str:
     """What a unit's results depend on: its configuration (seed included), periods, costs,
     cash and data (trading and training frames)."""
@@ -439,7 +485,12 @@ def _unit_digest(unit: Unit) -> str:
                 "cfg": unit.cfg.describe(),
                 "start": str(s.start),
                 "end": str(s.end),
-                "unit": [str(unit.start), str(unit.end), unit.seed],
+                "unit": [str(unit.start), str(unit.end), unit.seed]
+                + (
+                    [[str(a), str(b)] for a, b in unit.exclude] + [str(unit.train_end)]
+                    if unit.exclude
+                    else []
+                ),
                 "cash": s.cash,
                 "costs": str(s.costs),
                 "frames": frames_sha256(s.frames),

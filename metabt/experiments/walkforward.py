@@ -4,6 +4,12 @@ Yearly (or ``fold_years``) test folds; in each, :func:`metabt.experiments.compar
 roster is trained on prices strictly before the fold and backtested on it (every (fold,
 seed) a unit of :func:`metabt.experiments.scheduler.run_units`); each strategy's folds are
 stitched into one out-of-sample run and judged with :func:`metabt.evaluate.verdict.judge`.
+
+With ``cv="cpcv"`` the test window is cut into ``cv_groups`` contiguous groups of bars
+instead, and each combinatorial purged cross-validation split (López de Prado 2018, ch. 7
+and 12; :func:`metabt.evaluate.overfitting.cpcv_splits`) trains the roster on every bar
+outside its ``cv_test_groups`` test groups, before and after them, less the purge and the
+embargo (:func:`_cpcv`); the φ = C(N−1, k−1) backtest paths are stitched per strategy.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from metabt._util import atomic_dir, write_text
@@ -21,6 +28,7 @@ from metabt.data.bars import BarFrequency
 from metabt.errors import ConfigError, DataError
 from metabt.evaluate.ic import mean_ic
 from metabt.evaluate.metrics import compute_metrics
+from metabt.evaluate.overfitting import cpcv_paths, cpcv_splits
 from metabt.evaluate.report import write_diagnostics, write_tearsheet
 from metabt.evaluate.sanitize import csv_text
 from metabt.evaluate.verdict import Verdict, aggregate_seeds, judge
@@ -32,7 +40,18 @@ from metabt.experiments.roster import roster_entries
 from metabt.experiments.scheduler import Unit, ledger_count, run_units
 from metabt.experiments.settings import RunSettings
 
-__all__ = ["FOLD_METRICS", "Stitched", "WalkForward", "walkforward", "walkforward_folds"]
+__all__ = [
+    "CV_METHODS",
+    "FOLD_METRICS",
+    "Stitched",
+    "WalkForward",
+    "cpcv_exclusions",
+    "walkforward",
+    "walkforward_folds",
+]
+
+#: How the test window is cut: yearly folds trained before each, or CPCV's splits.
+CV_METHODS = ("walkforward", "cpcv")
 
 
 def walkforward_folds(
@@ -125,6 +144,12 @@ class WalkForward:
         adaptations: MetaStrategy's adaptation log in every fold, with a ``fold`` column.
         assets: per-asset results, indexed by (fold, strategy, asset).
         costs: the costs every fold paid.
+        paths: ``cv="cpcv"`` only: one row per (seed, path, strategy) with the path's
+            stitched :data:`FOLD_METRICS` (each path covers every test bar once); None for
+            walk-forward folds. With CPCV, ``table``'s ``fold`` is the test group (its
+            ``split`` column the split), ``stitched`` and ``summary`` are of the paths'
+            mean return per bar, and ``summary`` has ``path_sharpe_mean``,
+            ``path_sharpe_sd`` and ``paths``.
     """
 
     table: pd.DataFrame
@@ -136,6 +161,7 @@ class WalkForward:
     adaptations: pd.DataFrame
     assets: pd.DataFrame
     costs: Costs
+    paths: pd.DataFrame | None = None
 
     @property
     def returns(self) -> pd.Series:
@@ -157,7 +183,11 @@ class WalkForward:
     def _write(self, out: Path) -> dict[str, Path]:
         n = int(self.table["fold"].max())
         meta = self.stitched["MetaStrategy"]
+        extra = {}
+        if self.paths is not None:
+            extra["paths"] = write_text(out / "paths.csv", csv_text(self.paths))
         return {
+            **extra,
             "folds": write_text(out / "folds.csv", csv_text(self.table)),
             "summary": write_text(out / "summary.csv", csv_text(self.summary.reset_index())),
             "tearsheet": write_tearsheet(
@@ -189,6 +219,9 @@ def walkforward(
     progress: bool = True,
     log: Log = silent,
     store: UnitStore | None = None,
+    cv: str = "walkforward",
+    cv_groups: int = 6,
+    cv_test_groups: int = 2,
 ) -> WalkForward:
     """Walk-forward evaluation of the whole roster: each fold trained strictly before it.
 
@@ -211,6 +244,14 @@ def walkforward(
         log: receives one line per fold and the training summaries.
         store: keeps each finished unit, and gives back those a killed run finished
             (:class:`metabt.experiments.resume.UnitStore`); None keeps nothing.
+        cv: "walkforward" (the default: ``fold_years`` folds, each trained before it) or
+            "cpcv": combinatorial purged cross-validation of the test window
+            (``cv_groups`` contiguous groups of bars, ``cv_test_groups`` tested per split;
+            each split's roster trained on every bar outside its test groups, after them
+            too, with the label horizon purged before each test group and an embargo
+            of ``spec.lookback + support + query`` bars after it; see :func:`_cpcv`).
+        cv_groups: CPCV's N (>= 2). Default 6.
+        cv_test_groups: CPCV's k (1 <= k < N). Default 2.
 
     Returns:
         A :class:`WalkForward`.
@@ -223,6 +264,15 @@ def walkforward(
     seeds = [settings.cfg.seed] if seeds is None else list(seeds)
     if not seeds:
         raise ConfigError("walkforward needs at least one seed, e.g. `seeds` 0 1 2")
+    if cv not in CV_METHODS:
+        raise ConfigError(f"`cv` must be one of {', '.join(CV_METHODS)}, got {cv!r}")
+    if cv == "cpcv":
+        if train_years is not None:
+            raise ConfigError(
+                "`train_years` (a rolling window before each fold) does not apply to cpcv, "
+                "whose splits train on every bar outside their test groups; drop one"
+            )
+        return _cpcv(settings, seeds, cv_groups, cv_test_groups, executor, progress, log, store)
     end = settings.end
     if end is None:
         end = max(f.index[-1] for f in settings.frames.values())
@@ -349,3 +399,256 @@ def _stitch(name: str, runs: Sequence[BacktestResult]) -> Stitched:
     if signals is not None:
         metrics.update(mean_ic(signals))
     return Stitched(name, returns, metrics, signals, frequency)
+
+
+Span = tuple[pd.Timestamp, pd.Timestamp]
+
+
+def cpcv_exclusions(
+    calendar: pd.DatetimeIndex,
+    offset: int,
+    bounds: Sequence[tuple[int, int]],
+    *,
+    horizon: int,
+    embargo: int,
+) -> tuple[Span, ...]:
+    """The date spans a CPCV split's training may not read: each test group widened by
+    the purge before it and the embargo after it.
+
+    Args:
+        calendar: every bar's date, sorted (the purge and embargo reach past the test
+            window into the history before it and the bars after it).
+        offset: the position in ``calendar`` of the test window's first bar.
+        bounds: each test group's (first, last) bar, counted from the test window's first
+            (:attr:`metabt.evaluate.overfitting.Split.test_bounds`).
+        horizon: the label horizon, bars: a label at t is realised at t + horizon, so the
+            ``horizon`` bars before a test group are purged.
+        embargo: bars dropped after each test group (at least ``horizon``).
+
+    Returns:
+        ((first date, last date), ...), both ends included, one per test group.
+    """
+    last = len(calendar) - 1
+    return tuple(
+        (
+            pd.Timestamp(calendar[max(offset + a - horizon, 0)]),
+            pd.Timestamp(calendar[min(offset + b + max(embargo, horizon), last)]),
+        )
+        for a, b in bounds
+    )
+
+
+def _cpcv(
+    settings: RunSettings,
+    seeds: list[int],
+    n_groups: int,
+    n_test_groups: int,
+    executor: ExecutorSpec | Executor,
+    progress: bool,
+    log: Log,
+    store: UnitStore | None,
+) -> WalkForward:
+    """Combinatorial purged cross-validation of the roster over the test window.
+
+    The test window's bars (the union of the traded frames' dates from ``settings.start``
+    to ``settings.end`` or the last bar) are cut into N contiguous groups; each of the
+    C(N, k) splits trains the whole roster once (every part, :func:`train_part` with
+    ``exclude``: the split's test groups widened by the purge of the label horizon before
+    each and an embargo of ``spec.lookback + support + query`` bars after it,
+    :func:`cpcv_exclusions`; the cut-off is the day after the window's last bar, so bars
+    after a test group are trained on, and the validation hold-out is the last
+    ``val_years`` of usable time before it, :func:`~metabt.experiments.parts.
+    validation_split`) and backtests each of its k test groups from fresh cash (one
+    :class:`~metabt.experiments.scheduler.Unit` per (split, group), the split's units
+    sharing one training). Path p of :func:`~metabt.evaluate.overfitting.cpcv_paths`
+    stitches, group by group, the p-th test of each group: φ = C(N−1, k−1) paths, each
+    covering every test bar once. The smoothing is the run's ``smooth`` (no validation
+    choice: the years before a test group may hold another test group of its split).
+    """
+    from metabt._checks import through_day
+
+    paths = cpcv_paths(n_groups, n_test_groups)  # the counts checked before any work
+    cfg = settings.cfg
+    frames = list(settings.frames.values())
+    last_bar = min(f.index[-1] for f in frames)
+    if settings.end is not None and settings.end > last_bar:
+        raise DataError(
+            f"`end` {settings.end.date()} is after the last bar of the data "
+            f"({last_bar.date()}); use `end` {last_bar.date()} or omit `end`"
+        )
+    calendar = frames[0].index
+    for f in frames[1:]:
+        calendar = calendar.union(f.index)
+    calendar = pd.DatetimeIndex(calendar)
+    stop = through_day(settings.end)
+    inside = (calendar >= settings.start) & (
+        np.ones(len(calendar), dtype=bool) if stop is None else calendar <= stop
+    )
+    bars = calendar[inside]
+    if len(bars) < 2 * n_groups:
+        raise ConfigError(
+            f"`cv_groups` {n_groups}: the {len(bars)} test bars make groups of under 2 "
+            "bars; use fewer `cv_groups` or a longer test window"
+        )
+    offset = int(np.flatnonzero(inside)[0])
+    horizon = cfg.spec.horizon
+    embargo = int(cfg.spec.lookback) + cfg.support + cfg.query
+    splits = list(cpcv_splits(len(bars), n_groups, n_test_groups, horizon=horizon, embargo=embargo))
+    groups = [(bars[g[0]], bars[g[-1]]) for g in np.array_split(np.arange(len(bars)), n_groups)]
+    cut = pd.Timestamp(bars[-1]).normalize() + pd.Timedelta(days=1)
+    run_settings = replace(settings, cfg=cfg.with_(smooth_grid=()))
+    for first, last in groups:  # every group must be testable, checked before training
+        group = replace(run_settings, start=first, end=last)
+        group.check_history(roster=[e.name for e in roster_entries(cfg)])
+    units, where = [], []
+    for seed in seeds:
+        for s, split in enumerate(splits):
+            spans = cpcv_exclusions(
+                calendar, offset, split.test_bounds, horizon=horizon, embargo=embargo
+            )
+            for g, (a, b) in zip(split.test_groups, split.test_bounds, strict=True):
+                label = (
+                    f"CPCV split {s + 1}/{len(splits)} (test groups "
+                    f"{', '.join(str(t + 1) for t in split.test_groups)} of {n_groups}): "
+                    f"group {g + 1}, test {bars[a].date()} to {bars[b].date()}"
+                    + (f" (seed {seed})" if len(seeds) > 1 else "")
+                )
+                units.append(
+                    Unit(run_settings, seed, bars[a], bars[b], label, spans, train_end=cut)
+                )
+                where.append((seed, s, g))
+    with executor_scope(executor) as ex:
+        runs = dict(
+            zip(where, run_units(units, executor=ex, progress=progress, log=log, store=store))
+        )
+    rows: list[dict[str, Any]] = []
+    path_rows: list[dict[str, Any]] = []
+    per_seed: list[tuple[int, dict[str, Stitched], pd.DataFrame, Verdict]] = []
+    logs, assets = [], {}
+    for seed in seeds:
+        for (sd, s, g), run in runs.items():
+            if sd != seed:
+                continue
+            train_range = run.models.meta.learner.train_range
+            assert train_range is not None
+            for result in run.results:
+                rows.append(
+                    {
+                        "seed": seed,
+                        "split": s + 1,
+                        "fold": g + 1,
+                        "strategy": result.name,
+                        "train_start": train_range[0],
+                        "train_end": train_range[1],
+                        "test_start": str(result.returns.index[0].date()),
+                        "test_end": str(result.returns.index[-1].date()),
+                        "bars": len(result.returns),
+                        "adaptations": math.nan
+                        if result.adaptations is None
+                        else len(result.adaptations),
+                        "untrained": bool(run.table.loc[result.name, "untrained"]),
+                        **{key: result.metrics.get(key, math.nan) for key in FOLD_METRICS},
+                    }
+                )
+                if seed == seeds[0]:
+                    assets[(s + 1, g + 1, result.name)] = result.assets
+            if seed == seeds[0]:
+                meta = run.results[0]
+                assert meta.adaptations is not None
+                logs.append(meta.adaptations.assign(split=s + 1, fold=g + 1))
+        by_path: dict[str, list[Stitched]] = {}
+        for p, path in enumerate(paths):
+            tests = [
+                {r.name: r for r in runs[seed, int(path[g]), g].results} for g in range(n_groups)
+            ]
+            for name in tests[0]:
+                stitched = _stitch(name, [t[name] for t in tests])
+                by_path.setdefault(name, []).append(stitched)
+                path_rows.append(
+                    {
+                        "seed": seed,
+                        "path": p + 1,
+                        "strategy": name,
+                        "bars": len(stitched.returns),
+                        **{key: stitched.metrics.get(key, math.nan) for key in FOLD_METRICS},
+                    }
+                )
+        mean = {name: _mean_path(name, series) for name, series in by_path.items()}
+        table, verdict = judge(
+            list(mean.values()),
+            horizon=horizon,
+            seed=seed,
+            periods_per_year=next(iter(mean.values())).frequency.periods,
+            ledger=ledger_count(settings, list(mean.values()), "walkforward", seed=seed),
+        )
+        sharpes = pd.DataFrame(
+            {
+                name: [p.metrics.get("sharpe", math.nan) for p in series]
+                for name, series in by_path.items()
+            }
+        )
+        table = table.assign(
+            path_sharpe_mean=sharpes.mean().reindex(table.index),
+            path_sharpe_sd=sharpes.std(ddof=1).reindex(table.index),
+            paths=len(paths),
+        )
+        per_seed.append((seed, mean, table, verdict))
+    _, mean0, _, verdict0 = per_seed[0]
+    summary = _seed_summary([(s, t) for s, _, t, _ in per_seed])
+    names = list(settings.frames)
+    if "BuyAndHold" in mean0:
+        benchmark = mean0["BuyAndHold"].returns.rename(
+            f"BuyAndHold (equal-weight basket of {len(names)} assets)"
+            if len(names) > 1
+            else f"BuyAndHold ({names[0]})"
+        )
+    else:  # pragma: no cover - BuyAndHold always runs
+        benchmark = mean0["MetaStrategy"].returns.rename(names[0])
+    head = (
+        f"CPCV, {n_groups} groups, {n_test_groups} tested per split: {len(splits)} splits, "
+        f"{len(paths)} paths (verdict on the paths' mean return per bar): "
+    )
+    return WalkForward(
+        table=pd.DataFrame(rows),
+        stitched=mean0,
+        summary=summary,
+        verdict=verdict0,
+        verdicts=[
+            head + (v.text if len(per_seed) == 1 else f"seed {s}: {v.text}")
+            for s, _, _, v in per_seed
+        ],
+        benchmark=benchmark,
+        adaptations=pd.concat(logs, ignore_index=True),
+        assets=pd.concat(assets, names=["split", "fold", "strategy", "asset"]),
+        costs=settings.costs,
+        paths=pd.DataFrame(path_rows),
+    )
+
+
+def _mean_path(name: str, paths: Sequence[Stitched]) -> Stitched:
+    """A strategy's CPCV paths as one run: their mean return per bar (an equal share in
+    each path); its IC is path 1's signals' (every test bar once)."""
+    returns = pd.concat([p.returns for p in paths], axis=1).mean(axis=1).rename("returns")
+    frequency = paths[0].frequency
+    metrics = compute_metrics(returns, periods_per_year=frequency.periods)
+    if paths[0].signals is not None:
+        metrics.update(mean_ic(paths[0].signals))
+    return Stitched(name, returns, metrics, paths[0].signals, frequency)
+
+
+def _seed_summary(tables: Sequence[tuple[int, pd.DataFrame]]) -> pd.DataFrame:
+    """The first seed's table, or the mean over seeds with ``_sd`` columns."""
+    table0 = tables[0][1]
+    if len(tables) == 1:
+        return table0
+    stats = aggregate_seeds(dict(tables))
+    order = list(table0.columns)
+    summary = pd.concat(
+        [
+            stats["mean"].unstack("metric")[order],
+            stats["sd"].unstack("metric")[order].add_suffix("_sd"),
+        ],
+        axis=1,
+    ).loc[list(table0.index)]
+    summary.index.name = "strategy"
+    return summary

@@ -44,6 +44,58 @@ def _longest_run(ok: np.ndarray) -> int:
     return int((edges[1::2] - edges[::2]).max())
 
 
+Span = tuple[pd.Timestamp, pd.Timestamp]
+
+
+def _spans(exclude: Sequence[tuple[Any, Any]]) -> tuple[Span, ...]:
+    """The excluded spans as (first, last) timestamps (tz-naive wall time), sorted.
+
+    Raises:
+        ConfigError: a span that is not two dates, or whose last date is before its first.
+    """
+    out = []
+    for span in exclude:
+        try:
+            first, last = span
+        except (TypeError, ValueError):
+            raise ConfigError(f"exclude needs (first, last) date pairs, got {span!r}") from None
+        a, b = as_timestamp(first, "exclude start"), as_timestamp(last, "exclude end")
+        if a is None or b is None or b < a:
+            raise ConfigError(f"an excluded span needs first <= last, got ({first}, {last})")
+        out.append((a, b))
+    return tuple(sorted(out))
+
+
+def _clear_of(
+    dates: np.ndarray,
+    offsets: np.ndarray,
+    lengths: np.ndarray,
+    spans: Sequence[Span],
+    back: int,
+    ahead: int,
+) -> np.ndarray:
+    """(sum T_i,) bool: True where no bar a row reads lies in an excluded span.
+
+    Row s of an asset reads its bars s − ``back`` .. s + ``ahead`` (feature look-back, and
+    the bars until its label and P&L inputs are realised); a bar is excluded when its date
+    is within a span, both ends included.
+    """
+    clear = np.ones(len(dates), dtype=bool)
+    for off, n in zip(offsets, lengths):
+        d = dates[off : off + n]
+        bad = np.zeros(n, dtype=bool)
+        for first, last in spans:
+            bad |= (d >= _ns(first)) & (d <= _ns(last))
+        if not bad.any():
+            continue
+        # a row is clear when the window [s - back, s + ahead] (clipped) holds no bad bar
+        cs = np.concatenate([[0], np.cumsum(bad)])
+        s = np.arange(n)
+        lo, hi = np.maximum(s - back, 0), np.minimum(s + ahead, n - 1)
+        clear[off : off + n] = cs[hi + 1] - cs[lo] == 0
+    return clear
+
+
 Arrays = tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
@@ -205,10 +257,20 @@ class TaskSampler:
         names: asset names for messages. Default "asset0", "asset1", ...
         hint: a sentence appended to the "no valid task" error (e.g. how many bars of
             feature warm-up each asset spends). Default "".
+        extras: name -> per asset (T_i,) P&L inputs of each row (``path_extras``); a row
+            is then realised ``max(horizon, 2)`` bars later. Default None.
+        exclude: (first, last) date spans, both ends included: a row that reads a bar
+            dated within one (its ``lookback`` bars before it, itself, and the bars until
+            its label and extras are realised) is unusable, so no task uses it. Default
+            (): none.
+        lookback: bars before a row that its feature row and label read, for
+            ``exclude``. Default 0.
 
     Attributes:
         support, query, horizon (int): as given.
         start, end (pd.Timestamp | None): the date bounds.
+        exclude (tuple[tuple[pd.Timestamp, pd.Timestamp], ...]): the excluded spans.
+        lookback (int): as given.
         names (list[str]): asset names.
 
     Raises:
@@ -231,6 +293,8 @@ class TaskSampler:
         names: Sequence[str] | None = None,
         hint: str = "",
         extras: Mapping[str, Sequence[np.ndarray]] | None = None,
+        exclude: Sequence[tuple[Any, Any]] = (),
+        lookback: int = 0,
     ) -> None:
         self._hint = f" {hint}" if hint else ""
         self.support = check_int("support", support, 1)
@@ -253,6 +317,12 @@ class TaskSampler:
             self._extras[str(key)] = joined
         # bars after a row until everything it carries is realised
         self._lag = max(self.horizon, EXTRA_LAG) if self._extras else self.horizon
+        self.lookback = check_int("lookback", lookback, 0)
+        self.exclude = _spans(exclude)
+        if self.exclude:  # rows reading an excluded bar, before or after them, are unusable
+            self._row_ok &= _clear_of(
+                self._dates, self._offsets, self._lengths, self.exclude, self.lookback, self._lag
+            )
         self._support_idx = np.arange(self.support)
         self._query_idx = np.arange(self.query) + self.support - 1 + self.horizon
         self.start: pd.Timestamp | None = None
@@ -314,6 +384,7 @@ class TaskSampler:
         extras: bool = False,
         vol_lookback: int = 20,
         bars_per_year: float | None = None,
+        exclude: Sequence[tuple[Any, Any]] = (),
     ) -> TaskSampler:
         """Tasks from OHLCV frames, with ``spec``'s features and labels.
 
@@ -340,6 +411,14 @@ class TaskSampler:
             vol_lookback: the sizer's volatility window (bars), for ``extras``. Default 20.
             bars_per_year: for ``extras``; None infers it from the dates
                 (``metabt.data.bars.common_frequency``). Default None.
+            exclude: (first, last) date spans, both ends included, whose bars no task
+                may read: a task is dropped when any of its support or query rows reads
+                an excluded bar through its features (``spec.lookback - 1 + window - 1``
+                bars back), its label's causal scale (``spec.norm_window`` bars back), its
+                label (``horizon`` bars ahead) or, with ``extras``, its P&L inputs (the
+                volatility's ``vol_lookback`` bars back, the return 2 bars ahead).
+                Combinatorial purged cross-validation passes its test groups widened by
+                the purge and the embargo. Default (): none, every task as before.
 
         Returns:
             A TaskSampler whose rows are ``window * spec.n_features`` wide.
@@ -350,6 +429,11 @@ class TaskSampler:
             DataError: a frame that is not valid OHLCV (see ``FeatureSpec.transform``).
         """
         X, y, dates, hint = _frame_inputs(frames, spec, window, support + query)
+        back = int(spec.lookback) - 1 + int(window) - 1  # the features' look-back
+        if getattr(spec, "scale_label", False):  # the label's causal scale
+            back = max(back, int(getattr(spec, "norm_window", 0)))
+        if extras:  # the sizer's volatility
+            back = max(back, int(vol_lookback))
         arrays: dict[str, list[np.ndarray]] | None = None
         if extras:
             if bars_per_year is None:
@@ -374,6 +458,8 @@ class TaskSampler:
             names=list(frames),
             hint=hint,
             extras=arrays,
+            exclude=exclude,
+            lookback=back if exclude else 0,
         )
 
     # ------------------------------------------------------------------ properties
