@@ -131,7 +131,19 @@ def test_cpcv_learners_pass_check_excluded(settings, monkeypatch):
 def test_cpcv_settings_are_checked(settings):
     with pytest.raises(ConfigError, match="`cv` must be one of walkforward, cpcv"):
         walkforward(settings, progress=False, cv="kfold")
-    with pytest.raises(ConfigError, match="n_test_groups 4 must be below n_groups 4"):
+    with pytest.raises(
+        ConfigError, match="`cv_test_groups` 4 must be at least 1 and below `cv_groups` 4"
+    ):
         walkforward(settings, progress=False, cv="cpcv", cv_groups=4, cv_test_groups=4)
     with pytest.raises(ConfigError, match="train_years"):
         walkforward(settings, progress=False, cv="cpcv", train_years=2)
+
+
+def test_the_command_line_names_its_flags(capsys):
+    from metabt.cli.main import main
+
+    code = main(["walkforward", "--cv", "cpcv", "--cv-groups", "4", "--cv-test-groups", "4",
+                 "--quiet"])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert "--cv-test-groups 4 must be at least 1 and below --cv-groups 4" in err[0]

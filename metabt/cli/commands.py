@@ -455,6 +455,9 @@ def cmd_walkforward(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         log=_say,
         store=store,
+        cv=args.cv,
+        cv_groups=args.cv_groups,
+        cv_test_groups=args.cv_test_groups,
     )
     paths = result.write(Path(args.out), force=args.force)
     _resumed(store)

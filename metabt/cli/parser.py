@@ -746,6 +746,29 @@ def add_walkforward_parser(sub: Any) -> argparse.ArgumentParser:
         metavar="N",
         help="rolling training window in years (default: expanding, all history)",
     )
+    p.add_argument(
+        "--cv",
+        choices=("walkforward", "cpcv"),
+        default="walkforward",
+        help="walkforward (yearly folds, each trained strictly before it; the default) or "
+        "cpcv (combinatorial purged cross-validation: the test window in --cv-groups "
+        "groups, each split trained on every bar outside its --cv-test-groups test groups, "
+        "after them too, purged and embargoed; results over the stitched paths)",
+    )
+    p.add_argument(
+        "--cv-groups",
+        type=_bounded("cv_groups"),
+        default=6,
+        metavar="N",
+        help="cpcv: groups of the test window (default 6)",
+    )
+    p.add_argument(
+        "--cv-test-groups",
+        type=_bounded("cv_test_groups"),
+        default=2,
+        metavar="K",
+        help="cpcv: groups tested per split, fewer than --cv-groups (default 2)",
+    )
     _ledger_option(p)
     p.add_argument(
         "--resume",

@@ -116,6 +116,8 @@ LIMITS: Mapping[str, Limit] = {
     "support": _int(100_000, "bars"),
     "threads": _int(1_024, "threads"),
     "train_years": _int(100, "years"),
+    "cv_groups": _int(64, "groups", low=2),
+    "cv_test_groups": _int(63, "groups"),
     "trials": _int(100_000, "trials"),
     "turnover_budget": _float(100, "(fraction of value)", above=True),
     "val_folds": _int(100, "folds"),

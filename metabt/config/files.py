@@ -224,7 +224,15 @@ class Options(BaseModel):
     val_folds: Annotated[int, _bound("val_folds")] | None = _doc(
         "val_folds", "sweep: one-year validation folds"
     )
-    cv: str | None = Field(None, description="sweep: walkforward or cpcv (trial scoring)")
+    cv: str | None = Field(
+        None, description="sweep: walkforward or cpcv (trial scoring); walkforward: the same"
+    )
+    cv_groups: Annotated[int, _bound("cv_groups")] | None = _doc(
+        "cv_groups", "walkforward cpcv: groups of the test window"
+    )
+    cv_test_groups: Annotated[int, _bound("cv_test_groups")] | None = _doc(
+        "cv_test_groups", "walkforward cpcv: groups tested per split"
+    )
     ks: list[Annotated[int, _bound("ks")]] | None = _doc(
         "ks", "pricing: months of history per model"
     )

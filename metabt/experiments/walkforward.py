@@ -272,6 +272,13 @@ def walkforward(
                 "`train_years` (a rolling window before each fold) does not apply to cpcv, "
                 "whose splits train on every bar outside their test groups; drop one"
             )
+        if not (isinstance(cv_test_groups, int) and isinstance(cv_groups, int)) or not (
+            1 <= cv_test_groups < cv_groups
+        ):
+            raise ConfigError(
+                f"`cv_test_groups` {cv_test_groups!r} must be at least 1 and below `cv_groups` "
+                f"{cv_groups!r} (each split tests some groups and trains on the others)"
+            )
         return _cpcv(settings, seeds, cv_groups, cv_test_groups, executor, progress, log, store)
     end = settings.end
     if end is None:
