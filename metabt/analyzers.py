@@ -137,6 +137,11 @@ class QuantStatsAnalyzer(bt.Analyzer):
       dates, named after the data (``"benchmark"`` if it has no name).
     - ``frequency`` (:class:`metabt.data.bars.BarFrequency`): the bars per year used.
     - ``metrics`` (dict[str, float]): :func:`metabt.evaluate.report.compute_metrics` of ``returns``.
+    - ``exposure`` (pd.Series, float64, name ``"exposure"``): gross exposure at each bar's
+      close, on the dates of ``returns``: the sum over data of |position value| (the
+      broker's value of each position, as backtrader's ``PositionsValue``) over the
+      portfolio value; 0.0 where the strategy held nothing. The tearsheet's "Time in
+      Market" is the share of bars where it is not 0.
     """
 
     params: Any = (("periods_per_year", None), ("start", None))
@@ -154,6 +159,7 @@ class QuantStatsAnalyzer(bt.Analyzer):
         self._start_date = _as_date(self.p.start, "QuantStatsAnalyzer: start")
         self._values: dict[dt.datetime, float] = {}  # portfolio value at each bar's close
         self._closes: dict[dt.datetime, float] = {}  # close of data0 at each bar
+        self._gross: dict[dt.datetime, float] = {}  # sum of |position value| at each bar
         self._cash = math.nan
         self.frequency: BarFrequency | None = None  # set at stop
 
@@ -161,11 +167,18 @@ class QuantStatsAnalyzer(bt.Analyzer):
         self._cash = float(self.strategy.broker.getvalue())
 
     def next(self) -> None:
-        """Record the portfolio value and ``data0``'s close at this bar (also in prenext)."""
+        """Record the portfolio value, the gross position value and ``data0``'s close at
+        this bar (also in prenext)."""
         when = self.strategy.datetime.datetime(0)
         data = self.datas[0]
-        self._values[when] = float(self.strategy.broker.getvalue())
+        broker = self.strategy.broker
+        self._values[when] = float(broker.getvalue())
         self._closes[when] = float(data.close[0]) if len(data) else math.nan
+        gross = 0.0
+        for d in self.strategy.datas:
+            if broker.getposition(d).size:  # a held position: its data has a bar
+                gross += abs(float(broker.get_value([d])))
+        self._gross[when] = gross
 
     def _frequency(self, index: pd.DatetimeIndex) -> BarFrequency:
         if self.p.periods_per_year is not None:
@@ -186,10 +199,12 @@ class QuantStatsAnalyzer(bt.Analyzer):
         name = getattr(self.datas[0], "_name", "") or "benchmark"
         benchmark = closes.ffill().pct_change(fill_method=None).fillna(0.0).rename(name)
         benchmark = benchmark.reindex(returns.index, fill_value=0.0)
+        gross = pd.Series(list(self._gross.values()), index=index, dtype="float64")
+        exposure = (gross / values).rename("exposure")
 
         if self._start_date is not None:
             keep = returns.index >= pd.Timestamp(self._start_date)
-            returns, benchmark = returns[keep], benchmark[keep]
+            returns, benchmark, exposure = returns[keep], benchmark[keep], exposure[keep]
         if returns.empty:
             if not len(index):
                 raise DataError("QuantStatsAnalyzer recorded no bars: the data feeds are empty")
@@ -202,14 +217,28 @@ class QuantStatsAnalyzer(bt.Analyzer):
         self.rets["benchmark"] = benchmark
         self.rets["frequency"] = self.frequency
         self.rets["metrics"] = compute_metrics(returns, periods_per_year=self.frequency.periods)
+        self.rets["exposure"] = exposure
 
-    def tearsheet(self, path: str | os.PathLike[str], title: str | None = None) -> Path:
+    def tearsheet(
+        self,
+        path: str | os.PathLike[str],
+        title: str | None = None,
+        benchmark: pd.Series | None = None,
+    ) -> Path:
         """Write the quantstats HTML tearsheet of the run, with the benchmark.
+
+        The page's "Time in Market" is the share of the run's bars that ended with a
+        position (``exposure``), and its mean gross exposure is shown under it; intraday
+        and lower-than-daily bars are handled as
+        :func:`metabt.evaluate.report.write_tearsheet` says.
 
         Args:
             path (str | os.PathLike): the HTML file (written atomically; parent
                 directories are created).
             title (str | None): report title. Default None ("metabt tearsheet").
+            benchmark (pd.Series | None): simple per-bar benchmark returns, named (e.g. the
+                BuyAndHold row's equal-weight basket), put on the run's bars (0.0 where it
+                has none). Default None: the first data held (``benchmark``).
 
         Returns:
             pathlib.Path: ``path``.
@@ -221,12 +250,18 @@ class QuantStatsAnalyzer(bt.Analyzer):
             raise ConfigError(
                 "QuantStatsAnalyzer.tearsheet: no results yet; call it after cerebro.run()"
             )
+        returns = self.rets["returns"]
+        if benchmark is None:
+            benchmark = self.rets["benchmark"]
+        elif isinstance(benchmark, pd.Series):
+            benchmark = benchmark.reindex(returns.index, fill_value=0.0)
         return write_tearsheet(
-            self.rets["returns"],
-            self.rets["benchmark"],
+            returns,
+            benchmark,
             path,
             title=title,
             periods_per_year=self.rets["frequency"].periods,
+            exposure=self.rets.get("exposure"),  # results pickled before it existed lack it
         )
 
 
