@@ -159,6 +159,7 @@ class BacktestResult:
             path,
             title=title or self.name,
             periods_per_year=self.frequency.periods,
+            exposure=self.analyzer.get_analysis().get("exposure"),
         )
 
     def diagnostics(

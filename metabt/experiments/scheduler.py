@@ -404,7 +404,10 @@ def run_units(
                 started.add((k, j))
                 name, cls, kwargs = _roster_entry(entry, trained[k], cfgs[k], bars_per_year[k])
                 u = units[k]
-                job = (replace(u.settings, train_frames={}), name, cls, kwargs, u.start, u.end)
+                # a backtest reads no training frame but each one's first bar, which sets
+                # the validation hold-out its smoothing is chosen on (hold_out_years)
+                firsts = {k: f.iloc[:1] for k, f in u.settings.train_frames.items()}
+                job = (replace(u.settings, train_frames=firsts), name, cls, kwargs, u.start, u.end)
                 submit((k, j), _backtest, job)
 
     with bar:

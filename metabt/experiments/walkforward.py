@@ -117,6 +117,8 @@ class Stitched:
         metrics: quantstats metrics of the stitched returns, plus the pooled IC.
         signals: data name -> signal vs forward return across the folds, or None.
         frequency: the bar frequency that annualised the metrics.
+        exposure: gross exposure at each bar of the stitched folds (the analyzers'
+            ``exposure``), for the tearsheet's time in market; None when not recorded.
     """
 
     name: str
@@ -124,6 +126,7 @@ class Stitched:
     metrics: dict[str, float]
     signals: dict[str, pd.DataFrame] | None
     frequency: BarFrequency = field(default_factory=lambda: BarFrequency("daily", 252.0))
+    exposure: pd.Series | None = None
 
 
 @dataclass
@@ -196,6 +199,7 @@ class WalkForward:
                 out / "walkforward.html",
                 title=f"MetaStrategy walk-forward, {n} folds",
                 periods_per_year=meta.frequency.periods,
+                exposure=meta.exposure,
             ),
             "assets": write_text(out / "assets.csv", csv_text(self.assets.reset_index())),
             "diagnostics": write_diagnostics(
@@ -405,7 +409,9 @@ def _stitch(name: str, runs: Sequence[BacktestResult]) -> Stitched:
     metrics = compute_metrics(returns, periods_per_year=frequency.periods)
     if signals is not None:
         metrics.update(mean_ic(signals))
-    return Stitched(name, returns, metrics, signals, frequency)
+    parts = [r.analyzer.get_analysis().get("exposure") for r in runs]
+    exposure = None if any(p is None for p in parts) else pd.concat(parts).rename("exposure")
+    return Stitched(name, returns, metrics, signals, frequency, exposure)
 
 
 Span = tuple[pd.Timestamp, pd.Timestamp]
