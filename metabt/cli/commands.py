@@ -392,6 +392,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     _say(f"\ntearsheet written to {paths['tearsheet'].resolve()}")
     _say(f"per-asset results written to {paths['assets'].resolve()}")
     _say(f"adaptation diagnostics written to {paths['diagnostics'].resolve()}")
+    _say(f"interactive chart written to {paths['chart'].resolve()}")
     _say(f"record of the run: {run_json.resolve()}")
     return 0
 

@@ -23,6 +23,7 @@ import pandas as pd
 
 from metabt._util import atomic_dir, staged_files, write_text
 from metabt.errors import ConfigError
+from metabt.evaluate.chart import write_chart
 from metabt.evaluate.metrics import metrics_table
 from metabt.evaluate.report import write_comparison
 from metabt.evaluate.sanitize import clean, csv_text
@@ -187,9 +188,11 @@ class MainRun:
         ]
 
     def write(self, report: Path) -> dict[str, Path]:
-        """Write the tearsheet, the diagnostics page and the per-asset CSV beside it.
+        """Write the tearsheet, the diagnostics page, the per-asset CSV and the interactive
+        chart (``<report stem>_chart.html``, :func:`metabt.evaluate.chart.write_chart` of
+        the traded strategy) beside it.
 
-        The three files are written into a staging folder and moved into ``report``'s
+        The four files are written into a staging folder and moved into ``report``'s
         folder together at the end (:func:`metabt._util.staged_files`).
         """
         basket = basket_benchmark(self.results, self.settings)
@@ -201,11 +204,13 @@ class MainRun:
             "tearsheet": report.name,
             "diagnostics": f"{report.stem}_diagnostics.html",
             "assets": f"{report.stem}_assets.csv",
+            "chart": f"{report.stem}_chart.html",
         }
         with staged_files(report.parent) as stage:
             self.meta.tearsheet(stage / names["tearsheet"], title=title, benchmark=basket)
             self.meta.diagnostics(stage / names["diagnostics"], benchmark=basket)
             write_text(stage / names["assets"], csv_text(self.meta.assets.reset_index()))
+            write_chart(self.meta.strategy, stage / names["chart"], title=title)
         return {key: report.parent / name for key, name in names.items()}
 
 
