@@ -131,7 +131,7 @@ def chart(strategy: Any, *, style: str = "candlestick", title: str | None = None
     ▼ sell; filled = entry, hollow = exit); the equity against the equal-weight basket of
     every data (:func:`metabt.evaluate.metrics.basket_returns`, started at the same
     value); the drawdown (fraction below the running peak); each data's ``signal`` line
-    (a :class:`~metabt.strategies.trader.SignalTrader`'s raw signal) and position
+    (a :class:`metabt.strategies.trader.SignalTrader`'s raw signal) and position
     (fraction of equity); and, for a MetaStrategy, its adaptations (one mark per
     adaptation, per data). Legends sit above the figures; a click hides a line. Every
     data name shown is passed through :func:`metabt.evaluate.sanitize.clean`.
@@ -140,7 +140,7 @@ def chart(strategy: Any, *, style: str = "candlestick", title: str | None = None
         strategy: a strategy after ``cerebro.run()``.
         style: "candlestick" (also "bar") draws candles; "line" the close. Default
             "candlestick".
-        title: the page's heading. Default "<strategy class>: backtest".
+        title: the page's heading. Default ``"<strategy class>: backtest"``.
 
     Returns:
         bokeh.models.Column: the layout; its figures share one ``x_range``.
