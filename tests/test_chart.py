@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import pickle
 import re
 import shutil
 import subprocess
@@ -125,6 +126,18 @@ def test_the_html_is_standalone_and_names_are_cleaned(tmp_path, sample_frames):
     assert [(d, metabt.evaluate.sanitize.clean(n)) for d, n in marks] == _marks(
         chart(run.strategy, style="line")
     )
+
+
+def test_a_detached_run_keeps_the_chart_and_it_pickles(tmp_path, layout, meta_run):
+    """compare's results cross processes without the backtrader run: the chart's data does."""
+    from metabt.experiments.scheduler import _detach
+
+    detached = pickle.loads(pickle.dumps(_detach(meta_run, keep_chart=True)))
+    snapshot = detached.strategy.chart
+    assert _marks(chart(snapshot)) == _marks(layout)
+    assert _detach(meta_run).strategy.chart is None  # only when asked (the roster's first)
+    page = write_chart(snapshot, tmp_path / "c.html").read_text(encoding="utf-8")
+    assert "<title>LoggedMeta: backtest</title>" in page
 
 
 def test_png_is_still_the_default_and_bad_input_is_refused(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from metabt.errors import ConfigError
 from metabt.evaluate.metrics import basket_returns
 from metabt.evaluate.sanitize import clean
 
-__all__ = ["chart", "fills", "write_chart"]
+__all__ = ["ChartData", "chart", "chart_data", "fills", "write_chart"]
 
 #: columns of :func:`fills`
 FILL_COLUMNS = ["date", "data", "size", "price", "side", "kind", "position"]
@@ -88,6 +89,65 @@ def _equity(strategy: Any, clock: pd.DatetimeIndex) -> pd.Series:
     )
 
 
+@dataclass
+class ChartData:
+    """What the chart draws of a finished run, without the run: small, and it pickles.
+
+    Attributes:
+        name: the strategy's class name (the default heading).
+        prices: data name -> (bars, open/high/low/close) float64 frame, tz-naive index.
+        fills: :func:`fills` of the run.
+        equity: portfolio value per bar (currency units), tz-naive index.
+        signals: data name -> its ``signal`` line per bar (a SignalTrader's; else empty).
+        adaptations: a MetaStrategy's ``adaptations`` (dicts with date, data, trigger, ...).
+    """
+
+    name: str
+    prices: dict[str, pd.DataFrame]
+    fills: pd.DataFrame
+    equity: pd.Series
+    signals: dict[str, pd.Series] = field(default_factory=dict)
+    adaptations: list[dict[str, Any]] = field(default_factory=list)
+
+
+def chart_data(strategy: Any) -> ChartData:
+    """Read what the chart draws off a strategy after ``cerebro.run()`` (no Bokeh needed).
+
+    Args:
+        strategy: a strategy after ``cerebro.run()``.
+
+    Returns:
+        A :class:`ChartData`.
+
+    Raises:
+        ConfigError: a strategy that has not run, or no equity to draw (see :func:`chart`).
+    """
+    if not getattr(strategy, "datas", None) or not len(strategy):
+        raise ConfigError("the chart needs a strategy after cerebro.run(): it has no bars yet")
+    clock = _dates(strategy.datetime.array[: len(strategy)])
+    prices, signals = {}, {}
+    lines = getattr(strategy, "signals", None) or []
+    for i, data in enumerate(strategy.datas):
+        n, name = len(data), data._name or f"data{i}"
+        index = _dates(data.datetime.array[:n])
+        columns = ("open", "high", "low", "close")
+        prices[name] = pd.DataFrame(
+            {k: np.asarray(getattr(data, k).array[:n], float) for k in columns}, index=index
+        )
+        if i < len(lines):
+            values = np.asarray(lines[i].lines.signal.array[:n], float)
+            signals[name] = pd.Series(values, index[: len(values)], name="signal")
+    adaptations = [dict(a) for a in getattr(strategy, "adaptations", None) or []]
+    return ChartData(
+        name=type(strategy).__name__,
+        prices=prices,
+        fills=fills(strategy),
+        equity=_equity(strategy, clock),
+        signals=signals,
+        adaptations=adaptations,
+    )
+
+
 def _figure(title: str, height: int, x_range: Any = None, **kwargs: Any) -> Any:
     from bokeh.plotting import figure
 
@@ -137,10 +197,11 @@ def chart(strategy: Any, *, style: str = "candlestick", title: str | None = None
     data name shown is passed through :func:`metabt.evaluate.sanitize.clean`.
 
     Args:
-        strategy: a strategy after ``cerebro.run()``.
+        strategy: a strategy after ``cerebro.run()``, or its :class:`ChartData` (what
+            :func:`chart_data` reads off it; a detached result keeps it).
         style: "candlestick" (also "bar") draws candles; "line" the close. Default
             "candlestick".
-        title: the page's heading. Default ``"<strategy class>: backtest"``.
+        title: the page's heading. Default ``"<strategy class name>: backtest"``.
 
     Returns:
         bokeh.models.Column: the layout; its figures share one ``x_range``.
@@ -150,26 +211,21 @@ def chart(strategy: Any, *, style: str = "candlestick", title: str | None = None
     """
     if style not in ("candlestick", "bar", "line"):
         raise ConfigError(f"chart style must be 'candlestick', 'bar' or 'line', got {style!r}")
-    if not getattr(strategy, "datas", None) or not len(strategy):
-        raise ConfigError("the chart needs a strategy after cerebro.run(): it has no bars yet")
+    run = strategy if isinstance(strategy, ChartData) else chart_data(strategy)
     from bokeh.layouts import column
     from bokeh.models import ColumnDataSource, NumeralTickFormatter
     from bokeh.models.widgets import Div
 
-    clock = _dates(strategy.datetime.array[: len(strategy)])
+    clock = pd.DatetimeIndex(run.equity.index)
     fmt = "%F" if (clock == clock.normalize()).all() else "%F %H:%M"
-    names = [clean(d._name or f"data{i}") for i, d in enumerate(strategy.datas)]
+    names = [clean(name) for name in run.prices]
     closes, figures = {}, []
-    log = fills(strategy)
+    log = run.fills.copy()
     log["data"] = log["data"].map(clean)
     x_range = None
-    for data, name in zip(strategy.datas, names):
-        n = len(data)
-        frame = pd.DataFrame(
-            {k: np.asarray(getattr(data, k).array[:n], float) for k in ("open", "high", "low")}
-            | {"close": np.asarray(data.close.array[:n], float)},
-            index=_dates(data.datetime.array[:n]),
-        )
+    for raw, name in zip(run.prices, names):
+        frame = run.prices[raw].copy()
+        n = len(frame)
         closes[name] = frame["close"]
         fig = _figure(title="", height=260, x_range=x_range)
         x_range = fig.x_range
@@ -206,7 +262,7 @@ def chart(strategy: Any, *, style: str = "candlestick", title: str | None = None
         _legend_outside(fig)
         figures.append(fig)
 
-    equity = _equity(strategy, clock)
+    equity = run.equity
     basket = basket_returns(closes, pd.DatetimeIndex(equity.index))
     basket_equity = float(equity.iloc[0]) * (1.0 + basket.fillna(0.0)).cumprod()
     curves = pd.DataFrame({"equity": equity.to_numpy(), "basket": basket_equity.to_numpy()})
@@ -231,11 +287,11 @@ def chart(strategy: Any, *, style: str = "candlestick", title: str | None = None
     fig.yaxis.formatter = NumeralTickFormatter(format="0%")
     figures.append(fig)
 
-    figures.append(_signals_positions(strategy, names, log, equity, closes, x_range, fmt))
-    adaptations = getattr(strategy, "adaptations", None)
-    if adaptations:
-        figures.append(_adaptations(adaptations, names, x_range, fmt))
-    heading = clean(title or f"{type(strategy).__name__}: backtest")
+    signals = {clean(name): line for name, line in run.signals.items()}
+    figures.append(_signals_positions(signals, names, log, equity, closes, x_range, fmt))
+    if run.adaptations:
+        figures.append(_adaptations(run.adaptations, names, x_range, fmt))
+    heading = clean(title or f"{run.name}: backtest")
     header = Div(text="", sizing_mode="stretch_width")
     header.text = f"<h2>{_html(heading)}</h2>"
     return column([header, *figures], sizing_mode="stretch_width")
@@ -253,7 +309,7 @@ def _html(text: str) -> str:
 
 
 def _signals_positions(
-    strategy: Any,
+    signals: dict[str, pd.Series],
     names: list[str],
     log: pd.DataFrame,
     equity: pd.Series,
@@ -268,15 +324,13 @@ def _signals_positions(
     fig.yaxis.axis_label = "signal"
     fig.extra_y_ranges = {"position": Range1d(start=-1.05, end=1.05)}
     fig.add_layout(LinearAxis(y_range_name="position", axis_label="position (of equity)"), "right")
-    signals = getattr(strategy, "signals", None) or []
     for i, name in enumerate(names):
         color = _PALETTE[i % len(_PALETTE)]
         close = closes[name]
         renderers = []
-        if i < len(signals):
-            line = signals[i].lines.signal
-            values = np.asarray(line.array[: len(close)], float)
-            source = ColumnDataSource({"date": close.index[: len(values)], "signal": values})
+        if name in signals:
+            line = signals[name]
+            source = ColumnDataSource({"date": line.index, "signal": line.to_numpy()})
             sig = fig.line(
                 "date", "signal", source=source, color=color, legend_label=f"{name} signal"
             )
@@ -338,7 +392,7 @@ def write_chart(
     """Write :func:`chart` to a standalone HTML file (Bokeh's JavaScript inline: works offline).
 
     Args:
-        strategy: a strategy after ``cerebro.run()``.
+        strategy: a strategy after ``cerebro.run()``, or its :class:`ChartData`.
         path: the ``.html`` file to write (parent folders are created; written atomically).
         style: see :func:`chart`.
         title: see :func:`chart`; also the page's ``<title>``.
@@ -357,7 +411,8 @@ def write_chart(
     from bokeh.resources import INLINE
 
     layout = chart(strategy, style=style, title=title)
-    page = file_html(layout, INLINE, title=clean(title or f"{type(strategy).__name__}: backtest"))
+    name = strategy.name if isinstance(strategy, ChartData) else type(strategy).__name__
+    page = file_html(layout, INLINE, title=clean(title or f"{name}: backtest"))
     with atomic_path(path) as tmp:
         Path(tmp).write_text(page, encoding="utf-8")
     return Path(path)

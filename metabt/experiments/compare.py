@@ -400,7 +400,8 @@ class Comparison:
 
     def write(self, out: Path, *, force: bool = False) -> dict[str, Path]:
         """Write compare.csv/md (and compare_seeds.csv), assets.csv/md, a tearsheet per
-        strategy (first seed), index.html and the MetaStrategy diagnostics page.
+        strategy (first seed), index.html, the MetaStrategy diagnostics page and its
+        interactive chart (``MetaStrategy_chart.html``).
 
         The set is written into a temporary folder that replaces ``out`` whole at the end
         (:func:`metabt._util.atomic_dir`): ``out`` never holds half a set.
@@ -433,6 +434,13 @@ class Comparison:
             stats = aggregate_seeds({r.seed: r.table for r in self.runs})
             paths["seeds"] = write_text(out / "compare_seeds.csv", csv_text(stats.reset_index()))
         paths["diagnostics"] = self.results[0].diagnostics(out / "MetaStrategy_diagnostics.html")
+        # the interactive chart of the roster's first strategy (first seed), when its
+        # detached result kept the chart's data (a result read from an older store has not)
+        snapshot = getattr(self.results[0].strategy, "chart", None)
+        if snapshot is not None:
+            paths["chart"] = write_chart(
+                snapshot, out / "MetaStrategy_chart.html", title=f"{self.results[0].name}: backtest"
+            )
         return paths
 
 
