@@ -1,5 +1,5 @@
 # metabt: `make demo` runs the main job on the sample data; `make test` runs lint, type
-# checks and the tests.
+# checks, the API reference build and the tests; `make docs` builds the API reference.
 # Both create the virtual environment (.venv) on first use.
 
 PYTHON ?= python3
@@ -11,7 +11,7 @@ RAY_STAMP := $(VENV)/.metabt-ray-installed
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 PIP    := $(BIN)/python -m pip install --disable-pip-version-check $(FIND_LINKS) -c constraints.txt
 
-.PHONY: setup demo test lint typecheck bench clean constraints
+.PHONY: setup demo test lint typecheck docs bench clean constraints
 
 setup: $(STAMP)
 
@@ -32,7 +32,7 @@ demo: $(STAMP)
 
 # lint and type checks first: a red linter fails the run before the slower tests
 # two workers: the suite is single-threaded per test and the machines have 2 cores
-test: lint typecheck $(RAY_STAMP)
+test: lint typecheck docs $(RAY_STAMP)
 	$(BIN)/python -m pytest -q -n 2
 
 lint: $(STAMP)
@@ -42,6 +42,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# the API reference (pdoc, Google-style docstrings) into docs/api; any pdoc warning fails
+docs: $(STAMP)
+	$(BIN)/python scripts/docs.py --out docs/api
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_backtest.py
 
@@ -50,4 +54,4 @@ constraints: $(STAMP)
 	mv constraints.txt.new constraints.txt
 
 clean:
-	rm -rf $(VENV) reports build *.egg-info
+	rm -rf $(VENV) reports build docs/api *.egg-info

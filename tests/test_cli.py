@@ -55,6 +55,9 @@ def test_backtest_main_job_reduced(tmp_path, capsys):
     assert report.is_file() and report.stat().st_size > 10_000
     assert str(report.resolve()) in out
     assert (report.parent / "run_diagnostics.html").stat().st_size > 20_000
+    chart = report.parent / "run_chart.html"  # the interactive Bokeh chart, standalone
+    assert "bokeh" in chart.read_text(encoding="utf-8")
+    assert f"interactive chart written to {chart.resolve()}" in out
     assets = pd.read_csv(report.parent / "run_assets.csv")
     assert assets["asset"].tolist() == ["AAPL", "MSFT", "portfolio"]
     assert "MetaStrategy per asset" in out and "hit_rate" in out
@@ -306,6 +309,9 @@ def test_compare_writes_table_tearsheets_and_index(tmp_path, capsys):
         assert (out / "tearsheets" / f"{name}.html").stat().st_size > 10_000
         assert f'href="tearsheets/{name}.html"' in page
     assert "| MetaStrategy" in (out / "compare.md").read_text()
+    chart = out / "MetaStrategy_chart.html"  # the interactive chart, from the detached run
+    assert "bokeh" in chart.read_text(encoding="utf-8")
+    assert f"MetaStrategy interactive chart: {chart.resolve()}" in stdout
     assert "strictly before 2011-06-01" in stdout
     assert table["hit_rate"].between(0, 1).all()
     assert table.columns.get_loc("hit_rate") == table.columns.get_loc("win_rate") + 1

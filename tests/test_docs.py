@@ -32,6 +32,7 @@ def test_readme_python_example_runs(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "theta.pt").stat().st_size > 1_000
     assert (tmp_path / "reports" / "aapl.html").stat().st_size > 10_000
     assert (tmp_path / "reports" / "aapl_diagnostics.html").stat().st_size > 20_000
+    assert "bokeh" in (tmp_path / "reports" / "aapl_chart.html").read_text(encoding="utf-8")
     out = capsys.readouterr().out
     assert "sharpe" in out and "schedule" in out  # metrics, then the adaptation log
     # optstrategy on every CPU: one line per adapt_every value

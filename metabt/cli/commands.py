@@ -392,6 +392,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     _say(f"\ntearsheet written to {paths['tearsheet'].resolve()}")
     _say(f"per-asset results written to {paths['assets'].resolve()}")
     _say(f"adaptation diagnostics written to {paths['diagnostics'].resolve()}")
+    _say(f"interactive chart written to {paths['chart'].resolve()}")
     _say(f"record of the run: {run_json.resolve()}")
     return 0
 
@@ -434,6 +435,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     _say(f"per asset: {paths['assets_csv'].resolve()} and {paths['assets_markdown'].resolve()}")
     _say(f"index of tearsheets: {paths['html'].resolve()}")
     _say(f"MetaStrategy adaptation diagnostics: {paths['diagnostics'].resolve()}")
+    if "chart" in paths:
+        _say(f"MetaStrategy interactive chart: {paths['chart'].resolve()}")
     _ledger_record(record, [r.verdict for r in result.runs], len(result.results))
     _finish_record(record, args, paths, Path(args.out))
     return 0

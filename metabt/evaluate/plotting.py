@@ -1,4 +1,4 @@
-"""Headless charts of a backtest: backtrader's plot of prices, orders and signal lines, to PNG."""
+"""Headless charts of a backtest: backtrader's plot to PNG, or the interactive Bokeh chart."""
 
 from __future__ import annotations
 
@@ -21,7 +21,13 @@ def plot(
     size: tuple[float, float] = (16.0, 9.0),
     dpi: int = 100,
 ) -> Path:
-    """Save backtrader's chart of a finished run to a PNG file, with no display needed.
+    """Save the chart of a finished run: a PNG, or an interactive HTML page for ``.html``.
+
+    The file's suffix picks the format: ``.html`` (or ``.htm``) writes the interactive
+    Bokeh chart of :func:`metabt.evaluate.chart.write_chart` (price with the fills, equity
+    against the equal-weight basket, drawdown, signal and positions, adaptations, on one
+    zoomable date axis; ``size`` and ``dpi`` do not apply, the page fills the window's
+    width); any other suffix writes backtrader's chart as a PNG, as follows.
 
     ``cerebro.plot()`` opens a window (backtrader asks matplotlib for TkAgg), which fails
     on a server. This draws the same chart (each data's bars and volume, its indicators,
@@ -34,9 +40,10 @@ def plot(
     Args:
         strategy: a strategy after ``cerebro.run()`` (e.g. ``cerebro.run()[0]``, or
             ``metabt.experiments.backtest.BacktestResult.strategy``).
-        path: the PNG file to write (parent folders are created).
-        style: backtrader's bar style: "candlestick", "bar" or "line". Default
-            "candlestick".
+        path: the file to write (parent folders are created): ``.html`` for the
+            interactive chart, else a PNG.
+        style: backtrader's bar style: "candlestick", "bar" or "line" (the HTML chart
+            draws candles for the first two). Default "candlestick".
         size: figure size in inches (width, height). Default (16, 9).
         dpi: resolution, dots per inch. Default 100.
 
@@ -44,7 +51,8 @@ def plot(
         The path written.
 
     Raises:
-        ConfigError: a strategy that has not run (no bars), or a bad style.
+        ConfigError: a strategy that has not run (no bars), or a bad style; for HTML, a
+            run with no equity to draw (see :func:`metabt.evaluate.chart.chart`).
 
     References:
         backtrader docs, "Plotting" (``backtrader.plot.Plot``).
@@ -53,6 +61,10 @@ def plot(
         raise ConfigError(f"plot style must be 'candlestick', 'bar' or 'line', got {style!r}")
     if not getattr(strategy, "datas", None) or not len(strategy):
         raise ConfigError("plot needs a strategy after cerebro.run(): it has no bars yet")
+    if Path(path).suffix.lower() in (".html", ".htm"):
+        from metabt.evaluate.chart import write_chart
+
+        return write_chart(strategy, path, style=style)
     with quiet_third_party():
         import matplotlib.pyplot as plt
         from backtrader import plot as bt_plot  # asks matplotlib for TkAgg on import

@@ -23,6 +23,7 @@ import pandas as pd
 
 from metabt._util import atomic_dir, staged_files, write_text
 from metabt.errors import ConfigError
+from metabt.evaluate.chart import write_chart
 from metabt.evaluate.metrics import metrics_table
 from metabt.evaluate.report import write_comparison
 from metabt.evaluate.sanitize import clean, csv_text
@@ -187,9 +188,11 @@ class MainRun:
         ]
 
     def write(self, report: Path) -> dict[str, Path]:
-        """Write the tearsheet, the diagnostics page and the per-asset CSV beside it.
+        """Write the tearsheet, the diagnostics page, the per-asset CSV and the interactive
+        chart (``<report stem>_chart.html``, :func:`metabt.evaluate.chart.write_chart` of
+        the traded strategy) beside it.
 
-        The three files are written into a staging folder and moved into ``report``'s
+        The four files are written into a staging folder and moved into ``report``'s
         folder together at the end (:func:`metabt._util.staged_files`).
         """
         basket = basket_benchmark(self.results, self.settings)
@@ -201,11 +204,13 @@ class MainRun:
             "tearsheet": report.name,
             "diagnostics": f"{report.stem}_diagnostics.html",
             "assets": f"{report.stem}_assets.csv",
+            "chart": f"{report.stem}_chart.html",
         }
         with staged_files(report.parent) as stage:
             self.meta.tearsheet(stage / names["tearsheet"], title=title, benchmark=basket)
             self.meta.diagnostics(stage / names["diagnostics"], benchmark=basket)
             write_text(stage / names["assets"], csv_text(self.meta.assets.reset_index()))
+            write_chart(self.meta.strategy, stage / names["chart"], title=title)
         return {key: report.parent / name for key, name in names.items()}
 
 
@@ -395,7 +400,8 @@ class Comparison:
 
     def write(self, out: Path, *, force: bool = False) -> dict[str, Path]:
         """Write compare.csv/md (and compare_seeds.csv), assets.csv/md, a tearsheet per
-        strategy (first seed), index.html and the MetaStrategy diagnostics page.
+        strategy (first seed), index.html, the MetaStrategy diagnostics page and its
+        interactive chart (``MetaStrategy_chart.html``).
 
         The set is written into a temporary folder that replaces ``out`` whole at the end
         (:func:`metabt._util.atomic_dir`): ``out`` never holds half a set.
@@ -428,6 +434,13 @@ class Comparison:
             stats = aggregate_seeds({r.seed: r.table for r in self.runs})
             paths["seeds"] = write_text(out / "compare_seeds.csv", csv_text(stats.reset_index()))
         paths["diagnostics"] = self.results[0].diagnostics(out / "MetaStrategy_diagnostics.html")
+        # the interactive chart of the roster's first strategy (first seed), when its
+        # detached result kept the chart's data (a result read from an older store has not)
+        snapshot = getattr(self.results[0].strategy, "chart", None)
+        if snapshot is not None:
+            paths["chart"] = write_chart(
+                snapshot, out / "MetaStrategy_chart.html", title=f"{self.results[0].name}: backtest"
+            )
         return paths
 
 

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from metabt.analyzers import QuantStatsAnalyzer
 from metabt.config.defaults import RunConfig
 from metabt.data.ohlcv import frames_sha256
+from metabt.evaluate.chart import ChartData, chart_data
 from metabt.evaluate.ledger import Ledger, WindowCount, window_key
 from metabt.evaluate.verdict import Run, Verdict, judge
 from metabt.experiments.backtest import BacktestResult
@@ -137,8 +138,9 @@ TrainJob = tuple[
     bool,
     tuple[tuple[pd.Timestamp, pd.Timestamp], ...],
 ]
+#: settings, name, strategy class, its kwargs, start, end, keep the chart's data?
 BacktestJob = tuple[
-    RunSettings, str, type[Any], dict[str, Any], pd.Timestamp | None, pd.Timestamp | None
+    RunSettings, str, type[Any], dict[str, Any], pd.Timestamp | None, pd.Timestamp | None, bool
 ]
 
 
@@ -157,16 +159,20 @@ class FinishedStrategy:
 
     Args:
         strategy: the strategy after its run.
+        keep_chart: keep what the interactive chart draws (:attr:`chart`). Default False.
 
     Attributes:
         name: the strategy's class name.
+        chart: :func:`metabt.evaluate.chart.chart_data` of the run when ``keep_chart``,
+            else None (``write_chart`` draws it).
         ended: data name -> the day its feed ended, before the others (a SignalTrader's).
         targets_set, targets_rounded_away: a SignalTrader's counts of positions to open
             and of those whole units rounded to 0.
     """
 
-    def __init__(self, strategy: Any) -> None:
+    def __init__(self, strategy: Any, keep_chart: bool = False) -> None:
         self.name = type(strategy).__name__
+        self.chart: ChartData | None = chart_data(strategy) if keep_chart else None
         trader = isinstance(strategy, SignalTrader)
         self.ended: dict[str, Any] = dict(strategy.ended) if trader else {}
         self.targets_set = int(strategy.targets_set) if trader else 0
@@ -191,15 +197,16 @@ class _Rets:
         return QuantStatsAnalyzer.tearsheet(cast(Any, self), path, title=title)
 
 
-def _detach(result: BacktestResult) -> BacktestResult:
+def _detach(result: BacktestResult, keep_chart: bool = False) -> BacktestResult:
     """The result without the backtrader run (cerebro, feeds, lines): small, and it pickles.
 
     ``strategy`` keeps the feeds that ended early (``ended``) and ``analyzer`` its
-    results and :meth:`tearsheet`; every table, series and log is kept as it is.
+    results and :meth:`tearsheet`; every table, series and log is kept as it is; with
+    ``keep_chart``, the strategy keeps what the interactive chart draws.
     """
     return replace(
         result,
-        strategy=FinishedStrategy(result.strategy),
+        strategy=FinishedStrategy(result.strategy, keep_chart),
         analyzer=cast(Any, _Rets(result.analyzer)),
     )
 
@@ -207,14 +214,15 @@ def _detach(result: BacktestResult) -> BacktestResult:
 def _backtest(job: BacktestJob) -> BacktestResult:
     """One strategy of a roster backtested on its unit's test period, detached from its run;
     a signal-trading one first gets its ``smooth`` on the validation years
-    (:func:`metabt.experiments.smoothing.choose_smoothing`)."""
-    settings, name, cls, kwargs, start, end = job
+    (:func:`metabt.experiments.smoothing.choose_smoothing`); the roster's first keeps
+    what the interactive chart draws."""
+    settings, name, cls, kwargs, start, end, keep_chart = job
     choice = None
     if "smooth" in kwargs:
         first = settings.start if start is None else start
         choice = choose_smoothing(settings, name, cls, kwargs, first)
         kwargs = {**kwargs, **choice.kwargs}
-    result = _detach(settings.run(cls, name, kwargs, start=start, end=end))
+    result = _detach(settings.run(cls, name, kwargs, start=start, end=end), keep_chart)
     if choice is not None:
         result.metrics["smooth"] = float(choice.smooth)
         result.metrics["no_trade_bps"] = float(choice.no_trade_bps)
@@ -406,8 +414,9 @@ def run_units(
                 u = units[k]
                 # a backtest reads no training frame but each one's first bar, which sets
                 # the validation hold-out its smoothing is chosen on (hold_out_years)
-                firsts = {k: f.iloc[:1] for k, f in u.settings.train_frames.items()}
-                job = (replace(u.settings, train_frames=firsts), name, cls, kwargs, u.start, u.end)
+                firsts = {asset: f.iloc[:1] for asset, f in u.settings.train_frames.items()}
+                settings = replace(u.settings, train_frames=firsts)
+                job = (settings, name, cls, kwargs, u.start, u.end, j == 0)
                 submit((k, j), _backtest, job)
 
     with bar:

@@ -14,7 +14,9 @@ from torch import Tensor
 from metabt.learn.adapted import AdaptedModel, support_arrays
 from metabt.learn.algorithms.base import Extra, Learner, PairedFamily, theta_of, update_theta
 from metabt.learn.algorithms.inner import SupportLoss, support_objective
-from metabt.learn.losses import is_pooled, mse
+
+# TaskLoss: Learner's loss field, named in this module's dataclass __init__ (get_type_hints)
+from metabt.learn.losses import TaskLoss, is_pooled, mse  # noqa: F401
 from metabt.learn.models import CaviaMLP
 
 __all__ = ["CaviaFamily", "context_loop"]

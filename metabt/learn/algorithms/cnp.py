@@ -11,6 +11,9 @@ from torch import Tensor
 
 from metabt.learn.adapted import AdaptedModel, support_arrays
 from metabt.learn.algorithms.base import Extra, Learner, PairedFamily, update_theta
+
+# TaskLoss: Learner's loss field, named in this module's dataclass __init__ (get_type_hints)
+from metabt.learn.losses import TaskLoss  # noqa: F401
 from metabt.learn.models import CNP
 
 __all__ = ["CnpFamily"]

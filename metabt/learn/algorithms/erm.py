@@ -15,7 +15,9 @@ from torch import Tensor
 from metabt.learn.algorithms.base import Extra, Learner
 from metabt.learn.algorithms.gradient import GradientFamily
 from metabt.learn.algorithms.inner import prediction
-from metabt.learn.losses import is_pooled
+
+# TaskLoss: Learner's loss field, named in this module's dataclass __init__ (get_type_hints)
+from metabt.learn.losses import TaskLoss, is_pooled  # noqa: F401
 
 __all__ = ["ErmFamily", "ScratchFamily"]
 

@@ -33,7 +33,9 @@ from metabt.learn.algorithms.inner import (
 )
 from metabt.learn.kernels.batched import BatchAdapted, head_batch
 from metabt.learn.kernels.fused import FastKernel
-from metabt.learn.losses import is_pooled
+
+# TaskLoss: Learner's loss field, named in this module's dataclass __init__ (get_type_hints)
+from metabt.learn.losses import TaskLoss, is_pooled  # noqa: F401
 from metabt.learn.models import MetaModel, find_head
 
 __all__ = ["AnilFamily", "MamlFamily", "MetaSgdFamily"]

@@ -22,6 +22,9 @@ from torch import Tensor
 
 from metabt.learn.adapted import AdaptedModel, Params, support_arrays
 from metabt.learn.algorithms.base import Extra, Learner, PairedFamily, theta_of, update_theta
+
+# TaskLoss: Learner's loss field, named in this module's dataclass __init__ (get_type_hints)
+from metabt.learn.losses import TaskLoss  # noqa: F401
 from metabt.learn.models import ProtoNet
 
 __all__ = [

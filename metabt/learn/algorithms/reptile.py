@@ -13,6 +13,9 @@ from metabt.learn.algorithms.base import Extra, Learner
 from metabt.learn.algorithms.gradient import GradientFamily
 from metabt.learn.algorithms.inner import inner_loop
 
+# TaskLoss: Learner's loss field, named in this module's dataclass __init__ (get_type_hints)
+from metabt.learn.losses import TaskLoss  # noqa: F401
+
 __all__ = ["ReptileFamily"]
 
 
