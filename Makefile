@@ -1,5 +1,6 @@
 # metabt: `make demo` runs the main job on the sample data; `make test` runs lint, type
-# checks, the API reference build and the tests; `make docs` builds the API reference.
+# checks and the tests (one of which builds the API reference, a pdoc warning failing it);
+# `make docs` builds the API reference into docs/api.
 # Both create the virtual environment (.venv) on first use.
 
 PYTHON ?= python3
@@ -32,7 +33,7 @@ demo: $(STAMP)
 
 # lint and type checks first: a red linter fails the run before the slower tests
 # two workers: the suite is single-threaded per test and the machines have 2 cores
-test: lint typecheck docs $(RAY_STAMP)
+test: lint typecheck $(RAY_STAMP)
 	$(BIN)/python -m pytest -q -n 2
 
 lint: $(STAMP)

@@ -8,7 +8,7 @@ package whose dotted name has no part starting with ``_``.
 
 Every warning pdoc gives while it renders (a docstring it cannot parse, a name it cannot
 resolve, a module it cannot import) is printed and the build exits with status 1, so CI
-(``make test`` runs ``make docs``) keeps the reference clean.
+(``make test`` runs tests/test_docs_build.py, which builds it) keeps the reference clean.
 """
 
 from __future__ import annotations
