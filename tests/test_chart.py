@@ -182,3 +182,10 @@ def test_the_chart_loads_in_a_headless_browser_without_errors(tmp_path, meta_run
     assert [line for line in console if '"[bokeh ' not in line] == [], console
     assert any("document idle" in line for line in console), console  # rendered, all of it
     assert "bk-Column" in done.stdout
+
+
+def test_report_pages_link_the_chart_escaped():
+    from metabt.evaluate.report import _page
+
+    page = _page("t", links=[("chart <b>", "Meta Strategy_chart.html")])
+    assert '<a href="Meta%20Strategy_chart.html">chart &lt;b&gt;</a>' in page

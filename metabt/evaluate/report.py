@@ -69,6 +69,7 @@ _PAGE = (
     "<!DOCTYPE html><html><head><meta charset='utf-8'><title>{{ title }}</title>"
     "<style>{{ style }}</style></head><body><h1>{{ title }}</h1>"
     "{% if notes %}<ul>{% for n in notes %}<li>{{ n }}</li>{% endfor %}</ul>{% endif %}"
+    '{% for l in links %}<p><a href="{{ l.href }}">{{ l.text }}</a></p>{% endfor %}'
     "{% for p in paragraphs %}<p>{{ p }}</p>{% endfor %}"
     "{% for t in tables %}{% if t.heading %}<h2>{{ t.heading }}</h2>{% endif %}"
     "<table><tr>{% for h in t.header %}<th>{{ h }}</th>{% endfor %}</tr>"
@@ -89,6 +90,7 @@ def _page(
     tables: Sequence[Mapping[str, object]] = (),
     image: str = "",
     image_alt: str = "",
+    links: Sequence[tuple[str, str]] = (),
 ) -> str:
     """An HTML page from :data:`_PAGE`, rendered by jinja2 with autoescape.
 
@@ -99,6 +101,7 @@ def _page(
     Args:
         title: the page title and heading.
         notes: bullet points under the heading.
+        links: (text, relative path) of pages beside this one, linked under the notes.
         paragraphs: paragraphs after them.
         tables: each ``{"heading": str, "header": [str], "rows": [[{"text", "href"}]]}``.
         image: a base64 PNG shown at the end, or "".
@@ -115,6 +118,7 @@ def _page(
         style=_STYLE,
         notes=[clean(n) for n in notes],
         paragraphs=[clean(p) for p in paragraphs],
+        links=[{"text": clean(t), "href": _cells([t], [h])[0]["href"]} for t, h in links],
         tables=list(tables),
         image=image,
         image_alt=clean(image_alt),
@@ -825,6 +829,7 @@ def write_comparison(
     assets: pd.DataFrame | None = None,
     cost_curves: Mapping[str, pd.Series] | None = None,
     run_cost_bps: float | None = None,
+    links: Sequence[tuple[str, str]] = (),
 ) -> dict[str, Path]:
     """Write a strategy comparison: CSV, Markdown and an HTML index of the tearsheets.
 
@@ -843,6 +848,8 @@ def write_comparison(
             ``cost_sensitivity.png`` and shown at the end of the index page.
         run_cost_bps: the run's own cost per fill (``BacktestResult.cost_per_fill_bps``),
             marked on that chart; None for no mark.
+        links: (text, relative path) of other pages of the run (e.g. the interactive
+            chart), linked under the notes.
 
     Returns:
         ``{"csv": ..., "markdown": ..., "html": ...}`` paths (plus ``assets_csv`` and
@@ -863,11 +870,11 @@ def write_comparison(
         format_table(table, markdown=True),
     ]
     md = write_text(out / "compare.md", "\n".join(lines) + "\n")
-    links = {
+    sheets = {
         clean(name): Path(os.path.relpath(link, out)).as_posix()
         for name, link in tearsheets.items()
     }
-    sections = [_table_section(table, "", links)]
+    sections = [_table_section(table, "", sheets)]
     paths: dict[str, Path] = {"csv": csv, "markdown": md}
     if assets is not None:
         paths["assets_csv"] = write_text(out / "assets.csv", csv_text(assets.reset_index()))
@@ -896,6 +903,7 @@ def write_comparison(
         tables=sections,
         image=image,
         image_alt="net Sharpe against the cost per fill",
+        links=links,
     )
     paths["html"] = write_text(out / "index.html", page)
     return paths
@@ -990,6 +998,7 @@ def write_diagnostics(
     *,
     title: str,
     ic_window: int = 63,
+    links: Sequence[tuple[str, str]] = (),
 ) -> Path:
     """A companion page to the tearsheet: is the adaptation working?
 
@@ -1008,6 +1017,8 @@ def write_diagnostics(
         path: the HTML file to write (atomically; the figure is embedded as a PNG).
         title: page title.
         ic_window: bars in the rolling means and rolling IC. Default 63 (a quarter).
+        links: (text, relative path) of other pages of the run (e.g. the interactive
+            chart), linked under the title.
 
     Returns:
         The path written.
@@ -1090,6 +1101,7 @@ def write_diagnostics(
         ],
         image=image,
         image_alt="diagnostics",
+        links=links,
     )
     return write_text(Path(path), page)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -163,9 +163,14 @@ class BacktestResult:
         )
 
     def diagnostics(
-        self, path: str | Path, title: str | None = None, benchmark: pd.Series | None = None
+        self,
+        path: str | Path,
+        title: str | None = None,
+        benchmark: pd.Series | None = None,
+        links: Sequence[tuple[str, str]] = (),
     ) -> Path:
-        """Write the adaptation diagnostics page (``metabt.evaluate.report.write_diagnostics``).
+        """Write the adaptation diagnostics page (``metabt.evaluate.report.write_diagnostics``;
+        ``links``: (text, relative path) of the run's other pages, linked on it).
 
         Raises:
             ConfigError: the strategy is not a MetaStrategy (no adaptation to diagnose).
@@ -179,6 +184,7 @@ class BacktestResult:
             self.signals,
             path,
             title=title or f"{self.name}: adaptation diagnostics",
+            links=links,
         )
 
 

@@ -208,7 +208,8 @@ class MainRun:
         }
         with staged_files(report.parent) as stage:
             self.meta.tearsheet(stage / names["tearsheet"], title=title, benchmark=basket)
-            self.meta.diagnostics(stage / names["diagnostics"], benchmark=basket)
+            chart_link = [("interactive chart (price, orders, equity, signal)", names["chart"])]
+            self.meta.diagnostics(stage / names["diagnostics"], benchmark=basket, links=chart_link)
             write_text(stage / names["assets"], csv_text(self.meta.assets.reset_index()))
             write_chart(self.meta.strategy, stage / names["chart"], title=title)
         return {key: report.parent / name for key, name in names.items()}
@@ -429,11 +430,18 @@ class Comparison:
             assets=self.assets,
             cost_curves={r.name: r.cost_sensitivity for r in self.results},
             run_cost_bps=self.results[0].cost_per_fill_bps,
+            links=[(f"{self.results[0].name}: interactive chart", "MetaStrategy_chart.html")]
+            if getattr(self.results[0].strategy, "chart", None) is not None
+            else [],
         )
         if len(self.runs) > 1:
             stats = aggregate_seeds({r.seed: r.table for r in self.runs})
             paths["seeds"] = write_text(out / "compare_seeds.csv", csv_text(stats.reset_index()))
-        paths["diagnostics"] = self.results[0].diagnostics(out / "MetaStrategy_diagnostics.html")
+        chart = getattr(self.results[0].strategy, "chart", None)
+        links = [("interactive chart", "MetaStrategy_chart.html")] if chart is not None else []
+        paths["diagnostics"] = self.results[0].diagnostics(
+            out / "MetaStrategy_diagnostics.html", links=links
+        )
         # the interactive chart of the roster's first strategy (first seed), when its
         # detached result kept the chart's data (a result read from an older store has not)
         snapshot = getattr(self.results[0].strategy, "chart", None)
