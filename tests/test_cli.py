@@ -519,7 +519,7 @@ def test_train_killed_with_sigkill_resumes_to_the_uninterrupted_result(tmp_path)
     def argv(out: Path, *extra: str) -> list[str]:
         return [
             sys.executable, "-m", "metabt", "train", "--data", FILES["IBM"], "--train-end",
-            "2006-01-01", "--out", str(out), "--steps", "400", "--checkpoint-every", "10",
+            "2006-01-01", "--out", str(out), "--steps", "200", "--checkpoint-every", "10",
             "--quiet", *extra,
         ]  # fmt: skip
 
@@ -538,7 +538,7 @@ def test_train_killed_with_sigkill_resumes_to_the_uninterrupted_result(tmp_path)
                 break
         time.sleep(0.02)
     proc.wait()
-    assert 30 <= step < 400 and proc.returncode == -9, (step, proc.returncode)
+    assert 30 <= step < 200 and proc.returncode == -9, (step, proc.returncode)
     assert partial.exists() and not killed.exists()
     resumed = subprocess.run(argv(killed, "--resume"), capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
