@@ -50,17 +50,27 @@ def test_cpcv_exclusions_purge_before_and_embargo_after():
     assert cpcv_exclusions(cal, 30, [(5, 9)], horizon=1, embargo=4) == ((cal[34], cal[39]),)
 
 
-def test_cpcv_walkforward_end_to_end(settings):
-    calls = []
+@pytest.fixture(scope="module")
+def cpcv_run(settings):
+    """One CPCV walk-forward (N=4, k=2), with every training call and meta-learner seen."""
+    calls, learners = [], []
     train = scheduler.train_part
 
     def spy(frames, cfg, end, part, **kwargs):
         calls.append((part, pd.Timestamp(end), kwargs.get("exclude")))
-        return train(frames, cfg, end, part, **kwargs)
+        out = train(frames, cfg, end, part, **kwargs)
+        if part == "meta":
+            learners.append((out[0].learner, kwargs["exclude"]))
+        return out
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(scheduler, "train_part", spy)
         result = walkforward(settings, progress=False, cv="cpcv", cv_groups=4, cv_test_groups=2)
+    return result, calls, learners
+
+
+def test_cpcv_walkforward_end_to_end(cpcv_run):
+    result, calls, _ = cpcv_run
     # 6 splits, each trained once per part (its two test groups share the training),
     # on every bar up to the end of the test window: the cut-off is the day after
     assert sorted({part for part, _, _ in calls}) == ["linear", "meta"]
@@ -101,26 +111,9 @@ def test_cpcv_walkforward_end_to_end(settings):
     assert trained_after >= 1
 
 
-def test_cpcv_learners_pass_check_excluded(settings, monkeypatch):
-    seen = []
-    train = scheduler.train_part
-
-    def spy(frames, cfg, end, part, **kwargs):
-        out = train(frames, cfg, end, part, **kwargs)
-        if part == "meta":
-            seen.append((out[0].learner, kwargs["exclude"]))
-        return out
-
-    monkeypatch.setattr(scheduler, "train_part", spy)
-    small = RunSettings(
-        frames=settings.frames,
-        train_frames=settings.frames,
-        start=pd.Timestamp("2011-07-01"),
-        end=pd.Timestamp("2011-12-30"),
-        cfg=CFG.with_(baselines=()),
-    )
-    walkforward(small, progress=False, cv="cpcv", cv_groups=3, cv_test_groups=1)
-    assert len(seen) == 3
+def test_cpcv_learners_pass_check_excluded(cpcv_run):
+    _, _, seen = cpcv_run
+    assert len(seen) == 6
     for learner, spans in seen:
         check_excluded(learner, spans)
         with pytest.raises(ConfigError, match="does not cover"):
