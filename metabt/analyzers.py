@@ -24,6 +24,7 @@ import pandas as pd
 from metabt._checks import as_date as _as_date
 from metabt._checks import reject_unknown_params
 from metabt._stats import forward_log_return
+from metabt.costs import DeskCommission
 from metabt.data.bars import BarFrequency, infer_frequency
 from metabt.errors import ConfigError, DataError
 from metabt.evaluate.metrics import compute_metrics
@@ -265,6 +266,10 @@ class QuantStatsAnalyzer(bt.Analyzer):
         )
 
 
+#: The columns of :class:`PortfolioAnalyzer`'s per-bar cost ledger, in order.
+_LEDGER = ("traded", "commission", "spread", "impact", "slippage", "borrow")
+
+
 class PortfolioAnalyzer(bt.Analyzer):
     """Positions, fills and rejected orders of a run: what turnover and attribution need.
 
@@ -286,12 +291,18 @@ class PortfolioAnalyzer(bt.Analyzer):
       size, status.
     - ``ledger`` (pd.DataFrame): per bar (from ``start`` on; bars without fills hold 0):
       ``traded`` (two-way filled notional), ``commission`` (the broker's commission of the
-      fills, without the borrow it books with a closing fill), ``slippage`` (|fill price −
+      fills, without the borrow it books with a closing fill), ``spread`` and ``impact``
+      (the half-spread and square-root impact a :class:`metabt.costs.DeskCommission`
+      charges with it; 0 under any other commission scheme), ``slippage`` (|fill price −
       the bar's open| × shares: what the fills paid over the open they filled at) and
       ``borrow`` (short-borrow interest the broker accrued in the bar, read from its
       per-data credit and, when a short closes, from the credit its closing fill books),
       all currency.
     - ``equity`` (pd.Series): the broker's portfolio value at each close, from ``start`` on.
+
+    Every execution counts, a partial one too (an order a broker filler such as
+    :class:`metabt.costs.ParticipationFiller` fills over several bars), read from the
+    order's new execution bits as backtrader's ``Transactions`` analyzer does.
 
     Raises:
         ConfigError: an unknown or bad parameter.
@@ -306,7 +317,8 @@ class PortfolioAnalyzer(bt.Analyzer):
         self._traded = 0.0
         self._traded_by_data: dict[str, float] = {}
         self._rejected: list[dict[str, Any]] = []
-        self._ledger: dict[dt.datetime, list[float]] = {}  # traded, commission, slippage, borrow
+        # traded, commission, spread, impact, slippage, borrow
+        self._ledger: dict[dt.datetime, list[float]] = {}
         self._equity: dict[dt.datetime, float] = {}
         self._credit_seen: dict[int, float] = {}  # the broker's accrued credit per data
 
@@ -314,29 +326,15 @@ class PortfolioAnalyzer(bt.Analyzer):
         when = self.strategy.datetime.datetime(0)
         row = self._ledger.get(when)
         if row is None:
-            row = self._ledger[when] = [0.0, 0.0, 0.0, 0.0]
+            row = self._ledger[when] = [0.0] * len(_LEDGER)
         return row
 
     def notify_order(self, order: bt.Order) -> None:
-        """Count a fill's notional, or record a rejection."""
-        if order.status == order.Completed:
-            size, price = order.executed.size, order.executed.price
-            notional = abs(size * price)
-            self._traded += notional
-            name = order.data._name
-            self._traded_by_data[name] = self._traded_by_data.get(name, 0.0) + notional
+        """Count each new execution's notional and costs, or record a rejection."""
+        if order.status in (order.Partial, order.Completed):
             comminfo = self.strategy.broker.getcommissioninfo(order.data)
-            commission = float(comminfo.getcommission(size, price))
-            row = self._row()
-            row[0] += notional
-            row[1] += commission
-            row[2] += abs(price - float(order.data.open[0])) * abs(size)
-            # a closing fill books the borrow the broker accrued on the position with its
-            # commission (backtrader's int2pnl): the part accrued since the last bar is new
-            booked = float(order.executed.comm) - commission
-            if booked > 1e-12:
-                row[3] += booked - self._credit_seen.get(id(order.data), 0.0)
-                self._credit_seen[id(order.data)] = 0.0
+            for bit in order.executed.iterpending():
+                self._fill(order.data, comminfo, float(bit.size), float(bit.price), bit.comm)
         elif order.status in (order.Margin, order.Rejected):
             self._rejected.append(
                 {
@@ -346,6 +344,31 @@ class PortfolioAnalyzer(bt.Analyzer):
                     "status": order.getstatusname(),
                 }
             )
+
+    def _fill(
+        self, data: bt.DataBase, comminfo: bt.CommInfoBase, size: float, price: float, comm: float
+    ) -> None:
+        """One execution into the ledger: notional, commission (split), slippage, borrow."""
+        notional = abs(size * price)
+        self._traded += notional
+        name = data._name
+        self._traded_by_data[name] = self._traded_by_data.get(name, 0.0) + notional
+        if isinstance(comminfo, DeskCommission):
+            commission, spread, impact = comminfo.breakdown(size, price)
+        else:
+            commission, spread, impact = float(comminfo.getcommission(size, price)), 0.0, 0.0
+        row = self._row()
+        row[0] += notional
+        row[1] += commission
+        row[2] += spread
+        row[3] += impact
+        row[4] += abs(price - float(data.open[0])) * abs(size)
+        # a closing fill books the borrow the broker accrued on the position with its
+        # commission (backtrader's int2pnl): the part accrued since the last bar is new
+        booked = float(comm) - (commission + spread + impact)
+        if booked > 1e-12 * max(1.0, notional):
+            row[5] += booked - self._credit_seen.get(id(data), 0.0)
+            self._credit_seen[id(data)] = 0.0
 
     def next(self) -> None:
         """Record the equity and the borrow the broker accrued in this bar."""
@@ -357,7 +380,7 @@ class PortfolioAnalyzer(bt.Analyzer):
             borrow += now - last if now >= last else now  # booked at a close: restarts
             self._credit_seen[id(d)] = now
         if borrow:
-            self._row()[3] += borrow
+            self._row()[5] += borrow
         self._equity[self.strategy.datetime.datetime(0)] = float(broker.getvalue())
 
     def stop(self) -> None:
@@ -370,9 +393,7 @@ class PortfolioAnalyzer(bt.Analyzer):
             positions = positions.loc[positions.index >= pd.Timestamp(self._first_date)]
         self.rets["positions"] = positions
         equity = pd.Series(list(self._equity.values()), bar_index(list(self._equity)), dtype=float)
-        ledger = pd.DataFrame.from_dict(
-            self._ledger, orient="index", columns=["traded", "commission", "slippage", "borrow"]
-        )
+        ledger = pd.DataFrame.from_dict(self._ledger, orient="index", columns=list(_LEDGER))
         ledger.index = bar_index(list(self._ledger))
         ledger = ledger.groupby(level=0).sum().reindex(equity.index, fill_value=0.0)
         if self._first_date is not None:

@@ -9,7 +9,7 @@ import backtrader as bt
 import numpy as np
 
 from metabt._checks import reject_unknown_params
-from metabt.data.bars import check_bars_per_year
+from metabt.data.bars import check_bars_per_year, check_calendar
 from metabt.errors import ConfigError
 
 __all__ = ["SignalSizer"]
@@ -95,6 +95,10 @@ class SignalSizer(bt.Sizer):
             None: the data's own frequency, inferred from the feeds' bar times when the
             strategy starts (:attr:`metabt.strategies.meta.SignalTrader.bar_frequency`); an
             explicit value overrides the inference.
+        calendar (str | None): the market calendar that inference counts with, declared
+            by an asset class: ``"exchange"`` (252 days of 6.5 hours), ``"24/5"`` (FX),
+            ``"24/7"`` (crypto) or ``"futures"`` (252 days of 23 hours); see
+            :data:`metabt.data.bars.CALENDARS`. Default None: read from the bar times.
 
     Raises:
         ConfigError: a parameter out of range (``bars_per_year`` must be None or a
@@ -116,6 +120,7 @@ class SignalSizer(bt.Sizer):
         ("fractional", False),
         ("lot", 1e-8),
         ("bars_per_year", None),
+        ("calendar", None),
     )
 
     def __init__(self, **unknown: Any) -> None:
@@ -148,6 +153,7 @@ class SignalSizer(bt.Sizer):
             )
         if p.bars_per_year is not None:
             check_bars_per_year(p.bars_per_year, "SignalSizer: bars_per_year")
+        check_calendar(p.calendar, "SignalSizer: calendar")
         if not isinstance(p.fractional, (bool, np.bool_)):
             raise ConfigError(
                 f"SignalSizer: fractional must be True or False, got {p.fractional!r}"

@@ -35,7 +35,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("learn", ["learn"]),
     ("features", ["features"]),
     ("config", ["config"]),
-    ("strategies", ["sizers", "strategies"]),
+    ("strategies", ["sizers", "costs", "strategies"]),
     ("evaluate", ["evaluate"]),
     ("analyzers", ["analyzers"]),
     ("experiments", ["experiments"]),

@@ -253,7 +253,8 @@ def test_the_cost_ledger_books_commission_slippage_and_borrow_as_the_broker_char
     strat = cerebro.run()[0]
     got = strat.analyzers.book.get_analysis()
     ledger, equity = got["ledger"], got["equity"]
-    assert list(ledger.columns) == ["traded", "commission", "slippage", "borrow"]
+    cols = ["traded", "commission", "spread", "impact", "slippage", "borrow"]
+    assert list(ledger.columns) == cols and (ledger[["spread", "impact"]] == 0).all().all()
     assert ledger.index.equals(equity.index) and len(equity) == len(a)
     assert ledger["traded"].sum() == pytest.approx(got["traded"], rel=1e-12)
     assert ledger["commission"].sum() == pytest.approx(5e-4 * got["traded"], rel=1e-12)

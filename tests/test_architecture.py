@@ -47,6 +47,7 @@ RANKS: dict[str, float] = {
     "features": 3,
     "config": 4,
     "sizers": 5,
+    "costs": 5,
     "strategies": 5.5,
     "evaluate": 6,
     "analyzers": 7,

@@ -17,13 +17,14 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from metabt.config.defaults import RunConfig
+    from metabt.costs import Costs
     from metabt.experiments.cache import TrainingCache
     from metabt.experiments.executors import ExecutorSpec
     from metabt.experiments.record import RunRecord
     from metabt.experiments.resume import UnitStore
     from metabt.experiments.settings import RunSettings
 
-__all__ = ["COMMANDS", "config_of", "ledger_path", "run"]
+__all__ = ["COMMANDS", "config_of", "costs_of", "ledger_path", "run"]
 
 
 def _say(text: object = "", *, stderr: bool = False) -> None:
@@ -65,6 +66,29 @@ def _load_frames(
 
     bench = load_ohlcv(benchmark)
     return {name: with_benchmark(frame, bench) for name, frame in frames.items()}
+
+
+def costs_of(args: argparse.Namespace) -> Costs:
+    """The run's costs: the declared asset class's (``--asset-class``; none: US equities),
+    with the cost flags given over them.
+
+    Args:
+        args: the parsed options of a command with cost options.
+
+    Returns:
+        The :class:`~metabt.costs.Costs`.
+    """
+    from metabt.costs import Costs
+
+    return Costs.for_asset_class(
+        args.asset_class,
+        commission_bps=args.commission,
+        spread_bps=args.spread,
+        slippage_bps=args.slippage,
+        borrow_bps=args.borrow,
+        impact=args.impact,
+        participation=args.participation,
+    )
 
 
 def config_of(args: argparse.Namespace) -> RunConfig:
@@ -111,8 +135,6 @@ def config_of(args: argparse.Namespace) -> RunConfig:
         "partial_adjustment": bool(getattr(args, "partial_adjustment", False)),
         "inner_objective": getattr(args, "inner_objective", DEMO.inner_objective),
     }
-    if hasattr(args, "commission"):  # the costs a P&L objective trains with: the run's
-        changes.update(fill_cost_bps=args.commission + args.slippage, borrow_bps=float(args.borrow))
     if hasattr(args, "smooth_grid"):
         changes["smooth_grid"] = tuple(args.smooth_grid)
     if hasattr(args, "no_trade_bps"):
@@ -133,7 +155,12 @@ def config_of(args: argparse.Namespace) -> RunConfig:
             "turnover_budget": args.turnover_budget,
             "rebalance_every": args.rebalance_every,
         }
-    return DEMO.with_(**changes)
+    cfg = DEMO.with_(**changes)
+    if hasattr(args, "commission"):
+        # the costs a P&L objective trains with (the run's), and the asset class's units
+        # and calendar
+        cfg = costs_of(args).configure(cfg)
+    return cfg
 
 
 def _settings(args: argparse.Namespace) -> RunSettings:
@@ -144,12 +171,9 @@ def _settings(args: argparse.Namespace) -> RunSettings:
     """
     frames = _load_frames(args.data, args.benchmark)
     train_frames = _load_frames(args.train_data, args.benchmark) if args.train_data else frames
-    from metabt.experiments.backtest import Costs
     from metabt.experiments.settings import RunSettings
 
-    costs = Costs(
-        commission_bps=args.commission, slippage_bps=args.slippage, borrow_bps=args.borrow
-    )
+    costs = costs_of(args)
     return RunSettings(
         frames=frames,
         train_frames=train_frames,
@@ -382,17 +406,32 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     if len(settings.frames) > 1:
         _say(f"\n{run.meta.name} per asset (contribution: P&L before costs / starting cash)")
         _print_table(run.meta.assets)
-    paths = run.write(Path(args.report))
+    report = Path(args.report)
+    paths: dict[str, Path] = {}
+    if args.capacity:  # written first, so that a tearsheet may link its figure
+        from metabt.experiments.capacity import capacity_curve
+
+        curve = capacity_curve(settings, args.capacity, learner=trained)
+        _say()
+        for line in curve.lines():
+            _say(line)
+        _print_table(curve.table.rename(index=lambda cash: f"{cash:,.0f}"))
+        paths.update(curve.write(report.with_name(report.stem)))
+    paths.update(run.write(report))
     _record_data(record, args)
     if args.model:
         record.add_checkpoint(args.model)
     record.outputs = [str(p.resolve()) for p in paths.values()]
-    report = Path(args.report)
     run_json = record.write(report.with_name(report.stem + ".run.json"))
     _say(f"\ntearsheet written to {paths['tearsheet'].resolve()}")
     _say(f"per-asset results written to {paths['assets'].resolve()}")
     _say(f"adaptation diagnostics written to {paths['diagnostics'].resolve()}")
     _say(f"interactive chart written to {paths['chart'].resolve()}")
+    if args.capacity:
+        _say(
+            f"capacity curve written to {paths['capacity_csv'].resolve()} and "
+            f"{paths['capacity_png'].resolve()}"
+        )
     _say(f"record of the run: {run_json.resolve()}")
     return 0
 
@@ -530,6 +569,7 @@ def _sweep_inputs(args: argparse.Namespace) -> dict[str, Any]:
     def absolute(paths: Any) -> list[str] | None:
         return None if not paths else [str(Path(p).resolve()) for p in paths]
 
+    costs = costs_of(args)
     data = absolute(args.data) or [str(p.resolve()) for p in sample_files()]
     train = absolute(args.train_data)
     benchmark = str(Path(args.benchmark).resolve()) if args.benchmark else None
@@ -541,9 +581,15 @@ def _sweep_inputs(args: argparse.Namespace) -> dict[str, Any]:
         "sha256": {path: file_sha256(path) for path in dict.fromkeys(files)},
         "end": None if args.end is None else args.end.date(),
         "cash": args.cash,
-        "commission": args.commission,
-        "slippage": args.slippage,
-        "borrow": args.borrow,
+        # the costs as resolved (the asset class's, flags over them), so best.toml runs
+        # with the same costs whatever its reader's defaults
+        "asset_class": args.asset_class,
+        "commission": costs.commission_bps,
+        "spread": costs.spread_bps,
+        "slippage": costs.slippage_bps,
+        "borrow": costs.borrow_bps,
+        "impact": costs.impact,
+        "participation": costs.participation,
     }
 
 

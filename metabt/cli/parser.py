@@ -294,7 +294,7 @@ def _training_options(p: argparse.ArgumentParser) -> None:
         default=DEMO.objective,
         help="what meta-training minimises and keep-best selects on: mse (the forecast's "
         "error) or sharpe/utility (the after-cost P&L of the sized, smoothed query path, "
-        f"with the run's --commission, --slippage, --borrow and --smooth; default "
+        f"with the run's --commission, --spread, --slippage, --borrow and --smooth; default "
         f"{DEMO.objective})",
     )
     p.add_argument(
@@ -376,19 +376,52 @@ def _run_options(p: argparse.ArgumentParser) -> None:
 
 
 def _cost_options(p: argparse.ArgumentParser) -> None:
-    """--commission, --slippage, --borrow: the broker's costs (and the P&L objective's)."""
-    for flag, default, what in (
-        ("--commission", 5.0, "commission, basis points of traded value"),
-        ("--slippage", 2.0, "slippage, basis points of price, on every fill"),
-        ("--borrow", 25.0, "short-borrow fee, basis points a year of the short value"),
+    """--asset-class and the costs it defaults (--commission, --spread, --slippage,
+    --borrow), and --impact, --participation: the broker's costs (and the P&L objective's)."""
+    from metabt.config.assets import ASSET_CLASS_NAMES, ASSET_CLASSES
+
+    def defaults(field: str) -> str:
+        return ", ".join(f"{name} {getattr(a, field):g}" for name, a in ASSET_CLASSES.items())
+
+    p.add_argument(
+        "--asset-class",
+        choices=ASSET_CLASS_NAMES,
+        default=None,
+        help="declare the asset class: it sets the default costs below, fractional units "
+        "(fx, crypto) and the calendar that counts bars a year (equity 252 days of 6.5 "
+        "hours, fx 24/5, crypto 24/7, futures 23 hours on 252 days); flags override it "
+        "(default: none, US-equity costs with the calendar detected from the dates)",
+    )
+    for flag, field, what in (
+        ("--commission", "commission_bps", "commission, basis points of traded value"),
+        ("--spread", "spread_bps", "half the bid-ask spread, basis points of price, per fill"),
+        ("--slippage", "slippage_bps", "slippage, basis points of price, on every fill"),
+        ("--borrow", "borrow_bps", "short-borrow fee, basis points a year of the short value"),
     ):
         p.add_argument(
             flag,
             type=_bounded(flag[2:]),
-            default=default,
+            default=None,
             metavar="BPS",
-            help=f"{what} (default {default:g})",
+            help=f"{what} (default: the asset class's: {defaults(field)})",
         )
+    p.add_argument(
+        "--impact",
+        type=_bounded("impact"),
+        default=0.0,
+        metavar="K",
+        help="square-root market impact: each fill pays K x sigma x sqrt(size / ADV) of its "
+        "value, sigma and ADV over the 20 bars before it (Almgren et al. 2005; K of order 1, "
+        "Toth et al. 2011); needs volume (default 0: off)",
+    )
+    p.add_argument(
+        "--participation",
+        type=_bounded("participation"),
+        default=None,
+        metavar="FRAC",
+        help="fill at most FRAC of a bar's volume (0.1 = 10%%); the rest is re-sized at the "
+        "next bar; needs volume (default: no cap)",
+    )
 
 
 def _smooth_option(p: argparse.ArgumentParser) -> None:
@@ -676,6 +709,15 @@ def add_backtest_parser(sub: Any) -> argparse.ArgumentParser:
         default=str(DEFAULT_REPORT),
         metavar="HTML",
         help=f"tearsheet path (default {DEFAULT_REPORT})",
+    )
+    p.add_argument(
+        "--capacity",
+        type=_bounded("capacity"),
+        nargs="+",
+        metavar="CASH",
+        help="also backtest the strategy at each of these capitals (e.g. 1e5 1e6 1e7 1e8) and "
+        "write its capacity curve, net Sharpe against capital, beside the tearsheet "
+        "(<report>_capacity.csv and .png); falls with capital only with --impact",
     )
     _ledger_option(p)
     _training_options(p)

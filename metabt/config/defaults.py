@@ -87,6 +87,7 @@ LIMITS: Mapping[str, Limit] = {
     "bars_per_year": _float(1e8, "bars a year", above=True),
     "batch_size": _int(100_000, "tasks"),
     "borrow": _float(100_000, "bps a year"),
+    "capacity": _float(1e15, "", above=True),
     "cash": _float(1e15, "", above=True),
     "deadband": _float(100, "(fraction of equity)"),
     "checkpoint_every": _int(10_000_000, "steps"),
@@ -94,6 +95,7 @@ LIMITS: Mapping[str, Limit] = {
     "fold_years": _int(100, "years"),
     "hidden": _int(65_536, "units"),
     "horizon": _int(10_000, "bars"),
+    "impact": _float(100, "(square-root law coefficient)"),
     "inner_lr": _float(1_000, "", above=True),
     "inner_steps": _int(10_000, "steps"),
     "ks": _int(1_200, "months"),
@@ -102,6 +104,7 @@ LIMITS: Mapping[str, Limit] = {
     "name_cap": _float(100, "(fraction of value)"),
     "net_leverage": _float(100, "(multiple of value)"),
     "online_meta_lr": _float(1_000, ""),
+    "participation": _float(1, "(fraction of a bar's volume)", above=True),
     "query": _int(100_000, "bars"),
     "rebalance_band": _float(0.99, "(fraction of the target weight)"),
     "rebalance_every": _int(100_000, "bars"),
@@ -112,6 +115,7 @@ LIMITS: Mapping[str, Limit] = {
     "slippage": _float(10_000, "bps"),
     "smooth": _int(100_000, "bars"),
     "smooth_grid": _int(100_000, "bars"),
+    "spread": _float(10_000, "bps"),
     "steps": _int(10_000_000, "steps"),
     "support": _int(100_000, "bars"),
     "threads": _int(1_024, "threads"),
@@ -126,6 +130,7 @@ LIMITS: Mapping[str, Limit] = {
 }
 #: The most items of a list setting (``hidden``: layers).
 LIST_LIMITS: Mapping[str, int] = {
+    "capacity": 20,
     "hidden": 64,
     "ks": 100,
     "seeds": 1_000,
@@ -213,7 +218,10 @@ class RunConfig:
             objective on the support path; maml, fomaml, metasgd, anil, cavia). The
             backtest's adaptation descends the support MSE either way.
         fill_cost_bps: cost of one fill for the P&L objectives, basis points of traded
-            value (commission plus slippage; the run's costs: 5 + 2 by default).
+            value: the run's flat cost per fill, commission plus half-spread plus slippage
+            (:attr:`metabt.costs.Costs.per_fill_bps`; 5 + 0 + 2 by default). Square-root
+            impact is not in it: it grows with a fill's size, which no constant per unit
+            traded represents, and depends on the capital traded.
         borrow_bps: short-borrow fee for the P&L objectives, basis points a year.
         online_meta_lr: outer-loop rate of MetaStrategy's online meta-updates of θ
             during the backtest (0: off).
@@ -490,7 +498,7 @@ _CHECKED: Mapping[str, str] = {
 }
 #: Limits of RunConfig fields that are not settings of their own name.
 _OWN_LIMITS: Mapping[str, Limit] = {
-    "fill_cost_bps": _float(20_000, "bps (commission plus slippage)"),
+    "fill_cost_bps": _float(30_000, "bps (commission plus half-spread plus slippage)"),
     "gru_hidden": LIMITS["hidden"],
     "gru_window": _int(100_000, "bars"),
     "max_val_turnover": _float(1e6, "(multiple of equity a year)", above=True),

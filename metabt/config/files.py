@@ -88,14 +88,31 @@ class Options(BaseModel):
     )
     # money and costs
     cash: Annotated[float, _bound("cash")] | None = _doc("cash", "starting cash")
+    asset_class: str | None = Field(
+        None,
+        description="equity, fx, crypto or futures: the default costs, units and calendar "
+        "(unset: US-equity costs, calendar from the dates)",
+    )
     commission: Annotated[float, _bound("commission")] | None = _doc(
-        "commission", "commission, bps of traded value"
+        "commission", "commission, bps of traded value (unset: the asset class's)"
+    )
+    spread: Annotated[float, _bound("spread")] | None = _doc(
+        "spread", "half the bid-ask spread, bps of price (unset: the asset class's)"
     )
     slippage: Annotated[float, _bound("slippage")] | None = _doc(
-        "slippage", "slippage, bps of price"
+        "slippage", "slippage, bps of price (unset: the asset class's)"
     )
     borrow: Annotated[float, _bound("borrow")] | None = _doc(
-        "borrow", "short-borrow fee, bps a year"
+        "borrow", "short-borrow fee, bps a year (unset: the asset class's)"
+    )
+    impact: Annotated[float, _bound("impact")] | None = _doc(
+        "impact", "square-root market impact coefficient k (0: off)"
+    )
+    participation: Annotated[float, _bound("participation")] | None = _doc(
+        "participation", "largest fill, fraction of its bar's volume (unset: no cap)"
+    )
+    capacity: list[Annotated[float, _bound("capacity")]] | None = _doc(
+        "capacity", "backtest: net Sharpe at each of these capitals (capacity curve)"
     )
     # schedule
     adapt_every: Annotated[int, _bound("adapt_every")] | None = _doc(
@@ -387,6 +404,13 @@ EXAMPLES: Mapping[str, Any] = {
     "portfolios": ["NoDur", "S1V1"],
     "turnover_budget": 0.1,
     "space": {"inner_lr": [0.01, 0.02, 0.05], "support": [40, 60]},
+    "asset_class": "equity",
+    "commission": 5.0,
+    "spread": 0.0,
+    "slippage": 2.0,
+    "borrow": 25.0,
+    "participation": 0.1,
+    "capacity": [1e5, 1e6, 1e7, 1e8],
 }
 
 

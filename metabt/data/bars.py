@@ -6,6 +6,11 @@ hourly bars of an equity (about 7 a day on 252 days) are not hourly FX bars (24 
 days a week) nor hourly crypto bars (24/7). :func:`infer_frequency` reads both from a
 DatetimeIndex: the bar *spacing* (its median, the label and the backtrader timeframe) and
 the bars *observed per year* (snapped to a conventional value when close to one).
+
+A declared market calendar (:data:`CALENDARS`: ``"exchange"``, ``"24/5"``, ``"24/7"``,
+``"futures"``; an asset class declares one, :mod:`metabt.config.assets`) replaces that
+guess: the bars per year are then the calendar's (its trading days, times its bars a day
+for intraday bars), whatever the sample shows.
 """
 
 from __future__ import annotations
@@ -22,7 +27,10 @@ from metabt.errors import ConfigError, DataError
 
 __all__ = [
     "BarFrequency",
+    "CALENDARS",
+    "Calendar",
     "check_bars_per_year",
+    "check_calendar",
     "check_same_bars",
     "common_frequency",
     "infer_frequency",
@@ -40,6 +48,62 @@ _DAY = 86_400.0  # seconds
 _YEAR = 365.25 * _DAY
 _SESSION = 6.5 * 3_600.0  # a regular equity session (NYSE 09:30-16:00), seconds
 _FIX = "pass bars_per_year explicitly (--bars-per-year on the command line), e.g. 252 for daily"
+
+
+@dataclass(frozen=True)
+class Calendar:
+    """When a market trades: trading days a year and hours a trading day.
+
+    Attributes:
+        name: the key in :data:`CALENDARS`, e.g. ``"24/5"``.
+        days: trading days a year (days), e.g. 252 for NYSE, 260 for FX (52 x 5).
+        hours: trading hours a day (hours), e.g. 6.5 for NYSE's regular session.
+    """
+
+    name: str
+    days: float
+    hours: float
+
+    def bars_a_day(self, seconds: float) -> list[float]:
+        """Bars a trading day of bars ``seconds`` apart: ``hours / spacing``, and rounded up
+        when the session does not divide evenly (NYSE's 6.5 hours are 7 hourly bars,
+        09:30 to 15:30)."""
+        per_day = self.hours * 3_600.0 / seconds
+        return sorted({per_day, float(math.ceil(per_day - 1e-9))})
+
+
+#: The market calendars an asset class may declare (:mod:`metabt.config.assets`).
+#:
+#: - ``exchange``: US equities, NYSE/Nasdaq regular session 09:30-16:00 ET (6.5 hours) on
+#:   about 252 trading days (365 less weekends and 9-10 exchange holidays).
+#: - ``24/5``: spot FX, traded around the clock from Sunday evening to Friday evening: 24
+#:   hours on 260 weekdays (52 x 5; the few quiet holidays are not subtracted).
+#: - ``24/7``: crypto, which never closes: 24 hours on 365 days.
+#: - ``futures``: CME Globex, 23 hours a day (17:00-16:00 CT, a one-hour break) on about
+#:   252 days (the exchange's holiday calendar).
+CALENDARS: Mapping[str, Calendar] = {
+    "exchange": Calendar("exchange", 252.0, 6.5),
+    "24/5": Calendar("24/5", 260.0, 24.0),
+    "24/7": Calendar("24/7", 365.0, 24.0),
+    "futures": Calendar("futures", 252.0, 23.0),
+}
+
+
+def check_calendar(name: Any, what: str = "calendar") -> Calendar | None:
+    """The :class:`Calendar` named ``name`` (None: none declared, the dates decide).
+
+    Raises:
+        ConfigError: not None and not a key of :data:`CALENDARS` (the message lists them).
+    """
+    if name is None:
+        return None
+    found = CALENDARS.get(name) if isinstance(name, str) else None
+    if found is None:
+        raise ConfigError(
+            f"{what} must be one of {', '.join(CALENDARS)} (or None to detect it from the "
+            f"dates), got {name!r}"
+        )
+    return found
 
 
 @dataclass(frozen=True)
@@ -135,9 +199,22 @@ def _spacing(seconds: float) -> tuple[str, tuple[str, int]]:
     return ("yearly" if years == 1 else f"{years}-year"), ("Years", years)
 
 
-def _conventions(seconds: float, timeframe: tuple[str, int]) -> list[tuple[float, str]]:
-    """Conventional (bars_per_year, basis) candidates for a bar spacing."""
+def _conventions(
+    seconds: float, timeframe: tuple[str, int], calendar: Calendar | None = None
+) -> list[tuple[float, str]]:
+    """Conventional (bars_per_year, basis) candidates for a bar spacing (only the declared
+    ``calendar``'s, when one is)."""
     unit, k = timeframe
+    if calendar is not None and unit not in ("Weeks", "Months", "Years"):
+        if unit == "Days":
+            return [(calendar.days / k, f"{calendar.name}, declared: {calendar.days:g} days")]
+        return [
+            (
+                bars * calendar.days,
+                f"{calendar.name}, declared: {_count(bars)} bars x {calendar.days:g} days",
+            )
+            for bars in calendar.bars_a_day(seconds)
+        ]
     if unit == "Days":
         return [(252 / k, "trading days"), (365 / k, "calendar days")]
     if unit in ("Weeks", "Months", "Years"):
@@ -149,7 +226,9 @@ def _conventions(seconds: float, timeframe: tuple[str, int]) -> list[tuple[float
     return out
 
 
-def infer_frequency(index: pd.DatetimeIndex, *, name: str | None = None) -> BarFrequency:
+def infer_frequency(
+    index: pd.DatetimeIndex, *, name: str | None = None, calendar: str | None = None
+) -> BarFrequency:
     """Infer the bar frequency of a series of bar times, trading-hours aware.
 
     The label and backtrader timeframe come from the median spacing of consecutive bars.
@@ -167,9 +246,18 @@ def infer_frequency(index: pd.DatetimeIndex, *, name: str | None = None) -> BarF
     day's bars cover more than 12 hours, else exchange hours (the median bars per day x
     252). The basis then says "assumed".
 
+    A declared ``calendar`` (:data:`CALENDARS`) is not guessed: daily bars count its
+    trading days (``days / compression``), intraday bars its bars a day times its days
+    (:meth:`Calendar.bars_a_day`; of the two values for a session that does not divide
+    evenly, the one nearer the count), weekly and longer bars as above. When the sample is
+    long enough and its count is more than 10% away, the basis says so (``"24/5,
+    declared: 24 bars x 260 days; measured 5,010"``): gaps in the file, or a calendar
+    that is not the data's.
+
     Args:
         index: bar times (tz-naive or aware), ascending and unique, at least 2.
         name: the feed's name for error messages.
+        calendar: a key of :data:`CALENDARS`, or None (default) to infer it.
 
     Returns:
         BarFrequency: the label, bars per year, basis and backtrader timeframe.
@@ -178,7 +266,9 @@ def infer_frequency(index: pd.DatetimeIndex, *, name: str | None = None) -> BarF
         DataError: not a DatetimeIndex, fewer than 2 bars, a missing (NaT) time, or times
             not strictly ascending (the message says how to fix, e.g. pass
             ``bars_per_year`` explicitly).
+        ConfigError: an unknown ``calendar``.
     """
+    declared = check_calendar(calendar)
     who = f"{name}: " if name else ""
     if not isinstance(index, pd.DatetimeIndex):
         raise DataError(
@@ -204,9 +294,18 @@ def infer_frequency(index: pd.DatetimeIndex, *, name: str | None = None) -> BarF
     if seconds >= 1:  # times from backtrader's float day numbers carry microsecond noise
         seconds = float(round(seconds))
     label, timeframe = _spacing(seconds)
-    candidates = _conventions(seconds, timeframe)
+    candidates = _conventions(seconds, timeframe, declared)
     span = (ns[-1] - ns[0]) / 1e9
-    if len(index) >= MIN_BARS and span >= MIN_SPAN_DAYS * _DAY:
+    enough = len(index) >= MIN_BARS and span >= MIN_SPAN_DAYS * _DAY
+    if declared is not None and timeframe[0] not in ("Weeks", "Months", "Years"):
+        if not enough:
+            return BarFrequency(label, float(candidates[0][0]), candidates[0][1], timeframe)
+        measured = (len(index) - 1) / (span / _YEAR)
+        value, basis = min(candidates, key=lambda c: abs(math.log(measured / c[0])))
+        if abs(measured / value - 1) > SNAP:
+            basis += f"; measured {measured:,.0f}"
+        return BarFrequency(label, float(value), basis, timeframe)
+    if enough:
         measured = (len(index) - 1) / (span / _YEAR)
         value, basis = min(candidates, key=lambda c: abs(math.log(measured / c[0])))
         if abs(measured / value - 1) <= SNAP:
@@ -242,7 +341,9 @@ def _assumed(
 
 
 def common_frequency(
-    indexes: Mapping[str, pd.DatetimeIndex], bars_per_year: float | None = None
+    indexes: Mapping[str, pd.DatetimeIndex],
+    bars_per_year: float | None = None,
+    calendar: str | None = None,
 ) -> BarFrequency:
     """The one bar frequency of several feeds, or an explicit one.
 
@@ -255,13 +356,17 @@ def common_frequency(
         bars_per_year: if given, overrides the inferred bars per year (no check that the
             feeds agree); the result is named by the feeds' spacing where they have one
             (``"hourly"``, ...) and ``"given"`` otherwise, its basis ``"given"``.
+        calendar: the declared market calendar (a key of :data:`CALENDARS`) each feed's
+            frequency is read with (:func:`infer_frequency`); None (default) infers it.
+            Ignored when ``bars_per_year`` is given.
 
     Returns:
         BarFrequency: the common frequency.
 
     Raises:
-        ConfigError: ``bars_per_year`` is not a positive number; no feeds; feeds with
-            different labels (e.g. daily and hourly), naming each feed and its frequency.
+        ConfigError: ``bars_per_year`` is not a positive number; an unknown ``calendar``;
+            no feeds; feeds with different labels (e.g. daily and hourly), naming each feed
+            and its frequency.
         DataError: as :func:`infer_frequency` (naming the feed).
     """
     if bars_per_year is not None:
@@ -276,7 +381,7 @@ def common_frequency(
         return BarFrequency("given", given, "given")
     if not indexes:
         raise ConfigError(f"no data feeds to infer the bar frequency from; add data or {_FIX}")
-    found = {key: infer_frequency(ix, name=key) for key, ix in indexes.items()}
+    found = {key: infer_frequency(ix, name=key, calendar=calendar) for key, ix in indexes.items()}
     by_label: dict[str, list[str]] = {}
     for key, freq in found.items():
         by_label.setdefault(freq.name, []).append(key)
@@ -295,37 +400,54 @@ def common_frequency(
     if len(found) == 1:
         return first
     union = np.unique(np.concatenate([ix.as_unit("ns").asi8 for ix in indexes.values()]))
-    clock = infer_frequency(pd.DatetimeIndex(union.view("datetime64[ns]")))
+    clock = infer_frequency(pd.DatetimeIndex(union.view("datetime64[ns]")), calendar=calendar)
     return BarFrequency(first.name, clock.bars_per_year, clock.basis, first.timeframe)
 
 
 #: Days in one unit of backtrader's calendar timeframes (daily and longer).
 _TIMEFRAME_DAYS = {"Days": 1.0, "Weeks": 7.0, "Months": 30.44, "Years": 365.25}
+#: Seconds in one unit of backtrader's intraday timeframes.
+_INTRADAY_SECONDS = {"Minutes": 60.0, "Seconds": 1.0}
 
 
-def timeframe_frequency(unit: str, compression: int = 1) -> BarFrequency | None:
+def timeframe_frequency(
+    unit: str, compression: int = 1, calendar: str | None = None
+) -> BarFrequency | None:
     """The frequency of bars of a backtrader calendar timeframe, for feeds with no bar times.
 
     A feed resampled inside Cerebro (``cerebro.resampledata``) or a live feed holds no bars
     when a strategy starts, but its ``_timeframe`` and ``_compression`` say what its bars
     are. The label is :func:`infer_frequency`'s for that spacing; daily bars count as
     trading days (252 a year, as equities), weekly 52, monthly 12, yearly 1, each divided
-    by the compression. Intraday bars depend on the market's hours: None.
+    by the compression. Intraday bars depend on the market's hours: None, unless a
+    ``calendar`` is declared, whose days (and hours, for intraday bars) then count.
 
     Args:
         unit: backtrader ``TimeFrame`` name, e.g. ``"Days"``, ``"Weeks"`` (plural, as
             ``bt.TimeFrame.getname(tf, 2)`` gives it).
         compression: bars of ``unit`` per bar (>= 1).
+        calendar: a key of :data:`CALENDARS`, or None (default).
 
     Returns:
         BarFrequency | None: basis ``"backtrader timeframe"``; None for intraday (or
         unknown) units.
     """
-    days = _TIMEFRAME_DAYS.get(unit)
-    if days is None or compression < 1:
+    declared = check_calendar(calendar)
+    if compression < 1:
         return None
-    label, _ = _spacing(days * compression * _DAY)
-    bars_per_year, _ = _conventions(days * compression * _DAY, (unit, compression))[0]
+    days = _TIMEFRAME_DAYS.get(unit)
+    if days is None:
+        seconds = _INTRADAY_SECONDS.get(unit)
+        if seconds is None or declared is None:
+            return None
+        spacing = seconds * compression
+    else:
+        spacing = days * compression * _DAY
+    label, _ = _spacing(spacing)
+    candidates = _conventions(spacing, (unit, compression), declared)
+    # daily and longer: the first (trading days); intraday: the last, as a session that
+    # does not divide evenly ends with a short bar (NYSE: 7 hourly bars)
+    bars_per_year = candidates[0 if days is not None else -1][0]
     return BarFrequency(label, bars_per_year, "backtrader timeframe", (unit, compression))
 
 

@@ -19,6 +19,7 @@ from metabt.analyzers import (
     QuantStatsAnalyzer,
     SignalAnalyzer,
 )
+from metabt.costs import Costs, check_volume
 from metabt.data.bars import BarFrequency
 from metabt.data.feeds import feed
 from metabt.errors import ConfigError, DataError
@@ -26,66 +27,18 @@ from metabt.evaluate.costs import cost_report
 from metabt.evaluate.ic import mean_ic
 from metabt.evaluate.metrics import asset_results, basket_returns
 from metabt.evaluate.report import write_diagnostics, write_tearsheet
+from metabt.evaluate.sanitize import clean
 from metabt.sizers import SignalSizer
 from metabt.strategies.meta import MetaStrategy, SignalTrader
 
-__all__ = ["BacktestResult", "Costs", "run_backtest", "warmup_start"]
-
-
-@dataclass(frozen=True)
-class Costs:
-    """Trading costs applied to the backtrader broker; on by default (honesty rule 3).
-
-    Every fill pays the commission and moves the price against the trade by the full
-    slippage, even where that lands outside the bar's high-low range (a desk's fill is not
-    capped by the day's range). Short positions pay a borrow fee on their value, accrued
-    per calendar day (backtrader's credit interest on shorts:
-    ``days / 365 * borrow * |shares| * entry price``).
-
-    Args:
-        commission_bps: commission per trade, basis points of traded value. Default 5.
-        slippage_bps: adverse fill price move, basis points of the price. Default 2.
-        borrow_bps: short-borrow fee, basis points a year of the short position's value.
-            Default 25 (general collateral for liquid large caps; hard-to-borrow names
-            cost far more).
-
-    Raises:
-        ConfigError: a negative or non-finite cost.
-    """
-
-    commission_bps: float = 5.0
-    slippage_bps: float = 2.0
-    borrow_bps: float = 25.0
-
-    def __post_init__(self) -> None:
-        for name in ("commission_bps", "slippage_bps", "borrow_bps"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ConfigError(f"{name} must be a number >= 0 (basis points), got {value!r}")
-
-    def apply(self, broker: bt.brokers.BackBroker) -> None:
-        """Set commission and borrow (fractions) and slippage (fraction of price, uncapped)."""
-        broker.setcommission(
-            commission=self.commission_bps / 1e4,
-            interest=self.borrow_bps / 1e4,
-            interest_long=False,
-        )
-        broker.set_slippage_perc(
-            self.slippage_bps / 1e4, slip_open=True, slip_match=True, slip_out=True
-        )
-
-    def describe(self) -> str:
-        """The costs in one line, for report headers."""
-        return (
-            f"commission {self.commission_bps:g} bps, slippage {self.slippage_bps:g} bps per "
-            f"trade, short borrow {self.borrow_bps:g} bps a year"
-        )
-
-    @property
-    def per_fill_bps(self) -> float:
-        """Commission plus slippage, basis points of a fill's value: the x of the run on
-        the cost-sensitivity curve (``BacktestResult.cost_sensitivity``)."""
-        return float(self.commission_bps + self.slippage_bps)
+__all__ = [
+    "BacktestResult",
+    "COST_SHARE_WARNING",
+    "Costs",
+    "cost_warning",
+    "run_backtest",
+    "warmup_start",
+]
 
 
 @dataclass
@@ -122,8 +75,13 @@ class BacktestResult:
         cost_sensitivity: net Sharpe had every fill cost 0, 2, ..., 20 bps (index
             ``cost_bps``), the positions held as they were
             (:func:`metabt.evaluate.costs.cost_sensitivity`).
-        cost_per_fill_bps: the run's own cost per fill, commission plus slippage, bps
-            (:attr:`Costs.per_fill_bps`): where it sits on that curve.
+        cost_per_fill_bps: the run's own flat cost per fill, commission plus half-spread
+            plus slippage, bps (:attr:`Costs.per_fill_bps`): where it sits on that curve.
+        costs_paid: what the test period's fills and shorts cost, currency, from the
+            run's ledger: ``commission``, ``spread``, ``impact``, ``slippage``, ``borrow``.
+        pnl: the test period's profit after every cost (final equity minus cash),
+            currency; ``pnl + sum(costs_paid)`` is the P&L before costs.
+        traded: the test period's filled notional, buys plus sells, currency.
         smoothing: in a roster run, how the strategy's ``smooth`` was chosen on the
             validation years (:class:`metabt.experiments.smoothing.SmoothingChoice`), else
             None.
@@ -145,6 +103,23 @@ class BacktestResult:
     )
     cost_per_fill_bps: float = math.nan
     smoothing: Any = None
+    costs_paid: dict[str, float] = field(default_factory=dict)
+    pnl: float = math.nan
+    traded: float = 0.0
+
+    @property
+    def gross_pnl(self) -> float:
+        """The test period's P&L before costs (:attr:`pnl` plus :attr:`costs_paid`), currency."""
+        return self.pnl + math.fsum(self.costs_paid.values())
+
+    @property
+    def cost_share(self) -> float:
+        """Costs paid as a share of the P&L before costs' size (``sum(costs_paid) /
+        |gross_pnl|``): above 1, costs took more than the strategy made before them; NaN
+        when nothing was paid or made."""
+        paid = math.fsum(self.costs_paid.values())
+        gross = abs(self.gross_pnl)
+        return paid / gross if paid > 0 and gross > 0 else math.nan
 
     def tearsheet(
         self, path: str | Path, title: str | None = None, benchmark: pd.Series | None = None
@@ -186,6 +161,43 @@ class BacktestResult:
             title=title or f"{self.name}: adaptation diagnostics",
             links=links,
         )
+
+
+#: :func:`cost_warning` warns when the costs paid exceed this share of the P&L before costs.
+COST_SHARE_WARNING = 0.5
+
+
+def cost_warning(result: BacktestResult) -> str | None:
+    """A warning when costs ate more than half of what a strategy made before them.
+
+    From the run's cost ledger: the costs paid (commission, half-spread, impact, slippage
+    and borrow) against the P&L before costs, with the turnover that paid them. A
+    strategy that lost before costs is warned about when its costs are more than half the
+    size of that loss.
+
+    Args:
+        result: one backtest.
+
+    Returns:
+        The line, or None when costs are at most :data:`COST_SHARE_WARNING` of the P&L
+        before costs (or nothing was paid).
+    """
+    share = result.cost_share
+    if not (math.isfinite(share) and share > COST_SHARE_WARNING):
+        return None
+    paid = result.costs_paid
+    total = math.fsum(paid.values())
+    parts = ", ".join(f"{k} {v:,.0f}" for k, v in paid.items() if v > 0)
+    gross = result.gross_pnl
+    turnover = result.metrics.get("turnover_two_way", math.nan)
+    frequency = result.frequency
+    return (
+        f"warning: {clean(result.name)}: costs of {total:,.0f} ({parts}) are {share:.0%} of its "
+        f"P&L before costs ({gross:+,.0f}): {turnover:,.1f}x two-way turnover a year on "
+        f"{frequency.name} bars at {result.cost_per_fill_bps:g} bps a fill before impact; trade "
+        "less (a larger --smooth, --deadband or --rebalance-band) or check that the costs fit "
+        "the asset (--asset-class)"
+    )
 
 
 def warmup_start(
@@ -240,16 +252,20 @@ def run_backtest(
         end: last date of the test period (inclusive); None for all data.
         warmup_bars: bars fed before ``start``. Default 300.
         cash: starting cash (currency units). Default 100,000.
-        costs: commission and slippage; default ``Costs()`` (5 bps + 2 bps).
+        costs: the cost model; default ``Costs()`` (US equities: 5 bps commission, 2 bps
+            slippage, 25 bps a year of borrow). A declared asset class
+            (:meth:`Costs.for_asset_class`) also gives the sizer its units and calendar.
         strategy_kwargs: extra strategy params.
-        sizer_kwargs: SignalSizer params.
+        sizer_kwargs: SignalSizer params (over the asset class's ``fractional``, ``lot``
+            and ``calendar``).
         name: label in tables (default: the class name).
 
     Returns:
         A :class:`BacktestResult`.
 
     Raises:
-        ConfigError: bad cash or dates. DataError: no data in the test period.
+        ConfigError: bad cash or dates. DataError: no data in the test period; impact or
+            a participation cap on data without volume.
     """
     if not (isinstance(cash, (int, float)) and math.isfinite(cash) and cash > 0):
         raise ConfigError(f"cash must be a positive number, got {cash!r}")
@@ -259,15 +275,18 @@ def run_backtest(
         raise ConfigError(f"end {end_ts.date()} is before start {start_ts.date()}; swap them")
     end_ts = through_day(end_ts)  # an end date keeps that whole day's (intraday) bars
     costs = costs or Costs()
+    check_volume(frames, costs)
     first = warmup_start(frames, start_ts, warmup_bars)
+    sizer = {**costs.sizer_kwargs(), **dict(sizer_kwargs or {})}
 
     cerebro = bt.Cerebro(stdstats=False)
     for label, frame in frames.items():
         window = frame.loc[first:end_ts] if end_ts is not None else frame.loc[first:]
         cerebro.adddata(feed(window, name=label))
     cerebro.broker.setcash(float(cash))
-    costs.apply(cerebro.broker)
-    cerebro.addsizer(SignalSizer, **dict(sizer_kwargs or {}))
+    lot = float(sizer.get("lot", 1e-8)) if sizer.get("fractional") else 1.0
+    costs.apply(cerebro.broker, cerebro.datas, lot=lot)
+    cerebro.addsizer(SignalSizer, **sizer)
     cerebro.addstrategy(strategy, trade_start=start_ts.date(), **dict(strategy_kwargs or {}))
     cerebro.addobserver(bt.observers.BuySell)  # orders on metabt.plot's chart
     cerebro.addanalyzer(QuantStatsAnalyzer, _name="quantstats", start=start_ts.date())
@@ -321,10 +340,11 @@ def run_backtest(
             ordered["hit_rate"] = hit_rate
     ordered.setdefault("hit_rate", hit_rate)
     ledger = portfolio["ledger"]
+    trading = ["commission", "spread", "impact", "slippage"]
     report = cost_report(
         returns,
         equity=portfolio["equity"],
-        trading_costs=ledger["commission"] + ledger["slippage"],
+        trading_costs=ledger[trading].sum(axis=1),
         borrow_costs=ledger["borrow"],
         traded=ledger["traded"],
         exposure=portfolio["positions"],
@@ -348,4 +368,7 @@ def run_backtest(
         frequency=frequency,
         cost_sensitivity=report.sensitivity,
         cost_per_fill_bps=costs.per_fill_bps,
+        costs_paid={k: float(ledger[k].sum()) for k in [*trading, "borrow"]},
+        pnl=float(equity.iloc[-1]) - float(cash) if len(equity) else math.nan,
+        traded=float(ledger["traded"].sum()),
     )

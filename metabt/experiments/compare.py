@@ -28,7 +28,7 @@ from metabt.evaluate.metrics import metrics_table
 from metabt.evaluate.report import write_comparison
 from metabt.evaluate.sanitize import clean, csv_text
 from metabt.evaluate.verdict import aggregate_seeds
-from metabt.experiments.backtest import BacktestResult
+from metabt.experiments.backtest import BacktestResult, cost_warning
 from metabt.experiments.cache import TrainingCache
 from metabt.experiments.executors import SERIAL, Executor, ExecutorSpec, executor_scope
 from metabt.experiments.log import Log, silent
@@ -64,8 +64,10 @@ def rejection_warnings(results: Sequence[BacktestResult]) -> list[str]:
     """Lines about what the run could not do as asked: rejected orders, feeds that ended.
 
     One warning per strategy whose orders the broker rejected, or whose positions whole
-    units rounded to nothing (an asset priced above a position's value), and one note per
-    feed that ends before the others (its position was closed at its last bar).
+    units rounded to nothing (an asset priced above a position's value), or whose costs
+    took more than half its P&L before costs (:func:`metabt.experiments.backtest.cost_warning`),
+    and one note per feed that ends before the others (its position was closed at its last
+    bar).
 
     Args:
         results: the backtests of a run (run here, or detached by the scheduler).
@@ -86,6 +88,7 @@ def rejection_warnings(results: Sequence[BacktestResult]) -> list[str]:
         if r.metrics.get("turnover_two_way") == 0.0
     ]
     lines += implausible_warnings(results)
+    lines += [line for r in results if (line := cost_warning(r)) is not None]
     for r in results:
         wanted = getattr(r.strategy, "targets_set", 0)
         lost = getattr(r.strategy, "targets_rounded_away", 0)

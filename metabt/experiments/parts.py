@@ -353,8 +353,8 @@ def validation_split(
 
 def run_bars_per_year(frames: Mapping[str, pd.DataFrame], cfg: RunConfig) -> float:
     """Bars a year of a run: the sizer's ``bars_per_year`` if given, else the frames' one
-    detected frequency (:func:`metabt.data.bars.common_frequency`, which refuses mixed
-    frequencies with a ConfigError, given or not).
+    detected frequency (:func:`metabt.data.bars.common_frequency` with the sizer's declared
+    ``calendar``, which refuses mixed frequencies with a ConfigError, given or not).
 
     Args:
         frames: name -> validated OHLCV frame.
@@ -363,7 +363,8 @@ def run_bars_per_year(frames: Mapping[str, pd.DataFrame], cfg: RunConfig) -> flo
     Returns:
         Bars per year (> 0).
     """
-    detected = common_frequency({n: f.index for n, f in frames.items()}, None)  # checks them
+    indexes = {n: f.index for n, f in frames.items()}
+    detected = common_frequency(indexes, None, cfg.sizer.get("calendar"))  # checks them
     return float(cfg.sizer.get("bars_per_year") or detected.bars_per_year)
 
 
@@ -417,7 +418,8 @@ def train_learner(
     # one bar frequency for all training frames (mixed daily/hourly is refused here); the
     # recorded name is always the detected spacing, so that a backtest compares like with
     # like whether or not bars_per_year was given
-    frequency = common_frequency({name: frame.index for name, frame in frames.items()}, None)
+    indexes = {name: frame.index for name, frame in frames.items()}
+    frequency = common_frequency(indexes, None, cfg.sizer.get("calendar"))
     bars_per_year = cfg.sizer.get("bars_per_year") or frequency.bars_per_year
     tic = time.perf_counter()
     with torch.random.fork_rng():  # a user model initialises from torch's global generator

@@ -86,12 +86,19 @@ class BuyAndHold(SignalTrader):
         return 1.0
 
     def rebalance(self, active: list[int], signals: list[float]) -> None:
-        """Buy each data once, on its first trading bar, with an equal share of value."""
-        value = self.broker.getvalue() * self.p.invest / len(self.datas)
+        """Buy each data once, on its first trading bar, with an equal share of value (in
+        whole units, or the sizer's lots when it is ``fractional``)."""
+        sizer = self._signal_sizer
+        assert sizer is not None
+        value = self.broker.getvalue()
+        weight = self.p.invest / len(self.datas)
         for i in active:
             if not self._bought[i]:
                 d = self.datas[i]
-                self.order_target_size(d, int(value / d.close[0]))
+                size = sizer.shares_for_weight(
+                    weight, d.close[0], value, deadband=0.0, rebalance_band=0.0
+                )
+                self.order_target_size(d, size)
                 self._bought[i] = True
 
 

@@ -386,6 +386,7 @@ class CrossSectionalStrategy(MetaStrategy):
         value = self.broker.getvalue()
         if not (math.isfinite(value) and value > 0):
             return
+        self.cancel_open(active)  # what a participation cap left unfilled: sized anew
         p = self.p
         target = cross_sectional_weights(
             signals,

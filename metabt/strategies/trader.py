@@ -120,7 +120,8 @@ class SignalTrader(bt.Strategy):
             against the realised forward return over ``horizon`` bars (IC).
         bar_frequency (BarFrequency | None): the run's bar frequency, set at start: the
             sizer's ``bars_per_year`` if given (named "given"), else inferred from the
-            feeds' bar times by :func:`metabt.data.bars.common_frequency`. Its
+            feeds' bar times by :func:`metabt.data.bars.common_frequency` (with the
+            sizer's declared ``calendar``, if any). Its
             ``bars_per_year`` annualises :meth:`realised_vol`; ``QuantStatsAnalyzer``
             annualises the metrics with it.
 
@@ -237,12 +238,12 @@ class SignalTrader(bt.Strategy):
         last = [d.datetime.array[n - 1] if n else math.nan for d, n in zip(self.datas, lengths)]
         end = max(last, default=math.nan)
         self._closing_bar = [n - 1 if t < end else -1 for n, t in zip(lengths, last)]
-        given = sizer.p.bars_per_year
+        given, calendar = sizer.p.bars_per_year, sizer.p.calendar
         times = self._bar_times(lengths)
         if not times and given is None:
-            self.bar_frequency = self._timeframe_frequency()
+            self.bar_frequency = self._timeframe_frequency(calendar)
         else:
-            self.bar_frequency = common_frequency(times, given)
+            self.bar_frequency = common_frequency(times, given, calendar)
         self._sqrt_bars_per_year = math.sqrt(self.bar_frequency.bars_per_year)
 
     def _bar_times(self, lengths: list[int]) -> dict[str, pd.DatetimeIndex]:
@@ -267,15 +268,16 @@ class SignalTrader(bt.Strategy):
             )
         return out
 
-    def _timeframe_frequency(self) -> BarFrequency:
+    def _timeframe_frequency(self, calendar: str | None = None) -> BarFrequency:
         """The frequency from the feeds' backtrader timeframe, when their bars are not loaded
-        (:func:`metabt.data.bars.timeframe_frequency`: daily or longer).
+        (:func:`metabt.data.bars.timeframe_frequency`: daily or longer, or any with the
+        sizer's declared ``calendar``).
 
         Raises:
             ConfigError: the feeds' timeframes differ, or are intraday, naming the fix.
         """
         kinds = {(bt.TimeFrame.getname(d._timeframe, 2), int(d._compression)) for d in self.datas}
-        found = timeframe_frequency(*next(iter(kinds))) if len(kinds) == 1 else None
+        found = timeframe_frequency(*next(iter(kinds)), calendar) if len(kinds) == 1 else None
         if found is not None:
             return found
         raise ConfigError(
@@ -395,6 +397,25 @@ class SignalTrader(bt.Strategy):
             out.append(w)
         return out
 
+    def cancel_open(self, indices: list[int]) -> None:
+        """Cancel the open orders of the data ``indices`` before new ones are sized.
+
+        An order stays open after a partial fill (a broker filler such as
+        :class:`metabt.costs.ParticipationFiller` capped it to part of a bar's volume);
+        a rebalance sizes its orders from the positions held, so the rest of the old
+        order is cancelled rather than filled beside the new one. Without a filler every
+        market order fills whole at the next open and there is nothing to cancel (nor with
+        a broker that does not list its open orders: backtrader's ``BackBroker`` does).
+        """
+        listed = getattr(self.broker, "get_orders_open", None)
+        pending = listed() if listed is not None else ()
+        if not pending:
+            return
+        wanted = {id(self.datas[i]) for i in indices}
+        for order in pending:
+            if id(order.data) in wanted:
+                self.cancel(order)
+
     def rebalance(self, active: list[int], signals: list[float]) -> None:
         """Move each active data's position to the sizer's target, with the gross-leverage cap.
 
@@ -404,6 +425,7 @@ class SignalTrader(bt.Strategy):
         """
         sizer = self._signal_sizer
         assert sizer is not None
+        self.cancel_open(active)
         cap = self.p.gross_leverage
         weight, vol = sizer.target_weight, self.realised_vol
         weights = [weight(s, vol(i)) for i, s in zip(active, signals)]
