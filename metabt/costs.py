@@ -34,7 +34,7 @@ import backtrader as bt
 import numpy as np
 import pandas as pd
 
-from metabt._checks import reject_unknown_params
+from metabt._checks import check_int, reject_unknown_params
 from metabt.config.assets import ASSET_CLASSES, AssetClass, asset_class
 from metabt.errors import ConfigError, DataError
 
@@ -132,12 +132,8 @@ class DeskCommission(bt.CommInfoBase):
         for name in ("commission", "spread", "impact", "interest"):
             _number(getattr(p, name), f"DeskCommission: {name}")
         _number(p.lot, "DeskCommission: lot", above=True)
-        for name, low in (("adv_bars", 1), ("vol_bars", 2)):
-            value = getattr(p, name)
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
-                raise ConfigError(
-                    f"DeskCommission: {name} must be an integer >= {low} (bars), got {value!r}"
-                )
+        check_int("DeskCommission: adv_bars", p.adv_bars, 1)
+        check_int("DeskCommission: vol_bars", p.vol_bars, 2)
         if p.impact and p.data is None:
             raise ConfigError(
                 "DeskCommission: impact > 0 needs the feed it prices (data=...); "
@@ -348,9 +344,7 @@ class Costs:
                 raise ConfigError(f"{name} must be a number >= 0 (basis points), got {value!r}")
         _number(self.impact, "impact (the square-root law's coefficient, e.g. 1)")
         ParticipationFiller(self.participation)  # checks it
-        bars = self.adv_bars
-        if not isinstance(bars, int) or isinstance(bars, bool) or bars < 2:
-            raise ConfigError(f"adv_bars must be an integer >= 2 (bars), got {bars!r}")
+        check_int("adv_bars", self.adv_bars, 2)
         if self.asset_class is not None:
             asset_class(self.asset_class)
 

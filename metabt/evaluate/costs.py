@@ -6,8 +6,8 @@ trading it, how long are positions held, and does it earn only through a long ti
 them are computed from what the backtest recorded, per bar:
 
 - ``net``: the strategy's simple returns after every cost (the equity curve's returns);
-- ``trading_costs`` and ``borrow_costs``: currency paid in each bar (commission plus
-  slippage of the fills; short-borrow fees);
+- ``trading_costs`` and ``borrow_costs``: currency paid in each bar (commission,
+  half-spread, impact and slippage of the fills; short-borrow fees);
 - ``traded``: filled notional in each bar, buys plus sells (two-way), currency;
 - ``equity``: the portfolio value at each close;
 - ``exposure``: signed position value per asset at each close, currency.
@@ -233,7 +233,8 @@ def cost_report(
     Args:
         net: per-bar simple returns after all costs (DatetimeIndex).
         equity: portfolio value at each close, currency (same index).
-        trading_costs: commission plus slippage paid per bar, currency (missing bars: 0).
+        trading_costs: commission, half-spread, impact and slippage paid per bar, currency
+            (missing bars: 0).
         borrow_costs: short-borrow fees paid per bar, currency (missing bars: 0).
         traded: two-way filled notional per bar, currency (missing bars: 0).
         exposure: signed position value per asset at each close, currency.

@@ -55,10 +55,11 @@ class BacktestResult:
             plus sells, per year as a multiple of average equity), ``turnover_one_way``
             (half of it), for model strategies ``ic``/``rank_ic``, and last the cost
             columns (:func:`metabt.evaluate.costs.cost_report`, every one from the run's
-            per-bar ledger): ``gross_sharpe`` (Sharpe before commission, slippage and
-            borrow; ``sharpe`` is the net one), ``cost_drag`` (gross minus net Sharpe),
-            ``break_even_bps`` (cost per fill, bps of traded value, at which the mean net
-            return is 0), ``holding_bars`` (average holding period, bars),
+            per-bar ledger): ``gross_sharpe`` (Sharpe before commission, half-spread,
+            impact, slippage and borrow; ``sharpe`` is the net one), ``cost_drag``
+            (gross minus net Sharpe), ``break_even_bps`` (cost per fill, bps of traded
+            value, at which the mean net return is 0), ``holding_bars`` (average holding
+            period, bars),
             ``long_share`` (share of gross exposure held long), ``alpha`` (annualised),
             ``alpha_t``, ``beta``, ``beta_t`` (OLS on the equal-weight basket of the run's
             assets, :func:`metabt.evaluate.metrics.basket_returns`; HAC t-statistics).

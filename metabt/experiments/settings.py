@@ -37,7 +37,8 @@ class RunSettings:
         start: first test date; training uses data strictly before it.
         end: last test date (inclusive); None for all data.
         cash: starting cash, currency units.
-        costs: commission, slippage and short borrow.
+        costs: the cost model (:class:`metabt.costs.Costs`): commission, half-spread,
+            slippage, impact and short borrow, and the declared asset class.
         cfg: the learner, schedule and sizer configuration.
         ledger: the trial ledger file that ``compare``, ``walkforward`` and ``backtest``
             add their strategies to (:mod:`metabt.evaluate.ledger`); None keeps none.
