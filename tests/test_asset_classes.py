@@ -194,28 +194,13 @@ def test_crypto_trades_fractions_of_a_50000_coin_with_10000_cash():
         cash=10_000.0,
         costs=Costs.for_asset_class("crypto"),
     )
+    sizer = held.strategy.getsizer()
+    assert sizer.p.fractional and sizer.p.lot == 1e-8 and sizer.p.calendar == "24/7"
     coins = held.strategy.getposition(held.strategy.datas[0]).size
     assert 0 < coins < 1 and not float(coins).is_integer()
+    assert math.isclose(coins / 1e-8, round(coins / 1e-8), abs_tol=1e-6)  # whole lots
     price = frames["BTC"].loc["2020-03-02", "open"]
     assert coins * price == pytest.approx(0.98 * 10_000, rel=0.02)
-
-
-def test_fractional_positions_are_multiples_of_the_lot():
-    frames = {"BTC": _coin()}
-    run = run_backtest(
-        SmaCross,
-        frames,
-        start="2020-03-01",
-        warmup_bars=40,
-        cash=10_000.0,
-        costs=Costs.for_asset_class("crypto"),
-        strategy_kwargs={"fast": 5, "slow": 20},
-    )
-    strat = run.strategy
-    lot = strat.getsizer().p.lot
-    assert strat.getsizer().p.fractional and lot == 1e-8
-    size = strat.getposition(strat.datas[0]).size
-    assert math.isclose(size / lot, round(size / lot), abs_tol=1e-6)
 
 
 def test_the_header_says_which_class_applied(sample_frames):
