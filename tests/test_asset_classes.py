@@ -242,3 +242,22 @@ def test_backtraders_own_target_orders_buy_fractions_under_a_fractional_class():
     strat = cerebro.run()[0]
     coins = strat.getposition(strat.datas[0]).size
     assert 0.05 < coins < 0.2 and coins == pytest.approx(round(coins / 1e-8) * 1e-8)
+
+
+def test_buy_and_hold_sends_a_rejected_fractional_entry_again():
+    frame = _coin()
+    gap = pd.Timestamp("2020-03-02")  # the entry's fill bar opens 5% above the last close
+    frame.loc[gap, "open"] = frame.loc["2020-03-01", "close"] * 1.05
+    frame.loc[gap, "high"] = max(frame.loc[gap, "high"], frame.loc[gap, "open"])
+    run = run_backtest(
+        BuyAndHold,
+        {"BTC": frame},
+        start="2020-03-01",
+        warmup_bars=40,
+        cash=10_000.0,
+        costs=Costs.for_asset_class("crypto"),
+    )
+    assert [r["date"].isoformat() for r in run.rejected_orders] == ["2020-03-02"]
+    coins = run.strategy.getposition(run.strategy.datas[0]).size
+    price = frame.loc["2020-03-03", "open"]
+    assert coins * price == pytest.approx(0.98 * 10_000, rel=0.03)  # bought a bar later

@@ -66,7 +66,9 @@ class BuyAndHold(SignalTrader):
     """Equal-weight buy-and-hold of every data, bought on the first trading bar, never rebalanced.
 
     The passive benchmark: it ignores the sizer (no volatility targeting) and pays the same
-    commission and slippage on its single entry as the other strategies.
+    commission and slippage on its single entry as the other strategies. An entry the
+    broker rejects (a gap at the next open left too little cash) is sent again, resized,
+    at the next bar.
 
     Params:
         invest (float): fraction of portfolio value invested, split equally across the data;
@@ -80,7 +82,8 @@ class BuyAndHold(SignalTrader):
         super().__init__(**unknown)
         if not 0 < self.p.invest <= 1:
             raise ConfigError(f"invest must be in (0, 1], got {self.p.invest!r}")
-        self._bought = [False] * len(self.datas)
+        # each data's entry order; None: not sent yet; False: nothing to buy (the size is 0)
+        self._entry: list[Any] = [None] * len(self.datas)
 
     def compute_signal(self, i: int, data: bt.DataBase) -> float:
         return 1.0
@@ -93,13 +96,15 @@ class BuyAndHold(SignalTrader):
         value = self.broker.getvalue()
         weight = self.p.invest / len(self.datas)
         for i in active:
-            if not self._bought[i]:
-                d = self.datas[i]
-                size = sizer.shares_for_weight(
-                    weight, d.close[0], value, deadband=0.0, rebalance_band=0.0
-                )
-                self.order_target_size(d, size)
-                self._bought[i] = True
+            d, entry = self.datas[i], self._entry[i]
+            if entry is not None:
+                rejected = entry is not False and entry.status in (entry.Margin, entry.Rejected)
+                if not rejected or self.getposition(d).size:
+                    continue
+            size = sizer.shares_for_weight(
+                weight, d.close[0], value, deadband=0.0, rebalance_band=0.0
+            )
+            self._entry[i] = self.order_target_size(d, size) or False
 
 
 class SmaCross(SignalTrader):
