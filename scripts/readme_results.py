@@ -56,7 +56,7 @@ README_BLOCKS = {"universe": ROOT / "benchmarks" / "results" / "universe.md"}
 _PATH_LINES = re.compile(
     r"^(tearsheet written|per-asset results written|adaptation diagnostics written|table:|"
     r"per asset:|index of tearsheets:|MetaStrategy adaptation diagnostics:|every seed:|"
-    r"record of the run:)"
+    r"record of the run:|interactive chart written|MetaStrategy interactive chart:)"
 )
 #: wall times: "in 9.8s", "took 2.8s", and the training lines' "parameters, 19.6s;"
 _WALL_TIME = re.compile(r"\b(in|took|parameters,|static\),) [0-9]+(\.[0-9]+)?s\b")
