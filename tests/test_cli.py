@@ -653,6 +653,8 @@ def test_hourly_fx_in_a_to_csv_gz_file_runs_end_to_end_with_hourly_annualisation
     )
     assert code == 0, err
     assert "hourly bars, 6,240 a year" in out and "on EURUSD_H1;" in out
+    # the SMA crossover's 200 days are 4,952 hourly bars: left out, and said so
+    assert "SmaCross left out: its 50/200-day windows are 1238/4952 bars" in out
     record = json.loads(report.with_name("fx.run.json").read_text())
     assert record["config"]["learner"]["train_config"]["bar_frequency"] == "hourly"
 

@@ -159,7 +159,8 @@ class MainRun:
     Attributes:
         settings: the shared settings.
         learner: the meta-learner traded.
-        results: MetaStrategy, BuyAndHold, SmaCross, in this order.
+        results: MetaStrategy, BuyAndHold, SmaCross (when the data are long enough for its
+            windows), in this order.
         seconds: wall time of the MetaStrategy backtest, seconds.
     """
 
@@ -298,8 +299,16 @@ def main_backtest(
     results = [
         meta,
         settings.run(BuyAndHold, "BuyAndHold"),
-        settings.run(SmaCross, "SmaCross", _sma_windows(settings)),
     ]
+    windows = _sma_windows(settings)
+    if settings.bars_fed() >= windows["slow"]:
+        results.append(settings.run(SmaCross, "SmaCross", windows))
+    else:  # a baseline never blocks the backtest: said, and left out
+        log(
+            f"SmaCross left out: its 50/200-day windows are {windows['fast']}/"
+            f"{windows['slow']} bars at this run's bars, more than the "
+            f"{settings.bars_fed()} bars fed"
+        )
     return MainRun(settings, learner, results, seconds)
 
 

@@ -138,7 +138,8 @@ class RunSettings:
         Args:
             roster: True for a comparison of the whole roster; the names of the strategies
                 a comparison runs (``metabt.experiments.roster.roster_entries``); False for
-                the main backtest (MetaStrategy, BuyAndHold, SmaCross).
+                the main backtest (MetaStrategy and BuyAndHold; its SmaCross is left out
+                when the data are too short for its windows, :meth:`bars_fed`).
             spec: the traded learner's feature spec (a checkpoint's: its look-back and
                 horizon, not the run's flags); None: ``cfg.spec``.
 
@@ -162,7 +163,7 @@ class RunSettings:
             if not isinstance(roster, bool)
             else {"SmaCross", "RecursiveLeastSquares", "TimeSeriesMomentum"}
             if roster
-            else {"SmaCross"}
+            else set()
         )
         if "SmaCross" in runs:
             needs[f"the SMA crossover's {slow}-bar window"] = slow
@@ -174,20 +175,30 @@ class RunSettings:
             needs[f"TimeSeriesMomentum's {lookback}-bar look-back"] = lookback + 1
         needed = max(needs.values())
         why = "; ".join(f"{v} for {k}" for k, v in needs.items())
+        for name, (warmup, test) in self._fed().items():
+            if warmup + test < needed:
+                raise DataError(
+                    f"{name}: {warmup + test} bars to feed ({warmup} of warm-up before "
+                    f"{self.start.date()} and {test} in the test period), but this run needs "
+                    f"at least {needed} ({why}); give a longer history or a later `start`"
+                    + (", or leave a baseline out (`baselines`)" if len(needs) > 1 else "")
+                )
+
+    def _fed(self) -> dict[str, tuple[int, int]]:
+        """Each feed's bars: (warm-up before ``start``, test period)."""
+        out = {}
         for name, frame in self.frames.items():
             index = frame.index
             before = int((index < self.start).sum())
             test = index[index >= self.start]
             if self.end is not None:
                 test = test[test <= self.end]
-            fed = min(before, cfg.warmup_bars) + len(test)
-            if fed < needed:
-                raise DataError(
-                    f"{name}: {fed} bars to feed ({min(before, cfg.warmup_bars)} of warm-up "
-                    f"before {self.start.date()} and {len(test)} in the test period), but this "
-                    f"run needs at least {needed} ({why}); give a longer history or a later "
-                    "`start`"
-                )
+            out[name] = (min(before, self.cfg.warmup_bars), len(test))
+        return out
+
+    def bars_fed(self) -> int:
+        """The fewest bars any feed gets (warm-up plus test period)."""
+        return min(sum(parts) for parts in self._fed().values())
 
     def header(self, result: BacktestResult) -> str:
         """The period, assets, costs and cash of a run, in one line.
