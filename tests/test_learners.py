@@ -406,3 +406,15 @@ def test_protonet_beats_nearest_class_mean_on_regime_tasks():
     accuracy = prototype_accuracy(learner, *evaluation)
     assert 0.3 < baseline < 0.5  # chance is 1/3: the nuisance dims drown the raw means
     assert accuracy > baseline + 0.2, (accuracy, baseline)
+
+
+def test_the_python_default_inner_rate_is_the_command_line_s():
+    """MetaLearner(...) without inner_lr takes the algorithm's default, as the CLI does."""
+    from metabt.config.defaults import DEMO
+    from metabt.learn import MetaLearner
+    from metabt.learn.models import MLP, build_model
+    from metabt.learn.names import INNER_LR, default_inner_lr
+
+    assert MetaLearner(MLP(4, (8,))).inner_lr == INNER_LR == DEMO.inner_rate == 0.02
+    cavia = MetaLearner(build_model({"type": "cavia", "n_features": 4}), algorithm="cavia")
+    assert cavia.inner_lr == default_inner_lr("cavia") == DEMO.with_(algorithm="cavia").inner_rate

@@ -17,10 +17,13 @@ from metabt.features.spec import FeatureSpec
 from metabt.learn.names import (
     ALGORITHM_NAMES,
     ENGINE_NAMES,
+    INNER_LR,
+    INNER_LR_BY_ALGORITHM,
     INNER_OBJECTIVES,
     MODEL_TYPES,
     OBJECTIVES,
     PAIRED_ALGORITHMS,
+    default_inner_lr,
 )
 
 if TYPE_CHECKING:
@@ -44,6 +47,9 @@ __all__ = [
     "check_limit",
     "default_inner_lr",
 ]
+
+#: The validation hold-out of a run whose history is at least 3 x as long, years.
+VAL_YEARS = 2.0
 
 #: Algorithms that imply their model type: with the default ``model_type="mlp"`` they build
 #: the model of their own name (:meth:`RunConfig.model_config`).
@@ -510,28 +516,6 @@ _OWN_LIMITS: Mapping[str, Limit] = {
 _SIZER_LOSS_PARAMS = ("signal_scale", "target_vol", "max_leverage")
 #: SignalSizer settings a command-line flag, a config file or a sweep may change.
 SIZER_SETTINGS = ("deadband", "rebalance_band", "signal_scale")
-
-#: Inner-loop learning rates that differ from :data:`INNER_LR`, by algorithm. CAVIA adapts
-#: only a few context inputs initialised at 0, and Zintgraf et al. (2019) adapt them with
-#: a rate of 1.0: at the network's 0.02 the context barely moves from 0 and CAVIA's
-#: "adaptation" would change its predictions by ~1e-5.
-INNER_LR_BY_ALGORITHM: Mapping[str, float] = {"cavia": 1.0}
-#: The validation hold-out of a run whose history is at least 3 x as long, years.
-VAL_YEARS = 2.0
-#: The default inner-loop learning rate (every other algorithm).
-INNER_LR = 0.02
-
-
-def default_inner_lr(algorithm: str) -> float:
-    """The inner-loop learning rate ``algorithm`` uses when none is given (1.0 for cavia).
-
-    Args:
-        algorithm: the algorithm's name.
-
-    Returns:
-        The rate.
-    """
-    return INNER_LR_BY_ALGORITHM.get(algorithm, INNER_LR)
 
 
 DEMO = RunConfig()

@@ -46,6 +46,7 @@ from metabt.learn.kernels.batched import BatchAdapted, batch_support_arrays
 from metabt.learn.kernels.fused import FoldCache, Folded, kernel_for
 from metabt.learn.losses import SUPPORT_EXTRAS, AdjustRate, PnLLoss, TaskLoss, is_pooled
 from metabt.learn.models import MetaModel, check_row_independent
+from metabt.learn.names import default_inner_lr
 from metabt.learn.training import Batch, FitResult, TaskSource, as_batch
 from metabt.learn.training import fit as _fit
 
@@ -92,7 +93,9 @@ class MetaLearner:
             mapping (N, F_in) -> (N,) or (N, 1); to be saved, build it with
             :func:`metabt.learn.models.user_model` (an import path and JSON kwargs).
         algorithm: one of ``ALGORITHMS``. Default "maml".
-        inner_lr: inner-loop learning rate (initial value for metasgd). Default 0.05.
+        inner_lr: inner-loop learning rate (initial value for metasgd). Default None: the
+            algorithm's (``metabt.learn.names.default_inner_lr``: 0.02, 1.0 for cavia), as
+            on the command line.
         inner_steps: inner-loop gradient steps per adaptation. Default 5.
         meta_lr: outer-loop Adam learning rate. Default 1e-3.
         engine: "auto", "higher" or "func". Default "auto" ("func" unless vmap cannot
@@ -147,7 +150,7 @@ class MetaLearner:
         model: nn.Module,
         *,
         algorithm: str = "maml",
-        inner_lr: float = 0.05,
+        inner_lr: float | None = None,
         inner_steps: int = 5,
         meta_lr: float = 1e-3,
         engine: str = "auto",
@@ -178,6 +181,8 @@ class MetaLearner:
         if not any(True for _ in model.parameters()):
             raise ConfigError(f"model {type(model).__name__} has no parameters to learn")
         check_row_independent(model)
+        if inner_lr is None:
+            inner_lr = default_inner_lr(algorithm)
         for label, rate in (("inner_lr", inner_lr), ("meta_lr", meta_lr)):
             if not (isinstance(rate, (int, float)) and math.isfinite(rate) and rate > 0):
                 raise ConfigError(f"{label} must be a positive number, got {rate!r}")

@@ -10,10 +10,13 @@ from __future__ import annotations
 __all__ = [
     "ALGORITHM_NAMES",
     "ENGINE_NAMES",
+    "INNER_LR",
+    "INNER_LR_BY_ALGORITHM",
     "INNER_OBJECTIVES",
     "MODEL_TYPES",
     "OBJECTIVES",
     "PAIRED_ALGORITHMS",
+    "default_inner_lr",
 ]
 
 #: Every ``MetaLearner`` algorithm, in the order of the registry.
@@ -44,3 +47,24 @@ OBJECTIVES = ("mse", "sharpe", "utility")
 #: What the meta-training inner loop descends (``RunConfig.inner_objective``,
 #: ``--inner-objective``): the support MSE, or the P&L objective on the support path.
 INNER_OBJECTIVES = ("mse", "same")
+
+#: Inner-loop learning rates that differ from :data:`INNER_LR`, by algorithm. CAVIA adapts
+#: only a few context inputs initialised at 0, and Zintgraf et al. (2019) adapt them with
+#: a rate of 1.0: at the network's 0.02 the context barely moves from 0 and CAVIA's
+#: "adaptation" would change its predictions by ~1e-5.
+INNER_LR_BY_ALGORITHM = {"cavia": 1.0}
+#: The default inner-loop learning rate of every other algorithm, the same for
+#: ``MetaLearner(...)`` in Python and for the command line.
+INNER_LR = 0.02
+
+
+def default_inner_lr(algorithm: str) -> float:
+    """The inner-loop learning rate ``algorithm`` uses when none is given (1.0 for cavia).
+
+    Args:
+        algorithm: the algorithm's name.
+
+    Returns:
+        The rate.
+    """
+    return INNER_LR_BY_ALGORITHM.get(algorithm, INNER_LR)
