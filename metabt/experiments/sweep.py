@@ -584,7 +584,18 @@ class SweepResult:
         start = self.test_start.date()
         run = {name: value[name] for name in STRATEGY_SETTINGS} | {"start": start}
         given = {k: v for k, v in self.inputs.items() if v is not None and k != "sha256"}
-        for key in ("data", "train_data", "benchmark", "commission", "slippage", "borrow"):
+        for key in (
+            "data",
+            "train_data",
+            "benchmark",
+            "asset_class",
+            "commission",
+            "spread",
+            "slippage",
+            "borrow",
+            "impact",
+            "participation",
+        ):
             if key in given:  # settings every command that reads them has
                 top[key] = given[key]
         for key in ("end", "cash"):
