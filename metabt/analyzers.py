@@ -28,7 +28,8 @@ from metabt.costs import DeskCommission
 from metabt.data.bars import BarFrequency, infer_frequency
 from metabt.errors import ConfigError, DataError
 from metabt.evaluate.metrics import compute_metrics
-from metabt.evaluate.report import write_diagnostics, write_tearsheet
+from metabt.evaluate.report import write_diagnostics
+from metabt.evaluate.tearsheet import write_tearsheet
 from metabt.strategies.meta import MetaStrategy, SignalTrader
 
 __all__ = [
@@ -231,7 +232,7 @@ class QuantStatsAnalyzer(bt.Analyzer):
         The page's "Time in Market" is the share of the run's bars that ended with a
         position (``exposure``), and its mean gross exposure is shown under it; intraday
         and lower-than-daily bars are handled as
-        :func:`metabt.evaluate.report.write_tearsheet` says.
+        :func:`metabt.evaluate.tearsheet.write_tearsheet` says.
 
         Args:
             path (str | os.PathLike): the HTML file (written atomically; parent

@@ -12,7 +12,8 @@ from synthetic import daily_returns as _returns
 
 from metabt.errors import ConfigError, DataError
 from metabt.evaluate.metrics import compute_metrics, metrics_table
-from metabt.evaluate.report import format_table, write_tearsheet
+from metabt.evaluate.report import format_table
+from metabt.evaluate.tearsheet import write_tearsheet
 
 
 def test_metrics_table_and_format_table():

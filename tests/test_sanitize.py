@@ -318,7 +318,7 @@ def test_the_diagnostics_page_and_charts_escape_the_hostile_name(tmp_path):
 
 
 def test_a_tearsheet_escapes_a_hostile_benchmark_name_and_title(tmp_path):
-    from metabt.evaluate.report import write_tearsheet
+    from metabt.evaluate.tearsheet import write_tearsheet
 
     returns = _returns(120)
     path = write_tearsheet(

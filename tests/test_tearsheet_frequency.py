@@ -20,7 +20,7 @@ from synthetic import gbm_frame
 from metabt._util import quiet_third_party
 from metabt.data import load_ohlcv
 from metabt.errors import DataError
-from metabt.evaluate.report import write_tearsheet
+from metabt.evaluate.tearsheet import write_tearsheet
 from metabt.experiments.backtest import run_backtest
 from metabt.strategies.baselines import SmaCross
 
@@ -223,7 +223,7 @@ def daily():
 def test_a_daily_tearsheet_keeps_quantstats_numbers(daily, tmp_path):
     import quantstats as qs
 
-    from metabt.evaluate.report import _dd_cells, _qs_window
+    from metabt.evaluate.tearsheet import _dd_cells, _qs_window
 
     result = daily
     assert result.frequency.name == "daily"

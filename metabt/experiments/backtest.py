@@ -26,8 +26,9 @@ from metabt.errors import ConfigError, DataError
 from metabt.evaluate.costs import cost_report
 from metabt.evaluate.ic import mean_ic
 from metabt.evaluate.metrics import asset_results, basket_returns
-from metabt.evaluate.report import write_diagnostics, write_tearsheet
+from metabt.evaluate.report import write_diagnostics
 from metabt.evaluate.sanitize import clean
+from metabt.evaluate.tearsheet import write_tearsheet
 from metabt.sizers import SignalSizer
 from metabt.strategies.meta import MetaStrategy, SignalTrader
 

@@ -29,8 +29,9 @@ from metabt.errors import ConfigError, DataError
 from metabt.evaluate.ic import mean_ic
 from metabt.evaluate.metrics import compute_metrics
 from metabt.evaluate.overfitting import cpcv_paths, cpcv_splits
-from metabt.evaluate.report import write_diagnostics, write_tearsheet
+from metabt.evaluate.report import write_diagnostics
 from metabt.evaluate.sanitize import csv_text
+from metabt.evaluate.tearsheet import write_tearsheet
 from metabt.evaluate.verdict import Verdict, aggregate_seeds, judge
 from metabt.experiments.backtest import BacktestResult, Costs
 from metabt.experiments.executors import SERIAL, Executor, ExecutorSpec, executor_scope
