@@ -38,7 +38,7 @@ from metabt.experiments.executors import SERIAL, Executor, ExecutorSpec, executo
 from metabt.experiments.log import Log, silent
 from metabt.experiments.resume import UnitStore
 from metabt.experiments.roster import roster_entries
-from metabt.experiments.scheduler import Unit, ledger_count, run_units
+from metabt.experiments.scheduler import SeedRun, Unit, ledger_count, run_units
 from metabt.experiments.settings import RunSettings
 
 __all__ = [
@@ -320,26 +320,8 @@ def walkforward(
         parts: dict[str, list[BacktestResult]] = {}
         for k in range(1, len(folds) + 1):
             run = next(seed_runs)
-            train_range = run.models.meta.learner.train_range
-            assert train_range is not None
             for result in run.results:
-                rows.append(
-                    {
-                        "seed": seed,
-                        "fold": k,
-                        "strategy": result.name,
-                        "train_start": train_range[0],
-                        "train_end": train_range[1],
-                        "test_start": str(result.returns.index[0].date()),
-                        "test_end": str(result.returns.index[-1].date()),
-                        "bars": len(result.returns),
-                        "adaptations": math.nan
-                        if result.adaptations is None
-                        else len(result.adaptations),
-                        "untrained": bool(run.table.loc[result.name, "untrained"]),
-                        **{key: result.metrics.get(key, math.nan) for key in FOLD_METRICS},
-                    }
-                )
+                rows.append(_fold_row(run, result, seed=seed, fold=k))
                 parts.setdefault(result.name, []).append(result)
                 if seed == seeds[0]:
                     assets[(k, result.name)] = result.assets
@@ -393,6 +375,26 @@ def walkforward(
         assets=pd.concat(assets, names=["fold", "strategy", "asset"]),
         costs=settings.costs,
     )
+
+
+def _fold_row(run: SeedRun, result: BacktestResult, **where: int) -> dict[str, Any]:
+    """One row of the fold table: ``where`` (seed, fold, and a CPCV split), the strategy,
+    its training and test ranges, bars, adaptations, ``untrained`` and
+    :data:`FOLD_METRICS`."""
+    train_range = run.models.meta.learner.train_range
+    assert train_range is not None
+    return {
+        **where,
+        "strategy": result.name,
+        "train_start": train_range[0],
+        "train_end": train_range[1],
+        "test_start": str(result.returns.index[0].date()),
+        "test_end": str(result.returns.index[-1].date()),
+        "bars": len(result.returns),
+        "adaptations": math.nan if result.adaptations is None else len(result.adaptations),
+        "untrained": bool(run.table.loc[result.name, "untrained"]),
+        **{key: result.metrics.get(key, math.nan) for key in FOLD_METRICS},
+    }
 
 
 def _stitch(name: str, runs: Sequence[BacktestResult]) -> Stitched:
@@ -543,27 +545,8 @@ def _cpcv(
         for (sd, s, g), run in runs.items():
             if sd != seed:
                 continue
-            train_range = run.models.meta.learner.train_range
-            assert train_range is not None
             for result in run.results:
-                rows.append(
-                    {
-                        "seed": seed,
-                        "split": s + 1,
-                        "fold": g + 1,
-                        "strategy": result.name,
-                        "train_start": train_range[0],
-                        "train_end": train_range[1],
-                        "test_start": str(result.returns.index[0].date()),
-                        "test_end": str(result.returns.index[-1].date()),
-                        "bars": len(result.returns),
-                        "adaptations": math.nan
-                        if result.adaptations is None
-                        else len(result.adaptations),
-                        "untrained": bool(run.table.loc[result.name, "untrained"]),
-                        **{key: result.metrics.get(key, math.nan) for key in FOLD_METRICS},
-                    }
-                )
+                rows.append(_fold_row(run, result, seed=seed, split=s + 1, fold=g + 1))
                 if seed == seeds[0]:
                     assets[(s + 1, g + 1, result.name)] = result.assets
             if seed == seeds[0]:
