@@ -38,3 +38,21 @@ def linear_task_batch(b=3, s=8, q=5, f=4, seed=0, dtype=None):
     ys = torch.einsum("bsf,bf->bs", xs, w) + 0.1 * torch.randn(b, s, generator=g, dtype=dtype)
     yq = torch.einsum("bqf,bf->bq", xq, w) + 0.1 * torch.randn(b, q, generator=g, dtype=dtype)
     return xs, ys, xq, yq
+
+
+def perturbed_inside(frames, spans, *, seed, low, high, volume=False):
+    """``frames`` with every bar inside ``spans`` (both ends) scaled by a random factor in
+    [low, high) (OHLC, and the volume when ``volume``); the bars outside are untouched."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, frame in frames.items():
+        frame = frame.copy()
+        inside = np.zeros(len(frame), dtype=bool)
+        for first, last in spans:
+            inside |= (frame.index >= first) & (frame.index <= last)
+        factor = rng.uniform(low, high, size=int(inside.sum()))
+        columns = ("open", "high", "low", "close", *(("volume",) if volume else ()))
+        for col in columns:
+            frame.loc[inside, col] = frame.loc[inside, col].to_numpy() * factor
+        out[name] = frame
+    return out

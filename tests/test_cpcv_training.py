@@ -8,7 +8,6 @@ rounds are bit-identical.
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -20,6 +19,7 @@ from metabt.experiments.parts import (
     train_part,
     validation_split,
 )
+from tests.synthetic import perturbed_inside
 
 CFG = DEMO.with_(
     meta_steps=3, hidden=(8,), batch_size=4, support=20, query=5, inner_steps=1, val_years=0.5
@@ -32,19 +32,9 @@ SPANS = (
 END = pd.Timestamp("2012-01-01")  # the day after the last bar: bars after the tests are used
 
 
-def perturbed(frames, spans, seed=11):
-    rng = np.random.default_rng(seed)
-    out = {}
-    for name, frame in frames.items():
-        frame = frame.copy()
-        inside = np.zeros(len(frame), dtype=bool)
-        for first, last in spans:
-            inside |= (frame.index >= first) & (frame.index <= last)
-        factor = rng.uniform(0.6, 1.4, size=int(inside.sum()))
-        for col in ("open", "high", "low", "close"):
-            frame.loc[inside, col] = frame.loc[inside, col].to_numpy() * factor
-        out[name] = frame
-    return out
+def perturbed(frames, spans):
+    """Every price inside ``spans`` scaled by a factor in [0.6, 1.4)."""
+    return perturbed_inside(frames, spans, seed=11, low=0.6, high=1.4)
 
 
 @pytest.fixture(scope="module")

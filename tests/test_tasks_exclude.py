@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from synthetic import gbm_frame
+from synthetic import gbm_frame, perturbed_inside
 
 from metabt.errors import ConfigError
 from metabt.features.spec import FeatureSpec
@@ -31,21 +31,10 @@ def frames() -> dict[str, pd.DataFrame]:
     }
 
 
-def perturbed(frames, spans, seed=7):
-    """The frames with every bar inside ``spans`` (both ends) scaled by a random factor."""
-    rng = np.random.default_rng(seed)
-    out = {}
-    for name, frame in frames.items():
-        frame = frame.copy()
-        inside = np.zeros(len(frame), dtype=bool)
-        for first, last in spans:
-            inside |= (frame.index >= first) & (frame.index <= last)
-        factor = rng.uniform(0.5, 1.5, size=int(inside.sum()))
-        for col in ("open", "high", "low", "close"):
-            frame.loc[inside, col] = frame.loc[inside, col].to_numpy() * factor
-        frame.loc[inside, "volume"] = frame.loc[inside, "volume"].to_numpy() * factor
-        out[name] = frame
-    return out
+def perturbed(frames, spans):
+    """The frames with every bar inside ``spans`` (both ends, volume too) scaled by a
+    random factor in [0.5, 1.5)."""
+    return perturbed_inside(frames, spans, seed=7, low=0.5, high=1.5, volume=True)
 
 
 def every_task(sampler):
