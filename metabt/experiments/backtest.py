@@ -36,6 +36,8 @@ __all__ = [
     "BacktestResult",
     "COST_SHARE_WARNING",
     "Costs",
+    "build_cerebro",
+    "collect_result",
     "cost_warning",
     "run_backtest",
     "warmup_start",
@@ -279,25 +281,94 @@ def run_backtest(
     costs = costs or Costs()
     check_volume(frames, costs)
     first = warmup_start(frames, start_ts, warmup_bars)
-    sizer = {**costs.sizer_kwargs(), **dict(sizer_kwargs or {})}
+    feeds = [
+        feed(frame.loc[first:end_ts] if end_ts is not None else frame.loc[first:], name=label)
+        for label, frame in frames.items()
+    ]
+    cerebro = build_cerebro(
+        strategy,
+        feeds,
+        start=start_ts,
+        cash=cash,
+        costs=costs,
+        strategy_kwargs=strategy_kwargs,
+        sizer_kwargs=sizer_kwargs,
+    )
+    strat = cerebro.run()[0]
+    return collect_result(
+        strat, frames, start=start_ts, end=end_ts, cash=cash, costs=costs, name=name
+    )
 
+
+def build_cerebro(
+    strategy: type[bt.Strategy],
+    feeds: Sequence[bt.feed.DataBase],
+    *,
+    start: pd.Timestamp,
+    cash: float,
+    costs: Costs,
+    strategy_kwargs: Mapping[str, Any] | None = None,
+    sizer_kwargs: Mapping[str, Any] | None = None,
+) -> bt.Cerebro:
+    """The Cerebro of one run: the feeds, cash, costs, sizer, strategy and analyzers.
+
+    :func:`run_backtest` runs it on preloaded feeds; ``metabt.experiments.paper`` on live
+    ones (``islive()``), so both decide on the same settings.
+
+    Args:
+        strategy: a backtrader strategy class.
+        feeds: the data feeds, in order.
+        start: first date of the test period (trading and recording start there).
+        cash: starting cash (currency units, checked by the caller).
+        costs: the cost model.
+        strategy_kwargs: extra strategy params; sizer_kwargs: SignalSizer params over the
+            asset class's.
+
+    Returns:
+        The Cerebro, not yet run.
+    """
+    sizer = {**costs.sizer_kwargs(), **dict(sizer_kwargs or {})}
     cerebro = bt.Cerebro(stdstats=False)
-    for label, frame in frames.items():
-        window = frame.loc[first:end_ts] if end_ts is not None else frame.loc[first:]
-        cerebro.adddata(feed(window, name=label))
+    for data in feeds:
+        cerebro.adddata(data)
     cerebro.broker.setcash(float(cash))
     lot = float(sizer.get("lot", 1e-8)) if sizer.get("fractional") else 1.0
     costs.apply(cerebro.broker, cerebro.datas, lot=lot)
     cerebro.addsizer(SignalSizer, **sizer)
-    cerebro.addstrategy(strategy, trade_start=start_ts.date(), **dict(strategy_kwargs or {}))
+    cerebro.addstrategy(strategy, trade_start=start.date(), **dict(strategy_kwargs or {}))
     cerebro.addobserver(bt.observers.BuySell)  # orders on metabt.plot's chart
-    cerebro.addanalyzer(QuantStatsAnalyzer, _name="quantstats", start=start_ts.date())
-    cerebro.addanalyzer(PortfolioAnalyzer, _name="portfolio", start=start_ts.date())
+    cerebro.addanalyzer(QuantStatsAnalyzer, _name="quantstats", start=start.date())
+    cerebro.addanalyzer(PortfolioAnalyzer, _name="portfolio", start=start.date())
     is_model = issubclass(strategy, MetaStrategy)
     if issubclass(strategy, SignalTrader):
         signal_cls = AdaptationAnalyzer if is_model else SignalAnalyzer
-        cerebro.addanalyzer(signal_cls, _name="signal", start=start_ts.date())
-    strat = cerebro.run()[0]
+        cerebro.addanalyzer(signal_cls, _name="signal", start=start.date())
+    return cerebro
+
+
+def collect_result(
+    strat: bt.Strategy,
+    frames: Mapping[str, pd.DataFrame],
+    *,
+    start: pd.Timestamp,
+    end: pd.Timestamp | None,
+    cash: float,
+    costs: Costs,
+    name: str | None = None,
+) -> BacktestResult:
+    """The :class:`BacktestResult` of a finished run of :func:`build_cerebro`'s Cerebro.
+
+    Args:
+        strat: the strategy instance after ``cerebro.run()``.
+        frames: name -> the validated bars the run was fed (prices, the basket).
+        start: first date of the test period; end: its last bar time (None: all).
+        cash: starting cash; costs: the run's cost model; name: label in tables.
+
+    Returns:
+        A :class:`BacktestResult`.
+    """
+    strategy = type(strat)
+    start_ts, end_ts = start, end
     analyzer = strat.analyzers.quantstats
     analysis = analyzer.get_analysis()
     portfolio = strat.analyzers.portfolio.get_analysis()
