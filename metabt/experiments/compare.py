@@ -161,7 +161,8 @@ class MainRun:
         learner: the meta-learner traded.
         results: MetaStrategy, BuyAndHold, SmaCross (when the data are long enough for its
             windows), in this order.
-        seconds: wall time of the MetaStrategy backtest, seconds.
+        seconds: wall time of the MetaStrategy backtest, seconds (NaN when its run was
+            passed in, e.g. a paper run).
     """
 
     settings: RunSettings
@@ -187,8 +188,8 @@ class MainRun:
             f"\n{self.settings.header(self.meta)}",
             f"{clean(self.meta.name)}: {len(log)} adaptations (every {cfg.adapt_every} bars on the "
             f"last {cfg.support} realised bars, horizon {self.learner.horizon}); mean support MSE "
-            f"{log['loss_before'].mean():.4f} before -> {log['loss_after'].mean():.4f} after; "
-            f"backtest took {self.seconds:.1f}s",
+            f"{log['loss_before'].mean():.4f} before -> {log['loss_after'].mean():.4f} after"
+            + (f"; backtest took {self.seconds:.1f}s" if math.isfinite(self.seconds) else ""),
         ]
 
     def write(self, report: Path) -> dict[str, Path]:
@@ -252,6 +253,7 @@ def main_backtest(
     progress: bool = True,
     log: Log = silent,
     cache: TrainingCache | None = None,
+    traded: BacktestResult | None = None,
 ) -> MainRun:
     """The main job: (train, then) backtest MetaStrategy beside BuyAndHold and SmaCross.
 
@@ -267,6 +269,8 @@ def main_backtest(
         cache: where a learner trained now is kept, and read back instead of training when
             the data, settings and versions match (:class:`metabt.experiments.cache.
             TrainingCache`); None trains afresh.
+        traded: the meta-learner's run when it already happened elsewhere (a paper run,
+            :mod:`metabt.experiments.paper`, over the same bars); None backtests it here.
 
     Returns:
         A :class:`MainRun`.
@@ -289,13 +293,20 @@ def main_backtest(
         if settings.cfg.portfolio is None
         else (CrossSectionalStrategy, "CrossSectional")
     )
-    kwargs, line = no_trade_kwargs(
-        settings, cls, name, {"learner": learner, **settings.cfg.strategy_kwargs()}, settings.start
-    )
-    if line is not None:
-        log(line)
-    meta = settings.run(cls, name, kwargs)
-    seconds = time.perf_counter() - tic
+    if traded is None:
+        kwargs, line = no_trade_kwargs(
+            settings,
+            cls,
+            name,
+            {"learner": learner, **settings.cfg.strategy_kwargs()},
+            settings.start,
+        )
+        if line is not None:
+            log(line)
+        meta = settings.run(cls, name, kwargs)
+    else:
+        meta = traded
+    seconds = time.perf_counter() - tic if traded is None else math.nan
     results = [
         meta,
         settings.run(BuyAndHold, "BuyAndHold"),
