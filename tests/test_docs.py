@@ -88,3 +88,28 @@ def test_readme_bring_your_own_commands_run(tmp_path):
     custom = record["config"]["learner"]["feature_spec"]["custom"]
     assert custom[0]["import_path"] == "examples.rsi_feature:rsi"
     assert custom[0]["params"] == {"window": 14} and len(custom[0]["sha256"]) == 64
+
+
+def test_readme_paper_trading_commands_run(tmp_path):
+    """The README's paper-trading block, as written (fewer training steps, no pause)."""
+    text = (ROOT / "README.md").read_text()
+    block = text.split("<!-- paper:start -->")[1].split("<!-- paper:end -->")[0]
+    lines = [ln.strip() for ln in block.splitlines() if ln.startswith(("metabt ", "python "))]
+    assert [ln.split()[0] for ln in lines] == ["metabt", "python", "metabt"]
+    for name in ("sample_data", "examples"):
+        (tmp_path / name).symlink_to(ROOT / name)
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    train = lines[0].replace("--steps 300", "--steps 10")
+    script = "\n".join(
+        [f"{train} --quiet", lines[1].replace("--every 0.02", "--every 0"), lines[2]]
+    )
+    done = subprocess.run(
+        ["bash", "-ec", script + "\nwait"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "MetaStrategy" in done.stdout and "SmaCross" in done.stdout
+    state = tmp_path / "paper" / "ibm"
+    for name in ("paper.json", "state.npz", "orders.jsonl", "tearsheet.html", "chart.html"):
+        assert (state / name).stat().st_size > 0, name

@@ -401,11 +401,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         }
     for line in lines:
         _say(line)
-    _say()
-    _print_table(run.table)
-    if len(settings.frames) > 1:
-        _say(f"\n{run.meta.name} per asset (contribution: P&L before costs / starting cash)")
-        _print_table(run.meta.assets)
+    _print_main(run)
     report = Path(args.report)
     paths: dict[str, Path] = {}
     if args.capacity:  # written first, so that a tearsheet may link its figure
@@ -433,6 +429,81 @@ def cmd_backtest(args: argparse.Namespace) -> int:
             f"{paths['capacity_png'].resolve()}"
         )
     _say(f"record of the run: {run_json.resolve()}")
+    return 0
+
+
+def _print_main(run: Any) -> None:
+    """The main run's table (and its per-asset table for several assets)."""
+    _say()
+    _print_table(run.table)
+    if len(run.settings.frames) > 1:
+        _say(f"\n{run.meta.name} per asset (contribution: P&L before costs / starting cash)")
+        _print_table(run.meta.assets)
+
+
+def cmd_paper(args: argparse.Namespace) -> int:
+    from metabt.errors import ConfigError
+
+    if args.end is not None:
+        raise ConfigError("metabt paper runs forward: use --until DATE instead of --end")
+    model = Path(args.model)
+    if not model.is_file():
+        raise ConfigError(f"--model {model}: no such checkpoint; train one with `metabt train`")
+    frames = _load_frames(args.data)  # the bars known now: the checks and the calibration
+    import dataclasses
+
+    from metabt.experiments.compare import main_backtest
+    from metabt.experiments.paper import file_sha256, paper_settings, run_paper
+    from metabt.experiments.settings import RunSettings
+    from metabt.learn.learner import MetaLearner
+
+    settings = RunSettings(
+        frames=frames,
+        train_frames=frames,
+        start=args.start,
+        cash=args.cash,
+        costs=costs_of(args),
+        cfg=config_of(args),
+    )
+    learner = MetaLearner.load(model)
+    paper = paper_settings(
+        settings,
+        learner,
+        data=args.data,
+        state=args.state,
+        model_sha256=file_sha256(model),
+        until=args.until,
+        poll=args.poll,
+        stagger_timeout=args.stagger_timeout,
+        report_every=args.report_every,
+        accept_broker=args.accept_broker,
+        log=_say,
+    )
+    _say(
+        f"paper trading {paper.name} on {len(paper.data)} followed file(s) from "
+        f"{settings.start.date()}, state in {paper.state}"
+        + (f", until {args.until.date()}" if args.until is not None else " (Ctrl-C stops)")
+    )
+    run = run_paper(paper, log=_say)
+    state = paper.state.resolve()
+    _say(
+        f"processed {run.bars} new bar(s)"
+        + (f" after replaying {run.replayed}" if run.restart else "")
+        + (f"; last bar {run.last_bar}" if run.last_bar is not None else "")
+        + (f"; {len(run.refused)} row(s) refused" if run.refused else "")
+        + ("; stopped on request" if run.stopped else "")
+    )
+    if run.result is None:
+        _say(f"no bar on or after {settings.start.date()} yet; the state is in {state}")
+        return 0
+    same_bars = dataclasses.replace(
+        settings, frames=run.frames, train_frames=run.frames, end=run.last_bar
+    )
+    main = main_backtest(same_bars, learner, progress=False, log=_say, traded=run.result)
+    for line in main.summary():
+        _say(line)
+    _print_main(main)
+    _say(f"\nstate, order log, tearsheet and chart in {state}")
     return 0
 
 
@@ -685,6 +756,7 @@ def cmd_pricing(args: argparse.Namespace) -> int:
 COMMANDS = {
     "train": cmd_train,
     "backtest": cmd_backtest,
+    "paper": cmd_paper,
     "compare": cmd_compare,
     "walkforward": cmd_walkforward,
     "sweep": cmd_sweep,

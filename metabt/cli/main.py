@@ -87,7 +87,7 @@ def _limit_threads(n: int) -> Any:
 
 
 #: Options that must be given, by flag or config file, per command.
-REQUIRED = {"train": ("data", "train_end", "out")}
+REQUIRED = {"train": ("data", "train_end", "out"), "paper": ("data", "model", "state")}
 
 
 def _convert(action: argparse.Action, key: str, value: Any, path: str) -> Any:

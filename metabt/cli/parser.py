@@ -645,23 +645,8 @@ def add_train_parser(sub: Any) -> argparse.ArgumentParser:
     return p
 
 
-def add_backtest_parser(sub: Any) -> argparse.ArgumentParser:
-    """`metabt backtest`: MetaStrategy beside buy-and-hold and the SMA crossover."""
-    p = _command(
-        sub,
-        "backtest",
-        "backtest MetaStrategy beside buy-and-hold and SMA crossover "
-        "(no arguments: the main job on the sample data)",
-    )
-    p.add_argument("--model", metavar="CKPT", help="a trained checkpoint (default: train first)")
-    p.add_argument(
-        "--no-cache",
-        dest="cache",
-        action="store_false",
-        help="without --model: train afresh, neither reading nor keeping the model in the "
-        "training cache ($METABT_CACHE, else ~/.cache/metabt/trained; 'off' disables it), "
-        "which otherwise hands back a model trained on the same data and settings",
-    )
+def _portfolio_options(p: argparse.ArgumentParser) -> None:
+    """Per-asset or cross-sectional book, and the cross-sectional book's settings."""
     p.add_argument(
         "--portfolio",
         choices=("per-asset", "cross-sectional"),
@@ -704,6 +689,26 @@ def add_backtest_parser(sub: Any) -> argparse.ArgumentParser:
         metavar="BARS",
         help="(cross-sectional) bars between rebalances (default 1)",
     )
+
+
+def add_backtest_parser(sub: Any) -> argparse.ArgumentParser:
+    """`metabt backtest`: MetaStrategy beside buy-and-hold and the SMA crossover."""
+    p = _command(
+        sub,
+        "backtest",
+        "backtest MetaStrategy beside buy-and-hold and SMA crossover "
+        "(no arguments: the main job on the sample data)",
+    )
+    p.add_argument("--model", metavar="CKPT", help="a trained checkpoint (default: train first)")
+    p.add_argument(
+        "--no-cache",
+        dest="cache",
+        action="store_false",
+        help="without --model: train afresh, neither reading nor keeping the model in the "
+        "training cache ($METABT_CACHE, else ~/.cache/metabt/trained; 'off' disables it), "
+        "which otherwise hands back a model trained on the same data and settings",
+    )
+    _portfolio_options(p)
     p.add_argument(
         "--report",
         default=str(DEFAULT_REPORT),
@@ -720,6 +725,61 @@ def add_backtest_parser(sub: Any) -> argparse.ArgumentParser:
         "(<report>_capacity.csv and .png); falls with capital only with --impact",
     )
     _ledger_option(p)
+    _training_options(p)
+    return p
+
+
+def add_paper_parser(sub: Any) -> argparse.ArgumentParser:
+    """`metabt paper`: paper-trade a checkpoint on bars appended to the data files."""
+    p = _command(
+        sub,
+        "paper",
+        "paper-trade a trained checkpoint on bars as a downloader appends them to --data "
+        "(state kept in --state, resumed on restart)",
+    )
+    p.add_argument("--model", metavar="CKPT", help="the trained checkpoint to trade; required")
+    p.add_argument(
+        "--state",
+        metavar="DIR",
+        help="state folder: settings, the strategy's state after every bar, the order log, "
+        "the tearsheet and chart; a new folder, or one this command wrote (resumed); required",
+    )
+    p.add_argument(
+        "--poll",
+        type=_bounded("poll"),
+        default=5.0,
+        metavar="SECONDS",
+        help="seconds between looks at the files when no new bar is waiting (default 5)",
+    )
+    p.add_argument(
+        "--until",
+        type=_date,
+        metavar="DATE",
+        help="stop once the last bar on or before DATE is processed, and print the same "
+        "summary as `metabt backtest` over the same bars (default: run until Ctrl-C)",
+    )
+    p.add_argument(
+        "--stagger-timeout",
+        type=_bounded("stagger_timeout"),
+        metavar="SECONDS",
+        help="process a bar time this long after the first file reached it, without the files "
+        "that lag (their late bar is then refused) (default: wait for every file)",
+    )
+    p.add_argument(
+        "--report-every",
+        type=_bounded("report_every"),
+        default=20,
+        metavar="BARS",
+        help="bars between refreshes of the tearsheet and chart in --state (0: at the end "
+        "only; default 20)",
+    )
+    p.add_argument(
+        "--accept-broker",
+        action="store_true",
+        help="on restart, take the broker's cash and positions when they differ from the "
+        "saved state, instead of stopping",
+    )
+    _portfolio_options(p)
     _training_options(p)
     return p
 
@@ -959,12 +1019,13 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"metabt {__version__}")
     sub = parser.add_subparsers(
         dest="command",
-        metavar="{train,backtest,compare,walkforward,sweep,pricing,config,ledger}",
+        metavar="{train,backtest,paper,compare,walkforward,sweep,pricing,config,ledger}",
         parser_class=_Parser,
     )
     commands = {
         "train": add_train_parser(sub),
         "backtest": add_backtest_parser(sub),
+        "paper": add_paper_parser(sub),
         "compare": add_compare_parser(sub),
         "walkforward": add_walkforward_parser(sub),
         "sweep": add_sweep_parser(sub),

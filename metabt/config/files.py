@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 #: Commands that read a config file (a table of that name holds settings for it only).
-COMMANDS = ("train", "backtest", "compare", "walkforward", "sweep", "pricing")
+COMMANDS = ("train", "backtest", "compare", "walkforward", "sweep", "pricing", "paper")
 #: Where an unknown-key message sends the reader for the valid settings (the command line
 #: names its own command for the template, ``metabt.cli.main.flag_message``).
 EVERY_SETTING = "the config template (metabt.config.files.example) lists every setting"
@@ -207,6 +207,27 @@ class Options(BaseModel):
     out: str | None = Field(None, description="output checkpoint (train) or folder")
     checkpoint_every: Annotated[int, _bound("checkpoint_every")] | None = _doc(
         "checkpoint_every", "train: save every N steps"
+    )
+    # paper trading
+    state: str | None = Field(None, description="paper: the state folder (metabt writes it)")
+    poll: Annotated[float, _bound("poll")] | None = _doc(
+        "poll", "paper: seconds between looks at the followed files"
+    )
+    until: dt.date | str | None = Field(
+        None, description="paper: stop once the last bar on or before this date is processed"
+    )
+    stagger_timeout: Annotated[float, _bound("stagger_timeout")] | None = _doc(
+        "stagger_timeout",
+        "paper: seconds to wait for lagging files before a bar time is processed without them "
+        "(unset: wait for every file)",
+    )
+    report_every: Annotated[int, _bound("report_every")] | None = _doc(
+        "report_every", "paper: bars between tearsheet and chart refreshes (0: at the end only)"
+    )
+    accept_broker: bool | None = Field(
+        None,
+        description="paper: on restart, take the broker's cash and positions when they differ "
+        "from the saved state",
     )
     # experiments
     fold_years: Annotated[int, _bound("fold_years")] | None = _doc(
@@ -411,6 +432,9 @@ EXAMPLES: Mapping[str, Any] = {
     "borrow": 25.0,
     "participation": 0.1,
     "capacity": [1e5, 1e6, 1e7, 1e8],
+    "state": "paper/maml",
+    "until": "2017-12-31",
+    "stagger_timeout": 600,
 }
 
 

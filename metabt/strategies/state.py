@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import backtrader as bt
 import numpy as np
 
 from metabt._version import __version__
@@ -45,6 +46,7 @@ from metabt.errors import ConfigError
 __all__ = [
     "MAX_STATE_BYTES",
     "STATE_FORMAT",
+    "StateSaver",
     "StrategyState",
     "capture",
     "differences",
@@ -311,6 +313,42 @@ def differences(saved: StrategyState, rebuilt: StrategyState, *, limit: int = 10
         elif a_arr.shape != b_arr.shape or not np.array_equal(a_arr, b_arr, equal_nan=True):
             out.append(f"{key}: the arrays differ")
     return out[:limit]
+
+
+class StateSaver(bt.Analyzer):
+    """Saves the strategy's state after every bar: ``cerebro.addanalyzer(StateSaver,
+    path="state.npz")``, for a Cerebro you run yourself (a live store's feeds and broker).
+
+    Each bar's state replaces the previous one atomically (:func:`save_state`), so after a
+    crash the file holds the last bar completed. To check a restarted strategy, feed it the
+    same bars again (a store's backfill) and compare ``capture(strategy)`` with
+    ``load_state(path)`` by :func:`differences` at the saved bar.
+
+    Params:
+        path (str | os.PathLike): the state file (its folder must exist).
+        every (int, default 1): save every ``every`` bars.
+
+    Raises:
+        ConfigError: at start, a missing folder or ``every`` < 1.
+    """
+
+    params = (("path", None), ("every", 1))
+
+    def start(self) -> None:
+        if self.p.path is None or not Path(self.p.path).parent.is_dir():
+            raise ConfigError(
+                f"StateSaver needs path=<state file in an existing folder>, got {self.p.path!r}"
+            )
+        if isinstance(self.p.every, bool) or not (
+            isinstance(self.p.every, int) and self.p.every >= 1
+        ):
+            raise ConfigError(f"StateSaver: every must be an integer >= 1, got {self.p.every!r}")
+        self._bars = 0
+
+    def next(self) -> None:
+        self._bars += 1
+        if self._bars % self.p.every == 0:
+            save_state(capture(self.strategy), self.p.path)
 
 
 def _short(value: Any) -> str:
