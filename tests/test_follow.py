@@ -476,8 +476,22 @@ def test_the_clock_stops_at_until_and_resumes_after_a_restart(tmp_path):
 # ------------------------------------------------------------------------------ property
 
 
-_PROPERTY_LINES = _lines(25)
-_PROPERTY_LINES[7] = "2021-01-13,1,2,3,1,1,1,X"  # high below low: refused however cut
+_CLEAN = _lines(25)
+# bad rows of each kind, each refused however the bytes are cut (the good ones marked)
+_PROPERTY_LINES = [
+    *_CLEAN[:7],
+    "2021-01-13,1,2,3,1,1,1,X",  # high below low
+    *_CLEAN[7:12],
+    "2021-01-21,one,2,0.5,1,1,1,X",  # not a number
+    *_CLEAN[12:16],
+    _CLEAN[15],  # a duplicate of the last bar: ignored
+    "",  # a blank line
+    *_CLEAN[16:20],
+    "2021-02-30,1,2,0.5,1,1,1,X",  # no such date
+    *_CLEAN[20:22],
+    _CLEAN[3].replace(",XYZ", ",X"),  # out of order
+    *_CLEAN[22:],
+]
 _PROPERTY_TEXT = _text(_PROPERTY_LINES)
 
 
@@ -492,5 +506,13 @@ def test_any_chunking_of_the_bytes_gives_the_same_bars(tmp_path_factory, cuts):
     for lo, hi in itertools.pairwise(bounds):
         _append(follower.path, _PROPERTY_TEXT[lo:hi])
         follower.poll()
-    _check_equal_skipping(follower.history, _PROPERTY_LINES)
-    assert len(said) == 1 and "high below low at line 9 (2021-01-13)" in said[0]
+    _check_equal_skipping(follower.history, _CLEAN)
+    assert [re.search(r"line \d+", s).group() for s in said] == [
+        "line 9",
+        "line 15",
+        "line 26",
+        "line 29",
+    ]
+    assert "high below low" in said[0] and "'one'" in said[1] and "'2021-02-30'" in said[2]
+    assert "earlier than the last accepted bar" in said[3]
+    assert follower.counts == {"accepted": 25, "refused": 4, "duplicates": 1, "gaps": 0}

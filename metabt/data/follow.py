@@ -61,6 +61,7 @@ _GAP_WINDOW = 10_000
 _GAP_MIN = 10
 #: the message load_ohlcv gives a frame with good columns and no row (the header check)
 _NO_BARS = ": no bars; add one row per bar"
+_ROW = re.compile(r"\brow (\d+)\b")
 _LINE = re.compile(r"[\s.\-/]+")  # load_ohlcv's rule from a column name to a line name
 _BLANK = np.frombuffer(b" \t\r\n\x0b\x0c", dtype=np.uint8)
 _STATE_VERSION = 1
@@ -122,10 +123,12 @@ class _Csv:
         self.header, self.data, self.label, self.base = header, data, label, base
         buf = np.frombuffer(data, dtype=np.uint8)
         ends = np.flatnonzero(buf == 10) + 1  # data ends with a line break
-        starts = np.concatenate([[0], ends[:-1]]).astype(np.int64)
-        # pandas skips blank (and blank-looking) lines; so do we
-        text = np.concatenate([[0], np.cumsum(~np.isin(buf, _BLANK))])
-        keep = text[ends] > text[starts]
+        starts = np.concatenate([[0], ends])[:-1].astype(np.int64)
+        # pandas skips blank (and blank-looking) lines; so do we (only a line that starts
+        # with white space can be blank)
+        keep = np.ones(len(ends), dtype=bool)
+        for i in np.flatnonzero(np.isin(buf[starts], _BLANK)):
+            keep[i] = bool(data[starts[i] : ends[i]].strip())
         self.starts, self.ends = starts[keep], ends[keep]
         self.lines = (first_line + np.arange(len(ends)))[keep]
 
@@ -675,9 +678,19 @@ class FollowedFile:
             bars = self._validate(units, lo, hi, anchored=True)
         except DataError as exc:
             if hi - lo > 1:
-                mid = (lo + hi) // 2
-                self._take(units, lo, mid)
-                self._take(units, mid, hi)
+                # split at the row load_ohlcv named (the rows before it are likely clean:
+                # one validation), then halve the rest: O(n log n) at worst
+                bad = self._hint(exc, hi - lo)
+                if bad is None:
+                    mid = (lo + hi) // 2
+                    self._take(units, lo, mid)
+                    self._take(units, mid, hi)
+                    return
+                rest = lo + bad + 1
+                mid = (rest + hi) // 2
+                for a, b in ((lo, lo + bad), (lo + bad, rest), (rest, mid), (mid, hi)):
+                    if a < b:
+                        self._take(units, a, b)
                 return
             if self._anchor is None:
                 self._refuse_invalid(units, lo, exc, 0)
@@ -692,11 +705,25 @@ class FollowedFile:
                 return
         self._accept(units, lo, bars)
 
+    def _hint(self, exc: DataError, n: int) -> int | None:
+        """The unit (0 to n - 1) of the row a load_ohlcv message names first, if any."""
+        if not getattr(exc, "hint", False):
+            return None
+        found = _ROW.search(str(exc))
+        if found is None:
+            return None
+        bad = int(found.group(1)) - (self._anchor is not None)
+        return bad if 0 <= bad < n else None
+
     def _validate(self, units: _Units, lo: int, hi: int, *, anchored: bool) -> pd.DataFrame:
         anchor = self._anchor if anchored else None
         first = 0 if anchor is None else 1  # the row of unit lo in load_ohlcv's messages
         raw = units.raw(lo, hi, anchor)
-        bars = load_ohlcv(raw, name=self.label).iloc[first:]
+        try:
+            bars = load_ohlcv(raw, name=self.label).iloc[first:]
+        except DataError as exc:
+            exc.hint = True  # type: ignore[attr-defined]  # its row numbers are the frame's
+            raise
         if len(bars) != hi - lo:  # pragma: no cover - pandas read a line as two, or none
             raise DataError(f"{self.label}: {hi - lo} lines gave {len(bars)} rows at row {first}")
         if self._columns is None:
