@@ -266,6 +266,21 @@ def test_rows_refused_one_after_another_stop_following(tmp_path, monkeypatch):
         follower.poll()
 
 
+def test_reports_beyond_the_cap_are_summed_up_in_one_line(tmp_path, monkeypatch):
+    import metabt.data.follow as follow
+
+    monkeypatch.setattr(follow, "MAX_NOTICES_PER_POLL", 2)
+    lines = _lines(10)
+    for i in (2, 4, 6, 8):
+        lines[i] = lines[i].replace(",XYZ", ",XYZ,more")
+    follower, said = _follow(tmp_path)
+    _append(follower.path, _text(lines))
+    assert len(follower.poll()) == 6
+    assert len(said) == 3 and "line 6" in said[1]
+    assert said[2].startswith("ASSET.csv: 2 more refused rows or gaps in this read")
+    assert follower.counts["refused"] == 4
+
+
 def test_size_limits_are_respected(tmp_path, monkeypatch):
     follower, _ = _follow(tmp_path)
     _append(follower.path, _text(_lines(5)))
@@ -346,6 +361,10 @@ def test_a_rewritten_csv_history_is_detected_on_resume_and_while_polling(tmp_pat
     follower.path.write_bytes(_text(lines[:10]))
     with pytest.raises(HistoryChangedError, match="shorter than the"):
         FollowedFile.resume(follower.path, state)
+    # the same bars in other text (the dropped ticker column shorter): lines moved, bars not
+    follower.path.write_bytes(_text([line.replace("XYZ", "XY") for line in lines]))
+    resumed = FollowedFile.resume(follower.path, state)
+    pd.testing.assert_frame_equal(resumed.poll(), bars.iloc[30:])
 
 
 def test_a_rewritten_parquet_history_is_detected(tmp_path):

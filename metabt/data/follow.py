@@ -43,7 +43,14 @@ from metabt.data.ohlcv import (
 )
 from metabt.errors import ConfigError, DataError
 
-__all__ = ["BarClock", "FollowedFile", "HistoryChangedError"]
+__all__ = [
+    "BarClock",
+    "FollowedFile",
+    "GAP_FACTOR",
+    "HistoryChangedError",
+    "MAX_NOTICES_PER_POLL",
+    "MAX_REFUSED_IN_A_ROW",
+]
 
 Report = Callable[[str], None]
 
@@ -53,6 +60,9 @@ _BLOCK = 8 * 1024 * 1024
 _PARQUET_BLOCK = 200_000
 #: rows refused one after another, with no bar accepted between, before following stops
 MAX_REFUSED_IN_A_ROW = 1_000
+#: one-line reports (refused rows, gaps) made one by one in a poll; the rest are counted and
+#: summed up in one more line
+MAX_NOTICES_PER_POLL = 100
 #: a spacing longer than this many times the usual one is reported as a gap
 GAP_FACTOR = 5.0
 #: spacings (the most recent) from which the usual spacing is estimated
@@ -84,7 +94,7 @@ def _when(ts: pd.Timestamp) -> str:
 
 
 def _duration(ns: float) -> str:
-    """A spacing for a message: ``7 days``, ``2:30:00``, ``1 day 1:00:00``."""
+    """A spacing for a message: ``7 days``, ``02:30:00``, ``1 day 01:00:00``."""
     delta = pd.Timedelta(int(ns))
     days, rest = delta.days, delta - pd.Timedelta(days=delta.days)
     head = f"{days} day{'s' if days != 1 else ''}" if days else ""
@@ -107,13 +117,14 @@ def _rows_bytes(frame: pd.DataFrame) -> bytes:
     return out.tobytes()
 
 
-def _raw_digest(raw: pd.DataFrame) -> list[bytes]:
-    """Per-row 8-byte hashes of a raw (unvalidated) frame, its index included."""
+def _raw_hashes(raw: pd.DataFrame) -> bytes:
+    """Per-row 8-byte hashes of a raw (unvalidated) frame, its index included (compared
+    within one process only: pandas' hash may change between versions)."""
     try:
         hashes = pd.util.hash_pandas_object(raw, index=True).to_numpy()
     except (TypeError, ValueError):  # a column of unhashable objects: hash its text
         hashes = pd.util.hash_pandas_object(raw.astype(str), index=True).to_numpy()
-    return [hashes.astype("<u8").tobytes()]
+    return hashes.astype("<u8").tobytes()
 
 
 class _Csv:
@@ -216,12 +227,14 @@ class FollowedFile:
     line number or the Parquet row, and the problem; the following rows go on):
 
     - validation: new rows are validated by :func:`~metabt.data.ohlcv.load_ohlcv` itself,
-      as a small frame of the header and the new rows; when that raises, the rows are
-      halved until each bad row is found alone and refused with load_ohlcv's message (a
-      bad date, a non-numeric or missing value, high below low, a non-positive price, more
-      fields than the header, ...). A problem of the header (missing columns, no date
-      column, another delimiter, an extra column whose name cannot be a line name) is a
-      DataError: it concerns every row;
+      as a small frame of the header, the file's first accepted row (so that dates are read
+      in the format of the file's first date, and Unix times and text columns are judged
+      as for the whole file; dropped again) and the new rows; when that raises, the rows
+      are split at the row load_ohlcv names and halved until each bad row is alone, and
+      refused with load_ohlcv's message (a bad date, a non-numeric or missing value, high
+      below low, a non-positive price, more fields than the header, ...). A problem of the
+      header (missing columns, no date column, another delimiter, an extra column whose
+      name cannot be a line name) is a DataError: it concerns every row;
     - columns: the first accepted rows fix the columns (OHLCV, then the numeric extra
       columns; text extra columns are dropped, as load_ohlcv does); a later row whose extra
       column holds text where numbers were (or a number where text was) is refused;
@@ -239,7 +252,8 @@ class FollowedFile:
       holiday (4 days, against a usual day) is no gap either. Gaps are judged once 10
       spacings are known;
     - :data:`MAX_REFUSED_IN_A_ROW` rows refused in a row raise DataError (the file is not
-      what it should be).
+      what it should be); beyond :data:`MAX_NOTICES_PER_POLL` reports in one poll, the rest
+      are counted and summed up in one more line.
 
     Sizes: a CSV file of more than ``MAX_CSV_BYTES`` bytes (``METABT_MAX_CSV_BYTES``), or
     a file of more than ``MAX_ROWS`` data rows (``METABT_MAX_ROWS``), raises DataError, as
@@ -253,7 +267,9 @@ class FollowedFile:
     just after the line of the last processed bar. :meth:`resume` re-reads the file up to
     there, checks those bars against the hash, and delivers the bars after them (accepted
     before the restart but not processed, or new) at its next poll. A refused row or gap
-    after the last processed bar is reported again after a restart.
+    after the last processed bar is reported again after a restart. A CSV file rewritten
+    with the same bars in other text (e.g. another number format) resumes if the lines up to
+    the saved offset still give exactly the processed bars; any other change raises.
 
     Args:
         path (str | os.PathLike): the CSV or Parquet file; it must exist (it may be empty,
@@ -308,6 +324,7 @@ class FollowedFile:
         self.notices: deque[str] = deque(maxlen=100)
         self._counts = {"refused": 0, "duplicates": 0, "gaps": 0}
         self._quiet = False  # while resume re-reads the processed part
+        self._noticed = 0  # reports in this poll
         self._failures = 0
         self._seen: tuple[int, int] | None = None  # (size, mtime_ns) at the last read
         # the accepted bars, in parts (merged like a binary counter: O(log n) parts)
@@ -361,10 +378,13 @@ class FollowedFile:
                 truncated).
         """
         before = self._accepted
-        if self.format == "csv":
-            self._read_csv(None)
-        else:
-            self._read_parquet(None)
+        try:
+            if self.format == "csv":
+                self._read_csv(None)
+            else:
+                self._read_parquet(None)
+        finally:
+            self._sum_up()
         return self._slice(before, self._accepted)
 
     @property
@@ -415,10 +435,7 @@ class FollowedFile:
         Returns:
             int: the number of processed bars.
         """
-        when = pd.Timestamp(until)
-        if when.tz is not None:
-            when = when.tz_localize(None)
-        count = self._count_until(when)
+        count = self._count_until(_naive(until))
         if count > self._processed:
             self._hash(self._processed, count)
             self._processed = count
@@ -448,7 +465,7 @@ class FollowedFile:
             "processed": self._processed,
             "last": None if last is None else last.isoformat(),
             "columns": list(self._columns) if self._columns is not None else None,
-            "sha256": self._hasher.hexdigest() if self._hasher is not None else None,
+            "sha256": self._hasher.hexdigest() if self._processed else None,
             "checkpoints": [[n, d] for n, d in sorted(self._checkpoints.items())],
             "counts": self.counts,
         }
@@ -506,7 +523,7 @@ class FollowedFile:
         try:
             stat = self.path.stat()
         except OSError as exc:
-            self._failed(exc)
+            self._failed(exc, fatal=limit is not None)
             return
         size = stat.st_size
         if size < self._offset:
@@ -544,7 +561,7 @@ class FollowedFile:
                         break  # a half-written line: wait for its line break
                     self._consume(data[: cut + 1])
         except OSError as exc:
-            self._failed(exc)
+            self._failed(exc, fatal=limit is not None)
             return
         self._failures = 0
         if limit is None:
@@ -602,7 +619,7 @@ class FollowedFile:
         try:
             stat = self.path.stat()
         except OSError as exc:
-            self._failed(exc)
+            self._failed(exc, fatal=limit is not None)
             return
         if limit is None and self._seen == (stat.st_size, stat.st_mtime_ns):
             return
@@ -618,7 +635,7 @@ class FollowedFile:
         if limit is None:
             self._seen = (stat.st_size, stat.st_mtime_ns)
         columns = [str(c) for c in raw.columns]
-        hashes = b"".join(_raw_digest(raw))
+        hashes = _raw_hashes(raw)
         if len(raw) < self._rows:
             raise self._changed(
                 f"it now holds {len(raw):,} rows, fewer than the {self._rows:,} already read"
@@ -861,13 +878,30 @@ class FollowedFile:
     def _notice(self, text: str, report: Report | None) -> None:
         if self._quiet:
             return
+        self._noticed += 1
+        if self._noticed > MAX_NOTICES_PER_POLL:
+            return
         self.notices.append(text)
         if report is not None:
             report(text)
 
-    def _failed(self, exc: Exception) -> None:
+    def _sum_up(self) -> None:
+        """After a poll: one line for the reports beyond :data:`MAX_NOTICES_PER_POLL`."""
+        more, self._noticed = self._noticed - MAX_NOTICES_PER_POLL, 0
+        if more > 0:
+            text = (
+                f"{self.label}: {more:,} more refused rows or gaps in this read, not shown one "
+                f"by one (counts so far: {self.counts})"
+            )
+            self.notices.append(text)
+            if self.on_refused is not None:
+                self.on_refused(text)
+
+    def _failed(self, exc: Exception, *, fatal: bool = False) -> None:
+        """Count a poll that could not read the file; DataError after ``retries`` in a row
+        (or at once when ``fatal``: at resume)."""
         self._failures += 1
-        if self._failures > self.retries:
+        if fatal or self._failures > self.retries:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise DataError(
                 f"{self.label}: could not be read in {self._failures} polls in a row "
@@ -878,7 +912,7 @@ class FollowedFile:
     def _changed(self, detail: str) -> HistoryChangedError:
         return HistoryChangedError(
             f"{self.label}: the bars already read have changed: {detail}; a rewritten file "
-            "(e.g. prices adjusted after a split or dividend) cannot continue this run: "
+            "(e.g. prices adjusted after a split or dividend) cannot continue this run; "
             "start a new state folder, or restore the file as it was"
         )
 
@@ -937,45 +971,44 @@ class FollowedFile:
             cur = nxt
 
     def _verify(self, saved: Mapping[str, Any]) -> None:
-        """HistoryChangedError unless the bars re-read are the processed bars saved; the
-        checkpoints locate the first changed bar."""
+        """HistoryChangedError unless the bars re-read up to the saved position are the
+        processed bars saved; the checkpoints locate the first changed bar."""
         count = saved["processed"]
         if count and saved["columns"] != self._columns:
             raise self._changed(f"its columns are now {self._columns}, not {saved['columns']}")
         common = min(count, self._accepted)
         self._hash(0, common)
         self._processed = common
-        moved = self.format == "csv" and self._offset != saved["position"]
-        if (
-            not moved
-            and common == count
-            and (count == 0 or self._hasher.hexdigest() == saved["sha256"])
-        ):
-            return
-        low, high = 0, count - 1
+        same = count == 0 or self._hasher.hexdigest() == saved["sha256"]
+        if self._accepted == count and same:
+            return  # (a CSV file whose lines moved but whose bars did not goes on)
+        low, high, found = 0, count - 1, False  # the first changed bar is in low..high
         for n, digest in saved["checkpoints"]:
             if n > common:
                 break
             if self._checkpoints.get(n) != digest:
-                high = n - 1
+                high, found = n - 1, True
                 break
             low = n
-        if low >= common and (moved or common != count):
-            raise self._changed(
-                f"up to where the last processed bar was, it now gives {self._accepted:,} bars, "
-                f"not the {count:,} processed before the restart"
-                + (f"; bar {low} on differ" if low < count else "")
+        details = []
+        if found or (common == count and not same):
+            where = (
+                self._bar(low) if low == high else f"between {self._bar(low)} and {self._bar(high)}"
             )
-        dates = self._slice(low, min(high, common - 1) + 1).index
-        if low == high:
-            where = f"bar {low} ({_when(dates[0])})"
-        else:
-            last = f" ({_when(dates[-1])})" if high < common else ""
-            where = f"between bar {low} ({_when(dates[0])}) and bar {high}{last}"
-        raise self._changed(
-            f"the {count:,} bars processed before the restart differ; the first changed bar "
-            f"is {where}"
-        )
+            details.append(f"the first changed bar is {where}")
+        if self._accepted != count:
+            unit = "byte" if self.format == "csv" else "row"
+            details.append(
+                f"up to {unit} {saved['position']:,}, where the last processed bar ended, it "
+                f"now gives {self._accepted:,} bars, not the {count:,} processed"
+            )
+        raise self._changed("; ".join(details))
+
+    def _bar(self, i: int) -> str:
+        """``bar i (date)``, the date as the file gives it now (if it has that bar)."""
+        if i >= self._accepted:
+            return f"bar {i}"
+        return f"bar {i} ({_when(self._slice(i, i + 1).index[0])})"
 
 
 def _num(value: float) -> str:
@@ -1116,13 +1149,7 @@ class BarClock:
                 continue
             if floor is not None:
                 late = new.index.asi8 <= floor
-                for ts in new.index[late]:
-                    self.late[name] += 1
-                    text = (
-                        f"{file.label}: the bar at {_when(ts)} came after that time was released "
-                        f"(the other files' bars were processed without it); late bar refused"
-                    )
-                    file._notice(text, file.on_refused)
+                self._refuse_late(name, new.index[late])
                 new = new[~late]
             if len(new):
                 pending = self._pending[name]
@@ -1161,6 +1188,26 @@ class BarClock:
         for t in [t for t in self._first_seen if t <= frontier]:
             del self._first_seen[t]
         return self._released(sorted(times), out)
+
+    def _refuse_late(self, name: str, times: pd.DatetimeIndex) -> None:
+        """One line to the file's ``on_refused`` per bar that came after its time was
+        released (at most :data:`MAX_NOTICES_PER_POLL`, then one line for the rest)."""
+        file = self.files[name]
+        self.late[name] += len(times)
+        lines = [
+            f"{file.label}: the bar at {_when(ts)} came after that time was released (the "
+            "other files' bars were processed without it); late bar refused"
+            for ts in times[:MAX_NOTICES_PER_POLL]
+        ]
+        if len(times) > MAX_NOTICES_PER_POLL:
+            lines.append(
+                f"{file.label}: {len(times) - MAX_NOTICES_PER_POLL:,} more late bars refused "
+                f"(up to {_when(times[-1])})"
+            )
+        for text in lines:
+            file.notices.append(text)
+            if file.on_refused is not None:
+                file.on_refused(text)
 
     def _released(
         self, times: list[int], out: dict[str, pd.DataFrame]
