@@ -22,8 +22,9 @@ HEADER = "date,open,high,low,close,volume,adj_close,ticker"
 
 def _row(day: pd.Timestamp, price: float, fmt: str = "%Y-%m-%d") -> str:
     """One clean bar line (an extra numeric column and a text column dropped by load_ohlcv)."""
+    when = str(int(day.timestamp())) if fmt == "unix" else day.strftime(fmt)
     return (
-        f"{day.strftime(fmt)},{price},{price + 1.25},{price - 0.5},{price + 0.125},"
+        f"{when},{price},{price + 1.25},{price - 0.5},{price + 0.125},"
         f"{int(price * 100)},{price * 0.5},XYZ"
     )
 
@@ -36,6 +37,12 @@ def _lines(n: int, start: str = "2021-01-04", freq: str = "B") -> list[str]:
 
 def _text(lines: list[str], header: str = HEADER) -> bytes:
     return ("\n".join([header, *lines]) + "\n").encode()
+
+
+def _write(tmp_path: Path, lines: list[str], name: str = "ASSET.csv") -> Path:
+    path = tmp_path / name
+    path.write_bytes(_text(lines))
+    return path
 
 
 def _append(path: Path, data: bytes | str) -> None:
@@ -86,7 +93,7 @@ def test_later_rows_are_read_as_in_the_whole_file(tmp_path, form):
     if form == "day first":
         lines = [_row(d, 10.0 + i, "%d/%m/%Y") for i, d in enumerate(days)]
     elif form == "unix seconds":
-        lines = [_row(d, 10.0 + i, "%s") for i, d in enumerate(days + pd.Timedelta("14h"))]
+        lines = [_row(d, 10.0 + i, "unix") for i, d in enumerate(days + pd.Timedelta("14h"))]
     else:
         lines = _lines(20)
     text = _text(lines)
@@ -142,12 +149,6 @@ def test_parquet_unreadable_for_a_while_is_retried_then_refused(tmp_path):
             assert len(follower.poll()) == 0
     with pytest.raises(DataError, match=r"ASSET.parquet: could not be read in 3 polls in a row"):
         follower.poll()
-
-
-def _write(tmp_path: Path, lines: list[str], name: str = "ASSET.csv") -> Path:
-    path = tmp_path / name
-    path.write_bytes(_text(lines))
-    return path
 
 
 # ---------------------------------------------------------------------------- row rules

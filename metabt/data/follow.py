@@ -1252,7 +1252,13 @@ class BarClock:
             file.mark_processed(when)
 
     def state(self) -> dict[str, Any]:
-        """Each file's :meth:`FollowedFile.state`, and the last released time (JSON-ready)."""
+        """Each file's :meth:`FollowedFile.state`, and the last released time (JSON-ready).
+
+        After a restart, re-open each file with ``FollowedFile.resume(path,
+        state["files"][name])`` and give them to a new BarClock: it goes on after the
+        latest processed bar (its ``after`` default), releasing the bars accepted but not
+        processed before the restart again.
+        """
         return {
             "released": None if self.released is None else self.released.isoformat(),
             "files": {name: f.state() for name, f in self.files.items()},
