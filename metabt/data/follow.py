@@ -10,6 +10,17 @@ re-opens the file after a restart and refuses to go on if the bars already proce
 changed (:class:`HistoryChangedError`). :class:`BarClock` aligns several followed files:
 it releases a bar time once every file has reached it, or after a timeout without the
 lagging files.
+
+A paper-trading loop on top of them (the state saved after each processed bar)::
+
+    files = [FollowedFile(path, on_refused=print) for path in paths]  # or .resume(...)
+    clock = BarClock(files, timeout=60.0, until=end)
+    while not clock.done:
+        for when, bars in clock.poll():  # bars: {name: the bar (a Series)}
+            ...  # hand the bars to the strategy
+            clock.mark_processed(when)
+            save(clock.state())  # JSON
+        time.sleep(5)
 """
 
 from __future__ import annotations
@@ -237,7 +248,8 @@ class FollowedFile:
       name cannot be a line name) is a DataError: it concerns every row;
     - columns: the first accepted rows fix the columns (OHLCV, then the numeric extra
       columns; text extra columns are dropped, as load_ohlcv does); a later row whose extra
-      column holds text where numbers were (or a number where text was) is refused;
+      column holds text where numbers were (or a number where text was) is refused (so a
+      text column must not be empty in the first rows read: empty, it reads as numbers);
     - an exact duplicate of the last accepted bar (same time, same values, NaN equal to
       NaN) is ignored without a message and counted (``counts["duplicates"]``);
     - a bar at the time of the last accepted bar with other values, or at an earlier time
@@ -250,7 +262,8 @@ class FollowedFile:
       the breaks (a weekend or a long holiday weekend is then no gap; a missing day inside
       the week is not reported either). Daily bars have no recurring breaks, and a
       holiday (4 days, against a usual day) is no gap either. Gaps are judged once 10
-      spacings are known;
+      spacings are known, with the spacings known when the bar is read (so, unlike the
+      bars, the gap reports can differ with how the file was cut into reads);
     - :data:`MAX_REFUSED_IN_A_ROW` rows refused in a row raise DataError (the file is not
       what it should be); beyond :data:`MAX_NOTICES_PER_POLL` reports in one poll, the rest
       are counted and summed up in one more line.
