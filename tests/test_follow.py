@@ -357,7 +357,11 @@ def test_a_rewritten_csv_history_is_detected_on_resume_and_while_polling(tmp_pat
     follower.path.write_bytes(_text(halved))
     with pytest.raises(HistoryChangedError, match=r"the first changed bar is bar 0 \(2021-01-04\)"):
         FollowedFile.resume(follower.path, state)
-    with pytest.raises(HistoryChangedError, match=r"ASSET.csv: the bars already read have changed"):
+    follower.retries = 1  # a rewrite in progress is waited for, then refused
+    assert len(follower.poll()) == 0
+    with pytest.raises(
+        HistoryChangedError, match=r"ASSET.csv: the bars already read have .*2 polls"
+    ):
         follower.poll()
     follower.path.write_bytes(_text(lines[:10]))
     with pytest.raises(HistoryChangedError, match="shorter than the"):
@@ -366,6 +370,22 @@ def test_a_rewritten_csv_history_is_detected_on_resume_and_while_polling(tmp_pat
     follower.path.write_bytes(_text([line.replace("XYZ", "XY") for line in lines]))
     resumed = FollowedFile.resume(follower.path, state)
     pd.testing.assert_frame_equal(resumed.poll(), bars.iloc[30:])
+
+
+def test_a_csv_rewritten_whole_with_the_same_history_goes_on(tmp_path):
+    lines = _lines(12)
+    follower, said = _follow(tmp_path, retries=2)
+    _append(follower.path, _text(lines[:8]))
+    follower.poll()
+    follower.path.write_bytes(b"")  # a downloader rewriting it: truncated first,
+    assert len(follower.poll()) == 0
+    follower.path.write_bytes(_text(lines)[:300])  # then written part by part
+    assert len(follower.poll()) == 0
+    follower.path.write_bytes(_text(lines))
+    pd.testing.assert_frame_equal(
+        follower.poll(), load_ohlcv(_write(tmp_path, lines, "all.csv")).iloc[8:]
+    )
+    assert said == []
 
 
 def test_a_rewritten_parquet_history_is_detected(tmp_path):
@@ -383,6 +403,7 @@ def test_a_rewritten_parquet_history_is_detected(tmp_path):
     adjusted.to_parquet(path)
     with pytest.raises(HistoryChangedError, match=r"first changed bar is bar 0 \(2021-01-04\)"):
         FollowedFile.resume(path, state)
+    follower.retries = 0
     with pytest.raises(HistoryChangedError, match=r"row 0 .read before. is now different"):
         follower.poll()
 

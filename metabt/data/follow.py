@@ -227,12 +227,13 @@ class FollowedFile:
     Reading. CSV: only lines ended by a line break are complete; a half-written last line
     waits for a later poll. Each poll reads from the byte offset where the previous one
     stopped, and checks first that the file is not shorter and that the last line read is
-    unchanged (a rewritten file raises :class:`HistoryChangedError`); one bar per line (no
-    quoted line breaks); blank lines are skipped, as pandas does. Parquet: the file is read
-    whole at each poll in which its size or modification time changed; the rows read before
-    must be unchanged (else :class:`HistoryChangedError`), the rows after them are new. A
+    unchanged; one bar per line (no quoted line breaks); blank lines are skipped, as pandas
+    does. Parquet: the file is read whole at each poll in which its size or modification
+    time changed; the rows read before must be unchanged, the rows after them are new. A
     file that cannot be read right now (missing, or partly written) is retried at the next
-    poll; ``retries`` failures in a row raise DataError.
+    poll, and so is one whose part already read differs (a downloader may be rewriting
+    it); after ``retries`` such polls in a row, DataError (unreadable) or
+    :class:`HistoryChangedError` (rewritten).
 
     Row rules (one line to ``on_refused`` for each refused row, naming the file, the CSV
     line number or the Parquet row, and the problem; the following rows go on):
@@ -295,7 +296,8 @@ class FollowedFile:
         on_gap (Callable[[str], None] | None, default None): called with one line for each
             gap; None: ``on_refused``.
         retries (int, default 5): polls in a row in which the file may be unreadable
-            (missing, partly written) before DataError.
+            (missing, partly written) or differ from what was read (being rewritten)
+            before an error.
 
     Raises:
         DataError: the file is missing, a compressed CSV, or a FIFO or folder.
@@ -388,7 +390,7 @@ class FollowedFile:
                 unreadable for more than ``retries`` polls, or
                 :data:`MAX_REFUSED_IN_A_ROW` rows were refused in a row.
             HistoryChangedError: the part already read changed (the file was rewritten or
-                truncated).
+                truncated) and stayed so for more than ``retries`` polls.
         """
         before = self._accepted
         try:
@@ -540,9 +542,8 @@ class FollowedFile:
             return
         size = stat.st_size
         if size < self._offset:
-            raise self._changed(
-                f"it is now {size:,} bytes, shorter than the {self._offset:,} already read"
-            )
+            self._differs(f"it is now {size:,} bytes, shorter than the {self._offset:,} read")
+            return
         if limit is not None and size < limit:
             raise self._changed(
                 f"it is {size:,} bytes, shorter than the {limit:,} processed before the restart"
@@ -559,7 +560,9 @@ class FollowedFile:
         end = size if limit is None else limit
         try:
             with open(self.path, "rb") as handle:
-                self._check_last_line(handle)
+                if not self._same_last_line(handle):
+                    self._differs(f"line {self._lines} (read before) is now different")
+                    return
                 while self._offset < end:
                     handle.seek(self._offset)
                     want = min(_BLOCK, end - self._offset)
@@ -580,15 +583,13 @@ class FollowedFile:
         if limit is None:
             self._seen = (size, stat.st_mtime_ns)
 
-    def _check_last_line(self, handle: Any) -> None:
+    def _same_last_line(self, handle: Any) -> bool:
+        """Whether the last line read is still in the file, unchanged."""
         if self._last_line is None:
-            return
+            return True
         start, line = self._last_line
         handle.seek(start)
-        if handle.read(len(line)) != line:
-            raise self._changed(
-                f"line {self._lines} (read before) is now different; the file was rewritten"
-            )
+        return bool(handle.read(len(line)) == line)
 
     def _consume(self, data: bytes) -> None:
         """Validate the complete lines ``data`` that start at the offset."""
@@ -644,25 +645,26 @@ class FollowedFile:
                 raise  # too many rows, no pyarrow, or unreadable at resume: not transient
             self._failed(exc)
             return
-        self._failures = 0
         if limit is None:
             self._seen = (stat.st_size, stat.st_mtime_ns)
         columns = [str(c) for c in raw.columns]
         hashes = _raw_hashes(raw)
         if len(raw) < self._rows:
-            raise self._changed(
-                f"it now holds {len(raw):,} rows, fewer than the {self._rows:,} already read"
-            )
+            self._differs(f"it now holds {len(raw):,} rows, fewer than the {self._rows:,} read")
+            return
         if self._raw_columns is not None and columns != self._raw_columns:
-            raise self._changed(f"its columns changed from {self._raw_columns} to {columns}")
+            self._differs(f"its columns changed from {self._raw_columns} to {columns}")
+            return
         if hashes[: 8 * self._rows] != self._raw_hashes:
             now = np.frombuffer(hashes[: 8 * self._rows], dtype="<u8")
             before = np.frombuffer(self._raw_hashes, dtype="<u8")
             first = int(np.flatnonzero(now != before)[0])
-            raise self._changed(f"row {first} (read before) is now different")
+            self._differs(f"row {first} (read before) is now different")
+            return
         if self._raw_columns is None:
             self._check_header(raw.iloc[:0])
             self._raw_columns = columns
+        self._failures = 0
         end = len(raw) if limit is None else limit
         if end > len(raw):
             raise self._changed(
@@ -921,6 +923,14 @@ class FollowedFile:
                 f"({_one_line(str(reason))}); check that the file exists and that the "
                 "downloader writes it completely (write to a temporary file, then rename it)"
             ) from exc
+
+    def _differs(self, detail: str) -> None:
+        """The part already read differs: maybe a downloader rewriting the file right now,
+        so retried like an unreadable file; HistoryChangedError after ``retries`` polls."""
+        self._failures += 1
+        self._seen = None
+        if self._failures > self.retries:
+            raise self._changed(f"{detail} (in {self._failures} polls in a row)")
 
     def _changed(self, detail: str) -> HistoryChangedError:
         return HistoryChangedError(
