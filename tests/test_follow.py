@@ -492,6 +492,26 @@ def test_the_clock_timeout_releases_without_the_lagging_file(tmp_path):
         clock.mark_processed("2021-01-08")
 
 
+def test_the_clock_timeout_reaches_until_past_a_stopped_file(tmp_path):
+    files, lines, _ = _three(tmp_path)
+    fake = FakeClock()
+    clock = BarClock(files, timeout=5.0, clock=fake, until="2021-01-08")
+    _append(files[0].path, "\n".join(lines[0]) + "\n")  # to 2021-01-11
+    _append(files[1].path, "\n".join(lines[1][:4]) + "\n")  # to 2021-01-07
+    _append(files[2].path, lines[2][0] + "\n")  # 2021-01-04, then nothing
+    assert [t for t, _ in _released(clock.poll())] == ["2021-01-04"]
+    assert not clock.done
+    fake.now = 5.0  # A reached 2021-01-11 five seconds ago: up to until is released
+    out = _released(clock.poll())
+    assert out == [
+        ("2021-01-05", ["A", "B"]),
+        ("2021-01-06", ["A", "B"]),
+        ("2021-01-07", ["A", "B"]),
+        ("2021-01-08", ["A"]),
+    ]
+    assert clock.done and clock.poll() == []
+
+
 def test_the_clock_stops_at_until_and_resumes_after_a_restart(tmp_path):
     files, lines, _ = _three(tmp_path)
     clock = BarClock(files, timeout=None, until="2021-01-06")

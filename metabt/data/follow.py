@@ -1089,8 +1089,9 @@ class BarClock:
     different moments (staggered appends), as a backtest aligns its feeds by time.
 
     Rule: a time t is released when every file has accepted a bar at t or later; or, with
-    ``timeout`` set, once ``timeout`` seconds (of ``clock``) have passed since the first
-    file delivered a bar at t, without the lagging files. Releasing t releases every
+    ``timeout`` set, once ``timeout`` seconds (of ``clock``, as seen at the polls) have
+    passed since the first file reached t (accepted a bar at t or later), without the
+    lagging files. Releasing t releases every
     earlier pending time too, in order. A file without a bar at a released t has no bar at
     t (as in a backtest); a bar that a file delivers at or before the last released time
     (it came too late) is refused with one line to that file's ``on_refused`` and counted
@@ -1143,8 +1144,10 @@ class BarClock:
         #: bars refused for coming after their time was released, per file
         self.late = dict.fromkeys(self.files, 0)
         self._pending = {name: f._slice(0, 0) for name, f in self.files.items()}
-        self._first_seen: dict[int, float] = {}  # time (ns) -> clock when first delivered
-        self._frontier: pd.Timestamp | None = None
+        # (clock, time): when some file first reached each new latest time (for the timeout)
+        self._reach: deque[tuple[float, int]] = deque()
+        self._expired: int | None = None  # the latest time reached timeout seconds ago
+        self._frontier: pd.Timestamp | None = None  # all times up to it are released
 
     @property
     def done(self) -> bool:
@@ -1177,29 +1180,22 @@ class BarClock:
             if len(new):
                 pending = self._pending[name]
                 self._pending[name] = pd.concat([pending, new]) if len(pending) else new
-        lasts = [f.last for f in self.files.values()]
-        reached = None if any(t is None for t in lasts) else min(t for t in lasts if t is not None)
-        frontier = reached.value if reached is not None else None
-        cap = self.until.value if self.until is not None else None
-        waiting: set[int] = set()
-        for frame in self._pending.values():
-            stamps = frame.index.asi8
-            if frontier is not None:
-                stamps = stamps[stamps > frontier]
-            if cap is not None:
-                stamps = stamps[stamps <= cap]
-            waiting.update(stamps.tolist())
-        for t in waiting:
-            self._first_seen.setdefault(t, now)
+        lasts = [f.last.value for f in self.files.values() if f.last is not None]
+        frontier = min(lasts) if len(lasts) == len(self.files) else None
         if self.timeout is not None:
-            expired = [t for t in waiting if now - self._first_seen[t] >= self.timeout]
-            if expired:
-                frontier = max(expired) if frontier is None else max(frontier, max(expired))
+            if lasts and (not self._reach or max(lasts) > self._reach[-1][1]):
+                self._reach.append((now, max(lasts)))  # when some file first reached it
+            while self._reach and now - self._reach[0][0] >= self.timeout:
+                reached = self._reach.popleft()[1]
+                self._expired = reached if self._expired is None else max(self._expired, reached)
+            if self._expired is not None:
+                frontier = self._expired if frontier is None else max(frontier, self._expired)
         if frontier is None:
             return self._released([], {})
-        if cap is not None:
-            frontier = min(frontier, cap)
-        self._frontier = pd.Timestamp(frontier)
+        if self.until is not None:
+            frontier = min(frontier, self.until.value)
+        if self._frontier is None or frontier > self._frontier.value:
+            self._frontier = pd.Timestamp(frontier)
         out: dict[str, pd.DataFrame] = {}
         times: set[int] = set()
         for name, frame in self._pending.items():
@@ -1208,8 +1204,6 @@ class BarClock:
                 out[name] = frame.iloc[:cut]
                 self._pending[name] = frame.iloc[cut:]
                 times.update(frame.index.asi8[:cut].tolist())
-        for t in [t for t in self._first_seen if t <= frontier]:
-            del self._first_seen[t]
         return self._released(sorted(times), out)
 
     def _refuse_late(self, name: str, times: pd.DatetimeIndex) -> None:
