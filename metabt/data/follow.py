@@ -595,22 +595,30 @@ class FollowedFile:
         """Validate the complete lines ``data`` that start at the offset."""
         base, first = self._offset, self._lines + 1
         if self._header is None:
-            body = data
-            skipped = 0
-            while body and not body[: body.find(b"\n") + 1].strip():  # blank lines first
-                cut = body.find(b"\n") + 1
-                body, skipped = body[cut:], skipped + cut
-                first += 1
-            if not body:
+            start = 0  # the header is the first line that is not blank
+            while start < len(data):
+                end = data.find(b"\n", start) + 1
+                if data[start:end].strip():
+                    break
+                start, first = end, first + 1
+            if start == len(data):
                 self._advance(data)
                 return
-            cut = body.find(b"\n") + 1
-            header = body[:cut]
-            self._check_header(pd.read_csv(io.BytesIO(header), index_col=False, nrows=0))
+            header = data[start : data.find(b"\n", start) + 1]
+            try:
+                empty = pd.read_csv(io.BytesIO(header), index_col=False, nrows=0)
+            except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+                raise DataError(
+                    f"{self.label}: the header line is not readable as CSV "
+                    f"({_one_line(str(exc))}); write a comma-separated header line (date, "
+                    "open, high, low, close, volume) first"
+                ) from exc
+            self._check_header(empty)
             self._header = header
-            base, first = base + skipped + cut, first + 1
-            self._advance(data[: skipped + cut])
-            data = body[cut:]
+            cut = start + len(header)
+            base, first = base + cut, first + 1
+            self._advance(data[:cut])
+            data = data[cut:]
         units = _Csv(self._header, data, base, first, self.label)
         self._check_rows(len(units))
         if len(units):
