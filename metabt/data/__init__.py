@@ -1,14 +1,17 @@
-"""Market data: loading and validating OHLCV bars, backtrader feeds, bar frequency, synthetic
-markets.
+"""Market data: loading and validating OHLCV bars, following growing bar files, backtrader
+feeds, bar frequency, synthetic markets.
 
-The public entry points are :func:`load_ohlcv` (a file or DataFrame to a validated frame) and
-:func:`feed` (a validated frame to a backtrader data feed); they live in
-:mod:`metabt.data.ohlcv` and :mod:`metabt.data.feeds` and are re-exported here.
+The public entry points are :func:`load_ohlcv` (a file or DataFrame to a validated frame),
+:class:`FollowedFile` and :class:`BarClock` (the new bars of files a downloader extends, for
+paper trading) and :func:`feed` (a validated frame to a backtrader data feed); they live in
+:mod:`metabt.data.ohlcv`, :mod:`metabt.data.follow` and :mod:`metabt.data.feeds` and are
+re-exported here.
 """
 
 from __future__ import annotations
 
 from metabt.data.feeds import feed
+from metabt.data.follow import BarClock, FollowedFile, HistoryChangedError
 from metabt.data.ohlcv import (
     COLUMNS,
     is_validated,
@@ -20,7 +23,10 @@ from metabt.data.ohlcv import (
 )
 
 __all__ = [
+    "BarClock",
     "COLUMNS",
+    "FollowedFile",
+    "HistoryChangedError",
     "feed",
     "is_validated",
     "load_many",
