@@ -249,6 +249,10 @@ def test_a_header_problem_stops_following(tmp_path):
     _append(follower.path, "date,open,high,low,volume\n2021-01-04,1,2,0.5,10\n")
     with pytest.raises(DataError, match=r"ASSET.csv: missing column\(s\) close"):
         follower.poll()
+    garbled, _ = _follow(tmp_path, "G.csv")
+    _append(garbled.path, b"\xff\xfed\x00a\x00t\x00e\x00\n")  # UTF-16
+    with pytest.raises(DataError, match=r"G.csv: the header line is not readable as CSV"):
+        garbled.poll()
     with pytest.raises(DataError, match="compressed file cannot be followed"):
         FollowedFile(tmp_path / "x.csv.gz")
     with pytest.raises(DataError, match="file not found"):
