@@ -13,7 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from metabt.data.follow import BarClock, FollowedFile, HistoryChangedError
+from metabt.data.clock import BarClock
+from metabt.data.follow import FollowedFile, HistoryChangedError
 from metabt.data.ohlcv import load_ohlcv, sample_files
 from metabt.errors import ConfigError, DataError
 

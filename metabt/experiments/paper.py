@@ -63,7 +63,8 @@ import pandas as pd
 from metabt._checks import through_day
 from metabt.costs import Costs
 from metabt.data.bars import infer_frequency
-from metabt.data.follow import BarClock, FollowedFile
+from metabt.data.clock import BarClock
+from metabt.data.follow import FollowedFile
 from metabt.data.live import live_feed
 from metabt.data.ohlcv import COLUMNS
 from metabt.errors import ConfigError, DataError, MetabtError
