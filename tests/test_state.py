@@ -26,7 +26,7 @@ from metabt.strategies.state import (
 START = pd.Timestamp("2010-06-01")
 
 
-def _live_run(frames, learner, *, stop_after=None):
+def _live_run(frames, learner, *, stop_after=None, cls=MetaStrategy):
     """MetaStrategy on live feeds of ``frames`` (all bars at once), like the backtest."""
     first = warmup_start(frames, START, 120)
     rows = {
@@ -47,7 +47,7 @@ def _live_run(frames, learner, *, stop_after=None):
 
     feeds = [live_feed(source(n), name=n, columns=list(f.columns)) for n, f in frames.items()]
     cerebro = build_cerebro(
-        MetaStrategy,
+        cls,
         feeds,
         start=START,
         cash=100_000.0,
@@ -78,6 +78,25 @@ def test_a_live_run_equals_the_backtest_of_the_same_bars(runs):
     assert result.returns.equals(backtest.returns)
     assert result.metrics["turnover_two_way"] == backtest.metrics["turnover_two_way"] > 0
     assert differences(capture(backtest.strategy), capture(live)) == []
+
+
+def test_a_cross_sectional_book_runs_live_as_in_the_backtest(runs, small_learner):
+    from metabt.strategies.portfolio import CrossSectionalStrategy
+
+    frames = runs[0]
+    backtest = run_backtest(
+        CrossSectionalStrategy,
+        frames,
+        start=START,
+        warmup_bars=120,
+        strategy_kwargs={"learner": small_learner, "support": 40, "smooth": 3},
+    )
+    live = _live_run(frames, small_learner, cls=CrossSectionalStrategy)
+    result = collect_result(live, frames, start=START, end=None, cash=100_000.0, costs=Costs())
+    assert result.returns.equals(backtest.returns)
+    state = capture(live)
+    assert state.meta["book"]["ticks"] > 0 and state.meta["book"]["targets"]
+    assert differences(capture(backtest.strategy), state) == []
 
 
 def test_capture_holds_the_broker_signal_path_and_adapted_parameters(runs):

@@ -76,9 +76,12 @@ class StrategyState:
             data's window of recent forecasts, oldest first), ``adjusted`` (the
             partial-adjustment path w_{t-1}), ``closed`` (data closed early), and for a
             ``MetaStrategy`` ``adaptations`` (count), ``since_adapt`` and ``model_index``
-            per data, ``predictions`` (each data's last 5 forecasts).
+            per data, ``predictions`` (each data's last 5 forecasts); for a
+            ``CrossSectionalStrategy`` also ``book`` (its rebalance count, pooled-model
+            schedule and target weights).
         arrays: float64 arrays: ``phi/<data>/<param>`` (each data's adapted parameters φ,
-            when the adapted model exposes them), ``theta/online`` (the online-updated θ,
+            when the adapted model exposes them; ``phi/pool/<param>`` the pooled model of a
+            ``CrossSectionalStrategy``), ``theta/online`` (the online-updated θ,
             flattened, when ``online_meta_lr > 0``), ``vol/<data>`` (the rolling moments
             behind the realised volatility: count, shift, window, sums, squares).
     """
@@ -186,6 +189,18 @@ def capture(strategy: Any) -> StrategyState:
         online = strategy._online
         if online is not None:
             arrays["theta/online"] = online.theta()
+        if hasattr(strategy, "_pool_index"):  # a CrossSectionalStrategy's book
+            meta["book"] = {
+                "ticks": int(strategy._ticks),
+                "pool_since": int(strategy._pool_since),
+                "pool_index": int(strategy._pool_index),
+                "targets": {
+                    str(k): {n: _num(w) for n, w in v.items()}
+                    for k, v in sorted(strategy._targets.items(), key=lambda kv: str(kv[0]))
+                },
+            }
+            for key, value in (_phi(strategy._pool_model) or {}).items():
+                arrays[f"phi/pool/{key}"] = np.asarray(value, dtype=np.float64)
     return StrategyState(meta=meta, arrays=arrays)
 
 
