@@ -146,7 +146,7 @@ class ImamlFamily(LearnerFamily):
 
         Args:
             learner: supplies ``forward_with`` and ``inner_lr``.
-            theta: θ, name -> detached tensor.
+            theta: θ, name -> tensor (its autograd history is ignored).
             x: (S, F_in) support inputs; y: (S,) labels, θ's dtype.
             steps: inner steps (>= 0).
 
@@ -154,6 +154,7 @@ class ImamlFamily(LearnerFamily):
             φ, name -> detached tensor (no autograd history).
         """
         lr, lam = learner.inner_lr, self.lam
+        theta = {k: v.detach() for k, v in theta.items()}
         phi = {k: v.clone() for k, v in theta.items()}
         for _ in range(steps):
             leaves = {k: v.requires_grad_(True) for k, v in phi.items()}
@@ -237,8 +238,9 @@ class ImamlFamily(LearnerFamily):
         """One outer step with the implicit meta-gradient; returns the query loss before it."""
         loss, grads = self.meta_gradient(learner, xs, ys, xq, yq, extra)
         learner.optimizer.zero_grad(set_to_none=True)
-        if loss.requires_grad:  # a learned κ of a P&L loss: its gradient from the same loss
-            loss.backward()
+        # the gradient of a learned loss parameter (κ of a P&L loss) from the same loss; θ
+        # gets none here (each φ_b was detached from it), it gets the implicit gradient
+        loss.backward()
         for name, p in learner.model.named_parameters():
             p.grad = grads[name].clone()
         learner.optimizer.step()

@@ -188,6 +188,28 @@ def test_it_trains_saves_loads_and_backtests(tmp_path, frames, trusting, monkeyp
     assert isinstance(info.value.__cause__, UntrustedModuleError)
 
 
+def test_the_cost_aware_objective_trains_a_user_family_with_its_adjust_rate(frames, trusting):
+    """objective "sharpe" with a learned partial-adjustment rate: the family scores the
+    pooled P&L with the loss it is handed, and κ moves with θ; the loss is saved."""
+    from metabt.learn.losses import PnLLoss
+
+    spec = FeatureSpec()
+    tasks = TaskSampler.from_frames(
+        frames, spec, support=40, query=10, end="2010-01-01", extras=True
+    )
+    learner = MetaLearner(
+        MLP(spec.n_features, (8,), seed=0),
+        algorithm=PATH,
+        inner_steps=1,
+        meta_lr=0.05,
+        loss=PnLLoss(partial_adjustment=True),
+    )
+    assert isinstance(learner.family.loss, PnLLoss) and learner.adjust is not None
+    kappa = learner.adjust_rate
+    result = learner.fit(tasks, 3, batch_size=4, progress=False)
+    assert np.isfinite(result.train_losses).all() and learner.adjust_rate != kappa
+
+
 def test_a_checkpoint_naming_a_planted_family_imports_nothing_until_trusted(
     tmp_path, trusting, monkeypatch
 ):
@@ -259,6 +281,7 @@ def _run(capsys, *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
+@pytest.mark.slow
 def test_compare_and_sweep_run_a_user_family_from_the_command_line(
     tmp_path, capsys, trusting, monkeypatch
 ):
