@@ -67,10 +67,13 @@ def conjugate_gradient(
         tol: stop once the squared residual norm is below ``tol`` times b's.
 
     Returns:
-        v, name -> tensor of b's shapes (v₀ = 0).
+        v, name -> tensor of b's shapes (v₀ = 0). Where A has a direction of non-positive
+        curvature (I + H/λ of a non-convex support loss can), CG stops before stepping
+        along it (truncated CG, Steihaug 1983), so v stays a descent direction: vᵀb > 0.
 
     References:
-        Nocedal & Wright, "Numerical Optimization", 2nd ed., algorithm 5.2.
+        Nocedal & Wright, "Numerical Optimization", 2nd ed., algorithm 5.2 (CG) and
+        algorithm 7.2 (CG-Steihaug).
     """
     assert callable(matvec)
     v = {k: torch.zeros_like(t) for k, t in b.items()}
@@ -82,7 +85,10 @@ def conjugate_gradient(
         if float(rs) <= stop or float(rs) == 0.0:
             break
         ap = matvec(p)
-        alpha = rs / _dot(p, ap)
+        curvature = _dot(p, ap)
+        if float(curvature) <= 0.0:  # A is not positive definite along p: stop (Steihaug)
+            break
+        alpha = rs / curvature
         v = {k: v[k] + alpha * p[k] for k in v}
         r = {k: r[k] - alpha * ap[k] for k in r}
         rs_new = _dot(r, r)

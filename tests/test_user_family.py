@@ -121,6 +121,21 @@ def test_the_meta_gradient_equals_the_closed_form_of_a_linear_model():
         np.testing.assert_allclose(got, expected, atol=1e-6, rtol=0)
         # the implicit correction matters: the uncorrected query gradient is far from it
         assert np.abs(plain - expected).max() > 1e-2
+        # and the closed form is the derivative of the query loss at the exact minimiser
+        # (central differences of θ -> mean_b L_q(φ*_b(θ)))
+
+        def query_loss(th, lam=lam):
+            phis = _closed_form(th, xs, ys, xq, yq, lam)[0]
+            return np.mean(
+                [
+                    np.mean((np.c_[x_q, np.ones(len(x_q))] @ phi - y_q) ** 2)
+                    for phi, x_q, y_q in zip(phis, xq, yq, strict=True)
+                ]
+            )
+
+        eye = np.eye(len(theta)) * 1e-6
+        numeric = [(query_loss(theta + e) - query_loss(theta - e)) / 2e-6 for e in eye]
+        np.testing.assert_allclose(numeric, expected, atol=1e-7, rtol=0)
 
 
 def test_conjugate_gradient_solves_a_small_system_and_stops_early():
@@ -130,6 +145,16 @@ def test_conjugate_gradient_solves_a_small_system_and_stops_early():
     torch.testing.assert_close(a @ v["v"], b["v"])
     one = conjugate_gradient(lambda p: {"v": a @ p["v"]}, b, steps=1)
     assert not torch.allclose(a @ one["v"], b["v"])  # one step is not enough for 2 dims
+
+
+def test_conjugate_gradient_stops_at_negative_curvature_with_a_descent_direction():
+    """I + H/λ of a non-convex loss can be indefinite: the exact solve of diag(2, -0.5)
+    v = (1, 1) is an ascent direction (vᵀb = -1.5); truncated CG keeps vᵀb > 0."""
+    a = torch.diag(torch.tensor([2.0, -0.5], dtype=torch.float64))
+    b = {"v": torch.ones(2, dtype=torch.float64)}
+    assert float(torch.linalg.solve(a, b["v"]) @ b["v"]) < 0
+    v = conjugate_gradient(lambda p: {"v": a @ p["v"]}, b, steps=5)
+    assert float(v["v"] @ b["v"]) > 0 and torch.isfinite(v["v"]).all()
 
 
 @pytest.mark.parametrize("bad", [{"lam": 0.0}, {"lam": float("nan")}, {"cg_steps": 0}])
