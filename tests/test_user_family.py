@@ -100,7 +100,7 @@ def _closed_form(theta, xs, ys, xq, yq, lam):
     return phis, grads, plain
 
 
-def test_the_meta_gradient_equals_the_closed_form_of_a_linear_model():
+def test_the_meta_gradient_equals_the_closed_form_of_a_linear_model(trusting):
     """Exact inner minimiser and (I + H/λ)⁻¹ g: with enough inner and CG steps the family's
     meta-gradient is the closed form to 1e-6 in float64, for two λ."""
     rng = np.random.default_rng(3)
@@ -291,7 +291,13 @@ def test_names_paths_and_typos(untrusting):
         import_family("examples.imaml:ImamlFamly")
 
 
-def test_a_family_class_defined_in_main_is_refused():
+def test_a_family_class_is_recorded_by_its_path_and_one_in_a_function_refused(tmp_path, untrusting):
+    from metabt._trust import is_trusted
+
+    learner = MetaLearner(MLP(3, (4,)), algorithm=ImamlFamily)  # the class, named here
+    assert learner.algorithm == PATH and is_trusted("examples.imaml")
+    assert type(MetaLearner.load(learner.save(tmp_path / "c.pt")).family) is ImamlFamily
+
     class Local(ImamlFamily):
         pass
 

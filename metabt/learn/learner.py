@@ -105,7 +105,7 @@ class MetaLearner:
             :func:`metabt.learn.models.user_model` (an import path and JSON kwargs).
         algorithm: one of ``ALGORITHMS``. Default "maml". Or a user's learner family (a
             concrete :class:`metabt.LearnerFamily` subclass, built as ``cls()``): the class
-            itself, or its import path ``"package.module:ClassName"``. Naming the path here
+            itself, or its import path ``"package.module:ClassName"``. Naming either here
             trusts its module (:func:`metabt.trust`), as ``user_model`` does, so a checkpoint
             of this learner loads again in this process; a checkpoint records the path, and
             loading it elsewhere imports the module only if it is trusted there.
@@ -179,6 +179,7 @@ class MetaLearner:
         if isinstance(algorithm, type):  # a user's family class: recorded by its import path
             self._family = family_for(algorithm, engine)
             name = family_path(algorithm)
+            trust(name.partition(":")[0])  # named here: a checkpoint of it loads again
         else:
             name = algorithm
             if is_family_path(name):  # the user names the path here: trust its module
