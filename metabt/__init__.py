@@ -4,6 +4,11 @@ The public names are importable from here::
 
     from metabt import MetaStrategy, MetaLearner, SignalSizer, QuantStatsAnalyzer
 
+A user's own meta-learning algorithm subclasses :class:`LearnerFamily` (or
+:class:`GradientFamily`), reading the learner through the :class:`Learner` protocol, with the
+query loss a :class:`TaskLoss` parameter; ``MetaLearner(algorithm="pkg.mod:MyFamily")`` runs
+it (``examples/imaml.py`` is one).
+
 They are imported on first use, so ``import metabt.data.ohlcv`` does not pay for torch and
 ``import metabt.learn.learner`` does not pay for backtrader.
 """
@@ -23,6 +28,9 @@ _LAZY = {
     "ConfigError": "metabt.errors",
     "CrossSectionalStrategy": "metabt.strategies.portfolio",
     "DataError": "metabt.errors",
+    "GradientFamily": "metabt.learn.algorithms.gradient",
+    "Learner": "metabt.learn.algorithms.base",
+    "LearnerFamily": "metabt.learn.algorithms.base",
     "MetaLearner": "metabt.learn.learner",
     "MetaStrategy": "metabt.strategies.meta",
     "MetabtError": "metabt.errors",
@@ -30,6 +38,7 @@ _LAZY = {
     "PortfolioAnalyzer": "metabt.analyzers",
     "QuantStatsAnalyzer": "metabt.analyzers",
     "SignalSizer": "metabt.sizers",
+    "TaskLoss": "metabt.learn.losses",
     "check_causal": "metabt.features.spec",
     "plot": "metabt.evaluate.plotting",
     "register_feature": "metabt.features.spec",
@@ -43,6 +52,9 @@ __all__ = [
     "ConfigError",
     "CrossSectionalStrategy",
     "DataError",
+    "GradientFamily",
+    "Learner",
+    "LearnerFamily",
     "MetaLearner",
     "MetaStrategy",
     "MetabtError",
@@ -50,6 +62,7 @@ __all__ = [
     "PortfolioAnalyzer",
     "QuantStatsAnalyzer",
     "SignalSizer",
+    "TaskLoss",
     "__version__",
     "check_causal",
     "plot",
@@ -65,7 +78,10 @@ if TYPE_CHECKING:
     from metabt.evaluate.plotting import plot
     from metabt.features.spec import check_causal, register_feature
     from metabt.features.tasks import PooledTaskSampler
+    from metabt.learn.algorithms.base import Learner, LearnerFamily
+    from metabt.learn.algorithms.gradient import GradientFamily
     from metabt.learn.learner import MetaLearner
+    from metabt.learn.losses import TaskLoss
     from metabt.sizers import SignalSizer
     from metabt.strategies.meta import MetaStrategy
     from metabt.strategies.portfolio import CrossSectionalStrategy

@@ -214,7 +214,8 @@ def memory_message(exc: BaseException, parser: argparse.ArgumentParser) -> str |
 
 
 def _trust_command_line(args: argparse.Namespace) -> None:
-    """Trust ``--trust`` modules and the modules the user named on the command line.
+    """Trust ``--trust`` modules and the modules the user named on the command line
+    (``--model-type``, ``--algorithm``, ``--feature`` import paths).
 
     Called before the config file is merged, so a module named only in a config file is not
     trusted. The working directory, where a user's own model or feature module often lives,
@@ -225,9 +226,9 @@ def _trust_command_line(args: argparse.Namespace) -> None:
     from metabt._trust import trust
 
     named = list(getattr(args, "trust", []) or [])
-    model_type = getattr(args, "model_type", None)
-    if isinstance(model_type, str) and ":" in model_type:
-        named.append(model_type.partition(":")[0])
+    for named_path in (getattr(args, "model_type", None), getattr(args, "algorithm", None)):
+        if isinstance(named_path, str) and ":" in named_path:  # a user model or family
+            named.append(named_path.partition(":")[0])
     for feature in getattr(args, "features", []) or []:
         path = str(feature).split("{", 1)[0]
         if ":" in path:

@@ -157,6 +157,18 @@ def _model_type(value: str) -> str:
     )
 
 
+def _algorithm(value: str) -> str:
+    """A built-in algorithm name or the import path ``package.module:Class`` of a user's
+    learner family (imported later, under the trust rules); a typo gets the closest name."""
+    from metabt.errors import ConfigError
+    from metabt.learn.names import check_algorithm
+
+    try:
+        return check_algorithm(value)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
 def _json_object(value: str) -> dict[str, Any]:
     import json
 
@@ -187,9 +199,12 @@ def _training_options(p: argparse.ArgumentParser) -> None:
 
     p.add_argument(
         "--algorithm",
-        choices=ALGORITHM_NAMES,
+        type=_algorithm,
         default=DEMO.algorithm,
-        help=f"meta-learning algorithm (default {DEMO.algorithm})",
+        metavar="ALGORITHM",
+        help=f"meta-learning algorithm: {', '.join(ALGORITHM_NAMES)}, or the import path "
+        "package.module:Class of your own metabt.LearnerFamily subclass "
+        f"(default {DEMO.algorithm})",
     )
     p.add_argument(
         "--model-type",

@@ -23,6 +23,7 @@ from metabt.learn.names import (
     MODEL_TYPES,
     OBJECTIVES,
     PAIRED_ALGORITHMS,
+    check_algorithm,
     default_inner_lr,
 )
 
@@ -191,8 +192,11 @@ class RunConfig:
             ``Class(n_features=F, **model_kwargs)``; hidden: MLP widths; gru_hidden,
             gru_window: GRU size.
         model_kwargs: keyword arguments of a user model (JSON primitives).
-        algorithm: MetaLearner algorithm; inner_lr, inner_steps, meta_lr: its rates/steps
-            (inner_lr None: the algorithm's default, :func:`default_inner_lr`).
+        algorithm: MetaLearner algorithm: one of ``ALGORITHM_NAMES``, or the import path
+            ``package.module:Class`` of a user's ``metabt.LearnerFamily`` subclass (checked
+            here as text; imported when the learner is built, only if trusted); inner_lr,
+            inner_steps, meta_lr: its rates/steps (inner_lr None: the algorithm's default,
+            :func:`default_inner_lr`).
         meta_steps: outer steps; batch_size: tasks per step.
         support, query: bars per support / query window (tasks and the strategy's support).
         adapt_every: bars between adaptations in the backtest.
@@ -295,7 +299,9 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         """Check every numeric setting against :data:`LIMITS` (a sweep's trial or a
-        library caller reaches here without the config-file schema or the flags)."""
+        library caller reaches here without the config-file schema or the flags), and that
+        ``algorithm`` is a built-in name or reads as an import path (nothing is imported)."""
+        check_algorithm(self.algorithm)
         for attr, name in _CHECKED.items():
             value = getattr(self, attr)
             if attr in ("inner_lr", "val_years") and value is None:

@@ -31,6 +31,7 @@ from metabt.errors import ConfigError
 from metabt.evaluate.sanitize import clean
 from metabt.experiments.log import Log, silent
 from metabt.features.tasks import TaskSampler
+from metabt.learn.algorithms import resolve_algorithm
 from metabt.learn.learner import FitResult, MetaLearner
 from metabt.learn.linear import LinearFit, RidgeAdapter, RLSAdapter, select_by_validation
 from metabt.learn.losses import PnLLoss
@@ -439,7 +440,8 @@ def train_learner(
     )
     learner = MetaLearner(
         model,
-        algorithm=cfg.algorithm,
+        # a family's import path from a file is imported only if trusted (never trusted here)
+        algorithm=resolve_algorithm(cfg.algorithm),
         inner_lr=cfg.inner_rate,
         inner_steps=cfg.inner_steps,
         meta_lr=cfg.meta_lr,

@@ -59,6 +59,7 @@ from metabt.errors import ConfigError, DataError
 from metabt.evaluate.sanitize import csv_frame, markdown_frame
 from metabt.experiments.executors import SERIAL, Executor, ExecutorSpec, executor_scope
 from metabt.experiments.log import Log, silent
+from metabt.learn.algorithms import resolve_algorithm
 from metabt.learn.learner import MetaLearner
 from metabt.learn.models import MLP
 
@@ -436,8 +437,12 @@ def _meta_fit(
 
     def learner(lr: float) -> MetaLearner:
         model = MLP(len(FACTORS), hidden=hidden, seed=seed)
-        return MetaLearner(
-            model, algorithm=algorithm, inner_lr=lr, inner_steps=inner_steps, meta_lr=meta_lr
+        return MetaLearner(  # a family's path from a file: imported only if trusted
+            model,
+            algorithm=resolve_algorithm(algorithm),
+            inner_lr=lr,
+            inner_steps=inner_steps,
+            meta_lr=meta_lr,
         )
 
     fit_tasks = PricingTasks(x, y, ks, max(ks), setup.fit_last)

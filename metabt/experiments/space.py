@@ -27,6 +27,7 @@ from metabt.config.defaults import (
 )
 from metabt.config.files import Options
 from metabt.errors import ConfigError
+from metabt.learn.names import check_algorithm
 
 __all__ = [
     "ALIASES",
@@ -130,8 +131,12 @@ def _check_value(name: str, value: Any) -> Any:
     if isinstance(value, bool) or value is None:
         raise ConfigError(f"{where}: {value!r} is not a valid value; give a number or a name")
     if isinstance(kind, tuple):
-        user_model = name == "model_type" and isinstance(value, str) and ":" in value
-        if value not in kind and not user_model:
+        # a user model or learner family, by import path (imported only when built, and
+        # only if trusted)
+        user_path = name in ("model_type", "algorithm") and isinstance(value, str) and ":" in value
+        if name == "algorithm" and user_path:
+            check_algorithm(value)
+        if value not in kind and not user_path:
             hint = did_you_mean(str(value), kind)
             raise ConfigError(f"{where}: {value!r} is not one of {', '.join(kind)}{hint}")
         return value

@@ -5,7 +5,10 @@ A checkpoint holds tensors and plain Python values only and is read with
 (:func:`metabt.learn.models.user_model`) is stored as its import path ``"module:QualName"``,
 its JSON constructor arguments and its state dict; loading imports the class (an
 ``nn.Module`` subclass, else refused), builds it with those arguments, checks its output
-shape and loads the state dict strictly.
+shape and loads the state dict strictly. A user's learner family is stored as its import
+path in ``hparams["algorithm"]``; loading imports it only if its module is trusted
+(``metabt._trust``) and checks that it is a concrete ``LearnerFamily`` subclass before the
+learner is built.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from torch import Tensor, nn
 from metabt._util import atomic_path
 from metabt._version import __version__
 from metabt.errors import CheckpointError, ConfigError, DataError
+from metabt.learn.algorithms import import_family, is_family_path
 from metabt.learn.losses import loss_from_config
 from metabt.learn.models import MetaModel, build_model, class_path, input_width, model_config_of
 from metabt.learn.spec import FeatureSpecLike, decode_spec
@@ -378,6 +382,7 @@ def load_learner(
     path = Path(path)
     ckpt = read_checkpoint(path)
     _check_payload(path, ckpt)
+    algorithm = _family(path, ckpt["hparams"].get("algorithm"))
     model = _build(path, ckpt["model_config"])
     spec: FeatureSpecLike | None = None
     if ckpt["feature_spec"] is not None:
@@ -391,7 +396,7 @@ def load_learner(
         model = model.to(dtype)
         learner = make(
             model,
-            algorithm=hp["algorithm"],
+            algorithm=algorithm,
             inner_lr=hp["inner_lr"],
             inner_steps=hp["inner_steps"],
             meta_lr=hp["meta_lr"],
@@ -438,6 +443,25 @@ def load_learner(
 
 
 _DTYPES = ("float32", "float64")
+
+
+def _family(path: Path, algorithm: Any) -> Any:
+    """The checkpoint's algorithm: a built-in name as stored, or the user's family class
+    its import path names, imported only if trusted (before the model is built).
+
+    Raises:
+        CheckpointError: the family's module is not trusted (caused by
+            ``UntrustedModuleError``: nothing was imported), cannot be imported, or names
+            no concrete ``LearnerFamily`` subclass.
+    """
+    if not is_family_path(algorithm):
+        return algorithm
+    try:
+        return import_family(str(algorithm))
+    except ConfigError as exc:
+        raise CheckpointError(
+            f"{path}: cannot load the saved learner family: {' '.join(str(exc).split())}"
+        ) from exc
 
 
 def _build(path: Path, config: Any) -> nn.Module:

@@ -36,9 +36,18 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from metabt._trust import trust
 from metabt.errors import ConfigError
 from metabt.learn.adapted import AdaptedModel
-from metabt.learn.algorithms import ALGORITHMS, ENGINES, LearnerFamily, family_for, resolve_engine
+from metabt.learn.algorithms import (
+    ALGORITHMS,
+    ENGINES,
+    LearnerFamily,
+    family_for,
+    family_path,
+    is_family_path,
+    resolve_engine,
+)
 from metabt.learn.algorithms.base import Extra
 from metabt.learn.algorithms.inner import prediction
 from metabt.learn.checkpoint import load_learner, save_learner
@@ -46,7 +55,7 @@ from metabt.learn.kernels.batched import BatchAdapted, batch_support_arrays
 from metabt.learn.kernels.fused import FoldCache, Folded, kernel_for
 from metabt.learn.losses import SUPPORT_EXTRAS, AdjustRate, PnLLoss, TaskLoss, is_pooled
 from metabt.learn.models import MetaModel, check_row_independent
-from metabt.learn.names import default_inner_lr
+from metabt.learn.names import check_algorithm, default_inner_lr
 from metabt.learn.training import Batch, FitResult, TaskSource, as_batch
 from metabt.learn.training import fit as _fit
 
@@ -87,12 +96,19 @@ class MetaLearner:
         ``cnp`` (Garnelo et al. 2018), ``protonet`` (Snell et al. 2017), ``cavia``
             (Zintgraf et al. 2019): the other families on their own models; they adapt by
             encoding, prototypes, or a task context.
+        Your own: a :class:`metabt.LearnerFamily` subclass, as the class or its import path
+            ``"package.module:ClassName"`` (``examples/imaml.py`` is one).
 
     Args:
         model: a :class:`metabt.learn.models.MetaModel` (MLP or GRU), or any ``nn.Module``
             mapping (N, F_in) -> (N,) or (N, 1); to be saved, build it with
             :func:`metabt.learn.models.user_model` (an import path and JSON kwargs).
-        algorithm: one of ``ALGORITHMS``. Default "maml".
+        algorithm: one of ``ALGORITHMS``. Default "maml". Or a user's learner family (a
+            concrete :class:`metabt.LearnerFamily` subclass, built as ``cls()``): the class
+            itself, or its import path ``"package.module:ClassName"``. Naming either here
+            trusts its module (:func:`metabt.trust`), as ``user_model`` does, so a checkpoint
+            of this learner loads again in this process; a checkpoint records the path, and
+            loading it elsewhere imports the module only if it is trusted there.
         inner_lr: inner-loop learning rate (initial value for metasgd). Default None: the
             algorithm's (``metabt.learn.names.default_inner_lr``: 0.02, 1.0 for cavia), as
             on the command line.
@@ -129,10 +145,11 @@ class MetaLearner:
         family: the algorithm's :class:`metabt.learn.algorithms.LearnerFamily`.
 
     Raises:
-        ConfigError: unknown algorithm or engine, non-positive rates, negative steps, a
-            model without parameters, with batch norm (``check_row_independent``) or a
-            wrong output shape, "func" for a model vmap cannot batch, ``head`` unknown or
-            given without anil, anil without a head.
+        ConfigError: unknown algorithm or engine (a family path or class that is not a
+            concrete ``LearnerFamily`` subclass, or defined in ``__main__``), non-positive
+            rates, negative steps, a model without parameters, with batch norm
+            (``check_row_independent``) or a wrong output shape, "func" for a model vmap
+            cannot batch, ``head`` unknown or given without anil, anil without a head.
 
     Warns:
         UserWarning: engine "auto" fell back to "higher" (the model cannot be vmapped).
@@ -149,7 +166,7 @@ class MetaLearner:
         self,
         model: nn.Module,
         *,
-        algorithm: str = "maml",
+        algorithm: str | type[LearnerFamily] = "maml",
         inner_lr: float | None = None,
         inner_steps: int = 5,
         meta_lr: float = 1e-3,
@@ -159,7 +176,15 @@ class MetaLearner:
         head: str | None = None,
         loss: TaskLoss | None = None,
     ) -> None:
-        self._family = family_for(algorithm, engine)
+        if isinstance(algorithm, type):  # a user's family class: recorded by its import path
+            self._family = family_for(algorithm, engine)
+            name = family_path(algorithm)
+            trust(name.partition(":")[0])  # named here: a checkpoint of it loads again
+        else:
+            name = algorithm
+            if is_family_path(name):  # the user names the path here: trust its module
+                trust(check_algorithm(name).partition(":")[0])
+            self._family = family_for(name, engine)
         if loss is not None:
             if not isinstance(loss, TaskLoss):
                 raise ConfigError(
@@ -182,14 +207,14 @@ class MetaLearner:
             raise ConfigError(f"model {type(model).__name__} has no parameters to learn")
         check_row_independent(model)
         if inner_lr is None:
-            inner_lr = default_inner_lr(algorithm)
+            inner_lr = default_inner_lr(name)
         for label, rate in (("inner_lr", inner_lr), ("meta_lr", meta_lr)):
             if not (isinstance(rate, (int, float)) and math.isfinite(rate) and rate > 0):
                 raise ConfigError(f"{label} must be a positive number, got {rate!r}")
         if isinstance(inner_steps, bool) or not isinstance(inner_steps, int) or inner_steps < 0:
             raise ConfigError(f"inner_steps must be an integer >= 0, got {inner_steps!r}")
         self.model = model
-        self.algorithm = algorithm
+        self.algorithm = name
         self.inner_lr = float(inner_lr)
         self.inner_steps = inner_steps
         self.meta_lr = float(meta_lr)
@@ -253,7 +278,8 @@ class MetaLearner:
 
     @property
     def family(self) -> LearnerFamily:
-        """The algorithm's learner family (``metabt.learn.algorithms.FAMILIES[algorithm]``)."""
+        """The algorithm's learner family (``metabt.learn.algorithms.FAMILIES[algorithm]``,
+        or an instance of the user's family class)."""
         return self._family
 
     @property

@@ -7,8 +7,14 @@ torch), and the registries check that they register exactly these names
 
 from __future__ import annotations
 
+import difflib
+import re
+
+from metabt.errors import ConfigError
+
 __all__ = [
     "ALGORITHM_NAMES",
+    "ALGORITHM_PATH",
     "ENGINE_NAMES",
     "INNER_LR",
     "INNER_LR_BY_ALGORITHM",
@@ -16,6 +22,7 @@ __all__ = [
     "MODEL_TYPES",
     "OBJECTIVES",
     "PAIRED_ALGORITHMS",
+    "check_algorithm",
     "default_inner_lr",
 ]
 
@@ -32,6 +39,9 @@ ALGORITHM_NAMES = (
     "protonet",
     "cavia",
 )
+#: What the import path of a user's learner family (a ``metabt.LearnerFamily`` subclass)
+#: looks like, wherever an algorithm name goes: ``package.module:ClassName``.
+ALGORITHM_PATH = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 #: The meta-gradient engines: ``higher`` (the reference), ``func`` (batched ``torch.func``)
 #: and ``auto`` (``func`` unless vmap cannot batch the model).
 ENGINE_NAMES = ("auto", "higher", "func")
@@ -68,3 +78,28 @@ def default_inner_lr(algorithm: str) -> float:
         The rate.
     """
     return INNER_LR_BY_ALGORITHM.get(algorithm, INNER_LR)
+
+
+def check_algorithm(value: str) -> str:
+    """``value`` if it is a built-in algorithm name or reads as the import path of a user's
+    learner family (``package.module:ClassName``); nothing is imported here.
+
+    Args:
+        value: the algorithm as given (a flag's or a config file's text).
+
+    Returns:
+        ``value``.
+
+    Raises:
+        ConfigError: neither a built-in name (with the closest one) nor an import path.
+    """
+    text = str(value)
+    if text in ALGORITHM_NAMES or ALGORITHM_PATH.fullmatch(text):
+        return text
+    close = difflib.get_close_matches(text, ALGORITHM_NAMES, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ConfigError(
+        f"algorithm {text!r} is unknown{hint}; use one of "
+        f"{', '.join(ALGORITHM_NAMES)}, or the import path package.module:ClassName of your "
+        "own LearnerFamily subclass"
+    )

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from metabt.errors import ConfigError
-from metabt.learn.algorithms import FAMILIES
+from metabt.learn.algorithms import LearnerFamily
 from metabt.learn.checkpoint import (
     Checkpointable,
     learner_state,
@@ -106,6 +106,11 @@ class TaskSource(Protocol):
 
 class Trainable(Checkpointable, Protocol):
     """What :func:`fit` drives (``metabt.learn.learner.MetaLearner`` is one)."""
+
+    @property
+    def family(self) -> LearnerFamily:
+        """The learner family (its ``updates_theta`` says whether ``fit`` runs any step)."""
+        ...
 
     def meta_step(
         self,
@@ -314,7 +319,7 @@ def fit(
     if path is not None and resume and path.exists():
         run = _Run.resume(learner, path)
     start = run.step
-    if not FAMILIES[learner.algorithm].updates_theta:
+    if not learner.family.updates_theta:
         steps = start  # nothing to train: θ stays the random initialisation
 
     if start == 0 and val_batch is not None and not run.result.val_losses:

@@ -13,6 +13,12 @@ Two branches derive from :class:`LearnerFamily`:
   ``paired_algorithm`` is None;
 * :class:`PairedFamily`: a family with its own model and its own adaptation (CNP,
   ProtoNet, CAVIA).
+
+These classes are public (``metabt.LearnerFamily``, ``metabt.GradientFamily``,
+``metabt.Learner``, and in ``metabt.learn``): a user's own algorithm subclasses
+:class:`LearnerFamily` in an importable module and is named by its import path
+(``MetaLearner(algorithm="mypkg.fam:MyFamily")``, ``--algorithm mypkg.fam:MyFamily``);
+``examples/imaml.py`` is a worked example.
 """
 
 from __future__ import annotations
@@ -49,12 +55,20 @@ M = TypeVar("M", bound=MetaModel)
 class Learner(Protocol):
     """What a family reads from its learner (``metabt.learn.learner.MetaLearner`` is one).
 
+    Public, for user families (``metabt.Learner``): the attributes below, plus
+    :meth:`forward_with` (predictions with explicit parameters, (N, F_in) -> (N,)),
+    :meth:`adapt` (the learner's checked entry to the family's own ``adapt``; the default
+    ``adapt_batch`` and ``evaluate`` call it) and :meth:`evaluate`.
+
     Attributes:
-        model: the module holding θ; its parameters are what the optimizer updates.
-        engine: "higher" or "func" (resolved, never "auto").
-        inner_lr: scalar inner learning rate; inner_steps: inner steps per adaptation.
+        model: the ``nn.Module`` holding θ; its parameters are what the optimizer updates
+            (``model.named_parameters()`` gives θ by name, θ's dtype).
+        engine: "higher" or "func" (resolved, never "auto"); a family may ignore it.
+        inner_lr: scalar inner learning rate; inner_steps: inner steps per adaptation
+            (the default of ``steps``).
         inner_lrs: learned per-parameter inner rates (Meta-SGD), else empty.
-        optimizer: the outer-loop optimizer over θ and ``inner_lrs``.
+        optimizer: the outer-loop optimizer (Adam) over θ, ``inner_lrs`` and a learned
+            partial-adjustment rate; ``meta_step`` steps it once.
         adapt_names: names of the parameters the inner loop adapts.
 
     The underscored members are ``MetaLearner``'s test-time caches, shared with its
@@ -139,13 +153,53 @@ def update_theta(learner: Learner, loss: Tensor) -> float:
 class LearnerFamily(abc.ABC):
     """One meta-learning algorithm: outer update, test-time adaptation, evaluation, models.
 
-    A family holds no learner state (θ, optimizer and caches live in the learner it is
-    handed), so one instance serves every learner of its algorithm. Task batches are xs
-    (B, S, F_in), ys (B, S), xq (B, Q, F_in), yq (B, Q) in θ's dtype; one support set is
-    x (S, F_in), y (S,).
+    The base class of every learner family, built-in or the user's own. A family holds no
+    learner state (θ, optimizer and caches live in the learner it is handed, read through
+    the :class:`Learner` protocol), so one instance serves every learner of its
+    algorithm; a subclass is a frozen, keyword-only dataclass
+    (``@dataclass(frozen=True, kw_only=True)``) whose extra fields all have defaults
+    (``MetaLearner`` builds it as ``cls()``, then sets :attr:`loss` with
+    ``dataclasses.replace``).
 
-    Subclasses implement :meth:`meta_step` and :meth:`adapt`; :meth:`adapt_batch` and
-    :meth:`evaluate` default to one :meth:`adapt` per task.
+    Shapes and dtypes: a task batch is xs (B, S, F_in), ys (B, S), xq (B, Q, F_in),
+    yq (B, Q), torch tensors in θ's dtype (float32, or float64 for a converted model); one
+    support set is x (S, F_in), y (S,), a tensor or an ndarray (convert it with
+    :func:`metabt.learn.adapted.support_arrays`, which also checks it). ``extra`` maps
+    the loss's per-row array names (:attr:`TaskLoss.extras`) to (B, Q) tensors, or is None
+    for the MSE. Predictions of one model are (N,): use ``learner.forward_with(params, x)``.
+
+    A user family must implement:
+
+    * :meth:`meta_step` (learner, xs, ys, xq, yq, extra) -> float: one outer update of θ
+      with ``learner.optimizer`` (set each parameter's ``.grad``, or call ``backward`` on
+      a loss, then ``learner.optimizer.step()``); returns the batch's query loss after
+      adaptation, measured before the update.
+    * :meth:`adapt` (learner, x, y, steps, reference=False) -> ``AdaptedModel``: test-time
+      adaptation to one support set, θ untouched; this is what ``MetaStrategy`` runs in
+      the backtest.
+
+    and may override:
+
+    * :meth:`adapt_batch` (B support sets as ndarrays (B, S, F_in), (B, S)): by default
+      one ``learner.adapt`` per task;
+    * :meth:`evaluate` (a task batch and ``steps`` -> float query loss, θ unchanged): by
+      default one ``learner.adapt`` per task, scored with :attr:`loss`;
+    * :meth:`check_model` (refuse a model the family cannot run; by default any model
+      whose ``paired_algorithm`` is None), :meth:`check_head`, :meth:`adapt_names`,
+      :meth:`inner_rates` (set-up hooks, called once by ``MetaLearner``);
+    * the class attributes below.
+
+    The loss is a parameter: score queries with :attr:`loss` (or :attr:`per_task` and
+    :meth:`batch_loss`, which handle a pooled loss), never with a hard-wired MSE, and the
+    cost-aware objectives (``objective="sharpe"``/``"utility"``,
+    :class:`metabt.learn.losses.PnLLoss`, with its learned partial-adjustment rate when
+    :attr:`learns_adjust_rate`) work for the family unchanged. ``GradientFamily`` is the
+    base to start from when test-time adaptation is plain gradient descent on θ: it
+    brings the fused NumPy kernels and the batched paths, and only :meth:`meta_step` is
+    left to write.
+
+    The underscored members of the learner (its caches) are private: a user family
+    reads only the public members of :class:`Learner`.
 
     Args:
         loss: the query loss the outer loop minimises and :meth:`evaluate` reports
@@ -162,6 +216,10 @@ class LearnerFamily(abc.ABC):
         pnl_inner: True when the family's meta-trained inner loop can descend a P&L loss
             on the support path (``inner_objective="same"``: maml, fomaml, metasgd, anil,
             cavia); the others keep the support MSE (``MetaLearner`` records it so).
+
+    References:
+        Finn, Abbeel, Levine 2017, "Model-Agnostic Meta-Learning for Fast Adaptation of
+        Deep Networks" (the outer/inner split every family follows).
     """
 
     loss: TaskLoss = MSE
@@ -253,11 +311,19 @@ class LearnerFamily(abc.ABC):
     ) -> float:
         """One outer-loop update of θ with ``learner.optimizer`` on a task batch.
 
-        ``extra`` holds the per-row arrays the loss reads (name -> (B, Q)), or None.
+        Must be implemented by every family. ``MetaLearner.meta_step`` has already cast
+        and checked the batch.
+
+        Args:
+            learner: the learner (θ is ``learner.model``'s parameters).
+            xs: (B, S, F_in) support inputs; ys: (B, S) support labels.
+            xq: (B, Q, F_in) query inputs; yq: (B, Q) query labels (all θ's dtype).
+            extra: the per-row arrays :attr:`loss` reads (name -> (B, Q); with a P&L inner
+                loop also the support rows' (B, S)), or None for the MSE.
 
         Returns:
             The query loss after inner-loop adaptation (the mean over tasks, or the pooled
-            loss), measured before the update.
+            loss, as :meth:`batch_loss` computes it), measured before the update.
         """
 
     @abc.abstractmethod
@@ -271,6 +337,9 @@ class LearnerFamily(abc.ABC):
         reference: bool = False,
     ) -> AdaptedModel:
         """Test-time adaptation to one support set; θ is left untouched.
+
+        Must be implemented by every family: ``MetaStrategy`` calls it (through
+        ``MetaLearner.adapt``, which checks ``steps``) inside the backtest.
 
         Args:
             learner: the learner. x: (S, F_in) support inputs; y: (S,) labels (tensor or
