@@ -113,3 +113,24 @@ def test_readme_paper_trading_commands_run(tmp_path):
     state = tmp_path / "paper" / "ibm"
     for name in ("paper.json", "state.npz", "orders.jsonl", "tearsheet.html", "chart.html"):
         assert (state / name).stat().st_size > 0, name
+
+
+def test_readme_user_learner_family_commands_run(tmp_path):
+    """The README's own-algorithm block, as written (fewer training steps)."""
+    text = (ROOT / "README.md").read_text()
+    block = text.split("<!-- family:start -->")[1].split("<!-- family:end -->")[0]
+    lines = [ln.strip() for ln in block.splitlines() if ln.startswith("metabt ")]
+    assert len(lines) == 2 and "examples.imaml:ImamlFamily" in lines[0]
+    for name in ("sample_data", "examples"):
+        (tmp_path / name).symlink_to(ROOT / name)
+    metabt = str(Path(sys.executable).parent / "metabt")
+    for line in lines:
+        line = line.replace("--steps 300", "--steps 5")
+        done = subprocess.run(
+            f"{metabt} {line[len('metabt ') :]} --quiet",
+            shell=True, cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, (line, done.stderr[-2000:])
+    assert (tmp_path / "reports" / "imaml.html").stat().st_size > 1_000
+    record = json.loads((tmp_path / "reports" / "imaml.run.json").read_text())
+    assert record["config"]["learner"]["algorithm"] == "examples.imaml:ImamlFamily"
