@@ -125,3 +125,8 @@ def test_every_flag_is_a_setting_and_the_example_is_valid():
     merged = {**{k: v for k, v in config.items() if k not in COMMANDS}, **config["backtest"]}
     assert merged["support"] == 60 and merged["algorithm"] == "maml"
     assert tables["pricing"].ks == [6, 12, 24, 36]
+    # every command's table is a field of the file schema (a [paper] table loads)
+    from metabt.config.files import ConfigFile
+
+    assert set(COMMANDS) <= set(ConfigFile.model_fields)
+    assert tables["paper"].poll == 5.0 and tables["paper"].report_every == 20

@@ -291,6 +291,7 @@ class ConfigFile(Options):
     walkforward: Options | None = None
     sweep: Options | None = None
     pricing: Options | None = None
+    paper: Options | None = None
 
 
 def _known() -> list[str]:
