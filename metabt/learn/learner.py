@@ -55,6 +55,7 @@ from metabt.learn.kernels.batched import BatchAdapted, batch_support_arrays
 from metabt.learn.kernels.fused import FoldCache, Folded, kernel_for
 from metabt.learn.losses import SUPPORT_EXTRAS, AdjustRate, PnLLoss, TaskLoss, is_pooled
 from metabt.learn.models import MetaModel, check_row_independent
+from metabt.learn.models import check_saveable as _check_saveable
 from metabt.learn.names import check_algorithm, default_inner_lr
 from metabt.learn.training import Batch, FitResult, TaskSource, as_batch
 from metabt.learn.training import fit as _fit
@@ -133,6 +134,13 @@ class MetaLearner:
             with θ by the outer optimizer and never adapted by the inner loop; the families
             whose outer loop has no query-loss gradient (``reptile``, ``scratch``,
             ``protonet``) keep κ = 1. Saved with the learner.
+        check_saveable: check at construction that :meth:`save` will be able to store the
+            model (:func:`metabt.learn.models.check_saveable`: a metabt model, or a
+            :func:`metabt.learn.models.user_model` of an importable class), so that an
+            unsaveable model fails before a long :meth:`fit` rather than at :meth:`save`
+            after it. Default True. False is for learners that are never saved (a quick
+            experiment in a notebook, a test on a throwaway ``nn.Sequential``): such a
+            learner works in full, and :meth:`save` raises ``CheckpointError`` then.
 
     Attributes:
         model, algorithm, inner_lr, inner_steps, meta_lr, engine (resolved), seed,
@@ -148,7 +156,9 @@ class MetaLearner:
         ConfigError: unknown algorithm or engine (a family path or class that is not a
             concrete ``LearnerFamily`` subclass, or defined in ``__main__``), non-positive
             rates, negative steps, a model without parameters, with batch norm
-            (``check_row_independent``) or a wrong output shape, "func" for a model vmap
+            (``check_row_independent``) or a wrong output shape, a model that cannot be
+            saved (defined in ``__main__`` or inside a function, or not built by
+            ``user_model``; unless ``check_saveable=False``), "func" for a model vmap
             cannot batch, ``head`` unknown or given without anil, anil without a head.
 
     Warns:
@@ -175,6 +185,7 @@ class MetaLearner:
         feature_spec: FeatureSpecLike | None = None,
         head: str | None = None,
         loss: TaskLoss | None = None,
+        check_saveable: bool = True,
     ) -> None:
         if isinstance(algorithm, type):  # a user's family class: recorded by its import path
             self._family = family_for(algorithm, engine)
@@ -206,6 +217,15 @@ class MetaLearner:
         if not any(True for _ in model.parameters()):
             raise ConfigError(f"model {type(model).__name__} has no parameters to learn")
         check_row_independent(model)
+        if check_saveable:
+            try:
+                _check_saveable(model)
+            except ConfigError as exc:
+                raise ConfigError(
+                    f"{exc} (MetaLearner checks this at construction, before a fit whose "
+                    "result could not be saved; pass check_saveable=False for a learner that "
+                    "is never saved)"
+                ) from exc
         if inner_lr is None:
             inner_lr = default_inner_lr(name)
         for label, rate in (("inner_lr", inner_lr), ("meta_lr", meta_lr)):
