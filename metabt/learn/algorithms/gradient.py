@@ -20,6 +20,8 @@ from metabt.learn.algorithms.base import Extra, Learner, LearnerFamily
 from metabt.learn.algorithms.inner import (
     TaskFn,
     adapt_autograd,
+    module_runner,
+    one_thread,
     query_loss,
     query_losses,
     support_objective,
@@ -27,7 +29,6 @@ from metabt.learn.algorithms.inner import (
 )
 from metabt.learn.kernels.batched import BatchAdapted, kernel_batch
 from metabt.learn.kernels.fused import FastKernel, as_batch_kernel
-from metabt.learn.models import MetaModel
 
 __all__ = ["GradientFamily"]
 
@@ -74,13 +75,13 @@ class GradientFamily(LearnerFamily):
     def _adapt(
         self, learner: Learner, x: np.ndarray, y: np.ndarray, steps: int, reference: bool
     ) -> AdaptedModel:
-        """The fused kernel when the model has one (not ``reference``), else autograd."""
-        cache, model = learner._fold_cache, learner.model
+        """The fused kernel when the model has one, else the module runner (not
+        ``reference``); else, or for a module that cannot be copied, autograd."""
+        cache = learner._fold_cache
         if cache is not None and not reference:
-            assert isinstance(model, MetaModel)  # a kernel is registered for a MetaModel
             before, after, phi_numpy = cache.kernel.adapt(*learner._folded(), x, y, steps)
             return AdaptedModel(
-                model.forward_with,
+                learner.forward_with,
                 None,
                 loss_before=before,
                 loss_after=after,
@@ -89,7 +90,33 @@ class GradientFamily(LearnerFamily):
                 numpy_params=phi_numpy,
                 backend="kernel",
             )
+        if not reference:
+            fast = self._adapt_module(learner, x, y, steps)
+            if fast is not None:
+                return fast
         return self._adapt_autograd(learner, x, y, steps)
+
+    @staticmethod
+    def _adapt_module(
+        learner: Learner, x: np.ndarray, y: np.ndarray, steps: int
+    ) -> AdaptedModel | None:
+        """The fast path of any module (``metabt.learn.algorithms.inner.ModuleRunner``):
+        the reference's update on a private copy of the module, one torch thread;
+        backend "module". None when the module cannot be copied."""
+        runner = module_runner(learner.model)
+        if runner is None:
+            return None
+        theta = {k: v.detach() for k, v in learner._named_params}
+        before, after, phi = runner.adapt(theta, learner._detached_lrs(), x, y, steps)
+        return AdaptedModel(
+            learner.forward_with,
+            phi,
+            loss_before=before,
+            loss_after=after,
+            steps=steps,
+            backend="module",
+            forward_rows=runner.forward_rows,
+        )
 
     @staticmethod
     def _adapt_autograd(learner: Learner, x: np.ndarray, y: np.ndarray, steps: int) -> AdaptedModel:
@@ -134,11 +161,10 @@ class GradientFamily(LearnerFamily):
         """The kernel's task axis (a ``BatchKernel``), else ``torch.func.vmap``."""
         many = as_batch_kernel(kernel)
         if many is not None:
-            model = learner.model
-            assert isinstance(model, MetaModel)
-            return kernel_batch(many, model.forward_with, learner._folded(), x, y, steps)
+            return kernel_batch(many, learner.forward_with, learner._folded(), x, y, steps)
         detached = {k: v.detach() for k, v in learner._named_params}
-        return vmap_batch(learner.forward_with, detached, learner._detached_lrs(), x, y, steps)
+        with one_thread():
+            return vmap_batch(learner.forward_with, detached, learner._detached_lrs(), x, y, steps)
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(

@@ -237,10 +237,12 @@ class AnilFamily(MamlFamily):
     def _adapt(
         self, learner: Learner, x: np.ndarray, y: np.ndarray, steps: int, reference: bool
     ) -> AdaptedModel:
-        """ANIL's closed-form head (the body once) on metabt's own head, else autograd."""
+        """ANIL's closed-form head (the body once) on metabt's own head, else the module
+        runner (the head adapted through the whole forward pass), else autograd."""
         model = None if reference else self._fast_head(learner)
         if model is None:
-            return self._adapt_autograd(learner, x, y, steps)
+            fast = None if reference else self._adapt_module(learner, x, y, steps)
+            return self._adapt_autograd(learner, x, y, steps) if fast is None else fast
         theta = {k: v.detach() for k, v in learner._named_params}
         xt, yt = torch.from_numpy(x), torch.from_numpy(y)
         before, after, phi = adapt_head(model, theta, learner._numpy_lrs(), xt, yt, steps)
