@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from metabt.errors import ConfigError
+from metabt.learn.algorithms.gradient import VMAP_MIN_TASKS
 from metabt.learn.algorithms.inner import one_thread
 from metabt.learn.kernels.fused import SequentialKernel, kernel_for
 from metabt.learn.learner import MetaLearner
@@ -117,12 +118,12 @@ CASES = {  # name -> (path, kwargs, algorithm, single backend, batch backend)
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_fast_paths_equal_the_autograd_reference(case):
     path, kwargs, algorithm, single, batched = CASES[case]
-    assert isinstance(kwargs, dict)
+    assert isinstance(kwargs, dict) and VMAP_MIN_TASKS == 4
     learner = _learner(f"{NETS}:{path}", algorithm, **kwargs)
     width = F * int(kwargs.get("window", 1))
     rng = np.random.default_rng(1)
-    x, y = rng.normal(size=(3, 8, width)), rng.normal(size=(3, 8))
-    rows = rng.normal(size=(3, width))
+    x, y = rng.normal(size=(4, 8, width)), rng.normal(size=(4, 8))  # B = VMAP_MIN_TASKS
+    rows = rng.normal(size=(4, width))
     fast, reference = learner.adapt(x[0], y[0]), learner.adapt(x[0], y[0], reference=True)
     assert (fast.backend, reference.backend) == (single, "autograd")
     _assert_same(fast, reference, rows)
@@ -135,8 +136,11 @@ def test_fast_paths_equal_the_autograd_reference(case):
     np.testing.assert_allclose(batch.loss_before, ref_batch.loss_before, **TOL)
     np.testing.assert_allclose(batch.loss_after, ref_batch.loss_after, **TOL)
     np.testing.assert_allclose(batch.predict_rows(rows), ref_batch.predict_rows(rows), **TOL)
-    for b in range(3):
+    for b in range(4):
         _assert_same(batch.model(b), ref_batch.model(b), rows)
+    few = learner.adapt_batch(x[:2], y[:2])  # below VMAP_MIN_TASKS: one fast adapt per task
+    assert few.backend == ("kernel" if batched == "kernel" else "loop")
+    np.testing.assert_allclose(few.predict_rows(rows[:2]), batch.predict_rows(rows)[:2], **TOL)
     if case == "vmap-refused":
         assert learner.engine == "higher"
 

@@ -13,7 +13,10 @@ Two engines compute the same meta-gradient:
 ``engine="auto"`` picks ``func`` for any module that ``torch.func.vmap`` can batch (a trial
 call, ``metabt.learn.algorithms.engines.vmap_failure``), else ``higher`` with a warning. Any
 ``torch.nn.Module`` mapping (N, F_in) to (N,) or (N, 1) is a model; metabt's own MLP and
-GRU also get fused NumPy inner loops at test time, chosen automatically.
+GRU, and a user's ``nn.Sequential`` of ``nn.Linear`` layers and elementwise activations, also
+get fused NumPy inner loops at test time, chosen automatically; any other module adapts on
+a private copy of itself with one torch thread
+(``metabt.learn.algorithms.inner.ModuleRunner``).
 
 What an algorithm does (outer step, test-time adaptation, evaluation, the models it runs
 on) is its learner family's (``metabt.learn.algorithms``, one family per module), which
@@ -381,9 +384,13 @@ class MetaLearner:
         per-parameter rates for metasgd, the head only for anil), with no graph kept between
         steps: this is the test-time inner loop that ``MetaStrategy`` runs inside the
         backtest. It runs on the cheapest exact path: the model's fused NumPy kernel
-        (``metabt.learn.kernels.fused.kernel_for``), a closed-form gradient of the linear
-        head for ANIL (the body runs once), else ``torch.autograd``. The paths agree to
-        float64 precision (tested). CNP encodes the support set, ProtoNet builds its
+        (``metabt.learn.kernels.fused.kernel_for``: metabt's MLP and GRU, a user's
+        ``nn.Sequential`` of ``nn.Linear`` layers and elementwise activations), a
+        closed-form gradient of the linear head for ANIL on metabt's models (the body runs
+        once), else, for any other module, ``torch.autograd`` on a private copy of it with
+        one torch thread and predictions under ``torch.inference_mode``
+        (``metabt.learn.algorithms.inner.ModuleRunner``, backend "module"). The paths
+        agree to float64 precision (tested). CNP encodes the support set, ProtoNet builds its
         prototypes, CAVIA adapts its task context.
 
         Args:
@@ -416,9 +423,10 @@ class MetaLearner:
         """Adapt θ to B support sets of equal length at once (``metabt.learn.kernels.batched``).
 
         Task b's model equals ``adapt(x_support[b], y_support[b], steps)`` to float
-        precision, on the fused NumPy kernels over a task axis (MLP, GRU), ANIL's
-        closed-form head, ``torch.func.vmap`` of the inner loop (other modules, "func"
-        engine), or separate :meth:`adapt` calls (B = 1, the "higher" engine, ``reference``).
+        precision, on the fused NumPy kernels over a task axis (MLP, GRU, a user's dense
+        ``nn.Sequential``), ANIL's closed-form head, ``torch.func.vmap`` of the inner loop
+        with one torch thread (other modules, "func" engine), or separate :meth:`adapt`
+        calls (B = 1, the "higher" engine for a module vmap cannot batch, ``reference``).
 
         Args:
             x_support: (B, S, F_in) float inputs; y_support: (B, S) float labels. Support

@@ -432,27 +432,35 @@ def vmap_batch(
     x: np.ndarray,
     y: np.ndarray,
     steps: int,
+    task_rows: Callable[[Params, np.ndarray], np.ndarray] | None = None,
 ) -> BatchAdapted:
     """Adapt any module on B tasks with :func:`adapt_vmap`; backend "vmap".
+
+    Runs with one torch thread (:func:`one_thread`), as do the batch's predictions.
 
     Args:
         forward: the learner's ``forward_with`` (``functional_call`` of the module).
         theta, lrs, steps: as :func:`adapt_vmap` takes them; x (B, S, F_in), y (B, S)
             ndarrays of θ's dtype.
+        task_rows: the fast prediction path of one task's model
+            (:meth:`ModuleRunner.forward_rows`), given to each task's
+            :class:`AdaptedModel`; None: ``forward`` under ``torch.no_grad``.
 
     Returns:
-        A :class:`BatchAdapted` (predictions through ``vmap`` of ``forward``).
+        A :class:`BatchAdapted` (predictions of all tasks at once through ``vmap`` of
+        ``forward``).
     """
-    before_t, after_t, phi = adapt_vmap(
-        forward, theta, lrs, torch.from_numpy(x), torch.from_numpy(y), steps
-    )
+    with one_thread():
+        before_t, after_t, phi = adapt_vmap(
+            forward, theta, lrs, torch.from_numpy(x), torch.from_numpy(y), steps
+        )
     before, after = before_t.numpy(), after_t.numpy()
 
     def one_row(p: Params, row: Tensor) -> Tensor:
         return forward(p, row[None])[0]
 
     def forward_rows(rows: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
+        with one_thread(), torch.no_grad():
             return torch.func.vmap(one_row)(phi, torch.from_numpy(rows)).numpy()
 
     def make_model(i: int) -> AdaptedModel:
@@ -463,6 +471,7 @@ def vmap_batch(
             loss_after=float(after[i]),
             steps=steps,
             backend="vmap",
+            forward_rows=task_rows,
         )
 
     return BatchAdapted(

@@ -29,7 +29,6 @@ from metabt.learn.algorithms.inner import (
     prediction,
     query_losses,
     support_objective,
-    vmap_batch,
 )
 from metabt.learn.kernels.batched import BatchAdapted, head_batch
 from metabt.learn.kernels.fused import FastKernel
@@ -269,7 +268,7 @@ class AnilFamily(MamlFamily):
         model = self._fast_head(learner)
         if model is not None:
             return head_batch(model, detached, learner._numpy_lrs(), x, y, steps, kernel)
-        return vmap_batch(learner.forward_with, detached, learner._detached_lrs(), x, y, steps)
+        return self._vmap_many(learner, x, y, steps)
 
     def _task_loss(
         self,
