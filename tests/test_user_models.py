@@ -162,6 +162,22 @@ def test_the_runner_follows_theta_and_its_dtype():
     assert isinstance(single.predict_row(x[0].astype(np.float32)), float)
 
 
+def test_the_runner_cache_does_not_keep_models_alive():
+    import gc
+    import weakref
+
+    from metabt.learn.algorithms import inner
+
+    model = user_model(f"{NETS}:WindowConv", n_features=F, channels=2, kernel=2, window=W)
+    learner = MetaLearner(model)
+    learner.adapt(np.zeros((5, F * W)), np.zeros(5)).predict_row(np.zeros(F * W))
+    assert model in inner._RUNNERS
+    alive = weakref.ref(model)
+    del model, learner
+    gc.collect()
+    assert alive() is None
+
+
 def test_one_thread_restores_the_thread_count():
     threads = torch.get_num_threads()
     try:

@@ -537,7 +537,8 @@ class ModuleRunner:
     """
 
     def __init__(self, model: nn.Module) -> None:
-        self._model = model
+        # a weak reference: module_runner's cache must not keep the learner's model alive
+        self._model = weakref.ref(model)
         self._worker = copy.deepcopy(model)
         self._worker_params = dict(self._worker.named_parameters())
         self._worker_buffers = dict(self._worker.named_buffers())
@@ -549,7 +550,8 @@ class ModuleRunner:
         with torch.no_grad():
             for name, p in self._worker_params.items():
                 p.copy_(params[name])
-            for name, b in self._model.named_buffers():
+            model = self._model()
+            for name, b in () if model is None else model.named_buffers():
                 self._worker_buffers[name].copy_(b)
         self._loaded = params
 
@@ -588,7 +590,7 @@ class ModuleRunner:
                 p.requires_grad_(True)
             with torch.enable_grad():
                 for i in range(steps):
-                    loss = mse(prediction(worker(xt), xt, self._model), yt)
+                    loss = mse(prediction(worker(xt), xt, worker), yt)
                     if i == 0:
                         loss_before = float(loss.detach())
                     grads = torch.autograd.grad(loss, leaves)
@@ -596,7 +598,7 @@ class ModuleRunner:
                         for n, p, g in zip(names, leaves, grads):
                             p.sub_(lrs[n] * g)
             with torch.inference_mode():
-                loss_after = float(mse(prediction(worker(xt), xt, self._model), yt))
+                loss_after = float(mse(prediction(worker(xt), xt, worker), yt))
         phi: Params = {**theta, **{n: p.detach().clone() for n, p in zip(names, leaves)}}
         self._loaded = phi
         return (loss_after if steps == 0 else loss_before), loss_after, phi
@@ -615,7 +617,7 @@ class ModuleRunner:
             self._load(params)
         rows = torch.from_numpy(np.ascontiguousarray(x, dtype=_NUMPY_DTYPES[self.dtype]))
         with one_thread(), torch.inference_mode():
-            out = prediction(self._worker(rows), rows, self._model)
+            out = prediction(self._worker(rows), rows, self._worker)
             return out.double().numpy()
 
 
