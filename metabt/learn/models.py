@@ -685,11 +685,22 @@ def check_saveable(model: nn.Module) -> dict[str, Any]:
     path = class_path(type(model))  # ConfigError for __main__ and local classes
     config = model_config_of(model)
     if config is None:
+        if type(model).__module__.partition(".")[0] == "torch":  # nn.Sequential, nn.Linear...
+            fix = (
+                "define a class of your own in an importable module whose constructor takes "
+                f"n_features and builds the layers (e.g. mypkg/nets.py: class Net(nn.{name})), "
+                "and build it with metabt.learn.models.user_model('mypkg.nets:Net', "
+                "n_features=..., **kwargs)"
+            )
+        else:
+            fix = (
+                f"build it with metabt.learn.models.user_model({path!r}, n_features=..., "
+                "**kwargs) (an importable nn.Module class and JSON arguments)"
+            )
         raise ConfigError(
             f"model {name} ({path}) was not built by metabt.learn.models.user_model, so metabt "
             "does not know its constructor arguments and cannot rebuild it from a checkpoint; "
-            f"build it with metabt.learn.models.user_model({path!r}, n_features=..., **kwargs) "
-            "(an importable nn.Module class and JSON arguments) to make it saveable"
+            f"{fix} to make it saveable"
         )
     if config.get("type") != path:
         raise ConfigError(
