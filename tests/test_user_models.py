@@ -162,6 +162,26 @@ def test_the_runner_follows_theta_and_its_dtype():
     assert isinstance(single.predict_row(x[0].astype(np.float32)), float)
 
 
+def test_the_runner_follows_train_and_eval_mode():
+    with pytest.warns(UserWarning, match="cannot batch Dropper"):  # dropout: engine higher
+        learner = MetaLearner(user_model(f"{NETS}:Dropper", n_features=F, hidden=8).double())
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(6, F)), rng.normal(size=6)
+
+    def both() -> tuple[float, float]:
+        torch.manual_seed(5)  # the same dropout masks on both paths
+        fast = learner.adapt(x, y)
+        torch.manual_seed(5)
+        return fast.loss_after, learner.adapt(x, y, reference=True).loss_after
+
+    trained = both()
+    assert trained[0] == pytest.approx(trained[1], rel=1e-10)
+    learner.model.eval()  # no dropout now, on the runner's copy too
+    evaluated = both()
+    assert evaluated[0] == pytest.approx(evaluated[1], rel=1e-10)
+    assert evaluated[0] != pytest.approx(trained[0], rel=1e-6)
+
+
 def test_the_runner_cache_does_not_keep_models_alive():
     import gc
     import weakref

@@ -577,6 +577,10 @@ class ModuleRunner:
         """
         self._loaded = None
         self._load(theta)
+        model = self._model()
+        if model is not None:  # train/eval as the model is now (dropout, as the reference)
+            for mine, theirs in zip(self._worker.modules(), model.modules()):
+                mine.training = theirs.training
         xt, yt = torch.from_numpy(x), torch.from_numpy(y)
         worker, params = self._worker, self._worker_params
         names = list(lrs)
