@@ -216,8 +216,15 @@ def test_one_thread_restores_the_thread_count():
 # ------------------------------------------------------------- which modules get the kernel
 def test_only_plain_dense_stacks_get_the_sequential_kernel():
     torch.manual_seed(0)
-    ok = nn.Sequential(nn.Linear(F, 4), nn.LeakyReLU(0.1), nn.Linear(4, 4), nn.Linear(4, 1))
-    assert isinstance(kernel_for(ok), SequentialKernel)  # linear after linear: identity
+    ok = nn.Sequential(
+        nn.Linear(F, 4),
+        nn.LeakyReLU(0.1),
+        nn.Linear(4, 4),  # linear after linear: an identity activation between
+        nn.Linear(4, 3),
+        nn.Sigmoid(),
+        nn.Linear(3, 1),
+    )
+    assert isinstance(kernel_for(ok), SequentialKernel)
 
     class Scaled(nn.Sequential):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -242,3 +249,8 @@ def test_only_plain_dense_stacks_get_the_sequential_kernel():
     fast, reference = learner.adapt(x, y), learner.adapt(x, y, reference=True)
     assert fast.backend == "kernel"
     _assert_same(fast, reference, x)
+    xb, yb = np.stack([x, x[::-1]]), np.stack([y, y[::-1] + 1])
+    batch, ref_batch = learner.adapt_batch(xb, yb), learner.adapt_batch(xb, yb, reference=True)
+    assert batch.backend == "kernel"
+    np.testing.assert_allclose(batch.loss_after, ref_batch.loss_after, **TOL)
+    np.testing.assert_allclose(batch.predict_rows(x[:2]), ref_batch.predict_rows(x[:2]), **TOL)
