@@ -24,6 +24,8 @@ from metabt.learn.learner import MetaLearner
 from metabt.learn.models import GRU, MLP
 
 F = 4
+#: throwaway modules built without user_model: these learners are never saved
+UNSAVED = {"check_saveable": False}
 
 
 def _meta_grads(learner, batch):
@@ -158,16 +160,16 @@ def test_a_column_output_is_squeezed_and_any_other_shape_refused():
     torch.manual_seed(0)
     column = nn.Sequential(nn.Linear(F, 8), nn.Tanh(), nn.Linear(8, 1)).double()
     flat = nn.Sequential(copy.deepcopy(column), nn.Flatten(0))  # the same net, (N,) output
-    a = MetaLearner(column, algorithm="maml", engine="higher", inner_steps=2)
-    b = MetaLearner(flat, algorithm="maml", engine="higher", inner_steps=2)
+    a = MetaLearner(column, algorithm="maml", engine="higher", inner_steps=2, **UNSAVED)
+    b = MetaLearner(flat, algorithm="maml", engine="higher", inner_steps=2, **UNSAVED)
     assert a.evaluate(xs, ys, xq, yq) == pytest.approx(b.evaluate(xs, ys, xq, yq), rel=1e-12)
     assert a.meta_step(xs, ys, xq, yq) == pytest.approx(b.meta_step(xs, ys, xq, yq), rel=1e-12)
     for p, q in zip(column.parameters(), flat[0].parameters()):
         torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-12)  # the same outer update
-    wide = MetaLearner(nn.Linear(F, 2).double(), algorithm="maml", engine="higher")
+    wide = MetaLearner(nn.Linear(F, 2).double(), algorithm="maml", engine="higher", **UNSAVED)
     with pytest.raises(ConfigError, match=r"Linear returned shape \(6, 2\) for 6 input rows"):
         wide.meta_step(xs, ys, xq, yq)
-    erm = MetaLearner(nn.Linear(F, 3).double(), algorithm="erm", engine="higher")
+    erm = MetaLearner(nn.Linear(F, 3).double(), algorithm="erm", engine="higher", **UNSAVED)
     with pytest.raises(ConfigError, match="must map"):
         erm.meta_step(xs, ys, xq, yq)
 
@@ -188,11 +190,16 @@ def test_func_engine_equals_higher_on_a_plain_sequential(algorithm):
     batch, net = _batch(), _sequential()
     learners = {
         engine: MetaLearner(
-            copy.deepcopy(net), algorithm=algorithm, inner_lr=0.1, inner_steps=3, engine=engine
+            copy.deepcopy(net),
+            algorithm=algorithm,
+            inner_lr=0.1,
+            inner_steps=3,
+            engine=engine,
+            **UNSAVED,
         )
         for engine in ("higher", "func")
     }
-    assert MetaLearner(copy.deepcopy(net), algorithm=algorithm).engine == "func"  # auto
+    assert MetaLearner(copy.deepcopy(net), algorithm=algorithm, **UNSAVED).engine == "func"  # auto
     if algorithm == "anil":  # the last nn.Linear is the head
         assert learners["func"].adapt_names == ("2.weight", "2.bias")
     for learner in learners.values():
@@ -214,12 +221,12 @@ def test_auto_engine_falls_back_to_higher_when_vmap_cannot_batch_the_model():
     from metabt.errors import ConfigError
 
     with pytest.warns(UserWarning, match=r"cannot batch Dropper .*random.*engine='higher'"):
-        learner = MetaLearner(Dropper(F, 5).double())
+        learner = MetaLearner(Dropper(F, 5).double(), **UNSAVED)
     assert learner.engine == "higher"
     assert math.isfinite(learner.meta_step(*_batch()))
     with pytest.raises(ConfigError, match="engine 'func' cannot batch Dropper"):
-        MetaLearner(Dropper(F, 5), engine="func")
-    assert MetaLearner(Dropper(F, 5).eval()).engine == "func"  # no dropout in eval mode
+        MetaLearner(Dropper(F, 5), engine="func", **UNSAVED)
+    assert MetaLearner(Dropper(F, 5).eval(), **UNSAVED).engine == "func"  # no dropout in eval mode
 
 
 def test_anil_head_of_a_user_model_is_named_or_the_last_linear():
@@ -235,12 +242,15 @@ def test_anil_head_of_a_user_model_is_named_or_the_last_linear():
         def forward(self, x):
             return self.scale(self.out(torch.relu(self.body(x))))
 
-    assert MetaLearner(Net(), algorithm="anil").adapt_names == ("scale.weight", "scale.bias")
-    named = MetaLearner(Net(), algorithm="anil", head="out")
+    assert MetaLearner(Net(), algorithm="anil", **UNSAVED).adapt_names == (
+        "scale.weight",
+        "scale.bias",
+    )
+    named = MetaLearner(Net(), algorithm="anil", head="out", **UNSAVED)
     assert named.adapt_names == ("out.weight", "out.bias") and named.head == "out"
     with pytest.raises(ConfigError, match="did you mean 'out'"):
-        MetaLearner(Net(), algorithm="anil", head="outt")
+        MetaLearner(Net(), algorithm="anil", head="outt", **UNSAVED)
     with pytest.raises(ConfigError, match="for algorithm 'anil' only"):
-        MetaLearner(Net(), algorithm="maml", head="out")
+        MetaLearner(Net(), algorithm="maml", head="out", **UNSAVED)
     with pytest.raises(ConfigError, match="has none"):
-        MetaLearner(nn.Sequential(nn.Bilinear(F, F, 1)), algorithm="anil")
+        MetaLearner(nn.Sequential(nn.Bilinear(F, F, 1)), algorithm="anil", **UNSAVED)

@@ -15,6 +15,8 @@ from metabt.learn.learner import ALGORITHMS, MetaLearner
 from metabt.learn.models import GRU, MLP
 
 F = 4
+#: throwaway modules built without user_model: these learners are never saved
+UNSAVED = {"check_saveable": False}
 
 
 # the gradient-based algorithms (the others adapt on their own models: tests/test_learners.py)
@@ -99,9 +101,9 @@ _CASES = {  # name -> (model factory, algorithm, expected backend)
     "anil-gru": (lambda: GRU(2, 5, window=2, seed=1), "anil", "head"),
     "metasgd-mlp": (lambda: MLP(F, (8,), seed=1), "metasgd", "kernel"),
     "metasgd-gru": (lambda: GRU(2, 5, window=2, seed=1), "metasgd", "kernel"),
-    "user": (lambda: _user_net(torch.float32), "maml", "vmap"),
+    "user": (lambda: _user_net(torch.float32), "maml", "kernel"),  # SequentialKernel
     "user-anil": (lambda: _user_net(torch.float32), "anil", "vmap"),
-    "user-metasgd": (lambda: _user_net(torch.float32), "metasgd", "vmap"),
+    "user-metasgd": (lambda: _user_net(torch.float32), "metasgd", "kernel"),
 }
 
 
@@ -110,7 +112,9 @@ _CASES = {  # name -> (model factory, algorithm, expected backend)
 @pytest.mark.parametrize("case", sorted(_CASES))
 def test_adapt_batch_equals_separate_adapt_calls(case, tasks, dtype):
     make, algorithm, backend = _CASES[case]
-    learner = MetaLearner(make().to(dtype), algorithm=algorithm, inner_lr=0.1, inner_steps=3)
+    learner = MetaLearner(
+        make().to(dtype), algorithm=algorithm, inner_lr=0.1, inner_steps=3, **UNSAVED
+    )
     for p in learner.inner_lrs.values():  # per-element rates: the layouts must match
         p.data.uniform_(0.02, 0.2, generator=torch.Generator().manual_seed(0))
     xs, ys, xq, _ = _batch(b=tasks, s=9, dtype=dtype)
@@ -135,7 +139,10 @@ def test_adapt_batch_equals_separate_adapt_calls(case, tasks, dtype):
 
 
 def test_adapt_batch_other_paths_and_errors():
-    learner = MetaLearner(_user_net(torch.float64), engine="higher", inner_steps=2)
+    no_kernel = torch.nn.Sequential(
+        torch.nn.Linear(F, 6), torch.nn.Softplus(), torch.nn.Linear(6, 1)
+    )
+    learner = MetaLearner(no_kernel.double(), engine="higher", inner_steps=2, **UNSAVED)
     xs, ys, _, _ = _batch(b=3, s=7)
     batch = learner.adapt_batch(xs, ys, steps=0)  # higher engine: separate adapt calls
     assert batch.backend == "loop" and (batch.loss_before == batch.loss_after).all()
@@ -156,10 +163,12 @@ def test_adapt_batch_other_paths_and_errors():
 def test_user_model_adapts_like_the_autograd_reference():
     from metabt.learn.algorithms import inner_loop
 
-    learner = MetaLearner(_user_net(torch.float64), algorithm="maml", inner_lr=0.1, inner_steps=3)
+    learner = MetaLearner(
+        _user_net(torch.float64), algorithm="maml", inner_lr=0.1, inner_steps=3, **UNSAVED
+    )
     xs, ys, _, _ = _batch(b=1, s=9)
     adapted = learner.adapt(xs[0], ys[0])
-    assert adapted.backend == "autograd" and adapted.loss_after < adapted.loss_before
+    assert adapted.backend == "kernel" and adapted.loss_after < adapted.loss_before
     theta = {k: v.detach() for k, v in learner.model.named_parameters()}
     lrs = dict.fromkeys(theta, 0.1)
     phi = inner_loop(theta, learner.forward_with, xs[0], ys[0], 3, lrs, first_order=True)
@@ -181,7 +190,12 @@ def test_a_plain_sequential_meta_learns_sinusoids():
     losses = {}
     for algorithm in ("maml", "erm"):
         learner = MetaLearner(
-            copy.deepcopy(net), algorithm=algorithm, inner_lr=0.02, inner_steps=1, meta_lr=1e-2
+            copy.deepcopy(net),
+            algorithm=algorithm,
+            inner_lr=0.02,
+            inner_steps=1,
+            meta_lr=1e-2,
+            **UNSAVED,
         )
         assert learner.engine == "func"
         learner.fit(tasks, 150, batch_size=8, progress=False)
@@ -195,9 +209,11 @@ def test_a_model_with_batch_norm_is_refused_with_the_fix():
         torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.ReLU(), torch.nn.Linear(8, 1)
     )
     with pytest.raises(ConfigError, match=r"batch-norm layer \(1: BatchNorm1d\).*nn.LayerNorm"):
-        MetaLearner(model)
+        MetaLearner(model, **UNSAVED)
     norm = torch.nn.Sequential(
         torch.nn.Linear(4, 8), torch.nn.LayerNorm(8), torch.nn.ReLU(), torch.nn.Linear(8, 1)
     )
-    adapted = MetaLearner(norm, engine="higher").adapt(np.zeros((5, 4), np.float32), np.zeros(5))
+    adapted = MetaLearner(norm, engine="higher", **UNSAVED).adapt(
+        np.zeros((5, 4), np.float32), np.zeros(5)
+    )
     assert adapted(torch.zeros(1, 4)).shape == (1,)  # one row at a time works

@@ -67,9 +67,15 @@ class AdaptedModel:
         steps: inner-loop steps taken.
         forward_numpy: the NumPy forward pass of a ``metabt.learn.kernels.fused`` kernel, or None.
         numpy_params: φ as name -> ndarray (what a kernel returns), or None.
+        forward_rows: the fast prediction path of a module without a kernel,
+            (params, x (N, F_in) ndarray) -> (N,) float64 ndarray
+            (``metabt.learn.algorithms.inner.ModuleRunner.forward_rows``), or None (then
+            ``forward`` runs under ``torch.no_grad``).
         backend: which inner loop produced φ: "kernel" (a fused NumPy kernel of
             ``metabt.learn.kernels.fused``), "head" (ANIL's closed-form head), "autograd" (the
-            ``torch.autograd`` reference, ``metabt.learn.algorithms.inner.adapt_autograd``), and for
+            ``torch.autograd`` reference, ``metabt.learn.algorithms.inner.adapt_autograd``),
+            "module" (the same update on a private copy of the module,
+            ``metabt.learn.algorithms.inner.ModuleRunner``), and for
             the other families "encoder" (CNP), "prototypes" (ProtoNet), "context" (CAVIA);
             "vmap" for a task of a batched ``torch.func.vmap`` adaptation.
 
@@ -78,8 +84,8 @@ class AdaptedModel:
         loss_before: mean squared error on the support set at θ (before adaptation).
         loss_after: mean squared error on the support set at φ (after adaptation).
         steps: number of inner-loop gradient steps taken.
-        backend: the inner loop that ran ("kernel", "head", "autograd", "encoder",
-            "prototypes" or "context").
+        backend: the inner loop that ran ("kernel", "head", "autograd", "module",
+            "encoder", "prototypes", "context" or "vmap").
         context: CAVIA's adapted context φ, (C,) float64 ndarray; None for the others.
 
     For CNP and ProtoNet ``params`` is θ plus the encoded support set (``support.*``) or
@@ -101,6 +107,7 @@ class AdaptedModel:
         forward_numpy: Callable[[Mapping[str, np.ndarray], np.ndarray], np.ndarray] | None = None,
         numpy_params: Mapping[str, np.ndarray] | None = None,
         backend: str = "autograd",
+        forward_rows: Callable[[Params, np.ndarray], np.ndarray] | None = None,
     ) -> None:
         if params is None and numpy_params is None:
             raise ValueError("AdaptedModel needs params or numpy_params")
@@ -111,6 +118,7 @@ class AdaptedModel:
         self.steps = steps
         self.backend = backend
         self._forward_numpy = forward_numpy
+        self._forward_rows = forward_rows
         if numpy_params is None and forward_numpy is not None and params is not None:
             numpy_params = {k: v.numpy() for k, v in params.items()}
         self._numpy_params = numpy_params
@@ -157,6 +165,8 @@ class AdaptedModel:
         """
         if self._forward_numpy is not None and self._numpy_params is not None:
             return float(self._forward_numpy(self._numpy_params, x))
+        if self._forward_rows is not None:
+            return float(self._forward_rows(self.params, x[None, :])[0])
         return float(self.predict(x)[0])
 
     def predict(self, x: np.ndarray) -> np.ndarray:
@@ -167,4 +177,6 @@ class AdaptedModel:
         if self._forward_numpy is not None and self._numpy_params is not None:
             x_np = arr.astype(self._numpy_dtype, copy=False)
             return self._forward_numpy(self._numpy_params, x_np).astype(np.float64)
+        if self._forward_rows is not None:
+            return self._forward_rows(self.params, arr)
         return self(torch.from_numpy(np.ascontiguousarray(arr))).double().numpy()

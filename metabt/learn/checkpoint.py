@@ -31,7 +31,7 @@ from metabt._version import __version__
 from metabt.errors import CheckpointError, ConfigError, DataError
 from metabt.learn.algorithms import import_family, is_family_path
 from metabt.learn.losses import loss_from_config
-from metabt.learn.models import MetaModel, build_model, class_path, input_width, model_config_of
+from metabt.learn.models import MetaModel, build_model, check_saveable, input_width
 from metabt.learn.spec import FeatureSpecLike, decode_spec
 
 __all__ = [
@@ -143,26 +143,10 @@ def model_config(model: nn.Module) -> dict[str, Any]:
         CheckpointError: the class cannot be imported by name (defined in ``__main__`` or
             inside a function), or metabt does not know the model's constructor arguments.
     """
-    if isinstance(model, MetaModel):
-        return dict(model.config())
-    name = type(model).__name__
     try:
-        path = class_path(type(model))
+        return check_saveable(model)
     except ConfigError as exc:
-        raise CheckpointError(f"cannot save {name}: {exc}") from exc
-    config = model_config_of(model)
-    if config is None:
-        raise CheckpointError(
-            f"cannot save a {name}: metabt does not know its constructor arguments; build "
-            f"it with metabt.learn.models.user_model({path!r}, n_features=..., **kwargs) (an "
-            "importable nn.Module class and JSON arguments) to make it saveable"
-        )
-    if config.get("type") != path:
-        raise CheckpointError(
-            f"cannot save a {name}: it was built as {config.get('type')!r} but its class is "
-            f"{path}; build it with metabt.learn.models.user_model({path!r}, ...)"
-        )
-    return config
+        raise CheckpointError(f"cannot save {type(model).__name__}: {exc}") from exc
 
 
 def hparams(learner: Checkpointable) -> dict[str, Any]:

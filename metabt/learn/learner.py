@@ -13,7 +13,10 @@ Two engines compute the same meta-gradient:
 ``engine="auto"`` picks ``func`` for any module that ``torch.func.vmap`` can batch (a trial
 call, ``metabt.learn.algorithms.engines.vmap_failure``), else ``higher`` with a warning. Any
 ``torch.nn.Module`` mapping (N, F_in) to (N,) or (N, 1) is a model; metabt's own MLP and
-GRU also get fused NumPy inner loops at test time, chosen automatically.
+GRU, and a user's ``nn.Sequential`` of ``nn.Linear`` layers and elementwise activations, also
+get fused NumPy inner loops at test time, chosen automatically; any other module adapts on
+a private copy of itself with one torch thread
+(``metabt.learn.algorithms.inner.ModuleRunner``).
 
 What an algorithm does (outer step, test-time adaptation, evaluation, the models it runs
 on) is its learner family's (``metabt.learn.algorithms``, one family per module), which
@@ -55,6 +58,7 @@ from metabt.learn.kernels.batched import BatchAdapted, batch_support_arrays
 from metabt.learn.kernels.fused import FoldCache, Folded, kernel_for
 from metabt.learn.losses import SUPPORT_EXTRAS, AdjustRate, PnLLoss, TaskLoss, is_pooled
 from metabt.learn.models import MetaModel, check_row_independent
+from metabt.learn.models import check_saveable as _check_saveable
 from metabt.learn.names import check_algorithm, default_inner_lr
 from metabt.learn.training import Batch, FitResult, TaskSource, as_batch
 from metabt.learn.training import fit as _fit
@@ -133,6 +137,13 @@ class MetaLearner:
             with θ by the outer optimizer and never adapted by the inner loop; the families
             whose outer loop has no query-loss gradient (``reptile``, ``scratch``,
             ``protonet``) keep κ = 1. Saved with the learner.
+        check_saveable: check at construction that :meth:`save` will be able to store the
+            model (:func:`metabt.learn.models.check_saveable`: a metabt model, or a
+            :func:`metabt.learn.models.user_model` of an importable class), so that an
+            unsaveable model fails before a long :meth:`fit` rather than at :meth:`save`
+            after it. Default True. False is for learners that are never saved (a quick
+            experiment in a notebook, a test on a throwaway ``nn.Sequential``): such a
+            learner works in full, and :meth:`save` raises ``CheckpointError`` then.
 
     Attributes:
         model, algorithm, inner_lr, inner_steps, meta_lr, engine (resolved), seed,
@@ -148,7 +159,9 @@ class MetaLearner:
         ConfigError: unknown algorithm or engine (a family path or class that is not a
             concrete ``LearnerFamily`` subclass, or defined in ``__main__``), non-positive
             rates, negative steps, a model without parameters, with batch norm
-            (``check_row_independent``) or a wrong output shape, "func" for a model vmap
+            (``check_row_independent``) or a wrong output shape, a model that cannot be
+            saved (defined in ``__main__`` or inside a function, or not built by
+            ``user_model``; unless ``check_saveable=False``), "func" for a model vmap
             cannot batch, ``head`` unknown or given without anil, anil without a head.
 
     Warns:
@@ -175,6 +188,7 @@ class MetaLearner:
         feature_spec: FeatureSpecLike | None = None,
         head: str | None = None,
         loss: TaskLoss | None = None,
+        check_saveable: bool = True,
     ) -> None:
         if isinstance(algorithm, type):  # a user's family class: recorded by its import path
             self._family = family_for(algorithm, engine)
@@ -206,6 +220,15 @@ class MetaLearner:
         if not any(True for _ in model.parameters()):
             raise ConfigError(f"model {type(model).__name__} has no parameters to learn")
         check_row_independent(model)
+        if check_saveable:
+            try:
+                _check_saveable(model)
+            except ConfigError as exc:
+                raise ConfigError(
+                    f"{exc} (MetaLearner checks this at construction, before a fit whose "
+                    "result could not be saved; pass check_saveable=False for a learner that "
+                    "is never saved)"
+                ) from exc
         if inner_lr is None:
             inner_lr = default_inner_lr(name)
         for label, rate in (("inner_lr", inner_lr), ("meta_lr", meta_lr)):
@@ -361,9 +384,13 @@ class MetaLearner:
         per-parameter rates for metasgd, the head only for anil), with no graph kept between
         steps: this is the test-time inner loop that ``MetaStrategy`` runs inside the
         backtest. It runs on the cheapest exact path: the model's fused NumPy kernel
-        (``metabt.learn.kernels.fused.kernel_for``), a closed-form gradient of the linear
-        head for ANIL (the body runs once), else ``torch.autograd``. The paths agree to
-        float64 precision (tested). CNP encodes the support set, ProtoNet builds its
+        (``metabt.learn.kernels.fused.kernel_for``: metabt's MLP and GRU, a user's
+        ``nn.Sequential`` of ``nn.Linear`` layers and elementwise activations), a
+        closed-form gradient of the linear head for ANIL on metabt's models (the body runs
+        once), else, for any other module, ``torch.autograd`` on a private copy of it with
+        one torch thread and predictions under ``torch.inference_mode``
+        (``metabt.learn.algorithms.inner.ModuleRunner``, backend "module"). The paths
+        agree to float64 precision (tested). CNP encodes the support set, ProtoNet builds its
         prototypes, CAVIA adapts its task context.
 
         Args:
@@ -396,9 +423,10 @@ class MetaLearner:
         """Adapt θ to B support sets of equal length at once (``metabt.learn.kernels.batched``).
 
         Task b's model equals ``adapt(x_support[b], y_support[b], steps)`` to float
-        precision, on the fused NumPy kernels over a task axis (MLP, GRU), ANIL's
-        closed-form head, ``torch.func.vmap`` of the inner loop (other modules, "func"
-        engine), or separate :meth:`adapt` calls (B = 1, the "higher" engine, ``reference``).
+        precision, on the fused NumPy kernels over a task axis (MLP, GRU, a user's dense
+        ``nn.Sequential``), ANIL's closed-form head, ``torch.func.vmap`` of the inner loop
+        with one torch thread (other modules, "func" engine), or separate :meth:`adapt`
+        calls (B = 1, the "higher" engine for a module vmap cannot batch, ``reference``).
 
         Args:
             x_support: (B, S, F_in) float inputs; y_support: (B, S) float labels. Support

@@ -44,6 +44,7 @@ __all__ = [
     "build_model",
     "check_output",
     "check_row_independent",
+    "check_saveable",
     "class_path",
     "find_head",
     "import_model_class",
@@ -490,7 +491,8 @@ def class_path(cls: type) -> str:
         raise ConfigError(
             f"model class {path} is defined {where}, so it cannot be imported again by name "
             "to rebuild a saved model; move it to an importable module (e.g. mypkg/nets.py) "
-            "and use 'mypkg.nets:ClassName'"
+            "and build it with metabt.learn.models.user_model('mypkg.nets:"
+            f"{cls.__name__}', n_features=..., **kwargs)"
         )
     return path
 
@@ -652,6 +654,61 @@ def model_config_of(model: nn.Module) -> dict[str, Any] | None:
         return dict(model.config())
     config = getattr(model, CONFIG_ATTR, None)
     return None if config is None else dict(config)
+
+
+def check_saveable(model: nn.Module) -> dict[str, Any]:
+    """The config a checkpoint rebuilds ``model`` from, or a ConfigError saying why there is none.
+
+    metabt's models are saveable (``config()``); a user model is when it was built by
+    :func:`user_model` from an importable class: the class can be imported again by its
+    path ``"module:QualName"`` (:func:`class_path`) and its constructor arguments were
+    recorded (:func:`model_config_of`) under that same path. ``MetaLearner`` runs this
+    check at construction, so that an unsaveable model fails before a long ``fit``, not
+    at ``save`` after it; ``metabt.learn.checkpoint.model_config`` runs it again at save
+    time. Nothing is imported.
+
+    Args:
+        model: the module.
+
+    Returns:
+        The config, ``{"type": ..., **constructor arguments}`` (a copy).
+
+    Raises:
+        ConfigError: naming the class, the problem and the fix: the class is defined in
+            ``__main__`` (a script or notebook) or inside a function, the model was not
+            built by :func:`user_model` (its constructor arguments are unknown), or it was
+            built under another class path.
+    """
+    if isinstance(model, MetaModel):
+        return dict(model.config())
+    name = type(model).__name__
+    path = class_path(type(model))  # ConfigError for __main__ and local classes
+    config = model_config_of(model)
+    if config is None:
+        if type(model).__module__.partition(".")[0] == "torch":  # nn.Sequential, nn.Linear...
+            fix = (
+                "define a class of your own in an importable module whose constructor takes "
+                f"n_features and builds the layers (e.g. mypkg/nets.py: class Net(nn.{name})), "
+                "and build it with metabt.learn.models.user_model('mypkg.nets:Net', "
+                "n_features=..., **kwargs)"
+            )
+        else:
+            fix = (
+                f"build it with metabt.learn.models.user_model({path!r}, n_features=..., "
+                "**kwargs) (an importable nn.Module class and JSON arguments)"
+            )
+        raise ConfigError(
+            f"model {name} ({path}) was not built by metabt.learn.models.user_model, so metabt "
+            "does not know its constructor arguments and cannot rebuild it from a checkpoint; "
+            f"{fix} to make it saveable"
+        )
+    if config.get("type") != path:
+        raise ConfigError(
+            f"model {name} was built as {config.get('type')!r} but its class is {path}, so a "
+            f"checkpoint would rebuild another class; build it with "
+            f"metabt.learn.models.user_model({path!r}, ...)"
+        )
+    return config
 
 
 def _build_user(config: dict[str, Any]) -> nn.Module:

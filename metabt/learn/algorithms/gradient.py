@@ -20,16 +20,23 @@ from metabt.learn.algorithms.base import Extra, Learner, LearnerFamily
 from metabt.learn.algorithms.inner import (
     TaskFn,
     adapt_autograd,
+    module_runner,
     query_loss,
     query_losses,
     support_objective,
     vmap_batch,
 )
-from metabt.learn.kernels.batched import BatchAdapted, kernel_batch
+from metabt.learn.kernels.batched import BatchAdapted, kernel_batch, stack_adapted
 from metabt.learn.kernels.fused import FastKernel, as_batch_kernel
-from metabt.learn.models import MetaModel
 
-__all__ = ["GradientFamily"]
+__all__ = ["GradientFamily", "VMAP_MIN_TASKS"]
+
+#: Fewest tasks that ``adapt_batch`` batches with ``torch.func.vmap`` (a module without a
+#: NumPy kernel); fewer adapt one at a time on the module runner. ``vmap`` traces the inner
+#: loop on every call: for a user Conv1d and GRU (window 10, support 60, 5 steps, one
+#: thread) 2 tasks took 25 and 74 ms batched against 13 and 52 ms one at a time, 8 tasks
+#: 16 and 122 ms against 37 and 171 ms (``benchmarks/README.md``).
+VMAP_MIN_TASKS = 4
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,9 +44,12 @@ class GradientFamily(LearnerFamily):
     """A family whose test-time adaptation is gradient descent on θ's adapted parameters.
 
     :meth:`adapt` runs the model's fused NumPy kernel (``metabt.learn.kernels.fused``)
-    when it has one, else the ``torch.autograd`` reference
+    when it has one, else the reference's update on a private copy of the module
+    (``metabt.learn.algorithms.inner.ModuleRunner``), else (``reference``, or a module
+    ``copy.deepcopy`` refuses) the ``torch.autograd`` reference
     (``metabt.learn.algorithms.inner.adapt_autograd``); :meth:`adapt_batch` the kernel's
-    task axis, else ``torch.func.vmap`` of the inner loop; :meth:`evaluate` (engine
+    task axis, else ``torch.func.vmap`` of the inner loop, else (the "higher" engine: a
+    module vmap cannot batch) one :meth:`adapt` per task; :meth:`evaluate` (engine
     "func") all tasks at once with ``vmap``. Subclasses (ANIL) change the paths through
     :meth:`_adapt`, :meth:`_adapt_many` and :meth:`_task_loss`. The paths agree to float64
     precision (tested).
@@ -74,13 +84,13 @@ class GradientFamily(LearnerFamily):
     def _adapt(
         self, learner: Learner, x: np.ndarray, y: np.ndarray, steps: int, reference: bool
     ) -> AdaptedModel:
-        """The fused kernel when the model has one (not ``reference``), else autograd."""
-        cache, model = learner._fold_cache, learner.model
+        """The fused kernel when the model has one, else the module runner (not
+        ``reference``); else, or for a module that cannot be copied, autograd."""
+        cache = learner._fold_cache
         if cache is not None and not reference:
-            assert isinstance(model, MetaModel)  # a kernel is registered for a MetaModel
             before, after, phi_numpy = cache.kernel.adapt(*learner._folded(), x, y, steps)
             return AdaptedModel(
-                model.forward_with,
+                learner.forward_with,
                 None,
                 loss_before=before,
                 loss_after=after,
@@ -89,7 +99,33 @@ class GradientFamily(LearnerFamily):
                 numpy_params=phi_numpy,
                 backend="kernel",
             )
+        if not reference:
+            fast = self._adapt_module(learner, x, y, steps)
+            if fast is not None:
+                return fast
         return self._adapt_autograd(learner, x, y, steps)
+
+    @staticmethod
+    def _adapt_module(
+        learner: Learner, x: np.ndarray, y: np.ndarray, steps: int
+    ) -> AdaptedModel | None:
+        """The fast path of any module (``metabt.learn.algorithms.inner.ModuleRunner``):
+        the reference's update on a private copy of the module, one torch thread;
+        backend "module". None when the module cannot be copied."""
+        runner = module_runner(learner.model)
+        if runner is None:
+            return None
+        theta = {k: v.detach() for k, v in learner._named_params}
+        before, after, phi = runner.adapt(theta, learner._detached_lrs(), x, y, steps)
+        return AdaptedModel(
+            learner.forward_with,
+            phi,
+            loss_before=before,
+            loss_after=after,
+            steps=steps,
+            backend="module",
+            forward_rows=runner.forward_rows,
+        )
 
     @staticmethod
     def _adapt_autograd(learner: Learner, x: np.ndarray, y: np.ndarray, steps: int) -> AdaptedModel:
@@ -134,11 +170,23 @@ class GradientFamily(LearnerFamily):
         """The kernel's task axis (a ``BatchKernel``), else ``torch.func.vmap``."""
         many = as_batch_kernel(kernel)
         if many is not None:
-            model = learner.model
-            assert isinstance(model, MetaModel)
-            return kernel_batch(many, model.forward_with, learner._folded(), x, y, steps)
+            return kernel_batch(many, learner.forward_with, learner._folded(), x, y, steps)
+        return self._vmap_many(learner, x, y, steps)
+
+    @staticmethod
+    def _vmap_many(learner: Learner, x: np.ndarray, y: np.ndarray, steps: int) -> BatchAdapted:
+        """``torch.func.vmap`` of the inner loop over the B tasks, one torch thread
+        (``metabt.learn.algorithms.inner.vmap_batch``); each task's model predicts on the
+        module runner. Fewer than :data:`VMAP_MIN_TASKS` tasks: one fast :meth:`adapt` per
+        task (backend "loop"), which costs less than ``vmap``'s overhead there."""
+        runner = module_runner(learner.model)
+        if runner is not None and len(x) < VMAP_MIN_TASKS:
+            tasks = [learner.adapt(xb, yb, steps) for xb, yb in zip(x, y)]
+            return stack_adapted(tasks, x.dtype)
         detached = {k: v.detach() for k, v in learner._named_params}
-        return vmap_batch(learner.forward_with, detached, learner._detached_lrs(), x, y, steps)
+        rows = None if runner is None else runner.forward_rows
+        lrs = learner._detached_lrs()
+        return vmap_batch(learner.forward_with, detached, lrs, x, y, steps, rows)
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(

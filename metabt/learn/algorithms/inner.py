@@ -4,20 +4,25 @@ The meta-training inner loop (:func:`inner_loop`, written with ``torch.func.grad
 it runs under ``vmap`` and is differentiable through), the query losses after it (one task:
 :func:`query_loss`, :func:`head_query_loss`, :func:`partial_query_loss`; all tasks:
 :func:`query_losses`), and the test-time inner loops (:func:`adapt_autograd`, the reference;
-:func:`adapt_head`, ANIL's closed form; :func:`adapt_vmap` and :func:`vmap_batch`, B tasks at
-once). Every inner loop descends the support MSE (:func:`metabt.learn.losses.mse`), except
-the meta-training inner loops of a P&L loss with ``inner_objective="same"``, which descend
-that loss on the support path (:func:`support_objective`); the query loss is the family's
+:class:`ModuleRunner`, the fast path of any module; :func:`adapt_head`, ANIL's closed form;
+:func:`adapt_vmap` and :func:`vmap_batch`, B tasks at once). Every inner loop descends the
+support MSE (:func:`metabt.learn.losses.mse`), except the meta-training inner loops of a
+P&L loss with ``inner_objective="same"``, which descend that loss on the support path
+(:func:`support_objective`); the query loss is the family's
 :class:`metabt.learn.losses.TaskLoss`.
 
 Every function runs on any ``torch.nn.Module`` mapping (N, F_in) to (N,) or (N, 1), through
-its ``forward_with`` (``torch.func.functional_call``; PyTorch docs, "torch.func").
+its ``forward_with`` (``torch.func.functional_call``; PyTorch docs, "torch.func"), or, for
+:class:`ModuleRunner`, through the forward pass of a private copy of the module.
 """
 
 from __future__ import annotations
 
+import copy
 import math
-from collections.abc import Callable, Mapping
+import weakref
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -31,6 +36,7 @@ from metabt.learn.models import MetaModel
 
 __all__ = [
     "Forward",
+    "ModuleRunner",
     "Params",
     "SupportLoss",
     "TaskFn",
@@ -39,6 +45,8 @@ __all__ = [
     "adapt_vmap",
     "head_query_loss",
     "inner_loop",
+    "module_runner",
+    "one_thread",
     "partial_query_loss",
     "prediction",
     "query_loss",
@@ -424,27 +432,35 @@ def vmap_batch(
     x: np.ndarray,
     y: np.ndarray,
     steps: int,
+    task_rows: Callable[[Params, np.ndarray], np.ndarray] | None = None,
 ) -> BatchAdapted:
     """Adapt any module on B tasks with :func:`adapt_vmap`; backend "vmap".
+
+    Runs with one torch thread (:func:`one_thread`), as do the batch's predictions.
 
     Args:
         forward: the learner's ``forward_with`` (``functional_call`` of the module).
         theta, lrs, steps: as :func:`adapt_vmap` takes them; x (B, S, F_in), y (B, S)
             ndarrays of θ's dtype.
+        task_rows: the fast prediction path of one task's model
+            (:meth:`ModuleRunner.forward_rows`), given to each task's
+            :class:`AdaptedModel`; None: ``forward`` under ``torch.no_grad``.
 
     Returns:
-        A :class:`BatchAdapted` (predictions through ``vmap`` of ``forward``).
+        A :class:`BatchAdapted` (predictions of all tasks at once through ``vmap`` of
+        ``forward``).
     """
-    before_t, after_t, phi = adapt_vmap(
-        forward, theta, lrs, torch.from_numpy(x), torch.from_numpy(y), steps
-    )
+    with one_thread():
+        before_t, after_t, phi = adapt_vmap(
+            forward, theta, lrs, torch.from_numpy(x), torch.from_numpy(y), steps
+        )
     before, after = before_t.numpy(), after_t.numpy()
 
     def one_row(p: Params, row: Tensor) -> Tensor:
         return forward(p, row[None])[0]
 
     def forward_rows(rows: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
+        with one_thread(), torch.no_grad():
             return torch.func.vmap(one_row)(phi, torch.from_numpy(rows)).numpy()
 
     def make_model(i: int) -> AdaptedModel:
@@ -455,6 +471,7 @@ def vmap_batch(
             loss_after=float(after[i]),
             steps=steps,
             backend="vmap",
+            forward_rows=task_rows,
         )
 
     return BatchAdapted(
@@ -466,3 +483,172 @@ def vmap_batch(
         backend="vmap",
         dtype=x.dtype,
     )
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run the block with one torch intra-op thread, then restore the thread count.
+
+    A test-time inner loop runs hundreds of tiny operations (a few thousand numbers
+    each) per adaptation; splitting them over threads costs more than it saves, and on a
+    busy machine every operation waits for the slowest thread (measured: a user MLP's
+    adaptation 1.7 ms at one thread, 4 to 130 ms at two threads on a loaded 2-core machine;
+    ``benchmarks/bench_user_model.py``). ``torch.set_num_threads`` is process-wide: the
+    count is restored on exit, also after an error.
+    """
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+class ModuleRunner:
+    """The fast test-time path of any ``nn.Module``: a private copy of it, adapted in place.
+
+    :func:`adapt_autograd` (the reference) rebuilds the module's parameters through
+    ``torch.func.functional_call`` on every forward pass; here a copy of the module (the
+    worker, made once per learner's model) holds φ as its own parameters: each
+    adaptation copies θ into it, takes ``steps`` steps of ``torch.autograd.grad`` with
+    respect to its parameters and updates them in place (no graph kept between steps),
+    with one torch thread (:func:`one_thread`). Predictions run the worker's forward
+    pass under ``torch.inference_mode``, reloading φ only when another adaptation's φ
+    was loaded since. The same update as :func:`adapt_autograd`, so equal to it to
+    rounding (tested in float64); ``torch.func.grad`` was measured 2x slower than
+    ``torch.autograd.grad`` at these sizes.
+
+    Not thread-safe: one runner serves one learner's backtest at a time.
+
+    Args:
+        model: the learner's module (not modified; copied with ``copy.deepcopy``).
+
+    Raises:
+        Exception: whatever ``copy.deepcopy`` raises for a module that cannot be copied
+            (:func:`module_runner` then returns None and the reference path runs).
+
+    References:
+        Finn, Abbeel, Levine 2017, "Model-Agnostic Meta-Learning for Fast Adaptation of
+        Deep Networks", eq. 1; Li et al. 2017, "Meta-SGD"; PyTorch docs,
+        "torch.inference_mode".
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        # a weak reference: module_runner's cache must not keep the learner's model alive
+        self._model = weakref.ref(model)
+        self._worker = copy.deepcopy(model)
+        self._worker_params = dict(self._worker.named_parameters())
+        self._worker_buffers = dict(self._worker.named_buffers())
+        self._loaded: Mapping[str, Tensor] | None = None  # the φ the worker holds
+        self.dtype = next(iter(self._worker_params.values())).dtype
+
+    def _load(self, params: Mapping[str, Tensor]) -> None:
+        """Copy ``params`` (name -> tensor, every parameter) into the worker."""
+        with torch.no_grad():
+            for name, p in self._worker_params.items():
+                p.copy_(params[name])
+            model = self._model()
+            for name, b in () if model is None else model.named_buffers():
+                self._worker_buffers[name].copy_(b)
+        self._loaded = params
+
+    def adapt(
+        self,
+        theta: Mapping[str, Tensor],
+        lrs: Mapping[str, Tensor | float],
+        x: np.ndarray,
+        y: np.ndarray,
+        steps: int,
+    ) -> tuple[float, float, Params]:
+        """:func:`adapt_autograd` on the worker: ``steps`` steps on the support MSE from θ.
+
+        Args:
+            theta: θ, name -> tensor without autograd history (every parameter).
+            lrs: name -> inner rate (float or tensor of the parameter's shape); its keys
+                are the parameters adapted.
+            x: (S, F_in) support inputs; y: (S,) labels, ndarrays of θ's dtype.
+            steps: inner steps (>= 0).
+
+        Returns:
+            (loss_before, loss_after, φ) as :func:`adapt_autograd` returns them.
+        """
+        self._loaded = None
+        self._load(theta)
+        model = self._model()
+        if model is not None:  # train/eval as the model is now (dropout, as the reference)
+            for mine, theirs in zip(self._worker.modules(), model.modules()):
+                mine.training = theirs.training
+        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+        worker, params = self._worker, self._worker_params
+        names = list(lrs)
+        leaves = [params[n] for n in names]
+        fixed = [p for n, p in params.items() if n not in lrs]
+        loss_before = math.nan
+        with one_thread():
+            for p in fixed:
+                p.requires_grad_(False)
+            for p in leaves:
+                p.requires_grad_(True)
+            with torch.enable_grad():
+                for i in range(steps):
+                    loss = mse(prediction(worker(xt), xt, worker), yt)
+                    if i == 0:
+                        loss_before = float(loss.detach())
+                    grads = torch.autograd.grad(loss, leaves)
+                    with torch.no_grad():
+                        for n, p, g in zip(names, leaves, grads):
+                            p.sub_(lrs[n] * g)
+            with torch.inference_mode():
+                loss_after = float(mse(prediction(worker(xt), xt, worker), yt))
+        phi: Params = {**theta, **{n: p.detach().clone() for n, p in zip(names, leaves)}}
+        self._loaded = phi
+        return (loss_after if steps == 0 else loss_before), loss_after, phi
+
+    def forward_rows(self, params: Mapping[str, Tensor], x: np.ndarray) -> np.ndarray:
+        """Predictions of the module with ``params``: x (N, F_in) ndarray -> (N,) float64.
+
+        Args:
+            params: φ, name -> tensor (every parameter), e.g. from :meth:`adapt`.
+            x: input rows (cast to θ's dtype).
+
+        Returns:
+            (N,) float64 ndarray.
+        """
+        if self._loaded is not params:
+            self._load(params)
+        rows = torch.from_numpy(np.ascontiguousarray(x, dtype=_NUMPY_DTYPES[self.dtype]))
+        with one_thread(), torch.inference_mode():
+            out = prediction(self._worker(rows), rows, self._worker)
+            return out.double().numpy()
+
+
+_NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
+_RUNNERS: weakref.WeakKeyDictionary[nn.Module, ModuleRunner | None] = weakref.WeakKeyDictionary()
+
+
+def module_runner(model: nn.Module) -> ModuleRunner | None:
+    """The :class:`ModuleRunner` of ``model`` (made on first use, kept while the model lives),
+    or None when the module cannot be copied (then the reference path runs).
+
+    A runner is remade when θ's dtype changed since (``model.double()``).
+
+    Args:
+        model: a learner's module.
+
+    Returns:
+        Its runner, or None.
+    """
+    dtype = next(model.parameters()).dtype
+    if model in _RUNNERS:
+        runner = _RUNNERS[model]
+        if runner is None or runner.dtype == dtype:
+            return runner
+    try:
+        runner = ModuleRunner(model)
+    except Exception:  # a module deepcopy refuses: the reference path runs
+        runner = None
+    _RUNNERS[model] = runner
+    return runner

@@ -29,7 +29,6 @@ from metabt.learn.algorithms.inner import (
     prediction,
     query_losses,
     support_objective,
-    vmap_batch,
 )
 from metabt.learn.kernels.batched import BatchAdapted, head_batch
 from metabt.learn.kernels.fused import FastKernel
@@ -237,10 +236,12 @@ class AnilFamily(MamlFamily):
     def _adapt(
         self, learner: Learner, x: np.ndarray, y: np.ndarray, steps: int, reference: bool
     ) -> AdaptedModel:
-        """ANIL's closed-form head (the body once) on metabt's own head, else autograd."""
+        """ANIL's closed-form head (the body once) on metabt's own head, else the module
+        runner (the head adapted through the whole forward pass), else autograd."""
         model = None if reference else self._fast_head(learner)
         if model is None:
-            return self._adapt_autograd(learner, x, y, steps)
+            fast = None if reference else self._adapt_module(learner, x, y, steps)
+            return self._adapt_autograd(learner, x, y, steps) if fast is None else fast
         theta = {k: v.detach() for k, v in learner._named_params}
         xt, yt = torch.from_numpy(x), torch.from_numpy(y)
         before, after, phi = adapt_head(model, theta, learner._numpy_lrs(), xt, yt, steps)
@@ -267,7 +268,7 @@ class AnilFamily(MamlFamily):
         model = self._fast_head(learner)
         if model is not None:
             return head_batch(model, detached, learner._numpy_lrs(), x, y, steps, kernel)
-        return vmap_batch(learner.forward_with, detached, learner._detached_lrs(), x, y, steps)
+        return self._vmap_many(learner, x, y, steps)
 
     def _task_loss(
         self,

@@ -79,7 +79,8 @@ class BatchAdapted:
         make_model: i -> task i's :class:`metabt.learn.adapted.AdaptedModel`.
         loss_before, loss_after: (B,) support MSE at θ and at each φ_b.
         steps: inner-loop steps taken.
-        backend: "kernel", "head", "vmap" or "loop" (separate ``adapt`` calls).
+        backend: "kernel", "head", "vmap" or "loop" (separate ``adapt`` calls, each on its
+            own fast path).
         dtype: θ's NumPy dtype (inputs are cast to it).
 
     Attributes:

@@ -3,7 +3,9 @@
 Each kernel adapts one support set (``adapt``) or B support sets of equal length at once
 (``adapt_many``: the same loop with a leading task axis, one batched matmul per layer
 for all tasks), and predicts with one task's φ (``forward``) or with each task's φ on its
-own row (``forward_many``).
+own row (``forward_many``). A user's ``nn.Sequential`` of ``nn.Linear`` layers and
+elementwise activations runs on the same dense kernel as metabt's MLP
+(:class:`SequentialKernel`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
 import numpy as np
+import torch
+from torch import nn
 
 from metabt.learn.kernels.numpy_models import ArrayParams
 from metabt.learn.models import GRU, MLP, MetaModel
@@ -22,11 +26,15 @@ if TYPE_CHECKING:
     from torch import Tensor
 
 __all__ = [
+    "Activation",
     "BatchKernel",
+    "DenseKernel",
     "FastKernel",
     "FoldCache",
     "GRUKernel",
     "MLPKernel",
+    "SEQUENTIAL_ACTIVATIONS",
+    "SequentialKernel",
     "as_batch_kernel",
     "kernel_for",
     "register_kernel",
@@ -34,6 +42,8 @@ __all__ = [
 
 Rates = Mapping[str, np.ndarray | float]
 Folded = tuple[np.ndarray, np.ndarray | float]
+#: An elementwise activation of a :class:`DenseKernel`: (name, negative slope).
+Activation = tuple[str, float]
 
 
 class FastKernel(Protocol):
@@ -185,37 +195,87 @@ def _named(blocks: Sequence[np.ndarray], names: Sequence[tuple[str, str]]) -> di
     return out
 
 
-class MLPKernel:
-    """The :class:`metabt.learn.models.MLP` inner loop, fused: each layer one matmul each way.
+def _activate(kind: Activation, h: np.ndarray) -> None:
+    """Apply an elementwise activation to ``h`` in place."""
+    name, slope = kind
+    if name == "relu":
+        np.maximum(h, 0.0, out=h)
+    elif name == "tanh":
+        np.tanh(h, out=h)
+    elif name == "sigmoid":
+        np.negative(h, out=h)
+        np.exp(h, out=h)
+        h += 1.0
+        np.reciprocal(h, out=h)
+    elif name == "leaky_relu":
+        np.maximum(h, slope * h, out=h)  # 0 <= slope <= 1
+
+
+def _derivative(kind: Activation, out: np.ndarray) -> np.ndarray | None:
+    """The activation's derivative from its output ``out`` (None: identity, 1 everywhere).
+
+    The formulas of torch's backward functions (``threshold_backward``,
+    ``tanh_backward``, ``sigmoid_backward``, ``leaky_relu_backward``), so that the kernel
+    equals autograd to rounding.
+    """
+    name, slope = kind
+    if name == "relu":
+        return out > 0
+    if name == "tanh":
+        return 1.0 - out * out
+    if name == "sigmoid":
+        return out * (1.0 - out)
+    if name == "leaky_relu":
+        return np.where(out > 0, 1.0, slope).astype(out.dtype, copy=False)
+    return None
+
+
+class DenseKernel:
+    """A stack of dense layers, each ``act(h Wᵀ + b)``, and a scalar linear head, fused:
+    each layer one matmul each way (the inner loop of :class:`MLPKernel` and
+    :class:`SequentialKernel`).
 
     Args:
-        model: the MLP (only its sizes are read; θ is passed to each call).
+        layer_names: (weight, bias) names of each hidden layer, in order.
+        head_names: (weight, bias) names of the head, a (1, H) weight and a (1,) bias.
+        widths: input width, then each hidden layer's width.
+        activations: one ``(name, slope)`` per hidden layer: name "relu", "tanh",
+            "sigmoid", "leaky_relu" (with its negative slope in [0, 1]) or "identity".
     """
 
-    def __init__(self, model: MLP) -> None:
-        n_layers = len(model.layers)
-        self._layer_names = [(f"layers.{i}.weight", f"layers.{i}.bias") for i in range(n_layers)]
-        widths = (model.n_features, *model.hidden)
+    def __init__(
+        self,
+        layer_names: Sequence[tuple[str, str]],
+        head_names: tuple[str, str],
+        widths: Sequence[int],
+        activations: Sequence[Activation],
+    ) -> None:
+        self._layer_names = list(layer_names)
+        self._head_names = head_names
+        self._activations = list(activations)
+        # ReLU maps the ones column to itself, so it runs on a layer's whole input buffer
+        self._all_relu = all(a[0] == "relu" for a in self._activations)
         # (in + 1, out) of each [Wᵀ; b] block of the fused inner loop, head last
         self._shapes = [(a + 1, b) for a, b in itertools.pairwise((*widths, 1))]
-        head_weight, head_bias = model.head_names
-        self._block_names: list[tuple[str, str]] = [*self._layer_names, (head_weight, head_bias)]
+        self._block_names: list[tuple[str, str]] = [*self._layer_names, head_names]
 
     def _acts(self, params: ArrayParams, x: np.ndarray) -> list[np.ndarray]:
         acts = [x]
-        for weight, bias in self._layer_names:
+        for (weight, bias), kind in zip(self._layer_names, self._activations):
             z = acts[-1] @ params[weight].T + params[bias]
-            acts.append(np.maximum(z, 0.0))
+            _activate(kind, z)
+            acts.append(z)
         return acts
 
     def forward(self, params: ArrayParams, x: np.ndarray) -> np.ndarray:
-        """``MLP.forward_with`` in NumPy. params: name -> ndarray; x: (N, F) -> (N,), (F,) -> ()."""
+        """``forward_with`` in NumPy. params: name -> ndarray; x: (N, F) -> (N,), (F,) -> ()."""
         h = x
-        for weight, bias in self._layer_names:
+        for (weight, bias), kind in zip(self._layer_names, self._activations):
             h = h @ params[weight].T
             h += params[bias]
-            np.maximum(h, 0.0, out=h)
-        return h @ params["head.weight"][0] + params["head.bias"][0]
+            _activate(kind, h)
+        head_weight, head_bias = self._head_names
+        return h @ params[head_weight][0] + params[head_bias][0]
 
     def fold(self, params: ArrayParams, lrs: Rates) -> Folded:
         """θ and the inner learning rates in :meth:`adapt`'s layout: ``[Wᵀ; b]`` blocks.
@@ -289,10 +349,14 @@ class MLPKernel:
         scalar_rate = isinstance(rate, float)
         scale = 2.0 / n_support * (rate if isinstance(rate, float) else 1.0)
         loss_before = math.nan
+        relu, kinds = self._all_relu, self._activations
         for step in range(steps + 1):
             for i, block in enumerate(hidden):
                 np.matmul(inputs[i], block, out=outputs[i])
-                np.maximum(inputs[i + 1], 0.0, out=inputs[i + 1])
+                if relu:
+                    np.maximum(inputs[i + 1], 0.0, out=inputs[i + 1])
+                else:
+                    _activate(kinds[i], outputs[i])
             residual = inputs[-1] @ head
             residual -= y
             if step == 0:
@@ -304,7 +368,9 @@ class MLPKernel:
             np.matmul(residual, inputs[-1], out=d_head)
             delta = np.multiply.outer(residual, head_weight)
             for i in range(len(hidden) - 1, -1, -1):
-                delta *= outputs[i] > 0  # ReLU'
+                slope = _derivative(kinds[i], outputs[i])  # act' from the layer's output
+                if slope is not None:
+                    delta *= slope
                 np.matmul(inputs[i].T, delta, out=d_blocks[i])
                 if i:
                     delta = delta @ back[i]
@@ -355,10 +421,14 @@ class MLPKernel:
         scalar_rate = isinstance(rate, float)
         scale = 2.0 / n_support * (rate if isinstance(rate, float) else 1.0)
         loss_before = np.full(n_tasks, np.nan)
+        relu, kinds = self._all_relu, self._activations
         for step in range(steps + 1):
             for i, block in enumerate(hidden):
                 np.matmul(inputs[i], block, out=outputs[i])
-                np.maximum(inputs[i + 1], 0.0, out=inputs[i + 1])
+                if relu:
+                    np.maximum(inputs[i + 1], 0.0, out=inputs[i + 1])
+                else:
+                    _activate(kinds[i], outputs[i])
             residual = np.matmul(inputs[-1], head[:, :, None])[..., 0]
             residual -= y
             if step == 0:
@@ -370,7 +440,9 @@ class MLPKernel:
             np.matmul(residual[:, None, :], inputs[-1], out=d_head[:, None, :])
             delta = residual[:, :, None] * head_weight[:, None, :]
             for i in range(len(hidden) - 1, -1, -1):
-                delta *= outputs[i] > 0  # ReLU'
+                slope = _derivative(kinds[i], outputs[i])
+                if slope is not None:
+                    delta *= slope
                 np.matmul(inputs[i].transpose(0, 2, 1), delta, out=d_blocks[i])
                 if i:
                     delta = delta @ back[i]
@@ -387,13 +459,14 @@ class MLPKernel:
         return out
 
     def forward_many(self, params: ArrayParams, x: np.ndarray) -> np.ndarray:
-        """Task b's MLP on row b. params: name -> (B, *shape) ndarray; x: (B, F) -> (B,)."""
+        """Task b's model on row b. params: name -> (B, *shape) ndarray; x: (B, F) -> (B,)."""
         h = x
-        for weight, bias in self._layer_names:
+        for (weight, bias), kind in zip(self._layer_names, self._activations):
             h = np.matmul(params[weight], h[:, :, None])[..., 0]
             h += params[bias]
-            np.maximum(h, 0.0, out=h)
-        return np.einsum("bh,bh->b", h, params["head.weight"][:, 0]) + params["head.bias"][:, 0]
+            _activate(kind, h)
+        head_weight, head_bias = self._head_names
+        return np.einsum("bh,bh->b", h, params[head_weight][:, 0]) + params[head_bias][:, 0]
 
     def mse_grad_numpy(
         self, params: ArrayParams, x: np.ndarray, y: np.ndarray
@@ -411,21 +484,133 @@ class MLPKernel:
             ``mean((forward_with(params, x) - y) ** 2)`` (tested in float64).
         """
         acts = self._acts(params, x)
-        w_head = params["head.weight"]
-        residual = acts[-1] @ w_head[0] + params["head.bias"][0] - y
+        head_weight, head_bias = self._head_names
+        w_head = params[head_weight]
+        residual = acts[-1] @ w_head[0] + params[head_bias][0] - y
         d_out = (2.0 / len(y)) * residual
         grads = {
-            "head.weight": (d_out @ acts[-1])[None, :],
-            "head.bias": np.atleast_1d(d_out.sum()),
+            head_weight: (d_out @ acts[-1])[None, :],
+            head_bias: np.atleast_1d(d_out.sum()),
         }
         delta = np.outer(d_out, w_head[0])
         for i in reversed(range(len(self._layer_names))):
-            delta = delta * (acts[i + 1] > 0)
-            grads[f"layers.{i}.weight"] = delta.T @ acts[i]
-            grads[f"layers.{i}.bias"] = delta.sum(axis=0)
+            slope = _derivative(self._activations[i], acts[i + 1])
+            if slope is not None:
+                delta = delta * slope
+            weight, bias = self._layer_names[i]
+            grads[weight] = delta.T @ acts[i]
+            grads[bias] = delta.sum(axis=0)
             if i:
-                delta = delta @ params[f"layers.{i}.weight"]
+                delta = delta @ params[weight]
         return float(residual @ residual) / len(y), grads
+
+
+class MLPKernel(DenseKernel):
+    """The :class:`metabt.learn.models.MLP` inner loop, fused: each layer one matmul each way.
+
+    Args:
+        model: the MLP (only its sizes are read; θ is passed to each call).
+    """
+
+    def __init__(self, model: MLP) -> None:
+        n_layers = len(model.layers)
+        names = [(f"layers.{i}.weight", f"layers.{i}.bias") for i in range(n_layers)]
+        head_weight, head_bias = model.head_names
+        widths = (model.n_features, *model.hidden)
+        super().__init__(names, (head_weight, head_bias), widths, [("relu", 0.0)] * n_layers)
+
+
+#: The elementwise activations a :class:`SequentialKernel` runs: module class -> name.
+SEQUENTIAL_ACTIVATIONS: dict[type[nn.Module], str] = {
+    nn.ReLU: "relu",
+    nn.Tanh: "tanh",
+    nn.Sigmoid: "sigmoid",
+    nn.LeakyReLU: "leaky_relu",
+    nn.Identity: "identity",
+}
+
+
+def _has_hooks(module: nn.Module) -> bool:
+    """True when a forward hook (of the module or global) could change its forward pass."""
+    hooks = (
+        module._forward_hooks,
+        module._forward_pre_hooks,
+        getattr(nn.modules.module, "_global_forward_hooks", {}),
+        getattr(nn.modules.module, "_global_forward_pre_hooks", {}),
+    )
+    return any(len(h) for h in hooks)
+
+
+class SequentialKernel(DenseKernel):
+    """The fused inner loop of a user's ``nn.Sequential`` of dense layers (:class:`DenseKernel`).
+
+    A user model made only of ``nn.Linear`` layers (with biases), each followed by at most
+    one elementwise activation of :data:`SEQUENTIAL_ACTIVATIONS`, and ending in an
+    ``nn.Linear(H, 1)``, is the same function as metabt's MLP with other activations, so
+    it adapts and predicts on the same NumPy kernel instead of ``torch.autograd``
+    (:meth:`from_module` decides; any other module keeps the ``torch`` paths). Parameter
+    names are the module's own (``"0.weight"``, ...).
+
+    Args:
+        layer_names, head_names, widths, activations: as :class:`DenseKernel` takes them.
+    """
+
+    @classmethod
+    def from_module(cls, model: object) -> SequentialKernel | None:
+        """The kernel of ``model`` when it is such a stack, else None.
+
+        Args:
+            model: any object; a kernel is built for an ``nn.Sequential`` (or a subclass
+                that keeps ``nn.Sequential.forward``) whose children are exactly
+                ``nn.Linear`` (with bias) and activations of :data:`SEQUENTIAL_ACTIVATIONS`
+                (exact classes: a subclass may change the forward pass), alternating
+                linear then at most one activation, the last an ``nn.Linear(H, 1)``;
+                no buffers, no forward hooks; θ float32 or float64. A ``LeakyReLU`` must
+                have a slope in [0, 1].
+
+        Returns:
+            A :class:`SequentialKernel`, or None.
+        """
+        if not isinstance(model, nn.Sequential) or type(model).forward is not nn.Sequential.forward:
+            return None
+        if any(True for _ in model.buffers()) or any(_has_hooks(m) for m in model.modules()):
+            return None
+        children = list(model.named_children())
+        if not children or any(
+            p.dtype not in (torch.float32, torch.float64) for p in model.parameters()
+        ):
+            return None
+        layers: list[tuple[str, str]] = []
+        widths: list[int] = []
+        acts: list[Activation] = []
+        expect_linear = True
+        for name, child in children:
+            kind = type(child)
+            if kind is nn.Linear:
+                assert isinstance(child, nn.Linear)
+                if child.bias is None or (widths and child.in_features != widths[-1]):
+                    return None
+                if not expect_linear:  # a linear layer straight after another one
+                    acts.append(("identity", 0.0))
+                if not widths:
+                    widths.append(child.in_features)
+                layers.append((f"{name}.weight", f"{name}.bias"))
+                widths.append(child.out_features)
+                expect_linear = False
+            elif kind in SEQUENTIAL_ACTIVATIONS and not expect_linear:
+                slope = float(getattr(child, "negative_slope", 0.0))
+                if not 0.0 <= slope <= 1.0:
+                    return None
+                acts.append((SEQUENTIAL_ACTIVATIONS[kind], slope))
+                expect_linear = True
+            else:
+                return None
+        if expect_linear or widths[-1] != 1:  # must end in nn.Linear(H, 1)
+            return None
+        params = {n for n, _ in model.named_parameters()}
+        if params != {n for pair in layers for n in pair}:
+            return None
+        return cls(layers[:-1], layers[-1], widths[:-1], acts)
 
 
 class GRUKernel:
@@ -708,7 +893,9 @@ def kernel_for(model: object) -> FastKernel | None:
 
     Looked up by the model's exact class in a registry (:class:`MLPKernel` for
     :class:`metabt.learn.models.MLP`, :class:`GRUKernel` for :class:`metabt.learn.models.GRU`, more
-    via :func:`register_kernel`).
+    via :func:`register_kernel`); else a user's ``nn.Sequential`` of ``nn.Linear`` layers
+    and elementwise activations gets a :class:`SequentialKernel`
+    (:meth:`SequentialKernel.from_module`).
 
     Args:
         model: any module.
@@ -717,7 +904,9 @@ def kernel_for(model: object) -> FastKernel | None:
         A kernel built for this model's sizes, or None.
     """
     factory = _KERNELS.get(type(model))  # type: ignore[arg-type]
-    return None if factory is None else factory(model)
+    if factory is not None:
+        return factory(model)
+    return SequentialKernel.from_module(model)
 
 
 class FoldCache:
