@@ -294,3 +294,23 @@ def test_sigkill_then_restart_gives_the_uninterrupted_final_state(cli_setup, tmp
     assert "resumed after" in done.stdout
     assert (killed / "orders.jsonl").read_text() == (once / "orders.jsonl").read_text()
     assert differences(load_state(once / "state.npz"), load_state(killed / "state.npz")) == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--end", "2011-01-01"], "use --until DATE instead of --end"),
+        (["--benchmark", "x.csv"], "--benchmark is not followed"),
+        (["--train-data", "x.csv"], "--train-data is for training"),
+        ([], "no such checkpoint"),
+    ],
+)
+def test_cli_paper_refuses_what_it_cannot_do(extra, message, tmp_path, capsys):
+    from metabt.cli.main import main
+
+    code = main(
+        ["paper", "--data", "a.csv", "--model", str(tmp_path / "none.pt"),
+         "--state", str(tmp_path / "s"), *extra]
+    )  # fmt: skip
+    assert code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()

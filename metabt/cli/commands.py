@@ -446,6 +446,13 @@ def cmd_paper(args: argparse.Namespace) -> int:
 
     if args.end is not None:
         raise ConfigError("metabt paper runs forward: use --until DATE instead of --end")
+    if args.train_data:
+        raise ConfigError("metabt paper trades a trained --model; --train-data is for training")
+    if args.benchmark:
+        raise ConfigError(
+            "metabt paper follows the --data files only: --benchmark is not followed; add to "
+            "each file the benchmark's close as an extra column, appended with its bars"
+        )
     model = Path(args.model)
     if not model.is_file():
         raise ConfigError(f"--model {model}: no such checkpoint; train one with `metabt train`")
