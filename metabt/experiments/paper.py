@@ -392,12 +392,11 @@ class _Keeper(bt.Analyzer):
     def start(self) -> None:
         self._run: _PaperRunner = self.p.run
         self._run.keeper = self
-        self._seq: dict[int, int] = {}
-        self._events: list[dict[str, Any]] = []
+        self._seq: dict[int, int] = {}  # backtrader's order ref -> this run's order number
         self._pending_events: list[dict[str, Any]] = []
 
     def notify_order(self, order: bt.Order) -> None:
-        key = id(order)
+        key = int(order.ref)
         if key not in self._seq:
             self._seq[key] = len(self._seq) + 1
         # read now: the order object moves on (accepted, filled) before the bar ends
