@@ -6,15 +6,18 @@ bar file at once, then appends the later rows one at a time, ``--every`` seconds
 up to ``--until``, as a downloader appends each new bar::
 
     python examples/replay_downloader.py sample_data/IBM.csv live/IBM.csv \\
-        --history 2011-12-30 --until 2012-06-29 --every 0.05
+        --history 2011-12-30 --until 2012-06-29 --every 0.05 --background
 
-Each row is written whole with its line break in one write, as a downloader should (a
+With ``--background`` the history is written before the command returns and the rows are
+appended by a background process, so a ``metabt paper`` started next finds the file. Each
+row is written whole with its line break in one write, as a downloader should (a
 half-written last line is simply waited for by ``metabt paper``).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -29,6 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--history", required=True, help="last date written at once")
     parser.add_argument("--until", help="last date appended (default: the source's end)")
     parser.add_argument("--every", type=float, default=1.0, help="seconds between rows")
+    parser.add_argument(
+        "--background",
+        action="store_true",
+        help="append from a background process, once the history is written (POSIX)",
+    )
     args = parser.parse_args(argv)
     if not 0 <= args.every <= 3600:
         parser.error("--every must be 0..3600 seconds")
@@ -40,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     args.target.parent.mkdir(parents=True, exist_ok=True)
     with open(args.target, "w") as out:
         out.write(header + "".join(r for r, d in zip(rows, dates) if d <= history))
+    if args.background and os.fork() > 0:
+        return 0  # the parent: the history is in place; the child appends
     for row, when in zip(rows, dates):
         if history < when <= until:
             time.sleep(args.every)

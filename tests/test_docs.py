@@ -105,7 +105,7 @@ def test_readme_paper_trading_commands_run(tmp_path):
         [f"{train} --quiet", lines[1].replace("--every 0.02", "--every 0"), lines[2]]
     )
     done = subprocess.run(
-        ["bash", "-ec", script + "\nwait"],
+        ["bash", "-ec", script],
         cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
