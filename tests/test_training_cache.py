@@ -95,3 +95,33 @@ def test_the_oldest_entries_beyond_the_cap_are_removed(tmp_path):
     cache._prune(keep="00")
     left = sorted(p.stem for p in folder.glob("*.unit"))
     assert left == ["00"] + [f"{i:02d}" for i in range(3, MAX_ENTRIES + 3)]
+
+
+def test_entries_are_keyed_by_metabt_s_sources_not_only_its_version(tmp_path, sample_frames):
+    """A stored learner pickles metabt's objects: code edited under the same version number
+    must miss the cache (a fresh clone's demo once unpickled a kernel from older code)."""
+    import argparse
+
+    from metabt._version import source_digest
+    from metabt.cli.commands import _code_context
+
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "a.py").write_text("x = 1\n")
+    (pkg / "sub" / "b.py").write_text("y = 2\n")
+    before = source_digest(pkg)
+    (pkg / "sub" / "b.py").write_text("y = 3\n")
+    source_digest.cache_clear()
+    assert source_digest(pkg) != before and len(before) == 64
+    context = _code_context(argparse.Namespace(threads=1))
+    assert context["sources"] == source_digest()
+    one = TrainingCache(tmp_path / "c1", context=context)
+    other = TrainingCache(tmp_path / "c2", context={**context, "sources": before})
+    from metabt.config.defaults import DEMO
+    from metabt.experiments.settings import RunSettings
+
+    settings = RunSettings(
+        frames=sample_frames, train_frames=sample_frames, start=pd.Timestamp("2011-01-03"),
+        cfg=DEMO,
+    )  # fmt: skip
+    assert one.key(settings, settings.start) != other.key(settings, settings.start)

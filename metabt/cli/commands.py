@@ -213,30 +213,42 @@ def _ledger_record(record: RunRecord, verdicts: Sequence[Any], roster: int) -> N
 
 def _unit_store(args: argparse.Namespace) -> UnitStore:
     """Where the run keeps its finished units (``.<out>.units`` beside ``--out``), read back
-    with ``--resume``; keyed also by metabt's and torch's versions and the thread count."""
-    import torch
-
-    from metabt._version import __version__
+    with ``--resume``; keyed also by metabt's version and sources, torch's version and the
+    thread count."""
     from metabt.experiments.resume import UnitStore
 
     out = Path(args.out).resolve()
-    context = {"metabt": __version__, "torch": torch.__version__, "threads": args.threads}
+    context = _code_context(args)
     return UnitStore(out.parent / f".{out.name}.units", resume=args.resume, context=context)
 
 
 def _training_cache(args: argparse.Namespace) -> TrainingCache | None:
     """The main job's training cache (:mod:`metabt.experiments.cache`), keyed also by
-    metabt's and torch's versions and the thread count; None when ``$METABT_CACHE`` is off."""
-    import torch
-
-    from metabt._version import __version__
+    metabt's version and sources, torch's version and the thread count; None when
+    ``$METABT_CACHE`` is off."""
     from metabt.experiments.cache import TrainingCache, cache_folder
 
     folder = cache_folder()
     if folder is None:
         return None
-    context = {"metabt": __version__, "torch": torch.__version__, "threads": args.threads}
-    return TrainingCache(folder, context=context)
+    return TrainingCache(folder, context=_code_context(args))
+
+
+def _code_context(args: argparse.Namespace) -> dict[str, Any]:
+    """What a stored unit or trained learner depends on beyond its settings and data:
+    metabt's version and the digest of its sources (a unit pickles metabt's objects, so code
+    that changed under the same version number must not read them back), torch's version
+    and the thread count."""
+    import torch
+
+    from metabt._version import __version__, source_digest
+
+    return {
+        "metabt": __version__,
+        "sources": source_digest(),
+        "torch": torch.__version__,
+        "threads": args.threads,
+    }
 
 
 def _resumed(store: UnitStore) -> None:
