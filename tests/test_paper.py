@@ -314,3 +314,26 @@ def test_cli_paper_refuses_what_it_cannot_do(extra, message, tmp_path, capsys):
     )  # fmt: skip
     assert code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
+
+
+def test_paper_follows_parquet_files_as_the_backtest_reads_them(setup, small_learner, tmp_path):
+    root, frames, _lines, backtest = setup
+    files = []
+    for name, frame in frames.items():
+        path = tmp_path / f"{name}.parquet"
+        frame.loc[:HISTORY].to_parquet(path)
+        files.append(path)
+
+    def rewrite_later() -> None:  # a downloader rewrites a Parquet file whole
+        time.sleep(0.2)
+        for frame, path in zip(frames.values(), files):
+            tmp = path.with_suffix(".tmp")
+            frame.to_parquet(tmp)
+            os.replace(tmp, path)
+
+    writer = threading.Thread(target=rewrite_later)
+    writer.start()
+    run = run_paper(_settings(root, files, small_learner, tmp_path / "state"))
+    writer.join()
+    assert run.last_bar == END and not run.refused
+    pd.testing.assert_series_equal(run.result.returns, backtest.returns)
