@@ -337,3 +337,33 @@ def test_paper_follows_parquet_files_as_the_backtest_reads_them(setup, small_lea
     writer.join()
     assert run.last_bar == END and not run.refused
     pd.testing.assert_series_equal(run.result.returns, backtest.returns)
+
+
+def test_a_file_that_stops_is_released_after_the_timeout_and_never_closed_early(
+    setup, small_learner, tmp_path
+):
+    """IBM's downloader stops at STOP: with a stagger timeout AAPL's bars go on without it,
+    and IBM's position is held (a live feed's end is unknown), where the backtest of the
+    same bars closes it at IBM's last bar (it knows the file's length)."""
+    root, _frames, lines, _backtest = setup
+    stop = pd.Timestamp("2010-12-31")
+    files = _start_files(tmp_path, lines, "stop")
+    for path in files:
+        keep = [
+            ln for ln in lines[path.stem][1:]
+            if path.stem == "AAPL" or pd.Timestamp(ln[:10]) <= stop
+        ]  # fmt: skip
+        path.write_text(lines[path.stem][0] + "".join(keep))
+    run = run_paper(_settings(root, files, small_learner, tmp_path / "state", stagger_timeout=0.05))
+    assert run.last_bar == END
+    assert run.frames["IBM"].index[-1] == stop and run.frames["AAPL"].index[-1] == END
+    state = load_state(tmp_path / "state" / "state.npz")
+    assert state.meta["closed"] == []  # nothing closed on a file's silence
+    from metabt.data.ohlcv import load_ohlcv
+
+    cut = {p.stem: load_ohlcv(p) for p in files}
+    backtest = run_backtest(
+        MetaStrategy, cut, start=START, warmup_bars=120,
+        strategy_kwargs={"learner": small_learner, **KW},
+    )  # fmt: skip
+    assert set(backtest.strategy.ended) == {"IBM"}  # the backtest closes IBM: hindsight
