@@ -66,7 +66,6 @@ from metabt.data.bars import infer_frequency
 from metabt.data.clock import BarClock
 from metabt.data.follow import FollowedFile
 from metabt.data.live import live_feed
-from metabt.data.ohlcv import COLUMNS
 from metabt.errors import ConfigError, DataError, MetabtError
 from metabt.experiments.backtest import (
     BacktestResult,
@@ -956,6 +955,3 @@ def _is_main_thread() -> bool:
     import threading
 
     return threading.current_thread() is threading.main_thread()
-
-
-_ = COLUMNS  # the live feeds' leading columns (metabt.data.live checks them)
