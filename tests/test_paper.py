@@ -230,7 +230,10 @@ def cli_setup(setup, small_learner, tmp_path_factory):
     return where, args
 
 
-def test_cli_paper_prints_the_backtest_summary_of_the_same_bars(cli_setup):
+@pytest.fixture(scope="module")
+def uninterrupted(cli_setup):
+    """One uninterrupted `metabt paper` run to --until (its state folder and output);
+    each xdist worker that needs it runs it once."""
     where, args = cli_setup
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     paper = subprocess.run(
@@ -238,6 +241,13 @@ def test_cli_paper_prints_the_backtest_summary_of_the_same_bars(cli_setup):
         capture_output=True, text=True, timeout=300, env=env, check=False,
     )  # fmt: skip
     assert paper.returncode == 0, paper.stderr[-2000:]
+    return where / "state", paper
+
+
+def test_cli_paper_prints_the_backtest_summary_of_the_same_bars(cli_setup, uninterrupted):
+    where, args = cli_setup
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    _, paper = uninterrupted
     backtest_args = [a if a != "--until" else "--end" for a in args]
     backtest_args = [a for a in backtest_args if a not in ("--poll", "0.01")]
     i = backtest_args.index("--report-every")
@@ -260,12 +270,12 @@ def test_cli_paper_prints_the_backtest_summary_of_the_same_bars(cli_setup):
         assert (where / "state" / name).is_file(), name
 
 
-def test_sigkill_then_restart_gives_the_uninterrupted_final_state(cli_setup, tmp_path):
-    where, args = cli_setup
+def test_sigkill_then_restart_gives_the_uninterrupted_final_state(
+    cli_setup, uninterrupted, tmp_path
+):
+    _, args = cli_setup
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    once = where / "state"
-    if not (once / "state.npz").is_file():
-        pytest.skip("needs the uninterrupted CLI run of the test above")
+    once, _ = uninterrupted
     rng = np.random.default_rng(7)  # the kill points: order-log lines written before
     killed = tmp_path / "killed"
     # Ctrl-C first (a clean stop after the bar in progress), then SIGKILL twice

@@ -521,9 +521,15 @@ class _PaperRunner:
             assert current is not None
             self.releases.append([current.time.isoformat(), sorted(current.bars)])
             self.clock.mark_processed(current.time)
+            # while catching up on bars already queued, the files are written but not
+            # fsynced: a killed process loses nothing either way (the page cache outlives
+            # it), and a lost machine replays those bars from the followed files
+            sync = not hub.catching_up
             if events:
-                _append_lines(self.orders_path, [json.dumps(e, sort_keys=True) for e in events])
-            self._save(strategy)
+                _append_lines(
+                    self.orders_path, [json.dumps(e, sort_keys=True) for e in events], sync=sync
+                )
+            self._save(strategy, sync=sync)
             self.bars_done += 1
             every = self.s.report_every
             if (
@@ -536,14 +542,14 @@ class _PaperRunner:
                 self.refresh_reports(strategy)
         hub.processed()
 
-    def _save(self, strategy: bt.Strategy) -> None:
+    def _save(self, strategy: bt.Strategy, *, sync: bool = True) -> None:
         state = capture(strategy)
         state.meta["paper"] = {
             "first": None if self.first is None else self.first.isoformat(),
             "releases": self.releases,
             "files": {f.name: f.state() for f in self.files},
         }
-        save_state(state, self.state_path)
+        save_state(state, self.state_path, sync=sync)
 
     def _check_rebuilt(self, strategy: bt.Strategy) -> None:
         assert self.saved is not None
@@ -943,12 +949,13 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _append_lines(path: Path, lines: list[str]) -> None:
-    """Append whole lines in one write, flushed to disk."""
+def _append_lines(path: Path, lines: list[str], *, sync: bool = True) -> None:
+    """Append whole lines in one write, flushed to disk when ``sync``."""
     with open(path, "a") as fh:
         fh.write("".join(line + "\n" for line in lines))
         fh.flush()
-        os.fsync(fh.fileno())
+        if sync:
+            os.fsync(fh.fileno())
 
 
 def _is_main_thread() -> bool:

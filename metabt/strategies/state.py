@@ -204,12 +204,14 @@ def capture(strategy: Any) -> StrategyState:
     return StrategyState(meta=meta, arrays=arrays)
 
 
-def save_state(state: StrategyState, path: str | os.PathLike[str]) -> Path:
+def save_state(state: StrategyState, path: str | os.PathLike[str], *, sync: bool = True) -> Path:
     """Write ``state`` to ``path`` (``.npz``) atomically: a temporary file, then a rename.
 
     Args:
         state: what :func:`capture` returned.
         path: the state file; its folder must exist.
+        sync: flush the file to disk (``fsync``) before the rename, so that it survives a
+            power loss, not only a killed process. Default True.
 
     Returns:
         The path written.
@@ -236,7 +238,8 @@ def save_state(state: StrategyState, path: str | os.PathLike[str]) -> Path:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
-            os.fsync(fh.fileno())
+            if sync:
+                os.fsync(fh.fileno())
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
