@@ -34,7 +34,7 @@ def _umask() -> int:
 
 
 @contextlib.contextmanager
-def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_path(target: str | os.PathLike[str], *, sync: bool = False) -> Iterator[Path]:
     """Yield a fresh temporary file beside ``target``; move it onto ``target`` on success.
 
     The temporary file is created by :func:`tempfile.mkstemp` in the target's folder (an
@@ -47,6 +47,8 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
 
     Args:
         target: the file to write.
+        sync: flush the written file to disk (``fsync``) before the rename, so that the new
+            content survives a power loss, not only a killed process. Default False.
 
     Yields:
         pathlib.Path: the temporary file to write to.
@@ -62,6 +64,12 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
         os.close(fd)
         os.chmod(tmp, 0o666 & ~_umask())
         yield tmp
+        if sync:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -69,18 +77,19 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
-def write_text(path: str | os.PathLike[str], text: str) -> Path:
+def write_text(path: str | os.PathLike[str], text: str, *, sync: bool = False) -> Path:
     """Write ``text`` (UTF-8) atomically (see :func:`atomic_path`).
 
     Args:
         path: destination (parent folders are created).
         text: the content.
+        sync: fsync it before the rename (see :func:`atomic_path`). Default False.
 
     Returns:
         ``path`` as a Path; it is either the old file or the complete new one.
     """
     target = Path(path)
-    with atomic_path(target) as tmp:
+    with atomic_path(target, sync=sync) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return target
 

@@ -472,7 +472,8 @@ def cmd_paper(args: argparse.Namespace) -> int:
     import dataclasses
 
     from metabt.experiments.compare import main_backtest
-    from metabt.experiments.paper import file_sha256, paper_settings, run_paper
+    from metabt.experiments.paper import paper_settings, run_paper
+    from metabt.experiments.record import file_sha256
     from metabt.experiments.settings import RunSettings
     from metabt.learn.learner import MetaLearner
 

@@ -46,11 +46,11 @@ backtest's early close would have acted.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -61,6 +61,7 @@ import backtrader as bt
 import pandas as pd
 
 from metabt._checks import through_day
+from metabt._util import write_text
 from metabt.costs import Costs
 from metabt.data.bars import infer_frequency
 from metabt.data.clock import BarClock
@@ -74,6 +75,7 @@ from metabt.experiments.backtest import (
     warmup_start,
 )
 from metabt.experiments.log import Log, silent
+from metabt.experiments.record import plain
 from metabt.experiments.settings import RunSettings
 from metabt.learn.learner import MetaLearner
 from metabt.strategies.state import (
@@ -89,7 +91,6 @@ __all__ = [
     "PaperError",
     "PaperRun",
     "PaperSettings",
-    "file_sha256",
     "order_event",
     "paper_settings",
     "run_paper",
@@ -174,42 +175,22 @@ class PaperSettings:
             raise ConfigError(f"report_every must be 0..10,000,000 bars, got {self.report_every!r}")
 
     def settings_record(self) -> dict[str, Any]:
-        """What ``paper.json`` stores: the settings that must not change across restarts,
-        and those that may (under ``"may_change"``)."""
-        fixed = {
-            "format": PAPER_FORMAT,
-            "data": [str(p.resolve()) for p in self.data],
-            "strategy": self.strategy.__name__,
-            "start": self.start.isoformat(),
-            "cash": float(self.cash),
-            "costs": _json_ready(dataclasses.asdict(self.costs)),
-            "sizer": {k: _json_ready(v) for k, v in sorted(self.sizer_kwargs.items())},
-            "warmup_bars": int(self.warmup_bars),
-            **{k: _json_ready(v) for k, v in sorted(self.record.items())},
-        }
-        return fixed
-
-
-def _json_ready(value: Any) -> Any:
-    """A JSON-ready copy of a setting (unknown objects by their type name)."""
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
-    if isinstance(value, Mapping):
-        return {str(k): _json_ready(v) for k, v in value.items()}
-    if isinstance(value, (pd.Timestamp,)):
-        return value.isoformat()
-    return f"<{type(value).__name__}>"
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file's bytes (a model checkpoint's identity in ``paper.json``)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        """What ``paper.json`` stores: the settings that must not change across restarts
+        (``poll``, ``until``, ``stagger_timeout``, the report schedule and
+        ``accept_broker`` may change, so they are not stored), as JSON primitives."""
+        return plain(
+            {
+                "format": PAPER_FORMAT,
+                "data": [str(p.resolve()) for p in self.data],
+                "strategy": self.strategy.__name__,
+                "start": self.start,
+                "cash": float(self.cash),
+                "costs": dataclasses.asdict(self.costs),
+                "sizer": dict(sorted(self.sizer_kwargs.items())),
+                "warmup_bars": int(self.warmup_bars),
+                **dict(sorted(self.record.items())),
+            }
+        )
 
 
 def order_event(order: bt.Order, seq: int, bar: str) -> dict[str, Any]:
@@ -254,6 +235,13 @@ class _Release:
         self.bars = bars
         self.taken: set[str] = set()
 
+    @classmethod
+    def of(cls, when: Any, bars: Mapping[str, pd.Series]) -> _Release:
+        """The release of ``when`` from each file's bar (a Series over the file's columns,
+        as ``BarClock.poll`` and ``FollowedFile.history`` give it), values in column order."""
+        rows = {name: tuple(map(float, bar.to_numpy())) for name, bar in bars.items()}
+        return cls(pd.Timestamp(when), rows)
+
 
 class _Hub:
     """Hands released bars to the live feeds, one bar time per round of backtrader's loop.
@@ -265,21 +253,20 @@ class _Hub:
 
     def __init__(
         self,
-        queued: list[_Release],
-        clock: BarClock | None,
-        columns: Mapping[str, Sequence[str]],
+        replayed: list[_Release],
+        released: list[_Release],
+        clock: BarClock,
         *,
         poll: float,
         until: pd.Timestamp | None,
         spacing: pd.Timedelta,
         stopped: Callable[[], bool],
-        log: Log,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self._replay = list(queued)  # replayed releases first, then any already released
-        self.replay_count = 0  # how many of them are replayed ones (set by the runner)
+        # the replayed releases of a restart first, then those the clock already released
+        self._replay = [*replayed, *released]
+        self.replay_count = len(replayed)
         self._clock = clock
-        self._columns = columns
         self._queue: list[_Release] = []
         self._current: _Release | None = None
         self._done_round = True
@@ -287,7 +274,6 @@ class _Hub:
         self._until = until
         self._spacing = spacing
         self._stopped = stopped
-        self._log = log
         self._sleep = sleep
         self.released = 0  # releases handed out in this run (replayed ones included)
         self.last_time: pd.Timestamp | None = None
@@ -335,7 +321,7 @@ class _Hub:
         if self._replay:
             self._start(self._replay.pop(0))
             return True
-        if self._stopped() or self._clock is None or self._reached_until():
+        if self._stopped() or self._reached_until():
             self.finished = True
             return False
         if not self._queue:
@@ -365,21 +351,11 @@ class _Hub:
         )
 
     def _clock_releases(self) -> list[_Release]:
-        assert self._clock is not None
-        out = []
-        for when, bars in self._clock.poll():
-            rows = {
-                name: tuple(float(bar[c]) for c in self._columns[name])
-                for name, bar in bars.items()
-            }
-            out.append(_Release(pd.Timestamp(when), rows))
-        return out
+        return [_Release.of(when, bars) for when, bars in self._clock.poll()]
 
     def _clock_done(self) -> bool:
         """With ``until``: every file has a bar past it, so nothing more will be released."""
-        if self._until is None or self._clock is None:
-            return False
-        return bool(self._clock.done)
+        return self._until is not None and bool(self._clock.done)
 
 
 class _Keeper(bt.Analyzer):
@@ -426,7 +402,6 @@ class _PaperRunner:
         self.releases: list[list[Any]] = []  # [iso time, [names]] of every processed release
         self.first: pd.Timestamp | None = None
         self.bars_done = 0
-        self.replay_checked = 0
         self.keeper: bt.Analyzer | None = None
         self.stop_requested = False
 
@@ -444,7 +419,7 @@ class _PaperRunner:
             )
         if not marker.is_file():
             folder.mkdir(parents=True, exist_ok=True)
-            _write_atomic(marker, json.dumps(record, indent=2, sort_keys=True) + "\n")
+            write_text(marker, json.dumps(record, indent=2, sort_keys=True) + "\n", sync=True)
             return False
         try:
             saved = json.loads(marker.read_text())
@@ -493,8 +468,10 @@ class _PaperRunner:
                 kept.append(event)
                 self.logged.setdefault(event["bar"], []).append(event)
         if dropped:  # the bar in flight when the process ended: its state was never saved
-            _write_atomic(
-                self.orders_path, "".join(json.dumps(e, sort_keys=True) + "\n" for e in kept)
+            write_text(
+                self.orders_path,
+                "".join(json.dumps(e, sort_keys=True) + "\n" for e in kept),
+                sync=True,
             )
             self.log(
                 f"dropped {dropped} order event(s) logged after the last saved bar {last} "
@@ -513,7 +490,6 @@ class _PaperRunner:
                     f"{events[:1]} vs {expected[:1]}): the data, the model or metabt changed "
                     "since they were logged; start a new state folder"
                 )
-            self.replay_checked += 1
             if hub.released == hub.replay_count:
                 self._check_rebuilt(strategy)
         else:
@@ -651,7 +627,7 @@ class _PaperRunner:
             self.log("stopping after the bar in progress (Ctrl-C again to abort at once)")
             signal.signal(signal.SIGINT, previous)
 
-        in_main = _is_main_thread()
+        in_main = threading.current_thread() is threading.main_thread()
         if in_main:
             signal.signal(signal.SIGINT, stop)
         try:
@@ -674,18 +650,15 @@ class _PaperRunner:
         first_live = self._warm_up(clock) if self.first is None else []
         if self.first is None:  # stopped while waiting for `start`
             return None, restart
-        columns = {f.name: list(f.history.columns) for f in self.files}
         self.hub = _Hub(
-            replay + first_live,
+            replay,
+            first_live,
             clock,
-            columns,
             poll=self.s.poll,
             until=None if self.s.until is None else through_day(self.s.until),
             spacing=self._spacing(),
             stopped=lambda: self.stop_requested,
-            log=self.log,
         )
-        self.hub.replay_count = len(replay)
         feeds = []
         unit, compression = self._timeframe()
         for f in self.files:
@@ -693,7 +666,7 @@ class _PaperRunner:
                 live_feed(
                     self.hub.source(f.name),
                     name=f.name,
-                    columns=columns[f.name],
+                    columns=list(f.history.columns),
                     timeframe=unit,
                     compression=compression,
                 )
@@ -738,15 +711,10 @@ class _PaperRunner:
     def _replay_releases(self) -> list[_Release]:
         """The processed releases, rebuilt from the files' verified histories."""
         histories = {f.name: f.history for f in self.files}
-        out = []
-        for iso, names in self.releases:
-            when = pd.Timestamp(iso)
-            bars = {}
-            for name in names:
-                row = histories[name].loc[when]
-                bars[name] = tuple(float(row[c]) for c in histories[name].columns)
-            out.append(_Release(when, bars))
-        return out
+        return [
+            _Release.of(iso, {name: histories[name].loc[pd.Timestamp(iso)] for name in names})
+            for iso, names in self.releases
+        ]
 
     def _warm_up(self, clock: BarClock) -> list[_Release]:
         """Wait until every file reaches ``start``, then fix the warm-up's first bar.
@@ -768,15 +736,7 @@ class _PaperRunner:
             return []
         frames = {f.name: f.history.loc[: held[-1][0]] for f in self.files}
         self.first = warmup_start(frames, self.s.start, self.s.warmup_bars)
-        columns = {f.name: list(f.history.columns) for f in self.files}
-        return [
-            _Release(
-                pd.Timestamp(when),
-                {n: tuple(float(b[c]) for c in columns[n]) for n, b in bars.items()},
-            )
-            for when, bars in held
-            if when >= self.first
-        ]
+        return [_Release.of(when, bars) for when, bars in held if when >= self.first]
 
     def _spacing(self) -> pd.Timedelta:
         """The smallest spacing of the first file's bars (a day without two bars)."""
@@ -940,15 +900,6 @@ def run_paper(settings: PaperSettings, *, log: Log = silent) -> PaperRun:
     )
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def _append_lines(path: Path, lines: list[str], *, sync: bool = True) -> None:
     """Append whole lines in one write, flushed to disk when ``sync``."""
     with open(path, "a") as fh:
@@ -956,9 +907,3 @@ def _append_lines(path: Path, lines: list[str], *, sync: bool = True) -> None:
         fh.flush()
         if sync:
             os.fsync(fh.fileno())
-
-
-def _is_main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()

@@ -30,7 +30,6 @@ import io
 import json
 import math
 import os
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -40,6 +39,7 @@ from typing import Any
 import backtrader as bt
 import numpy as np
 
+from metabt._util import atomic_path
 from metabt._version import __version__
 from metabt.errors import ConfigError
 
@@ -233,17 +233,8 @@ def save_state(state: StrategyState, path: str | os.PathLike[str], *, sync: bool
             f"state file {target}: {len(data):,} bytes is over the {MAX_STATE_BYTES:,}-byte "
             "limit; a strategy's state should be far smaller (check the number of assets)"
         )
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            if sync:
-                os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(target, sync=sync) as tmp:
+        tmp.write_bytes(data)
     return target
 
 
