@@ -468,23 +468,14 @@ def cmd_paper(args: argparse.Namespace) -> int:
     model = Path(args.model)
     if not model.is_file():
         raise ConfigError(f"--model {model}: no such checkpoint; train one with `metabt train`")
-    frames = _load_frames(args.data)  # the bars known now: the checks and the calibration
+    settings = _settings(args)  # the bars known now: the checks and the calibration
     import dataclasses
 
     from metabt.experiments.compare import main_backtest
     from metabt.experiments.paper import paper_settings, run_paper
     from metabt.experiments.record import file_sha256
-    from metabt.experiments.settings import RunSettings
     from metabt.learn.learner import MetaLearner
 
-    settings = RunSettings(
-        frames=frames,
-        train_frames=frames,
-        start=args.start,
-        cash=args.cash,
-        costs=costs_of(args),
-        cfg=config_of(args),
-    )
     learner = MetaLearner.load(model)
     paper = paper_settings(
         settings,
