@@ -377,3 +377,24 @@ def test_a_file_that_stops_is_released_after_the_timeout_and_never_closed_early(
         strategy_kwargs={"learner": small_learner, **KW},
     )  # fmt: skip
     assert set(backtest.strategy.ended) == {"IBM"}  # the backtest closes IBM: hindsight
+
+
+def test_a_restart_reads_the_folder_s_files_with_bounds(
+    setup, small_learner, tmp_path, monkeypatch
+):
+    from metabt.errors import ConfigError
+    from metabt.experiments import paper
+
+    root, _frames, lines, _backtest = setup
+    files = _start_files(tmp_path, lines, "bounds")
+    for path in files:
+        path.write_text("".join(lines[path.stem]))
+    state = tmp_path / "state"
+    run_paper(_settings(root, files, small_learner, state, until=pd.Timestamp("2010-08-31")))
+    assert (state / "orders.jsonl").stat().st_size > 100
+    monkeypatch.setattr(paper, "MAX_ORDER_LOG_BYTES", 100)
+    with pytest.raises(PaperError, match=r"order log .* over the 100-byte limit"):
+        run_paper(_settings(root, files, small_learner, state))
+    (state / "paper.json").write_text(" " * 1_000_001)
+    with pytest.raises(ConfigError, match="larger than 1,000,000 bytes"):
+        run_paper(_settings(root, files, small_learner, state))

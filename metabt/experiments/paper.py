@@ -60,7 +60,7 @@ from typing import Any
 import backtrader as bt
 import pandas as pd
 
-from metabt._checks import through_day
+from metabt._checks import read_small_text, through_day
 from metabt._util import write_text
 from metabt.costs import Costs
 from metabt.data.bars import infer_frequency
@@ -87,6 +87,7 @@ from metabt.strategies.state import (
 )
 
 __all__ = [
+    "MAX_ORDER_LOG_BYTES",
     "PAPER_FORMAT",
     "PaperError",
     "PaperRun",
@@ -98,6 +99,9 @@ __all__ = [
 
 #: Version of the state folder's layout (``paper.json``).
 PAPER_FORMAT = 1
+
+#: The largest order log a restart reads back, bytes.
+MAX_ORDER_LOG_BYTES = 256 * 2**20
 
 _SETTINGS = "paper.json"
 _STATE = "state.npz"
@@ -422,8 +426,8 @@ class _PaperRunner:
             write_text(marker, json.dumps(record, indent=2, sort_keys=True) + "\n", sync=True)
             return False
         try:
-            saved = json.loads(marker.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+            saved = json.loads(read_small_text(marker, f"settings file {marker}"))
+        except json.JSONDecodeError as exc:
             raise PaperError(
                 f"{marker} cannot be read ({exc}); it is not a metabt state folder"
             ) from exc
@@ -458,6 +462,12 @@ class _PaperRunner:
         last = self.saved.meta.get("bar")
         kept, dropped = [], 0
         if self.orders_path.is_file():
+            size = self.orders_path.stat().st_size
+            if size > MAX_ORDER_LOG_BYTES:
+                raise PaperError(
+                    f"order log {self.orders_path}: {size:,} bytes, over the "
+                    f"{MAX_ORDER_LOG_BYTES:,}-byte limit; start a new state folder"
+                )
             for line in self.orders_path.read_text().splitlines():
                 if not line.strip():
                     continue
