@@ -81,6 +81,17 @@ def _start_files(root, lines, tag):
     return files
 
 
+def _full_files(root, lines, tag):
+    """Followed files already holding every bar to END (the runs stop at their `until`)."""
+    files = []
+    for name, text in lines.items():
+        path = root / tag / f"{name}.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(text))
+        files.append(path)
+    return files
+
+
 def _append_in_chunks(files, lines, seed):
     """Append each file's later bars in random chunks, half lines included, the files
     staggered (each its own thread)."""
@@ -131,9 +142,7 @@ def test_restarts_at_several_bars_end_in_the_same_state_and_order_log(
     setup, small_learner, tmp_path
 ):
     root, _frames, lines, _backtest = setup
-    files = _start_files(tmp_path, lines, "whole")
-    for path in files:  # all bars present: the runs below stop at their `until`
-        path.write_text("".join(lines[path.stem]))
+    files = _full_files(tmp_path, lines, "whole")
     once = run_paper(_settings(root, files, small_learner, tmp_path / "once"))
     stops = [pd.Timestamp("2010-07-15"), pd.Timestamp("2010-07-16"), pd.Timestamp("2010-11-30")]
     for until in [*stops, END]:
@@ -176,9 +185,7 @@ def test_bad_rows_are_refused_and_the_run_goes_on(setup, small_learner, tmp_path
 
 def test_a_rewritten_history_is_refused_on_restart(setup, small_learner, tmp_path):
     root, _frames, lines, _ = setup
-    files = _start_files(tmp_path, lines, "adj")
-    for path in files:
-        path.write_text("".join(lines[path.stem]))
+    files = _full_files(tmp_path, lines, "adj")
     state = tmp_path / "state"
     run_paper(_settings(root, files, small_learner, state, until=pd.Timestamp("2010-08-31")))
     aapl = next(p for p in files if p.stem == "AAPL")
@@ -191,7 +198,7 @@ def test_a_rewritten_history_is_refused_on_restart(setup, small_learner, tmp_pat
 
 def test_the_state_folder_is_metabt_s_own(setup, small_learner, tmp_path):
     root, _frames, lines, _ = setup
-    files = _start_files(tmp_path, lines, "own")
+    files = _full_files(tmp_path, lines, "own")
     theirs = tmp_path / "theirs"
     theirs.mkdir()
     (theirs / "notes.txt").write_text("mine")
@@ -199,8 +206,6 @@ def test_the_state_folder_is_metabt_s_own(setup, small_learner, tmp_path):
         run_paper(_settings(root, files, small_learner, theirs))
     assert (theirs / "notes.txt").read_text() == "mine"
     state = tmp_path / "state"
-    for path in files:
-        path.write_text("".join(lines[path.stem]))
     run_paper(_settings(root, files, small_learner, state, until=pd.Timestamp("2010-07-30")))
     other = _settings(root, files, small_learner, state)
     other = PaperSettings(**{**other.__dict__, "cash": 50_000.0})
@@ -386,9 +391,7 @@ def test_a_restart_reads_the_folder_s_files_with_bounds(
     from metabt.experiments import paper
 
     root, _frames, lines, _backtest = setup
-    files = _start_files(tmp_path, lines, "bounds")
-    for path in files:
-        path.write_text("".join(lines[path.stem]))
+    files = _full_files(tmp_path, lines, "bounds")
     state = tmp_path / "state"
     run_paper(_settings(root, files, small_learner, state, until=pd.Timestamp("2010-08-31")))
     assert (state / "orders.jsonl").stat().st_size > 100

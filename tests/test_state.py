@@ -136,22 +136,8 @@ def test_state_saver_keeps_the_last_bar_s_state(sample_frames, small_learner, tm
     from metabt.strategies.state import StateSaver
 
     frames = {n: f.loc["2010-01-01":"2010-09-30"] for n, f in sample_frames.items()}
-    cerebro = build_cerebro(
-        MetaStrategy,
-        [feed(f, name=n) for n, f in frames.items()],
-        start=START,
-        cash=100_000.0,
-        costs=Costs(),
-        strategy_kwargs={"learner": small_learner, "support": 40},
-    )
-    cerebro.addanalyzer(StateSaver, path=tmp_path / "s.npz", every=2)
-    strategy = cerebro.run()[0]
-    saved = load_state(tmp_path / "s.npz")
-    bars = len(strategy)
-    assert saved.meta["bars"][0] == bars - bars % 2
-    if bars % 2 == 0:
-        assert differences(saved, capture(strategy)) == []
-    with pytest.raises(ConfigError, match="existing folder"):
+
+    def run(**saver):
         cerebro = build_cerebro(
             MetaStrategy,
             [feed(f, name=n) for n, f in frames.items()],
@@ -160,8 +146,17 @@ def test_state_saver_keeps_the_last_bar_s_state(sample_frames, small_learner, tm
             costs=Costs(),
             strategy_kwargs={"learner": small_learner, "support": 40},
         )
-        cerebro.addanalyzer(StateSaver, path=tmp_path / "missing" / "s.npz")
-        cerebro.run()
+        cerebro.addanalyzer(StateSaver, **saver)
+        return cerebro.run()[0]
+
+    strategy = run(path=tmp_path / "s.npz", every=2)
+    saved = load_state(tmp_path / "s.npz")
+    bars = len(strategy)
+    assert saved.meta["bars"][0] == bars - bars % 2
+    if bars % 2 == 0:
+        assert differences(saved, capture(strategy)) == []
+    with pytest.raises(ConfigError, match="existing folder"):
+        run(path=tmp_path / "missing" / "s.npz")
 
 
 def test_load_state_reads_only_numbers_and_text(tmp_path):
