@@ -56,6 +56,7 @@ __all__ = [
     "implausible_warnings",
     "main_backtest",
     "rejection_warnings",
+    "traded_strategy",
     "verdict_lines",
 ]
 
@@ -285,28 +286,15 @@ def main_backtest(
         learner = cache.train(settings, settings.start, progress=progress, log=log)
     elif learner is None:
         learner = settings.train(settings.start, progress=progress, log=log)
-    check_no_leak(learner, settings.start)
-    check_train_config(learner, settings.cfg, settings.frames)
-    tic = time.perf_counter()
-    cls, name = (
-        (MetaStrategy, "MetaStrategy")
-        if settings.cfg.portfolio is None
-        else (CrossSectionalStrategy, "CrossSectional")
-    )
     if traded is None:
-        kwargs, line = no_trade_kwargs(
-            settings,
-            cls,
-            name,
-            {"learner": learner, **settings.cfg.strategy_kwargs()},
-            settings.start,
-        )
-        if line is not None:
-            log(line)
+        tic = time.perf_counter()
+        cls, name, kwargs = traded_strategy(settings, learner, log=log)
         meta = settings.run(cls, name, kwargs)
+        seconds = time.perf_counter() - tic
     else:
-        meta = traded
-    seconds = time.perf_counter() - tic if traded is None else math.nan
+        check_no_leak(learner, settings.start)
+        check_train_config(learner, settings.cfg, settings.frames)
+        meta, seconds = traded, math.nan
     results = [
         meta,
         settings.run(BuyAndHold, "BuyAndHold"),
@@ -321,6 +309,45 @@ def main_backtest(
             f"{settings.bars_fed()} bars fed"
         )
     return MainRun(settings, learner, results, seconds)
+
+
+def traded_strategy(
+    settings: RunSettings, learner: MetaLearner, *, log: Log = silent
+) -> tuple[type[SignalTrader], str, dict[str, Any]]:
+    """The main job's strategy for ``learner``, after checking the learner fits the run.
+
+    The class is ``MetaStrategy``, or ``CrossSectionalStrategy`` (named "CrossSectional")
+    with ``settings.cfg.portfolio``; its parameters are the learner, the run's schedule and
+    smoothing (``cfg.strategy_kwargs()``) and the no-trade region calibrated on the
+    validation years before ``settings.start`` (:func:`metabt.experiments.smoothing.
+    no_trade_kwargs`). :func:`main_backtest` backtests it; ``metabt.experiments.paper``
+    paper-trades it.
+
+    Args:
+        settings: the run's data, period and configuration.
+        learner: the trained meta-learner.
+        log: receives the calibration's line.
+
+    Returns:
+        (strategy class, its label, its keyword arguments).
+
+    Raises:
+        ConfigError: the learner's training range reaches ``settings.start``, or it trained
+            with other support windows or bars than the run's.
+    """
+    check_no_leak(learner, settings.start)
+    check_train_config(learner, settings.cfg, settings.frames)
+    cls, name = (
+        (MetaStrategy, "MetaStrategy")
+        if settings.cfg.portfolio is None
+        else (CrossSectionalStrategy, "CrossSectional")
+    )
+    kwargs, line = no_trade_kwargs(
+        settings, cls, name, {"learner": learner, **settings.cfg.strategy_kwargs()}, settings.start
+    )
+    if line is not None:
+        log(line)
+    return cls, name, kwargs
 
 
 def _sma_windows(settings: RunSettings) -> dict[str, int]:

@@ -810,8 +810,8 @@ def paper_settings(
 
     The strategy (``MetaStrategy``, or ``CrossSectionalStrategy`` with
     ``run.cfg.portfolio``), its parameters and the no-trade region's calibration on the
-    validation years before ``run.start`` are those of
-    :func:`metabt.experiments.compare.main_backtest`.
+    validation years before ``run.start`` are those ``metabt backtest`` trades
+    (:func:`metabt.experiments.compare.traded_strategy`).
 
     Args:
         run: the run's settings; ``run.frames`` are the files' bars known now (only those
@@ -832,23 +832,9 @@ def paper_settings(
         ConfigError: the learner's training range reaches ``run.start``, or its training
             settings do not fit this run.
     """
-    from metabt.experiments.parts import check_no_leak, check_train_config
-    from metabt.experiments.smoothing import no_trade_kwargs
-    from metabt.strategies.meta import MetaStrategy
-    from metabt.strategies.portfolio import CrossSectionalStrategy
+    from metabt.experiments.compare import traded_strategy
 
-    check_no_leak(learner, run.start)
-    check_train_config(learner, run.cfg, run.frames)
-    cls, name = (
-        (MetaStrategy, "MetaStrategy")
-        if run.cfg.portfolio is None
-        else (CrossSectionalStrategy, "CrossSectional")
-    )
-    kwargs, line = no_trade_kwargs(
-        run, cls, name, {"learner": learner, **run.cfg.strategy_kwargs()}, run.start
-    )
-    if line is not None:
-        log(line)
+    cls, name, kwargs = traded_strategy(run, learner, log=log)
     record = {
         "model_sha256": model_sha256,
         "strategy_kwargs": {k: v for k, v in kwargs.items() if k != "learner"},
