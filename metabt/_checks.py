@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import math
 import numbers
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -156,7 +157,10 @@ def check_support(x: np.ndarray, y: np.ndarray) -> None:
         raise ConfigError(
             f"support set must be x (S, F) and y (S,) with S >= 1, got x {x.shape} and y {y.shape}"
         )
-    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+    # a sum is finite only if every term is (NaN and inf propagate), so one reduction
+    # clears the usual case; a non-finite sum (or an overflow) takes the exact check
+    finite = math.isfinite(float(x.sum()) + float(y.sum()))
+    if not finite and not (np.isfinite(x).all() and np.isfinite(y).all()):
         raise ConfigError(
             "support set has NaN or infinite values; drop rows whose label "
             "or features are not yet known"

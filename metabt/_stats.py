@@ -112,6 +112,13 @@ class RollingMoments:
                 sums[j] -= old
                 squares[j] -= old * old
 
+    def std(self) -> float:
+        """Sample std (ddof=1) of the last ``windows[0]`` values: ``stds()[0]``, without the
+        list (a per-bar path with one window)."""
+        w = self.windows[0]
+        s = self._sums[0]
+        return math.sqrt(max(self._squares[0] - s * s / w, 0.0) / (w - 1))
+
     def stds(self) -> list[float]:
         """Sample std (ddof=1) of the last w values, for each window w (needs w pushed)."""
         return [

@@ -25,6 +25,14 @@ Params = dict[str, Tensor]
 Forward = Callable[[Mapping[str, Tensor], Tensor], Tensor]
 
 
+#: NumPy's dtype of each float tensor dtype (what ``tensor.numpy().dtype`` gives, without the
+#: tensor round trip on the per-adaptation path)
+_NUMPY_DTYPES: dict[object, np.dtype] = {
+    torch.float32: np.dtype(np.float32),
+    torch.float64: np.dtype(np.float64),
+}
+
+
 def _to_numpy(values: Tensor | np.ndarray, dtype: np.dtype) -> np.ndarray:
     if isinstance(values, Tensor):
         values = values.detach().cpu().numpy()
@@ -46,7 +54,12 @@ def support_arrays(
     Raises:
         ConfigError: mismatched shapes, an empty support set or non-finite values.
     """
-    np_dtype = like.detach().numpy().dtype if isinstance(like, Tensor) else like.dtype
+    if isinstance(like, Tensor):
+        np_dtype = _NUMPY_DTYPES.get(like.dtype)
+        if np_dtype is None:  # a dtype the table lacks: ask torch
+            np_dtype = like.detach().numpy().dtype
+    else:
+        np_dtype = like.dtype
     xn, yn = _to_numpy(x, np_dtype), _to_numpy(y, np_dtype)
     check_support(xn, yn)
     return xn, yn

@@ -192,6 +192,7 @@ class SignalTrader(bt.Strategy):
         self.targets_set = 0
         self.targets_rounded_away = 0
         self._sqrt_bars_per_year = math.nan
+        self._orders_open: tuple[Any, Any] | None = None  # (broker, its get_orders_open)
 
     # ---- hooks for subclasses
     def compute_signals(self, indices: list[int]) -> list[float]:
@@ -303,7 +304,7 @@ class SignalTrader(bt.Strategy):
         """
         if self._seen[i] <= self._vol_lookback:
             return math.nan
-        return self._vol[i].stds()[0] * self._sqrt_bars_per_year
+        return self._vol[i].std() * self._sqrt_bars_per_year
 
     def trading(self) -> bool:
         """True once the current bar is on or after ``trade_start``."""
@@ -407,8 +408,11 @@ class SignalTrader(bt.Strategy):
         market order fills whole at the next open and there is nothing to cancel (nor with
         a broker that does not list its open orders: backtrader's ``BackBroker`` does).
         """
-        listed = getattr(self.broker, "get_orders_open", None)
-        pending = listed() if listed is not None else ()
+        broker = self.broker
+        lister = self._orders_open
+        if lister is None or lister[0] is not broker:  # looked up once per broker
+            lister = self._orders_open = (broker, getattr(broker, "get_orders_open", None))
+        pending = lister[1]() if lister[1] is not None else ()
         if not pending:
             return
         wanted = {id(self.datas[i]) for i in indices}
@@ -441,23 +445,24 @@ class SignalTrader(bt.Strategy):
             band *= cap / gross
         value = self.broker.getvalue()
         datas, closes, position = self.datas, self._close, self.getposition
-        # the close of each data's latest bar, as _step read it
-        prices = [closes[i] for i in active]
-        held = [position(datas[i]).size for i in active]
+        prices, held = [], []
+        for i in active:
+            prices.append(closes[i])  # the close of the data's latest bar, as _step read it
+            held.append(position(datas[i]).size)
         bands: float | list[float] = band
         if self._no_trade:
             held_weights = [c * p / value for c, p in zip(held, prices)]
             keep = self._keep(signals, weights, held_weights)
             bands = [math.inf if k else band for k in keep]
         targets = capped_targets(sizer, weights, prices, held, value, cap=cap, deadband=bands)
-        for w, c, t, p in zip(weights, held, targets, prices):
+        orders = []
+        for i, w, c, t, p in zip(active, weights, held, targets, prices):
             if w and c == 0 and abs(w) >= band:  # a position to open, past the deadband
                 self.targets_set += 1
                 if t == 0 and abs(w) * value < p:  # worth less than one whole unit
                     self.targets_rounded_away += 1
-        plan = [(datas[i], c, t) for i, c, t in zip(active, held, targets)]
-        # reductions first: they free cash for the increases
-        orders = [(abs(t) >= abs(c), d, t - c) for d, c, t in plan if t != c]
+            if t != c:  # (is an increase, data, change): reductions first, they free cash
+                orders.append((abs(t) >= abs(c), datas[i], t - c))
         if len(orders) > 1:
             orders.sort(key=lambda o: o[0])
         for _, d, delta in orders:
@@ -500,11 +505,15 @@ def capped_targets(
         (N,) target positions, shares (whole, unless the sizer is ``fractional``).
     """
     shares = sizer.shares_for_weight
-    bands = [deadband] * len(weights) if isinstance(deadband, (int, float)) else deadband
-    targets = [
-        shares(w, p, value, current=c, deadband=b)
-        for w, p, c, b in zip(weights, prices, held, bands)
-    ]
+    if isinstance(deadband, (int, float)):
+        targets = []
+        for w, p, c in zip(weights, prices, held):
+            targets.append(shares(w, p, value, current=c, deadband=deadband))
+    else:
+        targets = [
+            shares(w, p, value, current=c, deadband=b)
+            for w, p, c, b in zip(weights, prices, held, deadband)
+        ]
     book = sum([abs(t) * p for t, p in zip(targets, prices)])
     if book > cap * value:
         # positions held inside their deadband pushed the book over the cap: trim the
