@@ -6,14 +6,17 @@ buy/close); MetaStrategy uses MAML, an MLP, adapt_every=5, support=60, inner_ste
 the run's default smoothing (``DEMO.smooth``, 20 bars) and, for the before/after, without it
 (``--smooth 1``).
 Each is timed ``--repeats`` times, interleaved; the ratio of the best times is printed,
-with the median and range of the ratios of the interleaved pairs.
+with the median and range of the ratios of the interleaved pairs. The inner loop runs
+compiled (numba, :mod:`metabt.learn.kernels.compiled`); its one-off load per process is
+timed apart, before the runs (``--no-jit``: the NumPy loop, the before/after).
 
-    python benchmarks/bench_backtest.py [--repeats R] [--algorithm maml]
+    python benchmarks/bench_backtest.py [--repeats R] [--algorithm maml] [--no-jit]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections.abc import Callable
 
@@ -26,6 +29,7 @@ from metabt.config.defaults import DEMO
 from metabt.data import feed, load_ohlcv, sample_data_dir
 from metabt.features import FeatureSpec
 from metabt.features.tasks import TaskSampler
+from metabt.learn.kernels.compiled import JIT_ENV, warm_up
 from metabt.learn.models import MLP
 
 BARS = 2500
@@ -62,8 +66,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--algorithm", default="maml")
     parser.add_argument("--smooth", type=int, default=DEMO.smooth, help="MetaStrategy's smooth")
+    parser.add_argument("--no-jit", action="store_true", help="the NumPy inner loop")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.no_jit:
+        os.environ[JIT_ENV] = "0"
+    load = warm_up()  # once per process: numba's import and its cached machine code
 
     frame = load_ohlcv(sample_data_dir() / "AAPL.csv").iloc[-BARS:]
     spec = FeatureSpec()
@@ -103,6 +111,8 @@ def main() -> None:
     paired = sorted(m / s for s, m in pairs)
     first, last = pd.Timestamp(frame.index[0]).date(), pd.Timestamp(frame.index[-1]).date()
     print(f"{len(frame)} bars of AAPL, {first} to {last}; best of {args.repeats} runs, 1 thread")
+    inner = "NumPy (--no-jit)" if args.no_jit else f"compiled, loaded once in {load:.2f} s"
+    print(f"inner loop: {inner}; load average {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"backtrader SMA crossover : {sma:7.3f} s")
     print(
         f"MetaStrategy ({args.algorithm}, MLP, adapt_every=5, support=60, inner_steps=5, "
