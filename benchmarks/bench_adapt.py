@@ -1,8 +1,10 @@
 """Per-bar costs inside a backtest: one ``MetaLearner.adapt`` call per algorithm, and features.
 
-Support 60 bars, default features, 5 inner steps; the MAML MLP is the reference (ratio 1).
-Features: the incremental ``OnlineFeatures.update`` the backtest uses, against recomputing
-the window with ``FeatureSpec.transform_window``.
+Support 60 bars, default features, 5 inner steps; the MAML MLP is the reference (ratio 1);
+the per-algorithm table runs the NumPy loops (``METABT_JIT=0``), and the MLP's inner loop
+and row prediction are also timed compiled (numba, loaded before timing; its load time is
+printed). Features: the incremental ``OnlineFeatures.update`` the backtest uses, against
+recomputing the window with ``FeatureSpec.transform_window``.
 
     python benchmarks/bench_adapt.py
 """
@@ -18,6 +20,7 @@ import torch
 
 from metabt.features import FeatureSpec, OnlineFeatures
 from metabt.learn.algorithms import OUTER_STEPS, PairedFamily
+from metabt.learn.kernels.compiled import JIT_ENV, warm_up
 from metabt.learn.kernels.fused import MLPKernel
 from metabt.learn.learner import ALGORITHMS, MetaLearner
 from metabt.learn.models import GRU, MLP
@@ -76,10 +79,24 @@ def inner_loop_paths(f: int, x: torch.Tensor, y: torch.Tensor) -> None:
     autograd = best(lambda: learner.adapt(x, y, STEPS, reference=True))
     step = best(stepwise)
     fused = best(lambda: learner.adapt(xn, yn, steps=STEPS))
+    adapted = learner.adapt(xn, yn, steps=STEPS)
+    row_numpy = best(lambda: adapted.predict_row(xn[0]))
+    os.environ[JIT_ENV] = "1"
+    load = warm_up()
+    compiled = best(lambda: learner.adapt(xn, yn, steps=STEPS))
+    adapted = learner.adapt(xn, yn, steps=STEPS)
+    row_compiled = best(lambda: adapted.predict_row(xn[0]))
+    os.environ[JIT_ENV] = "0"
     print(
         f"MLP inner loop ({STEPS} steps): torch.autograd {autograd * 1e3:.3f} ms, NumPy per "
         f"step {step * 1e3:.3f} ms, fused NumPy kernel (adapt) {fused * 1e3:.3f} ms: "
         f"{autograd / fused:.1f}x and {step / fused:.2f}x"
+    )
+    print(
+        f"MLP inner loop compiled (numba, loaded once in {load:.2f} s): {compiled * 1e3:.3f} ms, "
+        f"{fused / compiled:.2f}x the fused NumPy kernel; one row's prediction "
+        f"{row_compiled * 1e6:.1f} us against {row_numpy * 1e6:.1f} us "
+        f"({row_numpy / row_compiled:.2f}x)"
     )
     gru = MetaLearner(GRU(f, 32, 10), algorithm="maml")
     xg = torch.randn(SUPPORT, gru.model.n_features, generator=torch.Generator().manual_seed(1))
@@ -119,6 +136,7 @@ def blas_threads(f: int, y: torch.Tensor) -> None:
 
 
 def main() -> None:
+    os.environ[JIT_ENV] = "0"  # the NumPy loops; the compiled one is timed apart
     spec = FeatureSpec()
     blas_threads(spec.n_features, torch.randn(SUPPORT, generator=torch.Generator().manual_seed(3)))
     torch.set_num_threads(1)

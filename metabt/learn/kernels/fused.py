@@ -19,7 +19,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from metabt.learn.kernels.compiled import DensePlan, compiled_adapt, compiled_forward_row
+from metabt.learn.kernels.compiled import (
+    DensePlan,
+    compiled_adapt,
+    compiled_adapt_many,
+    compiled_forward_row,
+)
 from metabt.learn.kernels.numpy_models import ArrayParams
 from metabt.learn.models import GRU, MLP, MetaModel
 
@@ -344,9 +349,10 @@ class DenseKernel:
         small NumPy calls per step for two hidden layers. Equal to stepping
         :meth:`mse_grad_numpy` by hand and to ``torch.autograd`` (tested in float64).
 
-        The same loop runs compiled by numba when it can
-        (:mod:`metabt.learn.kernels.compiled`: about four times faster, equal to this one
-        bit for bit for ReLU networks); ``METABT_JIT=0`` keeps it in NumPy.
+        The same loop runs compiled by numba, equal to this one bit for bit, for the
+        networks where that holds (ReLU, leaky ReLU, linear) once the process has adapted
+        enough to pay for loading it (:mod:`metabt.learn.kernels.compiled`: about three
+        times faster); ``METABT_JIT`` chooses otherwise.
 
         Args:
             theta: (P,) θ laid out by :meth:`fold` (not modified: a backtest folds θ once
@@ -458,7 +464,8 @@ class DenseKernel:
 
         The same fused loop with a leading task axis: θ is copied into a (B, P) buffer,
         each layer is one batched matmul forward and one backward for all tasks, and the
-        update is one vector operation on the buffer.
+        update is one vector operation on the buffer. Compiled (as :meth:`adapt`), it is
+        :meth:`adapt`'s loop once per task in one call, equal to it bit for bit.
 
         Args:
             theta: (P,) θ laid out by :meth:`fold` (not modified); rate: its rates.
@@ -472,6 +479,10 @@ class DenseKernel:
         References:
             Finn, Abbeel, Levine 2017 (MAML, eq. 1); Li et al. 2017 (Meta-SGD).
         """
+        done = compiled_adapt_many(self._plan, theta, rate, x, y, steps)
+        if done is not None:
+            before, after, phi = done
+            return before, after, self._named_many(_unfold_many(phi, self._shapes))
         n_tasks, n_support = y.shape
         flat = np.repeat(theta[None, :], n_tasks, axis=0)
         grad = np.empty_like(flat)
