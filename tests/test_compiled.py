@@ -17,6 +17,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from metabt.errors import ConfigError
 from metabt.learn.kernels.compiled import (
     JIT_ENV,
     DensePlan,
@@ -177,7 +178,7 @@ def test_the_environment_variable_chooses_the_loop(monkeypatch):
         assert compiled_forward_row(kernel._plan, theta, x[0]) is None
         assert warm_up() == 0.0
     monkeypatch.setenv(JIT_ENV, "sometimes")
-    with pytest.raises(ValueError, match=r"METABT_JIT='sometimes'.*use 0"):
+    with pytest.raises(ConfigError, match=r"METABT_JIT='sometimes'.*set it to 0"):
         compiled_adapt(kernel._plan, theta, 0.1, x, y, 1)
     monkeypatch.setenv(JIT_ENV, "1")
     assert compiled_adapt(kernel._plan, theta, 0.1, x, y, 1) is not None

@@ -39,6 +39,8 @@ from typing import Any
 
 import numpy as np
 
+from metabt.errors import ConfigError
+
 __all__ = [
     "ACTIVATION_CODES",
     "DensePlan",
@@ -70,7 +72,7 @@ def jit_mode() -> str:
     """The inner loop ``METABT_JIT`` asks for: "off", "on" or "auto" (read at each call).
 
     Raises:
-        ValueError: another value, naming the ones accepted.
+        ConfigError: another value, naming the ones accepted.
     """
     value = os.environ.get(JIT_ENV, "auto").strip().lower()
     if value in ("0", "off", "false", "no"):
@@ -79,9 +81,9 @@ def jit_mode() -> str:
         return "on"
     if value in ("", "auto"):
         return "auto"
-    raise ValueError(
-        f"{JIT_ENV}={value!r} is not understood; use 0 (NumPy), 1 (compiled) or auto "
-        "(compiled once the process has adapted enough)"
+    raise ConfigError(
+        f"{JIT_ENV}={value!r} is not understood; set it to 0 (NumPy), 1 (compiled) or auto "
+        "(compiled once the process has adapted enough), or unset it"
     )
 
 
