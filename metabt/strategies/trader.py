@@ -192,7 +192,6 @@ class SignalTrader(bt.Strategy):
         self.targets_set = 0
         self.targets_rounded_away = 0
         self._sqrt_bars_per_year = math.nan
-        self._orders_open: tuple[Any, Any] | None = None  # (broker, its get_orders_open)
 
     # ---- hooks for subclasses
     def compute_signals(self, indices: list[int]) -> list[float]:
@@ -408,11 +407,8 @@ class SignalTrader(bt.Strategy):
         market order fills whole at the next open and there is nothing to cancel (nor with
         a broker that does not list its open orders: backtrader's ``BackBroker`` does).
         """
-        broker = self.broker
-        lister = self._orders_open
-        if lister is None or lister[0] is not broker:  # looked up once per broker
-            lister = self._orders_open = (broker, getattr(broker, "get_orders_open", None))
-        pending = lister[1]() if lister[1] is not None else ()
+        listed = getattr(self.broker, "get_orders_open", None)
+        pending = listed() if listed is not None else ()
         if not pending:
             return
         wanted = {id(self.datas[i]) for i in indices}
@@ -505,15 +501,11 @@ def capped_targets(
         (N,) target positions, shares (whole, unless the sizer is ``fractional``).
     """
     shares = sizer.shares_for_weight
-    if isinstance(deadband, (int, float)):
-        targets = []
-        for w, p, c in zip(weights, prices, held):
-            targets.append(shares(w, p, value, current=c, deadband=deadband))
-    else:
-        targets = [
-            shares(w, p, value, current=c, deadband=b)
-            for w, p, c, b in zip(weights, prices, held, deadband)
-        ]
+    bands = [deadband] * len(weights) if isinstance(deadband, (int, float)) else deadband
+    targets = [
+        shares(w, p, value, current=c, deadband=b)
+        for w, p, c, b in zip(weights, prices, held, bands)
+    ]
     book = sum([abs(t) * p for t, p in zip(targets, prices)])
     if book > cap * value:
         # positions held inside their deadband pushed the book over the cap: trim the
