@@ -48,6 +48,18 @@ def _params(widths, dtype, rng):
     return {k: v.astype(dtype) for k, v in params.items()}
 
 
+def _folded(widths, activation, dtype, rates, rng):
+    """A kernel, its θ (params and folded) and inner rates: one scalar or per parameter."""
+    kernel = _kernel(widths, activation)
+    params = _params(widths, dtype, rng)
+    if rates == "scalar":
+        lrs = {k: 0.05 for k in params}
+    else:
+        lrs = {k: rng.uniform(0.01, 0.1, v.shape).astype(dtype) for k, v in params.items()}
+    theta, rate = kernel.fold(params, lrs)
+    return kernel, params, theta, rate, lrs
+
+
 def _both(monkeypatch, run):
     """run() with the NumPy loop (METABT_JIT=0), then compiled."""
     monkeypatch.setenv(JIT_ENV, "0")
@@ -70,14 +82,7 @@ def _same(a, b) -> bool:
 @pytest.mark.parametrize("rates", ["scalar", "per-parameter"])
 def test_compiled_adapt_equals_the_numpy_loop(monkeypatch, activation, dtype, rates):
     rng = np.random.default_rng(3)
-    widths = (6, 9, 7)
-    kernel = _kernel(widths, activation)
-    params = _params(widths, dtype, rng)
-    if rates == "scalar":
-        lrs = {k: 0.05 for k in params}
-    else:
-        lrs = {k: rng.uniform(0.01, 0.1, v.shape).astype(dtype) for k, v in params.items()}
-    theta, rate = kernel.fold(params, lrs)
+    kernel, params, theta, rate, lrs = _folded((6, 9, 7), activation, dtype, rates, rng)
     x, y = rng.normal(size=(25, 6)).astype(dtype), rng.normal(size=25).astype(dtype)
     monkeypatch.setenv(JIT_ENV, "1")
     runs = compiled_adapt(kernel._plan, theta, rate, x, y, 4) is not None
@@ -260,14 +265,7 @@ def test_compiled_adapt_many_is_one_adapt_per_task_bit_for_bit(monkeypatch, dtyp
     adapt's exactly. The NumPy batched loop agrees to float precision only: its stacked
     matmul and einsum round differently from one task's BLAS calls for some shapes."""
     rng = np.random.default_rng(9)
-    widths = (5, 8, 6)
-    kernel = _kernel(widths, "relu")
-    params = _params(widths, dtype, rng)
-    if rates == "scalar":
-        lrs = {k: 0.05 for k in params}
-    else:
-        lrs = {k: rng.uniform(0.01, 0.1, v.shape).astype(dtype) for k, v in params.items()}
-    theta, rate = kernel.fold(params, lrs)
+    kernel, _, theta, rate, _ = _folded((5, 8, 6), "relu", dtype, rates, rng)
     x, y = rng.normal(size=(7, 20, 5)).astype(dtype), rng.normal(size=(7, 20)).astype(dtype)
     numpy_many, many = _both(monkeypatch, lambda: kernel.adapt_many(theta, rate, x, y, 3))
     rtol = 1e-5 if dtype == np.float32 else 1e-12
