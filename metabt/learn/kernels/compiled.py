@@ -20,10 +20,11 @@ metabt chooses it like a tiered JIT: a process adapts with NumPy until it has ad
 about 0.6 s here (numba's import, its BLAS binding, the machine code cached on disk by
 numba beside this file, or in its user cache directory when that is not writable; the
 first load on a machine compiles, a few seconds per float dtype), and each adaptation
-then saves about 0.11 ms (a 2x32 MLP, 60 rows, 5 steps: 46 µs against 157 µs): a small
-backtest (one asset, 2,500 daily bars: 476 adaptations) is faster without it, a universe,
-a walk-forward or a sweep much faster with it. The rule is the ski-rental one: switch once
-the NumPy time spent would have paid for the load.
+then saves about 0.11 ms (a 2x32 MLP, 60 rows, 5 steps: 0.053 ms against 0.167 ms in
+``benchmarks/bench_adapt.py``): a small backtest (one asset, 2,500 daily bars: 476
+adaptations) is faster without it, a universe, a walk-forward or a sweep much faster with
+it. The rule is the ski-rental one: switch once the NumPy time spent would have paid for
+the load.
 
 ``METABT_JIT``: ``0`` (or ``off``) keeps NumPy, ``1`` (or ``on``) compiles from the first
 adaptation; unset (``auto``), the rule above. :func:`warm_up` loads it now (benchmarks
