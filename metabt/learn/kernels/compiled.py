@@ -117,8 +117,12 @@ class DensePlan:
         shapes: (in + 1, out) of each ``[Wᵀ; b]`` block, hidden layers then the head
             (whose out is 1), as :class:`metabt.learn.kernels.fused.DenseKernel` lays
             them out.
-        activations: (name, negative slope) of each hidden layer; names as
-            :data:`ACTIVATION_CODES`.
+        activations: (name, negative slope) of each hidden layer; a network with a name
+            outside :data:`ACTIVATION_CODES` does not run compiled.
+
+    Attributes:
+        compiles (bool): whether the compiled loop runs this network (it equals NumPy's on
+            it: see the module).
 
     Raises:
         ValueError: a head wider than 1, or not one block per hidden layer plus the head.
