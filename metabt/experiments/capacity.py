@@ -24,11 +24,9 @@ from metabt.errors import ConfigError
 from metabt.evaluate.sanitize import chart_label, clean, csv_text
 from metabt.experiments.backtest import BacktestResult
 from metabt.experiments.log import Log, silent
-from metabt.experiments.parts import check_no_leak, check_train_config
+from metabt.experiments.parts import checked_strategy
 from metabt.experiments.settings import RunSettings
 from metabt.learn.learner import MetaLearner
-from metabt.strategies.meta import MetaStrategy
-from metabt.strategies.portfolio import CrossSectionalStrategy
 
 __all__ = ["CAPITALS", "CapacityCurve", "capacity_curve"]
 
@@ -201,13 +199,7 @@ def capacity_curve(
         )
     if learner is None:
         learner = settings.train(settings.start, progress=progress, log=log)
-    check_no_leak(learner, settings.start)
-    check_train_config(learner, settings.cfg, settings.frames)
-    cls, name = (
-        (MetaStrategy, "MetaStrategy")
-        if settings.cfg.portfolio is None
-        else (CrossSectionalStrategy, "CrossSectional")
-    )
+    cls, name = checked_strategy(learner, settings.cfg, settings.frames, settings.start)
     kwargs = {"learner": learner, **settings.cfg.strategy_kwargs()}
     results = [dataclasses.replace(settings, cash=c).run(cls, name, kwargs) for c in levels]
     table = pd.DataFrame([_row(r) for r in results], index=pd.Index(levels, name="capital"))

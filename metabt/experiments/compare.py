@@ -32,7 +32,7 @@ from metabt.experiments.backtest import BacktestResult, cost_warning
 from metabt.experiments.cache import TrainingCache
 from metabt.experiments.executors import SERIAL, Executor, ExecutorSpec, executor_scope
 from metabt.experiments.log import Log, silent
-from metabt.experiments.parts import check_no_leak, check_train_config
+from metabt.experiments.parts import checked_strategy
 from metabt.experiments.resume import UnitStore
 from metabt.experiments.roster import roster_entries
 from metabt.experiments.scheduler import FinishedStrategy, SeedRun, Unit, run_units
@@ -40,8 +40,7 @@ from metabt.experiments.settings import RunSettings
 from metabt.experiments.smoothing import no_trade_kwargs
 from metabt.learn.learner import MetaLearner
 from metabt.strategies.baselines import BuyAndHold, SmaCross
-from metabt.strategies.meta import MetaStrategy, SignalTrader
-from metabt.strategies.portfolio import CrossSectionalStrategy
+from metabt.strategies.meta import SignalTrader
 
 __all__ = [
     "ASSET_NOTES",
@@ -292,8 +291,8 @@ def main_backtest(
         meta = settings.run(cls, name, kwargs)
         seconds = time.perf_counter() - tic
     else:
-        check_no_leak(learner, settings.start)
-        check_train_config(learner, settings.cfg, settings.frames)
+        # the checks traded_strategy makes before a backtest, for the run made elsewhere
+        checked_strategy(learner, settings.cfg, settings.frames, settings.start)
         meta, seconds = traded, math.nan
     results = [
         meta,
@@ -335,13 +334,7 @@ def traded_strategy(
         ConfigError: the learner's training range reaches ``settings.start``, or it trained
             with other support windows or bars than the run's.
     """
-    check_no_leak(learner, settings.start)
-    check_train_config(learner, settings.cfg, settings.frames)
-    cls, name = (
-        (MetaStrategy, "MetaStrategy")
-        if settings.cfg.portfolio is None
-        else (CrossSectionalStrategy, "CrossSectional")
-    )
+    cls, name = checked_strategy(learner, settings.cfg, settings.frames, settings.start)
     kwargs, line = no_trade_kwargs(
         settings, cls, name, {"learner": learner, **settings.cfg.strategy_kwargs()}, settings.start
     )

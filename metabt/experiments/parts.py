@@ -38,6 +38,9 @@ from metabt.learn.losses import PnLLoss
 from metabt.learn.models import build_model
 from metabt.learn.training import batch_extra
 from metabt.learn.trees import GBM_ROUNDS, GBM_STOPPING, GbmAdapter
+from metabt.strategies.meta import MetaStrategy
+from metabt.strategies.portfolio import CrossSectionalStrategy
+from metabt.strategies.trader import SignalTrader
 
 __all__ = [
     "LEARNER_PARTS",
@@ -56,6 +59,7 @@ __all__ = [
     "check_excluded",
     "check_no_leak",
     "check_train_config",
+    "checked_strategy",
     "hold_out_years",
     "run_bars_per_year",
     "select_linear",
@@ -550,6 +554,36 @@ def check_no_leak(learner: MetaLearner, start: pd.Timestamp) -> None:
             f"backtest start {start.date()}; that would leak the test period into training. "
             "Use a later `start` or a model trained before it"
         )
+
+
+def checked_strategy(
+    learner: MetaLearner,
+    cfg: RunConfig,
+    frames: Mapping[str, pd.DataFrame],
+    start: pd.Timestamp,
+) -> tuple[type[SignalTrader], str]:
+    """The strategy class that trades ``learner`` in a run, and its label, after the checks
+    that the learner fits the run (:func:`check_no_leak`, :func:`check_train_config`).
+
+    Args:
+        learner: the trained meta-learner.
+        cfg: the run's configuration (``cfg.portfolio`` chooses the class).
+        frames: the run's frames (their bar frequency is checked).
+        start: the first test date.
+
+    Returns:
+        (``MetaStrategy``, "MetaStrategy"), or (``CrossSectionalStrategy``,
+        "CrossSectional") when ``cfg.portfolio`` is set.
+
+    Raises:
+        ConfigError: the learner's training range reaches ``start``, or it trained with
+            other support windows or bars than the run's.
+    """
+    check_no_leak(learner, start)
+    check_train_config(learner, cfg, frames)
+    if cfg.portfolio is None:
+        return MetaStrategy, "MetaStrategy"
+    return CrossSectionalStrategy, "CrossSectional"
 
 
 def _merged(spans: Sequence[tuple[Any, Any]]) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
